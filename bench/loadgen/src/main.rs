@@ -1,0 +1,151 @@
+//! `infermesh-loadgen`: closed-loop load at a fixed concurrency against the V2 gRPC
+//! `ModelInfer` (one request = `--rows` rows of `--features` FP32 values, raw contents, as
+//! tritonclient sends them) or the gateway's fraud route; prints p50/p90/p99/max latency and
+//! throughput as one JSON line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use infermesh_proto::inference as pb;
+use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Target {
+    /// KServe V2 gRPC ModelInfer.
+    Grpc,
+    /// Gateway POST /api/v1/fraud/score.
+    Gateway,
+}
+
+/// Closed-loop load generator for infermesh benchmarks.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to load.
+    #[arg(long, value_enum, default_value = "grpc")]
+    target: Target,
+    /// Server address (gRPC: http://127.0.0.1:8001; gateway: http://127.0.0.1:8080).
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    url: String,
+    /// Model name.
+    #[arg(long, default_value = "fraud")]
+    model: String,
+    /// Features per row.
+    #[arg(long, default_value_t = 30)]
+    features: usize,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    rows: usize,
+    /// Concurrent in-flight requests (each on its own HTTP/2 connection when --connections is 0).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// gRPC connections shared by the workers (0: one per worker).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
+    /// Requests per worker (after warm-up).
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// Warm-up requests per worker, not measured.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Stop after this many seconds whatever the count.
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+}
+
+fn request(args: &Args, seed: usize) -> pb::ModelInferRequest {
+    let n = args.rows * args.features;
+    let raw: Vec<u8> = (0..n)
+        .flat_map(|i| (((i * 7 + seed * 13) % 101) as f32 / 10.0).to_le_bytes())
+        .collect();
+    pb::ModelInferRequest {
+        model_name: args.model.clone(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "input__0".into(),
+            datatype: "FP32".into(),
+            shape: vec![args.rows as i64, args.features as i64],
+            parameters: HashMap::new(),
+            contents: None,
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let mut channels = Vec::new();
+    if matches!(args.target, Target::Grpc) {
+        let n = if args.connections == 0 { args.concurrency } else { args.connections };
+        for _ in 0..n.max(1) {
+            let ch = tonic::transport::Endpoint::from_shared(args.url.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", args.url))?;
+            channels.push(ch);
+        }
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let args = args.clone();
+        let channel = channels.get(w % channels.len().max(1)).cloned();
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut errors = 0u64;
+            let req = request(&args, w);
+            let body = serde_json::json!({"transaction_id": format!("w{w}"), "features": {"amount": 120.0, "merchant_risk": 0.3}});
+            let mut client = channel.map(GrpcInferenceServiceClient::new);
+            for i in 0..(args.warmup + args.requests) {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                let ok = match (&mut client, args.target) {
+                    (Some(c), Target::Grpc) => c.model_infer(req.clone()).await.is_ok(),
+                    _ => http
+                        .post(format!("{}/api/v1/fraud/score", args.url))
+                        .json(&body)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false),
+                };
+                if i >= args.warmup {
+                    if ok {
+                        hist.record(t.elapsed().as_nanos() as u64)?;
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            anyhow::Ok((hist, errors))
+        }));
+    }
+    let mut total = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        total.add(h)?;
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let us = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "target": format!("{:?}", args.target).to_lowercase(), "concurrency": args.concurrency, "rows": args.rows,
+            "requests": total.len(), "errors": errors,
+            "p50_us": us(0.5), "p90_us": us(0.9), "p99_us": us(0.99), "max_us": total.max() as f64 / 1000.0,
+            "throughput_rps": total.len() as f64 / secs,
+        })
+    );
+    Ok(())
+}

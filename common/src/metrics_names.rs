@@ -1,0 +1,25 @@
+//! Every metric name infermesh exports, in one place (`infermesh_` prefix, `_seconds` /
+//! `_total` suffixes).
+
+/// Inference requests, labels: model, version, protocol, outcome.
+pub const INFER_REQUESTS_TOTAL: &str = "infermesh_inference_requests_total";
+/// Inference request latency in seconds, labels: model, version, protocol.
+pub const INFER_REQUEST_SECONDS: &str = "infermesh_inference_request_duration_seconds";
+/// Rows waiting in a model's queue, label: model.
+pub const QUEUE_DEPTH: &str = "infermesh_queue_depth";
+/// Rows per executed batch, label: model.
+pub const BATCH_SIZE: &str = "infermesh_batch_size";
+/// Time a request waited in the queue before its batch ran, label: model.
+pub const QUEUE_WAIT_SECONDS: &str = "infermesh_queue_wait_seconds";
+/// Requests refused by admission, label: model.
+pub const ADMISSION_REJECTED_TOTAL: &str = "infermesh_admission_rejected_total";
+/// Model load / unload events, labels: model, version, event (loaded, unloaded, failed).
+pub const MODEL_LOAD_EVENTS_TOTAL: &str = "infermesh_model_load_events_total";
+/// Model versions currently ready, label: model.
+pub const MODELS_READY: &str = "infermesh_model_versions_ready";
+/// Gateway HTTP requests, labels: route, status.
+pub const GATEWAY_REQUESTS_TOTAL: &str = "infermesh_gateway_requests_total";
+/// Gateway HTTP latency in seconds, label: route.
+pub const GATEWAY_REQUEST_SECONDS: &str = "infermesh_gateway_request_duration_seconds";
+/// Gateway calls to upstream services that failed, labels: upstream, code.
+pub const GATEWAY_UPSTREAM_ERRORS_TOTAL: &str = "infermesh_gateway_upstream_errors_total";

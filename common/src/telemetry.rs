@@ -1,0 +1,145 @@
+//! Tracing and metrics set-up shared by the CLI's subcommands.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Errors of telemetry set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The tracing subscriber or OTLP exporter could not be built.
+    #[error("tracing set-up failed: {0}")]
+    Tracing(String),
+    /// The Prometheus recorder could not be installed.
+    #[error("metrics set-up failed: {0}")]
+    Metrics(String),
+}
+
+/// How to log and trace.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// Log as JSON lines instead of text.
+    pub json_logs: bool,
+    /// OTLP gRPC endpoint (e.g. `http://127.0.0.1:4317`); traces are exported only when set.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported traces.
+    pub service_name: String,
+}
+
+/// Keeps the OTLP pipeline alive; flushes spans when dropped.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (filter from `RUST_LOG`, default `info`), with an
+/// OTLP layer when an endpoint is configured. Must be called within a Tokio runtime when OTLP
+/// is on.
+pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = if cfg.json_logs {
+        tracing_subscriber::fmt::layer().json().boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    let mut guard = TelemetryGuard::default();
+    let otel_layer = match &cfg.otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()
+                .map_err(|e| TelemetryError::Tracing(e.to_string()))?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(cfg.service_name.clone())
+                .build();
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build();
+            let tracer = provider.tracer("infermesh");
+            guard.provider = Some(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| TelemetryError::Tracing(e.to_string()))?;
+    Ok(guard)
+}
+
+use tracing_subscriber::Layer as _;
+
+/// Latency buckets (seconds) fit for sub-millisecond models up to slow remote calls.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the global Prometheus recorder (histograms for `*_seconds` and batch sizes) and
+/// returns its handle, whose `render()` is the `/metrics` body. Safe to call more than once
+/// (tests): later calls return a handle of a recorder that is not global.
+pub fn install_prometheus() -> Result<PrometheusHandle, TelemetryError> {
+    let builder = || {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(crate::metrics_names::BATCH_SIZE.into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                )
+            })
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))
+    };
+    let recorder = builder()?.build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_ok() {
+        Ok(handle)
+    } else {
+        // A recorder is already installed (another service in the same process, or a test):
+        // hand back a detached handle so callers still get a valid, if empty, body.
+        Ok(builder()?.build_recorder().handle())
+    }
+}
+
+/// Serves `GET /metrics` from `handle` on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{Router, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let h = handle.clone();
+            async move {
+                h.run_upkeep();
+                h.render()
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,298 @@
+//! The infermesh gateway: JSON APIs for product services in front of the inference servers.
+//!
+//! `POST /api/v1/fraud/score` (and `/score/batch`) call `infermesh.v1.FraudScoring` over
+//! gRPC; `/healthz` says the process is up, `/readyz` that the inference server answers;
+//! `/api/v1/openapi.json` documents the API. Every response carries an `x-request-id` (the
+//! caller's, or a new UUID), every request a tracing span, and metrics go to their own port.
+//! The gateway never links model code.
+
+pub mod fraud;
+pub mod openapi;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderName, StatusCode};
+use infermesh_common::{ErrorKind, ServiceError, metrics_names as m, telemetry};
+use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
+use tonic::transport::{Channel, Endpoint};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Bad flags.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A port could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Telemetry set-up failed.
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    /// A listener failed.
+    #[error("gateway failed: {0}")]
+    Serve(String),
+}
+
+/// `infermesh gateway` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "INFERMESH_GATEWAY_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// HTTP port of the JSON API (0 picks a free port).
+    #[arg(long, env = "INFERMESH_GATEWAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Prometheus /metrics port (0 picks a free port).
+    #[arg(long, env = "INFERMESH_GATEWAY_METRICS_PORT", default_value_t = 8082)]
+    pub metrics_port: u16,
+    /// gRPC address of the inference server.
+    #[arg(long, env = "INFERMESH_INFERENCE_URL", default_value = "http://127.0.0.1:8001")]
+    pub inference_url: String,
+    /// Timeout of one upstream call, in milliseconds.
+    #[arg(long, env = "INFERMESH_GATEWAY_TIMEOUT_MS", default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "INFERMESH_GATEWAY_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+}
+
+/// Validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// API address.
+    pub addr: SocketAddr,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    /// Upstream endpoint.
+    pub inference: Endpoint,
+    /// Body limit.
+    pub max_request_bytes: usize,
+}
+
+impl GatewayArgs {
+    /// Checks the flags.
+    pub fn validate(self) -> Result<GatewayConfig, GatewayError> {
+        if self.port != 0 && self.port == self.metrics_port {
+            return Err(GatewayError::Config("--port and --metrics-port are the same".into()));
+        }
+        if self.timeout_ms == 0 {
+            return Err(GatewayError::Config("--timeout-ms must be positive".into()));
+        }
+        let inference = Endpoint::from_shared(self.inference_url.clone())
+            .map_err(|e| GatewayError::Config(format!("--inference-url '{}': {e}", self.inference_url)))?
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .connect_timeout(Duration::from_millis(self.timeout_ms))
+            .tcp_nodelay(true);
+        Ok(GatewayConfig {
+            addr: SocketAddr::new(self.host, self.port),
+            metrics_addr: SocketAddr::new(self.host, self.metrics_port),
+            inference,
+            max_request_bytes: self.max_request_bytes,
+        })
+    }
+}
+
+/// Shared gateway state: lazily connected upstream clients.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    /// Typed fraud scoring client.
+    pub fraud: FraudScoringClient<Channel>,
+    /// KServe V2 client (readiness).
+    pub v2: GrpcInferenceServiceClient<Channel>,
+}
+
+impl GatewayState {
+    /// Clients over `endpoint`; nothing connects until the first call, so the gateway starts
+    /// even when the inference server is not up yet.
+    pub fn new(endpoint: Endpoint) -> Self {
+        let channel = endpoint.connect_lazy();
+        Self {
+            fraud: FraudScoringClient::new(channel.clone()),
+            v2: GrpcInferenceServiceClient::new(channel),
+        }
+    }
+}
+
+/// Maps an upstream gRPC status to the gateway's error, counting it.
+pub fn upstream_error(upstream: &'static str, status: tonic::Status) -> ServiceError {
+    let code = status.code();
+    metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS_TOTAL, "upstream" => upstream, "code" => format!("{code:?}"))
+        .increment(1);
+    let kind = match code {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition => {
+            ErrorKind::InvalidInput
+        }
+        tonic::Code::NotFound => ErrorKind::NotFound,
+        tonic::Code::ResourceExhausted => ErrorKind::Overloaded,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            ErrorKind::Unavailable
+        }
+        _ => {
+            tracing::error!(upstream, %status, "upstream failed");
+            return ServiceError::new(ErrorKind::Unavailable, format!("{upstream} failed"));
+        }
+    };
+    let msg = if kind == ErrorKind::Unavailable {
+        format!("{upstream} is unavailable: {}", status.message())
+    } else {
+        status.message().to_string()
+    };
+    ServiceError::new(kind, msg)
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The gateway's router (tested with `oneshot`).
+pub fn app(state: GatewayState, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/fraud/score", post(fraud::score))
+        .route("/api/v1/fraud/score/batch", post(fraud::score_batch))
+        .fallback(|| async { ServiceError::not_found("no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
+        .layer(middleware::from_fn(observe))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Span, request counter and latency histogram for every request.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!("gateway", method = %req.method(), %route, %request_id);
+    let resp = {
+        use tracing::Instrument;
+        next.run(req).instrument(span).await
+    };
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(m::GATEWAY_REQUESTS_TOTAL, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!(m::GATEWAY_REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<GatewayState>) -> Response {
+    let mut v2 = st.v2.clone();
+    match v2
+        .server_ready(infermesh_proto::inference::ServerReadyRequest {})
+        .await
+    {
+        Ok(r) if r.get_ref().ready => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(_) => ServiceError::unavailable("inference server is not ready").into_response(),
+        Err(s) => upstream_error("inference", s).into_response(),
+    }
+}
+
+/// A gateway running in the background.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// Bound API address.
+    pub addr: SocketAddr,
+    /// Bound metrics address.
+    pub metrics_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningGateway {
+    /// Stops gracefully.
+    pub async fn shutdown(self) -> Result<(), GatewayError> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.await
+                .map_err(|e| GatewayError::Serve(e.to_string()))?
+                .map_err(|e| GatewayError::Serve(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { addr, source })
+}
+
+fn signal(mut rx: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Binds and serves in the background.
+pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    let prometheus = telemetry::install_prometheus()?;
+    let api = bind(cfg.addr).await?;
+    let metrics = bind(cfg.metrics_addr).await?;
+    let addr = api.local_addr().map_err(|e| GatewayError::Serve(e.to_string()))?;
+    let metrics_addr = metrics.local_addr().map_err(|e| GatewayError::Serve(e.to_string()))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let router = app(GatewayState::new(cfg.inference), cfg.max_request_bytes);
+    let sig = signal(rx.clone());
+    let api_task = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = api.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router).with_graceful_shutdown(sig).await
+    });
+    let metrics_task = tokio::spawn(telemetry::serve_metrics(metrics, prometheus, signal(rx)));
+    tracing::info!(%addr, %metrics_addr, "gateway listening");
+    Ok(RunningGateway {
+        addr,
+        metrics_addr,
+        shutdown: tx,
+        tasks: vec![api_task, metrics_task],
+    })
+}
+
+/// Serves until `stop` resolves.
+pub async fn run(cfg: GatewayConfig, stop: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+    let gw = start(cfg).await?;
+    println!("infermesh gateway: http {} metrics {}", gw.addr, gw.metrics_addr);
+    stop.await;
+    gw.shutdown().await
+}
+
+/// The status a JSON body rejection deserves, as our error.
+pub fn json_rejection(rej: axum::extract::rejection::JsonRejection) -> ServiceError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ServiceError::new(ErrorKind::TooLarge, "request body is too large")
+    } else {
+        ServiceError::invalid(rej.body_text())
+    }
+}

@@ -1,0 +1,169 @@
+//! The gateway in front of a real inference server, both on port 0.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use infermesh_gateway::GatewayArgs;
+use serde_json::{Value, json};
+
+struct Stack {
+    _repo: tempfile::TempDir,
+    server: infermesh_server::RunningServer,
+    gateway: infermesh_gateway::RunningGateway,
+}
+
+async fn gateway_to(inference_url: String) -> infermesh_gateway::RunningGateway {
+    let cfg = GatewayArgs {
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        metrics_port: 0,
+        inference_url,
+        timeout_ms: 2000,
+        max_request_bytes: 16 * 1024,
+    }
+    .validate()
+    .unwrap();
+    infermesh_gateway::start(cfg).await.unwrap()
+}
+
+async fn stack() -> Stack {
+    let repo = tempfile::tempdir().unwrap();
+    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
+    let cfg = infermesh_server::ServeArgs {
+        model_repository: repo.path().to_path_buf(),
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        http_port: 0,
+        grpc_port: 0,
+        metrics_port: 0,
+        poll_interval: 0.0,
+        max_request_bytes: 1 << 20,
+        fraud_model: "fraud".into(),
+    }
+    .validate()
+    .unwrap();
+    let server = infermesh_server::start(cfg).await.unwrap();
+    let gateway = gateway_to(format!("http://{}", server.grpc_addr)).await;
+    Stack { _repo: repo, server, gateway }
+}
+
+fn example() -> Value {
+    serde_json::from_str(infermesh_server::sample::EXAMPLE_SCORE_REQUEST).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_transactions_with_reasons_and_request_ids() {
+    let st = stack().await;
+    let c = reqwest::Client::new();
+    let base = format!("http://{}", st.gateway.addr);
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+
+    let r = c
+        .post(format!("{base}/api/v1/fraud/score"))
+        .header("x-request-id", "abc-123")
+        .json(&example())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["transaction_id"], "tx-1001");
+    assert_eq!(v["model"], "fraud");
+    assert_eq!(v["version"], "1");
+    let p = v["probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    assert_eq!(v["is_fraud"], p > 0.5);
+    assert_eq!(v["reasons"].as_array().unwrap().len(), 3);
+    // session_product_views was not sent: the reason, if listed, says it was missing.
+    for reason in v["reasons"].as_array().unwrap() {
+        if reason["feature"] == "session_product_views" {
+            assert!(reason["value"].is_null());
+        }
+    }
+
+    // A request without an id gets a generated one.
+    let r = c.post(format!("{base}/api/v1/fraud/score")).json(&example()).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"].to_str().unwrap().len(), 36);
+
+    let batch = json!({"transactions": [example(), {"transaction_id": "tx-2", "features": {"amount": 5.0}}]});
+    let v: Value = c.post(format!("{base}/api/v1/fraud/score/batch")).json(&batch).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    assert_eq!(v["results"][1]["transaction_id"], "tx-2");
+    assert!((v["results"][0]["probability"].as_f64().unwrap() - p).abs() < 1e-9);
+
+    let text = c.get(format!("http://{}/metrics", st.gateway.metrics_addr)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("infermesh_gateway_requests_total{route=\"/api/v1/fraud/score\",status=\"200\"}"), "{text}");
+    st.gateway.shutdown().await.unwrap();
+    st.server.shutdown().await.unwrap();
+}
+
+async fn expect(r: reqwest::Response, status: u16, contains: &str) {
+    assert_eq!(r.status(), status);
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains(contains), "'{msg}' lacks '{contains}'");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_json_errors() {
+    let st = stack().await;
+    let c = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/fraud/score", st.gateway.addr);
+    let r = c.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    expect(r, 400, "").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "surprise": 1})).send().await.unwrap();
+    expect(r, 400, "surprise").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "features": {"shoe_size": 42}})).send().await.unwrap();
+    expect(r, 400, "shoe_size").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "features": {"amount": "lots"}})).send().await.unwrap();
+    expect(r, 400, "").await;
+    let r = c.post(&url).json(&json!({"transaction_id": ""})).send().await.unwrap();
+    expect(r, 400, "transaction_id").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "top_k": 1000})).send().await.unwrap();
+    expect(r, 400, "top_k").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "model": "ghost"})).send().await.unwrap();
+    expect(r, 404, "ghost").await;
+    let r = c.post(&url).json(&json!({"transaction_id": "x", "version": "9"})).send().await.unwrap();
+    expect(r, 404, "9").await;
+    let big = json!({"transaction_id": "x".repeat(20_000)});
+    let r = c.post(&url).json(&big).send().await.unwrap();
+    expect(r, 413, "too large").await;
+    let r = c.post(format!("http://{}/api/v1/fraud/score/batch", st.gateway.addr)).json(&json!({"transactions": []})).send().await.unwrap();
+    expect(r, 400, "1 to").await;
+    let r = c.get(format!("http://{}/nope", st.gateway.addr)).send().await.unwrap();
+    expect(r, 404, "no such route").await;
+    st.gateway.shutdown().await.unwrap();
+    st.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_503_not_a_hang() {
+    // A port nobody listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = l.local_addr().unwrap();
+    drop(l);
+    let gw = gateway_to(format!("http://{dead}")).await;
+    let c = reqwest::Client::new();
+    let base = format!("http://{}", gw.addr);
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    expect(c.get(format!("{base}/readyz")).send().await.unwrap(), 503, "unavailable").await;
+    let r = c.post(format!("{base}/api/v1/fraud/score")).json(&example()).send().await.unwrap();
+    expect(r, 503, "unavailable").await;
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let spec = infermesh_gateway::openapi::spec();
+    for path in ["/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/fraud/score", "/api/v1/fraud/score/batch"] {
+        assert!(spec["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    assert_eq!(spec["openapi"], "3.1.0");
+    // Every $ref resolves.
+    let text = spec.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(spec["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+    }
+}

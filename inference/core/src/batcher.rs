@@ -1,0 +1,396 @@
+//! Dynamic batching for one model version: semaphore admission, the [`RowQueue`], and a
+//! backend thread that runs batches.
+//!
+//! The backend runs on its own OS thread (as TEI's backends do): model code is synchronous
+//! and CPU-bound, and a dedicated thread keeps it off the async workers without a
+//! `spawn_blocking` hop per batch. Large batches fan out across rows inside the model (rayon).
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use infermesh_common::{ServiceError, metrics_names as m};
+use infermesh_model_core::TabularModel;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::queue::{Cancellable, Entry, RowQueue};
+
+/// Batching limits of one model version.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Model name, for metrics and logs.
+    pub model: String,
+    /// Version, for metrics and logs.
+    pub version: String,
+    /// Largest batch in rows.
+    pub max_batch_size: usize,
+    /// Longest wait for a fuller batch.
+    pub max_queue_delay: Duration,
+    /// Rows admitted at once (queued plus running).
+    pub max_queue_rows: usize,
+}
+
+/// A request waiting in the queue.
+#[derive(Debug)]
+pub struct Job {
+    features: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f32>, ServiceError>>,
+    // Held until the reply is sent: admission counts rows until their batch finishes.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Cancellable for Job {
+    fn is_cancelled(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: RowQueue<Job>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock can only come from a bug in the queue code; the
+        // state stays consistent (plain counters and a deque), so keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Admission, queue and backend thread of one model version. Dropping it closes the queue;
+/// the thread finishes what was queued and exits.
+#[derive(Debug)]
+pub struct Batcher {
+    cfg: BatchConfig,
+    shared: Arc<Shared>,
+    admission: Arc<Semaphore>,
+    num_features: usize,
+    num_outputs: usize,
+}
+
+impl Batcher {
+    /// Starts the backend thread for `model`.
+    pub fn start(model: Arc<dyn TabularModel>, cfg: BatchConfig) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let num_features = model.num_features();
+        let num_outputs = model.num_outputs();
+        let thread_shared = shared.clone();
+        let thread_cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name(format!("batcher-{}-{}", cfg.model, cfg.version))
+            .spawn(move || backend_loop(model, thread_shared, thread_cfg))?;
+        let admission = Arc::new(Semaphore::new(cfg.max_queue_rows));
+        Ok(Self {
+            cfg,
+            shared,
+            admission,
+            num_features,
+            num_outputs,
+        })
+    }
+
+    /// Rows admitted and not yet answered.
+    pub fn in_flight_rows(&self) -> usize {
+        self.cfg.max_queue_rows - self.admission.available_permits()
+    }
+
+    /// Predicts `features` (row-major, whole rows) through the queue. Refused at once with
+    /// `Overloaded` when the rows do not fit in the admission capacity.
+    pub async fn predict(&self, features: Vec<f32>) -> Result<Vec<f32>, ServiceError> {
+        if features.len() % self.num_features != 0 {
+            return Err(ServiceError::invalid(format!(
+                "{} values is not a whole number of rows of {} features",
+                features.len(),
+                self.num_features
+            )));
+        }
+        let rows = features.len() / self.num_features;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let permit = u32::try_from(rows)
+            .ok()
+            .filter(|_| rows <= self.cfg.max_queue_rows)
+            .and_then(|n| self.admission.clone().try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => self.cfg.model.clone())
+                .increment(1);
+            return Err(ServiceError::overloaded(format!(
+                "model '{}' is at capacity ({} rows queued or running, limit {}); retry later",
+                self.cfg.model,
+                self.in_flight_rows(),
+                self.cfg.max_queue_rows
+            )));
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(ServiceError::unavailable("model version is being unloaded"));
+            }
+            st.queue.push(Entry {
+                rows,
+                enqueued: Instant::now(),
+                item: Job {
+                    features,
+                    reply: tx,
+                    _permit: permit,
+                },
+            });
+            metrics::gauge!(m::QUEUE_DEPTH, "model" => self.cfg.model.clone())
+                .set(st.queue.rows() as f64);
+        }
+        self.shared.wake.notify_one();
+        let out = rx
+            .await
+            .map_err(|_| ServiceError::internal("batcher dropped a request without answering"))??;
+        debug_assert_eq!(out.len(), rows * self.num_outputs);
+        Ok(out)
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchConfig) {
+    let labels = [("model", cfg.model.clone())];
+    let depth = metrics::gauge!(m::QUEUE_DEPTH, &labels);
+    let batch_size = metrics::histogram!(m::BATCH_SIZE, &labels);
+    let queue_wait = metrics::histogram!(m::QUEUE_WAIT_SECONDS, &labels);
+    let num_outputs = model.num_outputs();
+    let mut buf: Vec<f32> = Vec::new();
+    loop {
+        let batch = {
+            let mut st = shared.lock();
+            loop {
+                st.queue.prune_cancelled();
+                if st.queue.is_empty() {
+                    if st.closed {
+                        return;
+                    }
+                    st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                if st.closed
+                    || st.queue.rows() >= cfg.max_batch_size
+                    || cfg.max_queue_delay.is_zero()
+                {
+                    break;
+                }
+                let deadline = st.queue.oldest().unwrap_or_else(Instant::now) + cfg.max_queue_delay;
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = shared
+                    .wake
+                    .wait_timeout(st, deadline - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            let batch = st.queue.next_batch(cfg.max_batch_size);
+            depth.set(st.queue.rows() as f64);
+            batch
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        let rows: usize = batch.iter().map(|e| e.rows).sum();
+        batch_size.record(rows as f64);
+        for e in &batch {
+            queue_wait.record(now.duration_since(e.enqueued).as_secs_f64());
+        }
+        let _span = tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, rows).entered();
+        if batch.len() == 1 {
+            let Some(e) = batch.into_iter().next() else {
+                continue;
+            };
+            let mut out = vec![0f32; e.rows * num_outputs];
+            let res = model
+                .predict(&e.item.features, &mut out)
+                .map(|()| out)
+                .map_err(|err| ServiceError::invalid(err.to_string()));
+            let _ = e.item.reply.send(res);
+            continue;
+        }
+        buf.clear();
+        for e in &batch {
+            buf.extend_from_slice(&e.item.features);
+        }
+        let mut out = vec![0f32; rows * num_outputs];
+        match model.predict(&buf, &mut out) {
+            Ok(()) => {
+                let mut at = 0;
+                for e in batch {
+                    let n = e.rows * num_outputs;
+                    let _ = e.item.reply.send(Ok(out[at..at + n].to_vec()));
+                    at += n;
+                }
+            }
+            Err(err) => {
+                let err = ServiceError::invalid(err.to_string());
+                for e in batch {
+                    let _ = e.item.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use infermesh_common::ErrorKind;
+    use infermesh_model_core::{ModelError, Task};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Sums each row; records batch sizes; optionally sleeps to hold the backend busy.
+    #[derive(Debug)]
+    struct SumModel {
+        batches: Mutex<Vec<usize>>,
+        sleep: Duration,
+        calls: AtomicUsize,
+    }
+
+    impl TabularModel for SumModel {
+        fn num_features(&self) -> usize {
+            2
+        }
+        fn feature_names(&self) -> Option<&[String]> {
+            None
+        }
+        fn num_outputs(&self) -> usize {
+            1
+        }
+        fn task(&self) -> Task {
+            Task::Regression
+        }
+        fn format(&self) -> &'static str {
+            "test"
+        }
+        fn predict(&self, rows: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.sleep);
+            self.batches.lock().unwrap().push(rows.len() / 2);
+            for (o, r) in out.iter_mut().zip(rows.chunks(2)) {
+                *o = r[0] + r[1];
+            }
+            Ok(())
+        }
+        fn contributions(&self, _row: &[f32]) -> Result<Vec<f32>, ModelError> {
+            Err(ModelError::Unsupported("test".into()))
+        }
+    }
+
+    fn model(sleep_ms: u64) -> Arc<SumModel> {
+        Arc::new(SumModel {
+            batches: Mutex::new(Vec::new()),
+            sleep: Duration::from_millis(sleep_ms),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn cfg(max_batch: usize, delay_ms: u64, cap: usize) -> BatchConfig {
+        BatchConfig {
+            model: "m".into(),
+            version: "1".into(),
+            max_batch_size: max_batch,
+            max_queue_delay: Duration::from_millis(delay_ms),
+            max_queue_rows: cap,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_each_request_with_its_own_rows() {
+        let b = Batcher::start(model(0), cfg(8, 0, 64)).unwrap();
+        let out = b.predict(vec![1.0, 2.0, 3.0, 4.0]).await.unwrap();
+        assert_eq!(out, vec![3.0, 7.0]);
+        let err = b.predict(vec![1.0, 2.0, 3.0]).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_batched_and_split_back() {
+        let m = model(0);
+        let b = Arc::new(Batcher::start(m.clone(), cfg(64, 20, 1024)).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                let x = i as f32;
+                (i, b.predict(vec![x, 1.0, x, 2.0]).await.unwrap())
+            }));
+        }
+        for t in tasks {
+            let (i, out) = t.await.unwrap();
+            let x = i as f32;
+            assert_eq!(out, vec![x + 1.0, x + 2.0]);
+        }
+        let batches = m.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 32);
+        assert!(batches.len() < 16, "expected batching, got {batches:?}");
+        assert!(batches.iter().all(|&b| b <= 64));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_capacity_requests_are_refused_at_once() {
+        let b = Arc::new(Batcher::start(model(200), cfg(4, 0, 4)).unwrap());
+        let b1 = b.clone();
+        let first = tokio::spawn(async move { b1.predict(vec![0.0; 8]).await });
+        // Wait until the first request holds its permits.
+        while b.in_flight_rows() < 4 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t = Instant::now();
+        let err = b.predict(vec![0.0; 2]).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Overloaded);
+        assert!(t.elapsed() < Duration::from_millis(100), "refusal must not wait");
+        assert!(first.await.unwrap().is_ok());
+        // Capacity is back once the batch finished.
+        assert!(b.predict(vec![0.0; 2]).await.is_ok());
+        // A request bigger than the whole capacity can never run.
+        assert_eq!(b.predict(vec![0.0; 10]).await.unwrap_err().kind, ErrorKind::Overloaded);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_requests_never_reach_the_model() {
+        let m = model(100);
+        let b = Arc::new(Batcher::start(m.clone(), cfg(1, 0, 64)).unwrap());
+        let b1 = b.clone();
+        let busy = tokio::spawn(async move { b1.predict(vec![0.0, 0.0]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued behind the busy batch, then abandoned.
+        let abandoned = tokio::time::timeout(Duration::from_millis(10), b.predict(vec![5.0, 5.0])).await;
+        assert!(abandoned.is_err());
+        busy.await.unwrap().unwrap();
+        assert_eq!(b.predict(vec![1.0, 1.0]).await.unwrap(), vec![2.0]);
+        assert_eq!(m.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(b.in_flight_rows(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_batcher_finishes_queued_work() {
+        let m = model(0);
+        let b = Batcher::start(m.clone(), cfg(8, 0, 64)).unwrap();
+        let fut = b.predict(vec![1.0, 1.0]);
+        let out = fut.await.unwrap();
+        drop(b);
+        assert_eq!(out, vec![2.0]);
+    }
+}

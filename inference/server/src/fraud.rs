@@ -1,0 +1,182 @@
+//! `infermesh.v1.FraudScoring`: fraud probability, decision and TreeSHAP reasons by feature
+//! name, for product APIs that want names, not tensors.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use infermesh_common::ServiceError;
+use infermesh_inference::LoadedVersion;
+use infermesh_model_core::Task;
+use infermesh_proto::v1 as pb;
+use infermesh_proto::v1::fraud_scoring_server::FraudScoring;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::state::{AppState, Protocol, record};
+
+/// Reasons returned when the request does not say.
+pub const DEFAULT_TOP_K: usize = 5;
+/// Most transactions in one ScoreBatch call.
+pub const MAX_BATCH: usize = 10_000;
+
+/// The typed fraud-scoring service.
+#[derive(Debug, Clone)]
+pub struct FraudService {
+    state: AppState,
+}
+
+impl FraudService {
+    /// A service over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>, ServiceError> {
+        let name = if model.is_empty() { self.state.default_fraud_model.as_str() } else { model };
+        let handle = self.state.manager.get(name, if version.is_empty() { None } else { Some(version) })?;
+        match handle.model.task() {
+            Task::BinaryClassification => Ok(handle),
+            other => Err(ServiceError::invalid(format!(
+                "model '{name}' is not a binary classifier ({other:?}); FraudScoring needs one"
+            ))),
+        }
+    }
+
+    /// Scores many transactions in one batch through the model's queue.
+    async fn score_many(
+        &self,
+        handle: &Arc<LoadedVersion>,
+        requests: Vec<pb::ScoreRequest>,
+        default_top_k: u32,
+    ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
+        let nf = handle.num_features();
+        let mut rows = Vec::with_capacity(requests.len() * nf);
+        for r in &requests {
+            rows.extend_from_slice(&feature_row(handle, r)?);
+        }
+        let probs = handle.predict_raw(rows.clone()).await?;
+        let threshold = handle.config.output.threshold;
+        let tops: Vec<usize> = requests
+            .iter()
+            .map(|r| {
+                let k = if r.top_k_reasons > 0 { r.top_k_reasons } else { default_top_k };
+                let k = if k == 0 { DEFAULT_TOP_K } else { k as usize };
+                k.min(nf)
+            })
+            .collect();
+        // TreeSHAP is CPU work: keep it off the async workers.
+        let h = handle.clone();
+        let reasons = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
+            rows.chunks(nf.max(1))
+                .zip(tops)
+                .map(|(row, k)| reasons_for(&h, row, k))
+                .collect()
+        })
+        .await
+        .map_err(ServiceError::internal)??;
+        Ok(requests
+            .into_iter()
+            .zip(probs)
+            .zip(reasons)
+            .map(|((r, p), reasons)| pb::ScoreResponse {
+                transaction_id: r.transaction_id,
+                probability: f64::from(p),
+                is_fraud: p > threshold,
+                threshold: f64::from(threshold),
+                reasons,
+                model_name: handle.name.clone(),
+                model_version: handle.version.to_string(),
+                margin: logit(f64::from(p)),
+            })
+            .collect())
+    }
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-15, 1.0 - 1e-15);
+    (p / (1.0 - p)).ln()
+}
+
+/// The model's row for a transaction: features by name, absent ones missing (NaN).
+fn feature_row(handle: &LoadedVersion, r: &pb::ScoreRequest) -> Result<Vec<f32>, ServiceError> {
+    let mut row = vec![f32::NAN; handle.num_features()];
+    for (name, value) in &r.features {
+        let Some(i) = handle.feature_index(name) else {
+            return Err(ServiceError::invalid(format!(
+                "transaction '{}': unknown feature '{name}' (model '{}' takes: {})",
+                r.transaction_id,
+                handle.name,
+                handle.feature_names().join(", ")
+            )));
+        };
+        if value.is_infinite() {
+            return Err(ServiceError::invalid(format!(
+                "transaction '{}': feature '{name}' is infinite",
+                r.transaction_id
+            )));
+        }
+        row[i] = *value as f32;
+    }
+    Ok(row)
+}
+
+/// The `k` features that moved this prediction most, by absolute TreeSHAP contribution.
+fn reasons_for(handle: &LoadedVersion, row: &[f32], k: usize) -> Result<Vec<pb::Reason>, ServiceError> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let contribs = handle.explain(row)?;
+    let names = handle.feature_names();
+    let mut idx: Vec<usize> = (0..names.len().min(contribs.len())).collect();
+    idx.sort_by(|&a, &b| contribs[b].abs().total_cmp(&contribs[a].abs()));
+    Ok(idx
+        .into_iter()
+        .take(k)
+        .map(|i| pb::Reason {
+            feature: names[i].clone(),
+            contribution: f64::from(contribs[i]),
+            value: if row[i].is_nan() { 0.0 } else { f64::from(row[i]) },
+            missing: row[i].is_nan(),
+        })
+        .collect())
+}
+
+#[tonic::async_trait]
+impl FraudScoring for FraudService {
+    async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
+        let started = Instant::now();
+        let r = req.into_inner();
+        let span = tracing::info_span!("fraud_score", transaction_id = %r.transaction_id, model = %r.model_name);
+        let handle = self.resolve(&r.model_name, &r.model_version).inspect_err(|e| {
+            record(&r.model_name, &r.model_version, Protocol::Typed, started, Err(e));
+        })?;
+        let res = self.score_many(&handle, vec![r], 0).instrument(span).await;
+        record(&handle.name, &handle.version.to_string(), Protocol::Typed, started, res.as_ref().map(|_| ()));
+        let mut out = res?;
+        out.pop()
+            .map(Response::new)
+            .ok_or_else(|| ServiceError::internal("empty score result").into())
+    }
+
+    async fn score_batch(
+        &self,
+        req: Request<pb::ScoreBatchRequest>,
+    ) -> Result<Response<pb::ScoreBatchResponse>, Status> {
+        let started = Instant::now();
+        let r = req.into_inner();
+        if r.requests.len() > MAX_BATCH {
+            return Err(ServiceError::invalid(format!(
+                "{} transactions in one batch; at most {MAX_BATCH}",
+                r.requests.len()
+            ))
+            .into());
+        }
+        let span = tracing::info_span!("fraud_score_batch", n = r.requests.len(), model = %r.model_name);
+        let handle = self.resolve(&r.model_name, &r.model_version).inspect_err(|e| {
+            record(&r.model_name, &r.model_version, Protocol::Typed, started, Err(e));
+        })?;
+        let res = self.score_many(&handle, r.requests, r.top_k_reasons).instrument(span).await;
+        record(&handle.name, &handle.version.to_string(), Protocol::Typed, started, res.as_ref().map(|_| ()));
+        Ok(Response::new(pb::ScoreBatchResponse { responses: res? }))
+    }
+}

@@ -1,0 +1,352 @@
+//! KServe V2 over gRPC (`inference.GRPCInferenceService`), with Triton's repository
+//! extension, so `tritonclient.grpc` works unmodified.
+
+use std::collections::HashMap;
+
+use infermesh_common::ServiceError;
+use infermesh_proto::inference as pb;
+use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use tonic::{Request, Response, Status};
+
+use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
+use crate::state::{AppState, InferRequest, Protocol};
+use crate::tensor::{DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32};
+
+/// The V2 gRPC service.
+#[derive(Debug, Clone)]
+pub struct V2Grpc {
+    state: AppState,
+}
+
+impl V2Grpc {
+    /// A service over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn version_opt(v: &str) -> Option<&str> {
+    if v.is_empty() { None } else { Some(v) }
+}
+
+fn check_count(name: &str, got: usize, want: usize) -> Result<(), ServiceError> {
+    if got != want {
+        return Err(ServiceError::invalid(format!(
+            "input '{name}' has {got} elements but its shape holds {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes the inputs of a ModelInferRequest: from `raw_input_contents` when present (one
+/// per input, in order), else from each input's typed `contents`.
+fn decode_inputs(req: &mut pb::ModelInferRequest) -> Result<Vec<InputTensor>, ServiceError> {
+    let raw = std::mem::take(&mut req.raw_input_contents);
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(ServiceError::invalid(format!(
+            "raw_input_contents has {} entries for {} inputs",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(req.inputs.len());
+    for (i, input) in std::mem::take(&mut req.inputs).into_iter().enumerate() {
+        let dt = DataType::parse(&input.datatype)?;
+        let n = element_count(&input.shape)?;
+        let values = if let Some(bytes) = raw.get(i) {
+            if input.contents.is_some() {
+                return Err(ServiceError::invalid(format!(
+                    "input '{}' has contents while raw_input_contents is used",
+                    input.name
+                )));
+            }
+            if dt == DataType::Bytes {
+                let els = crate::tensor::split_bytes_elements(bytes)?;
+                check_count(&input.name, els.len(), n)?;
+                InputValues::Bytes(els)
+            } else {
+                InputValues::Numeric(raw_to_f32(dt, bytes, n)?)
+            }
+        } else {
+            let c = input.contents.unwrap_or_default();
+            let v: Vec<f32> = match dt {
+                DataType::Bool => c.bool_contents.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
+                DataType::Int32 => c.int_contents.iter().map(|&x| x as f32).collect(),
+                DataType::Int64 => c.int64_contents.iter().map(|&x| x as f32).collect(),
+                DataType::Fp32 => c.fp32_contents,
+                DataType::Fp64 => c.fp64_contents.iter().map(|&x| x as f32).collect(),
+                DataType::Bytes => {
+                    check_count(&input.name, c.bytes_contents.len(), n)?;
+                    out.push(InputTensor {
+                        name: input.name,
+                        datatype: dt,
+                        shape: input.shape,
+                        values: InputValues::Bytes(c.bytes_contents),
+                    });
+                    continue;
+                }
+            };
+            check_count(&input.name, v.len(), n)?;
+            InputValues::Numeric(v)
+        };
+        out.push(InputTensor {
+            name: input.name,
+            datatype: dt,
+            shape: input.shape,
+            values,
+        });
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for V2Grpc {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.manager.repository().is_dir(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        let ready = metadata::model_ready(&self.state.manager, &r.name, version_opt(&r.version))?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: SERVER_VERSION.into(),
+            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let meta = metadata::model_meta(&self.state.manager, &r.name, version_opt(&r.version))?;
+        let t = |m: &metadata::TensorMeta| pb::model_metadata_response::TensorMetadata {
+            name: m.name.clone(),
+            datatype: m.datatype.clone(),
+            shape: m.shape.clone(),
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: meta.name.clone(),
+            versions: meta.versions.clone(),
+            platform: meta.platform.clone(),
+            inputs: meta.inputs.iter().map(t).collect(),
+            outputs: meta.outputs.iter().map(t).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let mut r = req.into_inner();
+        let use_raw = !r.raw_input_contents.is_empty();
+        let inputs = decode_inputs(&mut r)?;
+        let resp = self
+            .state
+            .infer(
+                InferRequest {
+                    model: r.model_name,
+                    version: version_opt(&r.model_version).map(str::to_string),
+                    id: r.id,
+                    inputs,
+                    outputs: r.outputs.into_iter().map(|o| o.name).collect(),
+                },
+                Protocol::Grpc,
+            )
+            .await?;
+        let mut outputs = Vec::with_capacity(resp.outputs.len());
+        let mut raw_output_contents = Vec::new();
+        for o in resp.outputs {
+            // Answer in the form the request used: raw bytes for raw requests (what Triton and
+            // tritonclient use), typed contents otherwise.
+            let contents = if use_raw {
+                raw_output_contents.push(f32_to_raw(&o.data));
+                None
+            } else {
+                Some(pb::InferTensorContents {
+                    fp32_contents: o.data,
+                    ..Default::default()
+                })
+            };
+            outputs.push(pb::model_infer_response::InferOutputTensor {
+                name: o.name,
+                datatype: "FP32".into(),
+                shape: o.shape,
+                parameters: HashMap::new(),
+                contents,
+            });
+        }
+        Ok(Response::new(pb::ModelInferResponse {
+            model_name: resp.model,
+            model_version: resp.version,
+            id: resp.id,
+            parameters: HashMap::new(),
+            outputs,
+            raw_output_contents,
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = req.into_inner();
+        let models = self
+            .state
+            .manager
+            .index()
+            .into_iter()
+            .filter(|e| !r.ready || e.state == "READY")
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state,
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let name = req.into_inner().model_name;
+        let mgr = self.state.manager.clone();
+        tokio::task::spawn_blocking(move || mgr.load_model(&name))
+            .await
+            .map_err(ServiceError::internal)??;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.state.manager.unload_model(&req.into_inner().model_name)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// Rewrites tonic's own status codes for bad bodies into the ones the V2 spec and our
+/// `ErrorKind` promise: an oversized message is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE)
+/// and an undecodable protobuf is INVALID_ARGUMENT (tonic says INTERNAL).
+pub fn fix_decode_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers();
+    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()) else {
+        return resp;
+    };
+    let msg = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let new_code = match code {
+        "11" if msg.contains("message%20length%20too%20large") || msg.contains("message length too large") => {
+            Some("8")
+        }
+        "13" if msg.contains("decode") => Some("3"),
+        _ => None,
+    };
+    if let Some(c) = new_code {
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(c));
+    }
+    resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn input(name: &str, dt: &str, shape: Vec<i64>, contents: Option<pb::InferTensorContents>) -> pb::model_infer_request::InferInputTensor {
+        pb::model_infer_request::InferInputTensor {
+            name: name.into(),
+            datatype: dt.into(),
+            shape,
+            parameters: HashMap::new(),
+            contents,
+        }
+    }
+
+    #[test]
+    fn decodes_typed_and_raw_contents() {
+        let mut req = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "INT64",
+                vec![1, 2],
+                Some(pb::InferTensorContents { int64_contents: vec![3, 4], ..Default::default() }),
+            )],
+            ..Default::default()
+        };
+        let t = decode_inputs(&mut req).unwrap();
+        assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![3.0, 4.0]));
+
+        let mut raw = pb::ModelInferRequest {
+            inputs: vec![input("x", "FP64", vec![1, 1], None)],
+            raw_input_contents: vec![7.5f64.to_le_bytes().to_vec()],
+            ..Default::default()
+        };
+        let t = decode_inputs(&mut raw).unwrap();
+        assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![7.5]));
+    }
+
+    #[test]
+    fn refuses_mismatched_counts() {
+        let mut req = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "FP32",
+                vec![1, 3],
+                Some(pb::InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
+            )],
+            ..Default::default()
+        };
+        assert!(decode_inputs(&mut req).is_err());
+        let mut raw = pb::ModelInferRequest {
+            inputs: vec![input("x", "FP32", vec![1, 1], None), input("y", "FP32", vec![1, 1], None)],
+            raw_input_contents: vec![vec![0; 4]],
+            ..Default::default()
+        };
+        assert!(decode_inputs(&mut raw).is_err());
+    }
+
+    #[test]
+    fn decode_statuses_are_rewritten() {
+        let resp = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "failed to decode Protobuf message")
+            .body(())
+            .unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "3");
+        let resp = http::Response::builder()
+            .header("grpc-status", "11")
+            .header("grpc-message", "Error, decoded message length too large: found 10 bytes")
+            .body(())
+            .unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "8");
+        let resp = http::Response::builder().header("grpc-status", "13").header("grpc-message", "internal error").body(()).unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "13");
+    }
+}

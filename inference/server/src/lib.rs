@@ -1,0 +1,325 @@
+//! The infermesh inference server: every model of a repository behind KServe V2 REST
+//! (default port 8000) and gRPC (8001, with the typed `infermesh.v1` services), and
+//! Prometheus metrics (8002).
+//!
+//! [`start`] binds and serves in the background (tests use port 0); [`run`] serves until
+//! Ctrl-C.
+
+pub mod fraud;
+pub mod grpc;
+pub mod metadata;
+pub mod rest;
+pub mod sample;
+pub mod state;
+pub mod tensor;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use infermesh_common::telemetry;
+use infermesh_inference::{ManagerConfig, ModelManager};
+use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use state::AppState;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A flag is out of range or flags contradict each other.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The repository could not be opened.
+    #[error("{0}")]
+    Repository(#[from] infermesh_common::ServiceError),
+    /// A port could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Telemetry set-up failed.
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    /// A server task failed.
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// `infermesh serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Model repository directory: <repo>/<model>/config.toml (or a Triton FIL config.pbtxt)
+    /// and integer version folders.
+    #[arg(long, env = "INFERMESH_MODEL_REPOSITORY")]
+    pub model_repository: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "INFERMESH_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// KServe V2 REST port (0 picks a free port).
+    #[arg(long, env = "INFERMESH_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// gRPC port: KServe V2 and infermesh.v1 services (0 picks a free port).
+    #[arg(long, env = "INFERMESH_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Prometheus /metrics port (0 picks a free port).
+    #[arg(long, env = "INFERMESH_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+    /// How often to rescan the repository for new, changed or removed versions, in seconds
+    /// (fractions allowed); 0 turns polling off.
+    #[arg(long, env = "INFERMESH_POLL_INTERVAL", default_value_t = 5.0)]
+    pub poll_interval: f64,
+    /// Largest request body (REST) or message (gRPC) accepted, in bytes.
+    #[arg(long, env = "INFERMESH_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Model the typed FraudScoring service uses when a request names none.
+    #[arg(long, env = "INFERMESH_FRAUD_MODEL", default_value = "fraud")]
+    pub fraud_model: String,
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Model repository.
+    pub model_repository: PathBuf,
+    /// REST address.
+    pub http_addr: SocketAddr,
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    /// Repository poll interval; `None` when off.
+    pub poll_interval: Option<Duration>,
+    /// Body / message size limit.
+    pub max_request_bytes: usize,
+    /// Default FraudScoring model.
+    pub fraud_model: String,
+}
+
+impl ServeArgs {
+    /// Checks the flags and builds the config; nothing is bound yet.
+    pub fn validate(self) -> Result<ServeConfig, ServeError> {
+        if !self.poll_interval.is_finite() || self.poll_interval < 0.0 {
+            return Err(ServeError::Config(format!(
+                "--poll-interval must be >= 0 seconds, got {}",
+                self.poll_interval
+            )));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ServeError::Config("--max-request-bytes must be at least 1024".into()));
+        }
+        let ports = [self.http_port, self.grpc_port, self.metrics_port];
+        for (i, a) in ports.iter().enumerate() {
+            if *a != 0 && ports[i + 1..].contains(a) {
+                return Err(ServeError::Config(format!("port {a} is given to two listeners")));
+            }
+        }
+        if !self.model_repository.is_dir() {
+            return Err(ServeError::Config(format!(
+                "--model-repository {} is not a directory",
+                self.model_repository.display()
+            )));
+        }
+        Ok(ServeConfig {
+            model_repository: self.model_repository,
+            http_addr: SocketAddr::new(self.host, self.http_port),
+            grpc_addr: SocketAddr::new(self.host, self.grpc_port),
+            metrics_addr: SocketAddr::new(self.host, self.metrics_port),
+            poll_interval: (self.poll_interval > 0.0).then(|| Duration::from_secs_f64(self.poll_interval)),
+            max_request_bytes: self.max_request_bytes,
+            fraud_model: self.fraud_model,
+        })
+    }
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Bound REST address.
+    pub http_addr: SocketAddr,
+    /// Bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Bound metrics address.
+    pub metrics_addr: SocketAddr,
+    /// The repository manager (tests poke at it).
+    pub manager: std::sync::Arc<ModelManager>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Result<(), String>>>,
+    poller: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits for the listeners to close.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        if let Some(p) = self.poller.take() {
+            p.abort();
+        }
+        for t in self.tasks.drain(..) {
+            t.await.map_err(|e| ServeError::Serve(e.to_string()))?.map_err(ServeError::Serve)?;
+        }
+        Ok(())
+    }
+
+    /// Serves until `stop` resolves (then shuts down gracefully) or a listener fails.
+    pub async fn wait(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+        let failed = tokio::select! {
+            (res, idx, _) = futures::future::select_all(self.tasks.iter_mut()) => Some((res, idx)),
+            () = stop => None,
+        };
+        // A finished JoinHandle must not be awaited again.
+        let failed = failed.map(|(res, idx)| {
+            drop(self.tasks.remove(idx));
+            res
+        });
+        let shut = self.shutdown().await;
+        match failed {
+            None => shut,
+            Some(Ok(Ok(()))) => Err(ServeError::Serve("a listener stopped unexpectedly".into())),
+            Some(Ok(Err(e))) => Err(ServeError::Serve(e)),
+            Some(Err(e)) => Err(ServeError::Serve(e.to_string())),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Opens the repository, binds every port and serves in the background.
+pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
+    let prometheus = telemetry::install_prometheus()?;
+    let repo = cfg.model_repository.clone();
+    let manager = tokio::task::spawn_blocking(move || {
+        ModelManager::open(ManagerConfig {
+            repository: repo,
+            poll_interval: None,
+        })
+    })
+    .await
+    .map_err(|e| ServeError::Serve(e.to_string()))??;
+    let state = AppState {
+        manager: manager.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+        default_fraud_model: cfg.fraud_model.clone(),
+    };
+    let http = bind(cfg.http_addr).await?;
+    let grpc = bind(cfg.grpc_addr).await?;
+    let metrics = bind(cfg.metrics_addr).await?;
+    let (http_addr, grpc_addr, metrics_addr) = (
+        http.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
+        grpc.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
+        metrics.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
+    );
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let app = rest::router(state.clone()).layer(
+        tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }),
+    );
+    let sig = shutdown_signal(rx.clone());
+    tasks.push(tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(sig)
+            .await
+            .map_err(|e| e.to_string())
+    }));
+
+    let max = cfg.max_request_bytes;
+    let v2 = GrpcInferenceServiceServer::new(grpc::V2Grpc::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let fraud = FraudScoringServer::new(fraud::FraudService::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let sig = shutdown_signal(rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(grpc::fix_decode_status))
+            .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
+                |req: &http::Request<_>| tracing::info_span!("grpc", path = %req.uri().path()),
+            ))
+            .add_service(v2)
+            .add_service(fraud)
+            .serve_with_incoming_shutdown(incoming, sig)
+            .await
+            .map_err(|e| e.to_string())
+    }));
+
+    let sig = shutdown_signal(rx.clone());
+    tasks.push(tokio::spawn(async move {
+        telemetry::serve_metrics(metrics, prometheus, sig)
+            .await
+            .map_err(|e| e.to_string())
+    }));
+
+    let poller = cfg.poll_interval.map(|i| manager.spawn_poller(i));
+    tracing::info!(%http_addr, %grpc_addr, %metrics_addr, repository = %cfg.model_repository.display(),
+        models = manager.models().len(), "inference server listening");
+    Ok(RunningServer {
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        manager,
+        shutdown: tx,
+        tasks,
+        poller,
+    })
+}
+
+/// Serves until Ctrl-C (or SIGTERM), printing the bound ports first.
+pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    let server = start(cfg).await?;
+    println!(
+        "infermesh serve: http {} grpc {} metrics {}",
+        server.http_addr, server.grpc_addr, server.metrics_addr
+    );
+    server.wait(stop_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,467 @@
+//! KServe V2 over HTTP/REST (axum), with Triton's binary tensor data and model repository
+//! extensions so `tritonclient.http` works unmodified.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use infermesh_common::{ErrorKind, ServiceError};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
+use crate::state::{AppState, InferRequest, Protocol};
+use crate::tensor::{DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32, split_bytes_elements};
+
+/// Triton's header for the JSON part's length in a binary-data request or response.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// The V2 REST router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_request_bytes;
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(model_config_v))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ServiceError {
+    ServiceError::not_found("no such endpoint")
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})).into_response()
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready(State(st): State<AppState>) -> StatusCode {
+    // Ready once the repository has been read at start-up; broken models are reported per model.
+    if st.manager.repository().is_dir() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn model_metadata(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+    Ok(axum::Json(metadata::model_meta(&st.manager, &model, None)?).into_response())
+}
+
+async fn model_metadata_v(
+    State(st): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ServiceError> {
+    Ok(axum::Json(metadata::model_meta(&st.manager, &model, Some(&version))?).into_response())
+}
+
+fn ready_response(r: Result<bool, ServiceError>) -> Response {
+    match r {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => ServiceError::new(ErrorKind::InvalidInput, "model is not ready").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn model_ready(State(st): State<AppState>, Path(model): Path<String>) -> Response {
+    ready_response(metadata::model_ready(&st.manager, &model, None))
+}
+
+async fn model_ready_v(State(st): State<AppState>, Path((model, version)): Path<(String, String)>) -> Response {
+    ready_response(metadata::model_ready(&st.manager, &model, Some(&version)))
+}
+
+fn config_json(st: &AppState, model: &str, version: Option<&str>) -> Result<Response, ServiceError> {
+    let meta = metadata::model_meta(&st.manager, model, version)?;
+    let handle = st.manager.get(model, version)?;
+    let cfg = &handle.config;
+    let model_type = cfg.model_type.clone().unwrap_or_else(|| handle.model.format().to_string());
+    // Triton's model configuration, as `tritonclient` reads it.
+    Ok(axum::Json(json!({
+        "name": model,
+        "backend": "fil",
+        "platform": meta.platform,
+        "max_batch_size": cfg.max_batch_size,
+        "input": [{"name": cfg.input_name, "data_type": "TYPE_FP32", "dims": [handle.num_features()]}],
+        "output": [{"name": cfg.output_name, "data_type": "TYPE_FP32",
+                    "dims": meta.outputs[0].shape.iter().skip(1).collect::<Vec<_>>()}],
+        "dynamic_batching": {"max_queue_delay_microseconds": cfg.max_queue_delay.as_micros() as u64},
+        "parameters": {
+            "model_type": {"string_value": model_type},
+            "output_class": {"string_value": cfg.output.output_class.to_string()},
+            "predict_proba": {"string_value": cfg.output.predict_proba.to_string()},
+            "threshold": {"string_value": cfg.output.threshold.to_string()},
+        },
+        "feature_names": handle.feature_names(),
+    }))
+    .into_response())
+}
+
+async fn model_config(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+    config_json(&st, &model, None)
+}
+
+async fn model_config_v(
+    State(st): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ServiceError> {
+    config_json(&st, &model, Some(&version))
+}
+
+#[derive(Debug, Deserialize)]
+struct RestInferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<RestInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RestOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RestInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RestOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+fn body_error(rej: BytesRejection) -> ServiceError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ServiceError::new(ErrorKind::TooLarge, "request body is larger than --max-request-bytes")
+    } else {
+        ServiceError::invalid(format!("cannot read the request body: {rej}"))
+    }
+}
+
+async fn infer(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
+    infer_inner(st, model, None, headers, body.map_err(body_error)?).await
+}
+
+async fn infer_v(
+    State(st): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
+    infer_inner(st, model, Some(version), headers, body.map_err(body_error)?).await
+}
+
+fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
+    params.as_ref().and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
+}
+
+async fn infer_inner(
+    st: AppState,
+    model: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ServiceError> {
+    let started = Instant::now();
+    // Binary tensor data extension: the JSON header, then the binary buffers.
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ServiceError::invalid("Inference-Header-Content-Length is not a number"))?;
+            if n > body.len() {
+                return Err(ServiceError::invalid(format!(
+                    "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
+                    body.len()
+                )));
+            }
+            n
+        }
+        None => body.len(),
+    };
+    let req: RestInferRequest = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| ServiceError::invalid(format!("malformed inference request JSON: {e}")))?;
+    let mut binary = &body[json_len..];
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let dt = DataType::parse(&input.datatype)?;
+        let n = element_count(&input.shape)?;
+        let bin_size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+            .map(|v| {
+                v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                    ServiceError::invalid(format!("input '{}': binary_data_size must be an integer", input.name))
+                })
+            })
+            .transpose()?;
+        let values = match (bin_size, input.data) {
+            (Some(size), None) => {
+                if size > binary.len() {
+                    return Err(ServiceError::invalid(format!(
+                        "input '{}': binary_data_size {size} is past the end of the body",
+                        input.name
+                    )));
+                }
+                let (raw, rest) = binary.split_at(size);
+                binary = rest;
+                if dt == DataType::Bytes {
+                    let els = split_bytes_elements(raw)?;
+                    check_count(&input.name, els.len(), n)?;
+                    InputValues::Bytes(els)
+                } else {
+                    InputValues::Numeric(raw_to_f32(dt, raw, n)?)
+                }
+            }
+            (None, Some(data)) => json_values(&input.name, dt, &data, n)?,
+            (Some(_), Some(_)) => {
+                return Err(ServiceError::invalid(format!(
+                    "input '{}' has both data and binary_data_size",
+                    input.name
+                )));
+            }
+            (None, None) => {
+                return Err(ServiceError::invalid(format!("input '{}' has no data", input.name)));
+            }
+        };
+        inputs.push(InputTensor {
+            name: input.name,
+            datatype: dt,
+            shape: input.shape,
+            values,
+        });
+    }
+    if !binary.is_empty() {
+        return Err(ServiceError::invalid(format!(
+            "{} bytes of binary data are not claimed by any input",
+            binary.len()
+        )));
+    }
+    let all_binary = flag(&req.parameters, "binary_data_output");
+    let requested = req.outputs.unwrap_or_default();
+    let want_binary = |name: &str| {
+        all_binary
+            || requested
+                .iter()
+                .any(|o| o.name == name && flag(&o.parameters, "binary_data"))
+    };
+    let id = req.id.unwrap_or_default();
+    let resp = st
+        .infer(
+            InferRequest {
+                model,
+                version,
+                id: id.clone(),
+                inputs,
+                outputs: requested.iter().map(|o| o.name.clone()).collect(),
+            },
+            Protocol::Rest,
+        )
+        .await?;
+    let mut outputs = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    for o in &resp.outputs {
+        if want_binary(&o.name) {
+            let raw = f32_to_raw(&o.data);
+            outputs.push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape,
+                                "parameters": {"binary_data_size": raw.len()}}));
+            tail.extend_from_slice(&raw);
+        } else {
+            let data: Vec<Value> = o.data.iter().map(|&v| json_f32(v)).collect();
+            outputs.push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape, "data": data}));
+        }
+    }
+    let mut body = json!({"model_name": resp.model, "model_version": resp.version, "outputs": outputs});
+    if !id.is_empty() {
+        body["id"] = Value::String(id);
+    }
+    let json_bytes = serde_json::to_vec(&body).map_err(ServiceError::internal)?;
+    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "rest infer");
+    if tail.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json_bytes).into_response());
+    }
+    let json_len = json_bytes.len();
+    let mut full = json_bytes;
+    full.extend_from_slice(&tail);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static(HEADER_CONTENT_LENGTH), json_len.to_string()),
+        ],
+        full,
+    )
+        .into_response())
+}
+
+/// An `f32` as JSON; non-finite values (which JSON cannot hold) become null.
+fn json_f32(v: f32) -> Value {
+    serde_json::Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number)
+}
+
+fn check_count(name: &str, got: usize, want: usize) -> Result<(), ServiceError> {
+    if got != want {
+        return Err(ServiceError::invalid(format!(
+            "input '{name}' has {got} elements but its shape holds {want}"
+        )));
+    }
+    Ok(())
+}
+
+/// Flattens row-major JSON data (nested or flat arrays) of datatype `dt`.
+fn json_values(name: &str, dt: DataType, data: &Value, n: usize) -> Result<InputValues, ServiceError> {
+    let mut flat: Vec<&Value> = Vec::with_capacity(n);
+    flatten(data, &mut flat, 0).map_err(|e| ServiceError::invalid(format!("input '{name}': {e}")))?;
+    check_count(name, flat.len(), n)?;
+    let bad = |v: &Value| ServiceError::invalid(format!("input '{name}': {v} is not a valid {} value", dt.as_str()));
+    Ok(match dt {
+        DataType::Bytes => InputValues::Bytes(
+            flat.iter()
+                .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| bad(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Bool => InputValues::Numeric(
+            flat.iter()
+                .map(|v| v.as_bool().map(|b| if b { 1.0 } else { 0.0 }).ok_or_else(|| bad(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Int32 | DataType::Int64 => InputValues::Numeric(
+            flat.iter()
+                .map(|v| {
+                    v.as_i64()
+                        .filter(|x| dt == DataType::Int64 || i32::try_from(*x).is_ok())
+                        .map(|x| x as f32)
+                        .ok_or_else(|| bad(v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Fp32 | DataType::Fp64 => InputValues::Numeric(
+            flat.iter()
+                .map(|v| match v {
+                    // JSON has no NaN: null (and Triton's "NaN" strings) mean a missing value.
+                    Value::Null => Ok(f32::NAN),
+                    Value::String(s) if s.eq_ignore_ascii_case("nan") => Ok(f32::NAN),
+                    _ => v.as_f64().map(|x| x as f32).ok_or_else(|| bad(v)),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
+    if depth > 32 {
+        return Err("data is nested too deeply".into());
+    }
+    match v {
+        Value::Array(items) => {
+            for it in items {
+                flatten(it, out, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Object(_) => Err("data must be an array of values".into()),
+        other => {
+            out.push(other);
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(State(st): State<AppState>, body: Bytes) -> Result<Response, ServiceError> {
+    let req: IndexRequest = if body.is_empty() {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ServiceError::invalid(format!("malformed index request: {e}")))?
+    };
+    let rows: Vec<Value> = st
+        .manager
+        .index()
+        .into_iter()
+        .filter(|e| !req.ready || e.state == "READY")
+        .map(|e| {
+            let mut v = json!({"name": e.name, "state": e.state, "reason": e.reason});
+            if !e.version.is_empty() {
+                v["version"] = Value::String(e.version);
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(rows).into_response())
+}
+
+async fn repository_load(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+    let mgr = st.manager.clone();
+    tokio::task::spawn_blocking(move || mgr.load_model(&model))
+        .await
+        .map_err(ServiceError::internal)??;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn repository_unload(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+    st.manager.unload_model(&model)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_flatten_and_check() {
+        let v = json!([[1, 2.5], [null, "NaN"]]);
+        let InputValues::Numeric(x) = json_values("x", DataType::Fp32, &v, 4).unwrap() else {
+            panic!("numeric expected")
+        };
+        assert_eq!(x[..2], [1.0, 2.5]);
+        assert!(x[2].is_nan() && x[3].is_nan());
+        assert!(json_values("x", DataType::Fp32, &v, 3).is_err());
+        assert!(json_values("x", DataType::Int32, &json!([1.5]), 1).is_err());
+        assert!(json_values("x", DataType::Int32, &json!([5_000_000_000i64]), 1).is_err());
+        assert!(json_values("x", DataType::Int64, &json!([5_000_000_000i64]), 1).is_ok());
+        assert!(json_values("x", DataType::Bool, &json!([true, 1]), 2).is_err());
+        assert!(json_values("x", DataType::Bytes, &json!(["a", "b"]), 2).is_ok());
+        assert!(json_values("x", DataType::Fp32, &json!([{"a": 1}]), 1).is_err());
+    }
+}

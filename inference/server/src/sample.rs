@@ -1,0 +1,52 @@
+//! The sample model repository that `infermesh up` serves: a fraud model the project trained
+//! (`tools/gen_sample_fraud_model.py`), embedded in the binary so a fresh machine needs
+//! nothing else.
+
+use std::path::Path;
+
+const CONFIG: &[u8] = include_bytes!("../../../deploy/sample-repository/fraud/config.toml");
+const MODEL: &[u8] = include_bytes!("../../../deploy/sample-repository/fraud/1/model.json");
+
+/// A gateway request body that scores one transaction with the sample model.
+pub const EXAMPLE_SCORE_REQUEST: &str = r#"{"transaction_id":"tx-1001","features":{"amount":912.5,"hour_of_day":3,"is_night":1,"merchant_risk":0.41,"device_risk_score":0.35,"user_avg_spend":48.0,"amount_to_avg_ratio":19.0,"txn_count_1h":4,"txn_count_24h":9,"distance_from_home_km":240,"is_foreign":1,"card_present":0,"account_age_days":21,"failed_logins_24h":2,"new_device":1},"top_k":3}"#;
+
+/// A V2 REST request body for the sample model: one row of its 16 features, one missing.
+pub fn example_v2_request() -> String {
+    r#"{"inputs":[{"name":"input__0","shape":[1,16],"datatype":"FP32","data":[[912.5,3,1,0.41,0.35,48.0,19.0,4,9,240,1,0,21,2,null,1]]}]}"#
+        .to_string()
+}
+
+/// Writes the sample repository into `dir` unless its fraud model is already there.
+/// Returns whether anything was written.
+pub fn write_sample_repository(dir: &Path) -> std::io::Result<bool> {
+    let model_dir = dir.join("fraud");
+    if model_dir.join("config.toml").exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(model_dir.join("1"))?;
+    std::fs::write(model_dir.join("1").join("model.json"), MODEL)?;
+    // The config goes last: a half-written model directory is never picked up as a model.
+    std::fs::write(model_dir.join("config.toml"), CONFIG)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_once_and_keeps_existing() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(write_sample_repository(d.path()).unwrap());
+        assert!(d.path().join("fraud/1/model.json").is_file());
+        std::fs::write(d.path().join("fraud/config.toml"), "platform = \"lightgbm\"").unwrap();
+        assert!(!write_sample_repository(d.path()).unwrap());
+        let kept = std::fs::read_to_string(d.path().join("fraud/config.toml")).unwrap();
+        assert!(kept.contains("lightgbm"));
+        let req: serde_json::Value = serde_json::from_str(EXAMPLE_SCORE_REQUEST).unwrap();
+        assert_eq!(req["transaction_id"], "tx-1001");
+        let v2: serde_json::Value = serde_json::from_str(&example_v2_request()).unwrap();
+        assert_eq!(v2["inputs"][0]["shape"][1], 16);
+    }
+}

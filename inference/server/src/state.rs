@@ -1,0 +1,131 @@
+//! What every front end shares: the model manager, and the protocol-independent infer call
+//! with its metrics and span.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use infermesh_common::{ServiceError, metrics_names as m};
+use infermesh_inference::{LoadedVersion, ModelManager, OutputTensor};
+use tracing::Instrument;
+
+use crate::tensor::{InputTensor, tabular_rows};
+
+/// A KServe V2 inference request, decoded from REST or gRPC.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    /// Model name.
+    pub model: String,
+    /// Model version; empty or `None` for the latest ready one.
+    pub version: Option<String>,
+    /// Request id, echoed back.
+    pub id: String,
+    /// Inputs.
+    pub inputs: Vec<InputTensor>,
+    /// Names of the outputs asked for (empty: all).
+    pub outputs: Vec<String>,
+}
+
+/// The answer to an [`InferRequest`].
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    /// Model that answered.
+    pub model: String,
+    /// Version that answered.
+    pub version: String,
+    /// Echoed request id.
+    pub id: String,
+    /// Outputs.
+    pub outputs: Vec<OutputTensor>,
+}
+
+/// Shared server state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The repository manager.
+    pub manager: Arc<ModelManager>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Model the typed FraudScoring service uses when the request names none.
+    pub default_fraud_model: String,
+}
+
+/// Which front end a request came through (a metrics label).
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    /// KServe V2 REST.
+    Rest,
+    /// KServe V2 gRPC.
+    Grpc,
+    /// infermesh.v1 typed gRPC.
+    Typed,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::Typed => "typed",
+        }
+    }
+}
+
+/// Records a finished request in the request counter and latency histogram.
+pub fn record(model: &str, version: &str, protocol: Protocol, started: Instant, result: Result<(), &ServiceError>) {
+    let outcome = match result {
+        Ok(()) => "ok",
+        Err(e) => e.kind.as_str(),
+    };
+    metrics::counter!(m::INFER_REQUESTS_TOTAL,
+        "model" => model.to_string(), "version" => version.to_string(),
+        "protocol" => protocol.as_str(), "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!(m::INFER_REQUEST_SECONDS,
+        "model" => model.to_string(), "version" => version.to_string(),
+        "protocol" => protocol.as_str())
+    .record(started.elapsed().as_secs_f64());
+}
+
+impl AppState {
+    /// Runs a V2 inference request.
+    pub async fn infer(&self, req: InferRequest, protocol: Protocol) -> Result<InferResponse, ServiceError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("infer", model = %req.model, version = tracing::field::Empty,
+            protocol = protocol.as_str(), id = %req.id);
+        let model = req.model.clone();
+        let resolved = self.manager.get(&req.model, req.version.as_deref());
+        let handle = match resolved {
+            Ok(h) => h,
+            Err(e) => {
+                record(&model, req.version.as_deref().unwrap_or(""), protocol, started, Err(&e));
+                return Err(e);
+            }
+        };
+        span.record("version", handle.version);
+        let version = handle.version.to_string();
+        let res = run_infer(&handle, req).instrument(span).await;
+        record(&model, &version, protocol, started, res.as_ref().map(|_| ()));
+        res
+    }
+}
+
+async fn run_infer(handle: &Arc<LoadedVersion>, req: InferRequest) -> Result<InferResponse, ServiceError> {
+    let cfg = &handle.config;
+    for o in &req.outputs {
+        if o != &cfg.output_name {
+            return Err(ServiceError::invalid(format!(
+                "unknown output '{o}': the model's output is '{}'",
+                cfg.output_name
+            )));
+        }
+    }
+    let rows = tabular_rows(req.inputs, &cfg.input_name, handle.num_features())?;
+    let out = handle.infer(rows).await?;
+    Ok(InferResponse {
+        model: handle.name.clone(),
+        version: handle.version.to_string(),
+        id: req.id,
+        outputs: vec![out],
+    })
+}

@@ -1,0 +1,264 @@
+//! V2 tensors: datatypes, decoding request data into model rows, encoding outputs.
+//!
+//! Shared by the REST and gRPC front ends so both accept and refuse exactly the same inputs.
+
+use infermesh_common::ServiceError;
+
+/// The V2 datatypes infermesh accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    /// `BOOL`, one byte each on the wire.
+    Bool,
+    /// `INT32`.
+    Int32,
+    /// `INT64`.
+    Int64,
+    /// `FP32`.
+    Fp32,
+    /// `FP64`.
+    Fp64,
+    /// `BYTES`: length-prefixed (u32 LE) elements on the wire.
+    Bytes,
+}
+
+impl DataType {
+    /// Parses a V2 datatype name.
+    pub fn parse(s: &str) -> Result<Self, ServiceError> {
+        Ok(match s {
+            "BOOL" => DataType::Bool,
+            "INT32" => DataType::Int32,
+            "INT64" => DataType::Int64,
+            "FP32" => DataType::Fp32,
+            "FP64" => DataType::Fp64,
+            "BYTES" => DataType::Bytes,
+            other => {
+                return Err(ServiceError::invalid(format!(
+                    "datatype '{other}' is not supported (BOOL, INT32, INT64, FP32, FP64, BYTES)"
+                )));
+            }
+        })
+    }
+
+    /// The V2 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// Bytes per element for fixed-size types.
+    pub fn width(self) -> Option<usize> {
+        match self {
+            DataType::Bool => Some(1),
+            DataType::Int32 | DataType::Fp32 => Some(4),
+            DataType::Int64 | DataType::Fp64 => Some(8),
+            DataType::Bytes => None,
+        }
+    }
+}
+
+/// Number of elements of `shape`, refusing negative dimensions and overflow.
+pub fn element_count(shape: &[i64]) -> Result<usize, ServiceError> {
+    let mut n: usize = 1;
+    for &d in shape {
+        let d = usize::try_from(d)
+            .map_err(|_| ServiceError::invalid(format!("shape {shape:?} has a negative dimension")))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| ServiceError::invalid(format!("shape {shape:?} is too large")))?;
+    }
+    Ok(n)
+}
+
+/// Decodes little-endian raw tensor bytes of a numeric datatype into `f32` features.
+pub fn raw_to_f32(dt: DataType, raw: &[u8], expected: usize) -> Result<Vec<f32>, ServiceError> {
+    let Some(w) = dt.width() else {
+        return Err(ServiceError::invalid(
+            "BYTES input cannot be used as numeric features",
+        ));
+    };
+    if raw.len() != expected * w {
+        return Err(ServiceError::invalid(format!(
+            "raw input has {} bytes, but shape and datatype {} need {}",
+            raw.len(),
+            dt.as_str(),
+            expected * w
+        )));
+    }
+    let out = match dt {
+        DataType::Bool => raw.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect(),
+        DataType::Int32 => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        DataType::Fp32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::Int64 => raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        DataType::Fp64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        DataType::Bytes => Vec::new(),
+    };
+    Ok(out)
+}
+
+/// Encodes `f32` values as raw little-endian bytes.
+pub fn f32_to_raw(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Splits V2 raw BYTES content (u32 LE length + bytes, repeated) into elements.
+pub fn split_bytes_elements(raw: &[u8]) -> Result<Vec<Vec<u8>>, ServiceError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let Some(len) = raw.get(at..at + 4) else {
+            return Err(ServiceError::invalid("truncated BYTES element length"));
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        at += 4;
+        let Some(el) = raw.get(at..at + len) else {
+            return Err(ServiceError::invalid("truncated BYTES element"));
+        };
+        out.push(el.to_vec());
+        at += len;
+    }
+    Ok(out)
+}
+
+/// A decoded input tensor.
+#[derive(Debug, Clone)]
+pub struct InputTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Declared datatype.
+    pub datatype: DataType,
+    /// Declared shape.
+    pub shape: Vec<i64>,
+    /// Values as features (numeric types only).
+    pub values: InputValues,
+}
+
+/// The data of an input tensor.
+#[derive(Debug, Clone)]
+pub enum InputValues {
+    /// Numeric data as `f32`.
+    Numeric(Vec<f32>),
+    /// BYTES elements.
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Checks a tabular model's input and returns its rows: exactly one input named
+/// `input_name`, shape `[n, num_features]` (or `[num_features]` for one row), numeric data.
+pub fn tabular_rows(
+    inputs: Vec<InputTensor>,
+    input_name: &str,
+    num_features: usize,
+) -> Result<Vec<f32>, ServiceError> {
+    if inputs.len() != 1 {
+        return Err(ServiceError::invalid(format!(
+            "expected 1 input tensor '{input_name}', got {}",
+            inputs.len()
+        )));
+    }
+    let Some(input) = inputs.into_iter().next() else {
+        return Err(ServiceError::invalid("no input tensor"));
+    };
+    if input.name != input_name {
+        return Err(ServiceError::invalid(format!(
+            "unexpected input '{}': the model's input is '{input_name}'",
+            input.name
+        )));
+    }
+    let features = match input.shape.as_slice() {
+        [_, f] | [f] => *f,
+        s => {
+            return Err(ServiceError::invalid(format!(
+                "input '{input_name}' must have shape [batch, {num_features}], got {s:?}"
+            )));
+        }
+    };
+    if features != num_features as i64 {
+        return Err(ServiceError::invalid(format!(
+            "input '{input_name}' has {features} features per row, the model expects {num_features}"
+        )));
+    }
+    match input.values {
+        InputValues::Numeric(v) => Ok(v),
+        InputValues::Bytes(_) => Err(ServiceError::invalid(format!(
+            "input '{input_name}' is BYTES; this model takes numeric features (FP32, FP64, INT32, INT64, BOOL)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use infermesh_common::ErrorKind;
+
+    #[test]
+    fn decodes_every_numeric_type() {
+        assert_eq!(raw_to_f32(DataType::Fp32, &1.5f32.to_le_bytes(), 1).unwrap(), vec![1.5]);
+        assert_eq!(raw_to_f32(DataType::Fp64, &2.5f64.to_le_bytes(), 1).unwrap(), vec![2.5]);
+        assert_eq!(raw_to_f32(DataType::Int32, &(-3i32).to_le_bytes(), 1).unwrap(), vec![-3.0]);
+        assert_eq!(raw_to_f32(DataType::Int64, &7i64.to_le_bytes(), 1).unwrap(), vec![7.0]);
+        assert_eq!(raw_to_f32(DataType::Bool, &[0, 1, 2], 3).unwrap(), vec![0.0, 1.0, 1.0]);
+        assert_eq!(raw_to_f32(DataType::Fp32, &[0; 7], 2).unwrap_err().kind, ErrorKind::InvalidInput);
+        assert!(raw_to_f32(DataType::Bytes, &[], 0).is_err());
+    }
+
+    #[test]
+    fn parses_datatypes_and_counts_elements() {
+        assert_eq!(DataType::parse("FP32").unwrap(), DataType::Fp32);
+        assert!(DataType::parse("FP16").is_err());
+        assert_eq!(element_count(&[2, 3]).unwrap(), 6);
+        assert!(element_count(&[2, -1]).is_err());
+        assert!(element_count(&[i64::MAX, i64::MAX]).is_err());
+    }
+
+    #[test]
+    fn bytes_elements_split_and_refuse_truncation() {
+        let mut raw = Vec::new();
+        for s in ["ab", "", "xyz"] {
+            raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            raw.extend_from_slice(s.as_bytes());
+        }
+        let els = split_bytes_elements(&raw).unwrap();
+        assert_eq!(els, vec![b"ab".to_vec(), vec![], b"xyz".to_vec()]);
+        assert!(split_bytes_elements(&raw[..raw.len() - 1]).is_err());
+        assert!(split_bytes_elements(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn tabular_rows_checks_name_shape_and_type() {
+        let t = |name: &str, shape: Vec<i64>, values| InputTensor {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            shape,
+            values,
+        };
+        let ok = tabular_rows(vec![t("x", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))], "x", 2);
+        assert_eq!(ok.unwrap(), vec![1.0, 2.0]);
+        assert!(tabular_rows(vec![t("y", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))], "x", 2).is_err());
+        assert!(tabular_rows(vec![t("x", vec![1, 3], InputValues::Numeric(vec![0.0; 3]))], "x", 2).is_err());
+        assert!(tabular_rows(vec![t("x", vec![1, 1, 2], InputValues::Numeric(vec![0.0; 2]))], "x", 2).is_err());
+        assert!(tabular_rows(vec![t("x", vec![1, 2], InputValues::Bytes(vec![]))], "x", 2).is_err());
+        assert!(tabular_rows(vec![], "x", 2).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! Shared helpers: a temp repository with the sample fraud model and a server on port 0.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use infermesh_server::{RunningServer, ServeArgs};
+
+pub const FRAUD_FEATURES: usize = 16;
+
+pub fn sample_model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sample-repository/fraud/1/model.json")
+}
+
+/// A repository holding the sample fraud model (version 1).
+pub fn sample_repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    infermesh_server::sample::write_sample_repository(d.path()).unwrap();
+    d
+}
+
+pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningServer {
+    let cfg = ServeArgs {
+        model_repository: repo.to_path_buf(),
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        http_port: 0,
+        grpc_port: 0,
+        metrics_port: 0,
+        poll_interval: poll,
+        max_request_bytes,
+        fraud_model: "fraud".into(),
+    }
+    .validate()
+    .unwrap();
+    infermesh_server::start(cfg).await.unwrap()
+}
+
+/// A row of the sample model's 16 features.
+pub fn row(seed: u32) -> Vec<f32> {
+    let s = seed as f32;
+    vec![
+        120.0 + 37.0 * s, (s * 5.0) % 24.0, if s as u32 % 3 == 0 { 1.0 } else { 0.0 }, 0.1 + 0.03 * s, 0.05 + 0.02 * s,
+        60.0, 2.0 + s, s % 4.0, 3.0 + s, 10.0 * s, (s as u32 % 2) as f32, 1.0, 400.0 - 10.0 * s, 0.0, 5.0, 0.0,
+    ]
+}
+
+/// The sample model's own prediction for `rows`, computed in process.
+pub fn direct_predict(rows: &[f32]) -> Vec<f32> {
+    use infermesh_model_core::TabularModel;
+    let m = infermesh_trees::TreeEnsemble::load(&sample_model_path(), infermesh_trees::ModelFormat::XgboostJson).unwrap();
+    let mut out = vec![0f32; rows.len() / m.num_features()];
+    m.predict(rows, &mut out).unwrap();
+    out
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! A model's serving configuration, from `config.toml` or a Triton FIL `config.pbtxt`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::RegistryError;
+use crate::pbtxt::{self, Message};
+
+/// The model family that serves a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    /// XGBoost JSON (`model.json`) or UBJSON (`model.ubj`).
+    Xgboost,
+    /// LightGBM text model (`model.txt`).
+    Lightgbm,
+}
+
+impl Platform {
+    /// The platform name as configs and metadata spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Xgboost => "xgboost",
+            Platform::Lightgbm => "lightgbm",
+        }
+    }
+}
+
+/// Which versions of a model are served (Triton's version policy).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionPolicy {
+    /// The highest `n` versions.
+    Latest(usize),
+    /// Every version on disk.
+    All,
+    /// Exactly these versions (those present on disk).
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// Picks the versions to serve from those on disk.
+    pub fn select(&self, on_disk: &[u64]) -> Vec<u64> {
+        let mut v: Vec<u64> = on_disk.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        match self {
+            VersionPolicy::All => v,
+            VersionPolicy::Latest(n) => v.iter().rev().take(*n).rev().copied().collect(),
+            VersionPolicy::Specific(want) => v.into_iter().filter(|x| want.contains(x)).collect(),
+        }
+    }
+}
+
+/// How a tree model's prediction becomes the `output__0` tensor (Triton FIL semantics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputMode {
+    /// The model is a classifier: outputs are classes or class probabilities.
+    pub output_class: bool,
+    /// With `output_class`, return per-class probabilities (`[n, classes]`, `[n, 2]` for
+    /// binary) instead of the class index.
+    pub predict_proba: bool,
+    /// Probability above which a binary prediction is the positive class (Triton FIL's
+    /// `threshold`).
+    pub threshold: f32,
+}
+
+impl Default for OutputMode {
+    fn default() -> Self {
+        Self {
+            output_class: false,
+            predict_proba: false,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// infermesh's `config.toml`.
+    Toml,
+    /// A Triton FIL-backend `config.pbtxt`.
+    TritonFil,
+}
+
+/// The serving configuration of one model, whichever file it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Model name (the directory name).
+    pub name: String,
+    /// The model family.
+    pub platform: Platform,
+    /// Artifact format as Triton FIL names it (`xgboost_json`, `xgboost_ubj`, `lightgbm`), or
+    /// `None` to pick by the file found.
+    pub model_type: Option<String>,
+    /// Artifact file name inside a version folder, or `None` for the platform's defaults.
+    pub model_file: Option<String>,
+    /// Where the config came from.
+    pub source: ConfigSource,
+    /// Largest batch (rows) the batcher builds.
+    pub max_batch_size: usize,
+    /// How long the batcher may wait for more rows before running a partial batch.
+    pub max_queue_delay: Duration,
+    /// Rows admitted (queued or running) at once; past it requests are refused.
+    pub max_queue_rows: usize,
+    /// Which versions to serve.
+    pub version_policy: VersionPolicy,
+    /// Feature names in column order, overriding the artifact's.
+    pub feature_names: Option<Vec<String>>,
+    /// Output semantics.
+    pub output: OutputMode,
+    /// Name of the input tensor.
+    pub input_name: String,
+    /// Name of the output tensor.
+    pub output_name: String,
+}
+
+/// Default batch size in rows.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
+/// Default admission capacity in rows.
+pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
+
+/// `config.toml` as written on disk.
+///
+/// ```toml
+/// platform = "xgboost"            # or "lightgbm"
+/// model_file = "model.json"       # optional
+/// max_batch_size = 1024
+/// max_queue_delay_us = 0          # wait for a fuller batch at most this long
+/// max_queue_rows = 262144         # admission capacity
+/// version_policy = { latest = 1 } # or "all", or { specific = [1, 3] }
+/// feature_names = ["amount", "hour"]
+/// threshold = 0.5                # a binary prediction is positive when p > threshold
+/// output_class = false            # true: classes or class probabilities, as Triton FIL
+/// predict_proba = false           # with output_class: [n, classes] probabilities
+/// input_name = "input__0"
+/// output_name = "output__0"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TomlConfig {
+    /// Model family.
+    pub platform: Platform,
+    /// Artifact format (`xgboost_json`, `xgboost_ubj`, `lightgbm`).
+    pub model_type: Option<String>,
+    /// Artifact file name.
+    pub model_file: Option<String>,
+    /// Largest batch in rows.
+    pub max_batch_size: Option<usize>,
+    /// Batching delay in microseconds.
+    pub max_queue_delay_us: Option<u64>,
+    /// Admission capacity in rows.
+    pub max_queue_rows: Option<usize>,
+    /// Version policy.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Feature names in column order.
+    pub feature_names: Option<Vec<String>>,
+    /// Decision threshold for binary classifiers.
+    pub threshold: Option<f32>,
+    /// Classifier outputs.
+    pub output_class: Option<bool>,
+    /// Class probabilities instead of class indices.
+    pub predict_proba: Option<bool>,
+    /// Input tensor name.
+    pub input_name: Option<String>,
+    /// Output tensor name.
+    pub output_name: Option<String>,
+}
+
+impl ModelConfig {
+    /// Reads the config of the model in `dir` (named `name`): `config.toml` first, else
+    /// `config.pbtxt`.
+    pub fn read(name: &str, dir: &Path) -> Result<Self, RegistryError> {
+        let toml_path = dir.join("config.toml");
+        let pbtxt_path = dir.join("config.pbtxt");
+        if toml_path.is_file() {
+            let text = read(&toml_path)?;
+            Self::from_toml(name, &text)
+        } else if pbtxt_path.is_file() {
+            let text = read(&pbtxt_path)?;
+            Self::from_pbtxt(name, &text)
+        } else {
+            Err(RegistryError::NoConfig(name.to_string()))
+        }
+    }
+
+    /// Parses `config.toml` text.
+    pub fn from_toml(name: &str, text: &str) -> Result<Self, RegistryError> {
+        let err = |message: String| RegistryError::Toml {
+            model: name.to_string(),
+            message,
+        };
+        let t: TomlConfig = toml::from_str(text).map_err(|e| err(e.message().to_string()))?;
+        let defaults = OutputMode::default();
+        let cfg = ModelConfig {
+            name: name.to_string(),
+            platform: t.platform,
+            model_type: t.model_type,
+            model_file: t.model_file,
+            source: ConfigSource::Toml,
+            max_batch_size: t.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH_SIZE),
+            max_queue_delay: Duration::from_micros(t.max_queue_delay_us.unwrap_or(0)),
+            max_queue_rows: t.max_queue_rows.unwrap_or(DEFAULT_MAX_QUEUE_ROWS),
+            version_policy: t.version_policy,
+            feature_names: t.feature_names,
+            output: OutputMode {
+                output_class: t.output_class.unwrap_or(defaults.output_class),
+                predict_proba: t.predict_proba.unwrap_or(defaults.predict_proba),
+                threshold: t.threshold.unwrap_or(defaults.threshold),
+            },
+            input_name: t.input_name.unwrap_or_else(|| "input__0".into()),
+            output_name: t.output_name.unwrap_or_else(|| "output__0".into()),
+        };
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Parses a Triton FIL-backend `config.pbtxt`.
+    pub fn from_pbtxt(name: &str, text: &str) -> Result<Self, RegistryError> {
+        let err = |message: String| RegistryError::Pbtxt {
+            model: name.to_string(),
+            message,
+        };
+        let msg = pbtxt::parse(text).map_err(|e| err(e.to_string()))?;
+        let backend = msg.str("backend").unwrap_or_default();
+        if backend != "fil" {
+            return Err(err(format!(
+                "backend '{backend}' is not supported (only Triton's \"fil\" backend is served from config.pbtxt)"
+            )));
+        }
+        if let Some(n) = msg.str("name")
+            && n != name
+        {
+            return Err(err(format!("config names the model '{n}' but its directory is '{name}'")));
+        }
+        let params = fil_parameters(&msg);
+        let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let model_type = param("model_type")
+            .ok_or_else(|| err("parameters must set model_type".into()))?
+            .to_string();
+        let platform = match model_type.as_str() {
+            "xgboost_json" | "xgboost_ubj" => Platform::Xgboost,
+            "lightgbm" => Platform::Lightgbm,
+            other => {
+                return Err(err(format!(
+                    "model_type '{other}' is not supported (xgboost_json, xgboost_ubj, lightgbm)"
+                )));
+            }
+        };
+        let parse_bool = |k: &str, default: bool| -> Result<bool, RegistryError> {
+            match param(k) {
+                None => Ok(default),
+                Some("true") | Some("True") | Some("1") => Ok(true),
+                Some("false") | Some("False") | Some("0") => Ok(false),
+                Some(v) => Err(err(format!("parameter {k} must be true or false, got '{v}'"))),
+            }
+        };
+        let output_class = parse_bool("output_class", true)?;
+        let predict_proba = parse_bool("predict_proba", false)?;
+        let threshold = match param("threshold") {
+            None => 0.5,
+            Some(v) => v
+                .parse::<f32>()
+                .map_err(|_| err(format!("parameter threshold must be a number, got '{v}'")))?,
+        };
+        let max_batch_size = match msg.int("max_batch_size") {
+            Some(n) if n > 0 => n as usize,
+            _ => DEFAULT_MAX_BATCH_SIZE,
+        };
+        let max_queue_delay = msg
+            .message("dynamic_batching")
+            .and_then(|d| d.int("max_queue_delay_microseconds"))
+            .map(|us| Duration::from_micros(us.max(0) as u64))
+            .unwrap_or_default();
+        let tensor_name = |field: &str, default: &str| {
+            msg.messages(field)
+                .next()
+                .and_then(|t| t.str("name"))
+                .unwrap_or(default)
+                .to_string()
+        };
+        let version_policy = match msg.message("version_policy") {
+            None => VersionPolicy::default(),
+            Some(vp) => {
+                if let Some(l) = vp.message("latest") {
+                    VersionPolicy::Latest(l.int("num_versions").unwrap_or(1).max(1) as usize)
+                } else if vp.message("all").is_some() {
+                    VersionPolicy::All
+                } else if let Some(s) = vp.message("specific") {
+                    VersionPolicy::Specific(
+                        s.ints("versions").into_iter().map(|v| v.max(0) as u64).collect(),
+                    )
+                } else {
+                    return Err(err("version_policy must be latest, all or specific".into()));
+                }
+            }
+        };
+        let model_file = param("model_filename")
+            .map(str::to_string)
+            .or_else(|| msg.str("default_model_filename").map(str::to_string));
+        let cfg = ModelConfig {
+            name: name.to_string(),
+            platform,
+            model_type: Some(model_type),
+            model_file,
+            source: ConfigSource::TritonFil,
+            max_batch_size,
+            max_queue_delay,
+            max_queue_rows: DEFAULT_MAX_QUEUE_ROWS.max(max_batch_size * 4),
+            version_policy,
+            feature_names: None,
+            output: OutputMode {
+                output_class,
+                predict_proba,
+                threshold,
+            },
+            input_name: tensor_name("input", "input__0"),
+            output_name: tensor_name("output", "output__0"),
+        };
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_batch_size == 0 {
+            return Err("max_batch_size must be at least 1".into());
+        }
+        if self.max_queue_rows < self.max_batch_size {
+            return Err(format!(
+                "max_queue_rows ({}) must be at least max_batch_size ({})",
+                self.max_queue_rows, self.max_batch_size
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.output.threshold) {
+            return Err(format!("threshold {} is not within [0, 1]", self.output.threshold));
+        }
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("version_policy latest must keep at least 1 version".into());
+        }
+        if let Some(mt) = &self.model_type
+            && !matches!(mt.as_str(), "xgboost_json" | "xgboost_ubj" | "lightgbm")
+        {
+            return Err(format!("model_type '{mt}' is not one of xgboost_json, xgboost_ubj, lightgbm"));
+        }
+        if let Some(f) = &self.model_file
+            && (f.contains('/') || f.contains('\\') || f == ".." || f.is_empty())
+        {
+            return Err(format!("model_file '{f}' must be a plain file name"));
+        }
+        Ok(())
+    }
+
+    /// The artifact file names to look for in a version folder, in order.
+    pub fn candidate_files(&self) -> Vec<String> {
+        if let Some(f) = &self.model_file {
+            return vec![f.clone()];
+        }
+        match (self.platform, self.model_type.as_deref()) {
+            (Platform::Lightgbm, _) => vec!["model.txt".into()],
+            (Platform::Xgboost, Some("xgboost_json")) => {
+                vec!["xgboost.json".into(), "model.json".into()]
+            }
+            (Platform::Xgboost, Some("xgboost_ubj")) => {
+                vec!["xgboost.ubj".into(), "model.ubj".into()]
+            }
+            (Platform::Xgboost, _) => vec![
+                "model.json".into(),
+                "model.ubj".into(),
+                "xgboost.json".into(),
+                "xgboost.ubj".into(),
+            ],
+        }
+    }
+}
+
+/// `parameters [{ key: "k" value: { string_value: "v" } }]` (or `parameters { key ... }`
+/// repeated) as pairs.
+fn fil_parameters(msg: &Message) -> Vec<(String, String)> {
+    msg.messages("parameters")
+        .filter_map(|p| {
+            let key = p.str("key")?.to_string();
+            let value = p.message("value")?.str("string_value")?.to_string();
+            Some((key, value))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<String, RegistryError> {
+    std::fs::read_to_string(path).map_err(|source| RegistryError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_defaults_and_fields() {
+        let c = ModelConfig::from_toml(
+            "fraud",
+            r#"
+platform = "xgboost"
+max_batch_size = 64
+max_queue_delay_us = 250
+version_policy = { latest = 2 }
+feature_names = ["a", "b"]
+threshold = 0.7
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.platform, Platform::Xgboost);
+        assert_eq!(c.max_batch_size, 64);
+        assert_eq!(c.max_queue_delay, Duration::from_micros(250));
+        assert_eq!(c.version_policy, VersionPolicy::Latest(2));
+        assert_eq!(c.feature_names.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(c.output.threshold, 0.7);
+        assert_eq!(c.input_name, "input__0");
+        assert_eq!(c.candidate_files()[0], "model.json");
+    }
+
+    #[test]
+    fn toml_policies_parse() {
+        let all = ModelConfig::from_toml("m", "platform = \"lightgbm\"\nversion_policy = \"all\"").unwrap();
+        assert_eq!(all.version_policy, VersionPolicy::All);
+        let spec =
+            ModelConfig::from_toml("m", "platform = \"lightgbm\"\nversion_policy = { specific = [1, 3] }")
+                .unwrap();
+        assert_eq!(spec.version_policy, VersionPolicy::Specific(vec![1, 3]));
+    }
+
+    #[test]
+    fn toml_rejects_unknown_and_bad_values() {
+        assert!(ModelConfig::from_toml("m", "platform = \"pytorch\"").is_err());
+        assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nbogus = 1").is_err());
+        assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nthreshold = 2.0").is_err());
+        assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nmax_batch_size = 0").is_err());
+        assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nmodel_file = \"../x\"").is_err());
+        assert!(ModelConfig::from_toml("m", "platform = [").is_err());
+    }
+
+    #[test]
+    fn policy_selects_versions() {
+        let disk = [3, 1, 2, 10];
+        assert_eq!(VersionPolicy::Latest(1).select(&disk), vec![10]);
+        assert_eq!(VersionPolicy::Latest(2).select(&disk), vec![3, 10]);
+        assert_eq!(VersionPolicy::All.select(&disk), vec![1, 2, 3, 10]);
+        assert_eq!(VersionPolicy::Specific(vec![2, 7]).select(&disk), vec![2]);
+    }
+
+    const FIL: &str = r#"
+name: "fil_model"
+backend: "fil"
+max_batch_size: 32768
+input [
+  {
+    name: "input__0"
+    data_type: TYPE_FP32
+    dims: [ 30 ]
+  }
+]
+output [
+  {
+    name: "output__0"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  }
+]
+instance_group [{ kind: KIND_CPU }]
+version_policy: { specific: { versions: [1, 2] } }
+parameters [
+  {
+    key: "model_type"
+    value: { string_value: "xgboost_json" }
+  },
+  {
+    key: "output_class"
+    value: { string_value: "true" }
+  },
+  {
+    key: "threshold"
+    value: { string_value: "0.4" }
+  }
+]
+dynamic_batching {
+  max_queue_delay_microseconds: 100
+}
+"#;
+
+    #[test]
+    fn triton_fil_config_is_read() {
+        let c = ModelConfig::from_pbtxt("fil_model", FIL).unwrap();
+        assert_eq!(c.platform, Platform::Xgboost);
+        assert_eq!(c.source, ConfigSource::TritonFil);
+        assert_eq!(c.model_type.as_deref(), Some("xgboost_json"));
+        assert_eq!(c.max_batch_size, 32768);
+        assert_eq!(c.max_queue_delay, Duration::from_micros(100));
+        assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 2]));
+        assert!(c.output.output_class);
+        assert!(!c.output.predict_proba);
+        assert_eq!(c.output.threshold, 0.4);
+        assert_eq!(c.candidate_files()[0], "xgboost.json");
+    }
+
+    #[test]
+    fn non_fil_backends_and_bad_types_are_refused() {
+        let onnx = FIL.replace("backend: \"fil\"", "backend: \"onnxruntime\"");
+        assert!(ModelConfig::from_pbtxt("fil_model", &onnx).is_err());
+        let bad = FIL.replace("xgboost_json", "treelite_checkpoint");
+        assert!(ModelConfig::from_pbtxt("fil_model", &bad).is_err());
+        assert!(ModelConfig::from_pbtxt("other_name", FIL).is_err());
+    }
+}

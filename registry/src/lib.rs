@@ -1,0 +1,52 @@
+//! Model repositories.
+//!
+//! A local repository is a Triton-style directory:
+//!
+//! ```text
+//! <repo>/<model>/config.toml      # infermesh's own config (see [`config::TomlConfig`])
+//! <repo>/<model>/config.pbtxt     # or a Triton FIL-backend config, served as it is
+//! <repo>/<model>/<version>/...    # integer versions holding the artifact files
+//! ```
+//!
+//! This crate reads configs and lists versions; it loads no model. The serving core diffs
+//! successive [`repository::scan`] snapshots to load and retire versions.
+
+pub mod config;
+pub mod pbtxt;
+pub mod repository;
+
+pub use config::{ModelConfig, OutputMode, Platform, VersionPolicy};
+pub use repository::{ModelEntry, RepositorySnapshot, VersionEntry, scan, scan_model};
+
+/// Errors reading a repository or a model's config.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The repository or a model directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// What was being read.
+        path: String,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.toml` is not valid or names an unknown option.
+    #[error("invalid config.toml for model '{model}': {message}")]
+    Toml {
+        /// The model.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `config.pbtxt` could not be parsed or is not a supported Triton config.
+    #[error("invalid config.pbtxt for model '{model}': {message}")]
+    Pbtxt {
+        /// The model.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model directory has neither config file.
+    #[error("model '{0}' has no config.toml or config.pbtxt")]
+    NoConfig(String),
+}

@@ -1,0 +1,27 @@
+# Shared by the project's scripts: cache locations and idempotent installs.
+# Everything installed lands under ~/.cache/infermesh (override with INFERMESH_CACHE) and is
+# reused when present; the cargo target dir lives there too, outside the clone.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${INFERMESH_CACHE:-$HOME/.cache/infermesh}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+mkdir -p "$CACHE"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# ensure_venv NAME REQUIREMENTS_FILE CHECK_IMPORT: a venv under the cache, (re)installed when
+# the requirements file changed or the import check fails.
+ensure_venv() {
+  local name=$1 req=$2 check=$3
+  local venv="$CACHE/$name" stamp
+  stamp="$(sha256sum "$req" | cut -c1-16)"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.infermesh-req" 2>/dev/null)" = "$stamp" ] \
+     && "$venv/bin/python" -c "$check" 2>/dev/null; then
+    return 0
+  fi
+  log "installing $name (once; cached in $venv)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$venv/bin/pip" install -q -r "$req"
+  echo "$stamp" > "$venv/.infermesh-req"
+}

@@ -1,0 +1,147 @@
+//! `infermesh`: one binary, a subcommand per service. Parses flags, starts telemetry, and
+//! calls the service library's `run`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use infermesh_common::telemetry::{TelemetryConfig, init_tracing};
+
+/// infermesh: a Rust ML inference mesh (KServe V2 inference server, JSON gateway, jobs).
+#[derive(Debug, Parser)]
+#[command(name = "infermesh", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "INFERMESH_LOG_JSON")]
+    log_json: bool,
+    /// Export traces over OTLP/gRPC to this endpoint (e.g. http://127.0.0.1:4317); off when unset.
+    #[arg(long, global = true, env = "INFERMESH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every model of a model repository over KServe V2 REST (8000) and gRPC (8001),
+    /// with Prometheus metrics on 8002.
+    Serve(infermesh_server::ServeArgs),
+    /// Run the JSON gateway (8080, metrics 8082) in front of an inference server.
+    Gateway(infermesh_gateway::GatewayArgs),
+    /// The embedded default: write the sample model repository (a fraud model the project
+    /// trained) if missing, then run the inference server and the gateway in one process.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Where the sample model repository is written (kept if it already exists).
+    #[arg(long, env = "INFERMESH_MODEL_REPOSITORY", default_value = "run/model-repository")]
+    model_repository: PathBuf,
+    /// Address both services listen on.
+    #[arg(long, env = "INFERMESH_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// KServe V2 REST port.
+    #[arg(long, default_value_t = 8000)]
+    http_port: u16,
+    /// gRPC port.
+    #[arg(long, default_value_t = 8001)]
+    grpc_port: u16,
+    /// Inference metrics port.
+    #[arg(long, default_value_t = 8002)]
+    metrics_port: u16,
+    /// Gateway port.
+    #[arg(long, default_value_t = 8080)]
+    gateway_port: u16,
+    /// Gateway metrics port.
+    #[arg(long, default_value_t = 8082)]
+    gateway_metrics_port: u16,
+    /// Repository poll interval in seconds (0 = off).
+    #[arg(long, default_value_t = 2.0)]
+    poll_interval: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")?;
+    rt.block_on(async move {
+        let service_name = match &cli.command {
+            Command::Serve(_) => "infermesh-serve",
+            Command::Gateway(_) => "infermesh-gateway",
+            Command::Up(_) => "infermesh-up",
+        };
+        let _telemetry = init_tracing(&TelemetryConfig {
+            json_logs: cli.log_json,
+            otlp_endpoint: cli.otlp_endpoint.clone(),
+            service_name: service_name.into(),
+        })?;
+        match cli.command {
+            Command::Serve(args) => {
+                let cfg = args.validate()?;
+                infermesh_server::run(cfg).await?;
+            }
+            Command::Gateway(args) => {
+                let cfg = args.validate()?;
+                infermesh_gateway::run(cfg, infermesh_server::stop_signal()).await?;
+            }
+            Command::Up(args) => up(args).await?,
+        }
+        Ok(())
+    })
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let written = infermesh_server::sample::write_sample_repository(&args.model_repository)
+        .with_context(|| format!("cannot write the sample repository to {}", args.model_repository.display()))?;
+    if written {
+        println!("wrote the sample model repository to {}", args.model_repository.display());
+    }
+    let serve = infermesh_server::ServeArgs {
+        model_repository: args.model_repository.clone(),
+        host: args.host,
+        http_port: args.http_port,
+        grpc_port: args.grpc_port,
+        metrics_port: args.metrics_port,
+        poll_interval: args.poll_interval,
+        max_request_bytes: 64 * 1024 * 1024,
+        fraud_model: "fraud".into(),
+    }
+    .validate()?;
+    let server = infermesh_server::start(serve).await?;
+    let gw_cfg = infermesh_gateway::GatewayArgs {
+        host: args.host,
+        port: args.gateway_port,
+        metrics_port: args.gateway_metrics_port,
+        inference_url: format!("http://{}", server.grpc_addr),
+        timeout_ms: 2000,
+        max_request_bytes: 1024 * 1024,
+    }
+    .validate()?;
+    let gateway = infermesh_gateway::start(gw_cfg).await?;
+    let gw = gateway.addr;
+    let http = server.http_addr;
+    println!(
+        "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
+        server.grpc_addr, server.metrics_addr, gateway.metrics_addr
+    );
+    println!("try:");
+    println!("  curl -s http://{http}/v2/models/fraud");
+    println!(
+        "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
+        infermesh_server::sample::EXAMPLE_SCORE_REQUEST
+    );
+    println!(
+        "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
+        infermesh_server::sample::example_v2_request()
+    );
+    println!("  curl -s http://{}/metrics | grep infermesh_", server.metrics_addr);
+    println!("Ctrl-C stops both.");
+    let res = server.wait(infermesh_server::stop_signal()).await;
+    gateway.shutdown().await?;
+    res?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+"""The unmodified tritonclient (pip, http and grpc) against a real `infermesh serve`.
+
+The server binary comes from INFERMESH_BIN; it serves a temporary repository holding the
+sample fraud model (config.toml) and the same model as a Triton FIL directory. Expected
+values come from xgboost itself (deploy/sample-repository/fraud/example.json, written by
+tools/gen_sample_fraud_model.py).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "deploy" / "sample-repository" / "fraud"
+EXAMPLE = json.loads((SAMPLE / "example.json").read_text())
+FEATURES = list(EXAMPLE["features"].keys())
+
+FIL_CONFIG = """
+name: "fil_fraud"
+backend: "fil"
+max_batch_size: 8192
+input [{ name: "input__0" data_type: TYPE_FP32 dims: [ 16 ] }]
+output [{ name: "output__0" data_type: TYPE_FP32 dims: [ 2 ] }]
+instance_group [{ kind: KIND_CPU }]
+parameters [
+  { key: "model_type" value: { string_value: "xgboost_json" } },
+  { key: "output_class" value: { string_value: "true" } },
+  { key: "predict_proba" value: { string_value: "true" } }
+]
+"""
+
+
+def example_row():
+    return np.array([[np.nan if EXAMPLE["features"][f] is None else EXAMPLE["features"][f]
+                      for f in FEATURES]], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(SAMPLE, repo / "fraud")
+    (repo / "fil_fraud" / "1").mkdir(parents=True)
+    shutil.copy(SAMPLE / "1" / "model.json", repo / "fil_fraud" / "1" / "xgboost.json")
+    (repo / "fil_fraud" / "config.pbtxt").write_text(FIL_CONFIG)
+    binary = os.environ.get("INFERMESH_BIN", str(ROOT / "target" / "debug" / "infermesh"))
+    proc = subprocess.Popen(
+        [binary, "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--poll-interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"http (\S+) grpc (\S+) metrics (\S+)", line)
+    assert m, f"unexpected first line: {line!r}"
+    yield {"http": m.group(1), "grpc": m.group(2), "metrics": m.group(3), "repo": repo}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_http_health_metadata_and_infer(server):
+    c = httpclient.InferenceServerClient(url=server["http"])
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.get_server_metadata()["name"] == "infermesh"
+    assert c.is_model_ready("fraud")
+    meta = c.get_model_metadata("fraud")
+    assert meta["inputs"][0]["shape"] == [-1, 16]
+    x = example_row()
+    for binary in (True, False):
+        inp = httpclient.InferInput("input__0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = httpclient.InferRequestedOutput("output__0", binary_data=binary)
+        res = c.infer("fraud", [inp], outputs=[out], request_id="r1")
+        got = res.as_numpy("output__0")
+        assert got.shape == (1,)
+        assert abs(float(got[0]) - EXAMPLE["probability"]) < 1e-5
+    # No outputs named: tritonclient asks for binary output of everything.
+    inp = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    assert abs(float(c.infer("fraud", [inp]).as_numpy("output__0")[0]) - EXAMPLE["probability"]) < 1e-5
+
+
+def test_http_fil_model_and_batch(server):
+    c = httpclient.InferenceServerClient(url=server["http"])
+    x = np.repeat(example_row(), 64, axis=0)
+    inp = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    got = c.infer("fil_fraud", [inp]).as_numpy("output__0")
+    assert got.shape == (64, 2)
+    assert np.allclose(got[:, 1], EXAMPLE["probability"], atol=1e-5)
+    assert np.allclose(got.sum(axis=1), 1.0, atol=1e-6)
+    assert c.get_model_config("fil_fraud")["max_batch_size"] == 8192
+
+
+def test_grpc_health_metadata_and_infer(server):
+    c = grpcclient.InferenceServerClient(url=server["grpc"])
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.get_server_metadata().name == "infermesh"
+    assert c.is_model_ready("fraud", "1")
+    meta = c.get_model_metadata("fraud")
+    assert list(meta.inputs[0].shape) == [-1, 16]
+    x = np.repeat(example_row(), 3, axis=0)
+    for dtype, arr in (("FP32", x), ("FP64", x.astype(np.float64))):
+        inp = grpcclient.InferInput("input__0", list(arr.shape), dtype)
+        inp.set_data_from_numpy(arr)
+        res = c.infer("fraud", [inp], outputs=[grpcclient.InferRequestedOutput("output__0")])
+        got = res.as_numpy("output__0")
+        assert got.shape == (3,)
+        assert np.allclose(got, EXAMPLE["probability"], atol=1e-5)
+        assert res.get_response().model_version == "1"
+
+
+def test_errors_surface_as_exceptions(server):
+    h = httpclient.InferenceServerClient(url=server["http"])
+    g = grpcclient.InferenceServerClient(url=server["grpc"])
+    bad = np.zeros((1, 15), dtype=np.float32)
+    hi = httpclient.InferInput("input__0", [1, 15], "FP32")
+    hi.set_data_from_numpy(bad)
+    with pytest.raises(InferenceServerException, match="expects 16"):
+        h.infer("fraud", [hi])
+    gi = grpcclient.InferInput("input__0", [1, 15], "FP32")
+    gi.set_data_from_numpy(bad)
+    with pytest.raises(InferenceServerException) as e:
+        g.infer("fraud", [gi])
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException) as e:
+        g.get_model_metadata("ghost")
+    assert e.value.status() == "StatusCode.NOT_FOUND"
+    assert not h.is_model_ready("ghost")
+
+
+def test_repository_extension_http_and_grpc(server):
+    h = httpclient.InferenceServerClient(url=server["http"])
+    g = grpcclient.InferenceServerClient(url=server["grpc"])
+    names = {m["name"] for m in h.get_model_repository_index()}
+    assert {"fraud", "fil_fraud"} <= names
+    idx = g.get_model_repository_index()
+    assert any(m.name == "fil_fraud" and m.state == "READY" for m in idx.models)
+    h.unload_model("fil_fraud")
+    assert not h.is_model_ready("fil_fraud")
+    g.load_model("fil_fraud")
+    assert g.is_model_ready("fil_fraud")
+    g.unload_model("fil_fraud")
+    assert not g.is_model_ready("fil_fraud")
+    h.load_model("fil_fraud")
+    assert h.is_model_ready("fil_fraud")
+
+
+def test_hot_reload_new_version(server):
+    h = httpclient.InferenceServerClient(url=server["http"])
+    repo = server["repo"]
+    tmp = repo / "fraud" / ".incoming"
+    tmp.mkdir()
+    shutil.copy(repo / "fraud" / "1" / "model.json", tmp / "model.json")
+    tmp.rename(repo / "fraud" / "2")
+    deadline = time.time() + 10
+    while time.time() < deadline and h.get_model_metadata("fraud")["versions"] != ["2"]:
+        time.sleep(0.05)
+    assert h.get_model_metadata("fraud")["versions"] == ["2"]
+    x = example_row()
+    inp = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    res = h.infer("fraud", [inp])
+    assert res.get_response()["model_version"] == "2"
