@@ -37,7 +37,11 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct UpArgs {
     /// Where the sample model repository is written (kept if it already exists).
-    #[arg(long, env = "INFERMESH_MODEL_REPOSITORY", default_value = "run/model-repository")]
+    #[arg(
+        long,
+        env = "INFERMESH_MODEL_REPOSITORY",
+        default_value = "run/model-repository"
+    )]
     model_repository: PathBuf,
     /// Address both services listen on.
     #[arg(long, env = "INFERMESH_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -96,9 +100,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let written = infermesh_server::sample::write_sample_repository(&args.model_repository)
-        .with_context(|| format!("cannot write the sample repository to {}", args.model_repository.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write the sample repository to {}",
+                args.model_repository.display()
+            )
+        })?;
     if written {
-        println!("wrote the sample model repository to {}", args.model_repository.display());
+        println!(
+            "wrote the sample model repository to {}",
+            args.model_repository.display()
+        );
     }
     let serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
@@ -138,7 +150,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
         infermesh_server::sample::example_v2_request()
     );
-    println!("  curl -s http://{}/metrics | grep infermesh_", server.metrics_addr);
+    println!(
+        "  curl -s http://{}/metrics | grep infermesh_",
+        server.metrics_addr
+    );
     println!("Ctrl-C stops both.");
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;

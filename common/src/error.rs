@@ -122,10 +122,7 @@ impl From<ServiceError> for tonic::Status {
 impl axum::response::IntoResponse for ServiceError {
     /// `{"error": "..."}` with the kind's status, as the KServe V2 REST spec says.
     fn into_response(self) -> axum::response::Response {
-        let body = format!(
-            "{{\"error\":{}}}",
-            serde_json_escape(&self.message)
-        );
+        let body = format!("{{\"error\":{}}}", serde_json_escape(&self.message));
         (
             self.kind.http_status(),
             [(http::header::CONTENT_TYPE, "application/json")],
@@ -165,14 +162,26 @@ mod tests {
         assert_eq!(ErrorKind::Overloaded.http_status(), 429);
         assert_eq!(ErrorKind::TooLarge.http_status(), 413);
         assert_eq!(ErrorKind::Unavailable.http_status(), 503);
-        assert_eq!(ErrorKind::InvalidInput.grpc_code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            ErrorKind::InvalidInput.grpc_code(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(ErrorKind::NotFound.grpc_code(), tonic::Code::NotFound);
-        assert_eq!(ErrorKind::Overloaded.grpc_code(), tonic::Code::ResourceExhausted);
-        assert_eq!(ErrorKind::TooLarge.grpc_code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            ErrorKind::Overloaded.grpc_code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            ErrorKind::TooLarge.grpc_code(),
+            tonic::Code::ResourceExhausted
+        );
     }
 
     #[test]
     fn json_escaping_keeps_the_body_valid() {
-        assert_eq!(serde_json_escape("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(
+            serde_json_escape("a\"b\\c\nd\u{1}"),
+            "\"a\\\"b\\\\c\\nd\\u0001\""
+        );
     }
 }

@@ -46,10 +46,16 @@ impl Drop for TelemetryGuard {
 /// is on.
 pub fn init_tracing(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries only what a command prints for scripts (bound ports).
     let fmt_layer = if cfg.json_logs {
-        tracing_subscriber::fmt::layer().json().boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let mut guard = TelemetryGuard::default();
     let otel_layer = match &cfg.otlp_endpoint {
@@ -87,34 +93,38 @@ use tracing_subscriber::Layer as _;
 
 /// Latency buckets (seconds) fit for sub-millisecond models up to slow remote calls.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
-/// Installs the global Prometheus recorder (histograms for `*_seconds` and batch sizes) and
-/// returns its handle, whose `render()` is the `/metrics` body. Safe to call more than once
-/// (tests): later calls return a handle of a recorder that is not global.
+static PROMETHEUS: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+
+/// Installs the global Prometheus recorder (histograms for `*_seconds` and batch sizes) once
+/// per process and returns its handle, whose `render()` is the `/metrics` body. Later calls
+/// (several services in one process, as `infermesh up` runs them, or tests) share it.
 pub fn install_prometheus() -> Result<PrometheusHandle, TelemetryError> {
-    let builder = || {
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(crate::metrics_names::BATCH_SIZE.into()),
-                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
-                )
-            })
-            .map_err(|e| TelemetryError::Metrics(e.to_string()))
-    };
-    let recorder = builder()?.build_recorder();
-    let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_ok() {
-        Ok(handle)
-    } else {
-        // A recorder is already installed (another service in the same process, or a test):
-        // hand back a detached handle so callers still get a valid, if empty, body.
-        Ok(builder()?.build_recorder().handle())
+    let mut slot = PROMETHEUS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = slot.as_ref() {
+        return Ok(h.clone());
     }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(crate::metrics_names::BATCH_SIZE.into()),
+                &[
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
+            )
+        })
+        .map_err(|e| TelemetryError::Metrics(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|_| {
+        TelemetryError::Metrics("another metrics recorder is already installed".into())
+    })?;
+    *slot = Some(handle.clone());
+    Ok(handle)
 }
 
 /// Serves `GET /metrics` from `handle` on `listener` until `shutdown` resolves.

@@ -95,7 +95,9 @@ fn to_proto(r: ScoreRequest) -> Result<pb::ScoreRequest, ServiceError> {
     }
     let top_k = r.top_k.unwrap_or(0);
     if top_k > MAX_TOP_K {
-        return Err(ServiceError::invalid(format!("top_k must be at most {MAX_TOP_K}")));
+        return Err(ServiceError::invalid(format!(
+            "top_k must be at most {MAX_TOP_K}"
+        )));
     }
     let mut features = HashMap::with_capacity(r.features.len());
     for (k, v) in r.features {
@@ -171,7 +173,11 @@ pub async fn score_batch(
             req.transactions.len()
         )));
     }
-    let requests = req.transactions.into_iter().map(to_proto).collect::<Result<Vec<_>, _>>()?;
+    let requests = req
+        .transactions
+        .into_iter()
+        .map(to_proto)
+        .collect::<Result<Vec<_>, _>>()?;
     let msg = pb::ScoreBatchRequest {
         requests,
         model_name: req.model.unwrap_or_default(),
@@ -184,6 +190,11 @@ pub async fn score_batch(
         .await
         .map_err(|s| upstream_error("inference", s))?;
     Ok(Json(ScoreBatchResponse {
-        results: resp.into_inner().responses.into_iter().map(from_proto).collect(),
+        results: resp
+            .into_inner()
+            .responses
+            .into_iter()
+            .map(from_proto)
+            .collect(),
     }))
 }

@@ -60,7 +60,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "INFERMESH_GATEWAY_METRICS_PORT", default_value_t = 8082)]
     pub metrics_port: u16,
     /// gRPC address of the inference server.
-    #[arg(long, env = "INFERMESH_INFERENCE_URL", default_value = "http://127.0.0.1:8001")]
+    #[arg(
+        long,
+        env = "INFERMESH_INFERENCE_URL",
+        default_value = "http://127.0.0.1:8001"
+    )]
     pub inference_url: String,
     /// Timeout of one upstream call, in milliseconds.
     #[arg(long, env = "INFERMESH_GATEWAY_TIMEOUT_MS", default_value_t = 2000)]
@@ -87,13 +91,17 @@ impl GatewayArgs {
     /// Checks the flags.
     pub fn validate(self) -> Result<GatewayConfig, GatewayError> {
         if self.port != 0 && self.port == self.metrics_port {
-            return Err(GatewayError::Config("--port and --metrics-port are the same".into()));
+            return Err(GatewayError::Config(
+                "--port and --metrics-port are the same".into(),
+            ));
         }
         if self.timeout_ms == 0 {
             return Err(GatewayError::Config("--timeout-ms must be positive".into()));
         }
         let inference = Endpoint::from_shared(self.inference_url.clone())
-            .map_err(|e| GatewayError::Config(format!("--inference-url '{}': {e}", self.inference_url)))?
+            .map_err(|e| {
+                GatewayError::Config(format!("--inference-url '{}': {e}", self.inference_url))
+            })?
             .timeout(Duration::from_millis(self.timeout_ms))
             .connect_timeout(Duration::from_millis(self.timeout_ms))
             .tcp_nodelay(true);
@@ -133,9 +141,9 @@ pub fn upstream_error(upstream: &'static str, status: tonic::Status) -> ServiceE
     metrics::counter!(m::GATEWAY_UPSTREAM_ERRORS_TOTAL, "upstream" => upstream, "code" => format!("{code:?}"))
         .increment(1);
     let kind = match code {
-        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::FailedPrecondition => {
-            ErrorKind::InvalidInput
-        }
+        tonic::Code::InvalidArgument
+        | tonic::Code::OutOfRange
+        | tonic::Code::FailedPrecondition => ErrorKind::InvalidInput,
         tonic::Code::NotFound => ErrorKind::NotFound,
         tonic::Code::ResourceExhausted => ErrorKind::Overloaded,
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -192,8 +200,10 @@ async fn observe(req: Request, next: Next) -> Response {
         next.run(req).instrument(span).await
     };
     let status = resp.status().as_u16().to_string();
-    metrics::counter!(m::GATEWAY_REQUESTS_TOTAL, "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!(m::GATEWAY_REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::GATEWAY_REQUESTS_TOTAL, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(m::GATEWAY_REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
     resp
 }
 
@@ -207,7 +217,9 @@ async fn readyz(State(st): State<GatewayState>) -> Response {
         .server_ready(infermesh_proto::inference::ServerReadyRequest {})
         .await
     {
-        Ok(r) if r.get_ref().ready => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(r) if r.get_ref().ready => {
+            axum::Json(serde_json::json!({"status": "ready"})).into_response()
+        }
         Ok(_) => ServiceError::unavailable("inference server is not ready").into_response(),
         Err(s) => upstream_error("inference", s).into_response(),
     }
@@ -243,7 +255,9 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError>
         .map_err(|source| GatewayError::Bind { addr, source })
 }
 
-fn signal(mut rx: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+fn signal(
+    mut rx: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         while !*rx.borrow() {
             if rx.changed().await.is_err() {
@@ -258,8 +272,12 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let prometheus = telemetry::install_prometheus()?;
     let api = bind(cfg.addr).await?;
     let metrics = bind(cfg.metrics_addr).await?;
-    let addr = api.local_addr().map_err(|e| GatewayError::Serve(e.to_string()))?;
-    let metrics_addr = metrics.local_addr().map_err(|e| GatewayError::Serve(e.to_string()))?;
+    let addr = api
+        .local_addr()
+        .map_err(|e| GatewayError::Serve(e.to_string()))?;
+    let metrics_addr = metrics
+        .local_addr()
+        .map_err(|e| GatewayError::Serve(e.to_string()))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let router = app(GatewayState::new(cfg.inference), cfg.max_request_bytes);
     let sig = signal(rx.clone());
@@ -268,7 +286,9 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
         let listener = api.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, router).with_graceful_shutdown(sig).await
+        axum::serve(listener, router)
+            .with_graceful_shutdown(sig)
+            .await
     });
     let metrics_task = tokio::spawn(telemetry::serve_metrics(metrics, prometheus, signal(rx)));
     tracing::info!(%addr, %metrics_addr, "gateway listening");
@@ -281,9 +301,15 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
 }
 
 /// Serves until `stop` resolves.
-pub async fn run(cfg: GatewayConfig, stop: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+pub async fn run(
+    cfg: GatewayConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let gw = start(cfg).await?;
-    println!("infermesh gateway: http {} metrics {}", gw.addr, gw.metrics_addr);
+    println!(
+        "infermesh gateway: http {} metrics {}",
+        gw.addr, gw.metrics_addr
+    );
     stop.await;
     gw.shutdown().await
 }

@@ -43,7 +43,11 @@ async fn stack() -> Stack {
     .unwrap();
     let server = infermesh_server::start(cfg).await.unwrap();
     let gateway = gateway_to(format!("http://{}", server.grpc_addr)).await;
-    Stack { _repo: repo, server, gateway }
+    Stack {
+        _repo: repo,
+        server,
+        gateway,
+    }
 }
 
 fn example() -> Value {
@@ -55,8 +59,22 @@ async fn scores_transactions_with_reasons_and_request_ids() {
     let st = stack().await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", st.gateway.addr);
-    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let r = c
         .post(format!("{base}/api/v1/fraud/score"))
@@ -83,17 +101,42 @@ async fn scores_transactions_with_reasons_and_request_ids() {
     }
 
     // A request without an id gets a generated one.
-    let r = c.post(format!("{base}/api/v1/fraud/score")).json(&example()).send().await.unwrap();
+    let r = c
+        .post(format!("{base}/api/v1/fraud/score"))
+        .json(&example())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"].to_str().unwrap().len(), 36);
 
     let batch = json!({"transactions": [example(), {"transaction_id": "tx-2", "features": {"amount": 5.0}}]});
-    let v: Value = c.post(format!("{base}/api/v1/fraud/score/batch")).json(&batch).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .post(format!("{base}/api/v1/fraud/score/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
     assert_eq!(v["results"][1]["transaction_id"], "tx-2");
     assert!((v["results"][0]["probability"].as_f64().unwrap() - p).abs() < 1e-9);
 
-    let text = c.get(format!("http://{}/metrics", st.gateway.metrics_addr)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("infermesh_gateway_requests_total{route=\"/api/v1/fraud/score\",status=\"200\"}"), "{text}");
+    let text = c
+        .get(format!("http://{}/metrics", st.gateway.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "infermesh_gateway_requests_total{route=\"/api/v1/fraud/score\",status=\"200\"}"
+        ),
+        "{text}"
+    );
     st.gateway.shutdown().await.unwrap();
     st.server.shutdown().await.unwrap();
 }
@@ -110,28 +153,81 @@ async fn bad_input_gets_json_errors() {
     let st = stack().await;
     let c = reqwest::Client::new();
     let url = format!("http://{}/api/v1/fraud/score", st.gateway.addr);
-    let r = c.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "surprise": 1})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "surprise": 1}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "surprise").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "features": {"shoe_size": 42}})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "features": {"shoe_size": 42}}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "shoe_size").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "features": {"amount": "lots"}})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "features": {"amount": "lots"}}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "").await;
-    let r = c.post(&url).json(&json!({"transaction_id": ""})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": ""}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "transaction_id").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "top_k": 1000})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "top_k": 1000}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "top_k").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "model": "ghost"})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "model": "ghost"}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 404, "ghost").await;
-    let r = c.post(&url).json(&json!({"transaction_id": "x", "version": "9"})).send().await.unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"transaction_id": "x", "version": "9"}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 404, "9").await;
     let big = json!({"transaction_id": "x".repeat(20_000)});
     let r = c.post(&url).json(&big).send().await.unwrap();
     expect(r, 413, "too large").await;
-    let r = c.post(format!("http://{}/api/v1/fraud/score/batch", st.gateway.addr)).json(&json!({"transactions": []})).send().await.unwrap();
+    let r = c
+        .post(format!(
+            "http://{}/api/v1/fraud/score/batch",
+            st.gateway.addr
+        ))
+        .json(&json!({"transactions": []}))
+        .send()
+        .await
+        .unwrap();
     expect(r, 400, "1 to").await;
-    let r = c.get(format!("http://{}/nope", st.gateway.addr)).send().await.unwrap();
+    let r = c
+        .get(format!("http://{}/nope", st.gateway.addr))
+        .send()
+        .await
+        .unwrap();
     expect(r, 404, "no such route").await;
     st.gateway.shutdown().await.unwrap();
     st.server.shutdown().await.unwrap();
@@ -146,9 +242,26 @@ async fn upstream_down_is_503_not_a_hang() {
     let gw = gateway_to(format!("http://{dead}")).await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", gw.addr);
-    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
-    expect(c.get(format!("{base}/readyz")).send().await.unwrap(), 503, "unavailable").await;
-    let r = c.post(format!("{base}/api/v1/fraud/score")).json(&example()).send().await.unwrap();
+    assert_eq!(
+        c.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    expect(
+        c.get(format!("{base}/readyz")).send().await.unwrap(),
+        503,
+        "unavailable",
+    )
+    .await;
+    let r = c
+        .post(format!("{base}/api/v1/fraud/score"))
+        .json(&example())
+        .send()
+        .await
+        .unwrap();
     expect(r, 503, "unavailable").await;
     gw.shutdown().await.unwrap();
 }
@@ -156,7 +269,13 @@ async fn upstream_down_is_503_not_a_hang() {
 #[tokio::test]
 async fn openapi_documents_every_route() {
     let spec = infermesh_gateway::openapi::spec();
-    for path in ["/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/fraud/score", "/api/v1/fraud/score/batch"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/openapi.json",
+        "/api/v1/fraud/score",
+        "/api/v1/fraud/score/batch",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "{path} undocumented");
     }
     assert_eq!(spec["openapi"], "3.1.0");
@@ -164,6 +283,9 @@ async fn openapi_documents_every_route() {
     let text = spec.to_string();
     for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = &part[..part.find('"').unwrap()];
-        assert!(spec["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+        assert!(
+            spec["components"]["schemas"].get(name).is_some(),
+            "dangling $ref {name}"
+        );
     }
 }

@@ -241,10 +241,17 @@ impl ModelConfig {
         if let Some(n) = msg.str("name")
             && n != name
         {
-            return Err(err(format!("config names the model '{n}' but its directory is '{name}'")));
+            return Err(err(format!(
+                "config names the model '{n}' but its directory is '{name}'"
+            )));
         }
         let params = fil_parameters(&msg);
-        let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let param = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         let model_type = param("model_type")
             .ok_or_else(|| err("parameters must set model_type".into()))?
             .to_string();
@@ -262,7 +269,9 @@ impl ModelConfig {
                 None => Ok(default),
                 Some("true") | Some("True") | Some("1") => Ok(true),
                 Some("false") | Some("False") | Some("0") => Ok(false),
-                Some(v) => Err(err(format!("parameter {k} must be true or false, got '{v}'"))),
+                Some(v) => Err(err(format!(
+                    "parameter {k} must be true or false, got '{v}'"
+                ))),
             }
         };
         let output_class = parse_bool("output_class", true)?;
@@ -298,7 +307,10 @@ impl ModelConfig {
                     VersionPolicy::All
                 } else if let Some(s) = vp.message("specific") {
                     VersionPolicy::Specific(
-                        s.ints("versions").into_iter().map(|v| v.max(0) as u64).collect(),
+                        s.ints("versions")
+                            .into_iter()
+                            .map(|v| v.max(0) as u64)
+                            .collect(),
                     )
                 } else {
                     return Err(err("version_policy must be latest, all or specific".into()));
@@ -342,7 +354,10 @@ impl ModelConfig {
             ));
         }
         if !(0.0..=1.0).contains(&self.output.threshold) {
-            return Err(format!("threshold {} is not within [0, 1]", self.output.threshold));
+            return Err(format!(
+                "threshold {} is not within [0, 1]",
+                self.output.threshold
+            ));
         }
         if let VersionPolicy::Latest(0) = self.version_policy {
             return Err("version_policy latest must keep at least 1 version".into());
@@ -350,7 +365,9 @@ impl ModelConfig {
         if let Some(mt) = &self.model_type
             && !matches!(mt.as_str(), "xgboost_json" | "xgboost_ubj" | "lightgbm")
         {
-            return Err(format!("model_type '{mt}' is not one of xgboost_json, xgboost_ubj, lightgbm"));
+            return Err(format!(
+                "model_type '{mt}' is not one of xgboost_json, xgboost_ubj, lightgbm"
+            ));
         }
         if let Some(f) = &self.model_file
             && (f.contains('/') || f.contains('\\') || f == ".." || f.is_empty())
@@ -425,7 +442,10 @@ threshold = 0.7
         assert_eq!(c.max_batch_size, 64);
         assert_eq!(c.max_queue_delay, Duration::from_micros(250));
         assert_eq!(c.version_policy, VersionPolicy::Latest(2));
-        assert_eq!(c.feature_names.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(
+            c.feature_names.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
         assert_eq!(c.output.threshold, 0.7);
         assert_eq!(c.input_name, "input__0");
         assert_eq!(c.candidate_files()[0], "model.json");
@@ -433,11 +453,14 @@ threshold = 0.7
 
     #[test]
     fn toml_policies_parse() {
-        let all = ModelConfig::from_toml("m", "platform = \"lightgbm\"\nversion_policy = \"all\"").unwrap();
+        let all = ModelConfig::from_toml("m", "platform = \"lightgbm\"\nversion_policy = \"all\"")
+            .unwrap();
         assert_eq!(all.version_policy, VersionPolicy::All);
-        let spec =
-            ModelConfig::from_toml("m", "platform = \"lightgbm\"\nversion_policy = { specific = [1, 3] }")
-                .unwrap();
+        let spec = ModelConfig::from_toml(
+            "m",
+            "platform = \"lightgbm\"\nversion_policy = { specific = [1, 3] }",
+        )
+        .unwrap();
         assert_eq!(spec.version_policy, VersionPolicy::Specific(vec![1, 3]));
     }
 
@@ -447,7 +470,9 @@ threshold = 0.7
         assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nbogus = 1").is_err());
         assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nthreshold = 2.0").is_err());
         assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nmax_batch_size = 0").is_err());
-        assert!(ModelConfig::from_toml("m", "platform = \"xgboost\"\nmodel_file = \"../x\"").is_err());
+        assert!(
+            ModelConfig::from_toml("m", "platform = \"xgboost\"\nmodel_file = \"../x\"").is_err()
+        );
         assert!(ModelConfig::from_toml("m", "platform = [").is_err());
     }
 

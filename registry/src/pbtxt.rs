@@ -223,8 +223,7 @@ impl Parser<'_> {
                     }
                 }
                 // Adjacent string literals concatenate, as in protobuf text format.
-                let mut s = String::from_utf8(out)
-                    .or_else(|_| self.err("string is not UTF-8"))?;
+                let mut s = String::from_utf8(out).or_else(|_| self.err("string is not UTF-8"))?;
                 if let Some(b'"' | b'\'') = self.peek()
                     && let Field::Scalar(more) = self.value()?
                 {

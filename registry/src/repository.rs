@@ -57,7 +57,8 @@ pub fn scan(root: &Path) -> Result<RepositorySnapshot, RegistryError> {
         if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        snap.models.insert(name.clone(), scan_model(&name, &entry.path()));
+        snap.models
+            .insert(name.clone(), scan_model(&name, &entry.path()));
     }
     Ok(snap)
 }
@@ -161,7 +162,10 @@ mod tests {
     fn scans_models_versions_and_broken_configs() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        write(&r.join("a/config.toml"), "platform = \"xgboost\"\nversion_policy = { latest = 2 }");
+        write(
+            &r.join("a/config.toml"),
+            "platform = \"xgboost\"\nversion_policy = { latest = 2 }",
+        );
         for v in ["1", "2", "3", "07", "x"] {
             write(&r.join(format!("a/{v}/model.json")), "{}");
         }
@@ -175,10 +179,19 @@ mod tests {
         assert_eq!(snap.models.keys().collect::<Vec<_>>(), vec!["a", "b", "c"]);
         let a = &snap.models["a"];
         assert!(a.config.is_ok());
-        assert_eq!(a.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            a.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         assert!(snap.models["b"].config.is_err());
         assert!(snap.models["b"].versions.is_empty());
-        assert!(snap.models["c"].config.as_ref().unwrap_err().contains("no config"));
+        assert!(
+            snap.models["c"]
+                .config
+                .as_ref()
+                .unwrap_err()
+                .contains("no config")
+        );
     }
 
     #[test]

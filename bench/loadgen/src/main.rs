@@ -80,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let mut channels = Vec::new();
     if matches!(args.target, Target::Grpc) {
-        let n = if args.connections == 0 { args.concurrency } else { args.connections };
+        let n = if args.connections == 0 {
+            args.concurrency
+        } else {
+            args.connections
+        };
         for _ in 0..n.max(1) {
             let ch = tonic::transport::Endpoint::from_shared(args.url.clone())?
                 .tcp_nodelay(true)

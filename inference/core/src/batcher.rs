@@ -38,6 +38,16 @@ pub struct Job {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Job {
+    /// Frees the request's admission permits, then replies: once a caller has its answer,
+    /// its rows no longer count against the capacity.
+    fn answer(self, result: Result<Vec<f32>, ServiceError>) {
+        let Job { reply, _permit, .. } = self;
+        drop(_permit);
+        let _ = reply.send(result);
+    }
+}
+
 impl Cancellable for Job {
     fn is_cancelled(&self) -> bool {
         self.reply.is_closed()
@@ -215,7 +225,8 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
         for e in &batch {
             queue_wait.record(now.duration_since(e.enqueued).as_secs_f64());
         }
-        let _span = tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, rows).entered();
+        let _span = tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, rows)
+            .entered();
         if batch.len() == 1 {
             let Some(e) = batch.into_iter().next() else {
                 continue;
@@ -225,7 +236,7 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
                 .predict(&e.item.features, &mut out)
                 .map(|()| out)
                 .map_err(|err| ServiceError::invalid(err.to_string()));
-            let _ = e.item.reply.send(res);
+            e.item.answer(res);
             continue;
         }
         buf.clear();
@@ -238,14 +249,14 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
                 let mut at = 0;
                 for e in batch {
                     let n = e.rows * num_outputs;
-                    let _ = e.item.reply.send(Ok(out[at..at + n].to_vec()));
+                    e.item.answer(Ok(out[at..at + n].to_vec()));
                     at += n;
                 }
             }
             Err(err) => {
                 let err = ServiceError::invalid(err.to_string());
                 for e in batch {
-                    let _ = e.item.reply.send(Err(err.clone()));
+                    e.item.answer(Err(err.clone()));
                 }
             }
         }
@@ -360,12 +371,18 @@ mod tests {
         let t = Instant::now();
         let err = b.predict(vec![0.0; 2]).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Overloaded);
-        assert!(t.elapsed() < Duration::from_millis(100), "refusal must not wait");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "refusal must not wait"
+        );
         assert!(first.await.unwrap().is_ok());
         // Capacity is back once the batch finished.
         assert!(b.predict(vec![0.0; 2]).await.is_ok());
         // A request bigger than the whole capacity can never run.
-        assert_eq!(b.predict(vec![0.0; 10]).await.unwrap_err().kind, ErrorKind::Overloaded);
+        assert_eq!(
+            b.predict(vec![0.0; 10]).await.unwrap_err().kind,
+            ErrorKind::Overloaded
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +393,8 @@ mod tests {
         let busy = tokio::spawn(async move { b1.predict(vec![0.0, 0.0]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Queued behind the busy batch, then abandoned.
-        let abandoned = tokio::time::timeout(Duration::from_millis(10), b.predict(vec![5.0, 5.0])).await;
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(10), b.predict(vec![5.0, 5.0])).await;
         assert!(abandoned.is_err());
         busy.await.unwrap().unwrap();
         assert_eq!(b.predict(vec![1.0, 1.0]).await.unwrap(), vec![2.0]);

@@ -147,7 +147,12 @@ impl LoadedVersion {
     pub async fn infer(&self, features: Vec<f32>) -> Result<OutputTensor, ServiceError> {
         let rows = features.len() / self.num_features().max(1);
         let raw = self.predict_raw(features).await?;
-        let data = apply_output_mode(self.model.task(), self.config.output, self.model.num_outputs(), raw);
+        let data = apply_output_mode(
+            self.model.task(),
+            self.config.output,
+            self.model.num_outputs(),
+            raw,
+        );
         Ok(OutputTensor {
             name: self.config.output_name.clone(),
             shape: self.output_shape(rows as i64),
@@ -209,7 +214,10 @@ fn apply_output_mode(task: Task, mode: OutputMode, k: usize, raw: Vec<f32>) -> V
     }
 }
 
-fn find_artifact(config: &ModelConfig, dir: &Path) -> Result<(std::path::PathBuf, ModelFormat), String> {
+fn find_artifact(
+    config: &ModelConfig,
+    dir: &Path,
+) -> Result<(std::path::PathBuf, ModelFormat), String> {
     for file in config.candidate_files() {
         let path = dir.join(&file);
         if path.is_file() {
@@ -251,8 +259,14 @@ mod tests {
     fn binary_outputs_follow_fil_semantics() {
         let t = Task::BinaryClassification;
         let raw = vec![0.5, 0.7];
-        assert_eq!(apply_output_mode(t, mode(false, false), 1, raw.clone()), raw);
-        assert_eq!(apply_output_mode(t, mode(true, false), 1, raw.clone()), vec![0.0, 1.0]);
+        assert_eq!(
+            apply_output_mode(t, mode(false, false), 1, raw.clone()),
+            raw
+        );
+        assert_eq!(
+            apply_output_mode(t, mode(true, false), 1, raw.clone()),
+            vec![0.0, 1.0]
+        );
         assert_eq!(
             apply_output_mode(t, mode(true, true), 1, raw.clone()),
             vec![0.5, 0.5, 1.0 - 0.7, 0.7]
@@ -263,7 +277,10 @@ mod tests {
     fn multiclass_outputs_are_probabilities_or_argmax() {
         let t = Task::Multiclass { classes: 3 };
         let raw = vec![0.2, 0.5, 0.3, 0.6, 0.3, 0.1];
-        assert_eq!(apply_output_mode(t, mode(true, false), 3, raw.clone()), vec![1.0, 0.0]);
+        assert_eq!(
+            apply_output_mode(t, mode(true, false), 3, raw.clone()),
+            vec![1.0, 0.0]
+        );
         assert_eq!(apply_output_mode(t, mode(true, true), 3, raw.clone()), raw);
         assert_eq!(output_layout(t, mode(false, false)), Layout::PerOutput);
     }

@@ -124,7 +124,11 @@ impl ModelManager {
 
     /// The version to answer a request: `version` if given (it must be served and ready),
     /// else the highest ready one.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedVersion>, ServiceError> {
+    pub fn get(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedVersion>, ServiceError> {
         let status = self.model(name)?;
         match version.filter(|v| !v.is_empty()) {
             None => status.latest_ready().cloned().ok_or_else(|| {
@@ -137,7 +141,9 @@ impl ModelManager {
             }),
             Some(v) => {
                 let n: u64 = v.parse().map_err(|_| {
-                    ServiceError::invalid(format!("model version '{v}' is not a non-negative integer"))
+                    ServiceError::invalid(format!(
+                        "model version '{v}' is not a non-negative integer"
+                    ))
                 })?;
                 let vs = status.versions.get(&n).ok_or_else(|| {
                     ServiceError::not_found(format!("model '{name}' has no version {n}"))
@@ -168,7 +174,12 @@ impl ModelManager {
                 out.push(IndexEntry {
                     name: name.clone(),
                     version: v.to_string(),
-                    state: if vs.loaded.is_some() { "READY" } else { "UNAVAILABLE" }.into(),
+                    state: if vs.loaded.is_some() {
+                        "READY"
+                    } else {
+                        "UNAVAILABLE"
+                    }
+                    .into(),
                     reason: vs.error.clone().unwrap_or_default(),
                 });
             }
@@ -207,7 +218,9 @@ impl ModelManager {
         self.models.store(Arc::new(next));
         publish_ready(&status);
         if let Some(err) = &status.error {
-            return Err(ServiceError::invalid(format!("model '{name}' failed to load: {err}")));
+            return Err(ServiceError::invalid(format!(
+                "model '{name}' failed to load: {err}"
+            )));
         }
         if !status.is_ready() {
             let why = status
@@ -215,7 +228,9 @@ impl ModelManager {
                 .values()
                 .find_map(|v| v.error.clone())
                 .unwrap_or_else(|| "no version is on disk".into());
-            return Err(ServiceError::invalid(format!("model '{name}' failed to load: {why}")));
+            return Err(ServiceError::invalid(format!(
+                "model '{name}' failed to load: {why}"
+            )));
         }
         Ok(status)
     }
@@ -225,7 +240,9 @@ impl ModelManager {
         let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.models.load_full();
         if !current.contains_key(name) {
-            return Err(ServiceError::not_found(format!("model '{name}' is not loaded")));
+            return Err(ServiceError::not_found(format!(
+                "model '{name}' is not loaded"
+            )));
         }
         self.lock_unloaded().insert(name.to_string());
         let mut next = (*current).clone();
@@ -242,7 +259,9 @@ impl ModelManager {
 
     fn model_dir(&self, name: &str) -> Result<PathBuf, ServiceError> {
         if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
-            return Err(ServiceError::invalid(format!("'{name}' is not a model name")));
+            return Err(ServiceError::invalid(format!(
+                "'{name}' is not a model name"
+            )));
         }
         Ok(self.cfg.repository.join(name))
     }
@@ -337,12 +356,20 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
     let config_changed = prev.is_none_or(|p| p.config_fingerprint != entry.config_fingerprint);
     let mut versions = BTreeMap::new();
     for v in &entry.versions {
-        let old = prev.and_then(|p| p.versions.get(&v.version)).and_then(|s| s.loaded.clone());
+        let old = prev
+            .and_then(|p| p.versions.get(&v.version))
+            .and_then(|s| s.loaded.clone());
         if let Some(old) = &old
             && !config_changed
             && old.fingerprint == v.fingerprint
         {
-            versions.insert(v.version, VersionStatus { loaded: Some(old.clone()), error: None });
+            versions.insert(
+                v.version,
+                VersionStatus {
+                    loaded: Some(old.clone()),
+                    error: None,
+                },
+            );
             continue;
         }
         let started = std::time::Instant::now();
@@ -354,13 +381,25 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
                     "model version loaded"
                 );
                 metrics::counter!(m::MODEL_LOAD_EVENTS_TOTAL, "model" => name.clone(), "version" => v.version.to_string(), "event" => "loaded").increment(1);
-                versions.insert(v.version, VersionStatus { loaded: Some(Arc::new(loaded)), error: None });
+                versions.insert(
+                    v.version,
+                    VersionStatus {
+                        loaded: Some(Arc::new(loaded)),
+                        error: None,
+                    },
+                );
             }
             Err(reason) => {
                 tracing::error!(model = %name, version = v.version, %reason, "model version failed to load");
                 metrics::counter!(m::MODEL_LOAD_EVENTS_TOTAL, "model" => name.clone(), "version" => v.version.to_string(), "event" => "failed").increment(1);
                 // A failed reload keeps the previous artifact serving.
-                versions.insert(v.version, VersionStatus { loaded: old, error: Some(reason) });
+                versions.insert(
+                    v.version,
+                    VersionStatus {
+                        loaded: old,
+                        error: Some(reason),
+                    },
+                );
             }
         }
     }
@@ -382,6 +421,10 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
 }
 
 fn publish_ready(status: &ModelStatus) {
-    let ready = status.versions.values().filter(|v| v.loaded.is_some()).count();
+    let ready = status
+        .versions
+        .values()
+        .filter(|v| v.loaded.is_some())
+        .count();
     metrics::gauge!(m::MODELS_READY, "model" => status.name.clone()).set(ready as f64);
 }

@@ -33,19 +33,44 @@ mod tests {
         let req = ModelInferRequest::decode(&[0x3a, 0x02, 0xab, 0xcd][..]).unwrap();
         assert_eq!(req.raw_input_contents, vec![vec![0xab, 0xcd]]);
         // model_name = 1, model_version = 2, id = 3.
-        let req = ModelInferRequest::decode(&[0x0a, 0x01, b'm', 0x12, 0x01, b'2', 0x1a, 0x01, b'i'][..]).unwrap();
-        assert_eq!((req.model_name.as_str(), req.model_version.as_str(), req.id.as_str()), ("m", "2", "i"));
+        let req =
+            ModelInferRequest::decode(&[0x0a, 0x01, b'm', 0x12, 0x01, b'2', 0x1a, 0x01, b'i'][..])
+                .unwrap();
+        assert_eq!(
+            (
+                req.model_name.as_str(),
+                req.model_version.as_str(),
+                req.id.as_str()
+            ),
+            ("m", "2", "i")
+        );
         // raw_output_contents is field 6 of the response: 6 << 3 | 2 = 0x32.
-        let resp = ModelInferResponse { raw_output_contents: vec![vec![1]], ..Default::default() };
+        let resp = ModelInferResponse {
+            raw_output_contents: vec![vec![1]],
+            ..Default::default()
+        };
         assert_eq!(resp.encode_to_vec(), vec![0x32, 0x01, 0x01]);
         // fp32_contents is field 6 (packed): 0x32.
-        let c = InferTensorContents { fp32_contents: vec![1.0], ..Default::default() };
+        let c = InferTensorContents {
+            fp32_contents: vec![1.0],
+            ..Default::default()
+        };
         assert_eq!(c.encode_to_vec()[0], 0x32);
         // bytes_contents is field 8: 0x42.
-        let c = InferTensorContents { bytes_contents: vec![vec![7]], ..Default::default() };
+        let c = InferTensorContents {
+            bytes_contents: vec![vec![7]],
+            ..Default::default()
+        };
         assert_eq!(c.encode_to_vec(), vec![0x42, 0x01, 0x07]);
         // RepositoryIndexRequest.ready is field 2 (varint): 0x10.
-        assert_eq!(RepositoryIndexRequest { ready: true, ..Default::default() }.encode_to_vec(), vec![0x10, 0x01]);
+        assert_eq!(
+            RepositoryIndexRequest {
+                ready: true,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            vec![0x10, 0x01]
+        );
     }
 
     #[test]

@@ -32,8 +32,19 @@ impl FraudService {
     }
 
     fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>, ServiceError> {
-        let name = if model.is_empty() { self.state.default_fraud_model.as_str() } else { model };
-        let handle = self.state.manager.get(name, if version.is_empty() { None } else { Some(version) })?;
+        let name = if model.is_empty() {
+            self.state.default_fraud_model.as_str()
+        } else {
+            model
+        };
+        let handle = self.state.manager.get(
+            name,
+            if version.is_empty() {
+                None
+            } else {
+                Some(version)
+            },
+        )?;
         match handle.model.task() {
             Task::BinaryClassification => Ok(handle),
             other => Err(ServiceError::invalid(format!(
@@ -59,21 +70,26 @@ impl FraudService {
         let tops: Vec<usize> = requests
             .iter()
             .map(|r| {
-                let k = if r.top_k_reasons > 0 { r.top_k_reasons } else { default_top_k };
+                let k = if r.top_k_reasons > 0 {
+                    r.top_k_reasons
+                } else {
+                    default_top_k
+                };
                 let k = if k == 0 { DEFAULT_TOP_K } else { k as usize };
                 k.min(nf)
             })
             .collect();
         // TreeSHAP is CPU work: keep it off the async workers.
         let h = handle.clone();
-        let reasons = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
-            rows.chunks(nf.max(1))
-                .zip(tops)
-                .map(|(row, k)| reasons_for(&h, row, k))
-                .collect()
-        })
-        .await
-        .map_err(ServiceError::internal)??;
+        let reasons =
+            tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
+                rows.chunks(nf.max(1))
+                    .zip(tops)
+                    .map(|(row, k)| reasons_for(&h, row, k))
+                    .collect()
+            })
+            .await
+            .map_err(ServiceError::internal)??;
         Ok(requests
             .into_iter()
             .zip(probs)
@@ -121,7 +137,11 @@ fn feature_row(handle: &LoadedVersion, r: &pb::ScoreRequest) -> Result<Vec<f32>,
 }
 
 /// The `k` features that moved this prediction most, by absolute TreeSHAP contribution.
-fn reasons_for(handle: &LoadedVersion, row: &[f32], k: usize) -> Result<Vec<pb::Reason>, ServiceError> {
+fn reasons_for(
+    handle: &LoadedVersion,
+    row: &[f32],
+    k: usize,
+) -> Result<Vec<pb::Reason>, ServiceError> {
     if k == 0 {
         return Ok(Vec::new());
     }
@@ -135,7 +155,11 @@ fn reasons_for(handle: &LoadedVersion, row: &[f32], k: usize) -> Result<Vec<pb::
         .map(|i| pb::Reason {
             feature: names[i].clone(),
             contribution: f64::from(contribs[i]),
-            value: if row[i].is_nan() { 0.0 } else { f64::from(row[i]) },
+            value: if row[i].is_nan() {
+                0.0
+            } else {
+                f64::from(row[i])
+            },
             missing: row[i].is_nan(),
         })
         .collect())
@@ -143,15 +167,32 @@ fn reasons_for(handle: &LoadedVersion, row: &[f32], k: usize) -> Result<Vec<pb::
 
 #[tonic::async_trait]
 impl FraudScoring for FraudService {
-    async fn score(&self, req: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
+    async fn score(
+        &self,
+        req: Request<pb::ScoreRequest>,
+    ) -> Result<Response<pb::ScoreResponse>, Status> {
         let started = Instant::now();
         let r = req.into_inner();
         let span = tracing::info_span!("fraud_score", transaction_id = %r.transaction_id, model = %r.model_name);
-        let handle = self.resolve(&r.model_name, &r.model_version).inspect_err(|e| {
-            record(&r.model_name, &r.model_version, Protocol::Typed, started, Err(e));
-        })?;
+        let handle = self
+            .resolve(&r.model_name, &r.model_version)
+            .inspect_err(|e| {
+                record(
+                    &r.model_name,
+                    &r.model_version,
+                    Protocol::Typed,
+                    started,
+                    Err(e),
+                );
+            })?;
         let res = self.score_many(&handle, vec![r], 0).instrument(span).await;
-        record(&handle.name, &handle.version.to_string(), Protocol::Typed, started, res.as_ref().map(|_| ()));
+        record(
+            &handle.name,
+            &handle.version.to_string(),
+            Protocol::Typed,
+            started,
+            res.as_ref().map(|_| ()),
+        );
         let mut out = res?;
         out.pop()
             .map(Response::new)
@@ -171,12 +212,30 @@ impl FraudScoring for FraudService {
             ))
             .into());
         }
-        let span = tracing::info_span!("fraud_score_batch", n = r.requests.len(), model = %r.model_name);
-        let handle = self.resolve(&r.model_name, &r.model_version).inspect_err(|e| {
-            record(&r.model_name, &r.model_version, Protocol::Typed, started, Err(e));
-        })?;
-        let res = self.score_many(&handle, r.requests, r.top_k_reasons).instrument(span).await;
-        record(&handle.name, &handle.version.to_string(), Protocol::Typed, started, res.as_ref().map(|_| ()));
+        let span =
+            tracing::info_span!("fraud_score_batch", n = r.requests.len(), model = %r.model_name);
+        let handle = self
+            .resolve(&r.model_name, &r.model_version)
+            .inspect_err(|e| {
+                record(
+                    &r.model_name,
+                    &r.model_version,
+                    Protocol::Typed,
+                    started,
+                    Err(e),
+                );
+            })?;
+        let res = self
+            .score_many(&handle, r.requests, r.top_k_reasons)
+            .instrument(span)
+            .await;
+        record(
+            &handle.name,
+            &handle.version.to_string(),
+            Protocol::Typed,
+            started,
+            res.as_ref().map(|_| ()),
+        );
         Ok(Response::new(pb::ScoreBatchResponse { responses: res? }))
     }
 }

@@ -70,7 +70,11 @@ fn decode_inputs(req: &mut pb::ModelInferRequest) -> Result<Vec<InputTensor>, Se
         } else {
             let c = input.contents.unwrap_or_default();
             let v: Vec<f32> = match dt {
-                DataType::Bool => c.bool_contents.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect(),
+                DataType::Bool => c
+                    .bool_contents
+                    .iter()
+                    .map(|&b| if b { 1.0 } else { 0.0 })
+                    .collect(),
                 DataType::Int32 => c.int_contents.iter().map(|&x| x as f32).collect(),
                 DataType::Int64 => c.int64_contents.iter().map(|&x| x as f32).collect(),
                 DataType::Fp32 => c.fp32_contents,
@@ -101,7 +105,10 @@ fn decode_inputs(req: &mut pb::ModelInferRequest) -> Result<Vec<InputTensor>, Se
 
 #[tonic::async_trait]
 impl GrpcInferenceService for V2Grpc {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
@@ -119,7 +126,14 @@ impl GrpcInferenceService for V2Grpc {
         req: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let ready = metadata::model_ready(&self.state.manager, &r.name, version_opt(&r.version))?;
+        // As Triton: an unknown or unloaded model is simply not ready (tritonclient's
+        // is_model_ready() then returns False instead of raising).
+        let ready =
+            match metadata::model_ready(&self.state.manager, &r.name, version_opt(&r.version)) {
+                Ok(ready) => ready,
+                Err(e) if e.kind == infermesh_common::ErrorKind::NotFound => false,
+                Err(e) => return Err(e.into()),
+            };
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -243,7 +257,9 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        self.state.manager.unload_model(&req.into_inner().model_name)?;
+        self.state
+            .manager
+            .unload_model(&req.into_inner().model_name)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
@@ -262,14 +278,17 @@ pub fn fix_decode_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let new_code = match code {
-        "11" if msg.contains("message%20length%20too%20large") || msg.contains("message length too large") => {
+        "11" if msg.contains("message%20length%20too%20large")
+            || msg.contains("message length too large") =>
+        {
             Some("8")
         }
         "13" if msg.contains("decode") => Some("3"),
         _ => None,
     };
     if let Some(c) = new_code {
-        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(c));
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(c));
     }
     resp
 }
@@ -279,7 +298,12 @@ pub fn fix_decode_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
 mod tests {
     use super::*;
 
-    fn input(name: &str, dt: &str, shape: Vec<i64>, contents: Option<pb::InferTensorContents>) -> pb::model_infer_request::InferInputTensor {
+    fn input(
+        name: &str,
+        dt: &str,
+        shape: Vec<i64>,
+        contents: Option<pb::InferTensorContents>,
+    ) -> pb::model_infer_request::InferInputTensor {
         pb::model_infer_request::InferInputTensor {
             name: name.into(),
             datatype: dt.into(),
@@ -296,7 +320,10 @@ mod tests {
                 "x",
                 "INT64",
                 vec![1, 2],
-                Some(pb::InferTensorContents { int64_contents: vec![3, 4], ..Default::default() }),
+                Some(pb::InferTensorContents {
+                    int64_contents: vec![3, 4],
+                    ..Default::default()
+                }),
             )],
             ..Default::default()
         };
@@ -319,13 +346,19 @@ mod tests {
                 "x",
                 "FP32",
                 vec![1, 3],
-                Some(pb::InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
+                Some(pb::InferTensorContents {
+                    fp32_contents: vec![1.0],
+                    ..Default::default()
+                }),
             )],
             ..Default::default()
         };
         assert!(decode_inputs(&mut req).is_err());
         let mut raw = pb::ModelInferRequest {
-            inputs: vec![input("x", "FP32", vec![1, 1], None), input("y", "FP32", vec![1, 1], None)],
+            inputs: vec![
+                input("x", "FP32", vec![1, 1], None),
+                input("y", "FP32", vec![1, 1], None),
+            ],
             raw_input_contents: vec![vec![0; 4]],
             ..Default::default()
         };
@@ -342,11 +375,18 @@ mod tests {
         assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "3");
         let resp = http::Response::builder()
             .header("grpc-status", "11")
-            .header("grpc-message", "Error, decoded message length too large: found 10 bytes")
+            .header(
+                "grpc-message",
+                "Error, decoded message length too large: found 10 bytes",
+            )
             .body(())
             .unwrap();
         assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "8");
-        let resp = http::Response::builder().header("grpc-status", "13").header("grpc-message", "internal error").body(()).unwrap();
+        let resp = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "internal error")
+            .body(())
+            .unwrap();
         assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "13");
     }
 }

@@ -112,12 +112,16 @@ impl ServeArgs {
             )));
         }
         if self.max_request_bytes < 1024 {
-            return Err(ServeError::Config("--max-request-bytes must be at least 1024".into()));
+            return Err(ServeError::Config(
+                "--max-request-bytes must be at least 1024".into(),
+            ));
         }
         let ports = [self.http_port, self.grpc_port, self.metrics_port];
         for (i, a) in ports.iter().enumerate() {
             if *a != 0 && ports[i + 1..].contains(a) {
-                return Err(ServeError::Config(format!("port {a} is given to two listeners")));
+                return Err(ServeError::Config(format!(
+                    "port {a} is given to two listeners"
+                )));
             }
         }
         if !self.model_repository.is_dir() {
@@ -131,7 +135,8 @@ impl ServeArgs {
             http_addr: SocketAddr::new(self.host, self.http_port),
             grpc_addr: SocketAddr::new(self.host, self.grpc_port),
             metrics_addr: SocketAddr::new(self.host, self.metrics_port),
-            poll_interval: (self.poll_interval > 0.0).then(|| Duration::from_secs_f64(self.poll_interval)),
+            poll_interval: (self.poll_interval > 0.0)
+                .then(|| Duration::from_secs_f64(self.poll_interval)),
             max_request_bytes: self.max_request_bytes,
             fraud_model: self.fraud_model,
         })
@@ -162,13 +167,18 @@ impl RunningServer {
             p.abort();
         }
         for t in self.tasks.drain(..) {
-            t.await.map_err(|e| ServeError::Serve(e.to_string()))?.map_err(ServeError::Serve)?;
+            t.await
+                .map_err(|e| ServeError::Serve(e.to_string()))?
+                .map_err(ServeError::Serve)?;
         }
         Ok(())
     }
 
     /// Serves until `stop` resolves (then shuts down gracefully) or a listener fails.
-    pub async fn wait(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    pub async fn wait(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
         let failed = tokio::select! {
             (res, idx, _) = futures::future::select_all(self.tasks.iter_mut()) => Some((res, idx)),
             () = stop => None,
@@ -194,7 +204,9 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+fn shutdown_signal(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         while !*rx.borrow() {
             if rx.changed().await.is_err() {
@@ -225,9 +237,13 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let grpc = bind(cfg.grpc_addr).await?;
     let metrics = bind(cfg.metrics_addr).await?;
     let (http_addr, grpc_addr, metrics_addr) = (
-        http.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
-        grpc.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
-        metrics.local_addr().map_err(|e| ServeError::Serve(e.to_string()))?,
+        http.local_addr()
+            .map_err(|e| ServeError::Serve(e.to_string()))?,
+        grpc.local_addr()
+            .map_err(|e| ServeError::Serve(e.to_string()))?,
+        metrics
+            .local_addr()
+            .map_err(|e| ServeError::Serve(e.to_string()))?,
     );
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -261,9 +277,11 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(grpc::fix_decode_status))
-            .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
-                |req: &http::Request<_>| tracing::info_span!("grpc", path = %req.uri().path()),
-            ))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
+                    |req: &http::Request<_>| tracing::info_span!("grpc", path = %req.uri().path()),
+                ),
+            )
             .add_service(v2)
             .add_service(fraud)
             .serve_with_incoming_shutdown(incoming, sig)

@@ -8,7 +8,11 @@ pub const SERVER_NAME: &str = "infermesh";
 /// Server version.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Protocol extensions supported.
-pub const EXTENSIONS: &[&str] = &["model_repository", "binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "model_repository",
+    "binary_tensor_data",
+    "model_configuration",
+];
 
 /// A tensor's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,7 +41,11 @@ pub struct ModelMeta {
 }
 
 /// Metadata of `name` (at `version`, or its latest ready version).
-pub fn model_meta(mgr: &ModelManager, name: &str, version: Option<&str>) -> Result<ModelMeta, ServiceError> {
+pub fn model_meta(
+    mgr: &ModelManager,
+    name: &str,
+    version: Option<&str>,
+) -> Result<ModelMeta, ServiceError> {
     let status = mgr.model(name)?;
     let handle = mgr.get(name, version)?;
     let versions = status
@@ -48,7 +56,9 @@ pub fn model_meta(mgr: &ModelManager, name: &str, version: Option<&str>) -> Resu
         .collect();
     let platform = match handle.config.source {
         infermesh_registry::config::ConfigSource::TritonFil => "fil".to_string(),
-        infermesh_registry::config::ConfigSource::Toml => handle.config.platform.as_str().to_string(),
+        infermesh_registry::config::ConfigSource::Toml => {
+            handle.config.platform.as_str().to_string()
+        }
     };
     let mut out_shape = handle.output_shape(-1);
     if out_shape.is_empty() {
@@ -73,7 +83,11 @@ pub fn model_meta(mgr: &ModelManager, name: &str, version: Option<&str>) -> Resu
 
 /// Whether `name` (at `version`) is ready. Unknown models are an error; known but not ready
 /// models are `Ok(false)`.
-pub fn model_ready(mgr: &ModelManager, name: &str, version: Option<&str>) -> Result<bool, ServiceError> {
+pub fn model_ready(
+    mgr: &ModelManager,
+    name: &str,
+    version: Option<&str>,
+) -> Result<bool, ServiceError> {
     mgr.model(name)?;
     match mgr.get(name, version) {
         Ok(_) => Ok(true),

@@ -16,7 +16,9 @@ use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, InferRequest, Protocol};
-use crate::tensor::{DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32, split_bytes_elements};
+use crate::tensor::{
+    DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32, split_bytes_elements,
+};
 
 /// Triton's header for the JSON part's length in a binary-data request or response.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -29,19 +31,57 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
         .route("/v2/models/{model}/config", get(model_config))
-        .route("/v2/models/{model}/versions/{version}/config", get(model_config_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(model_config_v),
+        )
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
-        .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            refuse_declared_oversize,
+        ))
         .with_state(state)
+}
+
+/// Refuses a body whose declared Content-Length is over the limit before reading any of it
+/// (the body limit above catches chunked bodies as they grow).
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ServiceError::new(
+            ErrorKind::TooLarge,
+            "request body is larger than --max-request-bytes",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ServiceError {
@@ -49,7 +89,8 @@ async fn not_found() -> ServiceError {
 }
 
 async fn server_metadata() -> Response {
-    axum::Json(json!({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})).into_response()
+    axum::Json(json!({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}))
+        .into_response()
 }
 
 async fn live() -> StatusCode {
@@ -65,7 +106,10 @@ async fn ready(State(st): State<AppState>) -> StatusCode {
     }
 }
 
-async fn model_metadata(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+async fn model_metadata(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ServiceError> {
     Ok(axum::Json(metadata::model_meta(&st.manager, &model, None)?).into_response())
 }
 
@@ -79,7 +123,9 @@ async fn model_metadata_v(
 fn ready_response(r: Result<bool, ServiceError>) -> Response {
     match r {
         Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => ServiceError::new(ErrorKind::InvalidInput, "model is not ready").into_response(),
+        Ok(false) => {
+            ServiceError::new(ErrorKind::InvalidInput, "model is not ready").into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -88,15 +134,25 @@ async fn model_ready(State(st): State<AppState>, Path(model): Path<String>) -> R
     ready_response(metadata::model_ready(&st.manager, &model, None))
 }
 
-async fn model_ready_v(State(st): State<AppState>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_ready_v(
+    State(st): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     ready_response(metadata::model_ready(&st.manager, &model, Some(&version)))
 }
 
-fn config_json(st: &AppState, model: &str, version: Option<&str>) -> Result<Response, ServiceError> {
+fn config_json(
+    st: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Response, ServiceError> {
     let meta = metadata::model_meta(&st.manager, model, version)?;
     let handle = st.manager.get(model, version)?;
     let cfg = &handle.config;
-    let model_type = cfg.model_type.clone().unwrap_or_else(|| handle.model.format().to_string());
+    let model_type = cfg
+        .model_type
+        .clone()
+        .unwrap_or_else(|| handle.model.format().to_string());
     // Triton's model configuration, as `tritonclient` reads it.
     Ok(axum::Json(json!({
         "name": model,
@@ -118,7 +174,10 @@ fn config_json(st: &AppState, model: &str, version: Option<&str>) -> Result<Resp
     .into_response())
 }
 
-async fn model_config(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+async fn model_config(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ServiceError> {
     config_json(&st, &model, None)
 }
 
@@ -160,7 +219,10 @@ struct RestOutput {
 
 fn body_error(rej: BytesRejection) -> ServiceError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ServiceError::new(ErrorKind::TooLarge, "request body is larger than --max-request-bytes")
+        ServiceError::new(
+            ErrorKind::TooLarge,
+            "request body is larger than --max-request-bytes",
+        )
     } else {
         ServiceError::invalid(format!("cannot read the request body: {rej}"))
     }
@@ -185,7 +247,11 @@ async fn infer_v(
 }
 
 fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
-    params.as_ref().and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
+    params
+        .as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 async fn infer_inner(
@@ -203,7 +269,9 @@ async fn infer_inner(
                 .to_str()
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| ServiceError::invalid("Inference-Header-Content-Length is not a number"))?;
+                .ok_or_else(|| {
+                    ServiceError::invalid("Inference-Header-Content-Length is not a number")
+                })?;
             if n > body.len() {
                 return Err(ServiceError::invalid(format!(
                     "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
@@ -227,7 +295,10 @@ async fn infer_inner(
             .and_then(|p| p.get("binary_data_size"))
             .map(|v| {
                 v.as_u64().map(|x| x as usize).ok_or_else(|| {
-                    ServiceError::invalid(format!("input '{}': binary_data_size must be an integer", input.name))
+                    ServiceError::invalid(format!(
+                        "input '{}': binary_data_size must be an integer",
+                        input.name
+                    ))
                 })
             })
             .transpose()?;
@@ -257,7 +328,10 @@ async fn infer_inner(
                 )));
             }
             (None, None) => {
-                return Err(ServiceError::invalid(format!("input '{}' has no data", input.name)));
+                return Err(ServiceError::invalid(format!(
+                    "input '{}' has no data",
+                    input.name
+                )));
             }
         };
         inputs.push(InputTensor {
@@ -304,15 +378,20 @@ async fn infer_inner(
             tail.extend_from_slice(&raw);
         } else {
             let data: Vec<Value> = o.data.iter().map(|&v| json_f32(v)).collect();
-            outputs.push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape, "data": data}));
+            outputs
+                .push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape, "data": data}));
         }
     }
-    let mut body = json!({"model_name": resp.model, "model_version": resp.version, "outputs": outputs});
+    let mut body =
+        json!({"model_name": resp.model, "model_version": resp.version, "outputs": outputs});
     if !id.is_empty() {
         body["id"] = Value::String(id);
     }
     let json_bytes = serde_json::to_vec(&body).map_err(ServiceError::internal)?;
-    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "rest infer");
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "rest infer"
+    );
     if tail.is_empty() {
         return Ok(([(header::CONTENT_TYPE, "application/json")], json_bytes).into_response());
     }
@@ -322,7 +401,10 @@ async fn infer_inner(
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::HeaderName::from_static(HEADER_CONTENT_LENGTH), json_len.to_string()),
+            (
+                header::HeaderName::from_static(HEADER_CONTENT_LENGTH),
+                json_len.to_string(),
+            ),
         ],
         full,
     )
@@ -344,20 +426,39 @@ fn check_count(name: &str, got: usize, want: usize) -> Result<(), ServiceError> 
 }
 
 /// Flattens row-major JSON data (nested or flat arrays) of datatype `dt`.
-fn json_values(name: &str, dt: DataType, data: &Value, n: usize) -> Result<InputValues, ServiceError> {
+fn json_values(
+    name: &str,
+    dt: DataType,
+    data: &Value,
+    n: usize,
+) -> Result<InputValues, ServiceError> {
     let mut flat: Vec<&Value> = Vec::with_capacity(n);
-    flatten(data, &mut flat, 0).map_err(|e| ServiceError::invalid(format!("input '{name}': {e}")))?;
+    flatten(data, &mut flat, 0)
+        .map_err(|e| ServiceError::invalid(format!("input '{name}': {e}")))?;
     check_count(name, flat.len(), n)?;
-    let bad = |v: &Value| ServiceError::invalid(format!("input '{name}': {v} is not a valid {} value", dt.as_str()));
+    let bad = |v: &Value| {
+        ServiceError::invalid(format!(
+            "input '{name}': {v} is not a valid {} value",
+            dt.as_str()
+        ))
+    };
     Ok(match dt {
         DataType::Bytes => InputValues::Bytes(
             flat.iter()
-                .map(|v| v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| bad(v)))
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| s.as_bytes().to_vec())
+                        .ok_or_else(|| bad(v))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         DataType::Bool => InputValues::Numeric(
             flat.iter()
-                .map(|v| v.as_bool().map(|b| if b { 1.0 } else { 0.0 }).ok_or_else(|| bad(v)))
+                .map(|v| {
+                    v.as_bool()
+                        .map(|b| if b { 1.0 } else { 0.0 })
+                        .ok_or_else(|| bad(v))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         DataType::Int32 | DataType::Int64 => InputValues::Numeric(
@@ -408,11 +509,15 @@ struct IndexRequest {
     ready: bool,
 }
 
-async fn repository_index(State(st): State<AppState>, body: Bytes) -> Result<Response, ServiceError> {
+async fn repository_index(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ServiceError> {
     let req: IndexRequest = if body.is_empty() {
         IndexRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ServiceError::invalid(format!("malformed index request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ServiceError::invalid(format!("malformed index request: {e}")))?
     };
     let rows: Vec<Value> = st
         .manager
@@ -430,7 +535,10 @@ async fn repository_index(State(st): State<AppState>, body: Bytes) -> Result<Res
     Ok(axum::Json(rows).into_response())
 }
 
-async fn repository_load(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+async fn repository_load(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ServiceError> {
     let mgr = st.manager.clone();
     tokio::task::spawn_blocking(move || mgr.load_model(&model))
         .await
@@ -438,7 +546,10 @@ async fn repository_load(State(st): State<AppState>, Path(model): Path<String>) 
     Ok(StatusCode::OK.into_response())
 }
 
-async fn repository_unload(State(st): State<AppState>, Path(model): Path<String>) -> Result<Response, ServiceError> {
+async fn repository_unload(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ServiceError> {
     st.manager.unload_model(&model)?;
     Ok(StatusCode::OK.into_response())
 }

@@ -40,7 +40,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(write_sample_repository(d.path()).unwrap());
         assert!(d.path().join("fraud/1/model.json").is_file());
-        std::fs::write(d.path().join("fraud/config.toml"), "platform = \"lightgbm\"").unwrap();
+        std::fs::write(
+            d.path().join("fraud/config.toml"),
+            "platform = \"lightgbm\"",
+        )
+        .unwrap();
         assert!(!write_sample_repository(d.path()).unwrap());
         let kept = std::fs::read_to_string(d.path().join("fraud/config.toml")).unwrap();
         assert!(kept.contains("lightgbm"));

@@ -72,7 +72,13 @@ impl Protocol {
 }
 
 /// Records a finished request in the request counter and latency histogram.
-pub fn record(model: &str, version: &str, protocol: Protocol, started: Instant, result: Result<(), &ServiceError>) {
+pub fn record(
+    model: &str,
+    version: &str,
+    protocol: Protocol,
+    started: Instant,
+    result: Result<(), &ServiceError>,
+) {
     let outcome = match result {
         Ok(()) => "ok",
         Err(e) => e.kind.as_str(),
@@ -89,7 +95,11 @@ pub fn record(model: &str, version: &str, protocol: Protocol, started: Instant, 
 
 impl AppState {
     /// Runs a V2 inference request.
-    pub async fn infer(&self, req: InferRequest, protocol: Protocol) -> Result<InferResponse, ServiceError> {
+    pub async fn infer(
+        &self,
+        req: InferRequest,
+        protocol: Protocol,
+    ) -> Result<InferResponse, ServiceError> {
         let started = Instant::now();
         let span = tracing::info_span!("infer", model = %req.model, version = tracing::field::Empty,
             protocol = protocol.as_str(), id = %req.id);
@@ -98,19 +108,34 @@ impl AppState {
         let handle = match resolved {
             Ok(h) => h,
             Err(e) => {
-                record(&model, req.version.as_deref().unwrap_or(""), protocol, started, Err(&e));
+                record(
+                    &model,
+                    req.version.as_deref().unwrap_or(""),
+                    protocol,
+                    started,
+                    Err(&e),
+                );
                 return Err(e);
             }
         };
         span.record("version", handle.version);
         let version = handle.version.to_string();
         let res = run_infer(&handle, req).instrument(span).await;
-        record(&model, &version, protocol, started, res.as_ref().map(|_| ()));
+        record(
+            &model,
+            &version,
+            protocol,
+            started,
+            res.as_ref().map(|_| ()),
+        );
         res
     }
 }
 
-async fn run_infer(handle: &Arc<LoadedVersion>, req: InferRequest) -> Result<InferResponse, ServiceError> {
+async fn run_infer(
+    handle: &Arc<LoadedVersion>,
+    req: InferRequest,
+) -> Result<InferResponse, ServiceError> {
     let cfg = &handle.config;
     for o in &req.outputs {
         if o != &cfg.output_name {

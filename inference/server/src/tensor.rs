@@ -66,8 +66,9 @@ impl DataType {
 pub fn element_count(shape: &[i64]) -> Result<usize, ServiceError> {
     let mut n: usize = 1;
     for &d in shape {
-        let d = usize::try_from(d)
-            .map_err(|_| ServiceError::invalid(format!("shape {shape:?} has a negative dimension")))?;
+        let d = usize::try_from(d).map_err(|_| {
+            ServiceError::invalid(format!("shape {shape:?} has a negative dimension"))
+        })?;
         n = n
             .checked_mul(d)
             .ok_or_else(|| ServiceError::invalid(format!("shape {shape:?} is too large")))?;
@@ -91,7 +92,10 @@ pub fn raw_to_f32(dt: DataType, raw: &[u8], expected: usize) -> Result<Vec<f32>,
         )));
     }
     let out = match dt {
-        DataType::Bool => raw.iter().map(|&b| if b != 0 { 1.0 } else { 0.0 }).collect(),
+        DataType::Bool => raw
+            .iter()
+            .map(|&b| if b != 0 { 1.0 } else { 0.0 })
+            .collect(),
         DataType::Int32 => raw
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
@@ -214,12 +218,30 @@ mod tests {
 
     #[test]
     fn decodes_every_numeric_type() {
-        assert_eq!(raw_to_f32(DataType::Fp32, &1.5f32.to_le_bytes(), 1).unwrap(), vec![1.5]);
-        assert_eq!(raw_to_f32(DataType::Fp64, &2.5f64.to_le_bytes(), 1).unwrap(), vec![2.5]);
-        assert_eq!(raw_to_f32(DataType::Int32, &(-3i32).to_le_bytes(), 1).unwrap(), vec![-3.0]);
-        assert_eq!(raw_to_f32(DataType::Int64, &7i64.to_le_bytes(), 1).unwrap(), vec![7.0]);
-        assert_eq!(raw_to_f32(DataType::Bool, &[0, 1, 2], 3).unwrap(), vec![0.0, 1.0, 1.0]);
-        assert_eq!(raw_to_f32(DataType::Fp32, &[0; 7], 2).unwrap_err().kind, ErrorKind::InvalidInput);
+        assert_eq!(
+            raw_to_f32(DataType::Fp32, &1.5f32.to_le_bytes(), 1).unwrap(),
+            vec![1.5]
+        );
+        assert_eq!(
+            raw_to_f32(DataType::Fp64, &2.5f64.to_le_bytes(), 1).unwrap(),
+            vec![2.5]
+        );
+        assert_eq!(
+            raw_to_f32(DataType::Int32, &(-3i32).to_le_bytes(), 1).unwrap(),
+            vec![-3.0]
+        );
+        assert_eq!(
+            raw_to_f32(DataType::Int64, &7i64.to_le_bytes(), 1).unwrap(),
+            vec![7.0]
+        );
+        assert_eq!(
+            raw_to_f32(DataType::Bool, &[0, 1, 2], 3).unwrap(),
+            vec![0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            raw_to_f32(DataType::Fp32, &[0; 7], 2).unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
         assert!(raw_to_f32(DataType::Bytes, &[], 0).is_err());
     }
 
@@ -253,12 +275,39 @@ mod tests {
             shape,
             values,
         };
-        let ok = tabular_rows(vec![t("x", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))], "x", 2);
+        let ok = tabular_rows(
+            vec![t("x", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))],
+            "x",
+            2,
+        );
         assert_eq!(ok.unwrap(), vec![1.0, 2.0]);
-        assert!(tabular_rows(vec![t("y", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))], "x", 2).is_err());
-        assert!(tabular_rows(vec![t("x", vec![1, 3], InputValues::Numeric(vec![0.0; 3]))], "x", 2).is_err());
-        assert!(tabular_rows(vec![t("x", vec![1, 1, 2], InputValues::Numeric(vec![0.0; 2]))], "x", 2).is_err());
-        assert!(tabular_rows(vec![t("x", vec![1, 2], InputValues::Bytes(vec![]))], "x", 2).is_err());
+        assert!(
+            tabular_rows(
+                vec![t("y", vec![1, 2], InputValues::Numeric(vec![1.0, 2.0]))],
+                "x",
+                2
+            )
+            .is_err()
+        );
+        assert!(
+            tabular_rows(
+                vec![t("x", vec![1, 3], InputValues::Numeric(vec![0.0; 3]))],
+                "x",
+                2
+            )
+            .is_err()
+        );
+        assert!(
+            tabular_rows(
+                vec![t("x", vec![1, 1, 2], InputValues::Numeric(vec![0.0; 2]))],
+                "x",
+                2
+            )
+            .is_err()
+        );
+        assert!(
+            tabular_rows(vec![t("x", vec![1, 2], InputValues::Bytes(vec![]))], "x", 2).is_err()
+        );
         assert!(tabular_rows(vec![], "x", 2).is_err());
     }
 }

@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use common::*;
 use infermesh_proto::inference as pb;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use infermesh_proto::v1 as v1;
+use infermesh_proto::v1;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
 async fn v2(s: &infermesh_server::RunningServer) -> GrpcInferenceServiceClient<Channel> {
-    GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr)).await.unwrap()
+    GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap()
 }
 
 fn infer_req(model: &str, version: &str, rows: &[f32], raw: bool) -> pb::ModelInferRequest {
@@ -30,7 +32,10 @@ fn infer_req(model: &str, version: &str, rows: &[f32], raw: bool) -> pb::ModelIn
     if raw {
         raw_input_contents.push(rows.iter().flat_map(|v| v.to_le_bytes()).collect());
     } else {
-        input.contents = Some(pb::InferTensorContents { fp32_contents: rows.to_vec(), ..Default::default() });
+        input.contents = Some(pb::InferTensorContents {
+            fp32_contents: rows.to_vec(),
+            ..Default::default()
+        });
     }
     pb::ModelInferRequest {
         model_name: model.into(),
@@ -47,24 +52,56 @@ async fn v2_grpc_health_metadata_and_infer() {
     let repo = sample_repo();
     let s = start(repo.path(), 0.0, 1 << 20).await;
     let mut c = v2(&s).await;
-    assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
-    assert!(c.server_ready(pb::ServerReadyRequest {}).await.unwrap().into_inner().ready);
-    let md = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap().into_inner();
+    assert!(
+        c.server_live(pb::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(pb::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let md = c
+        .server_metadata(pb::ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(md.name, "infermesh");
     let mm = c
-        .model_metadata(pb::ModelMetadataRequest { name: "fraud".into(), version: String::new() })
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "fraud".into(),
+            version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(mm.versions, vec!["1"]);
     assert_eq!(mm.inputs[0].shape, vec![-1, 16]);
-    assert!(c.model_ready(pb::ModelReadyRequest { name: "fraud".into(), version: "1".into() }).await.unwrap().into_inner().ready);
+    assert!(
+        c.model_ready(pb::ModelReadyRequest {
+            name: "fraud".into(),
+            version: "1".into()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ready
+    );
 
     let mut rows = row(2);
     rows.extend(row(5));
     let expected = direct_predict(&rows);
     // Typed contents in, typed contents out.
-    let r = c.model_infer(infer_req("fraud", "", &rows, false)).await.unwrap().into_inner();
+    let r = c
+        .model_infer(infer_req("fraud", "", &rows, false))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.model_version, "1");
     assert_eq!(r.id, "g1");
     let got = &r.outputs[0].contents.as_ref().unwrap().fp32_contents;
@@ -73,9 +110,16 @@ async fn v2_grpc_health_metadata_and_infer() {
         assert!((g - e).abs() < 1e-6);
     }
     // Raw in, raw out.
-    let r = c.model_infer(infer_req("fraud", "1", &rows, true)).await.unwrap().into_inner();
+    let r = c
+        .model_infer(infer_req("fraud", "1", &rows, true))
+        .await
+        .unwrap()
+        .into_inner();
     let raw = &r.raw_output_contents[0];
-    let got: Vec<f32> = raw.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let got: Vec<f32> = raw
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     for (g, e) in got.iter().zip(&expected) {
         assert!((g - e).abs() < 1e-6);
     }
@@ -88,13 +132,29 @@ async fn v2_grpc_errors_have_the_right_codes() {
     let s = start(repo.path(), 0.0, 64 * 1024).await;
     let mut c = v2(&s).await;
     let rows = row(1);
-    let code = |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>| r.unwrap_err().code();
-    assert_eq!(code(c.model_infer(infer_req("nope", "", &rows, false)).await), Code::NotFound);
-    assert_eq!(code(c.model_infer(infer_req("fraud", "7", &rows, false)).await), Code::NotFound);
-    assert_eq!(code(c.model_infer(infer_req("fraud", "", &rows[..15], false)).await), Code::InvalidArgument);
+    let code =
+        |r: Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(c.model_infer(infer_req("nope", "", &rows, false)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.model_infer(infer_req("fraud", "7", &rows, false)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            c.model_infer(infer_req("fraud", "", &rows[..15], false))
+                .await
+        ),
+        Code::InvalidArgument
+    );
     let mut wrong_type = infer_req("fraud", "", &rows, false);
     wrong_type.inputs[0].datatype = "BYTES".into();
-    wrong_type.inputs[0].contents = Some(pb::InferTensorContents { bytes_contents: vec![b"x".to_vec(); 16], ..Default::default() });
+    wrong_type.inputs[0].contents = Some(pb::InferTensorContents {
+        bytes_contents: vec![b"x".to_vec(); 16],
+        ..Default::default()
+    });
     assert_eq!(code(c.model_infer(wrong_type).await), Code::InvalidArgument);
     let mut bad_raw = infer_req("fraud", "", &rows, true);
     bad_raw.raw_input_contents[0].pop();
@@ -103,13 +163,19 @@ async fn v2_grpc_errors_have_the_right_codes() {
     mixed.raw_input_contents.push(vec![0; 4]);
     assert_eq!(code(c.model_infer(mixed).await), Code::InvalidArgument);
     let err = c
-        .model_metadata(pb::ModelMetadataRequest { name: "nope".into(), version: String::new() })
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Over --max-request-bytes.
     let big: Vec<f32> = (0..FRAUD_FEATURES * 2000).map(|i| i as f32).collect();
-    assert_eq!(code(c.model_infer(infer_req("fraud", "", &big, true)).await), Code::ResourceExhausted);
+    assert_eq!(
+        code(c.model_infer(infer_req("fraud", "", &big, true)).await),
+        Code::ResourceExhausted
+    );
 
     // Malformed protobuf: field 1 (model_name, a string) sent as a fixed64.
     #[derive(Clone, PartialEq, prost::Message)]
@@ -117,16 +183,27 @@ async fn v2_grpc_errors_have_the_right_codes() {
         #[prost(fixed64, tag = "1")]
         model_name: u64,
     }
-    let channel = Channel::from_shared(format!("http://{}", s.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", s.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<Bogus, pb::ModelInferResponse>::default();
     let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
-    let err = grpc.unary(tonic::Request::new(Bogus { model_name: 7 }), path, codec).await.unwrap_err();
+    let err = grpc
+        .unary(tonic::Request::new(Bogus { model_name: 7 }), path, codec)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Still serving.
-    assert!(c.model_infer(infer_req("fraud", "", &rows, false)).await.is_ok());
+    assert!(
+        c.model_infer(infer_req("fraud", "", &rows, false))
+            .await
+            .is_ok()
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -134,20 +211,44 @@ async fn v2_grpc_errors_have_the_right_codes() {
 async fn fraud_scoring_returns_probability_decision_and_reasons() {
     let repo = sample_repo();
     let s = start(repo.path(), 0.0, 1 << 20).await;
-    let mut c = FraudScoringClient::connect(format!("http://{}", s.grpc_addr)).await.unwrap();
+    let mut c = FraudScoringClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
     let names = [
-        "amount", "hour_of_day", "is_night", "merchant_risk", "device_risk_score", "user_avg_spend",
-        "amount_to_avg_ratio", "txn_count_1h", "txn_count_24h", "distance_from_home_km", "is_foreign",
-        "card_present", "account_age_days", "failed_logins_24h", "session_product_views", "new_device",
+        "amount",
+        "hour_of_day",
+        "is_night",
+        "merchant_risk",
+        "device_risk_score",
+        "user_avg_spend",
+        "amount_to_avg_ratio",
+        "txn_count_1h",
+        "txn_count_24h",
+        "distance_from_home_km",
+        "is_foreign",
+        "card_present",
+        "account_age_days",
+        "failed_logins_24h",
+        "session_product_views",
+        "new_device",
     ];
     let r = row(3);
-    let mut features: HashMap<String, f64> = names.iter().zip(&r).map(|(n, v)| (n.to_string(), f64::from(*v))).collect();
+    let mut features: HashMap<String, f64> = names
+        .iter()
+        .zip(&r)
+        .map(|(n, v)| (n.to_string(), f64::from(*v)))
+        .collect();
     features.remove("device_risk_score"); // missing
     let mut expected_row = r.clone();
     expected_row[4] = f32::NAN;
     let expected = direct_predict(&expected_row)[0];
 
-    let req = v1::ScoreRequest { transaction_id: "t1".into(), features: features.clone(), top_k_reasons: 3, ..Default::default() };
+    let req = v1::ScoreRequest {
+        transaction_id: "t1".into(),
+        features: features.clone(),
+        top_k_reasons: 3,
+        ..Default::default()
+    };
     let resp = c.score(req).await.unwrap().into_inner();
     assert_eq!(resp.transaction_id, "t1");
     assert_eq!(resp.model_name, "fraud");
@@ -161,7 +262,11 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     }
     // Reasons are the model's exact TreeSHAP values.
     use infermesh_model_core::TabularModel;
-    let m = infermesh_trees::TreeEnsemble::load(&sample_model_path(), infermesh_trees::ModelFormat::XgboostJson).unwrap();
+    let m = infermesh_trees::TreeEnsemble::load(
+        &sample_model_path(),
+        infermesh_trees::ModelFormat::XgboostJson,
+    )
+    .unwrap();
     let contribs = m.contributions(&expected_row).unwrap();
     for reason in &resp.reasons {
         let i = names.iter().position(|n| *n == reason.feature).unwrap();
@@ -169,20 +274,38 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     }
     // Contributions add up to the margin.
     let all = c
-        .score(v1::ScoreRequest { transaction_id: "t1".into(), features: features.clone(), top_k_reasons: 16, ..Default::default() })
+        .score(v1::ScoreRequest {
+            transaction_id: "t1".into(),
+            features: features.clone(),
+            top_k_reasons: 16,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    let sum: f64 = all.reasons.iter().map(|r| r.contribution).sum::<f64>() + f64::from(contribs[16]);
+    let sum: f64 =
+        all.reasons.iter().map(|r| r.contribution).sum::<f64>() + f64::from(contribs[16]);
     assert!((sum - all.margin).abs() < 1e-3, "{sum} vs {}", all.margin);
-    assert!(all.reasons.iter().any(|r| r.feature == "device_risk_score" && r.missing));
+    assert!(
+        all.reasons
+            .iter()
+            .any(|r| r.feature == "device_risk_score" && r.missing)
+    );
 
     // Batch equals singles.
     let batch = c
         .score_batch(v1::ScoreBatchRequest {
             requests: vec![
-                v1::ScoreRequest { transaction_id: "a".into(), features: features.clone(), ..Default::default() },
-                v1::ScoreRequest { transaction_id: "b".into(), features: HashMap::new(), ..Default::default() },
+                v1::ScoreRequest {
+                    transaction_id: "a".into(),
+                    features: features.clone(),
+                    ..Default::default()
+                },
+                v1::ScoreRequest {
+                    transaction_id: "b".into(),
+                    features: HashMap::new(),
+                    ..Default::default()
+                },
             ],
             top_k_reasons: 2,
             ..Default::default()
@@ -198,17 +321,35 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     // Bad input.
     let mut bad = features.clone();
     bad.insert("shoe_size".into(), 42.0);
-    let err = c.score(v1::ScoreRequest { transaction_id: "t2".into(), features: bad, ..Default::default() }).await.unwrap_err();
+    let err = c
+        .score(v1::ScoreRequest {
+            transaction_id: "t2".into(),
+            features: bad,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("shoe_size"));
     let err = c
-        .score(v1::ScoreRequest { transaction_id: "t3".into(), model_name: "ghost".into(), ..Default::default() })
+        .score(v1::ScoreRequest {
+            transaction_id: "t3".into(),
+            model_name: "ghost".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let mut inf = features.clone();
     inf.insert("amount".into(), f64::INFINITY);
-    let err = c.score(v1::ScoreRequest { transaction_id: "t4".into(), features: inf, ..Default::default() }).await.unwrap_err();
+    let err = c
+        .score(v1::ScoreRequest {
+            transaction_id: "t4".into(),
+            features: inf,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     s.shutdown().await.unwrap();
 }

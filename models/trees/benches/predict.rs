@@ -10,7 +10,9 @@ use infermesh_model_core::TabularModel;
 use infermesh_trees::{ModelFormat, TreeEnsemble};
 
 fn load(file: &str, format: ModelFormat) -> TreeEnsemble {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench").join(file);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bench")
+        .join(file);
     TreeEnsemble::load(&p, format).unwrap_or_else(|e| panic!("bench fixture {file}: {e}"))
 }
 
@@ -43,9 +45,13 @@ fn bench(c: &mut Criterion) {
         let mut out = vec![0f32; 100_000];
         let mut g = c.benchmark_group(format!("{name}/batch"));
         g.sample_size(20);
-        g.bench_function("predict_100k_rows", |b| b.iter(|| m.predict(black_box(&many), &mut out).ok()));
+        g.bench_function("predict_100k_rows", |b| {
+            b.iter(|| m.predict(black_box(&many), &mut out).ok())
+        });
         g.finish();
-        c.bench_function(&format!("{name}/treeshap_1_row"), |b| b.iter(|| m.contributions(black_box(&one)).ok()));
+        c.bench_function(&format!("{name}/treeshap_1_row"), |b| {
+            b.iter(|| m.contributions(black_box(&one)).ok())
+        });
     }
 }
 

@@ -213,7 +213,10 @@ impl TreeEnsemble {
 
     fn assemble(p: Parts) -> Result<Self, TreeError> {
         let fmt = p.format.name();
-        let bad = |message: String| TreeError::Parse { format: fmt, message };
+        let bad = |message: String| TreeError::Parse {
+            format: fmt,
+            message,
+        };
         if p.num_features == 0 {
             return Err(bad("the model has no features".into()));
         }
@@ -247,7 +250,10 @@ impl TreeEnsemble {
         };
         for (ti, (tree, group, weight)) in p.trees.into_iter().enumerate() {
             if group as usize >= e.num_groups {
-                return Err(bad(format!("tree {ti} belongs to output {group} of {}", e.num_groups)));
+                return Err(bad(format!(
+                    "tree {ti} belongs to output {group} of {}",
+                    e.num_groups
+                )));
             }
             if tree.nodes.is_empty() {
                 return Err(bad(format!("tree {ti} has no nodes")));
@@ -264,13 +270,19 @@ impl TreeEnsemble {
                         )));
                     }
                     // Children must point forward (no cycles) and stay in the tree.
-                    if node.left >= n || node.right >= n || node.left as usize <= i || node.right as usize <= i {
+                    if node.left >= n
+                        || node.right >= n
+                        || node.left as usize <= i
+                        || node.right as usize <= i
+                    {
                         return Err(bad(format!("tree {ti} node {i} has invalid children")));
                     }
                     if node.packed & node::CATEGORICAL != 0
                         && node.value.to_bits() as usize >= e.cat_sets.len()
                     {
-                        return Err(bad(format!("tree {ti} node {i} names a missing category set")));
+                        return Err(bad(format!(
+                            "tree {ti} node {i} names a missing category set"
+                        )));
                     }
                     node.left += offset;
                     node.right += offset;
@@ -317,7 +329,9 @@ impl TreeEnsemble {
     /// Raw margins (base score included) of `rows` into `out` (`n_rows * num_groups()`).
     pub fn predict_margin(&self, rows: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
         let n = check_shapes(rows, self.num_features, out, self.num_groups)?;
-        self.for_blocks(rows, out, n, self.num_groups, |e, r, o| e.margins_block(r, o));
+        self.for_blocks(rows, out, n, self.num_groups, |e, r, o| {
+            e.margins_block(r, o)
+        });
         Ok(())
     }
 
@@ -422,7 +436,11 @@ impl TreeEnsemble {
 
     /// Outputs per row of [`TabularModel::predict`].
     fn outputs(&self) -> usize {
-        if self.objective == Objective::ArgMax { 1 } else { self.num_groups }
+        if self.objective == Objective::ArgMax {
+            1
+        } else {
+            self.num_groups
+        }
     }
 }
 

@@ -24,15 +24,25 @@ fn unsupported(message: impl Into<String>) -> TreeError {
     }
 }
 
-fn list<T: std::str::FromStr>(kv: &HashMap<&str, &str>, key: &str, n: usize, ti: usize) -> Result<Vec<T>, TreeError> {
-    let s = kv.get(key).ok_or_else(|| err(format!("tree {ti} has no '{key}'")))?;
+fn list<T: std::str::FromStr>(
+    kv: &HashMap<&str, &str>,
+    key: &str,
+    n: usize,
+    ti: usize,
+) -> Result<Vec<T>, TreeError> {
+    let s = kv
+        .get(key)
+        .ok_or_else(|| err(format!("tree {ti} has no '{key}'")))?;
     let v: Vec<T> = s
         .split_whitespace()
         .map(|x| x.parse::<T>())
         .collect::<Result<_, _>>()
         .map_err(|_| err(format!("tree {ti}: '{key}' has a bad number")))?;
     if v.len() != n {
-        return Err(err(format!("tree {ti}: '{key}' has {} values, expected {n}", v.len())));
+        return Err(err(format!(
+            "tree {ti}: '{key}' has {} values, expected {n}",
+            v.len()
+        )));
     }
     Ok(v)
 }
@@ -68,7 +78,10 @@ fn parse_tree(
     // Counts weight TreeSHAP's paths, as LightGBM's own pred_contrib does.
     let internal_count: Vec<f64> = list(kv, "internal_count", ni, ti)?;
     let leaf_count: Vec<f64> = list(kv, "leaf_count", num_leaves, ti)?;
-    let num_cat: usize = kv.get("num_cat").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let num_cat: usize = kv
+        .get("num_cat")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let (boundaries, bits): (Vec<u32>, Vec<u32>) = if num_cat > 0 {
         let boundaries: Vec<u32> = list(kv, "cat_boundaries", num_cat + 1, ti)?;
         let total = *boundaries.last().unwrap_or(&0) as usize;
@@ -116,7 +129,9 @@ fn parse_tree(
             packed |= CATEGORICAL;
             let idx = threshold[i] as i64;
             if idx < 0 || idx as usize >= num_cat {
-                return Err(err(format!("tree {ti}: categorical split {i} names set {idx} of {num_cat}")));
+                return Err(err(format!(
+                    "tree {ti}: categorical split {i} names set {idx} of {num_cat}"
+                )));
             }
             value = f32::from_bits(set_base + idx as u32);
         } else {
@@ -211,7 +226,9 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
             average_output = true;
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match blocks.last_mut() {
             Some(b) if in_tree => {
                 b.insert(k, v);
@@ -228,7 +245,10 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
         .get("max_feature_idx")
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| err("no max_feature_idx"))?;
-    let num_class: usize = header.get("num_class").and_then(|s| s.trim().parse().ok()).unwrap_or(1);
+    let num_class: usize = header
+        .get("num_class")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1);
     let per_iter: usize = header
         .get("num_tree_per_iteration")
         .and_then(|s| s.trim().parse().ok())
@@ -238,16 +258,23 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
     let objective_name = parts.next().unwrap_or("regression").to_string();
     let params: HashMap<&str, &str> = parts.filter_map(|p| p.split_once(':')).collect();
     let objective = match objective_name.as_str() {
-        "binary" => Objective::Sigmoid(params.get("sigmoid").and_then(|s| s.parse().ok()).unwrap_or(1.0)),
+        "binary" => Objective::Sigmoid(
+            params
+                .get("sigmoid")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1.0),
+        ),
         "cross_entropy" | "xentropy" => Objective::Sigmoid(1.0),
-        "regression" | "regression_l2" | "regression_l1" | "l1" | "l2" | "mse" | "mae" | "huber" | "fair"
-        | "quantile" | "mape" | "rmse" => Objective::Identity,
+        "regression" | "regression_l2" | "regression_l1" | "l1" | "l2" | "mse" | "mae"
+        | "huber" | "fair" | "quantile" | "mape" | "rmse" => Objective::Identity,
         "poisson" | "gamma" | "tweedie" => Objective::Exp,
         "multiclass" | "softmax" => Objective::Softmax,
         other => return Err(unsupported(format!("objective '{other}'"))),
     };
     if objective == Objective::Softmax && per_iter != num_class {
-        return Err(err("multiclass model with num_tree_per_iteration != num_class"));
+        return Err(err(
+            "multiclass model with num_tree_per_iteration != num_class",
+        ));
     }
     let groups = per_iter.max(1);
     let mut cat_sets = Vec::new();

@@ -88,7 +88,8 @@ pub fn next(n: &Node, x: f32, cat_sets: &[CatSet], cat_bits: &[u32]) -> u32 {
         let cat = x as u32;
         let set = cat_sets[n.value.to_bits() as usize];
         let word = cat / 32;
-        let hit = word < set.words && (cat_bits[(set.start + word) as usize] >> (cat % 32)) & 1 == 1;
+        let hit =
+            word < set.words && (cat_bits[(set.start + word) as usize] >> (cat % 32)) & 1 == 1;
         return if hit { n.left } else { n.right };
     }
     // Zero as missing: NaN counts as 0.
@@ -102,7 +103,13 @@ pub fn next(n: &Node, x: f32, cat_sets: &[CatSet], cat_bits: &[u32]) -> u32 {
 
 /// The leaf value `row` reaches from `root`.
 #[inline(always)]
-pub fn leaf_value(nodes: &[Node], root: u32, row: &[f32], cat_sets: &[CatSet], cat_bits: &[u32]) -> f32 {
+pub fn leaf_value(
+    nodes: &[Node],
+    root: u32,
+    row: &[f32],
+    cat_sets: &[CatSet],
+    cat_bits: &[u32],
+) -> f32 {
     let mut i = root as usize;
     loop {
         let n = &nodes[i];
@@ -138,9 +145,24 @@ mod tests {
 
     #[test]
     fn lightgbm_thresholds_keep_f64_semantics() {
-        for t in [0.1f64, -0.3, 1e-35, 1.0000000180025095e-35, 7.5, 1e300, -1e300, 0.0] {
+        for t in [
+            0.1f64,
+            -0.3,
+            1e-35,
+            1.0000000180025095e-35,
+            7.5,
+            1e300,
+            -1e300,
+            0.0,
+        ] {
             let thr = lightgbm_threshold(t);
-            for x in [t as f32, (t as f32).next_up(), (t as f32).next_down(), 0.0, -0.0] {
+            for x in [
+                t as f32,
+                (t as f32).next_up(),
+                (t as f32).next_down(),
+                0.0,
+                -0.0,
+            ] {
                 assert_eq!(x < thr, f64::from(x) <= t, "x={x} t={t}");
             }
         }
@@ -149,29 +171,52 @@ mod tests {
     #[test]
     fn traversal_follows_flags() {
         let nodes = [
-            Node { value: 0.5, packed: DEFAULT_LEFT, left: 1, right: 2 },
+            Node {
+                value: 0.5,
+                packed: DEFAULT_LEFT,
+                left: 1,
+                right: 2,
+            },
             Node::leaf(-1.0),
             Node::leaf(1.0),
         ];
         assert_eq!(leaf_value(&nodes, 0, &[0.1], &[], &[]), -1.0);
         assert_eq!(leaf_value(&nodes, 0, &[0.5], &[], &[]), 1.0);
         assert_eq!(leaf_value(&nodes, 0, &[f32::NAN], &[], &[]), -1.0);
-        let zero = Node { value: -5.0, packed: ZERO_MISSING | DEFAULT_LEFT, left: 1, right: 2 };
+        let zero = Node {
+            value: -5.0,
+            packed: ZERO_MISSING | DEFAULT_LEFT,
+            left: 1,
+            right: 2,
+        };
         assert_eq!(next(&zero, 0.0, &[], &[]), 1);
         assert_eq!(next(&zero, f32::NAN, &[], &[]), 1);
         assert_eq!(next(&zero, 3.0, &[], &[]), 2);
         let sets = [CatSet { start: 0, words: 2 }];
         let bits = [0b1010u32, 1];
-        let cat = Node { value: f32::from_bits(0), packed: CATEGORICAL, left: 1, right: 2 };
+        let cat = Node {
+            value: f32::from_bits(0),
+            packed: CATEGORICAL,
+            left: 1,
+            right: 2,
+        };
         assert_eq!(next(&cat, 1.0, &sets, &bits), 1);
         assert_eq!(next(&cat, 3.7, &sets, &bits), 1);
         assert_eq!(next(&cat, 2.0, &sets, &bits), 2);
         assert_eq!(next(&cat, 32.0, &sets, &bits), 1);
         assert_eq!(next(&cat, 64.0, &sets, &bits), 2);
         assert_eq!(next(&cat, -1.0, &sets, &bits), 2);
-        assert_eq!(next(&cat, -0.5, &sets, &bits), 2, "-0.5 truncates to category 0, not in the set");
+        assert_eq!(
+            next(&cat, -0.5, &sets, &bits),
+            2,
+            "-0.5 truncates to category 0, not in the set"
+        );
         let bits0 = [1u32, 0];
-        assert_eq!(next(&cat, -0.5, &sets, &bits0), 1, "-0.5 truncates to category 0, in the set");
+        assert_eq!(
+            next(&cat, -0.5, &sets, &bits0),
+            1,
+            "-0.5 truncates to category 0, in the set"
+        );
         assert_eq!(next(&cat, f32::NAN, &sets, &bits), 2);
     }
 }

@@ -105,7 +105,11 @@ impl Ctx<'_> {
         let feature = n.feature() as i64;
         let x = self.row[n.feature()];
         let hot = next(&n, x, &self.e.cat_sets, &self.e.cat_bits) as usize;
-        let cold = if hot == n.left as usize { n.right as usize } else { n.left as usize };
+        let cold = if hot == n.left as usize {
+            n.right as usize
+        } else {
+            n.left as usize
+        };
         let cover = self.e.covers[node];
         let (hot_zero, cold_zero) = if cover > 0.0 {
             (self.e.covers[hot] / cover, self.e.covers[cold] / cover)
@@ -153,7 +157,12 @@ pub fn contributions(e: &TreeEnsemble, row: &[f32]) -> Vec<f32> {
         let scale = f64::from(e.tree_weight[t]);
         let out = &mut phi[g * (nf + 1)..(g + 1) * (nf + 1)];
         out[nf] += expected_value(e, root as usize) * scale;
-        let mut ctx = Ctx { e, row, phi: out, scale };
+        let mut ctx = Ctx {
+            e,
+            row,
+            phi: out,
+            scale,
+        };
         ctx.recurse(root as usize, &mut buf, 0, 1.0, 1.0, -1);
     }
     for g in 0..e.num_groups {

@@ -51,7 +51,12 @@ impl Reader<'_> {
             b'I' => i64::from(i16::from_be_bytes(self.array()?)),
             b'l' => i64::from(i32::from_be_bytes(self.array()?)),
             b'L' => i64::from_be_bytes(self.array()?),
-            other => return Err(format!("expected an integer type, found '{}'", other as char)),
+            other => {
+                return Err(format!(
+                    "expected an integer type, found '{}'",
+                    other as char
+                ));
+            }
         })
     }
 
@@ -92,7 +97,13 @@ impl Reader<'_> {
             b'S' | b'H' => Value::String(self.string()?),
             b'[' => self.container(false, depth)?,
             b'{' => self.container(true, depth)?,
-            other => return Err(format!("unknown type marker '{}' at byte {}", other as char, self.pos - 1)),
+            other => {
+                return Err(format!(
+                    "unknown type marker '{}' at byte {}",
+                    other as char,
+                    self.pos - 1
+                ));
+            }
         })
     }
 
@@ -143,7 +154,11 @@ impl Reader<'_> {
             }
             i += 1;
         }
-        Ok(if object { Value::Object(map) } else { Value::Array(arr) })
+        Ok(if object {
+            Value::Object(map)
+        } else {
+            Value::Array(arr)
+        })
     }
 }
 
@@ -161,14 +176,22 @@ mod tests {
         b.extend_from_slice(&(-2.0f32).to_be_bytes());
         b.extend_from_slice(&[b'U', 1, b'b', b'S', b'U', 2, b'h', b'i']);
         b.extend_from_slice(&[b'U', 1, b'c', b'[', b'i', 1, b'T', b']', b'}']);
-        assert_eq!(parse(&b).unwrap(), json!({"a": [1.5, -2.0], "b": "hi", "c": [1, true]}));
+        assert_eq!(
+            parse(&b).unwrap(),
+            json!({"a": [1.5, -2.0], "b": "hi", "c": [1, true]})
+        );
     }
 
     #[test]
     fn refuses_truncated_and_unknown() {
         assert!(parse(&[b'{', b'U', 1]).is_err());
         assert!(parse(&[b'Q']).is_err());
-        assert!(parse(&[b'[', b'#', b'L', 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(
+            parse(&[
+                b'[', b'#', b'L', 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+            ])
+            .is_err()
+        );
         assert!(parse(&vec![b'['; 1000]).is_err());
     }
 }

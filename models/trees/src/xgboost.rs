@@ -12,14 +12,22 @@ use crate::{ModelFormat, Objective, Parts, TreeBuilder, TreeError};
 
 fn err(format: ModelFormat, message: impl Into<String>) -> TreeError {
     TreeError::Parse {
-        format: if format == ModelFormat::XgboostUbj { "xgboost_ubj" } else { "xgboost_json" },
+        format: if format == ModelFormat::XgboostUbj {
+            "xgboost_ubj"
+        } else {
+            "xgboost_json"
+        },
         message: message.into(),
     }
 }
 
 fn unsupported(format: ModelFormat, message: impl Into<String>) -> TreeError {
     TreeError::Unsupported {
-        format: if format == ModelFormat::XgboostUbj { "xgboost_ubj" } else { "xgboost_json" },
+        format: if format == ModelFormat::XgboostUbj {
+            "xgboost_ubj"
+        } else {
+            "xgboost_json"
+        },
         message: message.into(),
     }
 }
@@ -35,7 +43,10 @@ fn numbers(v: &Value) -> Option<Vec<f64>> {
                 .map(|p| p.trim().parse::<f64>().ok())
                 .collect()
         }
-        Value::Array(a) => a.iter().map(|x| numbers(x).and_then(|v| v.first().copied())).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| numbers(x).and_then(|v| v.first().copied()))
+            .collect(),
         _ => None,
     }
 }
@@ -49,7 +60,12 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn array<'a>(tree: &'a Value, key: &str, format: ModelFormat, ti: usize) -> Result<&'a Vec<Value>, TreeError> {
+fn array<'a>(
+    tree: &'a Value,
+    key: &str,
+    format: ModelFormat,
+    ti: usize,
+) -> Result<&'a Vec<Value>, TreeError> {
     tree.get(key)
         .and_then(Value::as_array)
         .ok_or_else(|| err(format, format!("tree {ti} has no '{key}' array")))
@@ -63,29 +79,52 @@ fn parse_tree(tree: &Value, format: ModelFormat, ti: usize) -> Result<TreeBuilde
     let dleft = array(tree, "default_left", format, ti)?;
     let hess = array(tree, "sum_hessian", format, ti)?;
     let n = left.len();
-    if [right.len(), cond.len(), index.len(), dleft.len(), hess.len()].iter().any(|&l| l != n) {
-        return Err(err(format, format!("tree {ti}: node arrays differ in length")));
+    if [
+        right.len(),
+        cond.len(),
+        index.len(),
+        dleft.len(),
+        hess.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err(err(
+            format,
+            format!("tree {ti}: node arrays differ in length"),
+        ));
     }
     if let Some(types) = tree.get("split_type").and_then(Value::as_array)
         && types.iter().any(|t| int(t).unwrap_or(0) != 0)
     {
-        return Err(unsupported(format, format!("tree {ti} has categorical splits (XGBoost categorical data)")));
+        return Err(unsupported(
+            format,
+            format!("tree {ti} has categorical splits (XGBoost categorical data)"),
+        ));
     }
     let mut b = TreeBuilder::default();
     for i in 0..n {
         let l = int(&left[i]).ok_or_else(|| err(format, format!("tree {ti}: bad left child")))?;
         let value = numbers(&cond[i])
             .and_then(|v| v.first().copied())
-            .ok_or_else(|| err(format, format!("tree {ti}: bad split condition")))? as f32;
-        let cover = numbers(&hess[i]).and_then(|v| v.first().copied()).unwrap_or(0.0);
+            .ok_or_else(|| err(format, format!("tree {ti}: bad split condition")))?
+            as f32;
+        let cover = numbers(&hess[i])
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0);
         if l == -1 {
             b.nodes.push(Node::leaf(value));
         } else {
-            let r = int(&right[i]).ok_or_else(|| err(format, format!("tree {ti}: bad right child")))?;
-            let f = int(&index[i]).ok_or_else(|| err(format, format!("tree {ti}: bad split index")))?;
+            let r =
+                int(&right[i]).ok_or_else(|| err(format, format!("tree {ti}: bad right child")))?;
+            let f =
+                int(&index[i]).ok_or_else(|| err(format, format!("tree {ti}: bad split index")))?;
             let d = int(&dleft[i]).unwrap_or(0) != 0;
             if l < 0 || r < 0 || f < 0 || f > i64::from(crate::node::FEATURE_MASK) {
-                return Err(err(format, format!("tree {ti} node {i}: negative or huge index")));
+                return Err(err(
+                    format,
+                    format!("tree {ti} node {i}: negative or huge index"),
+                ));
             }
             b.nodes.push(Node {
                 value,
@@ -100,7 +139,9 @@ fn parse_tree(tree: &Value, format: ModelFormat, ti: usize) -> Result<TreeBuilde
 }
 
 pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeError> {
-    let learner = root.get("learner").ok_or_else(|| err(format, "no 'learner' object"))?;
+    let learner = root
+        .get("learner")
+        .ok_or_else(|| err(format, "no 'learner' object"))?;
     let lmp = learner
         .get("learner_model_param")
         .ok_or_else(|| err(format, "no 'learner_model_param'"))?;
@@ -121,8 +162,13 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
         "binary:logistic" | "reg:logistic" => (Objective::Sigmoid(1.0), |p| (p / (1.0 - p)).ln()),
         // xgboost 3 stores logitraw's base_score as a margin already.
         "binary:logitraw" => (Objective::Identity, |p| p),
-        "reg:squarederror" | "reg:linear" | "reg:pseudohubererror" | "reg:absoluteerror" | "reg:quantileerror"
-        | "reg:squaredlogerror" | "binary:hinge" => (Objective::Identity, |p| p),
+        "reg:squarederror"
+        | "reg:linear"
+        | "reg:pseudohubererror"
+        | "reg:absoluteerror"
+        | "reg:quantileerror"
+        | "reg:squaredlogerror"
+        | "binary:hinge" => (Objective::Identity, |p| p),
         "count:poisson" | "reg:gamma" | "reg:tweedie" => (Objective::Exp, f64::ln),
         "multi:softprob" => (Objective::Softmax, |p| p),
         "multi:softmax" => (Objective::ArgMax, |p| p),
@@ -138,24 +184,40 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
     } else if base.len() == 1 {
         vec![link(base[0]); groups]
     } else {
-        return Err(err(format, format!("base_score has {} values for {groups} outputs", base.len())));
+        return Err(err(
+            format,
+            format!("base_score has {} values for {groups} outputs", base.len()),
+        ));
     };
     if base_margin.iter().any(|m| !m.is_finite()) {
         return Err(err(format, "base_score is outside the objective's range"));
     }
 
-    let booster = learner.get("gradient_booster").ok_or_else(|| err(format, "no 'gradient_booster'"))?;
-    let kind = booster.get("name").and_then(Value::as_str).unwrap_or("gbtree");
+    let booster = learner
+        .get("gradient_booster")
+        .ok_or_else(|| err(format, "no 'gradient_booster'"))?;
+    let kind = booster
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("gbtree");
     let (model, weights) = match kind {
         "gbtree" => (booster.get("model"), None),
         "dart" => (
             booster.get("gbtree").and_then(|g| g.get("model")),
             booster.get("weight_drop").and_then(numbers),
         ),
-        other => return Err(unsupported(format, format!("booster '{other}' (gbtree and dart are)"))),
+        other => {
+            return Err(unsupported(
+                format,
+                format!("booster '{other}' (gbtree and dart are)"),
+            ));
+        }
     };
     let model = model.ok_or_else(|| err(format, "no tree model"))?;
-    let trees = model.get("trees").and_then(Value::as_array).ok_or_else(|| err(format, "no 'trees'"))?;
+    let trees = model
+        .get("trees")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(format, "no 'trees'"))?;
     let info = model.get("tree_info").and_then(Value::as_array);
     let mut out = Vec::with_capacity(trees.len());
     for (ti, t) in trees.iter().enumerate() {
@@ -164,13 +226,21 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
             Some(_) => return Err(err(format, format!("tree {ti} has a negative group"))),
             None => (ti % groups) as u32,
         };
-        let weight = weights.as_ref().and_then(|w| w.get(ti)).copied().unwrap_or(1.0) as f32;
+        let weight = weights
+            .as_ref()
+            .and_then(|w| w.get(ti))
+            .copied()
+            .unwrap_or(1.0) as f32;
         out.push((parse_tree(t, format, ti)?, group, weight));
     }
     let feature_names = learner
         .get("feature_names")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect::<Vec<_>>())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
         .filter(|v| !v.is_empty());
     let mut num_features = num_feature.max(0) as usize;
     if num_features == 0 {

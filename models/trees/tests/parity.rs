@@ -57,7 +57,11 @@ fn every_fixture_matches_its_library() {
             assert_eq!(exp.len(), k, "{}: outputs per row", case.display());
             for (j, e) in exp.iter().enumerate() {
                 let got = out[i * k + j];
-                assert!(close(f64::from(got), f64::from(*e)), "{} row {i} out {j}: {got} vs {e}", case.display());
+                assert!(
+                    close(f64::from(got), f64::from(*e)),
+                    "{} row {i} out {j}: {got} vs {e}",
+                    case.display()
+                );
             }
             // Single-row path agrees with the batch path.
             let mut one = vec![0f32; k];
@@ -70,7 +74,11 @@ fn every_fixture_matches_its_library() {
             let got = model.contributions(&inputs[i]).unwrap();
             assert_eq!(got.len(), exp.len(), "{}", case.display());
             for (j, (g, e)) in got.iter().zip(&exp).enumerate() {
-                assert!(close(f64::from(*g), f64::from(*e)), "{} row {i} contrib {j}: {g} vs {e}", case.display());
+                assert!(
+                    close(f64::from(*g), f64::from(*e)),
+                    "{} row {i} contrib {j}: {g} vs {e}",
+                    case.display()
+                );
             }
         }
     }
@@ -78,14 +86,24 @@ fn every_fixture_matches_its_library() {
 
 #[test]
 fn json_and_ubj_load_the_same_model() {
-    let j = TreeEnsemble::load(&fixtures().join("bench/xgb_bench.json"), ModelFormat::XgboostJson).unwrap();
-    let u = TreeEnsemble::load(&fixtures().join("bench/xgb_bench.ubj"), ModelFormat::XgboostUbj).unwrap();
+    let j = TreeEnsemble::load(
+        &fixtures().join("bench/xgb_bench.json"),
+        ModelFormat::XgboostJson,
+    )
+    .unwrap();
+    let u = TreeEnsemble::load(
+        &fixtures().join("bench/xgb_bench.ubj"),
+        ModelFormat::XgboostUbj,
+    )
+    .unwrap();
     assert_eq!(j.num_trees(), 100);
     assert_eq!(u.num_trees(), 100);
     assert_eq!(j.objective(), "binary:logistic");
     assert_eq!(j.task(), Task::BinaryClassification);
     assert_eq!(j.feature_names().unwrap()[29], "f29");
-    let rows: Vec<f32> = (0..3000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+    let rows: Vec<f32> = (0..3000)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+        .collect();
     let (mut a, mut b) = (vec![0f32; 100], vec![0f32; 100]);
     j.predict(&rows, &mut a).unwrap();
     u.predict(&rows, &mut b).unwrap();
@@ -94,10 +112,16 @@ fn json_and_ubj_load_the_same_model() {
 
 #[test]
 fn large_batches_run_in_parallel_and_agree_with_single_rows() {
-    let m = TreeEnsemble::load(&fixtures().join("bench/lgb_bench.txt"), ModelFormat::Lightgbm).unwrap();
+    let m = TreeEnsemble::load(
+        &fixtures().join("bench/lgb_bench.txt"),
+        ModelFormat::Lightgbm,
+    )
+    .unwrap();
     assert_eq!(m.feature_names().unwrap().len(), 30);
     let n = 5000;
-    let rows: Vec<f32> = (0..n * 30).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 150.0).collect();
+    let rows: Vec<f32> = (0..n * 30)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 150.0)
+        .collect();
     let mut out = vec![0f32; n];
     m.predict(&rows, &mut out).unwrap();
     for i in (0..n).step_by(97) {
@@ -130,12 +154,18 @@ fn bad_artifacts_and_inputs_are_errors_not_panics() {
         let _ = TreeEnsemble::from_xgboost_ubj(&ubj[..cut]);
     }
     // A tree pointing at a feature past num_feature is refused at load.
-    let mut v: Value = serde_json::from_slice(&std::fs::read(fixtures().join("xgb_binary_logistic.json")).unwrap()).unwrap();
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("xgb_binary_logistic.json")).unwrap(),
+    )
+    .unwrap();
     v["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = 999.into();
     let err = TreeEnsemble::from_xgboost_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(err.to_string().contains("feature 999"), "{err}");
     // A child cycle is refused.
-    let mut v: Value = serde_json::from_slice(&std::fs::read(fixtures().join("xgb_binary_logistic.json")).unwrap()).unwrap();
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("xgb_binary_logistic.json")).unwrap(),
+    )
+    .unwrap();
     v["learner"]["gradient_booster"]["model"]["trees"][0]["left_children"][1] = 0.into();
     assert!(TreeEnsemble::from_xgboost_json(&serde_json::to_vec(&v).unwrap()).is_err());
 

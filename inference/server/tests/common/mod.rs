@@ -39,15 +39,33 @@ pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningS
 pub fn row(seed: u32) -> Vec<f32> {
     let s = seed as f32;
     vec![
-        120.0 + 37.0 * s, (s * 5.0) % 24.0, if s as u32 % 3 == 0 { 1.0 } else { 0.0 }, 0.1 + 0.03 * s, 0.05 + 0.02 * s,
-        60.0, 2.0 + s, s % 4.0, 3.0 + s, 10.0 * s, (s as u32 % 2) as f32, 1.0, 400.0 - 10.0 * s, 0.0, 5.0, 0.0,
+        120.0 + 37.0 * s,
+        (s * 5.0) % 24.0,
+        if s as u32 % 3 == 0 { 1.0 } else { 0.0 },
+        0.1 + 0.03 * s,
+        0.05 + 0.02 * s,
+        60.0,
+        2.0 + s,
+        s % 4.0,
+        3.0 + s,
+        10.0 * s,
+        (s as u32 % 2) as f32,
+        1.0,
+        400.0 - 10.0 * s,
+        0.0,
+        5.0,
+        0.0,
     ]
 }
 
 /// The sample model's own prediction for `rows`, computed in process.
 pub fn direct_predict(rows: &[f32]) -> Vec<f32> {
     use infermesh_model_core::TabularModel;
-    let m = infermesh_trees::TreeEnsemble::load(&sample_model_path(), infermesh_trees::ModelFormat::XgboostJson).unwrap();
+    let m = infermesh_trees::TreeEnsemble::load(
+        &sample_model_path(),
+        infermesh_trees::ModelFormat::XgboostJson,
+    )
+    .unwrap();
     let mut out = vec![0f32; rows.len() / m.num_features()];
     m.predict(rows, &mut out).unwrap();
     out
