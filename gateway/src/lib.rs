@@ -255,14 +255,10 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError>
         .map_err(|source| GatewayError::Bind { addr, source })
 }
 
-fn signal(
-    mut rx: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                break;
-            }
+async fn signal(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
         }
     }
 }

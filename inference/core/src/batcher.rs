@@ -117,7 +117,7 @@ impl Batcher {
     /// Predicts `features` (row-major, whole rows) through the queue. Refused at once with
     /// `Overloaded` when the rows do not fit in the admission capacity.
     pub async fn predict(&self, features: Vec<f32>) -> Result<Vec<f32>, ServiceError> {
-        if features.len() % self.num_features != 0 {
+        if self.num_features == 0 || !features.len().is_multiple_of(self.num_features) {
             return Err(ServiceError::invalid(format!(
                 "{} values is not a whole number of rows of {} features",
                 features.len(),

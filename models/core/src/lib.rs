@@ -69,7 +69,7 @@ pub fn check_shapes(
     if num_features == 0 {
         return Err(ModelError::InvalidInput("model has no features".into()));
     }
-    if rows.len() % num_features != 0 {
+    if !rows.len().is_multiple_of(num_features) {
         return Err(ModelError::InvalidInput(format!(
             "{} values is not a whole number of rows of {num_features} features",
             rows.len()

@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn refuses_truncated_and_unknown() {
         assert!(parse(&[b'{', b'U', 1]).is_err());
-        assert!(parse(&[b'Q']).is_err());
+        assert!(parse(b"Q").is_err());
         assert!(
             parse(&[
                 b'[', b'#', b'L', 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff

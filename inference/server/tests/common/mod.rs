@@ -41,7 +41,11 @@ pub fn row(seed: u32) -> Vec<f32> {
     vec![
         120.0 + 37.0 * s,
         (s * 5.0) % 24.0,
-        if s as u32 % 3 == 0 { 1.0 } else { 0.0 },
+        if (s as u32).is_multiple_of(3) {
+            1.0
+        } else {
+            0.0
+        },
         0.1 + 0.03 * s,
         0.05 + 0.02 * s,
         60.0,
