@@ -8,7 +8,8 @@ cd "$ROOT"
 ensure_venv venv-bench-peers bench/requirements-peers.txt 'import xgboost, lightgbm'
 export RAYON_NUM_THREADS=${BENCH_THREADS:-2}
 cargo bench -p infermesh-trees --bench predict -- --warm-up-time 1 --measurement-time 4 >&2
-PEER=$("$CACHE/venv-bench-peers/bin/python" bench/trees_peer.py)
+# treelite logs to stdout: the JSON is the last line.
+PEER=$("$CACHE/venv-bench-peers/bin/python" bench/trees_peer.py | tail -n 1)
 "$CACHE/venv-bench-peers/bin/python" - "$CARGO_TARGET_DIR/criterion" "$PEER" <<'PY'
 import json, os, sys
 crit, peer = sys.argv[1], json.loads(sys.argv[2])

@@ -7,6 +7,7 @@
 //! libraries' own within 1e-5 (see `tests/parity.rs` and the fixtures made by
 //! `tools/gen_tree_fixtures.py`).
 
+pub mod dense;
 pub mod lightgbm;
 pub mod node;
 pub mod shap;
@@ -134,10 +135,12 @@ pub struct TreeEnsemble {
     feature_names: Option<Vec<String>>,
     format: ModelFormat,
     task: Task,
+    /// The perfect-tree layout, when every tree qualifies.
+    dense: Option<dense::DenseForest>,
 }
 
 /// Rows per parallel work item in batch prediction.
-const BLOCK_ROWS: usize = 64;
+const BLOCK_ROWS: usize = 256;
 /// Below this many rows, prediction stays on the calling thread.
 const PARALLEL_MIN_ROWS: usize = 256;
 
@@ -247,6 +250,7 @@ impl TreeEnsemble {
             feature_names: p.feature_names,
             format: p.format,
             task: Task::Regression,
+            dense: None,
         };
         for (ti, (tree, group, weight)) in p.trees.into_iter().enumerate() {
             if group as usize >= e.num_groups {
@@ -301,6 +305,13 @@ impl TreeEnsemble {
                 return Err(bad("category set out of range".into()));
             }
         }
+        e.dense = dense::DenseForest::build(
+            &e.nodes,
+            &e.roots,
+            &e.tree_depth,
+            &e.tree_group,
+            &e.tree_weight,
+        );
         e.task = match (e.objective, e.num_groups) {
             (Objective::Sigmoid(_), 1) => Task::BinaryClassification,
             (Objective::Softmax, k) => Task::Multiclass { classes: k },
@@ -359,6 +370,10 @@ impl TreeEnsemble {
         let n = rows.len() / nf;
         if n == 1 && k == 1 {
             // The single-row path: no allocation.
+            if let Some(d) = &self.dense {
+                out[0] = (d.sum_one(rows) + self.base_margin[0]) as f32;
+                return;
+            }
             let mut sum = 0f64;
             for (t, &root) in self.roots.iter().enumerate() {
                 let v = leaf_value(&self.nodes, root, rows, &self.cat_sets, &self.cat_bits);
@@ -368,6 +383,22 @@ impl TreeEnsemble {
             return;
         }
         let mut acc = vec![0f64; n * k];
+        if let Some(d) = &self.dense {
+            d.accumulate(rows, nf, k, &mut acc);
+        } else {
+            self.accumulate_general(rows, &mut acc);
+        }
+        for (r, o) in out.chunks_exact_mut(k).enumerate() {
+            for g in 0..k {
+                o[g] = (acc[r * k + g] + self.base_margin[g]) as f32;
+            }
+        }
+    }
+
+    /// Tree outputs of `rows` added into `acc` with the general node traversal.
+    fn accumulate_general(&self, rows: &[f32], acc: &mut [f64]) {
+        let nf = self.num_features;
+        let k = self.num_groups;
         for (t, &root) in self.roots.iter().enumerate() {
             let g = self.tree_group[t] as usize;
             let w = self.tree_weight[t];
@@ -376,11 +407,11 @@ impl TreeEnsemble {
                 acc[r * k + g] += f64::from(v * w);
             }
         }
-        for (r, o) in out.chunks_exact_mut(k).enumerate() {
-            for g in 0..k {
-                o[g] = (acc[r * k + g] + self.base_margin[g]) as f32;
-            }
-        }
+    }
+
+    /// Whether batch prediction uses the perfect-tree layout (see [`dense`]).
+    pub fn uses_dense_layout(&self) -> bool {
+        self.dense.is_some()
     }
 
     /// Predictions of a block: margins, then the objective's transform.

@@ -101,6 +101,24 @@ fn json_and_ubj_load_the_same_model() {
     assert_eq!(j.objective(), "binary:logistic");
     assert_eq!(j.task(), Task::BinaryClassification);
     assert_eq!(j.feature_names().unwrap()[29], "f29");
+    // Both prediction layouts are covered by the fixtures: numeric-only ensembles use the
+    // perfect-tree layout, categorical / zero-as-missing ones the general traversal.
+    assert!(j.uses_dense_layout());
+    let cat =
+        TreeEnsemble::load(&fixtures().join("lgb_binary.txt"), ModelFormat::Lightgbm).unwrap();
+    assert!(!cat.uses_dense_layout());
+    let zero = TreeEnsemble::load(
+        &fixtures().join("lgb_binary_zero_as_missing.txt"),
+        ModelFormat::Lightgbm,
+    )
+    .unwrap();
+    assert!(!zero.uses_dense_layout());
+    let lgb = TreeEnsemble::load(
+        &fixtures().join("bench/lgb_bench.txt"),
+        ModelFormat::Lightgbm,
+    )
+    .unwrap();
+    assert!(lgb.uses_dense_layout());
     let rows: Vec<f32> = (0..3000)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
         .collect();

@@ -1,0 +1,234 @@
+//! A second layout for prediction: every tree padded to a perfect binary tree of its depth,
+//! children at `2i + 1` / `2i + 2`, so a traversal is a fixed number of branch-free steps
+//! and several rows can walk the same tree in lockstep (their loads overlap instead of
+//! waiting on each other). Used when every split is numerical with NaN-as-missing (all of
+//! XGBoost's, and LightGBM's without categorical or zero-as-missing splits) and trees are at
+//! most [`MAX_DEPTH`] deep; otherwise the general [`crate::node`] traversal runs.
+
+use crate::node::{CATEGORICAL, DEFAULT_LEFT, FEATURE_MASK, Node, ZERO_MISSING};
+
+/// Deeper trees would pad to too many nodes.
+pub const MAX_DEPTH: u32 = 10;
+/// Rows walking a tree together.
+const LANES: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Split {
+    threshold: f32,
+    /// Feature index, with [`SPLIT_DEFAULT_LEFT`] set when missing values go left.
+    feature: u32,
+}
+
+/// Default-left flag inside [`Split::feature`].
+const SPLIT_DEFAULT_LEFT: u32 = 1 << 31;
+
+#[derive(Debug, Clone)]
+struct Tree {
+    depth: u32,
+    splits: u32,
+    leaves: u32,
+    group: u32,
+}
+
+/// Perfect-tree layout of a whole ensemble.
+#[derive(Debug, Clone)]
+pub struct DenseForest {
+    trees: Vec<Tree>,
+    splits: Vec<Split>,
+    leaves: Vec<f32>,
+}
+
+impl DenseForest {
+    /// Builds the layout, or `None` when some tree does not qualify.
+    pub fn build(
+        nodes: &[Node],
+        roots: &[u32],
+        depths: &[u32],
+        groups: &[u32],
+        weights: &[f32],
+    ) -> Option<Self> {
+        if nodes
+            .iter()
+            .any(|n| !n.is_leaf() && n.packed & (CATEGORICAL | ZERO_MISSING) != 0)
+        {
+            return None;
+        }
+        if depths.iter().any(|&d| d > MAX_DEPTH) {
+            return None;
+        }
+        let mut f = DenseForest {
+            trees: Vec::with_capacity(roots.len()),
+            splits: Vec::new(),
+            leaves: Vec::new(),
+        };
+        for (t, &root) in roots.iter().enumerate() {
+            let d = depths[t];
+            let tree = Tree {
+                depth: d,
+                splits: f.splits.len() as u32,
+                leaves: f.leaves.len() as u32,
+                group: groups[t],
+            };
+            // One spare slot makes the split array a power of two long, so `i & mask`
+            // indexing needs no bounds check.
+            let n_splits = 1usize << d;
+            f.splits.resize(
+                f.splits.len() + n_splits,
+                Split {
+                    threshold: f32::NAN,
+                    feature: 0,
+                },
+            );
+            f.leaves.resize(f.leaves.len() + (1usize << d), 0.0);
+            f.place(nodes, &tree, root as usize, 0, 0, weights[t]);
+            f.trees.push(tree);
+        }
+        Some(f)
+    }
+
+    fn place(
+        &mut self,
+        nodes: &[Node],
+        tree: &Tree,
+        src: usize,
+        pos: usize,
+        level: u32,
+        weight: f32,
+    ) {
+        let n = nodes[src];
+        if level == tree.depth {
+            // At full depth every source node is a leaf (depth is the max leaf depth).
+            let first_leaf = (1usize << tree.depth) - 1;
+            self.leaves[tree.leaves as usize + pos - first_leaf] = n.value * weight;
+            return;
+        }
+        if n.is_leaf() {
+            // Pad: a split that always goes right (x < NaN is false, no default-left), whose
+            // subtrees all end in this leaf.
+            self.splits[tree.splits as usize + pos] = Split {
+                threshold: f32::NAN,
+                feature: 0,
+            };
+            self.place(nodes, tree, src, 2 * pos + 1, level + 1, weight);
+            self.place(nodes, tree, src, 2 * pos + 2, level + 1, weight);
+            return;
+        }
+        self.splits[tree.splits as usize + pos] = Split {
+            threshold: n.value,
+            feature: (n.packed & FEATURE_MASK)
+                | if n.packed & DEFAULT_LEFT != 0 {
+                    SPLIT_DEFAULT_LEFT
+                } else {
+                    0
+                },
+        };
+        self.place(nodes, tree, n.left as usize, 2 * pos + 1, level + 1, weight);
+        self.place(
+            nodes,
+            tree,
+            n.right as usize,
+            2 * pos + 2,
+            level + 1,
+            weight,
+        );
+    }
+
+    /// One step for rows known to hold no NaN: the default direction never matters.
+    #[inline(always)]
+    fn step_dense(s: Split, row: &[f32], idx: usize) -> usize {
+        let x = row[(s.feature & !SPLIT_DEFAULT_LEFT) as usize];
+        2 * idx + 2 - usize::from(x < s.threshold)
+    }
+
+    #[inline(always)]
+    fn step(s: Split, row: &[f32], idx: usize) -> usize {
+        let x = row[(s.feature & !SPLIT_DEFAULT_LEFT) as usize];
+        let left = (x < s.threshold) | (x.is_nan() & (s.feature & SPLIT_DEFAULT_LEFT != 0));
+        2 * idx + 2 - usize::from(left)
+    }
+
+    /// Adds every tree's output for each row of `rows` (`nf` features each) into `acc`
+    /// (`k` groups per row).
+    pub fn accumulate(&self, rows: &[f32], nf: usize, k: usize, acc: &mut [f64]) {
+        let n = rows.len() / nf;
+        // Most blocks hold no missing value: they take the simpler step.
+        if rows.iter().any(|x| x.is_nan()) {
+            self.accumulate_with(rows, nf, k, acc, Self::step);
+        } else {
+            self.accumulate_with(rows, nf, k, acc, Self::step_dense);
+        }
+        let _ = n;
+    }
+
+    /// Row-group major: a group of [`LANES`] rows walks every tree in lockstep, its sums
+    /// kept local; the trees' splits stream from cache while the rows stay in L1.
+    #[inline(always)]
+    fn accumulate_with(
+        &self,
+        rows: &[f32],
+        nf: usize,
+        k: usize,
+        acc: &mut [f64],
+        step: impl Fn(Split, &[f32], usize) -> usize + Copy,
+    ) {
+        let n = rows.len() / nf;
+        let mut sums = vec![0f64; LANES * k];
+        let mut r = 0;
+        while r + LANES <= n {
+            let lane_rows: [&[f32]; LANES] =
+                std::array::from_fn(|j| &rows[(r + j) * nf..(r + j + 1) * nf]);
+            sums.iter_mut().for_each(|v| *v = 0.0);
+            for t in &self.trees {
+                let mask = (1usize << t.depth) - 1;
+                let splits = &self.splits[t.splits as usize..t.splits as usize + mask + 1];
+                let leaves = &self.leaves[t.leaves as usize..t.leaves as usize + mask + 1];
+                let mut idx = [0usize; LANES];
+                for _ in 0..t.depth {
+                    for (i, row) in idx.iter_mut().zip(lane_rows) {
+                        *i = step(splits[*i & mask], row, *i);
+                    }
+                }
+                let g = t.group as usize * LANES;
+                for (j, i) in idx.iter().enumerate() {
+                    sums[g + j] += f64::from(leaves[(i - mask) & mask]);
+                }
+            }
+            for j in 0..LANES {
+                for g in 0..k {
+                    acc[(r + j) * k + g] += sums[g * LANES + j];
+                }
+            }
+            r += LANES;
+        }
+        while r < n {
+            let row = &rows[r * nf..(r + 1) * nf];
+            for t in &self.trees {
+                let mask = (1usize << t.depth) - 1;
+                let splits = &self.splits[t.splits as usize..t.splits as usize + mask + 1];
+                let mut i = 0;
+                for _ in 0..t.depth {
+                    i = step(splits[i & mask], row, i);
+                }
+                acc[r * k + t.group as usize] +=
+                    f64::from(self.leaves[t.leaves as usize + i - mask]);
+            }
+            r += 1;
+        }
+    }
+
+    /// The summed output of all trees for one row of a single-group model.
+    #[inline]
+    pub fn sum_one(&self, row: &[f32]) -> f64 {
+        let mut sum = 0f64;
+        for t in &self.trees {
+            let base = t.splits as usize;
+            let mut i = 0;
+            for _ in 0..t.depth {
+                i = Self::step(self.splits[base + i], row, i);
+            }
+            sum += f64::from(self.leaves[t.leaves as usize + i - ((1usize << t.depth) - 1)]);
+        }
+        sum
+    }
+}
