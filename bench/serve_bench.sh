@@ -5,7 +5,7 @@
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 N=${1:-20000}
-cargo build --release --locked --bin infermesh -p infermesh-loadgen >&2
+cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$REPO"' EXIT
@@ -18,7 +18,7 @@ PID=$!
 for _ in $(seq 100); do grep -q grpc "$REPO/serve.out" 2>/dev/null && break; sleep 0.1; done
 GRPC=$(sed -n 's/.*grpc \([^ ]*\) .*/\1/p' "$REPO/serve.out")
 echo "server pid $PID grpc $GRPC" >&2
-echo "RSS after load (idle): $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status)"
+echo "RSS with the model loaded, before load: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status)"
 for c in 1 32; do
   "$BIN/infermesh-loadgen" --url "http://$GRPC" --features 30 --concurrency $c \
     --connections $(( c < 8 ? c : 8 )) --requests $(( c == 1 ? N : N / 8 ))
