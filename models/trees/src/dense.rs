@@ -179,10 +179,33 @@ impl DenseForest {
             let lane_rows: [&[f32]; LANES] =
                 std::array::from_fn(|j| &rows[(r + j) * nf..(r + j + 1) * nf]);
             sums.iter_mut().for_each(|v| *v = 0.0);
-            for t in &self.trees {
+            let mut ti = 0;
+            while ti < self.trees.len() {
+                let t = &self.trees[ti];
                 let mask = (1usize << t.depth) - 1;
                 let splits = &self.splits[t.splits as usize..t.splits as usize + mask + 1];
                 let leaves = &self.leaves[t.leaves as usize..t.leaves as usize + mask + 1];
+                // Two trees of the same depth walk together: twice the independent loads in
+                // flight.
+                if let Some(u) = self.trees.get(ti + 1).filter(|u| u.depth == t.depth) {
+                    let splits_u = &self.splits[u.splits as usize..u.splits as usize + mask + 1];
+                    let leaves_u = &self.leaves[u.leaves as usize..u.leaves as usize + mask + 1];
+                    let mut a = [0usize; LANES];
+                    let mut b = [0usize; LANES];
+                    for _ in 0..t.depth {
+                        for ((i, k2), row) in a.iter_mut().zip(b.iter_mut()).zip(lane_rows) {
+                            *i = step(splits[*i & mask], row, *i);
+                            *k2 = step(splits_u[*k2 & mask], row, *k2);
+                        }
+                    }
+                    let (g, h) = (t.group as usize * LANES, u.group as usize * LANES);
+                    for j in 0..LANES {
+                        sums[g + j] += f64::from(leaves[(a[j] - mask) & mask]);
+                        sums[h + j] += f64::from(leaves_u[(b[j] - mask) & mask]);
+                    }
+                    ti += 2;
+                    continue;
+                }
                 let mut idx = [0usize; LANES];
                 for _ in 0..t.depth {
                     for (i, row) in idx.iter_mut().zip(lane_rows) {
@@ -193,6 +216,7 @@ impl DenseForest {
                 for (j, i) in idx.iter().enumerate() {
                     sums[g + j] += f64::from(leaves[(i - mask) & mask]);
                 }
+                ti += 1;
             }
             for j in 0..LANES {
                 for g in 0..k {
