@@ -31,6 +31,37 @@ struct Tree {
     group: u32,
 }
 
+/// One tree of `S` (= 2^depth) slots walked by [`LANES`] NaN-free rows in lockstep; adds
+/// each row's leaf to `sums`.
+#[inline(always)]
+fn walk<const S: usize, const N: usize>(
+    splits: &[Split],
+    leaves: &[f32],
+    depth: u32,
+    lanes: &[[f32; N]; LANES],
+    sums: &mut [f64],
+) {
+    let (Ok(splits), Ok(leaves)) = (
+        <&[Split; S]>::try_from(splits),
+        <&[f32; S]>::try_from(leaves),
+    ) else {
+        // Unreachable: the caller slices exactly 2^depth slots.
+        return;
+    };
+    let mut idx = [0usize; LANES];
+    for _ in 0..depth {
+        for (i, lane) in idx.iter_mut().zip(lanes) {
+            let s = splits[*i & (S - 1)];
+            // Masking keeps the index in range and drops the default-left flag.
+            let x = lane[s.feature as usize & (N - 1)];
+            *i = 2 * *i + 2 - usize::from(x < s.threshold);
+        }
+    }
+    for (sum, i) in sums.iter_mut().zip(idx) {
+        *sum += f64::from(leaves[(i + 1) & (S - 1)]);
+    }
+}
+
 /// Perfect-tree layout of a whole ensemble.
 #[derive(Debug, Clone)]
 pub struct DenseForest {
@@ -152,13 +183,73 @@ impl DenseForest {
     /// (`k` groups per row).
     pub fn accumulate(&self, rows: &[f32], nf: usize, k: usize, acc: &mut [f64]) {
         let n = rows.len() / nf;
-        // Most blocks hold no missing value: they take the simpler step.
+        // Most blocks hold no missing value: they take the simpler step, and when the row
+        // width is small, rows copied into fixed-size arrays so no index needs a bounds check.
         if rows.iter().any(|x| x.is_nan()) {
             self.accumulate_with(rows, nf, k, acc, Self::step);
-        } else {
-            self.accumulate_with(rows, nf, k, acc, Self::step_dense);
+            return;
         }
-        let _ = n;
+        let done = match nf {
+            0..=32 => self.accumulate_fixed::<32>(rows, nf, k, acc),
+            33..=64 => self.accumulate_fixed::<64>(rows, nf, k, acc),
+            65..=128 => self.accumulate_fixed::<128>(rows, nf, k, acc),
+            129..=256 => self.accumulate_fixed::<256>(rows, nf, k, acc),
+            _ => 0,
+        };
+        if done < n {
+            let rest = &rows[done * nf..];
+            self.accumulate_with(rest, nf, k, &mut acc[done * k..], Self::step_dense);
+        }
+    }
+
+    /// The NaN-free walk over whole groups of [`LANES`] rows, each copied into an `N`-wide
+    /// array (`N` a power of two >= the row width): feature and node indices are masked into
+    /// range, so the walk carries no bounds checks. Returns the rows it handled.
+    fn accumulate_fixed<const N: usize>(
+        &self,
+        rows: &[f32],
+        nf: usize,
+        k: usize,
+        acc: &mut [f64],
+    ) -> usize {
+        let n = rows.len() / nf;
+        let mut lanes = [[0f32; N]; LANES];
+        let mut sums = vec![0f64; LANES * k];
+        let mut r = 0;
+        while r + LANES <= n {
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                lane[..nf].copy_from_slice(&rows[(r + j) * nf..(r + j + 1) * nf]);
+            }
+            sums.iter_mut().for_each(|v| *v = 0.0);
+            for t in &self.trees {
+                let size = 1usize << t.depth;
+                let splits = &self.splits[t.splits as usize..t.splits as usize + size];
+                let leaves = &self.leaves[t.leaves as usize..t.leaves as usize + size];
+                let g = t.group as usize * LANES;
+                match t.depth {
+                    0 => sums[g..g + LANES]
+                        .iter_mut()
+                        .for_each(|v| *v += f64::from(leaves[0])),
+                    1 => walk::<2, N>(splits, leaves, 1, &lanes, &mut sums[g..g + LANES]),
+                    2 => walk::<4, N>(splits, leaves, 2, &lanes, &mut sums[g..g + LANES]),
+                    3 => walk::<8, N>(splits, leaves, 3, &lanes, &mut sums[g..g + LANES]),
+                    4 => walk::<16, N>(splits, leaves, 4, &lanes, &mut sums[g..g + LANES]),
+                    5 => walk::<32, N>(splits, leaves, 5, &lanes, &mut sums[g..g + LANES]),
+                    6 => walk::<64, N>(splits, leaves, 6, &lanes, &mut sums[g..g + LANES]),
+                    7 => walk::<128, N>(splits, leaves, 7, &lanes, &mut sums[g..g + LANES]),
+                    8 => walk::<256, N>(splits, leaves, 8, &lanes, &mut sums[g..g + LANES]),
+                    9 => walk::<512, N>(splits, leaves, 9, &lanes, &mut sums[g..g + LANES]),
+                    _ => walk::<1024, N>(splits, leaves, 10, &lanes, &mut sums[g..g + LANES]),
+                }
+            }
+            for j in 0..LANES {
+                for g in 0..k {
+                    acc[(r + j) * k + g] += sums[g * LANES + j];
+                }
+            }
+            r += LANES;
+        }
+        r
     }
 
     /// Row-group major: a group of [`LANES`] rows walks every tree in lockstep, its sums

@@ -531,3 +531,48 @@ impl TabularModel for TreeEnsemble {
         Ok(shap::contributions(self, row))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn bench_model(file: &str, format: ModelFormat) -> TreeEnsemble {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bench")
+            .join(file);
+        TreeEnsemble::load(&p, format).unwrap()
+    }
+
+    /// Every dense-layout path (fixed-width NaN-free lanes, NaN-aware lanes, the tail) sums
+    /// exactly what the general node traversal sums (which the parity fixtures check against
+    /// the libraries).
+    #[test]
+    fn dense_paths_equal_the_general_traversal() {
+        for (file, fmt) in [
+            ("xgb_bench.json", ModelFormat::XgboostJson),
+            ("lgb_bench.txt", ModelFormat::Lightgbm),
+        ] {
+            let m = bench_model(file, fmt);
+            let d = m.dense.as_ref().unwrap();
+            let nf = m.num_features;
+            let n = 77; // 9 lane groups and a tail
+            let mut rows: Vec<f32> = (0..n * nf)
+                .map(|i| ((i * 7919 % 613) as f32 - 306.0) / 90.0)
+                .collect();
+            for with_nan in [false, true] {
+                if with_nan {
+                    rows[5] = f32::NAN;
+                    rows[nf * 40 + 3] = f32::NAN;
+                }
+                let mut dense = vec![0f64; n];
+                d.accumulate(&rows, nf, 1, &mut dense);
+                let mut general = vec![0f64; n];
+                m.accumulate_general(&rows, &mut general);
+                for (a, b) in dense.iter().zip(&general) {
+                    assert!((a - b).abs() < 1e-9, "{file} nan={with_nan}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
