@@ -51,14 +51,57 @@ fn walk<const S: usize, const N: usize>(
     let mut idx = [0usize; LANES];
     for _ in 0..depth {
         for (i, lane) in idx.iter_mut().zip(lanes) {
-            let s = splits[*i & (S - 1)];
-            // Masking keeps the index in range and drops the default-left flag.
-            let x = lane[s.feature as usize & (N - 1)];
-            *i = 2 * *i + 2 - usize::from(x < s.threshold);
+            *i = fixed_step::<S, N>(splits, lane, *i);
         }
     }
     for (sum, i) in sums.iter_mut().zip(idx) {
         *sum += f64::from(leaves[(i + 1) & (S - 1)]);
+    }
+}
+
+#[inline(always)]
+fn fixed_step<const S: usize, const N: usize>(
+    splits: &[Split; S],
+    lane: &[f32; N],
+    i: usize,
+) -> usize {
+    let s = splits[i & (S - 1)];
+    // Masking keeps the index in range and drops the default-left flag.
+    let x = lane[s.feature as usize & (N - 1)];
+    2 * i + 2 - usize::from(x < s.threshold)
+}
+
+/// [`walk`] for two trees of the same depth at once: twice the independent loads in flight.
+#[inline(always)]
+fn walk2<const S: usize, const N: usize>(
+    a: (&[Split], &[f32]),
+    b: (&[Split], &[f32]),
+    depth: u32,
+    lanes: &[[f32; N]; LANES],
+    sums_a: &mut [f64],
+    sums_b: &mut [f64],
+) {
+    let (Ok(sa), Ok(la), Ok(sb), Ok(lb)) = (
+        <&[Split; S]>::try_from(a.0),
+        <&[f32; S]>::try_from(a.1),
+        <&[Split; S]>::try_from(b.0),
+        <&[f32; S]>::try_from(b.1),
+    ) else {
+        return;
+    };
+    let mut ia = [0usize; LANES];
+    let mut ib = [0usize; LANES];
+    for _ in 0..depth {
+        for ((x, y), lane) in ia.iter_mut().zip(ib.iter_mut()).zip(lanes) {
+            *x = fixed_step::<S, N>(sa, lane, *x);
+            *y = fixed_step::<S, N>(sb, lane, *y);
+        }
+    }
+    for j in 0..LANES {
+        sums_a[j] += f64::from(la[(ia[j] + 1) & (S - 1)]);
+    }
+    for j in 0..LANES {
+        sums_b[j] += f64::from(lb[(ib[j] + 1) & (S - 1)]);
     }
 }
 
@@ -221,26 +264,74 @@ impl DenseForest {
                 lane[..nf].copy_from_slice(&rows[(r + j) * nf..(r + j + 1) * nf]);
             }
             sums.iter_mut().for_each(|v| *v = 0.0);
-            for t in &self.trees {
-                let size = 1usize << t.depth;
-                let splits = &self.splits[t.splits as usize..t.splits as usize + size];
-                let leaves = &self.leaves[t.leaves as usize..t.leaves as usize + size];
+            let mut ti = 0;
+            while ti < self.trees.len() {
+                let t = &self.trees[ti];
+                let (splits, leaves) = self.slots(t);
                 let g = t.group as usize * LANES;
-                match t.depth {
-                    0 => sums[g..g + LANES]
-                        .iter_mut()
-                        .for_each(|v| *v += f64::from(leaves[0])),
-                    1 => walk::<2, N>(splits, leaves, 1, &lanes, &mut sums[g..g + LANES]),
-                    2 => walk::<4, N>(splits, leaves, 2, &lanes, &mut sums[g..g + LANES]),
-                    3 => walk::<8, N>(splits, leaves, 3, &lanes, &mut sums[g..g + LANES]),
-                    4 => walk::<16, N>(splits, leaves, 4, &lanes, &mut sums[g..g + LANES]),
-                    5 => walk::<32, N>(splits, leaves, 5, &lanes, &mut sums[g..g + LANES]),
-                    6 => walk::<64, N>(splits, leaves, 6, &lanes, &mut sums[g..g + LANES]),
-                    7 => walk::<128, N>(splits, leaves, 7, &lanes, &mut sums[g..g + LANES]),
-                    8 => walk::<256, N>(splits, leaves, 8, &lanes, &mut sums[g..g + LANES]),
-                    9 => walk::<512, N>(splits, leaves, 9, &lanes, &mut sums[g..g + LANES]),
-                    _ => walk::<1024, N>(splits, leaves, 10, &lanes, &mut sums[g..g + LANES]),
+                let sums = &mut sums[g..g + LANES];
+                // Consecutive trees of one depth and output walk in pairs: twice the
+                // independent loads in flight. Sums are added in tree order either way.
+                if let Some(u) = self
+                    .trees
+                    .get(ti + 1)
+                    .filter(|u| u.depth == t.depth && u.group == t.group)
+                {
+                    let (us, ul) = self.slots(u);
+                    let mut second = [0f64; LANES];
+                    macro_rules! pair {
+                        ($s:literal) => {
+                            walk2::<$s, N>(
+                                (splits, leaves),
+                                (us, ul),
+                                t.depth,
+                                &lanes,
+                                sums,
+                                &mut second,
+                            )
+                        };
+                    }
+                    match t.depth {
+                        0 => {
+                            sums.iter_mut().for_each(|v| *v += f64::from(leaves[0]));
+                            second.iter_mut().for_each(|v| *v += f64::from(ul[0]));
+                        }
+                        1 => pair!(2),
+                        2 => pair!(4),
+                        3 => pair!(8),
+                        4 => pair!(16),
+                        5 => pair!(32),
+                        6 => pair!(64),
+                        7 => pair!(128),
+                        8 => pair!(256),
+                        9 => pair!(512),
+                        _ => pair!(1024),
+                    }
+                    for (d, v) in sums.iter_mut().zip(second) {
+                        *d += v;
+                    }
+                    ti += 2;
+                    continue;
                 }
+                macro_rules! single {
+                    ($s:literal) => {
+                        walk::<$s, N>(splits, leaves, t.depth, &lanes, sums)
+                    };
+                }
+                match t.depth {
+                    0 => sums.iter_mut().for_each(|v| *v += f64::from(leaves[0])),
+                    1 => single!(2),
+                    2 => single!(4),
+                    3 => single!(8),
+                    4 => single!(16),
+                    5 => single!(32),
+                    6 => single!(64),
+                    7 => single!(128),
+                    8 => single!(256),
+                    9 => single!(512),
+                    _ => single!(1024),
+                }
+                ti += 1;
             }
             for j in 0..LANES {
                 for g in 0..k {
@@ -250,6 +341,15 @@ impl DenseForest {
             r += LANES;
         }
         r
+    }
+
+    /// A tree's split and leaf slots (2^depth each).
+    fn slots(&self, t: &Tree) -> (&[Split], &[f32]) {
+        let size = 1usize << t.depth;
+        (
+            &self.splits[t.splits as usize..t.splits as usize + size],
+            &self.leaves[t.leaves as usize..t.leaves as usize + size],
+        )
     }
 
     /// Row-group major: a group of [`LANES`] rows walks every tree in lockstep, its sums
