@@ -46,6 +46,9 @@ def main():
     one = rows(1, 30)
     rng = np.random.default_rng(0)
     many = rng.uniform(-3, 3, size=(100_000, 30)).astype(np.float32)
+    holes = many.copy().reshape(-1)
+    holes[::50] = np.nan  # every 50th value missing, as in the Rust bench
+    holes = holes.reshape(many.shape)
     res = {"threads": THREADS, "xgboost": xgb.__version__, "lightgbm": lgb.__version__}
     bst = xgb.Booster(model_file=os.path.join(FIX, "xgb_bench.json"))
     bst.set_param({"nthread": THREADS})
@@ -53,11 +56,13 @@ def main():
         bst.inplace_predict(one)
     res["xgboost_1_row_s"] = median_call(lambda: bst.inplace_predict(one), 5000)
     res["xgboost_100k_s"] = median_call(lambda: bst.inplace_predict(many), 7)
+    res["xgboost_100k_missing_s"] = median_call(lambda: bst.inplace_predict(holes), 7)
     lb = lgb.Booster(model_file=os.path.join(FIX, "lgb_bench.txt"))
     for _ in range(200):
         lb.predict(one, num_threads=1)
     res["lightgbm_1_row_s"] = median_call(lambda: lb.predict(one, num_threads=1), 5000)
     res["lightgbm_100k_s"] = median_call(lambda: lb.predict(many, num_threads=THREADS), 5)
+    res["lightgbm_100k_missing_s"] = median_call(lambda: lb.predict(holes, num_threads=THREADS), 5)
     try:
         import tl2cgen
         import treelite

@@ -34,7 +34,7 @@ struct Tree {
 /// One tree of `S` (= 2^depth) slots walked by [`LANES`] NaN-free rows in lockstep; adds
 /// each row's leaf to `sums`.
 #[inline(always)]
-fn walk<const S: usize, const N: usize>(
+fn walk<const S: usize, const N: usize, const NAN: bool>(
     splits: &[Split],
     leaves: &[f32],
     depth: u32,
@@ -51,7 +51,7 @@ fn walk<const S: usize, const N: usize>(
     let mut idx = [0usize; LANES];
     for _ in 0..depth {
         for (i, lane) in idx.iter_mut().zip(lanes) {
-            *i = fixed_step::<S, N>(splits, lane, *i);
+            *i = fixed_step::<S, N, NAN>(splits, lane, *i);
         }
     }
     for (sum, i) in sums.iter_mut().zip(idx) {
@@ -60,7 +60,7 @@ fn walk<const S: usize, const N: usize>(
 }
 
 #[inline(always)]
-fn fixed_step<const S: usize, const N: usize>(
+fn fixed_step<const S: usize, const N: usize, const NAN: bool>(
     splits: &[Split; S],
     lane: &[f32; N],
     i: usize,
@@ -68,12 +68,17 @@ fn fixed_step<const S: usize, const N: usize>(
     let s = splits[i & (S - 1)];
     // Masking keeps the index in range and drops the default-left flag.
     let x = lane[s.feature as usize & (N - 1)];
-    2 * i + 2 - usize::from(x < s.threshold)
+    let left = if NAN {
+        (x < s.threshold) | (x.is_nan() & (s.feature & SPLIT_DEFAULT_LEFT != 0))
+    } else {
+        x < s.threshold
+    };
+    2 * i + 2 - usize::from(left)
 }
 
 /// [`walk`] for two trees of the same depth at once: twice the independent loads in flight.
 #[inline(always)]
-fn walk2<const S: usize, const N: usize>(
+fn walk2<const S: usize, const N: usize, const NAN: bool>(
     a: (&[Split], &[f32]),
     b: (&[Split], &[f32]),
     depth: u32,
@@ -93,8 +98,8 @@ fn walk2<const S: usize, const N: usize>(
     let mut ib = [0usize; LANES];
     for _ in 0..depth {
         for ((x, y), lane) in ia.iter_mut().zip(ib.iter_mut()).zip(lanes) {
-            *x = fixed_step::<S, N>(sa, lane, *x);
-            *y = fixed_step::<S, N>(sb, lane, *y);
+            *x = fixed_step::<S, N, NAN>(sa, lane, *x);
+            *y = fixed_step::<S, N, NAN>(sb, lane, *y);
         }
     }
     for j in 0..LANES {
@@ -226,29 +231,35 @@ impl DenseForest {
     /// (`k` groups per row).
     pub fn accumulate(&self, rows: &[f32], nf: usize, k: usize, acc: &mut [f64]) {
         let n = rows.len() / nf;
-        // Most blocks hold no missing value: they take the simpler step, and when the row
-        // width is small, rows copied into fixed-size arrays so no index needs a bounds check.
-        if rows.iter().any(|x| x.is_nan()) {
-            self.accumulate_with(rows, nf, k, acc, Self::step);
-            return;
-        }
-        let done = match nf {
-            0..=32 => self.accumulate_fixed::<32>(rows, nf, k, acc),
-            33..=64 => self.accumulate_fixed::<64>(rows, nf, k, acc),
-            65..=128 => self.accumulate_fixed::<128>(rows, nf, k, acc),
-            129..=256 => self.accumulate_fixed::<256>(rows, nf, k, acc),
+        // Rows are copied into fixed-size arrays when the row width is small, so no index
+        // needs a bounds check; blocks without missing values skip the NaN test.
+        let nan = rows.iter().any(|x| x.is_nan());
+        let done = match (nf, nan) {
+            (0..=32, false) => self.accumulate_fixed::<32, false>(rows, nf, k, acc),
+            (0..=32, true) => self.accumulate_fixed::<32, true>(rows, nf, k, acc),
+            (33..=64, false) => self.accumulate_fixed::<64, false>(rows, nf, k, acc),
+            (33..=64, true) => self.accumulate_fixed::<64, true>(rows, nf, k, acc),
+            (65..=128, false) => self.accumulate_fixed::<128, false>(rows, nf, k, acc),
+            (65..=128, true) => self.accumulate_fixed::<128, true>(rows, nf, k, acc),
+            (129..=256, false) => self.accumulate_fixed::<256, false>(rows, nf, k, acc),
+            (129..=256, true) => self.accumulate_fixed::<256, true>(rows, nf, k, acc),
             _ => 0,
         };
         if done < n {
             let rest = &rows[done * nf..];
-            self.accumulate_with(rest, nf, k, &mut acc[done * k..], Self::step_dense);
+            let acc = &mut acc[done * k..];
+            if nan {
+                self.accumulate_with(rest, nf, k, acc, Self::step);
+            } else {
+                self.accumulate_with(rest, nf, k, acc, Self::step_dense);
+            }
         }
     }
 
-    /// The NaN-free walk over whole groups of [`LANES`] rows, each copied into an `N`-wide
-    /// array (`N` a power of two >= the row width): feature and node indices are masked into
+    /// The walk over whole groups of [`LANES`] rows (`NAN`: some value may be missing), each
+    /// copied into an `N`-wide array (`N` a power of two >= the row width): feature and node indices are masked into
     /// range, so the walk carries no bounds checks. Returns the rows it handled.
-    fn accumulate_fixed<const N: usize>(
+    fn accumulate_fixed<const N: usize, const NAN: bool>(
         &self,
         rows: &[f32],
         nf: usize,
@@ -281,7 +292,7 @@ impl DenseForest {
                     let mut second = [0f64; LANES];
                     macro_rules! pair {
                         ($s:literal) => {
-                            walk2::<$s, N>(
+                            walk2::<$s, N, NAN>(
                                 (splits, leaves),
                                 (us, ul),
                                 t.depth,
@@ -315,7 +326,7 @@ impl DenseForest {
                 }
                 macro_rules! single {
                     ($s:literal) => {
-                        walk::<$s, N>(splits, leaves, t.depth, &lanes, sums)
+                        walk::<$s, N, NAN>(splits, leaves, t.depth, &lanes, sums)
                     };
                 }
                 match t.depth {
