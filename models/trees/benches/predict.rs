@@ -48,6 +48,12 @@ fn bench(c: &mut Criterion) {
         g.bench_function("predict_100k_rows", |b| {
             b.iter(|| m.predict(black_box(&many), &mut out).ok())
         });
+        // Every 50th value missing: every block takes the NaN-aware walk.
+        let mut holes = many.clone();
+        holes.iter_mut().step_by(50).for_each(|v| *v = f32::NAN);
+        g.bench_function("predict_100k_rows_2pct_missing", |b| {
+            b.iter(|| m.predict(black_box(&holes), &mut out).ok())
+        });
         g.finish();
         c.bench_function(&format!("{name}/treeshap_1_row"), |b| {
             b.iter(|| m.contributions(black_box(&one)).ok())
