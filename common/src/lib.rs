@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod metrics_names;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use error::{ErrorKind, ServiceError};

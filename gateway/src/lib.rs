@@ -255,14 +255,6 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError>
         .map_err(|source| GatewayError::Bind { addr, source })
 }
 
-async fn signal(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            break;
-        }
-    }
-}
-
 /// Binds and serves in the background.
 pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let prometheus = telemetry::install_prometheus()?;
@@ -276,7 +268,7 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
         .map_err(|e| GatewayError::Serve(e.to_string()))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let router = app(GatewayState::new(cfg.inference), cfg.max_request_bytes);
-    let sig = signal(rx.clone());
+    let sig = infermesh_common::shutdown::triggered(rx.clone());
     let api_task = tokio::spawn(async move {
         use axum::serve::ListenerExt;
         let listener = api.tap_io(|tcp| {
@@ -286,7 +278,11 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
             .with_graceful_shutdown(sig)
             .await
     });
-    let metrics_task = tokio::spawn(telemetry::serve_metrics(metrics, prometheus, signal(rx)));
+    let metrics_task = tokio::spawn(telemetry::serve_metrics(
+        metrics,
+        prometheus,
+        infermesh_common::shutdown::triggered(rx),
+    ));
     tracing::info!(%addr, %metrics_addr, "gateway listening");
     Ok(RunningGateway {
         addr,

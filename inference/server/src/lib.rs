@@ -204,14 +204,6 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            break;
-        }
-    }
-}
-
 /// Opens the repository, binds every port and serves in the background.
 pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let prometheus = telemetry::install_prometheus()?;
@@ -249,7 +241,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }),
     );
-    let sig = shutdown_signal(rx.clone());
+    let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         use axum::serve::ListenerExt;
         let listener = http.tap_io(|tcp| {
@@ -268,7 +260,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let fraud = FraudScoringServer::new(fraud::FraudService::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
-    let sig = shutdown_signal(rx.clone());
+    let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         tonic::transport::Server::builder()
@@ -285,7 +277,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             .map_err(|e| e.to_string())
     }));
 
-    let sig = shutdown_signal(rx.clone());
+    let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         telemetry::serve_metrics(metrics, prometheus, sig)
             .await
@@ -316,24 +308,4 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     server.wait(stop_signal()).await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
+pub use infermesh_common::shutdown::stop_signal;
