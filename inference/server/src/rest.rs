@@ -432,7 +432,8 @@ fn json_values(
     data: &Value,
     n: usize,
 ) -> Result<InputValues, ServiceError> {
-    let mut flat: Vec<&Value> = Vec::with_capacity(n);
+    // The shape is the caller's claim: never reserve more than the body can hold.
+    let mut flat: Vec<&Value> = Vec::with_capacity(n.min(1 << 16));
     flatten(data, &mut flat, 0)
         .map_err(|e| ServiceError::invalid(format!("input '{name}': {e}")))?;
     check_count(name, flat.len(), n)?;

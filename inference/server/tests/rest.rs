@@ -294,6 +294,14 @@ async fn bad_requests_get_clear_json_errors() {
         .await
         .unwrap();
     expect_error(r, 400, "negative").await;
+    // A shape claiming far more elements than were sent is refused, not allocated.
+    let huge = one(
+        "FP32",
+        json!([1_000_000_000_000i64, 16]),
+        json!(vec![0; 16]),
+    );
+    let r = c.post(&infer).json(&huge).send().await.unwrap();
+    expect_error(r, 400, "elements").await;
     let r = c
         .post(&infer)
         .json(&one("FP32", json!([1, 16]), json!(vec!["x"; 16])))
