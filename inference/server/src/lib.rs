@@ -260,6 +260,18 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let fraud = FraudScoringServer::new(fraud::FraudService::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
+    // Standard gRPC health (grpc.health.v1) and reflection, so grpcurl and load balancers work.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<GrpcInferenceServiceServer<grpc::V2Grpc>>()
+        .await;
+    health_reporter
+        .set_serving::<FraudScoringServer<fraud::FraudService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Serve(format!("gRPC reflection: {e}")))?;
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -272,6 +284,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             )
             .add_service(v2)
             .add_service(fraud)
+            .add_service(health)
+            .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, sig)
             .await
             .map_err(|e| e.to_string())
