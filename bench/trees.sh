@@ -27,7 +27,9 @@ for lib in ("xgboost", "lightgbm"):
                 f"{lib}_1_row_us": peer[f"{lib}_1_row_s"] * 1e6, f"{lib}_100k_ms": peer[f"{lib}_100k_s"] * 1e3,
                 "infermesh_100k_missing_ms": holes * 1e3, f"{lib}_100k_missing_ms": peer[f"{lib}_100k_missing_s"] * 1e3,
                 "speedup_1_row": peer[f"{lib}_1_row_s"] / one, "speedup_100k": peer[f"{lib}_100k_s"] / batch,
-                "speedup_100k_missing": peer[f"{lib}_100k_missing_s"] / holes}
+                "speedup_100k_missing": peer[f"{lib}_100k_missing_s"] / holes,
+                f"{lib}_treeshap_1_row_us": peer[f"{lib}_treeshap_1_row_s"] * 1e6,
+                "speedup_treeshap_1_row": peer[f"{lib}_treeshap_1_row_s"] / shap}
 if "tl2cgen_1_row_s" in peer:
     out["tl2cgen"] = {"tl2cgen_1_row_us": peer["tl2cgen_1_row_s"] * 1e6, "tl2cgen_100k_ms": peer["tl2cgen_100k_s"] * 1e3,
                       "speedup_1_row": peer["tl2cgen_1_row_s"] / get("xgboost_predict_1_row"),

@@ -56,11 +56,14 @@ def main():
         bst.inplace_predict(one)
     res["xgboost_1_row_s"] = median_call(lambda: bst.inplace_predict(one), 5000)
     res["xgboost_100k_s"] = median_call(lambda: bst.inplace_predict(many), 7)
+    d1 = xgb.DMatrix(one)
+    res["xgboost_treeshap_1_row_s"] = median_call(lambda: bst.predict(d1, pred_contribs=True), 500)
     res["xgboost_100k_missing_s"] = median_call(lambda: bst.inplace_predict(holes), 7)
     lb = lgb.Booster(model_file=os.path.join(FIX, "lgb_bench.txt"))
     for _ in range(200):
         lb.predict(one, num_threads=1)
     res["lightgbm_1_row_s"] = median_call(lambda: lb.predict(one, num_threads=1), 5000)
+    res["lightgbm_treeshap_1_row_s"] = median_call(lambda: lb.predict(one, pred_contrib=True, num_threads=1), 500)
     res["lightgbm_100k_s"] = median_call(lambda: lb.predict(many, num_threads=THREADS), 5)
     res["lightgbm_100k_missing_s"] = median_call(lambda: lb.predict(holes, num_threads=THREADS), 5)
     try:

@@ -137,6 +137,8 @@ pub struct TreeEnsemble {
     task: Task,
     /// The perfect-tree layout, when every tree qualifies.
     dense: Option<dense::DenseForest>,
+    /// Cover-weighted mean output of each tree (TreeSHAP's bias), computed once at load.
+    tree_expected: Vec<f64>,
 }
 
 /// Rows per parallel work item in batch prediction.
@@ -251,6 +253,7 @@ impl TreeEnsemble {
             format: p.format,
             task: Task::Regression,
             dense: None,
+            tree_expected: Vec::new(),
         };
         for (ti, (tree, group, weight)) in p.trees.into_iter().enumerate() {
             if group as usize >= e.num_groups {
@@ -305,6 +308,11 @@ impl TreeEnsemble {
                 return Err(bad("category set out of range".into()));
             }
         }
+        e.tree_expected = e
+            .roots
+            .iter()
+            .map(|&r| shap::expected_value(&e, r as usize))
+            .collect();
         e.dense = dense::DenseForest::build(
             &e.nodes,
             &e.roots,

@@ -15,6 +15,14 @@ struct PathElement {
     pweight: f64,
 }
 
+fn recip(n: usize) -> f64 {
+    if n < RECIP.len() {
+        RECIP[n]
+    } else {
+        1.0 / n as f64
+    }
+}
+
 fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: i64) {
     path[depth] = PathElement {
         feature,
@@ -22,10 +30,10 @@ fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: 
         one_fraction: one,
         pweight: if depth == 0 { 1.0 } else { 0.0 },
     };
-    let d1 = (depth + 1) as f64;
+    let inv_d1 = recip(depth + 1);
     for i in (0..depth).rev() {
-        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 / d1;
-        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 / d1;
+        path[i + 1].pweight += one * path[i].pweight * (i + 1) as f64 * inv_d1;
+        path[i].pweight = zero * path[i].pweight * (depth - i) as f64 * inv_d1;
     }
 }
 
@@ -33,14 +41,19 @@ fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
     let one = path[index].one_fraction;
     let zero = path[index].zero_fraction;
     let d1 = (depth + 1) as f64;
+    let inv_d1 = recip(depth + 1);
     let mut next_one = path[depth].pweight;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
+    if one != 0.0 {
+        let scale = d1 / one;
+        for i in (0..depth).rev() {
             let tmp = path[i].pweight;
-            path[i].pweight = next_one * d1 / ((i + 1) as f64 * one);
-            next_one = tmp - path[i].pweight * zero * (depth - i) as f64 / d1;
-        } else {
-            path[i].pweight = path[i].pweight * d1 / (zero * (depth - i) as f64);
+            path[i].pweight = next_one * scale * recip(i + 1);
+            next_one = tmp - path[i].pweight * zero * (depth - i) as f64 * inv_d1;
+        }
+    } else {
+        let scale = d1 / zero;
+        for i in (0..depth).rev() {
+            path[i].pweight = path[i].pweight * scale * recip(depth - i);
         }
     }
     for i in index..depth {
@@ -50,19 +63,37 @@ fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
     }
 }
 
+/// Reciprocals of 1..=64, so the hot loop multiplies instead of dividing.
+const RECIP: [f64; 65] = {
+    let mut r = [0.0; 65];
+    let mut i = 1;
+    while i < 65 {
+        r[i] = 1.0 / i as f64;
+        i += 1;
+    }
+    r
+};
+
 fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
     let one = path[index].one_fraction;
     let zero = path[index].zero_fraction;
     let d1 = (depth + 1) as f64;
+    let inv_d1 = 1.0 / d1;
     let mut next_one = path[depth].pweight;
     let mut total = 0.0;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
-            let tmp = next_one * d1 / ((i + 1) as f64 * one);
+    if one != 0.0 {
+        let scale = d1 / one;
+        for i in (0..depth).rev() {
+            let r = recip(i + 1);
+            let tmp = next_one * scale * r;
             total += tmp;
-            next_one = path[i].pweight - tmp * zero * ((depth - i) as f64 / d1);
-        } else if zero != 0.0 {
-            total += (path[i].pweight / zero) / ((depth - i) as f64 / d1);
+            next_one = path[i].pweight - tmp * zero * ((depth - i) as f64 * inv_d1);
+        }
+    } else if zero != 0.0 {
+        let inv_zero = 1.0 / zero;
+        for i in (0..depth).rev() {
+            let r = recip(depth - i);
+            total += path[i].pweight * inv_zero * d1 * r;
         }
     }
     total
@@ -132,7 +163,7 @@ impl Ctx<'_> {
 
 /// The cover-weighted mean output of the subtree at `node` (the tree's expected value at the
 /// root).
-fn expected_value(e: &TreeEnsemble, node: usize) -> f64 {
+pub(crate) fn expected_value(e: &TreeEnsemble, node: usize) -> f64 {
     let n = e.nodes[node];
     if n.is_leaf() {
         return f64::from(n.value);
@@ -156,7 +187,7 @@ pub fn contributions(e: &TreeEnsemble, row: &[f32]) -> Vec<f32> {
         let g = e.tree_group[t] as usize;
         let scale = f64::from(e.tree_weight[t]);
         let out = &mut phi[g * (nf + 1)..(g + 1) * (nf + 1)];
-        out[nf] += expected_value(e, root as usize) * scale;
+        out[nf] += e.tree_expected[t] * scale;
         let mut ctx = Ctx {
             e,
             row,
