@@ -56,7 +56,7 @@ def main():
         bst.inplace_predict(one)
     res["xgboost_1_row_s"] = median_call(lambda: bst.inplace_predict(one), 5000)
     res["xgboost_100k_s"] = median_call(lambda: bst.inplace_predict(many), 7)
-    d1 = xgb.DMatrix(one)
+    d1 = xgb.DMatrix(one, feature_names=bst.feature_names)
     res["xgboost_treeshap_1_row_s"] = median_call(lambda: bst.predict(d1, pred_contribs=True), 500)
     res["xgboost_100k_missing_s"] = median_call(lambda: bst.inplace_predict(holes), 7)
     lb = lgb.Booster(model_file=os.path.join(FIX, "lgb_bench.txt"))
