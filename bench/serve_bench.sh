@@ -24,3 +24,17 @@ for c in 1 32; do
     --connections $(( c < 8 ? c : 8 )) --requests $(( c == 1 ? N : N / 8 ))
 done
 echo "RSS after load: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status); peak $(awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$PID/status)"
+# The product path: typed FraudScoring (probability + 5 TreeSHAP reasons), direct and
+# through the JSON gateway.
+"$BIN/infermesh" gateway --host 127.0.0.1 --port 0 --metrics-port 0 --inference-url "http://$GRPC" \
+  > "$REPO/gw.out" 2>/dev/null &
+GW_PID=$!
+trap 'kill $PID $GW_PID 2>/dev/null || true; rm -rf "$REPO"' EXIT
+for _ in $(seq 100); do grep -q http "$REPO/gw.out" 2>/dev/null && break; sleep 0.1; done
+GW=$(sed -n 's/.*http \([^ ]*\) .*/\1/p' "$REPO/gw.out")
+for c in 1 32; do
+  "$BIN/infermesh-loadgen" --target fraud --url "http://$GRPC" --features 30 --concurrency $c \
+    --connections $(( c < 8 ? c : 8 )) --requests $(( c == 1 ? N / 10 : N / 80 ))
+  "$BIN/infermesh-loadgen" --target gateway --url "http://$GW" --features 30 --concurrency $c \
+    --requests $(( c == 1 ? N / 10 : N / 80 ))
+done

@@ -1,5 +1,5 @@
 //! `infermesh-loadgen`: closed-loop load at a fixed concurrency against the V2 gRPC
-//! `ModelInfer` (one request = `--rows` rows of `--features` FP32 values, raw contents, as
+//! `ModelInfer`, the typed `FraudScoring/Score`, (one request = `--rows` rows of `--features` FP32 values, raw contents, as
 //! tritonclient sends them) or the gateway's fraud route; prints p50/p90/p99/max latency and
 //! throughput as one JSON line.
 
@@ -11,11 +11,14 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use infermesh_proto::inference as pb;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Target {
     /// KServe V2 gRPC ModelInfer.
     Grpc,
+    /// Typed infermesh.v1.FraudScoring/Score (features f0..fN by name, 5 TreeSHAP reasons).
+    Fraud,
     /// Gateway POST /api/v1/fraud/score.
     Gateway,
 }
@@ -79,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let mut channels = Vec::new();
-    if matches!(args.target, Target::Grpc) {
+    if matches!(args.target, Target::Grpc | Target::Fraud) {
         let n = if args.connections == 0 {
             args.concurrency
         } else {
@@ -105,7 +108,16 @@ async fn main() -> anyhow::Result<()> {
             let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
             let mut errors = 0u64;
             let req = request(&args, w);
-            let body = serde_json::json!({"transaction_id": format!("w{w}"), "features": {"amount": 120.0, "merchant_risk": 0.3}});
+            let features: HashMap<String, f64> =
+                (0..args.features).map(|i| (format!("f{i}"), ((i * 7 + w * 13) % 101) as f64 / 10.0)).collect();
+            let score = infermesh_proto::v1::ScoreRequest {
+                transaction_id: format!("w{w}"),
+                features: features.clone(),
+                model_name: args.model.clone(),
+                ..Default::default()
+            };
+            let body = serde_json::json!({"transaction_id": format!("w{w}"), "features": features, "model": args.model});
+            let mut fraud = channel.clone().map(FraudScoringClient::new);
             let mut client = channel.map(GrpcInferenceServiceClient::new);
             for i in 0..(args.warmup + args.requests) {
                 if Instant::now() > deadline {
@@ -114,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let ok = match (&mut client, args.target) {
                     (Some(c), Target::Grpc) => c.model_infer(req.clone()).await.is_ok(),
+                    (_, Target::Fraud) => match &mut fraud {
+                        Some(f) => f.score(score.clone()).await.is_ok(),
+                        None => false,
+                    },
                     _ => http
                         .post(format!("{}/api/v1/fraud/score", args.url))
                         .json(&body)
