@@ -56,12 +56,17 @@ def server(tmp_path_factory):
         [binary, "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
          "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--poll-interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    m = re.search(r"http (\S+) grpc (\S+) metrics (\S+)", line)
-    assert m, f"unexpected first line: {line!r}"
-    yield {"http": m.group(1), "grpc": m.group(2), "metrics": m.group(3), "repo": repo}
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http (\S+) grpc (\S+) metrics (\S+)", line)
+        assert m, f"unexpected first line: {line!r}"
+        yield {"http": m.group(1), "grpc": m.group(2), "metrics": m.group(3), "repo": repo}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_http_health_metadata_and_infer(server):
