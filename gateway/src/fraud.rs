@@ -33,7 +33,7 @@ pub struct ScoreRequest {
     /// Model version (default: the latest ready one).
     #[serde(default)]
     pub version: Option<String>,
-    /// How many reasons to return (default 5).
+    /// How many reasons to return: 0 for none; absent: 5.
     #[serde(default)]
     pub top_k: Option<u32>,
 }
@@ -93,8 +93,8 @@ fn to_proto(r: ScoreRequest) -> Result<pb::ScoreRequest, ServiceError> {
     if r.transaction_id.is_empty() {
         return Err(ServiceError::invalid("transaction_id must not be empty"));
     }
-    let top_k = r.top_k.unwrap_or(0);
-    if top_k > MAX_TOP_K {
+    let top_k = r.top_k;
+    if top_k.is_some_and(|k| k > MAX_TOP_K) {
         return Err(ServiceError::invalid(format!(
             "top_k must be at most {MAX_TOP_K}"
         )));
@@ -182,7 +182,7 @@ pub async fn score_batch(
         requests,
         model_name: req.model.unwrap_or_default(),
         model_version: req.version.unwrap_or_default(),
-        top_k_reasons: 0,
+        top_k_reasons: None,
     };
     let mut client = st.fraud.clone();
     let resp = client

@@ -52,7 +52,7 @@ pub fn spec() -> Value {
                              "description": "Features by name; null or absent is missing"},
                 "model": {"type": "string", "description": "Default: the server's fraud model"},
                 "version": {"type": "string", "description": "Default: the latest ready version"},
-                "top_k": {"type": "integer", "minimum": 0, "maximum": 100, "description": "Reasons to return (default 5)"},
+                "top_k": {"type": "integer", "minimum": 0, "maximum": 100, "description": "Reasons to return: 0 for none (cheapest); absent: 5"},
             }},
             "ScoreBatchRequest": {"type": "object", "additionalProperties": false, "required": ["transactions"], "properties": {
                 "transactions": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/components/schemas/ScoreRequest"}},

@@ -100,6 +100,21 @@ async fn scores_transactions_with_reasons_and_request_ids() {
         }
     }
 
+    // top_k 0: no reasons.
+    let mut no_reasons = example();
+    no_reasons["top_k"] = json!(0);
+    let v0: Value = c
+        .post(format!("{base}/api/v1/fraud/score"))
+        .json(&no_reasons)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v0["reasons"], json!([]));
+    assert_eq!(v0["probability"], v["probability"]);
+
     // A request without an id gets a generated one.
     let r = c
         .post(format!("{base}/api/v1/fraud/score"))

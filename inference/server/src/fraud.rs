@@ -58,7 +58,7 @@ impl FraudService {
         &self,
         handle: &Arc<LoadedVersion>,
         requests: Vec<pb::ScoreRequest>,
-        default_top_k: u32,
+        default_top_k: Option<u32>,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let nf = handle.num_features();
         let mut rows = Vec::with_capacity(requests.len() * nf);
@@ -70,18 +70,19 @@ impl FraudService {
         let tops: Vec<usize> = requests
             .iter()
             .map(|r| {
-                let k = if r.top_k_reasons > 0 {
-                    r.top_k_reasons
-                } else {
-                    default_top_k
-                };
-                let k = if k == 0 { DEFAULT_TOP_K } else { k as usize };
+                let k = r
+                    .top_k_reasons
+                    .or(default_top_k)
+                    .map_or(DEFAULT_TOP_K, |k| k as usize);
                 k.min(nf)
             })
             .collect();
-        // TreeSHAP is CPU work: keep it off the async workers.
         let h = handle.clone();
-        let reasons =
+        let reasons = if tops.iter().all(|&k| k == 0) {
+            // No reasons asked for: no TreeSHAP, no thread hop.
+            vec![Vec::new(); tops.len()]
+        } else {
+            // TreeSHAP is CPU work: keep it off the async workers.
             tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
                 rows.chunks(nf.max(1))
                     .zip(tops)
@@ -89,7 +90,8 @@ impl FraudService {
                     .collect()
             })
             .await
-            .map_err(ServiceError::internal)??;
+            .map_err(ServiceError::internal)??
+        };
         Ok(requests
             .into_iter()
             .zip(probs)
@@ -185,7 +187,10 @@ impl FraudScoring for FraudService {
                     Err(e),
                 );
             })?;
-        let res = self.score_many(&handle, vec![r], 0).instrument(span).await;
+        let res = self
+            .score_many(&handle, vec![r], None)
+            .instrument(span)
+            .await;
         record(
             &handle.name,
             &handle.version.to_string(),

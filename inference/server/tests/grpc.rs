@@ -246,7 +246,7 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     let req = v1::ScoreRequest {
         transaction_id: "t1".into(),
         features: features.clone(),
-        top_k_reasons: 3,
+        top_k_reasons: Some(3),
         ..Default::default()
     };
     let resp = c.score(req).await.unwrap().into_inner();
@@ -277,7 +277,7 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
         .score(v1::ScoreRequest {
             transaction_id: "t1".into(),
             features: features.clone(),
-            top_k_reasons: 16,
+            top_k_reasons: Some(16),
             ..Default::default()
         })
         .await
@@ -291,6 +291,31 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
             .iter()
             .any(|r| r.feature == "device_risk_score" && r.missing)
     );
+
+    // top_k 0: no reasons (and no TreeSHAP), same probability.
+    let none = c
+        .score(v1::ScoreRequest {
+            transaction_id: "t1".into(),
+            features: features.clone(),
+            top_k_reasons: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.reasons.is_empty());
+    assert_eq!(none.probability, resp.probability);
+    // Unset: the default 5.
+    let default = c
+        .score(v1::ScoreRequest {
+            transaction_id: "t1".into(),
+            features: features.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(default.reasons.len(), 5);
 
     // Batch equals singles.
     let batch = c
@@ -307,7 +332,7 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
                     ..Default::default()
                 },
             ],
-            top_k_reasons: 2,
+            top_k_reasons: Some(2),
             ..Default::default()
         })
         .await
