@@ -167,38 +167,47 @@ fn reasons_for(
         .collect())
 }
 
+impl FraudService {
+    /// Resolves the model, scores `requests` under `span`, and records the request metrics
+    /// (also for requests refused before a model was found).
+    async fn scored(
+        &self,
+        model: &str,
+        version: &str,
+        requests: Vec<pb::ScoreRequest>,
+        default_top_k: Option<u32>,
+        span: tracing::Span,
+    ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
+        let started = Instant::now();
+        let handle = self.resolve(model, version).inspect_err(|e| {
+            record(model, version, Protocol::Typed, started, Err(e));
+        })?;
+        let res = self
+            .score_many(&handle, requests, default_top_k)
+            .instrument(span)
+            .await;
+        let version = handle.version.to_string();
+        record(
+            &handle.name,
+            &version,
+            Protocol::Typed,
+            started,
+            res.as_ref().map(|_| ()),
+        );
+        res
+    }
+}
+
 #[tonic::async_trait]
 impl FraudScoring for FraudService {
     async fn score(
         &self,
         req: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        let started = Instant::now();
         let r = req.into_inner();
         let span = tracing::info_span!("fraud_score", transaction_id = %r.transaction_id, model = %r.model_name);
-        let handle = self
-            .resolve(&r.model_name, &r.model_version)
-            .inspect_err(|e| {
-                record(
-                    &r.model_name,
-                    &r.model_version,
-                    Protocol::Typed,
-                    started,
-                    Err(e),
-                );
-            })?;
-        let res = self
-            .score_many(&handle, vec![r], None)
-            .instrument(span)
-            .await;
-        record(
-            &handle.name,
-            &handle.version.to_string(),
-            Protocol::Typed,
-            started,
-            res.as_ref().map(|_| ()),
-        );
-        let mut out = res?;
+        let (model, version) = (r.model_name.clone(), r.model_version.clone());
+        let mut out = self.scored(&model, &version, vec![r], None, span).await?;
         out.pop()
             .map(Response::new)
             .ok_or_else(|| ServiceError::internal("empty score result").into())
@@ -208,7 +217,6 @@ impl FraudScoring for FraudService {
         &self,
         req: Request<pb::ScoreBatchRequest>,
     ) -> Result<Response<pb::ScoreBatchResponse>, Status> {
-        let started = Instant::now();
         let r = req.into_inner();
         if r.requests.len() > MAX_BATCH {
             return Err(ServiceError::invalid(format!(
@@ -219,28 +227,15 @@ impl FraudScoring for FraudService {
         }
         let span =
             tracing::info_span!("fraud_score_batch", n = r.requests.len(), model = %r.model_name);
-        let handle = self
-            .resolve(&r.model_name, &r.model_version)
-            .inspect_err(|e| {
-                record(
-                    &r.model_name,
-                    &r.model_version,
-                    Protocol::Typed,
-                    started,
-                    Err(e),
-                );
-            })?;
-        let res = self
-            .score_many(&handle, r.requests, r.top_k_reasons)
-            .instrument(span)
-            .await;
-        record(
-            &handle.name,
-            &handle.version.to_string(),
-            Protocol::Typed,
-            started,
-            res.as_ref().map(|_| ()),
-        );
-        Ok(Response::new(pb::ScoreBatchResponse { responses: res? }))
+        let responses = self
+            .scored(
+                &r.model_name,
+                &r.model_version,
+                r.requests,
+                r.top_k_reasons,
+                span,
+            )
+            .await?;
+        Ok(Response::new(pb::ScoreBatchResponse { responses }))
     }
 }
