@@ -32,6 +32,9 @@ pub struct VersionStatus {
     /// Why the version (or its latest reload) failed, if it did. A version whose reload failed
     /// keeps serving its previous artifact and reports the failure here.
     pub error: Option<String>,
+    /// Fingerprint of the version folder at the last load attempt: an unchanged folder is not
+    /// loaded again on every poll (a broken artifact is reported once, not every interval).
+    pub fingerprint: u64,
 }
 
 /// One model's state.
@@ -212,7 +215,13 @@ impl ModelManager {
         self.lock_unloaded().remove(name);
         let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.models.load_full();
-        let status = Arc::new(build_status(scan_model(name, &dir), current.get(name)));
+        // An explicit load retries every version, including ones that failed before; a failed
+        // retry keeps what was serving.
+        let status = Arc::new(build_status(
+            scan_model(name, &dir),
+            current.get(name),
+            true,
+        ));
         let mut next = (*current).clone();
         next.insert(name.to_string(), status.clone());
         self.models.store(Arc::new(next));
@@ -293,7 +302,7 @@ impl ModelManager {
                 next.insert(name, p.clone());
                 continue;
             }
-            let status = Arc::new(build_status(entry, prev));
+            let status = Arc::new(build_status(entry, prev, false));
             publish_ready(&status);
             next.insert(name, status);
         }
@@ -332,12 +341,11 @@ fn same_versions(prev: &ModelStatus, entry: &ModelEntry) -> bool {
         && entry.versions.iter().all(|v| {
             prev.versions
                 .get(&v.version)
-                .and_then(|s| s.loaded.as_ref())
-                .is_some_and(|l| l.fingerprint == v.fingerprint)
+                .is_some_and(|s| s.fingerprint == v.fingerprint)
         })
 }
 
-fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStatus {
+fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>, force: bool) -> ModelStatus {
     let name = entry.name.clone();
     let config = match entry.config {
         Ok(c) => Arc::new(c),
@@ -356,22 +364,16 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
     let config_changed = prev.is_none_or(|p| p.config_fingerprint != entry.config_fingerprint);
     let mut versions = BTreeMap::new();
     for v in &entry.versions {
-        let old = prev
-            .and_then(|p| p.versions.get(&v.version))
-            .and_then(|s| s.loaded.clone());
-        if let Some(old) = &old
+        let prev_status = prev.and_then(|p| p.versions.get(&v.version));
+        if let Some(ps) = prev_status
+            && !force
             && !config_changed
-            && old.fingerprint == v.fingerprint
+            && ps.fingerprint == v.fingerprint
         {
-            versions.insert(
-                v.version,
-                VersionStatus {
-                    loaded: Some(old.clone()),
-                    error: None,
-                },
-            );
+            versions.insert(v.version, ps.clone());
             continue;
         }
+        let old = prev_status.and_then(|s| s.loaded.clone());
         let started = std::time::Instant::now();
         match LoadedVersion::load(config.clone(), v) {
             Ok(loaded) => {
@@ -386,6 +388,7 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
                     VersionStatus {
                         loaded: Some(Arc::new(loaded)),
                         error: None,
+                        fingerprint: v.fingerprint,
                     },
                 );
             }
@@ -398,6 +401,7 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>) -> ModelStat
                     VersionStatus {
                         loaded: old,
                         error: Some(reason),
+                        fingerprint: v.fingerprint,
                     },
                 );
             }
@@ -427,4 +431,60 @@ fn publish_ready(status: &ModelStatus) {
         .filter(|v| v.loaded.is_some())
         .count();
     metrics::gauge!(m::MODELS_READY, "model" => status.name.clone()).set(ready as f64);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample_model() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/sample-repository/fraud/1/model.json")
+    }
+
+    #[test]
+    fn broken_versions_are_reported_kept_and_retried_when_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        std::fs::create_dir_all(m.join("1")).unwrap();
+        std::fs::write(m.join("config.toml"), "platform = \"xgboost\"").unwrap();
+        std::fs::write(m.join("1/model.json"), "{ broken").unwrap();
+        let mgr = ModelManager::open(ManagerConfig {
+            repository: d.path().to_path_buf(),
+            poll_interval: None,
+        })
+        .unwrap();
+        let first = mgr.model("m").unwrap();
+        assert!(!first.is_ready());
+        assert!(first.versions[&1].error.is_some());
+        // An unchanged broken folder is not reloaded on the next poll: same status object.
+        mgr.reconcile();
+        assert!(Arc::ptr_eq(&first, &mgr.model("m").unwrap()));
+        assert_eq!(
+            mgr.get("m", None).unwrap_err().kind,
+            infermesh_common::ErrorKind::Unavailable
+        );
+        // Fixing the artifact is picked up.
+        std::fs::copy(sample_model(), m.join("1/model.json")).unwrap();
+        mgr.reconcile();
+        assert!(mgr.model("m").unwrap().is_ready());
+        assert_eq!(mgr.get("m", Some("1")).unwrap().version, 1);
+        // A broken reload keeps the previous artifact serving and reports the failure.
+        std::fs::write(m.join("1/model.json"), "{ broken again").unwrap();
+        mgr.reconcile();
+        let st = mgr.model("m").unwrap();
+        assert!(st.is_ready());
+        assert!(st.versions[&1].error.is_some());
+        // An explicit load retries; failing again, it still keeps the working artifact.
+        let res = mgr.load_model("m");
+        assert!(res.is_ok(), "a version still serves: {res:?}");
+        assert!(mgr.model("m").unwrap().versions[&1].error.is_some());
+        assert!(mgr.get("m", None).is_ok());
+        assert!(mgr.load_model("../x").is_err());
+        assert_eq!(
+            mgr.unload_model("ghost").unwrap_err().kind,
+            infermesh_common::ErrorKind::NotFound
+        );
+    }
 }
