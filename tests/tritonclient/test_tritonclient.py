@@ -110,6 +110,11 @@ def test_grpc_health_metadata_and_infer(server):
     assert c.is_model_ready("fraud", "1")
     meta = c.get_model_metadata("fraud")
     assert list(meta.inputs[0].shape) == [-1, 16]
+    cfg = c.get_model_config("fil_fraud").config
+    assert cfg.max_batch_size == 8192
+    assert list(cfg.input[0].dims) == [16] and cfg.input[0].name == "input__0"
+    assert list(cfg.output[0].dims) == [2]
+    assert cfg.parameters["model_type"].string_value == "xgboost_json"
     x = np.repeat(example_row(), 3, axis=0)
     for dtype, arr in (("FP32", x), ("FP64", x.astype(np.float64))):
         inp = grpcclient.InferInput("input__0", list(arr.shape), dtype)

@@ -220,6 +220,17 @@ impl GrpcInferenceService for V2Grpc {
         }))
     }
 
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = req.into_inner();
+        let config = metadata::model_config(&self.state.manager, &r.name, version_opt(&r.version))?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
     async fn repository_index(
         &self,
         req: Request<pb::RepositoryIndexRequest>,

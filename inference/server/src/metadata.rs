@@ -2,6 +2,8 @@
 
 use infermesh_common::ServiceError;
 use infermesh_inference::ModelManager;
+use infermesh_proto::inference as pb;
+use infermesh_registry::VersionPolicy;
 
 /// Server name reported by `/v2` and ServerMetadata.
 pub const SERVER_NAME: &str = "infermesh";
@@ -94,4 +96,70 @@ pub fn model_ready(
         Err(e) if e.kind == infermesh_common::ErrorKind::Unavailable => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Triton's model configuration for `name` (at `version`, or latest ready), shared by REST
+/// `/v2/models/{m}/config` and gRPC `ModelConfig`.
+pub fn model_config(
+    mgr: &ModelManager,
+    name: &str,
+    version: Option<&str>,
+) -> Result<pb::ModelConfig, ServiceError> {
+    let meta = model_meta(mgr, name, version)?;
+    let handle = mgr.get(name, version)?;
+    let cfg = &handle.config;
+    let model_type = cfg
+        .model_type
+        .clone()
+        .unwrap_or_else(|| handle.model.format().to_string());
+    let param = |v: String| pb::ModelParameter { string_value: v };
+    let version_policy = match &cfg.version_policy {
+        VersionPolicy::Latest(n) => {
+            pb::model_version_policy::PolicyChoice::Latest(pb::model_version_policy::Latest {
+                num_versions: *n as u32,
+            })
+        }
+        VersionPolicy::All => {
+            pb::model_version_policy::PolicyChoice::All(pb::model_version_policy::All {})
+        }
+        VersionPolicy::Specific(v) => {
+            pb::model_version_policy::PolicyChoice::Specific(pb::model_version_policy::Specific {
+                versions: v.iter().map(|&x| x as i64).collect(),
+            })
+        }
+    };
+    Ok(pb::ModelConfig {
+        name: name.to_string(),
+        platform: meta.platform,
+        backend: "fil".into(),
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(version_policy),
+        }),
+        max_batch_size: i32::try_from(cfg.max_batch_size).unwrap_or(i32::MAX),
+        input: vec![pb::ModelInput {
+            name: cfg.input_name.clone(),
+            data_type: pb::DataType::TypeFp32 as i32,
+            dims: vec![handle.num_features() as i64],
+        }],
+        output: vec![pb::ModelOutput {
+            name: cfg.output_name.clone(),
+            data_type: pb::DataType::TypeFp32 as i32,
+            dims: meta.outputs[0].shape.iter().skip(1).copied().collect(),
+        }],
+        default_model_filename: cfg.model_file.clone().unwrap_or_default(),
+        dynamic_batching: Some(pb::ModelDynamicBatching {
+            preferred_batch_size: Vec::new(),
+            max_queue_delay_microseconds: cfg.max_queue_delay.as_micros() as u64,
+        }),
+        parameters: [
+            ("model_type", model_type),
+            ("output_class", cfg.output.output_class.to_string()),
+            ("predict_proba", cfg.output.predict_proba.to_string()),
+            ("threshold", cfg.output.threshold.to_string()),
+            ("feature_names", handle.feature_names().join(",")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), param(v)))
+        .collect(),
+    })
 }

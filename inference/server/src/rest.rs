@@ -146,30 +146,26 @@ fn config_json(
     model: &str,
     version: Option<&str>,
 ) -> Result<Response, ServiceError> {
-    let meta = metadata::model_meta(&st.manager, model, version)?;
-    let handle = st.manager.get(model, version)?;
-    let cfg = &handle.config;
-    let model_type = cfg
-        .model_type
-        .clone()
-        .unwrap_or_else(|| handle.model.format().to_string());
-    // Triton's model configuration, as `tritonclient` reads it.
+    let c = metadata::model_config(&st.manager, model, version)?;
+    let tensor =
+        |name: &str, dims: &[i64]| json!({"name": name, "data_type": "TYPE_FP32", "dims": dims});
+    let parameters: Map<String, Value> = c
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({"string_value": v.string_value})))
+        .collect();
+    // Triton's model configuration, as `tritonclient.http` reads it.
     Ok(axum::Json(json!({
-        "name": model,
-        "backend": "fil",
-        "platform": meta.platform,
-        "max_batch_size": cfg.max_batch_size,
-        "input": [{"name": cfg.input_name, "data_type": "TYPE_FP32", "dims": [handle.num_features()]}],
-        "output": [{"name": cfg.output_name, "data_type": "TYPE_FP32",
-                    "dims": meta.outputs[0].shape.iter().skip(1).collect::<Vec<_>>()}],
-        "dynamic_batching": {"max_queue_delay_microseconds": cfg.max_queue_delay.as_micros() as u64},
-        "parameters": {
-            "model_type": {"string_value": model_type},
-            "output_class": {"string_value": cfg.output.output_class.to_string()},
-            "predict_proba": {"string_value": cfg.output.predict_proba.to_string()},
-            "threshold": {"string_value": cfg.output.threshold.to_string()},
-        },
-        "feature_names": handle.feature_names(),
+        "name": c.name,
+        "backend": c.backend,
+        "platform": c.platform,
+        "max_batch_size": c.max_batch_size,
+        "default_model_filename": c.default_model_filename,
+        "input": c.input.iter().map(|t| tensor(&t.name, &t.dims)).collect::<Vec<_>>(),
+        "output": c.output.iter().map(|t| tensor(&t.name, &t.dims)).collect::<Vec<_>>(),
+        "dynamic_batching": {"max_queue_delay_microseconds":
+            c.dynamic_batching.map_or(0, |d| d.max_queue_delay_microseconds)},
+        "parameters": parameters,
     }))
     .into_response())
 }
