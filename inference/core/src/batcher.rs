@@ -435,7 +435,10 @@ mod tests {
         let b = Arc::new(Batcher::start(m.clone(), cfg(1, 0, 64)).unwrap());
         let b1 = b.clone();
         let busy = tokio::spawn(async move { b1.predict(vec![0.0, 0.0]).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Wait until the busy request is inside the model.
+        while m.calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // Queued behind the busy batch, then abandoned.
         let abandoned =
             tokio::time::timeout(Duration::from_millis(10), b.predict(vec![5.0, 5.0])).await;
@@ -455,7 +458,9 @@ mod tests {
         // Busy (a 50 ms inline run holds the model): the next request goes to the backend.
         let b1 = b.clone();
         let first = tokio::spawn(async move { b1.predict(vec![1.0, 2.0]).await });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        while m.calls.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(b.predict(vec![3.0, 4.0]).await.unwrap(), vec![7.0]);
         assert_eq!(first.await.unwrap().unwrap(), vec![3.0]);
         // More rows than the inline limit always queue.
