@@ -213,13 +213,11 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
+        // A reset after the answer reads as the end.
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
             .await
             .unwrap()
-        {
-            Ok(n) => n,
-            Err(_) => 0, // reset after the answer
-        };
+            .unwrap_or_default();
         if n == 0 {
             break;
         }
