@@ -3,17 +3,22 @@
 //!
 //! - [`inference`]: the KServe V2 / Open Inference Protocol gRPC service
 //!   (`inference.GRPCInferenceService`), written to match the spec's `grpc_predict_v2.proto`
-//!   names and field numbers exactly, plus Triton's repository-extension RPCs from its
-//!   `grpc_service.proto`, so `tritonclient.grpc` works unmodified;
+//!   names and field numbers exactly (written here, not copied), plus Triton's
+//!   repository-extension RPCs (`RepositoryIndex`, `RepositoryModelLoad`,
+//!   `RepositoryModelUnload`) and a field subset of its `ModelConfig`, with the messages, names
+//!   and numbers of Triton's `grpc_service.proto` / `model_config.proto`, so `tritonclient.grpc`
+//!   works unmodified. (KServe's own repository messages number `model_name` 1; Triton's, used
+//!   here, number it 2 after `repository_name`.)
 //! - [`v1`]: the typed `infermesh.v1` services for product APIs.
-#![allow(missing_docs, missing_debug_implementations, clippy::all)]
 
 /// KServe V2 (`package inference`).
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod inference {
     tonic::include_proto!("inference");
 }
 
 /// Typed services (`package infermesh.v1`).
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("infermesh.v1");
 }
@@ -74,9 +79,75 @@ mod tests {
     }
 
     #[test]
+    fn model_infer_request_round_trips() {
+        let mut parameters = std::collections::HashMap::new();
+        parameters.insert(
+            "priority".to_owned(),
+            InferParameter {
+                parameter_choice: Some(infer_parameter::ParameterChoice::Uint64Param(3)),
+            },
+        );
+        let req = ModelInferRequest {
+            model_name: "fraud".into(),
+            model_version: "2".into(),
+            id: "req-1".into(),
+            parameters,
+            inputs: vec![model_infer_request::InferInputTensor {
+                name: "features".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 3],
+                parameters: Default::default(),
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![0.5, -1.0, 2.25],
+                    ..Default::default()
+                }),
+            }],
+            outputs: vec![model_infer_request::InferRequestedOutputTensor {
+                name: "probability".into(),
+                parameters: Default::default(),
+            }],
+            raw_input_contents: vec![vec![0, 0, 128, 63]],
+        };
+        let back = ModelInferRequest::decode(req.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, req);
+        // uint64_param is oneof member 5 (Triton's addition to KServe's 1..=3): 5 << 3 = 0x28.
+        let p = InferParameter {
+            parameter_choice: Some(infer_parameter::ParameterChoice::Uint64Param(3)),
+        };
+        assert_eq!(p.encode_to_vec(), vec![0x28, 0x03]);
+        // RepositoryModelLoadRequest.model_name is field 2 (Triton), not 1 (KServe's own copy).
+        let load = RepositoryModelLoadRequest::decode(&[0x12, 0x01, b'm'][..]).unwrap();
+        assert_eq!(load.model_name, "m");
+        assert!(load.repository_name.is_empty());
+    }
+
+    #[test]
+    fn fraud_field_numbers() {
+        use crate::v1::ScoreResponse;
+        // probability is field 2 (fixed64: 2 << 3 | 1 = 0x11), margin field 8 (0x41).
+        let r = ScoreResponse {
+            probability: 1.0,
+            margin: 1.0,
+            ..Default::default()
+        };
+        let mut want = vec![0x11];
+        want.extend_from_slice(&1.0f64.to_le_bytes());
+        want.push(0x41);
+        want.extend_from_slice(&1.0f64.to_le_bytes());
+        assert_eq!(r.encode_to_vec(), want);
+    }
+
+    #[test]
     fn descriptor_set_is_embedded() {
-        let fds = prost_types_free_decode(super::FILE_DESCRIPTOR_SET);
-        assert!(fds > 0);
+        let files = prost_types_free_decode(super::FILE_DESCRIPTOR_SET);
+        assert_eq!(files, 2, "grpc_predict_v2.proto and fraud.proto");
+        let has = |needle: &[u8]| {
+            super::FILE_DESCRIPTOR_SET
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
+        assert!(has(b"GRPCInferenceService"));
+        assert!(has(b"FraudScoring"));
     }
 
     /// Counts the files in the descriptor set without pulling in prost-types: field 1 of
