@@ -121,6 +121,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         poll_interval: args.poll_interval,
         max_request_bytes: 64 * 1024 * 1024,
         fraud_model: "fraud".into(),
+        embedding_model: "minilm".into(),
+        categorizer_model: "categorizer".into(),
     }
     .validate()?;
     let server = infermesh_server::start(serve).await?;

@@ -38,6 +38,8 @@ async fn stack() -> Stack {
         poll_interval: 0.0,
         max_request_bytes: 1 << 20,
         fraud_model: "fraud".into(),
+        embedding_model: "minilm".into(),
+        categorizer_model: "categorizer".into(),
     }
     .validate()
     .unwrap();

@@ -16,6 +16,13 @@ pub enum Platform {
     Xgboost,
     /// LightGBM text model (`model.txt`).
     Lightgbm,
+    /// A BERT-family sentence encoder (Hugging Face layout: `config.json`,
+    /// `model.safetensors`, `tokenizer.json`, optional `1_Pooling/config.json`).
+    BertEmbedding,
+    /// `BertForSequenceClassification` (Hugging Face layout, `id2label` in `config.json`).
+    BertClassifier,
+    /// `DistilBertForSequenceClassification` (Hugging Face layout).
+    DistilbertClassifier,
 }
 
 impl Platform {
@@ -24,6 +31,62 @@ impl Platform {
         match self {
             Platform::Xgboost => "xgboost",
             Platform::Lightgbm => "lightgbm",
+            Platform::BertEmbedding => "bert-embedding",
+            Platform::BertClassifier => "bert-classifier",
+            Platform::DistilbertClassifier => "distilbert-classifier",
+        }
+    }
+
+    /// True for the transformer text platforms (BYTES `text` in, token-budget batching).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Platform::BertEmbedding | Platform::BertClassifier | Platform::DistilbertClassifier
+        )
+    }
+
+    /// True for the text classifier platforms.
+    pub fn is_classifier(self) -> bool {
+        matches!(
+            self,
+            Platform::BertClassifier | Platform::DistilbertClassifier
+        )
+    }
+
+    fn default_input(self) -> &'static str {
+        if self.is_text() { "text" } else { "input__0" }
+    }
+
+    fn default_output(self) -> &'static str {
+        match self {
+            Platform::BertEmbedding => "embedding",
+            Platform::BertClassifier | Platform::DistilbertClassifier => "probabilities",
+            Platform::Xgboost | Platform::Lightgbm => "output__0",
+        }
+    }
+}
+
+/// Token-budget batching of a text model (TEI's `max_batch_tokens` / `max_batch_requests` /
+/// `max_client_batch_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextLimits {
+    /// Largest batch in tokens (a forward pass holds at most this many padded tokens).
+    pub max_batch_tokens: usize,
+    /// Largest batch in texts.
+    pub max_batch_requests: usize,
+    /// Tokens admitted (queued or running) at once; past it requests are refused.
+    pub max_queue_tokens: usize,
+    /// Most texts in one request.
+    pub max_client_batch_size: usize,
+}
+
+impl Default for TextLimits {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 16_384,
+            max_batch_requests: 64,
+            max_queue_tokens: 262_144,
+            max_client_batch_size: 512,
         }
     }
 }
@@ -120,8 +183,11 @@ pub struct ModelConfig {
     pub output: OutputMode,
     /// Name of the input tensor.
     pub input_name: String,
-    /// Name of the output tensor.
+    /// Name of the output tensor (text classifiers: the probabilities; `logits` and `label`
+    /// are their other outputs).
     pub output_name: String,
+    /// Token-budget batching of text platforms.
+    pub text: TextLimits,
 }
 
 /// Default batch size in rows.
@@ -142,8 +208,13 @@ pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 /// threshold = 0.5                # a binary prediction is positive when p > threshold
 /// output_class = false            # true: classes or class probabilities, as Triton FIL
 /// predict_proba = false           # with output_class: [n, classes] probabilities
-/// input_name = "input__0"
-/// output_name = "output__0"
+/// input_name = "input__0"           # text platforms: "text"
+/// output_name = "output__0"          # "embedding" (bert-embedding), "probabilities" (classifiers)
+/// # text platforms (bert-embedding, bert-classifier, distilbert-classifier):
+/// max_batch_tokens = 16384         # padded tokens per forward pass
+/// max_batch_requests = 64          # texts per batch
+/// max_queue_tokens = 262144        # admission capacity in tokens
+/// max_client_batch_size = 512      # texts per request
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +246,14 @@ pub struct TomlConfig {
     pub input_name: Option<String>,
     /// Output tensor name.
     pub output_name: Option<String>,
+    /// Text platforms: padded tokens per forward pass.
+    pub max_batch_tokens: Option<usize>,
+    /// Text platforms: texts per batch.
+    pub max_batch_requests: Option<usize>,
+    /// Text platforms: admission capacity in tokens.
+    pub max_queue_tokens: Option<usize>,
+    /// Text platforms: texts per request.
+    pub max_client_batch_size: Option<usize>,
 }
 
 impl ModelConfig {
@@ -202,6 +281,7 @@ impl ModelConfig {
         };
         let t: TomlConfig = toml::from_str(text).map_err(|e| err(e.message().to_string()))?;
         let defaults = OutputMode::default();
+        let text_defaults = TextLimits::default();
         let cfg = ModelConfig {
             name: name.to_string(),
             platform: t.platform,
@@ -218,8 +298,22 @@ impl ModelConfig {
                 predict_proba: t.predict_proba.unwrap_or(defaults.predict_proba),
                 threshold: t.threshold.unwrap_or(defaults.threshold),
             },
-            input_name: t.input_name.unwrap_or_else(|| "input__0".into()),
-            output_name: t.output_name.unwrap_or_else(|| "output__0".into()),
+            input_name: t
+                .input_name
+                .unwrap_or_else(|| t.platform.default_input().into()),
+            output_name: t
+                .output_name
+                .unwrap_or_else(|| t.platform.default_output().into()),
+            text: TextLimits {
+                max_batch_tokens: t.max_batch_tokens.unwrap_or(text_defaults.max_batch_tokens),
+                max_batch_requests: t
+                    .max_batch_requests
+                    .unwrap_or(text_defaults.max_batch_requests),
+                max_queue_tokens: t.max_queue_tokens.unwrap_or(text_defaults.max_queue_tokens),
+                max_client_batch_size: t
+                    .max_client_batch_size
+                    .unwrap_or(text_defaults.max_client_batch_size),
+            },
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -338,6 +432,7 @@ impl ModelConfig {
             },
             input_name: tensor_name("input", "input__0"),
             output_name: tensor_name("output", "output__0"),
+            text: TextLimits::default(),
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -357,6 +452,17 @@ impl ModelConfig {
             return Err(format!(
                 "threshold {} is not within [0, 1]",
                 self.output.threshold
+            ));
+        }
+        let t = &self.text;
+        if t.max_batch_tokens == 0
+            || t.max_batch_requests == 0
+            || t.max_client_batch_size == 0
+            || t.max_queue_tokens < t.max_batch_tokens
+        {
+            return Err(format!(
+                "text limits must be positive and max_queue_tokens ({}) at least max_batch_tokens ({})",
+                t.max_queue_tokens, t.max_batch_tokens
             ));
         }
         if let VersionPolicy::Latest(0) = self.version_policy {
@@ -383,6 +489,7 @@ impl ModelConfig {
             return vec![f.clone()];
         }
         match (self.platform, self.model_type.as_deref()) {
+            (p, _) if p.is_text() => vec!["model.safetensors".into()],
             (Platform::Lightgbm, _) => vec!["model.txt".into()],
             (Platform::Xgboost, Some("xgboost_json")) => {
                 vec!["xgboost.json".into(), "model.json".into()]
@@ -390,7 +497,7 @@ impl ModelConfig {
             (Platform::Xgboost, Some("xgboost_ubj")) => {
                 vec!["xgboost.ubj".into(), "model.ubj".into()]
             }
-            (Platform::Xgboost, _) => vec![
+            (_, _) => vec![
                 "model.json".into(),
                 "model.ubj".into(),
                 "xgboost.json".into(),
@@ -449,6 +556,35 @@ threshold = 0.7
         assert_eq!(c.output.threshold, 0.7);
         assert_eq!(c.input_name, "input__0");
         assert_eq!(c.candidate_files()[0], "model.json");
+    }
+
+    #[test]
+    fn text_platforms_have_text_defaults_and_limits() {
+        let c = ModelConfig::from_toml("minilm", "platform = \"bert-embedding\"").unwrap();
+        assert!(c.platform.is_text() && !c.platform.is_classifier());
+        assert_eq!(
+            (c.input_name.as_str(), c.output_name.as_str()),
+            ("text", "embedding")
+        );
+        assert_eq!(c.text, TextLimits::default());
+        let c = ModelConfig::from_toml(
+            "cat",
+            "platform = \"distilbert-classifier\"\nmax_batch_tokens = 512\nmax_batch_requests = 4",
+        )
+        .unwrap();
+        assert!(c.platform.is_classifier());
+        assert_eq!(c.output_name, "probabilities");
+        assert_eq!(
+            (c.text.max_batch_tokens, c.text.max_batch_requests),
+            (512, 4)
+        );
+        assert!(
+            ModelConfig::from_toml(
+                "m",
+                "platform = \"bert-embedding\"\nmax_batch_tokens = 100\nmax_queue_tokens = 10"
+            )
+            .is_err()
+        );
     }
 
     #[test]

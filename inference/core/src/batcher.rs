@@ -1,18 +1,30 @@
-//! Dynamic batching for one model version: semaphore admission, the [`RowQueue`], and a
+//! Dynamic batching for one model version: semaphore admission, the [`BudgetQueue`], and a
 //! backend thread that runs batches.
 //!
-//! The backend runs on its own OS thread (as TEI's backends do): model code is synchronous
-//! and CPU-bound, and a dedicated thread keeps it off the async workers without a
-//! `spawn_blocking` hop per batch. Large batches fan out across rows inside the model (rayon).
+//! The batcher is generic over a [`Backend`]: tabular models budget rows, text models budget
+//! tokens (TEI's token-budget batching), with the same admission, queue and thread. The
+//! backend runs on its own OS thread (as TEI's backends do): model code is synchronous and
+//! CPU-bound, and a dedicated thread keeps it off the async workers without a `spawn_blocking`
+//! hop per batch. Large batches fan out inside the model (rayon, or candle's matmuls).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use infermesh_common::{ServiceError, metrics_names as m};
-use infermesh_model_core::TabularModel;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::queue::{Cancellable, Entry, RowQueue};
+use crate::queue::{BudgetQueue, Cancellable, Entry};
+
+/// Runs batches of requests for one model version. Synchronous; called from the batcher's
+/// thread (or, for small idle requests, inline on the caller's).
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// One request's payload.
+    type Request: Send + std::fmt::Debug + 'static;
+    /// One request's answer.
+    type Reply: Send + std::fmt::Debug + 'static;
+    /// Answers every request of `batch`, in order (one reply per request).
+    fn run(&self, batch: &[&Self::Request]) -> Result<Vec<Self::Reply>, ServiceError>;
+}
 
 /// Batching limits of one model version.
 #[derive(Debug, Clone)]
@@ -21,135 +33,137 @@ pub struct BatchConfig {
     pub model: String,
     /// Version, for metrics and logs.
     pub version: String,
-    /// Largest batch in rows.
-    pub max_batch_size: usize,
+    /// Largest batch in budget units (rows, or tokens for text).
+    pub max_batch_cost: usize,
+    /// Largest batch in items (rows or texts).
+    pub max_batch_items: usize,
     /// Longest wait for a fuller batch.
     pub max_queue_delay: Duration,
-    /// Rows admitted at once (queued plus running).
-    pub max_queue_rows: usize,
+    /// Budget units admitted at once (queued plus running); past it requests are refused.
+    pub max_queue_cost: usize,
+    /// Requests of at most this cost run inline on the caller's thread when the model is idle
+    /// (0: never; text models keep their long forward passes off the async workers).
+    pub inline_max_cost: usize,
 }
 
 /// A request waiting in the queue.
 #[derive(Debug)]
-pub struct Job {
-    features: Vec<f32>,
-    reply: oneshot::Sender<Result<Vec<f32>, ServiceError>>,
-    // Held until the reply is sent: admission counts rows until their batch finishes.
+pub struct Job<B: Backend> {
+    request: B::Request,
+    reply: oneshot::Sender<Result<B::Reply, ServiceError>>,
+    // Held until the reply is sent: admission counts a request until its batch finishes.
     _permit: OwnedSemaphorePermit,
 }
 
-impl Job {
+impl<B: Backend> Job<B> {
     /// Frees the request's admission permits, then replies: once a caller has its answer,
-    /// its rows no longer count against the capacity.
-    fn answer(self, result: Result<Vec<f32>, ServiceError>) {
+    /// its cost no longer counts against the capacity.
+    fn answer(self, result: Result<B::Reply, ServiceError>) {
         let Job { reply, _permit, .. } = self;
         drop(_permit);
         let _ = reply.send(result);
     }
 }
 
-impl Cancellable for Job {
+impl<B: Backend> Cancellable for Job<B> {
     fn is_cancelled(&self) -> bool {
         self.reply.is_closed()
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
-    queue: RowQueue<Job>,
+#[derive(Debug)]
+struct State<B: Backend> {
+    queue: BudgetQueue<Job<B>>,
     closed: bool,
 }
 
 #[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
+struct Shared<B: Backend> {
+    state: Mutex<State<B>>,
     wake: Condvar,
     /// Held while a batch runs, by the backend thread or by an inline run: one batch at a
     /// time per model version, whoever runs it.
     running: Mutex<()>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<B: Backend> Shared<B> {
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
         // A panic while holding this lock can only come from a bug in the queue code; the
         // state stays consistent (plain counters and a deque), so keep serving.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Largest request (rows) run inline on the caller's thread when the model is idle.
+/// Largest tabular request (rows) run inline on the caller's thread when the model is idle.
 pub const INLINE_MAX_ROWS: usize = 16;
 
 /// Admission, queue and backend thread of one model version. Dropping it closes the queue;
 /// the thread finishes what was queued and exits.
 #[derive(Debug)]
-pub struct Batcher {
+pub struct Batcher<B: Backend> {
     cfg: BatchConfig,
-    shared: Arc<Shared>,
-    model: Arc<dyn TabularModel>,
+    shared: Arc<Shared<B>>,
+    backend: Arc<B>,
     admission: Arc<Semaphore>,
-    num_features: usize,
-    num_outputs: usize,
 }
 
-impl Batcher {
-    /// Starts the backend thread for `model`.
-    pub fn start(model: Arc<dyn TabularModel>, cfg: BatchConfig) -> std::io::Result<Self> {
+impl<B: Backend> Batcher<B> {
+    /// Starts the backend thread for `backend`.
+    pub fn start(backend: Arc<B>, cfg: BatchConfig) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: BudgetQueue::default(),
+                closed: false,
+            }),
             wake: Condvar::new(),
             running: Mutex::new(()),
         });
-        let inline_model = model.clone();
-        let num_features = model.num_features();
-        let num_outputs = model.num_outputs();
+        let thread_backend = backend.clone();
         let thread_shared = shared.clone();
         let thread_cfg = cfg.clone();
         std::thread::Builder::new()
             .name(format!("batcher-{}-{}", cfg.model, cfg.version))
-            .spawn(move || backend_loop(model, thread_shared, thread_cfg))?;
-        let admission = Arc::new(Semaphore::new(cfg.max_queue_rows));
+            .spawn(move || backend_loop(thread_backend, thread_shared, thread_cfg))?;
+        let admission = Arc::new(Semaphore::new(cfg.max_queue_cost));
         Ok(Self {
             cfg,
             shared,
-            model: inline_model,
+            backend,
             admission,
-            num_features,
-            num_outputs,
         })
     }
 
-    /// Rows admitted and not yet answered.
-    pub fn in_flight_rows(&self) -> usize {
-        self.cfg.max_queue_rows - self.admission.available_permits()
+    /// Budget units (rows or tokens) admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.cfg.max_queue_cost - self.admission.available_permits()
     }
 
-    /// Predicts `features` (row-major, whole rows) through the queue. Refused at once with
-    /// `Overloaded` when the rows do not fit in the admission capacity.
-    pub async fn predict(&self, features: Vec<f32>) -> Result<Vec<f32>, ServiceError> {
-        if self.num_features == 0 || !features.len().is_multiple_of(self.num_features) {
-            return Err(ServiceError::invalid(format!(
-                "{} values is not a whole number of rows of {} features",
-                features.len(),
-                self.num_features
-            )));
-        }
-        let rows = features.len() / self.num_features;
-        if rows == 0 {
-            return Ok(Vec::new());
-        }
-        let permit = u32::try_from(rows)
+    /// The limits this batcher runs with.
+    pub fn config(&self) -> &BatchConfig {
+        &self.cfg
+    }
+
+    /// Runs `request` (costing `cost` budget units, `items` rows or texts) through the
+    /// queue. Refused at once with `Overloaded` when its cost does not fit in the admission
+    /// capacity.
+    pub async fn submit(
+        &self,
+        request: B::Request,
+        cost: usize,
+        items: usize,
+    ) -> Result<B::Reply, ServiceError> {
+        let permit = u32::try_from(cost)
             .ok()
-            .filter(|_| rows <= self.cfg.max_queue_rows)
+            .filter(|_| cost <= self.cfg.max_queue_cost)
             .and_then(|n| self.admission.clone().try_acquire_many_owned(n).ok());
         let Some(permit) = permit else {
             metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => self.cfg.model.clone())
                 .increment(1);
             return Err(ServiceError::overloaded(format!(
-                "model '{}' is at capacity ({} rows queued or running, limit {}); retry later",
+                "model '{}' is at capacity ({} queued or running, limit {}, this request {cost}); retry later",
                 self.cfg.model,
-                self.in_flight_rows(),
-                self.cfg.max_queue_rows
+                self.in_flight(),
+                self.cfg.max_queue_cost
             )));
         };
         let (tx, rx) = oneshot::channel();
@@ -163,57 +177,54 @@ impl Batcher {
             // thread for long. This skips the hand-off to the backend thread (tens of
             // microseconds, more than a small tree model's whole prediction); contended
             // requests queue and batch as usual.
-            if rows <= INLINE_MAX_ROWS
+            if cost <= self.cfg.inline_max_cost
                 && st.queue.is_empty()
                 && self.cfg.max_queue_delay.is_zero()
                 && let Ok(running) = self.shared.running.try_lock()
             {
                 drop(st);
                 metrics::histogram!(m::BATCH_SIZE, "model" => self.cfg.model.clone())
-                    .record(rows as f64);
-                let mut out = vec![0f32; rows * self.num_outputs];
-                let res = self.model.predict(&features, &mut out);
+                    .record(items as f64);
+                let res = self.backend.run(&[&request]);
                 drop(running);
                 drop(permit);
-                return res
-                    .map(|()| out)
-                    .map_err(|e| ServiceError::invalid(e.to_string()));
+                return res.and_then(|v| {
+                    v.into_iter()
+                        .next()
+                        .ok_or_else(|| ServiceError::internal("backend returned no reply"))
+                });
             }
             st.queue.push(Entry {
-                rows,
+                cost,
+                items,
                 enqueued: Instant::now(),
                 item: Job {
-                    features,
+                    request,
                     reply: tx,
                     _permit: permit,
                 },
             });
             metrics::gauge!(m::QUEUE_DEPTH, "model" => self.cfg.model.clone())
-                .set(st.queue.rows() as f64);
+                .set(st.queue.cost() as f64);
         }
         self.shared.wake.notify_one();
-        let out = rx
-            .await
-            .map_err(|_| ServiceError::internal("batcher dropped a request without answering"))??;
-        debug_assert_eq!(out.len(), rows * self.num_outputs);
-        Ok(out)
+        rx.await
+            .map_err(|_| ServiceError::internal("batcher dropped a request without answering"))?
     }
 }
 
-impl Drop for Batcher {
+impl<B: Backend> Drop for Batcher<B> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
     }
 }
 
-fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchConfig) {
+fn backend_loop<B: Backend>(backend: Arc<B>, shared: Arc<Shared<B>>, cfg: BatchConfig) {
     let labels = [("model", cfg.model.clone())];
     let depth = metrics::gauge!(m::QUEUE_DEPTH, &labels);
     let batch_size = metrics::histogram!(m::BATCH_SIZE, &labels);
     let queue_wait = metrics::histogram!(m::QUEUE_WAIT_SECONDS, &labels);
-    let num_outputs = model.num_outputs();
-    let mut buf: Vec<f32> = Vec::new();
     loop {
         let batch = {
             let mut st = shared.lock();
@@ -227,7 +238,7 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
                     continue;
                 }
                 if st.closed
-                    || st.queue.rows() >= cfg.max_batch_size
+                    || st.queue.cost() >= cfg.max_batch_cost
                     || cfg.max_queue_delay.is_zero()
                 {
                     break;
@@ -243,8 +254,8 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
-            let batch = st.queue.next_batch(cfg.max_batch_size);
-            depth.set(st.queue.rows() as f64);
+            let batch = st.queue.next_batch(cfg.max_batch_cost, cfg.max_batch_items);
+            depth.set(st.queue.cost() as f64);
             batch
         };
         if batch.is_empty() {
@@ -260,41 +271,32 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
             continue;
         }
         let now = Instant::now();
-        let rows: usize = batch.iter().map(|e| e.rows).sum();
-        batch_size.record(rows as f64);
+        let items: usize = batch.iter().map(|e| e.items).sum();
+        batch_size.record(items as f64);
         for e in &batch {
             queue_wait.record(now.duration_since(e.enqueued).as_secs_f64());
         }
-        let _span = tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, rows)
-            .entered();
-        if batch.len() == 1 {
-            let Some(e) = batch.into_iter().next() else {
-                continue;
-            };
-            let mut out = vec![0f32; e.rows * num_outputs];
-            let res = model
-                .predict(&e.item.features, &mut out)
-                .map(|()| out)
-                .map_err(|err| ServiceError::invalid(err.to_string()));
-            e.item.answer(res);
-            continue;
-        }
-        buf.clear();
-        for e in &batch {
-            buf.extend_from_slice(&e.item.features);
-        }
-        let mut out = vec![0f32; rows * num_outputs];
-        match model.predict(&buf, &mut out) {
-            Ok(()) => {
-                let mut at = 0;
+        let _span =
+            tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, items)
+                .entered();
+        let requests: Vec<&B::Request> = batch.iter().map(|e| &e.item.request).collect();
+        match backend.run(&requests) {
+            Ok(replies) if replies.len() == batch.len() => {
+                for (e, r) in batch.into_iter().zip(replies) {
+                    e.item.answer(Ok(r));
+                }
+            }
+            Ok(replies) => {
+                let err = ServiceError::internal(format!(
+                    "backend answered {} of {} requests",
+                    replies.len(),
+                    batch.len()
+                ));
                 for e in batch {
-                    let n = e.rows * num_outputs;
-                    e.item.answer(Ok(out[at..at + n].to_vec()));
-                    at += n;
+                    e.item.answer(Err(err.clone()));
                 }
             }
             Err(err) => {
-                let err = ServiceError::invalid(err.to_string());
                 for e in batch {
                     e.item.answer(Err(err.clone()));
                 }
@@ -307,8 +309,9 @@ fn backend_loop(model: Arc<dyn TabularModel>, shared: Arc<Shared>, cfg: BatchCon
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::backends::TabularBackend;
     use infermesh_common::ErrorKind;
-    use infermesh_model_core::{ModelError, Task};
+    use infermesh_model_core::{ModelError, TabularModel, Task};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Sums each row; records batch sizes; optionally sleeps to hold the backend busy.
@@ -365,31 +368,38 @@ mod tests {
         BatchConfig {
             model: "m".into(),
             version: "1".into(),
-            max_batch_size: max_batch,
+            max_batch_cost: max_batch,
+            max_batch_items: usize::MAX,
             max_queue_delay: Duration::from_millis(delay_ms),
-            max_queue_rows: cap,
+            max_queue_cost: cap,
+            inline_max_cost: INLINE_MAX_ROWS,
         }
+    }
+
+    fn start(m: &Arc<SumModel>, c: BatchConfig) -> Batcher<TabularBackend> {
+        let model: Arc<dyn TabularModel> = m.clone();
+        Batcher::start(Arc::new(TabularBackend::new(model)), c).unwrap()
     }
 
     #[tokio::test]
     async fn answers_each_request_with_its_own_rows() {
-        let b = Batcher::start(model(0), cfg(8, 0, 64)).unwrap();
-        let out = b.predict(vec![1.0, 2.0, 3.0, 4.0]).await.unwrap();
+        let b = start(&model(0), cfg(8, 0, 64));
+        let out = b.predict_rows(vec![1.0, 2.0, 3.0, 4.0], 2).await.unwrap();
         assert_eq!(out, vec![3.0, 7.0]);
-        let err = b.predict(vec![1.0, 2.0, 3.0]).await.unwrap_err();
+        let err = b.predict_rows(vec![1.0, 2.0, 3.0], 2).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_are_batched_and_split_back() {
         let m = model(0);
-        let b = Arc::new(Batcher::start(m.clone(), cfg(64, 20, 1024)).unwrap());
+        let b = Arc::new(start(&m, cfg(64, 20, 1024)));
         let mut tasks = Vec::new();
         for i in 0..16 {
             let b = b.clone();
             tasks.push(tokio::spawn(async move {
                 let x = i as f32;
-                (i, b.predict(vec![x, 1.0, x, 2.0]).await.unwrap())
+                (i, b.predict_rows(vec![x, 1.0, x, 2.0], 2).await.unwrap())
             }));
         }
         for t in tasks {
@@ -405,15 +415,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_capacity_requests_are_refused_at_once() {
-        let b = Arc::new(Batcher::start(model(200), cfg(4, 0, 4)).unwrap());
+        let b = Arc::new(start(&model(200), cfg(4, 0, 4)));
         let b1 = b.clone();
-        let first = tokio::spawn(async move { b1.predict(vec![0.0; 8]).await });
+        let first = tokio::spawn(async move { b1.predict_rows(vec![0.0; 8], 2).await });
         // Wait until the first request holds its permits.
-        while b.in_flight_rows() < 4 {
+        while b.in_flight() < 4 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let t = Instant::now();
-        let err = b.predict(vec![0.0; 2]).await.unwrap_err();
+        let err = b.predict_rows(vec![0.0; 2], 2).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Overloaded);
         assert!(
             t.elapsed() < Duration::from_millis(100),
@@ -421,10 +431,10 @@ mod tests {
         );
         assert!(first.await.unwrap().is_ok());
         // Capacity is back once the batch finished.
-        assert!(b.predict(vec![0.0; 2]).await.is_ok());
+        assert!(b.predict_rows(vec![0.0; 2], 2).await.is_ok());
         // A request bigger than the whole capacity can never run.
         assert_eq!(
-            b.predict(vec![0.0; 10]).await.unwrap_err().kind,
+            b.predict_rows(vec![0.0; 10], 2).await.unwrap_err().kind,
             ErrorKind::Overloaded
         );
     }
@@ -432,53 +442,54 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_requests_never_reach_the_model() {
         let m = model(100);
-        let b = Arc::new(Batcher::start(m.clone(), cfg(1, 0, 64)).unwrap());
+        let b = Arc::new(start(&m, cfg(1, 0, 64)));
         let b1 = b.clone();
-        let busy = tokio::spawn(async move { b1.predict(vec![0.0, 0.0]).await });
+        let busy = tokio::spawn(async move { b1.predict_rows(vec![0.0, 0.0], 2).await });
         // Wait until the busy request is inside the model.
         while m.calls.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // Queued behind the busy batch, then abandoned.
         let abandoned =
-            tokio::time::timeout(Duration::from_millis(10), b.predict(vec![5.0, 5.0])).await;
+            tokio::time::timeout(Duration::from_millis(10), b.predict_rows(vec![5.0, 5.0], 2))
+                .await;
         assert!(abandoned.is_err());
         busy.await.unwrap().unwrap();
-        assert_eq!(b.predict(vec![1.0, 1.0]).await.unwrap(), vec![2.0]);
+        assert_eq!(b.predict_rows(vec![1.0, 1.0], 2).await.unwrap(), vec![2.0]);
         assert_eq!(m.calls.load(Ordering::SeqCst), 2);
-        assert_eq!(b.in_flight_rows(), 0);
+        assert_eq!(b.in_flight(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_small_requests_run_inline_and_contended_ones_queue() {
         let m = model(50);
-        let b = Arc::new(Batcher::start(m.clone(), cfg(8, 0, 64)).unwrap());
+        let b = Arc::new(start(&m, cfg(8, 0, 64)));
         // Idle: runs on the caller's thread.
-        b.predict(vec![1.0, 1.0]).await.unwrap();
+        b.predict_rows(vec![1.0, 1.0], 2).await.unwrap();
         // Busy (a 50 ms inline run holds the model): the next request goes to the backend.
         let b1 = b.clone();
-        let first = tokio::spawn(async move { b1.predict(vec![1.0, 2.0]).await });
+        let first = tokio::spawn(async move { b1.predict_rows(vec![1.0, 2.0], 2).await });
         while m.calls.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(b.predict(vec![3.0, 4.0]).await.unwrap(), vec![7.0]);
+        assert_eq!(b.predict_rows(vec![3.0, 4.0], 2).await.unwrap(), vec![7.0]);
         assert_eq!(first.await.unwrap().unwrap(), vec![3.0]);
         // More rows than the inline limit always queue.
-        b.predict(vec![0.0; 2 * (INLINE_MAX_ROWS + 1)])
+        b.predict_rows(vec![0.0; 2 * (INLINE_MAX_ROWS + 1)], 2)
             .await
             .unwrap();
         let threads = m.threads.lock().unwrap().clone();
         assert!(!threads[0].starts_with("batcher-"), "{threads:?}");
         assert!(threads[2].starts_with("batcher-"), "{threads:?}");
         assert!(threads[3].starts_with("batcher-"), "{threads:?}");
-        assert_eq!(b.in_flight_rows(), 0);
+        assert_eq!(b.in_flight(), 0);
     }
 
     #[tokio::test]
     async fn dropping_the_batcher_finishes_queued_work() {
         let m = model(0);
-        let b = Batcher::start(m.clone(), cfg(8, 0, 64)).unwrap();
-        let fut = b.predict(vec![1.0, 1.0]);
+        let b = start(&m, cfg(8, 0, 64));
+        let fut = b.predict_rows(vec![1.0, 1.0], 2);
         let out = fut.await.unwrap();
         drop(b);
         assert_eq!(out, vec![2.0]);

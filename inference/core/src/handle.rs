@@ -1,4 +1,7 @@
-//! A loaded model version: the model, its batcher, feature names and output semantics.
+//! A loaded model version: the model, its batcher, and what its outputs mean.
+//!
+//! Two families share the serving core: tabular models (trees; rows of `f32` features,
+//! batched by rows) and transformer text models (BYTES texts, batched by tokens).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,20 +10,42 @@ use std::time::SystemTime;
 
 use infermesh_common::ServiceError;
 use infermesh_model_core::{TabularModel, Task};
-use infermesh_registry::{ModelConfig, OutputMode, Platform, VersionEntry};
+use infermesh_registry::{ModelConfig, OutputMode, Platform, TextLimits, VersionEntry};
+use infermesh_text::classifier::{argmax, softmax};
+use infermesh_text::{SentenceEncoder, TextModel};
 use infermesh_trees::{ModelFormat, TreeEnsemble};
 
-use crate::batcher::{BatchConfig, Batcher};
+use crate::backends::{TabularBackend, TextBackend};
+use crate::batcher::{BatchConfig, Batcher, INLINE_MAX_ROWS};
 
-/// An output tensor of the V2 API: FP32 values and their shape.
+/// The values of an output tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// `FP32`, row-major.
+    Fp32(Vec<f32>),
+    /// `BYTES` elements (labels).
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl TensorData {
+    /// The V2 datatype name.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            TensorData::Fp32(_) => "FP32",
+            TensorData::Bytes(_) => "BYTES",
+        }
+    }
+}
+
+/// An output tensor of the V2 API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputTensor {
     /// Tensor name.
     pub name: String,
     /// Shape, rows first.
     pub shape: Vec<i64>,
-    /// Row-major values.
-    pub data: Vec<f32>,
+    /// Values.
+    pub data: TensorData,
 }
 
 /// One servable version of a model. Shared by `Arc`: a request holds its version until it
@@ -33,31 +58,139 @@ pub struct LoadedVersion {
     pub version: u64,
     /// The config it was loaded with.
     pub config: Arc<ModelConfig>,
-    /// The model.
-    pub model: Arc<dyn TabularModel>,
     /// Fingerprint of the version folder when it was loaded.
     pub fingerprint: u64,
     /// When it was loaded.
     pub loaded_at: SystemTime,
-    feature_names: Vec<String>,
-    feature_index: HashMap<String, usize>,
-    batcher: Batcher,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Tabular(TabularVersion),
+    Text(TextVersion),
 }
 
 impl LoadedVersion {
     /// Loads the artifact of `entry` as `config` says and starts its batcher.
     pub fn load(config: Arc<ModelConfig>, entry: &VersionEntry) -> Result<Self, String> {
-        let (path, format) = find_artifact(&config, &entry.dir)?;
-        let model = TreeEnsemble::load(&path, format).map_err(|e| e.to_string())?;
-        let model: Arc<dyn TabularModel> = Arc::new(model);
-        Self::from_model(config, entry.version, entry.fingerprint, model)
+        let kind = if config.platform.is_text() {
+            Kind::Text(TextVersion::load(&config, entry.version, &entry.dir)?)
+        } else {
+            let (path, format) = find_artifact(&config, &entry.dir)?;
+            let model = TreeEnsemble::load(&path, format).map_err(|e| e.to_string())?;
+            Kind::Tabular(TabularVersion::new(
+                &config,
+                entry.version,
+                Arc::new(model),
+            )?)
+        };
+        Ok(Self::with_kind(
+            config,
+            entry.version,
+            entry.fingerprint,
+            kind,
+        ))
     }
 
-    /// Wraps an already built model (used by loaders and tests).
+    /// Wraps an already built tabular model (used by loaders and tests).
     pub fn from_model(
         config: Arc<ModelConfig>,
         version: u64,
         fingerprint: u64,
+        model: Arc<dyn TabularModel>,
+    ) -> Result<Self, String> {
+        let kind = Kind::Tabular(TabularVersion::new(&config, version, model)?);
+        Ok(Self::with_kind(config, version, fingerprint, kind))
+    }
+
+    /// Wraps an already built text model (used by loaders and tests).
+    pub fn from_text_model(
+        config: Arc<ModelConfig>,
+        version: u64,
+        fingerprint: u64,
+        model: Arc<dyn TextModel>,
+    ) -> Result<Self, String> {
+        let kind = Kind::Text(TextVersion::new(&config, version, model)?);
+        Ok(Self::with_kind(config, version, fingerprint, kind))
+    }
+
+    fn with_kind(config: Arc<ModelConfig>, version: u64, fingerprint: u64, kind: Kind) -> Self {
+        Self {
+            name: config.name.clone(),
+            version,
+            config,
+            fingerprint,
+            loaded_at: SystemTime::now(),
+            kind,
+        }
+    }
+
+    /// The tabular side, or `InvalidInput` naming the model's platform.
+    pub fn tabular(&self) -> Result<&TabularVersion, ServiceError> {
+        match &self.kind {
+            Kind::Tabular(t) => Ok(t),
+            Kind::Text(_) => Err(ServiceError::invalid(format!(
+                "model '{}' is a {} model, not a tabular one",
+                self.name,
+                self.config.platform.as_str()
+            ))),
+        }
+    }
+
+    /// The text side, or `InvalidInput` naming the model's platform.
+    pub fn text(&self) -> Result<&TextVersion, ServiceError> {
+        match &self.kind {
+            Kind::Text(t) => Ok(t),
+            Kind::Tabular(_) => Err(ServiceError::invalid(format!(
+                "model '{}' is a {} model, not a text one",
+                self.name,
+                self.config.platform.as_str()
+            ))),
+        }
+    }
+
+    /// A short name of the artifact format (`xgboost_json`, `lightgbm`, `bert-embedding`...).
+    pub fn format(&self) -> &'static str {
+        match &self.kind {
+            Kind::Tabular(t) => t.model.format(),
+            Kind::Text(_) => self.config.platform.as_str(),
+        }
+    }
+
+    /// Input width in features (tabular) or output width (text), for logs.
+    pub fn width(&self) -> usize {
+        match &self.kind {
+            Kind::Tabular(t) => t.num_features(),
+            Kind::Text(t) => t.output_width(),
+        }
+    }
+
+    /// Budget units (rows or tokens) admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        match &self.kind {
+            Kind::Tabular(t) => t.batcher.in_flight(),
+            Kind::Text(t) => t.batcher.in_flight(),
+        }
+    }
+}
+
+/// A tabular model version: the model, its row batcher, feature names and output semantics.
+#[derive(Debug)]
+pub struct TabularVersion {
+    /// The model.
+    pub model: Arc<dyn TabularModel>,
+    output: OutputMode,
+    output_name: String,
+    feature_names: Vec<String>,
+    feature_index: HashMap<String, usize>,
+    batcher: Batcher<TabularBackend>,
+}
+
+impl TabularVersion {
+    fn new(
+        config: &ModelConfig,
+        version: u64,
         model: Arc<dyn TabularModel>,
     ) -> Result<Self, String> {
         let n = model.num_features();
@@ -84,23 +217,22 @@ impl LoadedVersion {
             tracing::warn!(model = %config.name, "output_class is set but the model is a regression");
         }
         let batcher = Batcher::start(
-            model.clone(),
+            Arc::new(TabularBackend::new(model.clone())),
             BatchConfig {
                 model: config.name.clone(),
                 version: version.to_string(),
-                max_batch_size: config.max_batch_size,
+                max_batch_cost: config.max_batch_size,
+                max_batch_items: config.max_batch_size,
                 max_queue_delay: config.max_queue_delay,
-                max_queue_rows: config.max_queue_rows,
+                max_queue_cost: config.max_queue_rows,
+                inline_max_cost: INLINE_MAX_ROWS,
             },
         )
         .map_err(|e| format!("cannot start the batcher thread: {e}"))?;
         Ok(Self {
-            name: config.name.clone(),
-            version,
-            config,
             model,
-            fingerprint,
-            loaded_at: SystemTime::now(),
+            output: config.output,
+            output_name: config.output_name.clone(),
             feature_names,
             feature_index,
             batcher,
@@ -122,20 +254,17 @@ impl LoadedVersion {
         self.model.num_features()
     }
 
-    /// Rows admitted and not yet answered.
-    pub fn in_flight_rows(&self) -> usize {
-        self.batcher.in_flight_rows()
-    }
-
     /// The model's own outputs per row (probabilities for classifiers), through the batcher.
     pub async fn predict_raw(&self, features: Vec<f32>) -> Result<Vec<f32>, ServiceError> {
-        self.batcher.predict(features).await
+        self.batcher
+            .predict_rows(features, self.num_features())
+            .await
     }
 
     /// Shape of the output tensor for `rows` rows, as the output mode shapes it.
     pub fn output_shape(&self, rows: i64) -> Vec<i64> {
         let k = self.model.num_outputs() as i64;
-        match output_layout(self.model.task(), self.config.output) {
+        match output_layout(self.model.task(), self.output) {
             Layout::Scalar => vec![rows],
             Layout::TwoClass => vec![rows, 2],
             Layout::PerOutput => vec![rows, k],
@@ -149,14 +278,14 @@ impl LoadedVersion {
         let raw = self.predict_raw(features).await?;
         let data = apply_output_mode(
             self.model.task(),
-            self.config.output,
+            self.output,
             self.model.num_outputs(),
             raw,
         );
         Ok(OutputTensor {
-            name: self.config.output_name.clone(),
+            name: self.output_name.clone(),
             shape: self.output_shape(rows as i64),
-            data,
+            data: TensorData::Fp32(data),
         })
     }
 
@@ -166,6 +295,226 @@ impl LoadedVersion {
             .contributions(row)
             .map_err(|e| ServiceError::invalid(e.to_string()))
     }
+}
+
+/// A transformer text model version: an encoder (embeddings) or a classifier (logits), its
+/// token-budget batcher and limits.
+#[derive(Debug)]
+pub struct TextVersion {
+    model: Arc<dyn TextModel>,
+    limits: TextLimits,
+    classifier: bool,
+    batcher: Batcher<TextBackend>,
+}
+
+/// A text classifier's answer for one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    /// Raw scores, one per label.
+    pub logits: Vec<f32>,
+    /// Softmax of the logits.
+    pub probabilities: Vec<f32>,
+    /// Index of the most probable label.
+    pub best: usize,
+}
+
+impl TextVersion {
+    fn load(config: &ModelConfig, version: u64, dir: &Path) -> Result<Self, String> {
+        let model: Arc<dyn TextModel> = match config.platform {
+            Platform::BertEmbedding => {
+                Arc::new(SentenceEncoder::load(dir).map_err(|e| e.to_string())?)
+            }
+            Platform::BertClassifier | Platform::DistilbertClassifier => {
+                Arc::new(load_classifier(dir)?)
+            }
+            Platform::Xgboost | Platform::Lightgbm => {
+                return Err(format!(
+                    "{} is not a text platform",
+                    config.platform.as_str()
+                ));
+            }
+        };
+        Self::new(config, version, model)
+    }
+
+    fn new(config: &ModelConfig, version: u64, model: Arc<dyn TextModel>) -> Result<Self, String> {
+        let classifier = config.platform.is_classifier();
+        if classifier && model.labels().len() != model.output_width() {
+            return Err(format!(
+                "the classifier has {} outputs but {} labels",
+                model.output_width(),
+                model.labels().len()
+            ));
+        }
+        let limits = config.text;
+        let batcher = Batcher::start(
+            Arc::new(TextBackend::new(
+                model.clone(),
+                limits.max_batch_requests,
+                limits.max_batch_tokens,
+            )),
+            BatchConfig {
+                model: config.name.clone(),
+                version: version.to_string(),
+                max_batch_cost: limits.max_batch_tokens,
+                max_batch_items: limits.max_batch_requests,
+                max_queue_delay: config.max_queue_delay,
+                max_queue_cost: limits.max_queue_tokens,
+                // A forward pass takes milliseconds: never on an async worker.
+                inline_max_cost: 0,
+            },
+        )
+        .map_err(|e| format!("cannot start the batcher thread: {e}"))?;
+        Ok(Self {
+            model,
+            limits,
+            classifier,
+            batcher,
+        })
+    }
+
+    /// Embedding width, or number of labels.
+    pub fn output_width(&self) -> usize {
+        self.model.output_width()
+    }
+
+    /// Longest input in tokens (longer texts are truncated).
+    pub fn max_len(&self) -> usize {
+        self.model.max_len()
+    }
+
+    /// Class labels in id order (empty for encoders).
+    pub fn labels(&self) -> &[String] {
+        self.model.labels()
+    }
+
+    /// True for classifiers.
+    pub fn is_classifier(&self) -> bool {
+        self.classifier
+    }
+
+    /// The batching limits.
+    pub fn limits(&self) -> TextLimits {
+        self.limits
+    }
+
+    /// One output row per text (unit embeddings, or logits): tokenised off the async
+    /// workers, then batched by tokens with every other request to this version.
+    pub async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ServiceError> {
+        if texts.len() > self.limits.max_client_batch_size {
+            return Err(ServiceError::invalid(format!(
+                "{} texts in one request; this model takes at most {} (max_client_batch_size)",
+                texts.len(),
+                self.limits.max_client_batch_size
+            )));
+        }
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let model = self.model.clone();
+        let ids = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            model.tokenize(&refs)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(|e| ServiceError::invalid(format!("cannot tokenize: {e}")))?;
+        self.batcher.run_texts(ids).await
+    }
+
+    /// Classifies `texts` (classifier versions only).
+    pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Classified>, ServiceError> {
+        if !self.classifier {
+            return Err(ServiceError::invalid(
+                "this model is an encoder, not a classifier",
+            ));
+        }
+        Ok(self
+            .run(texts)
+            .await?
+            .into_iter()
+            .map(|logits| {
+                let probabilities = softmax(&logits);
+                let best = argmax(&probabilities);
+                Classified {
+                    logits,
+                    probabilities,
+                    best,
+                }
+            })
+            .collect())
+    }
+
+    /// The V2 outputs for `texts`: `embedding` `[n, dim]` for encoders; `probabilities` and
+    /// `logits` `[n, labels]` and BYTES `label` `[n]` for classifiers. `wanted` filters by
+    /// name (empty: all).
+    pub async fn infer(
+        &self,
+        texts: Vec<String>,
+        output_name: &str,
+        wanted: &[String],
+    ) -> Result<Vec<OutputTensor>, ServiceError> {
+        let n = texts.len() as i64;
+        let width = self.output_width() as i64;
+        if !self.classifier {
+            let rows = self.run(texts).await?;
+            return Ok(vec![OutputTensor {
+                name: output_name.to_string(),
+                shape: vec![n, width],
+                data: TensorData::Fp32(rows.concat()),
+            }]);
+        }
+        let classified = self.classify(texts).await?;
+        let mut outputs = vec![
+            OutputTensor {
+                name: output_name.to_string(),
+                shape: vec![n, width],
+                data: TensorData::Fp32(
+                    classified
+                        .iter()
+                        .flat_map(|c| c.probabilities.clone())
+                        .collect(),
+                ),
+            },
+            OutputTensor {
+                name: "logits".into(),
+                shape: vec![n, width],
+                data: TensorData::Fp32(classified.iter().flat_map(|c| c.logits.clone()).collect()),
+            },
+            OutputTensor {
+                name: "label".into(),
+                shape: vec![n],
+                data: TensorData::Bytes(
+                    classified
+                        .iter()
+                        .map(|c| self.labels()[c.best].as_bytes().to_vec())
+                        .collect(),
+                ),
+            },
+        ];
+        if !wanted.is_empty() {
+            outputs.retain(|o| wanted.contains(&o.name));
+        }
+        Ok(outputs)
+    }
+
+    /// The V2 output tensor names and shapes (`-1` = batch).
+    pub fn output_meta(&self, output_name: &str) -> Vec<(String, &'static str, Vec<i64>)> {
+        let w = self.output_width() as i64;
+        if self.classifier {
+            vec![
+                (output_name.to_string(), "FP32", vec![-1, w]),
+                ("logits".into(), "FP32", vec![-1, w]),
+                ("label".into(), "BYTES", vec![-1]),
+            ]
+        } else {
+            vec![(output_name.to_string(), "FP32", vec![-1, w])]
+        }
+    }
+}
+
+fn load_classifier(dir: &Path) -> Result<infermesh_text::TextClassifier, String> {
+    infermesh_text::TextClassifier::load(dir).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,9 +572,9 @@ fn find_artifact(
         if path.is_file() {
             let format = match (config.platform, config.model_type.as_deref()) {
                 (Platform::Lightgbm, _) => ModelFormat::Lightgbm,
-                (Platform::Xgboost, Some(t)) => ModelFormat::from_triton_model_type(t)
+                (_, Some(t)) => ModelFormat::from_triton_model_type(t)
                     .ok_or_else(|| format!("unsupported model_type '{t}'"))?,
-                (Platform::Xgboost, None) => {
+                (_, None) => {
                     if file.ends_with(".ubj") {
                         ModelFormat::XgboostUbj
                     } else {

@@ -378,8 +378,8 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>, force: bool)
         match LoadedVersion::load(config.clone(), v) {
             Ok(loaded) => {
                 tracing::info!(
-                    model = %name, version = v.version, features = loaded.num_features(),
-                    format = loaded.model.format(), elapsed_ms = started.elapsed().as_millis() as u64,
+                    model = %name, version = v.version, width = loaded.width(),
+                    format = loaded.format(), elapsed_ms = started.elapsed().as_millis() as u64,
                     "model version loaded"
                 );
                 metrics::counter!(m::MODEL_LOAD_EVENTS_TOTAL, "model" => name.clone(), "version" => v.version.to_string(), "event" => "loaded").increment(1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::LoadedVersion;
+use infermesh_inference::{LoadedVersion, TabularVersion};
 use infermesh_model_core::Task;
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoring;
@@ -45,7 +45,7 @@ impl FraudService {
                 Some(version)
             },
         )?;
-        match handle.model.task() {
+        match handle.tabular()?.model.task() {
             Task::BinaryClassification => Ok(handle),
             other => Err(ServiceError::invalid(format!(
                 "model '{name}' is not a binary classifier ({other:?}); FraudScoring needs one"
@@ -60,12 +60,13 @@ impl FraudService {
         requests: Vec<pb::ScoreRequest>,
         default_top_k: Option<u32>,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
-        let nf = handle.num_features();
+        let tab = handle.tabular()?;
+        let nf = tab.num_features();
         let mut rows = Vec::with_capacity(requests.len() * nf);
         for r in &requests {
-            rows.extend_from_slice(&feature_row(handle, r)?);
+            rows.extend_from_slice(&feature_row(handle, tab, r)?);
         }
-        let probs = handle.predict_raw(rows.clone()).await?;
+        let probs = tab.predict_raw(rows.clone()).await?;
         let threshold = handle.config.output.threshold;
         let tops: Vec<usize> = requests
             .iter()
@@ -86,7 +87,7 @@ impl FraudService {
             tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
                 rows.chunks(nf.max(1))
                     .zip(tops)
-                    .map(|(row, k)| reasons_for(&h, row, k))
+                    .map(|(row, k)| reasons_for(h.tabular()?, row, k))
                     .collect()
             })
             .await
@@ -116,15 +117,19 @@ fn logit(p: f64) -> f64 {
 }
 
 /// The model's row for a transaction: features by name, absent ones missing (NaN).
-fn feature_row(handle: &LoadedVersion, r: &pb::ScoreRequest) -> Result<Vec<f32>, ServiceError> {
-    let mut row = vec![f32::NAN; handle.num_features()];
+fn feature_row(
+    handle: &LoadedVersion,
+    tab: &TabularVersion,
+    r: &pb::ScoreRequest,
+) -> Result<Vec<f32>, ServiceError> {
+    let mut row = vec![f32::NAN; tab.num_features()];
     for (name, value) in &r.features {
-        let Some(i) = handle.feature_index(name) else {
+        let Some(i) = tab.feature_index(name) else {
             return Err(ServiceError::invalid(format!(
                 "transaction '{}': unknown feature '{name}' (model '{}' takes: {})",
                 r.transaction_id,
                 handle.name,
-                handle.feature_names().join(", ")
+                tab.feature_names().join(", ")
             )));
         };
         if value.is_infinite() {
@@ -140,7 +145,7 @@ fn feature_row(handle: &LoadedVersion, r: &pb::ScoreRequest) -> Result<Vec<f32>,
 
 /// The `k` features that moved this prediction most, by absolute TreeSHAP contribution.
 fn reasons_for(
-    handle: &LoadedVersion,
+    handle: &TabularVersion,
     row: &[f32],
     k: usize,
 ) -> Result<Vec<pb::Reason>, ServiceError> {

@@ -10,7 +10,10 @@ use tonic::{Request, Response, Status};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, InferRequest, Protocol};
-use crate::tensor::{DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32};
+use crate::tensor::{
+    DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
+};
+use infermesh_inference::TensorData;
 
 /// The V2 gRPC service.
 #[derive(Debug, Clone)]
@@ -193,18 +196,28 @@ impl GrpcInferenceService for V2Grpc {
         for o in resp.outputs {
             // Answer in the form the request used: raw bytes for raw requests (what Triton and
             // tritonclient use), typed contents otherwise.
-            let contents = if use_raw {
-                raw_output_contents.push(f32_to_raw(&o.data));
-                None
-            } else {
-                Some(pb::InferTensorContents {
-                    fp32_contents: o.data,
+            let datatype = o.data.datatype();
+            let contents = match (use_raw, o.data) {
+                (true, TensorData::Fp32(v)) => {
+                    raw_output_contents.push(f32_to_raw(&v));
+                    None
+                }
+                (true, TensorData::Bytes(v)) => {
+                    raw_output_contents.push(bytes_to_raw(&v));
+                    None
+                }
+                (false, TensorData::Fp32(v)) => Some(pb::InferTensorContents {
+                    fp32_contents: v,
                     ..Default::default()
-                })
+                }),
+                (false, TensorData::Bytes(v)) => Some(pb::InferTensorContents {
+                    bytes_contents: v,
+                    ..Default::default()
+                }),
             };
             outputs.push(pb::model_infer_response::InferOutputTensor {
                 name: o.name,
-                datatype: "FP32".into(),
+                datatype: datatype.into(),
                 shape: o.shape,
                 parameters: HashMap::new(),
                 contents,

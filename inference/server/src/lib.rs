@@ -12,6 +12,7 @@ pub mod rest;
 pub mod sample;
 pub mod state;
 pub mod tensor;
+pub mod text;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -20,7 +21,9 @@ use std::time::Duration;
 use infermesh_common::telemetry;
 use infermesh_inference::{ManagerConfig, ModelManager};
 use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use infermesh_proto::v1::categorizer_server::CategorizerServer;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
+use infermesh_proto::v1::text_embedding_server::TextEmbeddingServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -81,6 +84,16 @@ pub struct ServeArgs {
     /// Model the typed FraudScoring service uses when a request names none.
     #[arg(long, env = "INFERMESH_FRAUD_MODEL", default_value = "fraud")]
     pub fraud_model: String,
+    /// Model the typed TextEmbedding and ResumeMatcher services use when a request names none.
+    #[arg(long, env = "INFERMESH_EMBEDDING_MODEL", default_value = "minilm")]
+    pub embedding_model: String,
+    /// Model the typed Categorizer service uses when a request names none.
+    #[arg(
+        long,
+        env = "INFERMESH_CATEGORIZER_MODEL",
+        default_value = "categorizer"
+    )]
+    pub categorizer_model: String,
 }
 
 /// Validated server configuration.
@@ -100,6 +113,10 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// Default FraudScoring model.
     pub fraud_model: String,
+    /// Default TextEmbedding / ResumeMatcher model.
+    pub embedding_model: String,
+    /// Default Categorizer model.
+    pub categorizer_model: String,
 }
 
 impl ServeArgs {
@@ -139,6 +156,8 @@ impl ServeArgs {
                 .then(|| Duration::from_secs_f64(self.poll_interval)),
             max_request_bytes: self.max_request_bytes,
             fraud_model: self.fraud_model,
+            embedding_model: self.embedding_model,
+            categorizer_model: self.categorizer_model,
         })
     }
 }
@@ -220,6 +239,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         manager: manager.clone(),
         max_request_bytes: cfg.max_request_bytes,
         default_fraud_model: cfg.fraud_model.clone(),
+        default_embedding_model: cfg.embedding_model.clone(),
+        default_categorizer_model: cfg.categorizer_model.clone(),
     };
     let http = bind(cfg.http_addr).await?;
     let grpc = bind(cfg.grpc_addr).await?;
@@ -260,6 +281,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let fraud = FraudScoringServer::new(fraud::FraudService::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
+    let embedding = TextEmbeddingServer::new(text::TextService::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let categorizer = CategorizerServer::new(text::TextService::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
     // Standard gRPC health (grpc.health.v1) and reflection, so grpcurl and load balancers work.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -267,6 +294,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         .await;
     health_reporter
         .set_serving::<FraudScoringServer<fraud::FraudService>>()
+        .await;
+    health_reporter
+        .set_serving::<TextEmbeddingServer<text::TextService>>()
+        .await;
+    health_reporter
+        .set_serving::<CategorizerServer<text::TextService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
@@ -284,6 +317,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             )
             .add_service(v2)
             .add_service(fraud)
+            .add_service(embedding)
+            .add_service(categorizer)
             .add_service(health)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, sig)

@@ -62,24 +62,48 @@ pub fn model_meta(
             handle.config.platform.as_str().to_string()
         }
     };
-    let mut out_shape = handle.output_shape(-1);
-    if out_shape.is_empty() {
-        out_shape.push(-1);
-    }
+    let (inputs, outputs) = match handle.text() {
+        Ok(text) => (
+            vec![TensorMeta {
+                name: handle.config.input_name.clone(),
+                datatype: "BYTES".into(),
+                shape: vec![-1],
+            }],
+            text.output_meta(&handle.config.output_name)
+                .into_iter()
+                .map(|(name, datatype, shape)| TensorMeta {
+                    name,
+                    datatype: datatype.into(),
+                    shape,
+                })
+                .collect(),
+        ),
+        Err(_) => {
+            let tab = handle.tabular()?;
+            let mut out_shape = tab.output_shape(-1);
+            if out_shape.is_empty() {
+                out_shape.push(-1);
+            }
+            (
+                vec![TensorMeta {
+                    name: handle.config.input_name.clone(),
+                    datatype: "FP32".into(),
+                    shape: vec![-1, tab.num_features() as i64],
+                }],
+                vec![TensorMeta {
+                    name: handle.config.output_name.clone(),
+                    datatype: "FP32".into(),
+                    shape: out_shape,
+                }],
+            )
+        }
+    };
     Ok(ModelMeta {
         name: name.to_string(),
         versions,
         platform,
-        inputs: vec![TensorMeta {
-            name: handle.config.input_name.clone(),
-            datatype: "FP32".into(),
-            shape: vec![-1, handle.num_features() as i64],
-        }],
-        outputs: vec![TensorMeta {
-            name: handle.config.output_name.clone(),
-            datatype: "FP32".into(),
-            shape: out_shape,
-        }],
+        inputs,
+        outputs,
     })
 }
 
@@ -111,7 +135,7 @@ pub fn model_config(
     let model_type = cfg
         .model_type
         .clone()
-        .unwrap_or_else(|| handle.model.format().to_string());
+        .unwrap_or_else(|| handle.format().to_string());
     let param = |v: String| pb::ModelParameter { string_value: v };
     let version_policy = match &cfg.version_policy {
         VersionPolicy::Latest(n) => {
@@ -128,38 +152,87 @@ pub fn model_config(
             })
         }
     };
+    let (backend, parameters) = match handle.text() {
+        Ok(text) => {
+            let l = text.limits();
+            (
+                "infermesh".to_string(),
+                vec![
+                    ("model_type", model_type),
+                    ("max_len", text.max_len().to_string()),
+                    ("max_batch_tokens", l.max_batch_tokens.to_string()),
+                    ("max_batch_requests", l.max_batch_requests.to_string()),
+                    ("max_client_batch_size", l.max_client_batch_size.to_string()),
+                    ("labels", text.labels().join(",")),
+                ],
+            )
+        }
+        Err(_) => (
+            "fil".to_string(),
+            vec![
+                ("model_type", model_type),
+                ("output_class", cfg.output.output_class.to_string()),
+                ("predict_proba", cfg.output.predict_proba.to_string()),
+                ("threshold", cfg.output.threshold.to_string()),
+                ("feature_names", handle.tabular()?.feature_names().join(",")),
+            ],
+        ),
+    };
     Ok(pb::ModelConfig {
         name: name.to_string(),
         platform: meta.platform,
-        backend: "fil".into(),
+        backend,
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(version_policy),
         }),
-        max_batch_size: i32::try_from(cfg.max_batch_size).unwrap_or(i32::MAX),
-        input: vec![pb::ModelInput {
-            name: cfg.input_name.clone(),
-            data_type: pb::DataType::TypeFp32 as i32,
-            dims: vec![handle.num_features() as i64],
-        }],
-        output: vec![pb::ModelOutput {
-            name: cfg.output_name.clone(),
-            data_type: pb::DataType::TypeFp32 as i32,
-            dims: meta.outputs[0].shape.iter().skip(1).copied().collect(),
-        }],
+        max_batch_size: i32::try_from(if cfg.platform.is_text() {
+            cfg.text.max_client_batch_size
+        } else {
+            cfg.max_batch_size
+        })
+        .unwrap_or(i32::MAX),
+        // Per-item dims, the batch dimension left out (Triton's convention with batching).
+        input: meta
+            .inputs
+            .iter()
+            .map(|t| pb::ModelInput {
+                name: t.name.clone(),
+                data_type: triton_type(&t.datatype) as i32,
+                dims: item_dims(&t.shape),
+            })
+            .collect(),
+        output: meta
+            .outputs
+            .iter()
+            .map(|t| pb::ModelOutput {
+                name: t.name.clone(),
+                data_type: triton_type(&t.datatype) as i32,
+                dims: item_dims(&t.shape),
+            })
+            .collect(),
         default_model_filename: cfg.model_file.clone().unwrap_or_default(),
         dynamic_batching: Some(pb::ModelDynamicBatching {
             preferred_batch_size: Vec::new(),
             max_queue_delay_microseconds: cfg.max_queue_delay.as_micros() as u64,
         }),
-        parameters: [
-            ("model_type", model_type),
-            ("output_class", cfg.output.output_class.to_string()),
-            ("predict_proba", cfg.output.predict_proba.to_string()),
-            ("threshold", cfg.output.threshold.to_string()),
-            ("feature_names", handle.feature_names().join(",")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), param(v)))
-        .collect(),
+        parameters: parameters
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), param(v)))
+            .collect(),
     })
+}
+
+fn triton_type(datatype: &str) -> pb::DataType {
+    match datatype {
+        "BYTES" => pb::DataType::TypeString,
+        _ => pb::DataType::TypeFp32,
+    }
+}
+
+fn item_dims(shape: &[i64]) -> Vec<i64> {
+    match shape {
+        [_] => vec![1],
+        [_, rest @ ..] => rest.to_vec(),
+        [] => Vec::new(),
+    }
 }

@@ -17,8 +17,10 @@ use serde_json::{Map, Value, json};
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, InferRequest, Protocol};
 use crate::tensor::{
-    DataType, InputTensor, InputValues, element_count, f32_to_raw, raw_to_f32, split_bytes_elements,
+    DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
+    split_bytes_elements,
 };
+use infermesh_inference::TensorData;
 
 /// Triton's header for the JSON part's length in a binary-data request or response.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -147,8 +149,11 @@ fn config_json(
     version: Option<&str>,
 ) -> Result<Response, ServiceError> {
     let c = metadata::model_config(&st.manager, model, version)?;
-    let tensor =
-        |name: &str, dims: &[i64]| json!({"name": name, "data_type": "TYPE_FP32", "dims": dims});
+    let tensor = |name: &str, data_type: i32, dims: &[i64]| {
+        let dt = infermesh_proto::inference::DataType::try_from(data_type)
+            .map_or("TYPE_INVALID", |d| d.as_str_name());
+        json!({"name": name, "data_type": dt, "dims": dims})
+    };
     let parameters: Map<String, Value> = c
         .parameters
         .iter()
@@ -161,8 +166,8 @@ fn config_json(
         "platform": c.platform,
         "max_batch_size": c.max_batch_size,
         "default_model_filename": c.default_model_filename,
-        "input": c.input.iter().map(|t| tensor(&t.name, &t.dims)).collect::<Vec<_>>(),
-        "output": c.output.iter().map(|t| tensor(&t.name, &t.dims)).collect::<Vec<_>>(),
+        "input": c.input.iter().map(|t| tensor(&t.name, t.data_type, &t.dims)).collect::<Vec<_>>(),
+        "output": c.output.iter().map(|t| tensor(&t.name, t.data_type, &t.dims)).collect::<Vec<_>>(),
         "dynamic_batching": {"max_queue_delay_microseconds":
             c.dynamic_batching.map_or(0, |d| d.max_queue_delay_microseconds)},
         "parameters": parameters,
@@ -367,15 +372,28 @@ async fn infer_inner(
     let mut outputs = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     for o in &resp.outputs {
+        let datatype = o.data.datatype();
         if want_binary(&o.name) {
-            let raw = f32_to_raw(&o.data);
-            outputs.push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape,
-                                "parameters": {"binary_data_size": raw.len()}}));
+            let raw = match &o.data {
+                TensorData::Fp32(v) => f32_to_raw(v),
+                TensorData::Bytes(v) => bytes_to_raw(v),
+            };
+            outputs.push(
+                json!({"name": o.name, "datatype": datatype, "shape": o.shape,
+                                "parameters": {"binary_data_size": raw.len()}}),
+            );
             tail.extend_from_slice(&raw);
         } else {
-            let data: Vec<Value> = o.data.iter().map(|&v| json_f32(v)).collect();
-            outputs
-                .push(json!({"name": o.name, "datatype": "FP32", "shape": o.shape, "data": data}));
+            let data: Vec<Value> = match &o.data {
+                TensorData::Fp32(v) => v.iter().map(|&x| json_f32(x)).collect(),
+                TensorData::Bytes(v) => v
+                    .iter()
+                    .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))
+                    .collect(),
+            };
+            outputs.push(
+                json!({"name": o.name, "datatype": datatype, "shape": o.shape, "data": data}),
+            );
         }
     }
     let mut body =

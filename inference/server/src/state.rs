@@ -8,7 +8,7 @@ use infermesh_common::{ServiceError, metrics_names as m};
 use infermesh_inference::{LoadedVersion, ModelManager, OutputTensor};
 use tracing::Instrument;
 
-use crate::tensor::{InputTensor, tabular_rows};
+use crate::tensor::{InputTensor, tabular_rows, text_input};
 
 /// A KServe V2 inference request, decoded from REST or gRPC.
 #[derive(Debug, Clone)]
@@ -47,6 +47,10 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Model the typed FraudScoring service uses when the request names none.
     pub default_fraud_model: String,
+    /// Model TextEmbedding (and ResumeMatcher) use when the request names none.
+    pub default_embedding_model: String,
+    /// Model Categorizer uses when the request names none.
+    pub default_categorizer_model: String,
 }
 
 /// Which front end a request came through (a metrics label).
@@ -137,20 +141,42 @@ async fn run_infer(
     req: InferRequest,
 ) -> Result<InferResponse, ServiceError> {
     let cfg = &handle.config;
-    for o in &req.outputs {
-        if o != &cfg.output_name {
-            return Err(ServiceError::invalid(format!(
-                "unknown output '{o}': the model's output is '{}'",
-                cfg.output_name
-            )));
+    let outputs = match handle.text() {
+        Ok(text) => {
+            let known = text.output_meta(&cfg.output_name);
+            for o in &req.outputs {
+                if !known.iter().any(|(name, _, _)| name == o) {
+                    return Err(ServiceError::invalid(format!(
+                        "unknown output '{o}': the model's outputs are {}",
+                        known
+                            .iter()
+                            .map(|(n, _, _)| format!("'{n}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+            let texts = text_input(req.inputs, &cfg.input_name)?;
+            text.infer(texts, &cfg.output_name, &req.outputs).await?
         }
-    }
-    let rows = tabular_rows(req.inputs, &cfg.input_name, handle.num_features())?;
-    let out = handle.infer(rows).await?;
+        Err(_) => {
+            let tab = handle.tabular()?;
+            for o in &req.outputs {
+                if o != &cfg.output_name {
+                    return Err(ServiceError::invalid(format!(
+                        "unknown output '{o}': the model's output is '{}'",
+                        cfg.output_name
+                    )));
+                }
+            }
+            let rows = tabular_rows(req.inputs, &cfg.input_name, tab.num_features())?;
+            vec![tab.infer(rows).await?]
+        }
+    };
     Ok(InferResponse {
         model: handle.name.clone(),
         version: handle.version.to_string(),
         id: req.id,
-        outputs: vec![out],
+        outputs,
     })
 }

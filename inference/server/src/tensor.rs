@@ -210,6 +210,57 @@ pub fn tabular_rows(
     }
 }
 
+/// Checks a text model's input and returns its texts: exactly one BYTES input named
+/// `input_name`, shape `[n]` or `[n, 1]`, every element UTF-8.
+pub fn text_input(inputs: Vec<InputTensor>, input_name: &str) -> Result<Vec<String>, ServiceError> {
+    if inputs.len() != 1 {
+        return Err(ServiceError::invalid(format!(
+            "expected 1 input tensor '{input_name}', got {}",
+            inputs.len()
+        )));
+    }
+    let Some(input) = inputs.into_iter().next() else {
+        return Err(ServiceError::invalid("no input tensor"));
+    };
+    if input.name != input_name {
+        return Err(ServiceError::invalid(format!(
+            "unexpected input '{}': the model's input is '{input_name}'",
+            input.name
+        )));
+    }
+    if !matches!(input.shape.as_slice(), [_] | [_, 1]) {
+        return Err(ServiceError::invalid(format!(
+            "input '{input_name}' must have shape [batch] or [batch, 1], got {:?}",
+            input.shape
+        )));
+    }
+    let InputValues::Bytes(elements) = input.values else {
+        return Err(ServiceError::invalid(format!(
+            "input '{input_name}' must be BYTES (UTF-8 texts), got {}",
+            input.datatype.as_str()
+        )));
+    };
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            String::from_utf8(e).map_err(|_| {
+                ServiceError::invalid(format!("input '{input_name}' element {i} is not UTF-8"))
+            })
+        })
+        .collect()
+}
+
+/// Encodes BYTES elements as V2 raw content: u32 LE length, then the bytes, per element.
+pub fn bytes_to_raw(elements: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
+    for e in elements {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -265,6 +316,72 @@ mod tests {
         assert_eq!(els, vec![b"ab".to_vec(), vec![], b"xyz".to_vec()]);
         assert!(split_bytes_elements(&raw[..raw.len() - 1]).is_err());
         assert!(split_bytes_elements(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn text_input_checks_name_shape_type_and_utf8() {
+        let t = |name: &str, dt, shape: Vec<i64>, values| InputTensor {
+            name: name.into(),
+            datatype: dt,
+            shape,
+            values,
+        };
+        let bytes = |v: &[&[u8]]| InputValues::Bytes(v.iter().map(|b| b.to_vec()).collect());
+        let ok = text_input(
+            vec![t(
+                "text",
+                DataType::Bytes,
+                vec![2],
+                bytes(&[b"a", "\u{e9}".as_bytes()]),
+            )],
+            "text",
+        );
+        assert_eq!(ok.unwrap(), vec!["a".to_string(), "\u{e9}".to_string()]);
+        assert!(
+            text_input(
+                vec![t("text", DataType::Bytes, vec![1, 1], bytes(&[b"a"]))],
+                "text"
+            )
+            .is_ok()
+        );
+        assert!(
+            text_input(
+                vec![t("x", DataType::Bytes, vec![1], bytes(&[b"a"]))],
+                "text"
+            )
+            .is_err()
+        );
+        assert!(
+            text_input(
+                vec![t("text", DataType::Bytes, vec![1, 2], bytes(&[b"a", b"b"]))],
+                "text"
+            )
+            .is_err()
+        );
+        assert!(
+            text_input(
+                vec![t("text", DataType::Bytes, vec![1], bytes(&[&[0xff, 0xfe]]))],
+                "text"
+            )
+            .is_err()
+        );
+        assert!(
+            text_input(
+                vec![t(
+                    "text",
+                    DataType::Fp32,
+                    vec![1],
+                    InputValues::Numeric(vec![1.0])
+                )],
+                "text"
+            )
+            .is_err()
+        );
+        let raw = bytes_to_raw(&[b"ab".to_vec(), vec![]]);
+        assert_eq!(
+            split_bytes_elements(&raw).unwrap(),
+            vec![b"ab".to_vec(), vec![]]
+        );
     }
 
     #[test]

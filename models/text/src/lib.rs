@@ -12,7 +12,33 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
+
+pub mod classifier;
+pub mod tokenize;
+
+pub use classifier::TextClassifier;
+
+/// A text model the serving engine batches: tokenisation apart from the forward pass, so a
+/// queue can budget real token counts before any tensor work (as TEI's router does).
+///
+/// Object-safe; `&self` everywhere, callable from many threads.
+pub trait TextModel: Send + Sync + std::fmt::Debug {
+    /// Token ids of each text (special tokens included), truncated at [`TextModel::max_len`],
+    /// unpadded.
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError>;
+    /// One output row per sequence (unit embeddings for encoders, logits for classifiers);
+    /// the batch is padded to its longest sequence.
+    fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError>;
+    /// Values per output row (embedding width, or number of labels).
+    fn output_width(&self) -> usize;
+    /// Longest input in tokens.
+    fn max_len(&self) -> usize;
+    /// Class labels in id order, for classifiers; empty for encoders.
+    fn labels(&self) -> &[String] {
+        &[]
+    }
+}
 
 /// Errors loading or running an encoder.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +88,7 @@ struct PoolingConfig {
 pub struct SentenceEncoder {
     model: BertModel,
     tokenizer: Tokenizer,
+    pad_id: u32,
     device: Device,
     pooling: Pooling,
     dim: usize,
@@ -118,24 +145,11 @@ impl SentenceEncoder {
         let weights = read(&dir.join("model.safetensors"))?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
         let model = BertModel::load(vb, &config)?;
-        let mut tokenizer =
-            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| TextError::Invalid {
-                what: "tokenizer.json",
-                message: e.to_string(),
-            })?;
         let max_len = config.max_position_embeddings;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
-            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        let tokenizer = tokenize::load_tokenizer(dir, max_len)?;
         Ok(Self {
             model,
+            pad_id: tokenize::pad_id(&tokenizer),
             tokenizer,
             device,
             pooling,
@@ -156,15 +170,7 @@ impl SentenceEncoder {
 
     /// Token counts of `texts` after truncation (for token-budget batching).
     pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>, TextError> {
-        texts
-            .iter()
-            .map(|t| {
-                self.tokenizer
-                    .encode(*t, true)
-                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
-                    .map_err(|e| TextError::Tokenizer(e.to_string()))
-            })
-            .collect()
+        Ok(self.tokenize(texts)?.iter().map(Vec::len).collect())
     }
 
     /// Unit-length sentence embeddings of `texts`, one batch padded to its longest text.
@@ -172,20 +178,22 @@ impl SentenceEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
-        let n = encodings.len();
-        let len = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for e in &encodings {
-            ids.extend(e.get_ids().iter().copied());
-            mask.extend(e.get_attention_mask().iter().copied());
+        let ids = self.tokenize(texts)?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        self.forward_tokens(&refs)
+    }
+}
+
+impl TextModel for SentenceEncoder {
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
+        tokenize::encode(&self.tokenizer, texts)
+    }
+
+    fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let (ids, mask) = tokenize::pad_batch(batch, self.pad_id, &self.device)?;
         let types = ids.zeros_like()?;
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
         let pooled = match self.pooling {
@@ -197,14 +205,22 @@ impl SentenceEncoder {
                 sum.broadcast_div(&count)?
             }
         };
-        let norm = pooled
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12, f64::MAX)?;
-        let unit = pooled.broadcast_div(&norm)?;
-        Ok(unit.to_vec2::<f32>()?)
+        Ok(l2_normalize(&pooled)?.to_vec2::<f32>()?)
     }
+
+    fn output_width(&self) -> usize {
+        self.dim
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+}
+
+/// Rows of `x` (n, d) scaled to unit length (zero rows stay zero).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor, candle_core::Error> {
+    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    x.broadcast_div(&norm)
 }
 
 /// Cosine similarity of two vectors.

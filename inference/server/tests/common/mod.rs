@@ -29,6 +29,8 @@ pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningS
         poll_interval: poll,
         max_request_bytes,
         fraud_model: "fraud".into(),
+        embedding_model: "minilm".into(),
+        categorizer_model: "categorizer".into(),
     }
     .validate()
     .unwrap();

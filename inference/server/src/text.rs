@@ -1,0 +1,151 @@
+//! `infermesh.v1.TextEmbedding` and `infermesh.v1.Categorizer`: sentence embeddings and text
+//! classification by name, for product APIs that want texts in and labels out, not tensors.
+//! Both run through the model version's token-budget batcher, like the V2 routes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use infermesh_common::ServiceError;
+use infermesh_inference::LoadedVersion;
+use infermesh_proto::v1 as pb;
+use infermesh_proto::v1::categorizer_server::Categorizer;
+use infermesh_proto::v1::text_embedding_server::TextEmbedding;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::state::{AppState, Protocol, record};
+
+/// The typed text services.
+#[derive(Debug, Clone)]
+pub struct TextService {
+    state: AppState,
+}
+
+impl TextService {
+    /// The services over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// Resolves `model` (or `default`), runs `f` on it under a span, and records the request.
+    async fn with_model<T, F, Fut>(
+        &self,
+        model: &str,
+        default: &str,
+        version: &str,
+        span: tracing::Span,
+        f: F,
+    ) -> Result<T, ServiceError>
+    where
+        F: FnOnce(Arc<LoadedVersion>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let started = Instant::now();
+        let name = if model.is_empty() { default } else { model };
+        let handle = self
+            .state
+            .manager
+            .get(name, (!version.is_empty()).then_some(version))
+            .inspect_err(|e| record(name, version, Protocol::Typed, started, Err(e)))?;
+        let v = handle.version.to_string();
+        let res = f(handle).instrument(span).await;
+        record(name, &v, Protocol::Typed, started, res.as_ref().map(|_| ()));
+        res
+    }
+}
+
+#[tonic::async_trait]
+impl TextEmbedding for TextService {
+    async fn embed(
+        &self,
+        req: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let r = req.into_inner();
+        let span = tracing::info_span!("embed", n = r.texts.len(), model = %r.model_name);
+        let default = self.state.default_embedding_model.clone();
+        let resp = self
+            .with_model(
+                &r.model_name,
+                &default,
+                &r.model_version,
+                span,
+                |h| async move {
+                    let text = h.text()?;
+                    if text.is_classifier() {
+                        return Err(ServiceError::invalid(format!(
+                            "model '{}' is a classifier; TextEmbedding needs an embedding model",
+                            h.name
+                        )));
+                    }
+                    let rows = text.run(r.texts).await?;
+                    Ok(pb::EmbedResponse {
+                        embeddings: rows
+                            .into_iter()
+                            .map(|values| pb::Embedding { values })
+                            .collect(),
+                        dimensions: text.output_width() as u32,
+                        model_name: h.name.clone(),
+                        model_version: h.version.to_string(),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(resp))
+    }
+}
+
+#[tonic::async_trait]
+impl Categorizer for TextService {
+    async fn classify(
+        &self,
+        req: Request<pb::ClassifyRequest>,
+    ) -> Result<Response<pb::ClassifyResponse>, Status> {
+        let r = req.into_inner();
+        let span = tracing::info_span!("classify", n = r.texts.len(), model = %r.model_name);
+        let default = self.state.default_categorizer_model.clone();
+        let top_k = r.top_k as usize;
+        let resp = self
+            .with_model(
+                &r.model_name,
+                &default,
+                &r.model_version,
+                span,
+                |h| async move {
+                    let text = h.text()?;
+                    let labels = text.labels();
+                    let results = text
+                        .classify(r.texts)
+                        .await?
+                        .into_iter()
+                        .map(|c| {
+                            let mut order: Vec<usize> = (0..c.probabilities.len()).collect();
+                            order.sort_by(|&a, &b| {
+                                c.probabilities[b].total_cmp(&c.probabilities[a])
+                            });
+                            if top_k > 0 {
+                                order.truncate(top_k);
+                            }
+                            pb::Classification {
+                                label: labels[c.best].clone(),
+                                probability: c.probabilities[c.best],
+                                probabilities: order
+                                    .into_iter()
+                                    .map(|i| pb::LabelProbability {
+                                        label: labels[i].clone(),
+                                        probability: c.probabilities[i],
+                                    })
+                                    .collect(),
+                            }
+                        })
+                        .collect();
+                    Ok(pb::ClassifyResponse {
+                        results,
+                        model_name: h.name.clone(),
+                        model_version: h.version.to_string(),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(resp))
+    }
+}

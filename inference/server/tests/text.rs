@@ -1,0 +1,385 @@
+//! Text models served end to end: all-MiniLM-L6-v2 (`bert-embedding`, weights from the model
+//! cache the README's test command fills) and a tiny DistilBERT classifier the test builds,
+//! over KServe V2 REST and gRPC (BYTES in) and the typed TextEmbedding / Categorizer services.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use infermesh_proto::inference as v2;
+use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use infermesh_proto::v1 as pb;
+use infermesh_proto::v1::categorizer_client::CategorizerClient;
+use infermesh_proto::v1::text_embedding_client::TextEmbeddingClient;
+use infermesh_text::{SentenceEncoder, TextClassifier, TextModel, cosine};
+use serde_json::{Value, json};
+use tonic::Code;
+
+fn minilm_dir() -> PathBuf {
+    let cache = std::env::var("INFERMESH_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/infermesh/models")
+        });
+    let dir = cache.join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
+        dir.display()
+    );
+    dir
+}
+
+const LABELS: [&str; 3] = ["groceries", "transport", "salary"];
+
+/// A 1-layer DistilBERT classifier with random (seeded by candle's init) weights, written in
+/// the Hugging Face layout with MiniLM's tokenizer.
+fn write_tiny_classifier(dir: &Path) -> TextClassifier {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = json!({
+        "architectures": ["DistilBertForSequenceClassification"],
+        "model_type": "distilbert",
+        "vocab_size": 30522, "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64,
+        "activation": "gelu", "max_position_embeddings": 512, "initializer_range": 0.02,
+        "pad_token_id": 0,
+        "id2label": {"0": LABELS[0], "1": LABELS[1], "2": LABELS[2]},
+        "label2id": {LABELS[0]: 0, LABELS[1]: 1, LABELS[2]: 2},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    std::fs::write(dir.join("config.json"), &config).unwrap();
+    std::fs::copy(
+        minilm_dir().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let model = TextClassifier::from_parts(&config, vb, tokenizer).unwrap();
+    varmap.save(dir.join("model.safetensors")).unwrap();
+    model
+}
+
+/// A repository with `minilm` (bert-embedding, files linked from the cache), `categorizer`
+/// (the tiny classifier) and the sample fraud model.
+fn text_repo(extra_minilm_config: &str) -> (tempfile::TempDir, TextClassifier) {
+    let d = common::sample_repo();
+    let m = d.path().join("minilm");
+    std::fs::create_dir_all(m.join("1")).unwrap();
+    std::fs::write(
+        m.join("config.toml"),
+        format!("platform = \"bert-embedding\"\n{extra_minilm_config}"),
+    )
+    .unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "1_Pooling",
+    ] {
+        std::os::unix::fs::symlink(minilm_dir().join(f), m.join("1").join(f)).unwrap();
+    }
+    let c = d.path().join("categorizer");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("config.toml"),
+        "platform = \"distilbert-classifier\"\nmax_batch_tokens = 256\n",
+    )
+    .unwrap();
+    let model = write_tiny_classifier(&c.join("1"));
+    (d, model)
+}
+
+const PAIR: [&str; 3] = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
+    let (repo, _) = text_repo("");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let want = enc.embed(&PAIR).unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", s.http_addr);
+
+    // Metadata: BYTES text in, FP32 [-1, 384] embedding out.
+    let meta: Value = http
+        .get(format!("{base}/v2/models/minilm"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["platform"], "bert-embedding");
+    assert_eq!(
+        meta["inputs"][0],
+        json!({"name": "text", "datatype": "BYTES", "shape": [-1]})
+    );
+    assert_eq!(
+        meta["outputs"][0],
+        json!({"name": "embedding", "datatype": "FP32", "shape": [-1, 384]})
+    );
+
+    // REST JSON.
+    let resp: Value = http
+        .post(format!("{base}/v2/models/minilm/infer"))
+        .json(
+            &json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": PAIR}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let out = &resp["outputs"][0];
+    assert_eq!(out["name"], "embedding");
+    assert_eq!(out["shape"], json!([3, 384]));
+    let got: Vec<f32> = out["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    for (i, w) in want.iter().enumerate() {
+        let g = &got[i * 384..(i + 1) * 384];
+        assert!(cosine(g, w) >= 0.9999, "text {i}");
+    }
+    let c01 = cosine(&got[..384], &got[384..768]);
+    let c02 = cosine(&got[..384], &got[768..]);
+    assert!((c01 - 0.7553).abs() < 0.01, "{c01}");
+    assert!((c02 + 0.1050).abs() < 0.01, "{c02}");
+
+    // gRPC with raw BYTES contents (u32 length-prefixed), as tritonclient sends them.
+    let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    for t in PAIR {
+        raw.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        raw.extend_from_slice(t.as_bytes());
+    }
+    let r = g
+        .model_infer(v2::ModelInferRequest {
+            model_name: "minilm".into(),
+            inputs: vec![v2::model_infer_request::InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![3, 1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outputs[0].shape, vec![3, 384]);
+    let floats: Vec<f32> = r.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(cosine(&floats[768..], &want[2]) >= 0.9999);
+
+    // Typed, with concurrent callers batched together: each gets its own texts' vectors.
+    let client = TextEmbeddingClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let texts = vec![PAIR[i % 3].to_string(), PAIR[(i + 1) % 3].to_string()];
+            let r = c
+                .embed(pb::EmbedRequest {
+                    texts,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (i, r)
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        assert_eq!(
+            (r.model_name.as_str(), r.model_version.as_str()),
+            ("minilm", "1")
+        );
+        assert_eq!(r.dimensions, 384);
+        assert!(cosine(&r.embeddings[0].values, &want[i % 3]) >= 0.9999);
+        assert!(cosine(&r.embeddings[1].values, &want[(i + 1) % 3]) >= 0.9999);
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classifier_serves_labels_and_probabilities() {
+    let (repo, model) = text_repo("");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let texts = [
+        "WOOLWORTHS FOOD 0231",
+        "UBER TRIP HELP.UBER.COM",
+        "ACME PAYROLL SALARY",
+    ];
+    let ids = model.tokenize(&texts).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let logits = model.forward_tokens(&refs).unwrap();
+
+    let mut c = CategorizerClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let r = c
+        .classify(pb::ClassifyRequest {
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            top_k: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.model_name.as_str(), r.model_version.as_str()),
+        ("categorizer", "1")
+    );
+    for (res, l) in r.results.iter().zip(&logits) {
+        let p = infermesh_text::classifier::softmax(l);
+        let best = infermesh_text::classifier::argmax(&p);
+        assert_eq!(res.label, LABELS[best]);
+        assert!((res.probability - p[best]).abs() < 1e-5);
+        assert_eq!(res.probabilities.len(), 2);
+        assert!(res.probabilities[0].probability >= res.probabilities[1].probability);
+    }
+
+    // V2 REST: probabilities, logits and the BYTES label.
+    let resp: Value = reqwest::Client::new()
+        .post(format!("http://{}/v2/models/categorizer/infer", s.http_addr))
+        .json(&json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outs = resp["outputs"].as_array().unwrap();
+    let names: Vec<&str> = outs.iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["probabilities", "logits", "label"]);
+    assert_eq!(outs[2]["datatype"], "BYTES");
+    assert_eq!(outs[2]["data"][0], json!(r.results[0].label));
+    let l0 = outs[1]["data"][0].as_f64().unwrap() as f32;
+    assert!((l0 - logits[0][0]).abs() < 1e-4);
+
+    // The classifier is not an embedding model, and the embedding model is not a classifier.
+    let mut e = TextEmbeddingClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let err = e
+        .embed(pb::EmbedRequest {
+            texts: vec!["x".into()],
+            model_name: "categorizer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = c
+        .classify(pb::ClassifyRequest {
+            texts: vec!["x".into()],
+            model_name: "minilm".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_text_requests_get_clear_errors() {
+    // A tiny token budget: one long text is more than the whole admission capacity.
+    let (repo, _) =
+        text_repo("max_batch_tokens = 64\nmax_queue_tokens = 64\nmax_client_batch_size = 4\n");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let mut e = TextEmbeddingClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let embed = |texts: Vec<String>, model: &str| pb::EmbedRequest {
+        texts,
+        model_name: model.into(),
+        ..Default::default()
+    };
+    let long = "word ".repeat(200);
+    let err = e.embed(embed(vec![long], "")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let err = e.embed(embed(vec!["a".into(); 5], "")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("max_client_batch_size"));
+    let err = e.embed(embed(vec!["a".into()], "ghost")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = e.embed(embed(vec!["a".into()], "fraud")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Texts that fit still work after the refusals, and an empty request is an empty answer.
+    let ok = e
+        .embed(embed(vec!["fine".into()], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.embeddings[0].values.len(), 384);
+    let empty = e.embed(embed(vec![], "")).await.unwrap().into_inner();
+    assert!(empty.embeddings.is_empty());
+
+    // V2: numeric data for a text model, non-UTF-8 bytes, unknown outputs.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v2/models/minilm/infer", s.http_addr);
+    for (body, needle) in [
+        (
+            json!({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
+            "BYTES",
+        ),
+        (
+            json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                   "outputs": [{"name": "logits"}]}),
+            "unknown output",
+        ),
+        (
+            json!({"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}),
+            "input",
+        ),
+    ] {
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
+    }
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&2u32.to_le_bytes());
+    raw.extend_from_slice(&[0xff, 0xfe]);
+    let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let err = g
+        .model_infer(v2::ModelInferRequest {
+            model_name: "minilm".into(),
+            inputs: vec![v2::model_infer_request::InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("UTF-8"));
+    s.shutdown().await.unwrap();
+}

@@ -1,0 +1,90 @@
+//! Tokenisation shared by every encoder: `tokenizer.json` (tokenizers crate) truncated at the
+//! model's maximum length, no padding at tokenisation time (the serving queue budgets real
+//! token counts, TEI-style), and dynamic padding per batch when the batch runs.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::TextError;
+
+/// Loads `dir/tokenizer.json`, truncating at `max_len` tokens (special tokens included) and
+/// never padding.
+pub fn load_tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, TextError> {
+    let mut tokenizer =
+        Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| TextError::Invalid {
+            what: "tokenizer.json",
+            message: e.to_string(),
+        })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
+        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// Token ids of each text, with special tokens, truncated, unpadded.
+pub fn encode(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
+    let encodings = tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
+}
+
+/// Pads `batch` to its longest sequence with `pad_id`: `(ids, attention_mask)`, both
+/// `(n, len)` u32 tensors, the mask 1 on real tokens.
+pub fn pad_batch(
+    batch: &[&[u32]],
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Tensor, Tensor), TextError> {
+    let n = batch.len();
+    let len = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(n * len);
+    let mut mask = Vec::with_capacity(n * len);
+    for s in batch {
+        ids.extend_from_slice(s);
+        ids.extend(std::iter::repeat_n(pad_id, len - s.len()));
+        mask.extend(std::iter::repeat_n(1u32, s.len()));
+        mask.extend(std::iter::repeat_n(0u32, len - s.len()));
+    }
+    Ok((
+        Tensor::from_vec(ids, (n, len), device)?,
+        Tensor::from_vec(mask, (n, len), device)?,
+    ))
+}
+
+/// The tokenizer's padding id (`[PAD]`), 0 when it has none.
+pub fn pad_id(tokenizer: &Tokenizer) -> u32 {
+    tokenizer
+        .get_padding()
+        .map(|p| p.pad_id)
+        .or_else(|| tokenizer.token_to_id("[PAD]"))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_to_the_longest_with_a_mask() {
+        let (ids, mask) = pad_batch(&[&[5, 6, 7], &[8]], 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            ids.to_vec2::<u32>().unwrap(),
+            vec![vec![5, 6, 7], vec![8, 0, 0]]
+        );
+        assert_eq!(
+            mask.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 1, 1], vec![1, 0, 0]]
+        );
+    }
+}
