@@ -64,6 +64,11 @@ struct UpArgs {
     /// Repository poll interval in seconds (0 = off).
     #[arg(long, default_value_t = 2.0)]
     poll_interval: f64,
+    /// Model cache holding all-MiniLM-L6-v2 (filled by scripts/fetch_models.sh); when it is
+    /// there, `minilm` (sentence embeddings, resume ranking) is served too. Default:
+    /// ~/.cache/infermesh/models.
+    #[arg(long, env = "INFERMESH_MODEL_CACHE")]
+    model_cache: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +117,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             args.model_repository.display()
         );
     }
+    let cache = args
+        .model_cache
+        .clone()
+        .unwrap_or_else(infermesh_server::sample::default_model_cache);
+    if infermesh_server::sample::link_minilm(&args.model_repository, &cache)
+        .with_context(|| format!("cannot link all-MiniLM-L6-v2 from {}", cache.display()))?
+    {
+        println!("added minilm (all-MiniLM-L6-v2 from {})", cache.display());
+    }
     let serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
         host: args.host,
@@ -152,6 +166,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
         infermesh_server::sample::example_v2_request()
     );
+    if args.model_repository.join("minilm/config.toml").exists() {
+        println!(
+            "  curl -s -X POST http://{http}/v2/models/minilm/infer -H 'content-type: application/json' \\\n    -d '{}'",
+            infermesh_server::sample::EXAMPLE_EMBED_REQUEST
+        );
+        println!(
+            "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
+            infermesh_server::sample::EXAMPLE_RANK_REQUEST
+        );
+    }
     println!(
         "  curl -s http://{}/metrics | grep infermesh_",
         server.metrics_addr

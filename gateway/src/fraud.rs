@@ -11,7 +11,7 @@ use infermesh_common::ServiceError;
 use infermesh_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::{GatewayState, json_rejection, upstream_error};
+use crate::{GatewayState, json_rejection, upstream_error, with_request_id};
 
 /// Most transactions in one batch call.
 pub const MAX_BATCH: usize = 1000;
@@ -132,16 +132,6 @@ fn from_proto(r: pb::ScoreResponse) -> ScoreResponse {
         model: r.model_name,
         version: r.model_version,
     }
-}
-
-fn with_request_id<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
-        && let Ok(v) = id.parse()
-    {
-        req.metadata_mut().insert("x-request-id", v);
-    }
-    req
 }
 
 /// Scores one transaction.

@@ -8,6 +8,7 @@
 
 pub mod fraud;
 pub mod openapi;
+pub mod resumes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use http::{HeaderName, StatusCode};
 use infermesh_common::{ErrorKind, ServiceError, metrics_names as m, telemetry};
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
+use infermesh_proto::v1::resume_matcher_client::ResumeMatcherClient;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -119,6 +121,8 @@ impl GatewayArgs {
 pub struct GatewayState {
     /// Typed fraud scoring client.
     pub fraud: FraudScoringClient<Channel>,
+    /// Typed resume matching client.
+    pub resumes: ResumeMatcherClient<Channel>,
     /// KServe V2 client (readiness).
     pub v2: GrpcInferenceServiceClient<Channel>,
 }
@@ -130,9 +134,21 @@ impl GatewayState {
         let channel = endpoint.connect_lazy();
         Self {
             fraud: FraudScoringClient::new(channel.clone()),
+            resumes: ResumeMatcherClient::new(channel.clone()),
             v2: GrpcInferenceServiceClient::new(channel),
         }
     }
+}
+
+/// A gRPC request carrying the caller's `x-request-id`.
+pub(crate) fn with_request_id<T>(headers: &axum::http::HeaderMap, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && let Ok(v) = id.parse()
+    {
+        req.metadata_mut().insert("x-request-id", v);
+    }
+    req
 }
 
 /// Maps an upstream gRPC status to the gateway's error, counting it.
@@ -172,6 +188,7 @@ pub fn app(state: GatewayState, max_request_bytes: usize) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/fraud/score", post(fraud::score))
         .route("/api/v1/fraud/score/batch", post(fraud::score_batch))
+        .route("/api/v1/resumes/rank", post(resumes::rank))
         .fallback(|| async { ServiceError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(middleware::from_fn(observe))

@@ -13,7 +13,7 @@ fn error_response(desc: &str) -> Value {
 /// The document.
 pub fn spec() -> Value {
     let errors = json!({
-        "400": error_response("Malformed JSON, unknown field, or features that do not fit the model"),
+        "400": error_response("Malformed JSON, unknown field, or input that does not fit the model (features, unreadable document)"),
         "404": error_response("Unknown model or version"),
         "413": error_response("Body over the size limit"),
         "429": error_response("The model's queue is full: retry later"),
@@ -43,8 +43,32 @@ pub fn spec() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreBatchRequest"}}}},
                 "responses": with_ok(json!({"description": "Scored, in request order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreBatchResponse"}}}})),
             }},
+            "/api/v1/resumes/rank": {"post": {
+                "summary": "Rank resumes (text or base64 PDF/DOCX) against a job description, with a score breakdown",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RankRequest"}}}},
+                "responses": with_ok(json!({"description": "Candidates, best first", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RankResponse"}}}})),
+            }},
         },
         "components": {"schemas": {
+            "RankRequest": {"type": "object", "additionalProperties": false, "required": ["job_description", "resumes"], "properties": {
+                "job_description": {"type": "string"},
+                "resumes": {"type": "array", "minItems": 1, "maxItems": 200, "items": {"type": "object", "additionalProperties": false,
+                    "required": ["id"], "properties": {"id": {"type": "string"}, "text": {"type": "string"},
+                    "document_base64": {"type": "string", "description": "PDF, DOCX or text file, base64"}}}},
+                "top_k": {"type": "integer", "minimum": 0},
+                "weights": {"type": "object", "additionalProperties": false, "required": ["semantic", "skills", "experience"], "properties": {
+                    "semantic": {"type": "number", "minimum": 0}, "skills": {"type": "number", "minimum": 0}, "experience": {"type": "number", "minimum": 0}}},
+                "model": {"type": "string"}, "version": {"type": "string"}}},
+            "RankResponse": {"type": "object", "properties": {
+                "candidates": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "score": {"type": "number"}, "document_type": {"type": "string", "enum": ["text", "pdf", "docx"]},
+                    "breakdown": {"type": "object", "properties": {
+                        "semantic": {"type": "number"}, "skill_coverage": {"type": "number"}, "experience": {"type": "number"},
+                        "matched_skills": {"type": "array", "items": {"type": "string"}},
+                        "missing_skills": {"type": "array", "items": {"type": "string"}},
+                        "required_years": {"type": ["number", "null"]}, "resume_years": {"type": ["number", "null"]}}}}}},
+                "required_skills": {"type": "array", "items": {"type": "string"}},
+                "model": {"type": "string"}, "version": {"type": "string"}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "ScoreRequest": {"type": "object", "additionalProperties": false, "required": ["transaction_id"], "properties": {
                 "transaction_id": {"type": "string", "minLength": 1},

@@ -29,6 +29,12 @@ async fn gateway_to(inference_url: String) -> infermesh_gateway::RunningGateway 
 async fn stack() -> Stack {
     let repo = tempfile::tempdir().unwrap();
     infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
+    let cache = infermesh_server::sample::default_model_cache();
+    assert!(
+        infermesh_server::sample::link_minilm(repo.path(), &cache).unwrap(),
+        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
+        cache.display()
+    );
     let cfg = infermesh_server::ServeArgs {
         model_repository: repo.path().to_path_buf(),
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -156,6 +162,65 @@ async fn scores_transactions_with_reasons_and_request_ids() {
     );
     st.gateway.shutdown().await.unwrap();
     st.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranks_resumes_from_text_and_base64_documents() {
+    use base64::Engine;
+    let s = stack().await;
+    let c = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/resumes/rank", s.gateway.addr);
+    let strong = "Backend engineer, 6 years of experience with Python, Kubernetes and PostgreSQL.";
+    let body = json!({
+        "job_description": "Backend engineer: 4+ years of experience, Python, Kubernetes, PostgreSQL.",
+        "resumes": [
+            {"id": "baker", "text": "Baker with 10 years of experience making bread and cakes."},
+            {"id": "dev", "document_base64":
+                base64::engine::general_purpose::STANDARD.encode(strong)},
+        ],
+        "top_k": 2,
+    });
+    let r = c.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "minilm");
+    assert_eq!(v["candidates"][0]["id"], "dev", "{v}");
+    assert_eq!(
+        v["candidates"][0]["breakdown"]["skill_coverage"], 1.0,
+        "{v}"
+    );
+    assert_eq!(
+        v["candidates"][1]["breakdown"]["matched_skills"],
+        json!([]),
+        "{v}"
+    );
+    assert_eq!(v["candidates"][0]["breakdown"]["required_years"], 4.0);
+    // Bad input: both text and document, bad base64, an unreadable upload, no resumes.
+    for (body, needle) in [
+        (
+            json!({"job_description": "x", "resumes": [{"id": "a", "text": "t", "document_base64": "dA=="}]}),
+            "exactly one",
+        ),
+        (
+            json!({"job_description": "x", "resumes": [{"id": "a", "document_base64": "%%%"}]}),
+            "base64",
+        ),
+        (
+            json!({"job_description": "x", "resumes": [{"id": "scan", "document_base64":
+            base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.7\nbroken")}]}),
+            "scan",
+        ),
+        (json!({"job_description": "x", "resumes": []}), "resumes"),
+        (
+            json!({"job_description": "x", "resumes": [{"id": "a", "txt": "t"}]}),
+            "unknown field",
+        ),
+    ] {
+        expect(c.post(&url).json(&body).send().await.unwrap(), 400, needle).await;
+    }
+    s.server.shutdown().await.unwrap();
+    s.gateway.shutdown().await.unwrap();
 }
 
 async fn expect(r: reqwest::Response, status: u16, contains: &str) {

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kserve/grpc_predict_v2.proto",
         "proto/infermesh/v1/fraud.proto",
         "proto/infermesh/v1/text.proto",
+        "proto/infermesh/v1/resume.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -3,7 +3,9 @@
 The server binary comes from INFERMESH_BIN; it serves a temporary repository holding the
 sample fraud model (config.toml) and the same model as a Triton FIL directory. Expected
 values come from xgboost itself (deploy/sample-repository/fraud/example.json, written by
-tools/gen_sample_fraud_model.py).
+tools/gen_sample_fraud_model.py). When the model cache holds all-MiniLM-L6-v2 (the test
+command fetches it), the repository also serves it as `minilm` (bert-embedding, BYTES in),
+checked against the NumPy reference in models/text/tests/fixtures.
 """
 import json
 import os
@@ -39,6 +41,13 @@ parameters [
 """
 
 
+MODEL_CACHE = Path(os.environ.get("INFERMESH_MODEL_CACHE",
+                                  Path.home() / ".cache" / "infermesh" / "models"))
+MINILM = MODEL_CACHE / "all-MiniLM-L6-v2"
+TEXT_REFERENCE = json.loads(
+    (ROOT / "models" / "text" / "tests" / "fixtures" / "minilm_reference.json").read_text())
+
+
 def example_row():
     return np.array([[np.nan if EXAMPLE["features"][f] is None else EXAMPLE["features"][f]
                       for f in FEATURES]], dtype=np.float32)
@@ -51,6 +60,10 @@ def server(tmp_path_factory):
     (repo / "fil_fraud" / "1").mkdir(parents=True)
     shutil.copy(SAMPLE / "1" / "model.json", repo / "fil_fraud" / "1" / "xgboost.json")
     (repo / "fil_fraud" / "config.pbtxt").write_text(FIL_CONFIG)
+    (repo / "minilm" / "1").mkdir(parents=True)
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "1_Pooling"):
+        (repo / "minilm" / "1" / f).symlink_to(MINILM / f)
+    (repo / "minilm" / "config.toml").write_text('platform = "bert-embedding"\n')
     binary = os.environ.get("INFERMESH_BIN", str(ROOT / "target" / "debug" / "infermesh"))
     proc = subprocess.Popen(
         [binary, "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
@@ -178,3 +191,31 @@ def test_hot_reload_new_version(server):
     inp.set_data_from_numpy(x)
     res = h.infer("fraud", [inp])
     assert res.get_response()["model_version"] == "2"
+
+
+def test_text_embeddings_over_http_and_grpc(server):
+    ref = [s for s in TEXT_REFERENCE["sentences"] if s["text"]][:4]
+    texts = np.array([[s["text"].encode()] for s in ref], dtype=np.object_)
+    want = np.array([s["embedding"] for s in ref], dtype=np.float32)
+    h = httpclient.InferenceServerClient(url=server["http"])
+    meta = h.get_model_metadata("minilm")
+    assert meta["inputs"][0]["datatype"] == "BYTES"
+    assert meta["outputs"][0]["shape"] == [-1, 384]
+    for binary in (True, False):
+        inp = httpclient.InferInput("text", list(texts.shape), "BYTES")
+        inp.set_data_from_numpy(texts, binary_data=binary)
+        got = h.infer("minilm", [inp]).as_numpy("embedding")
+        assert got.shape == (len(ref), 384)
+        cos = (got * want).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() >= 0.9999, cos
+    g = grpcclient.InferenceServerClient(url=server["grpc"])
+    inp = grpcclient.InferInput("text", list(texts.shape), "BYTES")
+    inp.set_data_from_numpy(texts)
+    got = g.infer("minilm", [inp]).as_numpy("embedding")
+    cos = (got * want).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= 0.9999, cos
+    # Numbers where texts are expected: a clear error, not a crash.
+    bad = httpclient.InferInput("text", [1, 1], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="BYTES"):
+        h.infer("minilm", [bad])

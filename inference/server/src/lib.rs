@@ -9,6 +9,7 @@ pub mod fraud;
 pub mod grpc;
 pub mod metadata;
 pub mod rest;
+pub mod resume;
 pub mod sample;
 pub mod state;
 pub mod tensor;
@@ -23,6 +24,7 @@ use infermesh_inference::{ManagerConfig, ModelManager};
 use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use infermesh_proto::v1::categorizer_server::CategorizerServer;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
+use infermesh_proto::v1::resume_matcher_server::ResumeMatcherServer;
 use infermesh_proto::v1::text_embedding_server::TextEmbeddingServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -287,6 +289,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let categorizer = CategorizerServer::new(text::TextService::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
+    let resumes = ResumeMatcherServer::new(resume::ResumeService::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
     // Standard gRPC health (grpc.health.v1) and reflection, so grpcurl and load balancers work.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -300,6 +305,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         .await;
     health_reporter
         .set_serving::<CategorizerServer<text::TextService>>()
+        .await;
+    health_reporter
+        .set_serving::<ResumeMatcherServer<resume::ResumeService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
@@ -319,6 +327,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             .add_service(fraud)
             .add_service(embedding)
             .add_service(categorizer)
+            .add_service(resumes)
             .add_service(health)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, sig)

@@ -10,6 +10,12 @@ const MODEL: &[u8] = include_bytes!("../../../deploy/sample-repository/fraud/1/m
 /// A gateway request body that scores one transaction with the sample model.
 pub const EXAMPLE_SCORE_REQUEST: &str = r#"{"transaction_id":"tx-1001","features":{"amount":912.5,"hour_of_day":3,"is_night":1,"merchant_risk":0.41,"device_risk_score":0.35,"user_avg_spend":48.0,"amount_to_avg_ratio":19.0,"txn_count_1h":4,"txn_count_24h":9,"distance_from_home_km":240,"is_foreign":1,"card_present":0,"account_age_days":21,"failed_logins_24h":2,"new_device":1},"top_k":3}"#;
 
+/// A V2 REST request body embedding two sentences with `minilm`.
+pub const EXAMPLE_EMBED_REQUEST: &str = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["A man is eating food.","A man is eating a piece of bread."]}]}"#;
+
+/// A gateway request body ranking two resumes against a job description.
+pub const EXAMPLE_RANK_REQUEST: &str = r#"{"job_description":"Backend engineer, 4+ years of experience with Python, Kubernetes and PostgreSQL.","resumes":[{"id":"r1","text":"Pastry chef, 10 years in bakeries."},{"id":"r2","text":"Software engineer since 2018: Python services on Kubernetes, PostgreSQL, Redis."}],"top_k":2}"#;
+
 /// A V2 REST request body for the sample model: one row of its 16 features, one missing.
 pub fn example_v2_request() -> String {
     r#"{"inputs":[{"name":"input__0","shape":[1,16],"datatype":"FP32","data":[[912.5,3,1,0.41,0.35,48.0,19.0,4,9,240,1,0,21,2,null,1]]}]}"#
@@ -27,6 +33,51 @@ pub fn write_sample_repository(dir: &Path) -> std::io::Result<bool> {
     std::fs::write(model_dir.join("1").join("model.json"), MODEL)?;
     // The config goes last: a half-written model directory is never picked up as a model.
     std::fs::write(model_dir.join("config.toml"), CONFIG)?;
+    Ok(true)
+}
+
+/// The model cache the project's scripts fill (`INFERMESH_MODEL_CACHE`, default
+/// `~/.cache/infermesh/models`).
+pub fn default_model_cache() -> std::path::PathBuf {
+    match std::env::var_os("INFERMESH_MODEL_CACHE") {
+        Some(p) => p.into(),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/infermesh/models"),
+    }
+}
+
+/// Files of a Hugging Face sentence-transformers folder that serving reads.
+const MINILM_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "1_Pooling",
+];
+
+/// Adds all-MiniLM-L6-v2 as model `minilm` (platform `bert-embedding`, version 1, files linked
+/// from `cache/all-MiniLM-L6-v2`) unless the repository has it already. Returns whether it
+/// was added: false also when the cache does not hold the model (run
+/// `scripts/fetch_models.sh`); nothing is ever downloaded here.
+pub fn link_minilm(dir: &Path, cache: &Path) -> std::io::Result<bool> {
+    let src = cache.join("all-MiniLM-L6-v2");
+    let model_dir = dir.join("minilm");
+    if model_dir.join("config.toml").exists() || !src.join("model.safetensors").is_file() {
+        return Ok(false);
+    }
+    let version = model_dir.join("1");
+    std::fs::create_dir_all(&version)?;
+    for f in MINILM_FILES {
+        let link = version.join(f);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(src.join(f), link)?;
+        }
+    }
+    // The config goes last: a half-written model directory is never picked up as a model.
+    std::fs::write(
+        model_dir.join("config.toml"),
+        "# all-MiniLM-L6-v2 sentence embeddings (384 dimensions), linked from the model cache.\n\
+         platform = \"bert-embedding\"\n",
+    )?;
     Ok(true)
 }
 
@@ -52,5 +103,24 @@ mod tests {
         assert_eq!(req["transaction_id"], "tx-1001");
         let v2: serde_json::Value = serde_json::from_str(&example_v2_request()).unwrap();
         assert_eq!(v2["inputs"][0]["shape"][1], 16);
+    }
+
+    #[test]
+    fn minilm_is_linked_only_from_a_filled_cache() {
+        let repo = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        assert!(!link_minilm(repo.path(), cache.path()).unwrap());
+        assert!(!repo.path().join("minilm").exists());
+        let m = cache.path().join("all-MiniLM-L6-v2");
+        std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::write(m.join(f), f).unwrap();
+        }
+        assert!(link_minilm(repo.path(), cache.path()).unwrap());
+        let linked = std::fs::read_to_string(repo.path().join("minilm/1/tokenizer.json")).unwrap();
+        assert_eq!(linked, "tokenizer.json");
+        let cfg = std::fs::read_to_string(repo.path().join("minilm/config.toml")).unwrap();
+        assert!(cfg.contains("bert-embedding"));
+        assert!(!link_minilm(repo.path(), cache.path()).unwrap());
     }
 }

@@ -383,3 +383,109 @@ async fn bad_text_requests_get_clear_errors() {
     assert!(err.message().contains("UTF-8"));
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_are_ranked_with_a_breakdown() {
+    use infermesh_proto::v1::resume_matcher_client::ResumeMatcherClient;
+    let (repo, _) = text_repo("");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let mut c = ResumeMatcherClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let jd = "Senior backend engineer. We need 5+ years of experience building services in \
+              Python and Go, running on Kubernetes, with PostgreSQL and Redis. CI/CD with Jenkins.";
+    let text = |id: &str, t: &str| pb::Resume {
+        id: id.into(),
+        content: Some(pb::resume::Content::Text(t.into())),
+    };
+    let strong = "Senior software engineer with 7 years of experience. Built Python and Go \
+                  microservices deployed on Kubernetes; PostgreSQL and Redis in production; \
+                  CI/CD pipelines in Jenkins.";
+    let weak = "Pastry chef with 3 years of experience in French bakeries, cakes and bread.";
+    let partial = "Junior developer, 1 year of experience writing Python scripts and SQL reports.";
+    let r = c
+        .rank(pb::RankRequest {
+            job_description: jd.into(),
+            resumes: vec![
+                text("weak", weak),
+                pb::Resume {
+                    id: "strong".into(),
+                    // An upload of plain UTF-8 text goes through the document reader.
+                    content: Some(pb::resume::Content::Document(strong.as_bytes().to_vec())),
+                },
+                text("partial", partial),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model_name, "minilm");
+    let ids: Vec<&str> = r.candidates.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["strong", "partial", "weak"], "{r:?}");
+    let best = &r.candidates[0];
+    assert_eq!(best.document_type, "text");
+    for skill in ["Python", "Kubernetes", "PostgreSQL"] {
+        assert!(
+            r.required_skills.iter().any(|s| s.contains(skill)),
+            "{skill} not in {:?}",
+            r.required_skills
+        );
+        assert!(
+            best.matched_skills.iter().any(|s| s.contains(skill)),
+            "{best:?}"
+        );
+    }
+    assert!(best.missing_skills.len() < r.candidates[2].missing_skills.len());
+    assert_eq!(best.required_years, Some(5.0));
+    assert_eq!(best.resume_years, Some(7.0));
+    assert!(best.semantic > r.candidates[2].semantic);
+    assert!((0.0..=1.0).contains(&best.score));
+
+    // top_k, and bad uploads or requests are INVALID_ARGUMENT naming the resume.
+    let one = c
+        .rank(pb::RankRequest {
+            job_description: jd.into(),
+            resumes: vec![text("a", strong), text("b", weak)],
+            top_k: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.candidates.len(), 1);
+    let bad = |resumes: Vec<pb::Resume>, jd: &str| pb::RankRequest {
+        job_description: jd.into(),
+        resumes,
+        ..Default::default()
+    };
+    let corrupt = pb::Resume {
+        id: "scan".into(),
+        content: Some(pb::resume::Content::Document(
+            b"%PDF-1.4\n%\xe2\xe3 not really a pdf".to_vec(),
+        )),
+    };
+    let err = c.rank(bad(vec![corrupt], jd)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("scan"), "{err:?}");
+    let binary = pb::Resume {
+        id: "bin".into(),
+        content: Some(pb::resume::Content::Document(vec![0xff, 0x00, 0xfe, 0x01])),
+    };
+    assert_eq!(
+        c.rank(bad(vec![binary], jd)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.rank(bad(vec![text("a", strong)], " "))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.rank(bad(vec![], jd)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    s.shutdown().await.unwrap();
+}
