@@ -32,6 +32,12 @@ enum Command {
     /// The embedded default: write the sample model repository (a fraud model the project
     /// trained) if missing, then run the inference server and the gateway in one process.
     Up(UpArgs),
+    /// Train a model (e.g. `infermesh train categorizer`).
+    #[command(subcommand)]
+    Train(infermesh_training::categorizer::TrainCommand),
+    /// Evaluate a trained model (e.g. `infermesh eval categorizer`).
+    #[command(subcommand)]
+    Eval(infermesh_training::categorizer::EvalCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,22 +79,29 @@ struct UpArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Training and evaluation are CPU-bound batch jobs: no runtime, no telemetry.
+    let command = match cli.command {
+        Command::Train(job) => return Ok(job.run()?),
+        Command::Eval(job) => return Ok(job.run()?),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the Tokio runtime")?;
     rt.block_on(async move {
-        let service_name = match &cli.command {
+        let service_name = match &command {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
             Command::Up(_) => "infermesh-up",
+            Command::Train(_) | Command::Eval(_) => "infermesh-job",
         };
         let _telemetry = init_tracing(&TelemetryConfig {
             json_logs: cli.log_json,
             otlp_endpoint: cli.otlp_endpoint.clone(),
             service_name: service_name.into(),
         })?;
-        match cli.command {
+        match command {
             Command::Serve(args) => {
                 let cfg = args.validate()?;
                 infermesh_server::run(cfg).await?;
@@ -98,6 +111,7 @@ fn main() -> anyhow::Result<()> {
                 infermesh_gateway::run(cfg, infermesh_server::stop_signal()).await?;
             }
             Command::Up(args) => up(args).await?,
+            Command::Train(_) | Command::Eval(_) => {} // handled above
         }
         Ok(())
     })

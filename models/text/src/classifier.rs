@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::distilbert::{Config as DistilBertConfig, DistilBertModel};

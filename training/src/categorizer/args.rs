@@ -1,0 +1,239 @@
+//! Command-line flags of `infermesh train categorizer` and `infermesh eval categorizer`.
+
+use std::path::PathBuf;
+
+use super::{CategorizerError, EvalReport, ModelInit, TrainParams, TrainingReport};
+
+/// Models `--init` can create from scratch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitKind {
+    /// A small DistilBERT (`--layers`, `--hidden`, `--heads`).
+    Distilbert,
+}
+
+/// `infermesh train <job>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TrainCommand {
+    /// Fine-tune a text categoriser (BERT from --base, or a small DistilBERT with --init) on
+    /// a labelled CSV file and write it in the Hugging Face layout the server loads.
+    Categorizer(TrainArgs),
+}
+
+impl TrainCommand {
+    /// Runs the job and prints a summary.
+    pub fn run(self) -> Result<(), CategorizerError> {
+        match self {
+            TrainCommand::Categorizer(args) => {
+                let out = args.out.clone();
+                let report = args.run()?;
+                println!(
+                    "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}",
+                    report.architecture,
+                    report.epochs_run,
+                    report.best_epoch,
+                    report.validation_accuracy,
+                    report.validation_macro_f1,
+                    report.elapsed_seconds,
+                    out.display()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `infermesh eval <job>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalCommand {
+    /// Score a trained categoriser on a labelled CSV file (accuracy, macro-F1).
+    Categorizer(EvalArgs),
+}
+
+impl EvalCommand {
+    /// Runs the evaluation and prints it (JSON with `--json`).
+    pub fn run(self) -> Result<(), CategorizerError> {
+        match self {
+            EvalCommand::Categorizer(args) => {
+                let json = args.json;
+                let report = args.run()?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report)
+                            .map_err(|_| CategorizerError::Internal("report is not JSON"))?
+                    );
+                } else {
+                    print_report(&report);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn print_report(r: &EvalReport) {
+    println!(
+        "n {}  accuracy {:.4}  macro-F1 {:.4}",
+        r.n, r.accuracy, r.macro_f1
+    );
+    println!(
+        "{:<40} {:>9} {:>9} {:>9} {:>8}",
+        "label", "precision", "recall", "f1", "support"
+    );
+    for c in &r.per_class {
+        println!(
+            "{:<40} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+}
+
+/// Flags of `infermesh train categorizer`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["base", "init"])))]
+pub struct TrainArgs {
+    /// CSV file with a header row holding the texts and labels.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column of --data holding the texts.
+    #[arg(long)]
+    pub text_column: String,
+    /// Column of --data holding the labels.
+    #[arg(long)]
+    pub label_column: String,
+    /// Start from this BERT encoder in Hugging Face layout (config.json, model.safetensors,
+    /// tokenizer.json), e.g. all-MiniLM-L6-v2; the classifier head is new. Excludes --init.
+    #[arg(long, conflicts_with = "init")]
+    pub base: Option<PathBuf>,
+    /// Start from a new, randomly initialised (seeded) model of this kind instead of --base;
+    /// needs --tokenizer.
+    #[arg(long, value_enum, requires = "tokenizer")]
+    pub init: Option<InitKind>,
+    /// With --init: directory holding the tokenizer.json to use.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// With --init: transformer layers. Default 2.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// With --init: hidden width (a multiple of --heads). Default 128.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// With --init: attention heads. Default 4.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Output directory: config.json, model.safetensors, tokenizer.json,
+    /// training_report.json (overwritten).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Maximum passes over the training rows (early stopping may end sooner). Default 4.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Peak learning rate. Default 5e-5 with --base, 1e-3 with --init.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Rows per optimisation step. Default 32.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Longest input in tokens; longer texts are truncated. Default 64.
+    #[arg(long, default_value_t = 64)]
+    pub max_len: usize,
+    /// Seed of the split, the shuffles and the new weights. Default 42.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Share of each class held out for validation (early stopping). Default 0.1.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Epochs without a better validation macro-F1 before stopping (0 = never stop early).
+    /// Default 2.
+    #[arg(long, default_value_t = 2)]
+    pub patience: usize,
+    /// AdamW decoupled weight decay. Default 0.01.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Share of the steps over which the learning rate rises linearly from 0 (then it decays
+    /// linearly to 0). Default 0.1.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+}
+
+impl TrainArgs {
+    /// The flags as training parameters (progress bars on).
+    pub fn into_params(self) -> Result<TrainParams, CategorizerError> {
+        let init = match (self.base, self.init) {
+            (Some(dir), None) => ModelInit::Base { dir },
+            (None, Some(InitKind::Distilbert)) => ModelInit::DistilBert {
+                layers: self.layers,
+                hidden: self.hidden,
+                heads: self.heads,
+                tokenizer_dir: self.tokenizer.ok_or(super::ParamsError::Invalid {
+                    name: "tokenizer",
+                    reason: "required with --init".into(),
+                })?,
+            },
+            _ => {
+                return Err(super::ParamsError::Invalid {
+                    name: "base",
+                    reason: "give exactly one of --base and --init".into(),
+                }
+                .into());
+            }
+        };
+        let mut p = TrainParams::new(
+            self.data,
+            self.text_column,
+            self.label_column,
+            init,
+            self.out,
+        );
+        p.epochs = self.epochs;
+        p.lr = self.lr;
+        p.batch_size = self.batch_size;
+        p.max_len = self.max_len;
+        p.seed = self.seed;
+        p.val_fraction = self.val_fraction;
+        p.patience = self.patience;
+        p.weight_decay = self.weight_decay;
+        p.warmup = self.warmup;
+        p.progress = true;
+        Ok(p)
+    }
+
+    /// Checks the flags and trains.
+    pub fn run(self) -> Result<TrainingReport, CategorizerError> {
+        let cfg = self.into_params()?.check()?;
+        Ok(super::train(&cfg)?.report)
+    }
+}
+
+/// Flags of `infermesh eval categorizer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// CSV file with a header row holding the texts and labels.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column of --data holding the texts.
+    #[arg(long)]
+    pub text_column: String,
+    /// Column of --data holding the labels.
+    #[arg(long)]
+    pub label_column: String,
+    /// Directory of the trained classifier (as written by `infermesh train categorizer`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Print the scores as one JSON object (accuracy, macro_f1, per_class, n) instead of a
+    /// table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EvalArgs {
+    /// Loads the model and scores it on the data.
+    pub fn run(&self) -> Result<EvalReport, CategorizerError> {
+        super::evaluate(
+            &self.model,
+            &self.data,
+            &self.text_column,
+            &self.label_column,
+        )
+    }
+}

@@ -1,0 +1,127 @@
+//! Text categoriser training: fine-tunes a BERT / DistilBERT sequence classifier on labelled
+//! texts with candle autograd and writes it in the Hugging Face layout that
+//! [`infermesh_text::classifier::TextClassifier`] (and the server's `bert-classifier` /
+//! `distilbert-classifier` backends) load.
+//!
+//! * Data: a CSV file read with the `csv` crate. Polars is the project's training loader
+//!   elsewhere, but it is a 16-minute build; CSV alone keeps this crate's CI build small.
+//!   Parquet is not supported yet.
+//! * Split: stratified train / validation by seed; labels sorted for a stable `id2label`.
+//! * Init: a BERT encoder from a base directory (e.g. all-MiniLM-L6-v2) with a fresh seeded
+//!   head, or a small seeded DistilBERT ([`ModelInit`]).
+//! * Optimisation: AdamW, linear warmup then linear decay, inverse-frequency class-weighted
+//!   cross-entropy, dynamic padding, a seeded shuffle per epoch, early stopping on
+//!   validation macro-F1, best weights kept. No dropout (candle's models have none either).
+//! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`.
+//!
+//! ```no_run
+//! use infermesh_training::categorizer::{ModelInit, TrainParams, train};
+//! let params = TrainParams::new(
+//!     "transactions.csv".into(), "description", "category",
+//!     ModelInit::Base { dir: "models/all-MiniLM-L6-v2".into() }, "out/categorizer".into(),
+//! );
+//! let outcome = train(&params.check()?)?;
+//! println!("validation macro-F1 {:.3}", outcome.report.validation_macro_f1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use infermesh_text::TextError;
+use infermesh_text::TextModel;
+use infermesh_text::classifier::{TextClassifier, argmax};
+
+mod args;
+pub mod data;
+mod encoder;
+pub mod metrics;
+mod params;
+mod rng;
+mod train;
+
+pub use args::{EvalArgs, EvalCommand, InitKind, TrainArgs, TrainCommand};
+pub use data::{DataError, LabelledTexts};
+pub use metrics::{ClassMetrics, EvalReport};
+pub use params::{ModelInit, ParamsError, TrainConfig, TrainParams};
+pub use train::{EpochStats, TrainOutcome, TrainedCategorizer, TrainingReport, train};
+
+/// Everything that can stop a training or evaluation run.
+#[derive(Debug, thiserror::Error)]
+pub enum CategorizerError {
+    /// A parameter is out of range.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// The data file cannot be used.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The base encoder directory cannot be used.
+    #[error("base model {dir}: {message}")]
+    Base {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Loading a model or tokenizer failed.
+    #[error(transparent)]
+    Model(#[from] TextError),
+    /// A tensor computation failed.
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A file cannot be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("weights lock poisoned")]
+    Poisoned,
+    /// A broken invariant.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl CategorizerError {
+    pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> Self {
+        CategorizerError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Scores the classifier in `model_dir` on the CSV file `data`. True labels the model does
+/// not know count as errors.
+pub fn evaluate(
+    model_dir: &Path,
+    data: &Path,
+    text_column: &str,
+    label_column: &str,
+) -> Result<EvalReport, CategorizerError> {
+    let model = TextClassifier::load(model_dir)?;
+    let rows = data::read_csv(data, text_column, label_column)?;
+    let predicted = predict_labels(&model, &rows.texts)?;
+    Ok(metrics::score(&rows.labels, &predicted))
+}
+
+/// The most likely label of each text, batched by token length (less padding).
+pub fn predict_labels(
+    model: &TextClassifier,
+    texts: &[String],
+) -> Result<Vec<String>, CategorizerError> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = model.tokenize(&refs)?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i].len());
+    let mut out = vec![String::new(); ids.len()];
+    for chunk in order.chunks(32) {
+        let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+        for (&i, row) in chunk.iter().zip(model.forward_tokens(&batch)?) {
+            out[i] = model.labels()[argmax(&row)].clone();
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,2 @@
+//! Training jobs.
+pub mod categorizer;

@@ -1,0 +1,276 @@
+//! Trains tiny categorisers on generated, clearly separable merchant strings and reloads them
+//! through the serving loader.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use infermesh_text::TextModel;
+use infermesh_text::classifier::TextClassifier;
+use infermesh_training::categorizer::{
+    CategorizerError, DataError, ModelInit, TrainParams, evaluate, train,
+};
+use tokenizers::Tokenizer;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+
+const CATEGORIES: &[(&str, &[&str])] = &[
+    (
+        "dining",
+        &["cafe", "pizza", "sushi", "burger", "bistro", "diner"],
+    ),
+    (
+        "transport",
+        &["uber", "taxi", "metro", "fuel", "parking", "train"],
+    ),
+    (
+        "groceries",
+        &["market", "grocer", "bakery", "butcher", "dairy", "produce"],
+    ),
+];
+const FILLER: &[&str] = &["pos", "purchase", "card", "ref", "debit", "online", "store"];
+
+/// Merchant-like strings: filler words around one category keyword (deterministic).
+fn dataset(rows_per_class: usize) -> String {
+    let mut csv = String::from("id,description,category\n");
+    let mut k = 0usize;
+    for (label, words) in CATEGORIES {
+        for i in 0..rows_per_class {
+            k += 1;
+            let f1 = FILLER[(i * 3 + k) % FILLER.len()];
+            let f2 = FILLER[(i * 5 + 1) % FILLER.len()];
+            let w = words[(i * 7 + k) % words.len()];
+            csv.push_str(&format!("{k},{f1} {w} {f2} {},{label}\n", 100 + i));
+        }
+    }
+    csv
+}
+
+/// A BERT-style WordPiece tokenizer over the dataset's words, saved as `dir/tokenizer.json`.
+fn write_tokenizer(dir: &Path) -> usize {
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    vocab.extend(FILLER.iter().map(|s| s.to_string()));
+    for (_, words) in CATEGORIES {
+        vocab.extend(words.iter().map(|s| s.to_string()));
+    }
+    vocab.extend((0..10).map(|d| d.to_string()));
+    let vocab_path = dir.join("vocab.txt");
+    std::fs::write(&vocab_path, vocab.join("\n")).unwrap();
+    let wp = WordPiece::from_file(vocab_path.to_str().unwrap())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let mut tok = Tokenizer::new(wp);
+    tok.with_normalizer(Some(BertNormalizer::default()))
+        .unwrap();
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    vocab.len()
+}
+
+fn distilbert_params(dir: &Path, data: &str) -> TrainParams {
+    let data_path = dir.join("train.csv");
+    std::fs::write(&data_path, data).unwrap();
+    write_tokenizer(dir);
+    let mut p = TrainParams::new(
+        data_path,
+        "description",
+        "category",
+        ModelInit::DistilBert {
+            layers: 2,
+            hidden: 32,
+            heads: 2,
+            tokenizer_dir: dir.to_path_buf(),
+        },
+        dir.join("model"),
+    );
+    p.epochs = 30;
+    p.batch_size = 16;
+    p.val_fraction = 0.2;
+    p.patience = 10;
+    p
+}
+
+const PROBES: &[&str] = &[
+    "pos sushi card 7",
+    "uber ref 3",
+    "bakery online",
+    "store fuel debit 12",
+    "metro",
+];
+
+#[test]
+fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = distilbert_params(dir.path(), &dataset(40)).check().unwrap();
+    let outcome = train(&cfg).unwrap();
+    let r = &outcome.report;
+    assert_eq!(r.architecture, "DistilBertForSequenceClassification");
+    assert!(r.validation_macro_f1 > 0.9, "{r:?}");
+    assert_eq!(r.label_counts["dining"], 40);
+    assert_eq!(r.validation_rows, 24);
+    assert!(r.best_epoch >= 1 && r.best_epoch <= r.epochs_run);
+
+    let out = dir.path().join("model");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_report.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["id2label"]["0"], "dining");
+    assert_eq!(config["label2id"]["transport"], 2);
+    assert_eq!(config["num_labels"], 3);
+
+    // The serving loader (candle-transformers' DistilBERT) gives the trainer's logits.
+    let served = TextClassifier::load(&out).unwrap();
+    assert_eq!(served.labels(), ["dining", "groceries", "transport"]);
+    let expected = outcome.model.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
+        }
+    }
+    assert_eq!(
+        served.predict_labels(PROBES).unwrap(),
+        outcome.model.predict(PROBES).unwrap()
+    );
+
+    let eval = evaluate(
+        &out,
+        &dir.path().join("train.csv"),
+        "description",
+        "category",
+    )
+    .unwrap();
+    assert_eq!(eval.n, 120);
+    assert!(eval.macro_f1 > 0.9, "{eval:?}");
+}
+
+#[test]
+fn training_is_deterministic_given_the_seed() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut pa = distilbert_params(a.path(), &dataset(12));
+    pa.epochs = 2;
+    let mut pb = distilbert_params(b.path(), &dataset(12));
+    pb.epochs = 2;
+    let ra = train(&pa.check().unwrap()).unwrap();
+    let rb = train(&pb.check().unwrap()).unwrap();
+    assert_eq!(
+        ra.model.predict_logits(PROBES).unwrap(),
+        rb.model.predict_logits(PROBES).unwrap()
+    );
+    assert_eq!(ra.report.history, rb.report.history);
+}
+
+/// A BERT base the test writes itself (random weights under bare `embeddings.*` /
+/// `encoder.*` names, no pooler), fine-tuned for one epoch and served back.
+#[test]
+fn bert_from_a_base_directory_reloads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let vocab = write_tokenizer(&base);
+    let cfg = serde_json::json!({
+        "architectures": ["BertModel"], "model_type": "bert",
+        "vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 64, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+    });
+    std::fs::write(base.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let bert_cfg: candle_transformers::models::bert::Config = serde_json::from_value(cfg).unwrap();
+    candle_transformers::models::bert::BertModel::load(vb, &bert_cfg).unwrap();
+    vm.save(base.join("model.safetensors")).unwrap();
+
+    let data = dir.path().join("train.csv");
+    std::fs::write(&data, dataset(10)).unwrap();
+    let mut p = TrainParams::new(
+        data,
+        "description",
+        "category",
+        ModelInit::Base { dir: base.clone() },
+        dir.path().join("model"),
+    );
+    p.epochs = 1;
+    p.lr = Some(1e-3);
+    let outcome = train(&p.clone().check().unwrap()).unwrap();
+    assert_eq!(outcome.report.architecture, "BertForSequenceClassification");
+    let served = TextClassifier::load(&dir.path().join("model")).unwrap();
+    let expected = outcome.model.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
+        }
+    }
+    let bytes = std::fs::read(dir.path().join("model/model.safetensors")).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    assert!(tensors.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
+    assert!(tensors.contains_key("bert.pooler.dense.weight"));
+    assert!(tensors.contains_key("classifier.weight"));
+
+    // A base missing encoder tensors is refused by name.
+    std::fs::write(base.join("model.safetensors"), b"not safetensors").unwrap();
+    let err = train(&p.clone().check().unwrap()).unwrap_err();
+    assert!(matches!(err, CategorizerError::Base { .. }), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_class = "description,category\npos cafe,dining\npos sushi,dining\n";
+    let err = train(&distilbert_params(dir.path(), one_class).check().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, CategorizerError::Data(DataError::OneClass { .. })),
+        "{err}"
+    );
+
+    let err = train(&distilbert_params(dir.path(), "").check().unwrap()).unwrap_err();
+    assert!(matches!(err, CategorizerError::Data(_)), "{err}");
+
+    let mut p = distilbert_params(dir.path(), &dataset(3));
+    p.text_column = "text".into();
+    let err = train(&p.check().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, CategorizerError::Data(DataError::MissingColumn { .. })),
+        "{err}"
+    );
+
+    let empty_text = "description,category\npos cafe,dining\n ,transport\n";
+    let err = train(&distilbert_params(dir.path(), empty_text).check().unwrap()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CategorizerError::Data(DataError::EmptyText { row: 2, .. })
+        ),
+        "{err}"
+    );
+
+    let err = evaluate(
+        &dir.path().join("no-model"),
+        &dir.path().join("train.csv"),
+        "description",
+        "category",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("config.json"), "{err}");
+}
