@@ -1,5 +1,5 @@
 //! `infermesh-loadgen`: closed-loop load at a fixed concurrency against the V2 gRPC
-//! `ModelInfer`, the typed `FraudScoring/Score`, (one request = `--rows` rows of `--features` FP32 values, raw contents, as
+//! `ModelInfer`, the typed `FraudScoring/Score` or `TextEmbedding/Embed` (one request = `--rows` rows of `--features` FP32 values, raw contents, as
 //! tritonclient sends them) or the gateway's fraud route; prints p50/p90/p99/max latency and
 //! throughput as one JSON line.
 
@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use infermesh_proto::inference as pb;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
+use infermesh_proto::v1::text_embedding_client::TextEmbeddingClient;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Target {
@@ -21,6 +22,43 @@ enum Target {
     Fraud,
     /// Gateway POST /api/v1/fraud/score.
     Gateway,
+    /// Typed infermesh.v1.TextEmbedding/Embed: `--rows` sentences of ~12 words per request.
+    Embed,
+}
+
+const WORDS: [&str; 24] = [
+    "payment",
+    "coffee",
+    "monthly",
+    "transfer",
+    "grocery",
+    "store",
+    "refund",
+    "invoice",
+    "travel",
+    "airline",
+    "subscription",
+    "salary",
+    "rent",
+    "insurance",
+    "online",
+    "order",
+    "restaurant",
+    "fuel",
+    "station",
+    "electricity",
+    "bill",
+    "pharmacy",
+    "gym",
+    "market",
+];
+
+/// A deterministic sentence of 12 words.
+fn sentence(seed: usize) -> String {
+    (0..12)
+        .map(|j| WORDS[(seed * 31 + j * 17 + j * j * 7) % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Closed-loop load generator for infermesh benchmarks.
@@ -82,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let mut channels = Vec::new();
-    if matches!(args.target, Target::Grpc | Target::Fraud) {
+    if matches!(args.target, Target::Grpc | Target::Fraud | Target::Embed) {
         let n = if args.connections == 0 {
             args.concurrency
         } else {
@@ -117,6 +155,12 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             let body = serde_json::json!({"transaction_id": format!("w{w}"), "features": features, "model": args.model});
+            let embed_req = infermesh_proto::v1::EmbedRequest {
+                texts: (0..args.rows).map(|r| sentence(w * 1000 + r)).collect(),
+                model_name: args.model.clone(),
+                ..Default::default()
+            };
+            let mut embed = channel.clone().map(TextEmbeddingClient::new);
             let mut fraud = channel.clone().map(FraudScoringClient::new);
             let mut client = channel.map(GrpcInferenceServiceClient::new);
             for i in 0..(args.warmup + args.requests) {
@@ -128,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
                     (Some(c), Target::Grpc) => c.model_infer(req.clone()).await.is_ok(),
                     (_, Target::Fraud) => match &mut fraud {
                         Some(f) => f.score(score.clone()).await.is_ok(),
+                        None => false,
+                    },
+                    (_, Target::Embed) => match &mut embed {
+                        Some(e) => e.embed(embed_req.clone()).await.is_ok(),
                         None => false,
                     },
                     _ => http
@@ -165,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             "requests": total.len(), "errors": errors,
             "p50_us": us(0.5), "p90_us": us(0.9), "p99_us": us(0.99), "max_us": total.max() as f64 / 1000.0,
             "throughput_rps": total.len() as f64 / secs,
+            "rows_per_s": (total.len() as usize * args.rows) as f64 / secs,
         })
     );
     Ok(())
