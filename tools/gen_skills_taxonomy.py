@@ -44,8 +44,11 @@ PRODUCT_WORDS = {
     "Tableau", "Informatica", "Redshift", "Kinesis", "Confluence", "Jira", "Bitbucket", "Bamboo", "Hive",
     "Maven", "Tomcat", "Solr", "Cassandra", "Airflow", "Kafka", "Hadoop", "Spark", "Flume", "Oozie", "Sqoop",
     "Struts", "Pig", "Avro", "Groovy", "Ant", "Keynote", "Minitab", "Mathematica", "Domino", "Informix",
-    "Visualforce", "Dynamics", "SharePoint", "Sheets", "Slides",
+    "Visualforce", "Dynamics", "SharePoint", "Sheets", "Slides", "Windows", "Stata",
 }
+
+# O*NET names too vague to match in text (every Google posting says "Google").
+DROP = {"Google", "Google software", "Microsoft operating system", "Microsoft operating system software"}
 
 # "X software" names where X is a product, not a class of software ("Tax software", "Graphics software").
 SINGLE_PRODUCTS = {
@@ -142,7 +145,7 @@ HAND = [
     ("Scala", "Programming languages", []),
     ("Kotlin", "Programming languages", []),
     ("Swift", "Programming languages", []),
-    ("Objective-C", "Programming languages", []),
+    ("Objective-C", "Programming languages", ["Objective C"]),
     ("Rust", "Programming languages", []),
     ("MATLAB", "Analytical or scientific software", ["The MathWorks MATLAB"]),
     ("Verilog", "Development environment software", []),
@@ -154,7 +157,8 @@ HAND = [
     ("Agile", "Concepts (hand-written)", ["Scrum"]),
 ]
 
-ACRONYM = re.compile(r"^\(?([A-Z][A-Z0-9/&+.-]{1,7})\)?$")
+# All capitals ("SQL") or a capitalised abbreviation such as "PaaS" (at least two capitals).
+ACRONYM = re.compile(r"^\(?((?=(?:[^A-Z]*[A-Z]){2})[A-Z][A-Za-z0-9/&+.-]{1,7})\)?$")
 
 
 def is_descriptive(words):
@@ -164,6 +168,8 @@ def is_descriptive(words):
 
 def normalise(name, flagged):
     """Return (canonical, aliases) or None to drop the name."""
+    if name in DROP:
+        return None
     if name in RENAME:
         return RENAME[name], [name]
     aliases = []

@@ -24,7 +24,8 @@
 //!   another unambiguous skill is matched within [`LIST_WINDOW`] tokens. "Python, R and SQL" matches R;
 //!   "Go to market" and "Plan B" match nothing.
 //! * *common words* ([`COMMON_WORDS`], e.g. `Excel`, `Access`, `Spark`): the exact case is required; at the start of a
-//!   sentence (where everything is capitalised) the list context is required too.
+//!   sentence, or next to another capitalised word (Title Case: "Project Management"), where capitals say nothing,
+//!   the list context is required too.
 //!
 //! Such matches get confidence 0.9 instead of 1.0.
 //!
@@ -92,10 +93,12 @@ pub const COMMON_WORDS: &[&str] = &[
     "canva",
     "bash",
     "snort",
-    "algorithms",
-    "statistics",
     "go",
     "node",
+    "basic",
+    "windows",
+    "android",
+    "stata",
 ];
 
 /// How many tokens either side may hold the other skill that makes a short alias a list item.
@@ -329,7 +332,10 @@ fn is_list_separator(t: &Token) -> bool {
     if t.word {
         return matches!(t.key.as_str(), "and" | "or");
     }
-    matches!(t.key.trim(), "," | ";" | "/" | "(" | ")" | ":" | "|")
+    matches!(
+        t.key.trim(),
+        "," | ";" | "/" | "(" | ")" | ":" | "|" | "、" | "，"
+    )
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -590,8 +596,22 @@ impl SkillMatcher {
                     if written != target.written && written != self.skills[target.skill].canonical {
                         continue;
                     }
-                    let needs_list =
-                        target.ambiguity == Ambiguity::Short || tokens[a].sentence_start;
+                    // In Title Case phrases ("Project Management") capitals say nothing: ask for a list there too.
+                    // A neighbour opening the sentence is capitalised anyway and does not count.
+                    let title_case_neighbour =
+                        [a.checked_sub(1), Some(b)].into_iter().flatten().any(|k| {
+                            tokens.get(k).is_some_and(|t| {
+                                t.word
+                                    && !t.sentence_start
+                                    && text[t.start..t.end]
+                                        .chars()
+                                        .next()
+                                        .is_some_and(char::is_uppercase)
+                            })
+                        });
+                    let needs_list = target.ambiguity == Ambiguity::Short
+                        || tokens[a].sentence_start
+                        || title_case_neighbour;
                     if needs_list && !in_list_context(tokens, a, b, &anchors) {
                         continue;
                     }
@@ -956,6 +976,11 @@ pub(crate) mod tests {
             ["Microsoft Excel"]
         );
         assert!(m.extract_exact("you will excel at this").is_empty());
+        assert!(
+            m.extract_exact("we use Excel Services daily").is_empty(),
+            "Title Case neighbour needs a list"
+        );
+        assert_eq!(skills_of(&m.extract_exact("C、C++ を使用")), ["C", "C++"]);
         let r = m.extract_exact("Python, R");
         assert!((r[1].confidence - 0.9).abs() < 1e-6 && (r[0].confidence - 1.0).abs() < 1e-6);
     }
