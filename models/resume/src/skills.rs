@@ -301,8 +301,8 @@ fn tokenize(text: &str) -> Vec<Token> {
             continue;
         }
         let end = chars.get(i + 1).map_or(text.len(), |&(b, _)| b);
-        let left_glued = i > 0 && chars[i - 1].1.is_alphanumeric()
-            || i > 0 && matches!(chars[i - 1].1, '+' | '#');
+        let left_glued =
+            i > 0 && (chars[i - 1].1.is_alphanumeric() || matches!(chars[i - 1].1, '+' | '#'));
         let right_glued = chars.get(i + 1).is_some_and(|&(_, n)| n.is_alphanumeric());
         let mut key = String::new();
         if !left_glued {

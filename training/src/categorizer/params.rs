@@ -232,9 +232,12 @@ mod tests {
         assert_eq!(p.check().unwrap().lr(), 5e-5);
     }
 
+    /// Breaks one parameter.
+    type Breaker = fn(&mut TrainParams);
+
     #[test]
     fn out_of_range_values_name_the_flag() {
-        let cases: Vec<(fn(&mut TrainParams), &str)> = vec![
+        let cases: Vec<(Breaker, &str)> = vec![
             (|p| p.epochs = 0, "--epochs"),
             (|p| p.lr = Some(-1.0), "--lr"),
             (|p| p.batch_size = 0, "--batch-size"),

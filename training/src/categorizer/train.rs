@@ -414,7 +414,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     )?;
 
     // Seeds apart from the split's, so changing one use does not shift the other.
-    let mut rng = SplitMix64::new(p.seed ^ 0x5EED_0F_5AFF1E);
+    let mut rng = SplitMix64::new(p.seed ^ 0x5EED_0F5A_FF1E);
     let mut order: Vec<usize> = (0..train_ids.len()).collect();
     let mut history = Vec::new();
     let mut best: Option<(f64, f64, usize, HashMap<String, Tensor>)> = None;
