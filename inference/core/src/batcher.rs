@@ -441,7 +441,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cancelled_requests_never_reach_the_model() {
-        let m = model(100);
+        // The busy request holds the model long enough that a loaded machine still aborts
+        // the queued one before it ends.
+        let m = model(1000);
         let b = Arc::new(start(&m, cfg(1, 0, 64)));
         let b1 = b.clone();
         let busy = tokio::spawn(async move { b1.predict_rows(vec![0.0, 0.0], 2).await });
@@ -449,11 +451,19 @@ mod tests {
         while m.calls.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Queued behind the busy batch, then abandoned.
-        let abandoned =
-            tokio::time::timeout(Duration::from_millis(10), b.predict_rows(vec![5.0, 5.0], 2))
-                .await;
-        assert!(abandoned.is_err());
+        // Queued behind the busy batch (admitted: both hold their permits), then abandoned.
+        let b2 = b.clone();
+        let abandoned = tokio::spawn(async move { b2.predict_rows(vec![5.0, 5.0], 2).await });
+        while b.in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            m.calls.load(Ordering::SeqCst),
+            1,
+            "still busy with the first"
+        );
         busy.await.unwrap().unwrap();
         assert_eq!(b.predict_rows(vec![1.0, 1.0], 2).await.unwrap(), vec![2.0]);
         assert_eq!(m.calls.load(Ordering::SeqCst), 2);
