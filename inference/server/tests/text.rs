@@ -19,12 +19,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 fn minilm_dir() -> PathBuf {
-    let cache = std::env::var("INFERMESH_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/infermesh/models")
-        });
-    let dir = cache.join("all-MiniLM-L6-v2");
+    let dir = infermesh_server::sample::default_model_cache().join("all-MiniLM-L6-v2");
     assert!(
         dir.join("model.safetensors").is_file(),
         "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
