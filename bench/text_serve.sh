@@ -3,12 +3,14 @@
 # and drives the typed TextEmbedding/Embed with bench/loadgen: one sentence per request at
 # concurrency 1 (single-sentence latency through the server) and 32 (dynamic batching across
 # callers), and 32 sentences per request; reports the server's RSS with the model loaded and
-# its peak. Usage: bench/text_serve.sh [requests-per-worker]
+# its peak. Usage: [BENCH_ENGINE=auto|candle|onnxruntime] bench/text_serve.sh [requests-per-worker]
 source "$(dirname "$0")/../scripts/common.sh"
 source "$(dirname "$0")/../scripts/fetch_models.sh"
 cd "$ROOT"
 N=${1:-300}
+ENGINE=${BENCH_ENGINE:-auto}
 ensure_minilm
+ensure_onnxruntime
 cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
@@ -17,7 +19,8 @@ mkdir -p "$REPO/minilm/1"
 for f in config.json model.safetensors tokenizer.json 1_Pooling; do
   ln -s "$INFERMESH_MODEL_CACHE/all-MiniLM-L6-v2/$f" "$REPO/minilm/1/$f"
 done
-printf 'platform = "bert-embedding"\n' > "$REPO/minilm/config.toml"
+printf 'platform = "bert-embedding"\nengine = "%s"\n' "$ENGINE" > "$REPO/minilm/config.toml"
+echo "engine: $ENGINE" >&2
 "$BIN/infermesh" serve --model-repository "$REPO" --host 127.0.0.1 --http-port 0 --grpc-port 0 \
   --metrics-port 0 --poll-interval 0 > "$REPO/serve.out" 2>/dev/null &
 PID=$!

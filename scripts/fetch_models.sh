@@ -34,3 +34,38 @@ PY
   rm -rf "$tmp"
   touch "$dest/.complete"
 }
+
+# ONNX Runtime's shared library (the default text engine loads it at run time, ort
+# `load-dynamic`): taken from the onnxruntime wheel on PyPI, once, to
+# $CACHE/onnxruntime/libonnxruntime.so. ORT_DYLIB_PATH points infermesh at it.
+ONNXRUNTIME_VERSION=1.31.1
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$CACHE/onnxruntime/libonnxruntime.so}"
+
+ensure_onnxruntime() {
+  local dest="$CACHE/onnxruntime"
+  if [ -f "$dest/.complete-$ONNXRUNTIME_VERSION" ] && [ -f "$ORT_DYLIB_PATH" ]; then
+    return 0
+  fi
+  log "fetching ONNX Runtime $ONNXRUNTIME_VERSION (PyPI onnxruntime wheel, once; cached in $dest)"
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download --no-deps --only-binary=:all: -q -d "$tmp" "onnxruntime==$ONNXRUNTIME_VERSION"
+  mkdir -p "$dest"
+  python3 - "$tmp" "$dest" "$ONNXRUNTIME_VERSION" <<'PY'
+import glob, os, shutil, sys, zipfile
+tmp, dest, version = sys.argv[1], sys.argv[2], sys.argv[3]
+wheel = glob.glob(os.path.join(tmp, "onnxruntime-*.whl"))[0]
+member = f"onnxruntime/capi/libonnxruntime.so.{version}"
+with zipfile.ZipFile(wheel) as z:
+    with z.open(member) as src, open(os.path.join(dest, "libonnxruntime.so.tmp"), "wb") as out:
+        shutil.copyfileobj(src, out)
+    for name in z.namelist():  # the licence and third-party notices travel with the library
+        base = os.path.basename(name)
+        if name.startswith("onnxruntime/") and base in ("LICENSE", "ThirdPartyNotices.txt"):
+            with z.open(name) as src, open(os.path.join(dest, base), "wb") as out:
+                shutil.copyfileobj(src, out)
+os.replace(os.path.join(dest, "libonnxruntime.so.tmp"), os.path.join(dest, "libonnxruntime.so"))
+PY
+  rm -rf "$tmp"
+  touch "$dest/.complete-$ONNXRUNTIME_VERSION"
+}

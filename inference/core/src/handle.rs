@@ -10,9 +10,11 @@ use std::time::SystemTime;
 
 use infermesh_common::ServiceError;
 use infermesh_model_core::{TabularModel, Task};
-use infermesh_registry::{ModelConfig, OutputMode, Platform, TextLimits, VersionEntry};
+use infermesh_registry::{ModelConfig, OutputMode, Platform, TextEngine, TextLimits, VersionEntry};
 use infermesh_text::classifier::{argmax, softmax};
-use infermesh_text::{SentenceEncoder, TextModel};
+use infermesh_text::{
+    OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextClassifier, TextModel,
+};
 use infermesh_trees::{ModelFormat, TreeEnsemble};
 
 use crate::backends::{TabularBackend, TextBackend};
@@ -305,6 +307,7 @@ pub struct TextVersion {
     limits: TextLimits,
     classifier: bool,
     batcher: Batcher<TextBackend>,
+    engine: TextEngine,
 }
 
 /// A text classifier's answer for one text.
@@ -320,21 +323,16 @@ pub struct Classified {
 
 impl TextVersion {
     fn load(config: &ModelConfig, version: u64, dir: &Path) -> Result<Self, String> {
-        let model: Arc<dyn TextModel> = match config.platform {
-            Platform::BertEmbedding => {
-                Arc::new(SentenceEncoder::load(dir).map_err(|e| e.to_string())?)
-            }
-            Platform::BertClassifier | Platform::DistilbertClassifier => {
-                Arc::new(load_classifier(dir)?)
-            }
-            Platform::Xgboost | Platform::Lightgbm => {
-                return Err(format!(
-                    "{} is not a text platform",
-                    config.platform.as_str()
-                ));
-            }
-        };
-        Self::new(config, version, model)
+        let (model, engine) = load_text_model(config, dir)?;
+        tracing::info!(
+            model = %config.name,
+            version,
+            engine = engine.as_str(),
+            "text model loaded"
+        );
+        let mut loaded = Self::new(config, version, model)?;
+        loaded.engine = engine;
+        Ok(loaded)
     }
 
     fn new(config: &ModelConfig, version: u64, model: Arc<dyn TextModel>) -> Result<Self, String> {
@@ -370,7 +368,13 @@ impl TextVersion {
             limits,
             classifier,
             batcher,
+            engine: TextEngine::Candle,
         })
+    }
+
+    /// The engine running the forward passes (never `Auto`).
+    pub fn engine(&self) -> TextEngine {
+        self.engine
     }
 
     /// Embedding width, or number of labels.
@@ -513,8 +517,58 @@ impl TextVersion {
     }
 }
 
-fn load_classifier(dir: &Path) -> Result<infermesh_text::TextClassifier, String> {
-    infermesh_text::TextClassifier::load(dir).map_err(|e| e.to_string())
+/// Loads a text model on the engine its config asks for. `Auto` takes ONNX Runtime when the
+/// library loads and the architecture is one it runs (BERT encoders and classifiers), and
+/// falls back to candle otherwise, saying why in the log.
+fn load_text_model(
+    config: &ModelConfig,
+    dir: &Path,
+) -> Result<(Arc<dyn TextModel>, TextEngine), String> {
+    let task = match config.platform {
+        Platform::BertEmbedding => OnnxTask::Embedding,
+        Platform::BertClassifier | Platform::DistilbertClassifier => OnnxTask::Classifier,
+        Platform::Xgboost | Platform::Lightgbm => {
+            return Err(format!(
+                "{} is not a text platform",
+                config.platform.as_str()
+            ));
+        }
+    };
+    let candle = || -> Result<(Arc<dyn TextModel>, TextEngine), String> {
+        let model: Arc<dyn TextModel> = match task {
+            OnnxTask::Embedding => Arc::new(SentenceEncoder::load(dir).map_err(|e| e.to_string())?),
+            OnnxTask::Classifier => Arc::new(TextClassifier::load(dir).map_err(|e| e.to_string())?),
+        };
+        Ok((model, TextEngine::Candle))
+    };
+    let onnx = || {
+        let options = OnnxOptions {
+            intra_threads: config.text.intra_op_threads,
+        };
+        OnnxTextModel::load(dir, task, options)
+            .map(|m| (Arc::new(m) as Arc<dyn TextModel>, TextEngine::Onnxruntime))
+            .map_err(|e| e.to_string())
+    };
+    let distilbert = config.platform == Platform::DistilbertClassifier;
+    match config.text.engine {
+        TextEngine::Candle => candle(),
+        TextEngine::Onnxruntime if distilbert => Err(
+            "engine \"onnxruntime\" does not run distilbert-classifier; use \"candle\" or \"auto\""
+                .into(),
+        ),
+        TextEngine::Onnxruntime => onnx(),
+        TextEngine::Auto if distilbert => candle(),
+        TextEngine::Auto => match infermesh_text::onnx::runtime() {
+            Err(e) => {
+                tracing::warn!(model = %config.name, "{e}; serving on candle");
+                candle()
+            }
+            Ok(_) => onnx().or_else(|e| {
+                tracing::warn!(model = %config.name, "onnxruntime cannot load it ({e}); serving on candle");
+                candle()
+            }),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

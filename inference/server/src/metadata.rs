@@ -156,9 +156,10 @@ pub fn model_config(
         Ok(text) => {
             let l = text.limits();
             (
-                "infermesh".to_string(),
+                text.engine().as_str().to_string(),
                 vec![
                     ("model_type", model_type),
+                    ("engine", text.engine().as_str().to_string()),
                     ("max_len", text.max_len().to_string()),
                     ("max_batch_tokens", l.max_batch_tokens.to_string()),
                     ("max_batch_requests", l.max_batch_requests.to_string()),

@@ -121,6 +121,26 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
         meta["outputs"][0],
         json!({"name": "embedding", "datatype": "FP32", "shape": [-1, 384]})
     );
+    // The default engine ("auto") is ONNX Runtime, whose library the test script installs;
+    // the DistilBERT categoriser stays on candle.
+    let config: Value = http
+        .get(format!("{base}/v2/models/minilm/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["backend"], "onnxruntime", "{config}");
+    let config: Value = http
+        .get(format!("{base}/v2/models/categorizer/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["backend"], "candle", "{config}");
 
     // REST JSON.
     let resp: Value = http
@@ -300,8 +320,9 @@ async fn classifier_serves_labels_and_probabilities() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_text_requests_get_clear_errors() {
     // A tiny token budget: one long text is more than the whole admission capacity.
-    let (repo, _) =
-        text_repo("max_batch_tokens = 64\nmax_queue_tokens = 64\nmax_client_batch_size = 4\n");
+    let (repo, _) = text_repo(
+        "max_batch_tokens = 64\nmax_queue_tokens = 64\nmax_client_batch_size = 4\nengine = \"candle\"\n",
+    );
     let s = common::start(repo.path(), 0.0, 1 << 20).await;
     let mut e = TextEmbeddingClient::connect(format!("http://{}", s.grpc_addr))
         .await

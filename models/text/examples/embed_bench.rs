@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p infermesh-text --example embed_bench -- \
-//!     --model ~/.cache/infermesh/models/all-MiniLM-L6-v2 --corpus FILE --threads 2
+//!     --model ~/.cache/infermesh/models/all-MiniLM-L6-v2 --corpus FILE --threads 2 \
+//!     [--engine candle|onnxruntime|all]
 //! ```
+//!
+//! One JSON line per engine (default `all`): candle, and ONNX Runtime through `ort` on the
+//! graph infermesh exports from the same safetensors (library from `ORT_DYLIB_PATH` or the
+//! cache, see `infermesh_text::onnx::library_path`).
 //!
 //! - correctness first: the texts of tests/fixtures/minilm_reference.json, in one padded batch
 //!   and one by one, must have cosine >= 0.9999 with the reference embeddings (exit 1 if not);
@@ -13,7 +18,7 @@
 //! - single-sentence latency: 20 warm-up calls, then 300 calls on sentence i % corpus length,
 //!   p50 / p99 by nearest rank.
 //!
-//! Tokenisation is inside every timing (`SentenceEncoder::embed` tokenises). candle and gemm
+//! Tokenisation is inside every timing. candle and gemm
 //! size their thread pools from `RAYON_NUM_THREADS` when first used, so when that variable does
 //! not already equal `--threads` the example runs itself again with it set (no `unsafe`
 //! `set_var`) before anything is loaded.
@@ -23,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use infermesh_text::{SentenceEncoder, cosine};
+use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextModel, cosine};
 use serde_json::{Value, json};
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -38,12 +43,21 @@ struct Args {
     model: PathBuf,
     corpus: PathBuf,
     threads: usize,
+    engines: Vec<String>,
+}
+
+/// Tokenises and embeds `texts` as one padded batch.
+fn embed(enc: &dyn TextModel, texts: &[&str]) -> Res<Vec<Vec<f32>>> {
+    let ids = enc.tokenize(texts)?;
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    Ok(enc.forward_tokens(&refs)?)
 }
 
 fn parse_args() -> Res<Args> {
     let mut model = None;
     let mut corpus = None;
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut engines = vec!["candle".to_string(), "onnxruntime".to_string()];
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -51,10 +65,16 @@ fn parse_args() -> Res<Args> {
             "--model" => model = Some(PathBuf::from(value()?)),
             "--corpus" => corpus = Some(PathBuf::from(value()?)),
             "--threads" => threads = value()?.parse()?,
+            "--engine" => {
+                let v = value()?;
+                if v != "all" {
+                    engines = vec![v];
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown argument {other}; usage: embed_bench --model DIR --corpus FILE \
-                     [--threads N]"
+                     [--threads N] [--engine candle|onnxruntime|all]"
                 )
                 .into());
             }
@@ -64,12 +84,13 @@ fn parse_args() -> Res<Args> {
         model: model.ok_or("--model DIR is required")?,
         corpus: corpus.ok_or("--corpus FILE is required")?,
         threads,
+        engines,
     })
 }
 
 /// The smallest cosine between our embeddings and the reference, over one padded batch of all
 /// the fixture's texts and each text alone.
-fn min_cosine(enc: &SentenceEncoder) -> Res<f32> {
+fn min_cosine(enc: &dyn TextModel) -> Res<f32> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     let sentences = fixture["sentences"]
@@ -86,10 +107,10 @@ fn min_cosine(enc: &SentenceEncoder) -> Res<f32> {
         });
         want.push(e.ok_or("fixture: embedding")?);
     }
-    let batch = enc.embed(&texts)?;
+    let batch = embed(enc, &texts)?;
     let mut worst = 1.0f32;
     for (i, text) in texts.iter().enumerate() {
-        let alone = enc.embed(&[*text])?;
+        let alone = embed(enc, &[*text])?;
         for got in [&batch[i], &alone[0]] {
             let c = cosine(got, &want[i]);
             if c < MIN_COSINE {
@@ -133,23 +154,39 @@ fn main() -> Res<()> {
         return Err(format!("{}: no sentences", args.corpus.display()).into());
     }
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let enc = SentenceEncoder::load(&args.model)?;
+    for engine in &args.engines {
+        let enc: Box<dyn TextModel> = match engine.as_str() {
+            "candle" => Box::new(SentenceEncoder::load(&args.model)?),
+            "onnxruntime" => Box::new(OnnxTextModel::load(
+                &args.model,
+                OnnxTask::Embedding,
+                OnnxOptions {
+                    intra_threads: args.threads,
+                },
+            )?),
+            other => return Err(format!("unknown engine {other} (candle, onnxruntime)").into()),
+        };
+        run(engine, enc.as_ref(), &refs, args.threads)?;
+    }
+    Ok(())
+}
 
-    let worst = min_cosine(&enc)?;
-    eprintln!("candle: min cosine vs reference {worst:.9}");
+fn run(engine: &str, enc: &dyn TextModel, refs: &[&str], threads: usize) -> Res<()> {
+    let worst = min_cosine(enc)?;
+    eprintln!("{engine}: min cosine vs reference {worst:.9}");
     if worst < MIN_COSINE {
         eprintln!("FAILED: cosine below {MIN_COSINE}");
         std::process::exit(1);
     }
 
     for chunk in refs.chunks(BATCH).take(2) {
-        enc.embed(chunk)?;
+        embed(enc, chunk)?;
     }
     let mut rates = Vec::with_capacity(PASSES);
     for _ in 0..PASSES {
         let t = Instant::now();
         for chunk in refs.chunks(BATCH) {
-            enc.embed(chunk)?;
+            embed(enc, chunk)?;
         }
         rates.push(refs.len() as f64 / t.elapsed().as_secs_f64());
     }
@@ -157,13 +194,13 @@ fn main() -> Res<()> {
     let rate = rates[PASSES / 2];
 
     for i in 0..WARMUP {
-        enc.embed(&refs[i % refs.len()..][..1])?;
+        embed(enc, &refs[i % refs.len()..][..1])?;
     }
     let mut lat = Vec::with_capacity(SINGLE_CALLS);
     for i in 0..SINGLE_CALLS {
         let one = &refs[i % refs.len()..][..1];
         let t = Instant::now();
-        enc.embed(one)?;
+        embed(enc, one)?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     lat.sort_by(f64::total_cmp);
@@ -172,10 +209,10 @@ fn main() -> Res<()> {
     println!(
         "{}",
         json!({
-            "engine": "infermesh-candle",
-            "ort_version": null,
-            "graph": "candle-bert-f32",
-            "threads": args.threads,
+            "engine": format!("infermesh-{engine}"),
+            "ort_version": (engine == "onnxruntime").then_some(infermesh_text::onnx::ONNXRUNTIME_VERSION),
+            "graph": if engine == "candle" { "candle-bert-f32" } else { "infermesh-export-f32" },
+            "threads": threads,
             "batch32_sentences_per_s_median": round(rate, 2),
             "single_p50_ms": round(nearest_rank(&lat, 0.50), 3),
             "single_p99_ms": round(nearest_rank(&lat, 0.99), 3),

@@ -280,8 +280,13 @@ impl TextClassifier {
     }
 }
 
+/// Class labels of the classifier whose `config.json` is `config` (see [`labels_of`]).
+pub(crate) fn labels_of_config(config: &[u8]) -> Result<Vec<String>, TextError> {
+    labels_of(&serde_json::from_slice(config).map_err(invalid_config)?)
+}
+
 /// `architectures[0]` of `config.json`, or a clear error naming what is supported.
-fn architecture_of(config: &[u8]) -> Result<Architecture, TextError> {
+pub(crate) fn architecture_of(config: &[u8]) -> Result<Architecture, TextError> {
     let head: HeadConfig = serde_json::from_slice(config).map_err(invalid_config)?;
     let name = head
         .architectures

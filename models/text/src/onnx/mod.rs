@@ -1,0 +1,262 @@
+//! The ONNX Runtime backend: the same Hugging Face checkpoints as the candle models, run by
+//! ONNX Runtime through the `ort` crate (`load-dynamic`: the shared library is loaded at run
+//! time, never downloaded by the build).
+//!
+//! There is no separate `model.onnx` to ship or keep in sync: the graph is exported in memory
+//! from `config.json` + `model.safetensors` when the model loads ([`export`]), so a version
+//! folder serves on either backend. The library comes from the `onnxruntime` PyPI wheel
+//! (`libonnxruntime.so.1.31.1`), which the project's scripts unpack to
+//! `~/.cache/infermesh/onnxruntime/libonnxruntime.so`; `ORT_DYLIB_PATH` points elsewhere.
+//!
+//! Supported: sentence encoders (mean or CLS pooling, L2 normalised) and
+//! `BertForSequenceClassification`. DistilBERT stays on candle.
+
+pub mod export;
+pub mod proto;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use crate::classifier::{Architecture, architecture_of, labels_of_config};
+use crate::{TextError, TextModel, read, read_pooling, tokenize};
+
+pub use export::{Head, export_bert};
+
+/// The ONNX Runtime release the scripts install (the `onnxruntime` wheel's library).
+pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+/// Where the ONNX Runtime shared library is looked for: `ORT_DYLIB_PATH` when set, else
+/// `onnxruntime/libonnxruntime.so` under the infermesh cache (`INFERMESH_CACHE`, default
+/// `~/.cache/infermesh`).
+pub fn library_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("INFERMESH_CACHE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/infermesh")
+        });
+    cache.join("onnxruntime").join("libonnxruntime.so")
+}
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, loading the library from [`library_path`] on
+/// first use. A missing or incompatible library is an error (every time), never a panic.
+pub fn runtime() -> Result<&'static Environment, TextError> {
+    RUNTIME
+        .get_or_init(|| {
+            let path = library_path();
+            if !path.is_file() {
+                return Err(format!(
+                    "the ONNX Runtime library is not at {} (run scripts/setup.sh, or set \
+                     ORT_DYLIB_PATH to libonnxruntime.so {ONNXRUNTIME_VERSION})",
+                    path.display()
+                ));
+            }
+            ort::init_from(&path)
+                .map_err(|e| e.to_string())?
+                .with_name("infermesh")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| TextError::Runtime(e.clone()))
+}
+
+/// Whether ONNX Runtime can be loaded (see [`runtime`]).
+pub fn available() -> bool {
+    runtime().is_ok()
+}
+
+/// ONNX Runtime session settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OnnxOptions {
+    /// Threads inside one operator (ONNX Runtime's intra-op pool); 0 uses every core.
+    pub intra_threads: usize,
+}
+
+/// Which model an [`OnnxTextModel`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnnxTask {
+    /// A sentence encoder (rows are unit embeddings).
+    Embedding,
+    /// A sequence classifier (rows are logits).
+    Classifier,
+}
+
+fn ort_error(e: impl std::fmt::Display) -> TextError {
+    TextError::Runtime(e.to_string())
+}
+
+/// A BERT-family model run by ONNX Runtime, behind the same [`TextModel`] trait as the
+/// candle models (so the batcher, tokenisation and outputs are shared).
+pub struct OnnxTextModel {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    pad_id: u32,
+    output: &'static str,
+    width: usize,
+    max_len: usize,
+    labels: Vec<String>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for OnnxTextModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxTextModel")
+            .field("output", &self.output)
+            .field("width", &self.width)
+            .field("max_len", &self.max_len)
+            .field("labels", &self.labels.len())
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Lengths {
+    max_position_embeddings: usize,
+}
+
+impl OnnxTextModel {
+    /// Loads the checkpoint in `dir` (Hugging Face layout) for `task`, exporting its graph
+    /// in memory and opening an ONNX Runtime session on it.
+    pub fn load(dir: &Path, task: OnnxTask, options: OnnxOptions) -> Result<Self, TextError> {
+        let env = runtime()?;
+        let config = read(&dir.join("config.json"))?;
+        let lengths: Lengths = serde_json::from_slice(&config).map_err(|e| TextError::Invalid {
+            what: "config.json",
+            message: e.to_string(),
+        })?;
+        let (head, labels) = match task {
+            OnnxTask::Embedding => (Head::SentenceEmbedding(read_pooling(dir)?), Vec::new()),
+            OnnxTask::Classifier => match architecture_of(&config)? {
+                Architecture::Bert => (Head::BertClassifier, labels_of_config(&config)?),
+                Architecture::DistilBert => {
+                    return Err(TextError::Invalid {
+                        what: "config.json",
+                        message: "DistilBertForSequenceClassification runs on the candle \
+                                  engine only"
+                            .into(),
+                    });
+                }
+            },
+        };
+        let max_len = lengths.max_position_embeddings;
+        let tokenizer = tokenize::load_tokenizer(dir, max_len)?;
+        let bytes = export_bert(dir, head)?;
+        let threads = if options.intra_threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.intra_threads
+        };
+        let session = Session::builder(env)
+            .map_err(ort_error)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(ort_error)?
+            .with_intra_threads(threads)
+            .map_err(ort_error)?
+            .with_inter_threads(1)
+            .map_err(ort_error)?
+            .commit_from_memory(&bytes)
+            .map_err(ort_error)?;
+        drop(bytes);
+        let width = session
+            .outputs()
+            .first()
+            .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
+            .filter(|&w| w > 0)
+            .map(|w| w as usize)
+            .ok_or_else(|| TextError::Runtime("the exported graph has no output width".into()))?;
+        if task == OnnxTask::Classifier && width != labels.len() {
+            return Err(TextError::Invalid {
+                what: "config.json",
+                message: format!(
+                    "{} labels but the classifier has {width} outputs",
+                    labels.len()
+                ),
+            });
+        }
+        Ok(Self {
+            session: Mutex::new(session),
+            pad_id: tokenize::pad_id(&tokenizer),
+            tokenizer,
+            output: head.output_name(),
+            width,
+            max_len,
+            labels,
+            threads,
+        })
+    }
+
+    /// Threads of the session's intra-op pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl TextModel for OnnxTextModel {
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
+        tokenize::encode(&self.tokenizer, texts)
+    }
+
+    fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.len();
+        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![i64::from(self.pad_id); n * len];
+        let mut mask = vec![0i64; n * len];
+        for (i, seq) in batch.iter().enumerate() {
+            for (j, &t) in seq.iter().enumerate() {
+                ids[i * len + j] = i64::from(t);
+                mask[i * len + j] = 1;
+            }
+        }
+        let ids = Tensor::from_array(([n, len], ids)).map_err(ort_error)?;
+        let mask = Tensor::from_array(([n, len], mask)).map_err(ort_error)?;
+        // ONNX Runtime sessions run concurrently in C, but ort's `run` takes `&mut`: one
+        // batch at a time per model, which is what the batcher does anyway.
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| TextError::Runtime("a previous run panicked".into()))?;
+        let outputs = session
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .map_err(ort_error)?;
+        let (shape, data) = outputs[self.output]
+            .try_extract_tensor::<f32>()
+            .map_err(ort_error)?;
+        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.width {
+            return Err(TextError::Runtime(format!(
+                "unexpected output shape {shape:?} for {n} sequences"
+            )));
+        }
+        Ok(data.chunks(self.width).map(<[f32]>::to_vec).collect())
+    }
+
+    fn output_width(&self) -> usize {
+        self.width
+    }
+
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+}
