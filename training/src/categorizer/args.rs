@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::params::HeadInit;
 use super::{CategorizerError, EvalReport, ModelInit, TrainParams, TrainingReport};
 
 /// Models `--init` can create from scratch.
@@ -154,6 +155,21 @@ pub struct TrainArgs {
     /// linearly to 0). Default 0.1.
     #[arg(long, default_value_t = 0.1)]
     pub warmup: f64,
+    /// How the new classifier layer starts: "prototype" (each label's row is the centred
+    /// mean of its training rows' pooled features, so rare labels start reachable) or
+    /// "random" (normal(0, 0.02), as Hugging Face). Default prototype with --base, random
+    /// with --init.
+    #[arg(long, value_enum)]
+    pub head_init: Option<HeadInitKind>,
+}
+
+/// `--head-init` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadInitKind {
+    /// Class prototypes from the base encoder's features.
+    Prototype,
+    /// Normal(0, 0.02).
+    Random,
 }
 
 impl TrainArgs {
@@ -194,6 +210,14 @@ impl TrainArgs {
         p.patience = self.patience;
         p.weight_decay = self.weight_decay;
         p.warmup = self.warmup;
+        p.head_init = match (self.head_init, &p.init) {
+            (Some(HeadInitKind::Prototype), _) | (None, ModelInit::Base { .. }) => {
+                HeadInit::Prototype
+            }
+            (Some(HeadInitKind::Random), _) | (None, ModelInit::DistilBert { .. }) => {
+                HeadInit::Random
+            }
+        };
         p.progress = true;
         Ok(p)
     }

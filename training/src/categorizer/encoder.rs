@@ -253,6 +253,12 @@ impl TrainableClassifier {
     /// Logits `(n, num_labels)` of padded `ids` `(n, len)` with `mask` `(n, len)` (u32, 1 on
     /// real tokens).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.classifier.forward(&self.features(ids, mask)?)
+    }
+
+    /// What the classifier layer reads: BERT's pooled `[CLS]` (`tanh(pooler(h0))`) or
+    /// DistilBERT's `relu(pre_classifier(h0))`, `(n, hidden)`.
+    pub fn features(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (n, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, ids.device())?;
         let mut x = self
@@ -271,10 +277,9 @@ impl TrainableClassifier {
         }
         let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.pre_head.forward(&cls)?;
-        let pooled = match self.architecture {
-            Architecture::Bert => pooled.tanh()?,
-            Architecture::DistilBert => pooled.relu()?,
-        };
-        self.classifier.forward(&pooled)
+        match self.architecture {
+            Architecture::Bert => pooled.tanh(),
+            Architecture::DistilBert => pooled.relu(),
+        }
     }
 }

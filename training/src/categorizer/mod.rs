@@ -39,10 +39,10 @@ mod params;
 mod rng;
 mod train;
 
-pub use args::{EvalArgs, EvalCommand, InitKind, TrainArgs, TrainCommand};
+pub use args::{EvalArgs, EvalCommand, HeadInitKind, InitKind, TrainArgs, TrainCommand};
 pub use data::{DataError, LabelledTexts};
 pub use metrics::{ClassMetrics, EvalReport};
-pub use params::{ModelInit, ParamsError, TrainConfig, TrainParams};
+pub use params::{HeadInit, ModelInit, ParamsError, TrainConfig, TrainParams};
 pub use train::{EpochStats, TrainOutcome, TrainedCategorizer, TrainingReport, train};
 
 /// Everything that can stop a training or evaluation run.

@@ -46,6 +46,17 @@ impl ModelInit {
     }
 }
 
+/// How the new classifier layer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadInit {
+    /// Class prototypes: each label's row is the centred mean of its training rows' pooled
+    /// features (nearest-centroid logits before the first step), which helps labels with a
+    /// handful of rows. Needs a pretrained encoder to mean anything.
+    Prototype,
+    /// Normal(0, 0.02), as Hugging Face initialises a new head.
+    Random,
+}
+
 /// Parameters of a categoriser training run, unchecked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainParams {
@@ -77,6 +88,8 @@ pub struct TrainParams {
     pub weight_decay: f64,
     /// Share of the steps over which the learning rate rises linearly from 0.
     pub warmup: f64,
+    /// How the classifier layer starts.
+    pub head_init: HeadInit,
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
 }
@@ -105,6 +118,7 @@ impl TrainParams {
             patience: 2,
             weight_decay: 0.01,
             warmup: 0.1,
+            head_init: HeadInit::Random,
             progress: false,
         }
     }

@@ -18,7 +18,7 @@ use super::CategorizerError;
 use super::data::{LabelledTexts, check_trainable, read_csv, stratified_split};
 use super::encoder::{Activation, EncoderSpec, TrainableClassifier};
 use super::metrics::score;
-use super::params::{ModelInit, TrainConfig};
+use super::params::{HeadInit, ModelInit, TrainConfig};
 use super::rng::SplitMix64;
 
 /// Scores after one epoch.
@@ -299,6 +299,72 @@ fn load_base(varmap: &VarMap, dir: &Path) -> Result<(), CategorizerError> {
     Ok(())
 }
 
+/// Logit spread of the prototype head: a row at its class centroid, one typical distance
+/// from the global mean, scores this much more than at the mean.
+const PROTOTYPE_SCALE: f32 = 4.0;
+
+/// A nearest-centroid classifier layer from pooled `features` and their labels. With `m` the
+/// global mean, `d_c` class `c`'s mean minus `m` and `r` the mean distance of the features
+/// from `m`, row `c` is `k * d_c` and its bias `-k * (d_c . m + |d_c|^2 / 2)`, `k = scale /
+/// r^2`: the argmax is the nearest class mean, and logits differ by about `scale` across
+/// a typical distance. Labels without rows get zero rows.
+pub(crate) fn prototype_head(
+    features: &[Vec<f32>],
+    labels: &[u32],
+    num_labels: usize,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let dim = features.first().map_or(0, Vec::len);
+    let n = features.len().max(1) as f32;
+    let mut mean = vec![0f32; dim];
+    for f in features {
+        for (m, x) in mean.iter_mut().zip(f) {
+            *m += x / n;
+        }
+    }
+    let radius = features
+        .iter()
+        .map(|f| {
+            f.iter()
+                .zip(&mean)
+                .map(|(x, m)| (x - m) * (x - m))
+                .sum::<f32>()
+                .sqrt()
+        })
+        .sum::<f32>()
+        / n;
+    let mut sums = vec![vec![0f32; dim]; num_labels];
+    let mut counts = vec![0usize; num_labels];
+    for (f, &y) in features.iter().zip(labels) {
+        counts[y as usize] += 1;
+        for (s, x) in sums[y as usize].iter_mut().zip(f) {
+            *s += x;
+        }
+    }
+    let mut weight = Vec::with_capacity(num_labels * dim);
+    let mut bias = Vec::with_capacity(num_labels);
+    for (sum, &count) in sums.iter().zip(&counts) {
+        let dir: Vec<f32> = if count == 0 {
+            vec![0.0; dim]
+        } else {
+            sum.iter()
+                .zip(&mean)
+                .map(|(s, m)| s / count as f32 - m)
+                .collect()
+        };
+        let k = if count > 0 && radius > 0.0 {
+            scale / (radius * radius)
+        } else {
+            0.0
+        };
+        let half_sq = dir.iter().map(|x| x * x).sum::<f32>() / 2.0;
+        let row: Vec<f32> = dir.iter().map(|x| x * k).collect();
+        bias.push(-row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>() - k * half_sq);
+        weight.extend(row);
+    }
+    (weight, bias)
+}
+
 /// Peak `lr` reached linearly over `warmup` steps, then linear decay towards 0 at `total`.
 pub(crate) fn lr_at(step: usize, total: usize, warmup: usize, lr: f64) -> f64 {
     if step < warmup {
@@ -400,6 +466,29 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     let (train_ids, train_y) = encode(&train_set)?;
     let (val_ids, _) = encode(&val_set)?;
     let weights = Tensor::new(class_weights(&train_y, labels.len()), &device)?;
+    if p.head_init == HeadInit::Prototype {
+        let mut features = Vec::with_capacity(train_ids.len());
+        for chunk in train_ids.chunks(64) {
+            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            let (ids, mask) = tokenize::pad_batch(&refs, pad_id, &device)?;
+            features.extend(model.features(&ids, &mask)?.detach().to_vec2::<f32>()?);
+        }
+        let (w, b) = prototype_head(&features, &train_y, labels.len(), PROTOTYPE_SCALE);
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CategorizerError::Poisoned)?;
+        let dim = features.first().map_or(0, Vec::len);
+        for (name, values, shape) in [
+            ("classifier.weight", w, vec![labels.len(), dim]),
+            ("classifier.bias", b, vec![labels.len()]),
+        ] {
+            let var = vars
+                .get(name)
+                .ok_or(CategorizerError::Internal("no classifier variable"))?;
+            var.set(&Tensor::from_vec(values, shape, &device)?)?;
+        }
+    }
 
     let steps_per_epoch = train_ids.len().div_ceil(p.batch_size);
     let total_steps = steps_per_epoch * p.epochs;
@@ -580,6 +669,33 @@ mod tests {
         assert!(lrs[2..].windows(2).all(|w| w[1] < w[0]));
         assert!((lrs[9] - 0.125).abs() < 1e-12);
         assert_eq!(lr_at(0, 10, 0, 1.0), 1.0);
+    }
+
+    #[test]
+    fn prototype_head_classifies_by_nearest_centroid() {
+        // Three clusters in 2-D around (1, 0), (0, 1), (-1, -1); label 3 has no rows.
+        let features = vec![
+            vec![1.1, 0.1],
+            vec![0.9, -0.1],
+            vec![0.1, 1.0],
+            vec![-0.1, 1.1],
+            vec![-1.0, -0.9],
+        ];
+        let labels = [0u32, 0, 1, 1, 2];
+        let (w, b) = prototype_head(&features, &labels, 4, 4.0);
+        assert_eq!((w.len(), b.len()), (8, 4));
+        assert_eq!((w[6], w[7], b[3]), (0.0, 0.0, 0.0));
+        let predict = |x: &[f32]| {
+            let logits: Vec<f32> = (0..4)
+                .map(|c| w[2 * c] * x[0] + w[2 * c + 1] * x[1] + b[c])
+                .collect();
+            argmax(&logits)
+        };
+        for (f, &y) in features.iter().zip(&labels) {
+            assert_eq!(predict(f) as u32, y, "{f:?}");
+        }
+        assert_eq!(predict(&[0.8, 0.2]), 0);
+        assert_eq!(predict(&[-0.7, -1.2]), 2);
     }
 
     #[test]
