@@ -21,7 +21,8 @@ log "baseline: TF-IDF + logistic regression"
 PEER=$("$PY" bench/categorizer_peer.py baseline "$WORK" | tail -n 1)
 
 log "infermesh: fine-tuning all-MiniLM-L6-v2 (release build)"
-cargo build --release --bin infermesh >&2
+# One release build of the whole workspace (same feature set for every bench script).
+cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release/infermesh"
 # shellcheck disable=SC2086
 "$BIN" train categorizer --data "$WORK/train.csv" --text-column description --label-column label \

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 N=${1:-20000}
-cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
+cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$REPO"' EXIT

@@ -27,8 +27,8 @@ printf '%s\n' "$PEER" >&2
 log "infermesh: candle and onnxruntime (ort) on $THREADS threads"
 # embed_bench also re-runs itself with RAYON_NUM_THREADS=--threads when that is not set.
 export RAYON_NUM_THREADS=$THREADS
-cargo build --release -p infermesh-text --example embed_bench >&2
-OURS=$(cargo run -q --release -p infermesh-text --example embed_bench -- \
+cargo build --release --locked --workspace --bins --examples >&2
+OURS=$("$CARGO_TARGET_DIR/release/examples/embed_bench" \
   --model "$MODEL" --corpus "$CORPUS" --threads "$THREADS" --engine all)
 printf '%s\n' "$OURS" >&2
 

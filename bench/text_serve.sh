@@ -11,7 +11,7 @@ N=${1:-300}
 ENGINE=${BENCH_ENGINE:-auto}
 ensure_minilm
 ensure_onnxruntime
-cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
+cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$REPO"' EXIT

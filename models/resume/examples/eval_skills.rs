@@ -2,21 +2,66 @@
 //!
 //! Reads `$INFERMESH_DATA/job-postings-google/job_skills.csv` (default `INFERMESH_DATA=../shared/data`) and the
 //! labels in `models/resume/data/skills_labeled.tsv` (row index, company, title, skills), joins them by row index
-//! (checking the title), runs the built-in matcher (exact pass; no embedder here) over the postings' "Minimum
-//! Qualifications" and "Preferred Qualifications" text, and prints micro-averaged precision / recall / F1 as JSON.
+//! (checking the title), runs the built-in matcher over the postings' "Minimum Qualifications" and "Preferred
+//! Qualifications" text, and prints micro-averaged precision / recall / F1 as JSON.
 //!
-//! `cargo run -p infermesh-resume --example eval_skills --release [-- --details]`
+//! With `--embeddings DIR` (a sentence encoder such as all-MiniLM-L6-v2, run on ONNX Runtime when its library
+//! loads, else candle) the near-miss pass runs too, and three rows are reported: exact only, exact + confident
+//! similar spans, exact + every similar span (the `uncertain` ones included).
+//!
+//! `cargo run --release -p infermesh-resume --example eval_skills [-- --details] [--embeddings DIR]`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use infermesh_resume::{EvalExample, SkillMatcher, evaluate};
+use infermesh_resume::{
+    Embedder, EvalExample, EvalReport, MatchSource, SkillMatcher, evaluate_spans,
+};
+use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextModel};
+
+/// A text model as the matcher's embedder.
+struct ModelEmbedder(Box<dyn TextModel>);
+
+impl Embedder for ModelEmbedder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let ids = self.0.tokenize(texts).map_err(|e| e.to_string())?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        self.0.forward_tokens(&refs).map_err(|e| e.to_string())
+    }
+}
+
+fn row(name: &str, report: &EvalReport) -> serde_json::Value {
+    let (tp, fp, fnn) = report.per_example.iter().fold((0, 0, 0), |(a, b, c), e| {
+        (
+            a + e.true_positives.len(),
+            b + e.false_positives.len(),
+            c + e.false_negatives.len(),
+        )
+    });
+    serde_json::json!({
+        "matcher": name,
+        "precision": report.precision,
+        "recall": report.recall,
+        "f1": report.f1,
+        "true_positives": tp,
+        "false_positives": fp,
+        "false_negatives": fnn,
+    })
+}
 
 const LABELS: &str = include_str!("../data/skills_labeled.tsv");
 
 fn main() -> anyhow::Result<()> {
-    let details = std::env::args().any(|a| a == "--details");
+    let args: Vec<String> = std::env::args().collect();
+    let details = args.iter().any(|a| a == "--details");
+    let embeddings = args
+        .iter()
+        .position(|a| a == "--embeddings")
+        .map(|i| args.get(i + 1).map(PathBuf::from).context("--embeddings needs a directory"))
+        .transpose()?;
     let data =
         PathBuf::from(std::env::var("INFERMESH_DATA").unwrap_or_else(|_| "../shared/data".into()));
     let path = data.join("job-postings-google").join("job_skills.csv");
@@ -79,28 +124,49 @@ fn main() -> anyhow::Result<()> {
         });
     }
 
-    let matcher = SkillMatcher::builtin()?;
-    let report = evaluate(&matcher, &examples)?;
-    let (tp, fp, fnn) = report.per_example.iter().fold((0, 0, 0), |(a, b, c), e| {
-        (
-            a + e.true_positives.len(),
-            b + e.false_positives.len(),
-            c + e.false_negatives.len(),
-        )
-    });
+    let exact = SkillMatcher::builtin()?;
+    let exact_report = evaluate_spans(&exact, &examples, |_| true)?;
+    let mut rows = vec![row("exact (built-in taxonomy)", &exact_report)];
     let mut out = serde_json::json!({
-        "postings": report.examples,
+        "postings": exact_report.examples,
         "text": "Minimum Qualifications + Preferred Qualifications",
-        "matcher": "exact (built-in taxonomy, no embedder)",
-        "precision": report.precision,
-        "recall": report.recall,
-        "f1": report.f1,
-        "true_positives": tp,
-        "false_positives": fp,
-        "false_negatives": fnn,
     });
+    let mut detail_report = exact_report;
+    if let Some(dir) = embeddings {
+        let model: Box<dyn TextModel> =
+            match OnnxTextModel::load(&dir, OnnxTask::Embedding, OnnxOptions::default()) {
+                Ok(m) => Box::new(m),
+                Err(e) => {
+                    eprintln!("onnxruntime unavailable ({e}); embedding on candle");
+                    Box::new(SentenceEncoder::load(&dir)?)
+                }
+            };
+        let started = Instant::now();
+        let matcher = SkillMatcher::builtin()?.with_embeddings(Arc::new(ModelEmbedder(model)))?;
+        let index_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let confident = evaluate_spans(&matcher, &examples, |s| !s.uncertain)?;
+        let all = evaluate_spans(&matcher, &examples, |_| true)?;
+        let per_posting_ms = started.elapsed().as_secs_f64() * 1e3 / (2.0 * examples.len() as f64);
+        let similar = examples.iter().try_fold(0usize, |n, ex| {
+            matcher.extract(&ex.text).map(|spans| {
+                n + spans
+                    .iter()
+                    .filter(|s| s.source == MatchSource::Similar)
+                    .count()
+            })
+        })?;
+        rows.push(row("exact + confident similar spans", &confident));
+        rows.push(row("exact + all similar spans (uncertain included)", &all));
+        out["embedder"] = dir.display().to_string().into();
+        out["taxonomy_embedding_seconds"] = index_seconds.into();
+        out["extract_ms_per_posting"] = per_posting_ms.into();
+        out["similar_spans"] = similar.into();
+        detail_report = confident;
+    }
+    out["results"] = rows.into();
     if details {
-        out["per_example"] = serde_json::to_value(&report.per_example)?;
+        out["per_example"] = serde_json::to_value(&detail_report.per_example)?;
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -16,5 +16,5 @@ pub use document::{DocumentError, DocumentKind, ExtractedDocument, extract_text}
 pub use matching::{RankedCandidate, ResumeInput, ScoreBreakdown, Weights, rank};
 pub use skills::{
     Embedder, EvalExample, EvalReport, ExampleResult, MatchSource, SkillEntry, SkillMatcher,
-    SkillSpan, TaxonomyError, evaluate,
+    SkillSpan, TaxonomyError, evaluate, evaluate_spans,
 };

@@ -806,6 +806,16 @@ pub fn evaluate(
     matcher: &SkillMatcher,
     examples: &[EvalExample],
 ) -> Result<EvalReport, TaxonomyError> {
+    evaluate_spans(matcher, examples, |_| true)
+}
+
+/// As [`evaluate`], counting only the extracted spans `keep` accepts (for example, without
+/// the `uncertain` ones).
+pub fn evaluate_spans(
+    matcher: &SkillMatcher,
+    examples: &[EvalExample],
+    keep: impl Fn(&SkillSpan) -> bool,
+) -> Result<EvalReport, TaxonomyError> {
     let canon = |name: &str| {
         matcher
             .lookup(name)
@@ -817,6 +827,7 @@ pub fn evaluate(
         let predicted: HashSet<String> = matcher
             .extract(&ex.text)?
             .iter()
+            .filter(|s| keep(s))
             .map(|s| s.skill.to_lowercase())
             .collect();
         let expected: HashSet<String> = ex.expected.iter().map(|e| canon(e)).collect();

@@ -145,27 +145,47 @@ fn build(
     let eps = config.layer_norm_eps as f32;
     let mut g = Builder::new(weights);
 
-    // Embeddings.
+    // Embeddings: word + position + token type, in the node pattern a PyTorch export of
+    // Hugging Face BERT has (Shape/Gather/Slice position ids, ConstantOfShape token types),
+    // which ONNX Runtime's embedding and attention fusions recognise.
     let shape = g.node("Shape", &["input_ids"], vec![]);
-    let one = g.const_i64(&[1], &[1]);
+    let one = g.const_i64(&[], &[1]);
+    let seq = g.node("Gather", &[&shape, &one], vec![attr_int("axis", 0)]); // scalar
+    let axis0 = g.const_i64(&[1], &[0]);
+    let seq1 = g.node("Unsqueeze", &[&seq, &axis0], vec![]); // [1]
+    let max_pos = g.dims_of("embeddings.position_embeddings.weight")?[0];
+    let all_pos: Vec<i64> = (0..max_pos).collect();
+    let position_ids = g.const_i64(&[1, max_pos], &all_pos);
     let zero = g.const_i64(&[1], &[0]);
-    let seq = g.node("Gather", &[&shape, &one], vec![attr_int("axis", 0)]); // [1]
-    let word_table = g.weight("embeddings.word_embeddings.weight", false)?;
-    let word = g.node(
-        "Gather",
-        &[&word_table, "input_ids"],
-        vec![attr_int("axis", 0)],
+    let axis1 = g.const_i64(&[1], &[1]);
+    let pos_ids = g.node("Slice", &[&position_ids, &zero, &seq1, &axis1], vec![]); // [1, seq]
+    let type_ids = g.node(
+        "ConstantOfShape",
+        &[&shape],
+        vec![attr_tensor(
+            "value",
+            TensorProto {
+                dims: vec![1],
+                data_type: data_type::INT64,
+                name: "zero".into(),
+                raw_data: 0i64.to_le_bytes().to_vec(),
+            },
+        )],
     );
+    let word_table = g.weight("embeddings.word_embeddings.weight", false)?;
+    let word = g.node("Gather", &[&word_table, "input_ids"], vec![attr_int("axis", 0)]);
+    let type_table = g.weight("embeddings.token_type_embeddings.weight", false)?;
+    let typ = g.node("Gather", &[&type_table, &type_ids], vec![attr_int("axis", 0)]);
     let pos_table = g.weight("embeddings.position_embeddings.weight", false)?;
-    let pos = g.node("Slice", &[&pos_table, &zero, &seq, &zero], vec![]); // [seq, hidden]
-    let type0 = g.weight_row("embeddings.token_type_embeddings.weight", 0)?; // [hidden]
-    let sum = g.node("Add", &[&word, &type0], vec![]);
+    let pos = g.node("Gather", &[&pos_table, &pos_ids], vec![attr_int("axis", 0)]);
+    let sum = g.node("Add", &[&word, &typ], vec![]);
     let sum = g.node("Add", &[&sum, &pos], vec![]);
     let mut x = g.layer_norm(&sum, "embeddings.LayerNorm", eps)?;
 
     // The additive attention mask, [batch, 1, 1, seq].
-    let axes12 = g.const_i64(&[2], &[1, 2]);
-    let m = g.node("Unsqueeze", &["attention_mask", &axes12], vec![]);
+    let m = g.node("Unsqueeze", &["attention_mask", &axis1], vec![]);
+    let axis2 = g.const_i64(&[1], &[2]);
+    let m = g.node("Unsqueeze", &[&m, &axis2], vec![]);
     let m = g.node("Cast", &[&m], vec![attr_int("to", data_type::FLOAT as i64)]);
     let one_f = g.const_f32(1.0);
     let m = g.node("Sub", &[&one_f, &m], vec![]);
@@ -333,6 +353,15 @@ fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     }
 }
 
+fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::TENSOR,
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
 fn attr_float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -422,15 +451,6 @@ impl Builder {
             key.to_string()
         };
         self.push_f32(name, &t)
-    }
-
-    /// Row `row` of a checkpoint matrix as a vector initialiser.
-    fn weight_row(&mut self, key: &str, row: usize) -> Result<String, TextError> {
-        let t = self
-            .take(key)?
-            .get(row)
-            .map_err(|e| invalid("model.safetensors", e))?;
-        self.push_f32(format!("{key}[{row}]"), &t)
     }
 
     fn const_f32(&mut self, value: f32) -> String {
