@@ -26,7 +26,7 @@ cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release/infermesh"
 # shellcheck disable=SC2086
 "$BIN" train categorizer --data "$WORK/train.csv" --text-column description --label-column label \
-  --base "$BASE" --out "$WORK/model" ${CATEGORIZER_FLAGS:---epochs 30 --lr 1e-4 --patience 6 --batch-size 16} >&2
+  --base "$BASE" --out "$WORK/model" ${CATEGORIZER_FLAGS:---epochs 30 --lr 1e-4 --patience 6 --batch-size 16 --refit} >&2
 OURS=$("$BIN" eval categorizer --data "$WORK/test.csv" --text-column description --label-column label \
   --model "$WORK/model" --json)
 

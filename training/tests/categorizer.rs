@@ -228,6 +228,30 @@ fn bert_from_a_base_directory_reloads_identically() {
     assert!(tensors.contains_key("bert.pooler.dense.weight"));
     assert!(tensors.contains_key("classifier.weight"));
 
+    // Prototype head + refit: the kept (and written) model is the one refit on every row.
+    let mut q = p.clone();
+    q.head_init = infermesh_training::categorizer::HeadInit::Prototype;
+    q.refit = true;
+    q.epochs = 2;
+    q.out = dir.path().join("refit");
+    let outcome = train(&q.check().unwrap()).unwrap();
+    let r = &outcome.report;
+    assert_eq!(r.refit_rows, Some(r.train_rows + r.validation_rows));
+    assert_eq!(r.train_rows + r.validation_rows, 30);
+    let served = TextClassifier::load(&dir.path().join("refit")).unwrap();
+    let expected = outcome.model.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
+        }
+    }
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("refit/training_report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["refit_rows"], 30);
+
     // A base missing encoder tensors is refused by name.
     std::fs::write(base.join("model.safetensors"), b"not safetensors").unwrap();
     let err = train(&p.clone().check().unwrap()).unwrap_err();

@@ -687,4 +687,37 @@ mod tests {
         assert_eq!(apply_output_mode(t, mode(true, true), 3, raw.clone()), raw);
         assert_eq!(output_layout(t, mode(false, false)), Layout::PerOutput);
     }
+
+    #[test]
+    fn text_engines_refuse_what_they_cannot_run() {
+        let cfg = |platform: &str, engine: &str| {
+            ModelConfig::from_toml(
+                "m",
+                &format!("platform = \"{platform}\"\nengine = \"{engine}\""),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let missing = Path::new("/nonexistent/infermesh-model");
+        let err = load_text_model(
+            &cfg("distilbert-classifier", "onnxruntime").unwrap(),
+            missing,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("does not run distilbert-classifier"), "{err}");
+        for engine in ["candle", "auto", "onnxruntime"] {
+            let err = load_text_model(&cfg("bert-embedding", engine).unwrap(), missing)
+                .err()
+                .unwrap();
+            // Either the model's files or the ONNX Runtime library is named.
+            assert!(
+                err.contains("config.json") || err.contains("ONNX Runtime library"),
+                "{engine}: {err}"
+            );
+        }
+        let err = load_text_model(&cfg("xgboost", "auto").unwrap(), missing)
+            .err()
+            .unwrap();
+        assert!(err.contains("not a text platform"), "{err}");
+    }
 }

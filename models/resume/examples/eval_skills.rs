@@ -60,7 +60,11 @@ fn main() -> anyhow::Result<()> {
     let embeddings = args
         .iter()
         .position(|a| a == "--embeddings")
-        .map(|i| args.get(i + 1).map(PathBuf::from).context("--embeddings needs a directory"))
+        .map(|i| {
+            args.get(i + 1)
+                .map(PathBuf::from)
+                .context("--embeddings needs a directory")
+        })
         .transpose()?;
     let data =
         PathBuf::from(std::env::var("INFERMESH_DATA").unwrap_or_else(|_| "../shared/data".into()));

@@ -12,6 +12,51 @@ use serde::{Deserialize, Serialize};
 
 use infermesh_text::classifier::Architecture;
 
+use super::rng::SplitMix64;
+
+/// Training-time dropout where Hugging Face's BERT applies it: the embeddings' output, the
+/// attention probabilities, each sublayer's output before its residual, and the pooled
+/// features before the classifier. Masks come from a seeded generator (candle's CPU random
+/// tensors cannot be seeded), so runs stay reproducible.
+#[derive(Debug)]
+pub struct Dropout {
+    hidden: f64,
+    attention: f64,
+    rng: std::cell::RefCell<SplitMix64>,
+}
+
+impl Dropout {
+    /// Drop probabilities for hidden states and attention probabilities (each in [0, 1)).
+    pub fn new(hidden: f64, attention: f64, seed: u64) -> Self {
+        Self {
+            hidden,
+            attention,
+            rng: std::cell::RefCell::new(SplitMix64::new(seed)),
+        }
+    }
+
+    /// `x` with each element zeroed with probability `p`, the rest scaled by `1 / (1 - p)`.
+    fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - p;
+        let scale = (1.0 / keep) as f32;
+        let mut rng = self.rng.borrow_mut();
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
+            .collect();
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+    }
+}
+
+fn drop(x: Tensor, d: Option<&Dropout>, attention: bool) -> Result<Tensor> {
+    match d {
+        None => Ok(x),
+        Some(d) => d.apply(&x, if attention { d.attention } else { d.hidden }),
+    }
+}
+
 /// Layer normalisation over the last dimension, differentiable.
 #[derive(Debug, Clone)]
 struct LayerNorm {
@@ -100,7 +145,7 @@ struct Attention {
 
 impl Attention {
     /// `bias` is additive, (n, 1, 1, len): 0 on real tokens, a large negative on padding.
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, d: Option<&Dropout>) -> Result<Tensor> {
         let (n, len, dim) = x.dims3()?;
         let hd = dim / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -112,7 +157,7 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let weights = drop(candle_nn::ops::softmax(&scores, D::Minus1)?, d, true)?;
         let ctx = weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -175,12 +220,13 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let a = self.attention.forward(x, bias)?;
+    fn forward(&self, x: &Tensor, bias: &Tensor, d: Option<&Dropout>) -> Result<Tensor> {
+        let a = drop(self.attention.forward(x, bias, d)?, d, false)?;
         let x = self.attention_norm.forward(&(a + x)?)?;
         let f = self
             .ffn_out
             .forward(&self.activation.apply(&self.ffn_in.forward(&x)?)?)?;
+        let f = drop(f, d, false)?;
         self.output_norm.forward(&(f + x)?)
     }
 }
@@ -256,9 +302,19 @@ impl TrainableClassifier {
         self.classifier.forward(&self.features(ids, mask)?)
     }
 
+    /// As [`Self::forward`], with dropout (training mode).
+    pub fn forward_train(&self, ids: &Tensor, mask: &Tensor, d: &Dropout) -> Result<Tensor> {
+        let pooled = drop(self.features_with(ids, mask, Some(d))?, Some(d), false)?;
+        self.classifier.forward(&pooled)
+    }
+
     /// What the classifier layer reads: BERT's pooled `[CLS]` (`tanh(pooler(h0))`) or
     /// DistilBERT's `relu(pre_classifier(h0))`, `(n, hidden)`.
     pub fn features(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.features_with(ids, mask, None)
+    }
+
+    fn features_with(&self, ids: &Tensor, mask: &Tensor, d: Option<&Dropout>) -> Result<Tensor> {
         let (n, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, ids.device())?;
         let mut x = self
@@ -268,12 +324,12 @@ impl TrainableClassifier {
         if let Some(tt) = &self.token_type {
             x = x.broadcast_add(&tt.forward(&ids.zeros_like()?)?)?;
         }
-        let mut x = self.embed_norm.forward(&x)?;
+        let mut x = drop(self.embed_norm.forward(&x)?, d, false)?;
         // Padding gets -1e9 before the softmax: exp underflows to exactly 0, as with the
         // serving models' f32::MIN (BERT) or -inf fill (DistilBERT).
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((n, 1, 1, len))?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias)?;
+            x = layer.forward(&x, &bias, d)?;
         }
         let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.pre_head.forward(&cls)?;
@@ -281,5 +337,45 @@ impl TrainableClassifier {
             Architecture::Bert => pooled.tanh(),
             Architecture::DistilBert => pooled.relu(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn dropout_zeroes_about_p_scales_the_rest_and_is_seeded() {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+        let a = Dropout::new(0.25, 0.5, 7).apply(&x, 0.25).unwrap();
+        let b = Dropout::new(0.25, 0.5, 7).apply(&x, 0.25).unwrap();
+        let va: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(va, vb, "same seed, same mask");
+        let zeros = va.iter().filter(|&&v| v == 0.0).count();
+        assert!((2200..2800).contains(&zeros), "{zeros} of 10000 dropped");
+        assert!(
+            va.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6)
+        );
+        let mean = va.iter().sum::<f32>() / va.len() as f32;
+        assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        // p = 0 is the identity; other seeds give other masks.
+        let same = Dropout::new(0.0, 0.0, 7).apply(&x, 0.0).unwrap();
+        assert_eq!(
+            same.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0; 10_000]
+        );
+        let c: Vec<f32> = Dropout::new(0.25, 0.5, 8)
+            .apply(&x, 0.25)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_ne!(va, c);
     }
 }

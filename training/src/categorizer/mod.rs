@@ -11,7 +11,8 @@
 //!   head, or a small seeded DistilBERT ([`ModelInit`]).
 //! * Optimisation: AdamW, linear warmup then linear decay, inverse-frequency class-weighted
 //!   cross-entropy, dynamic padding, a seeded shuffle per epoch, early stopping on
-//!   validation macro-F1, best weights kept. No dropout (candle's models have none either).
+//!   validation macro-F1, best weights kept; optional dropout (`--dropout`, where Hugging Face's
+//!   BERT applies it) and refit on all rows (`--refit`).
 //! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`.
 //!
 //! ```no_run

@@ -90,6 +90,12 @@ pub struct TrainParams {
     pub warmup: f64,
     /// How the classifier layer starts.
     pub head_init: HeadInit,
+    /// Dropout probability while training (hidden states and attention probabilities, as
+    /// Hugging Face's `hidden_dropout_prob` / `attention_probs_dropout_prob`).
+    pub dropout: f64,
+    /// After early stopping picks the epoch count, train again on training + validation
+    /// rows for that many epochs and keep that model.
+    pub refit: bool,
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
 }
@@ -119,6 +125,8 @@ impl TrainParams {
             weight_decay: 0.01,
             warmup: 0.1,
             head_init: HeadInit::Random,
+            refit: false,
+            dropout: 0.0,
             progress: false,
         }
     }
@@ -147,6 +155,12 @@ impl TrainParams {
             return bad(
                 "val-fraction",
                 format!("must be in (0, 1), got {}", self.val_fraction),
+            );
+        }
+        if !(self.dropout >= 0.0 && self.dropout < 1.0) {
+            return bad(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
             );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {

@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 
 use super::CategorizerError;
 use super::data::{LabelledTexts, check_trainable, read_csv, stratified_split};
-use super::encoder::{Activation, EncoderSpec, TrainableClassifier};
+use super::encoder::{Activation, Dropout, EncoderSpec, TrainableClassifier};
 use super::metrics::score;
 use super::params::{HeadInit, ModelInit, TrainConfig};
 use super::rng::SplitMix64;
@@ -53,6 +53,9 @@ pub struct TrainingReport {
     pub train_rows: usize,
     /// Validation rows.
     pub validation_rows: usize,
+    /// With refit: the rows (training + validation) the kept model was trained on.
+    #[serde(default)]
+    pub refit_rows: Option<usize>,
     /// The seed.
     pub seed: u64,
     /// Peak learning rate.
@@ -428,6 +431,111 @@ fn progress_bar(progress: bool, len: usize, epoch: usize, epochs: usize) -> Prog
     bar
 }
 
+/// A new classifier as the run asks: seeded init, the base encoder's weights, and the
+/// prototype head from `ids` / `y` when asked for.
+fn new_model(
+    p: &super::params::TrainParams,
+    spec: &EncoderSpec,
+    labels: &[String],
+    ids: &[Vec<u32>],
+    y: &[u32],
+    pad_id: u32,
+    device: &Device,
+) -> Result<(VarMap, TrainableClassifier), CategorizerError> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = TrainableClassifier::new(vb, spec, labels.len())?;
+    init_weights(&varmap, p.seed)?;
+    if let ModelInit::Base { dir } = &p.init {
+        load_base(&varmap, dir)?;
+    }
+    if p.head_init == HeadInit::Prototype {
+        let mut features = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(64) {
+            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            let (t, mask) = tokenize::pad_batch(&refs, pad_id, device)?;
+            features.extend(model.features(&t, &mask)?.detach().to_vec2::<f32>()?);
+        }
+        let (w, b) = prototype_head(&features, y, labels.len(), PROTOTYPE_SCALE);
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CategorizerError::Poisoned)?;
+        let dim = features.first().map_or(0, Vec::len);
+        for (name, values, shape) in [
+            ("classifier.weight", w, vec![labels.len(), dim]),
+            ("classifier.bias", b, vec![labels.len()]),
+        ] {
+            let var = vars
+                .get(name)
+                .ok_or(CategorizerError::Internal("no classifier variable"))?;
+            var.set(&Tensor::from_vec(values, shape, device)?)?;
+        }
+    }
+    Ok((varmap, model))
+}
+
+/// Runs up to `run_epochs` epochs of AdamW on `ids` / `y` (class-weighted cross-entropy,
+/// warmup then linear decay over the run's full `--epochs` schedule). After each epoch
+/// `after_epoch(epoch, mean loss)` may stop the run by returning `true`.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    model: &TrainableClassifier,
+    varmap: &VarMap,
+    cfg: &TrainConfig,
+    ids: &[Vec<u32>],
+    y: &[u32],
+    num_labels: usize,
+    pad_id: u32,
+    device: &Device,
+    run_epochs: usize,
+    mut after_epoch: impl FnMut(usize, f64) -> Result<bool, CategorizerError>,
+) -> Result<(), CategorizerError> {
+    let p = cfg.params();
+    let weights = Tensor::new(class_weights(y, num_labels), device)?;
+    let steps_per_epoch = ids.len().div_ceil(p.batch_size);
+    let total_steps = steps_per_epoch * p.epochs;
+    let warmup_steps = (p.warmup * total_steps as f64).round() as usize;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: cfg.lr(),
+            weight_decay: p.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    // Seeds apart from the split's, so changing one use does not shift the other.
+    let mut rng = SplitMix64::new(p.seed ^ 0x5EED_0F5A_FF1E);
+    let dropout = Dropout::new(p.dropout, p.dropout, p.seed ^ 0xD20F_0A7E);
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    let mut step = 0;
+    for epoch in 1..=run_epochs.min(p.epochs) {
+        rng.shuffle(&mut order);
+        let bar = progress_bar(p.progress, steps_per_epoch, epoch, p.epochs);
+        let mut loss_sum = 0.0;
+        for chunk in order.chunks(p.batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let targets: Vec<u32> = chunk.iter().map(|&i| y[i]).collect();
+            let (t, mask) = tokenize::pad_batch(&batch, pad_id, device)?;
+            let targets = Tensor::new(targets, device)?;
+            let out = model.forward_train(&t, &mask, &dropout)?;
+            let loss = weighted_cross_entropy(&out, &targets, &weights)?;
+            opt.set_learning_rate(lr_at(step, total_steps, warmup_steps, cfg.lr()));
+            opt.backward_step(&loss)?;
+            let l = f64::from(loss.to_scalar::<f32>()?);
+            loss_sum += l;
+            step += 1;
+            bar.set_message(format!("{l:.4}"));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if after_epoch(epoch, loss_sum / steps_per_epoch.max(1) as f64)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Trains a categoriser as `cfg` says and writes it to `cfg.params().out`.
 pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     let started = Instant::now();
@@ -449,14 +557,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     let pad_id = tokenize::pad_id(&tokenizer);
     let (spec, mut config_json) = model_spec(&p.init, &tokenizer, pad_id, p.max_len)?;
 
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let model = TrainableClassifier::new(vb, &spec, labels.len())?;
-    init_weights(&varmap, p.seed)?;
-    if let ModelInit::Base { dir } = &p.init {
-        load_base(&varmap, dir)?;
-    }
-
     let encode = |set: &LabelledTexts| -> Result<(Vec<Vec<u32>>, Vec<u32>), CategorizerError> {
         let texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
         let ids = tokenize::encode(&tokenizer, &texts)?;
@@ -464,103 +564,56 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         Ok((ids, y))
     };
     let (train_ids, train_y) = encode(&train_set)?;
-    let (val_ids, _) = encode(&val_set)?;
-    let weights = Tensor::new(class_weights(&train_y, labels.len()), &device)?;
-    if p.head_init == HeadInit::Prototype {
-        let mut features = Vec::with_capacity(train_ids.len());
-        for chunk in train_ids.chunks(64) {
-            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-            let (ids, mask) = tokenize::pad_batch(&refs, pad_id, &device)?;
-            features.extend(model.features(&ids, &mask)?.detach().to_vec2::<f32>()?);
-        }
-        let (w, b) = prototype_head(&features, &train_y, labels.len(), PROTOTYPE_SCALE);
-        let vars = varmap
-            .data()
-            .lock()
-            .map_err(|_| CategorizerError::Poisoned)?;
-        let dim = features.first().map_or(0, Vec::len);
-        for (name, values, shape) in [
-            ("classifier.weight", w, vec![labels.len(), dim]),
-            ("classifier.bias", b, vec![labels.len()]),
-        ] {
-            let var = vars
-                .get(name)
-                .ok_or(CategorizerError::Internal("no classifier variable"))?;
-            var.set(&Tensor::from_vec(values, shape, &device)?)?;
-        }
-    }
+    let (val_ids, val_y) = encode(&val_set)?;
+    let (varmap, model) = new_model(p, &spec, &labels, &train_ids, &train_y, pad_id, &device)?;
 
-    let steps_per_epoch = train_ids.len().div_ceil(p.batch_size);
-    let total_steps = steps_per_epoch * p.epochs;
-    let warmup_steps = (p.warmup * total_steps as f64).round() as usize;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: cfg.lr(),
-            weight_decay: p.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
-
-    // Seeds apart from the split's, so changing one use does not shift the other.
-    let mut rng = SplitMix64::new(p.seed ^ 0x5EED_0F5A_FF1E);
-    let mut order: Vec<usize> = (0..train_ids.len()).collect();
     let mut history = Vec::new();
     let mut best: Option<(f64, f64, usize, HashMap<String, Tensor>)> = None;
     let mut stale = 0;
-    let mut step = 0;
-    for epoch in 1..=p.epochs {
-        rng.shuffle(&mut order);
-        let bar = progress_bar(p.progress, steps_per_epoch, epoch, p.epochs);
-        let mut loss_sum = 0.0;
-        for chunk in order.chunks(p.batch_size) {
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| train_ids[i].as_slice()).collect();
-            let targets: Vec<u32> = chunk.iter().map(|&i| train_y[i]).collect();
-            let (ids, mask) = tokenize::pad_batch(&batch, pad_id, &device)?;
-            let targets = Tensor::new(targets, &device)?;
-            let out = model.forward(&ids, &mask)?;
-            let loss = weighted_cross_entropy(&out, &targets, &weights)?;
-            opt.set_learning_rate(lr_at(step, total_steps, warmup_steps, cfg.lr()));
-            opt.backward_step(&loss)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
-            loss_sum += l;
-            step += 1;
-            bar.set_message(format!("{l:.4}"));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-
-        let mut predicted = Vec::with_capacity(val_ids.len());
-        for chunk in val_ids.chunks(64) {
-            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-            for row in logits(&model, &refs, pad_id, &device)? {
-                predicted.push(labels[argmax(&row)].as_str());
+    fit(
+        &model,
+        &varmap,
+        cfg,
+        &train_ids,
+        &train_y,
+        labels.len(),
+        pad_id,
+        &device,
+        p.epochs,
+        |epoch, train_loss| {
+            let mut predicted = Vec::with_capacity(val_ids.len());
+            for chunk in val_ids.chunks(64) {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                for row in logits(&model, &refs, pad_id, &device)? {
+                    predicted.push(labels[argmax(&row)].as_str());
+                }
             }
-        }
-        let scores = score(&val_set.labels, &predicted);
-        let stats = EpochStats {
-            epoch,
-            train_loss: loss_sum / steps_per_epoch.max(1) as f64,
-            val_accuracy: scores.accuracy,
-            val_macro_f1: scores.macro_f1,
-        };
-        if p.progress {
-            eprintln!(
-                "epoch {epoch}/{}: loss {:.4}, validation accuracy {:.4}, macro-F1 {:.4}",
-                p.epochs, stats.train_loss, stats.val_accuracy, stats.val_macro_f1
-            );
-        }
-        history.push(stats);
-        if best.as_ref().is_none_or(|b| scores.macro_f1 > b.0) {
-            best = Some((scores.macro_f1, scores.accuracy, epoch, snapshot(&varmap)?));
-            stale = 0;
-        } else {
-            stale += 1;
-            if p.patience > 0 && stale >= p.patience {
-                break;
+            let scores = score(&val_set.labels, &predicted);
+            let stats = EpochStats {
+                epoch,
+                train_loss,
+                val_accuracy: scores.accuracy,
+                val_macro_f1: scores.macro_f1,
+            };
+            if p.progress {
+                eprintln!(
+                    "epoch {epoch}/{}: loss {:.4}, validation accuracy {:.4}, macro-F1 {:.4}",
+                    p.epochs, stats.train_loss, stats.val_accuracy, stats.val_macro_f1
+                );
             }
-        }
-    }
+            history.push(stats);
+            if best.as_ref().is_none_or(|b| scores.macro_f1 > b.0) {
+                best = Some((scores.macro_f1, scores.accuracy, epoch, snapshot(&varmap)?));
+                stale = 0;
+            } else {
+                stale += 1;
+                if p.patience > 0 && stale >= p.patience {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        },
+    )?;
 
     let (best_f1, best_acc, best_epoch, weights) =
         best.ok_or(CategorizerError::Internal("no epoch ran"))?;
@@ -576,6 +629,42 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         }
     }
 
+    // Refit: the validation rows only chose the number of epochs; train again from the same
+    // start on every row for that many epochs (same schedule), and keep that model.
+    let (varmap, model, refit_rows) = if p.refit {
+        let mut all_ids = train_ids;
+        all_ids.extend(val_ids);
+        let mut all_y = train_y;
+        all_y.extend(val_y);
+        if p.progress {
+            eprintln!(
+                "refit on all {} rows for {best_epoch} epochs",
+                all_ids.len()
+            );
+        }
+        let (varmap, model) = new_model(p, &spec, &labels, &all_ids, &all_y, pad_id, &device)?;
+        fit(
+            &model,
+            &varmap,
+            cfg,
+            &all_ids,
+            &all_y,
+            labels.len(),
+            pad_id,
+            &device,
+            best_epoch,
+            |epoch, loss| {
+                if p.progress {
+                    eprintln!("refit epoch {epoch}/{best_epoch}: loss {loss:.4}");
+                }
+                Ok(false)
+            },
+        )?;
+        (varmap, model, Some(all_ids.len()))
+    } else {
+        (varmap, model, None)
+    };
+
     let report = TrainingReport {
         architecture: spec.architecture.hf_name().to_string(),
         epochs_run: history.len(),
@@ -585,6 +674,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         label_counts,
         train_rows: train_set.len(),
         validation_rows: val_set.len(),
+        refit_rows,
         seed: p.seed,
         lr: cfg.lr(),
         elapsed_seconds: started.elapsed().as_secs_f64(),

@@ -173,9 +173,17 @@ fn build(
         )],
     );
     let word_table = g.weight("embeddings.word_embeddings.weight", false)?;
-    let word = g.node("Gather", &[&word_table, "input_ids"], vec![attr_int("axis", 0)]);
+    let word = g.node(
+        "Gather",
+        &[&word_table, "input_ids"],
+        vec![attr_int("axis", 0)],
+    );
     let type_table = g.weight("embeddings.token_type_embeddings.weight", false)?;
-    let typ = g.node("Gather", &[&type_table, &type_ids], vec![attr_int("axis", 0)]);
+    let typ = g.node(
+        "Gather",
+        &[&type_table, &type_ids],
+        vec![attr_int("axis", 0)],
+    );
     let pos_table = g.weight("embeddings.position_embeddings.weight", false)?;
     let pos = g.node("Gather", &[&pos_table, &pos_ids], vec![attr_int("axis", 0)]);
     let sum = g.node("Add", &[&word, &typ], vec![]);
