@@ -647,6 +647,7 @@ fn find_artifact(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
