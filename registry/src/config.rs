@@ -109,6 +109,9 @@ pub struct TextLimits {
     pub engine: TextEngine,
     /// ONNX Runtime intra-op threads (0: one per core).
     pub intra_op_threads: usize,
+    /// ONNX Runtime only: int8 dynamic quantisation of the encoder's linear layers
+    /// (`quantize = "int8"`; faster, embeddings no longer equal the f32 model's).
+    pub int8: bool,
 }
 
 impl Default for TextLimits {
@@ -120,6 +123,7 @@ impl Default for TextLimits {
             max_client_batch_size: 512,
             engine: TextEngine::Auto,
             intra_op_threads: 0,
+            int8: false,
         }
     }
 }
@@ -250,6 +254,7 @@ pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 /// max_client_batch_size = 512      # texts per request
 /// engine = "auto"                  # or "candle", "onnxruntime"
 /// intra_op_threads = 0             # ONNX Runtime threads per forward pass (0: all cores)
+/// quantize = "none"                # or "int8": ONNX Runtime int8 dynamic quantisation
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +298,8 @@ pub struct TomlConfig {
     pub engine: Option<TextEngine>,
     /// Text platforms: ONNX Runtime intra-op threads.
     pub intra_op_threads: Option<usize>,
+    /// Text platforms: `"none"` or `"int8"`.
+    pub quantize: Option<String>,
 }
 
 impl ModelConfig {
@@ -354,6 +361,22 @@ impl ModelConfig {
                     .unwrap_or(text_defaults.max_client_batch_size),
                 engine: t.engine.unwrap_or(text_defaults.engine),
                 intra_op_threads: t.intra_op_threads.unwrap_or(text_defaults.intra_op_threads),
+                int8: match t.quantize.as_deref() {
+                    None | Some("none") => false,
+                    Some("int8") => {
+                        if t.engine == Some(TextEngine::Candle) {
+                            return Err(err(
+                                "quantize = \"int8\" needs the onnxruntime engine".into()
+                            ));
+                        }
+                        true
+                    }
+                    Some(other) => {
+                        return Err(err(format!(
+                            "quantize {other:?} is not supported (\"none\", \"int8\")"
+                        )));
+                    }
+                },
             },
         };
         cfg.validate().map_err(err)?;
@@ -637,6 +660,16 @@ threshold = 0.7
             err.contains("tensorrt") || err.contains("unknown variant"),
             "{err}"
         );
+        let c = ModelConfig::from_toml("m", "platform = \"bert-embedding\"\nquantize = \"int8\"")
+            .unwrap();
+        assert!(c.text.int8);
+        for bad in [
+            "quantize = \"int4\"",
+            "quantize = \"int8\"\nengine = \"candle\"",
+        ] {
+            let toml = format!("platform = \"bert-embedding\"\n{bad}");
+            assert!(ModelConfig::from_toml("m", &toml).is_err(), "{bad}");
+        }
         assert!(
             ModelConfig::from_toml(
                 "m",

@@ -544,6 +544,7 @@ fn load_text_model(
     let onnx = || {
         let options = OnnxOptions {
             intra_threads: config.text.intra_op_threads,
+            int8: config.text.int8,
         };
         OnnxTextModel::load(dir, task, options)
             .map(|m| (Arc::new(m) as Arc<dyn TextModel>, TextEngine::Onnxruntime))
@@ -557,12 +558,17 @@ fn load_text_model(
                 .into(),
         ),
         TextEngine::Onnxruntime => onnx(),
+        TextEngine::Auto if distilbert && config.text.int8 => {
+            Err("quantize = \"int8\" runs on ONNX Runtime, which does not run distilbert-classifier".into())
+        }
         TextEngine::Auto if distilbert => candle(),
         TextEngine::Auto => match infermesh_text::onnx::runtime() {
+            Err(e) if config.text.int8 => Err(format!("quantize = \"int8\" needs ONNX Runtime: {e}")),
             Err(e) => {
                 tracing::warn!(model = %config.name, "{e}; serving on candle");
                 candle()
             }
+            Ok(_) if config.text.int8 => onnx(),
             Ok(_) => onnx().or_else(|e| {
                 tracing::warn!(model = %config.name, "onnxruntime cannot load it ({e}); serving on candle");
                 candle()

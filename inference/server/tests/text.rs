@@ -104,14 +104,7 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     let base = format!("http://{}", s.http_addr);
 
     // Metadata: BYTES text in, FP32 [-1, 384] embedding out.
-    let meta: Value = http
-        .get(format!("{base}/v2/models/minilm"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = common::get_json(&format!("{base}/v2/models/minilm")).await;
     assert_eq!(meta["platform"], "bert-embedding");
     assert_eq!(
         meta["inputs"][0],
@@ -123,23 +116,9 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     );
     // The default engine ("auto") is ONNX Runtime, whose library the test script installs;
     // the DistilBERT categoriser stays on candle.
-    let config: Value = http
-        .get(format!("{base}/v2/models/minilm/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = common::get_json(&format!("{base}/v2/models/minilm/config")).await;
     assert_eq!(config["backend"], "onnxruntime", "{config}");
-    let config: Value = http
-        .get(format!("{base}/v2/models/categorizer/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = common::get_json(&format!("{base}/v2/models/categorizer/config")).await;
     assert_eq!(config["backend"], "candle", "{config}");
 
     // REST JSON.

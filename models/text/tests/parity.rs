@@ -45,12 +45,67 @@ fn minilm_on_onnxruntime_matches_the_numpy_reference() {
     let model = OnnxTextModel::load(
         &model_dir(),
         OnnxTask::Embedding,
-        OnnxOptions { intra_threads: 2 },
+        OnnxOptions {
+            intra_threads: 2,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(model.threads(), 2);
     assert!(model.labels().is_empty());
     check_against_reference(&model);
+}
+
+/// int8 dynamic quantisation trades fidelity for speed: close to the reference, not equal.
+#[test]
+fn minilm_int8_on_onnxruntime_stays_close_to_the_reference() {
+    let model = OnnxTextModel::load(
+        &model_dir(),
+        OnnxTask::Embedding,
+        OnnxOptions {
+            int8: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sentences = fixture["sentences"].as_array().unwrap();
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let got: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| embed(&model, &[t]).remove(0))
+        .collect();
+    let mut cosines: Vec<f32> = sentences
+        .iter()
+        .zip(&got)
+        .map(|(s, g)| {
+            let want: Vec<f32> = s["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            cosine(g, &want)
+        })
+        .collect();
+    cosines.sort_by(f32::total_cmp);
+    assert!(cosines[0] >= 0.95, "{cosines:?}");
+    assert!(cosines[cosines.len() / 2] >= 0.99, "{cosines:?}");
+    // Quantised, but not the f32 model: some sentence moves measurably.
+    assert!(cosines[0] < 0.9999, "{cosines:?}");
+    let bread = cosine(&got[0], &got[1]);
+    let baby = cosine(&got[0], &got[2]);
+    assert!((bread - 0.7553).abs() < 0.03, "{bread}");
+    assert!((baby + 0.1050).abs() < 0.03, "{baby}");
 }
 
 #[test]

@@ -89,3 +89,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// GET `url` and parse the body as JSON (panics on transport errors: tests only).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}

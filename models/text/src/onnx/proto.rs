@@ -7,6 +7,8 @@
 pub mod data_type {
     /// `FLOAT`.
     pub const FLOAT: i32 = 1;
+    /// `INT8`.
+    pub const INT8: i32 = 3;
     /// `INT64`.
     pub const INT64: i32 = 7;
 }
