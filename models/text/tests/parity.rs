@@ -29,6 +29,35 @@ fn model_dir() -> PathBuf {
     dir
 }
 
+/// The fixture's sentences: text, reference embedding, token count.
+fn fixture() -> Vec<(String, Vec<f32>, usize)> {
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fixture["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let want = s["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            (
+                s["text"].as_str().unwrap().to_owned(),
+                want,
+                s["tokens"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect()
+}
+
 fn embed(model: &dyn TextModel, texts: &[&str]) -> Vec<Vec<f32>> {
     let ids = model.tokenize(texts).unwrap();
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
@@ -68,34 +97,15 @@ fn minilm_int8_on_onnxruntime_stays_close_to_the_reference() {
         },
     )
     .unwrap();
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let sentences = fixture["sentences"].as_array().unwrap();
-    let texts: Vec<&str> = sentences
+    let sentences = fixture();
+    let got: Vec<Vec<f32>> = sentences
         .iter()
-        .map(|s| s["text"].as_str().unwrap())
-        .collect();
-    let got: Vec<Vec<f32>> = texts
-        .iter()
-        .map(|t| embed(&model, &[t]).remove(0))
+        .map(|(t, _, _)| embed(&model, &[t]).remove(0))
         .collect();
     let mut cosines: Vec<f32> = sentences
         .iter()
         .zip(&got)
-        .map(|(s, g)| {
-            let want: Vec<f32> = s["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            cosine(g, &want)
-        })
+        .map(|((_, want, _), g)| cosine(g, want))
         .collect();
     cosines.sort_by(f32::total_cmp);
     assert!(cosines[0] >= 0.95, "{cosines:?}");
@@ -129,19 +139,9 @@ fn the_engines_agree_on_a_mixed_length_batch() {
 fn check_against_reference(enc: &dyn TextModel) {
     assert_eq!(enc.output_width(), 384);
     assert_eq!(enc.max_len(), 512);
-    let fixture: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let sentences = fixture["sentences"].as_array().unwrap();
+    let sentences = fixture();
     assert!(sentences.len() >= 20);
-    let texts: Vec<&str> = sentences
-        .iter()
-        .map(|s| s["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = sentences.iter().map(|(t, _, _)| t.as_str()).collect();
     let counts: Vec<usize> = enc.tokenize(&texts).unwrap().iter().map(Vec::len).collect();
     // The short texts in one padded batch; the text past 512 tokens on its own (truncated).
     let long: Vec<usize> = (0..texts.len()).filter(|&i| counts[i] > 64).collect();
@@ -156,24 +156,14 @@ fn check_against_reference(enc: &dyn TextModel) {
     );
     let mut got = embed(enc, &short);
     got.insert(long[0], embed(enc, &texts[long[0]..long[0] + 1]).remove(0));
-    for (i, s) in sentences.iter().enumerate() {
-        let want: Vec<f32> = s["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let c = cosine(&got[i], &want);
+    for (i, (_, want, tokens)) in sentences.iter().enumerate() {
+        let c = cosine(&got[i], want);
         assert!(
             c >= 0.9999,
             "sentence {i} ({:?}): cosine {c}",
             &texts[i].chars().take(40).collect::<String>()
         );
-        assert_eq!(
-            counts[i],
-            s["tokens"].as_u64().unwrap() as usize,
-            "token count of sentence {i}"
-        );
+        assert_eq!(counts[i], *tokens, "token count of sentence {i}");
     }
     // The known pairs.
     let bread = cosine(&got[0], &got[1]);
