@@ -4,19 +4,22 @@
 # all-MiniLM-L6-v2 on candle (CPU). Data: $INFERMESH_DATA/bank-transaction-categories/
 # za_bank_statement_transactions.csv (description -> label, 451 rows, 44 labels; see its
 # PROVENANCE.md), stratified 80/20 split with seed 42 written under the cache, never the repo.
-# Prints both accuracies and macro-F1s. Extra flags for `infermesh train` via CATEGORIZER_FLAGS.
+# Prints both accuracies and macro-F1s. Extra flags for `infermesh train` via CATEGORIZER_FLAGS;
+# SPLIT_SEED (default 42, the issue's fixed split) draws another split, to see the noise.
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/bank-transaction-categories/za_bank_statement_transactions.csv"
 BASE="${CATEGORIZER_BASE:-$CACHE/models/all-MiniLM-L6-v2}"
+SPLIT_SEED=${SPLIT_SEED:-42}
 WORK="$CACHE/bench-categorizer"
+[ "$SPLIT_SEED" = 42 ] || WORK="$CACHE/bench-categorizer-seed$SPLIT_SEED"
 mkdir -p "$WORK"
 [ -f "$DATA" ] || { echo "missing $DATA" >&2; exit 1; }
 [ -f "$BASE/model.safetensors" ] || { echo "missing $BASE (run scripts/test.sh once to fetch it)" >&2; exit 1; }
 
 ensure_venv venv-categorizer-peer bench/requirements-categorizer-peer.txt 'import sklearn'
 PY="$CACHE/venv-categorizer-peer/bin/python"
-"$PY" bench/categorizer_peer.py split "$DATA" "$WORK" >&2
+"$PY" bench/categorizer_peer.py split "$DATA" "$WORK" "$SPLIT_SEED" >&2
 log "baseline: TF-IDF + logistic regression"
 PEER=$("$PY" bench/categorizer_peer.py baseline "$WORK" | tail -n 1)
 

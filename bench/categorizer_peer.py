@@ -1,6 +1,6 @@
 """Categoriser baseline for bench/categorizer.sh.
 
-`split SRC OUT_DIR`: stratified 80/20 split (seed 42) of the South African bank-statement
+`split SRC OUT_DIR [SEED]`: stratified 80/20 split (seed 42 unless given) of the South African bank-statement
 lines (description -> label) into OUT_DIR/train.csv and OUT_DIR/test.csv. Per label,
 round(0.2 * n) rows (at least 1) go to test when the label has 2+ rows; labels with a single
 row stay in train (scikit-learn's stratify refuses them).
@@ -16,14 +16,14 @@ import time
 from collections import defaultdict
 
 
-def split(src, out):
+def split(src, out, seed=42):
     with open(src, newline="", encoding="utf-8") as f:
         rows = [(r["description"].strip(), r["label"].strip()) for r in csv.DictReader(f)]
     rows = [r for r in rows if r[0] and r[1]]
     by_label = defaultdict(list)
     for i, (_, label) in enumerate(rows):
         by_label[label].append(i)
-    rng = random.Random(42)
+    rng = random.Random(seed)
     test = set()
     for label in sorted(by_label):
         idx = by_label[label]
@@ -77,6 +77,6 @@ def baseline(out):
 
 if __name__ == "__main__":
     if sys.argv[1] == "split":
-        split(sys.argv[2], sys.argv[3])
+        split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 42)
     else:
         baseline(sys.argv[2])
