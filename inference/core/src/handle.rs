@@ -106,14 +106,16 @@ impl LoadedVersion {
         Ok(Self::with_kind(config, version, fingerprint, kind))
     }
 
-    /// Wraps an already built text model (used by loaders and tests).
+    /// Wraps an already built text model (used by loaders and tests); `engine` is the one
+    /// that runs it (reported in the model config).
     pub fn from_text_model(
         config: Arc<ModelConfig>,
         version: u64,
         fingerprint: u64,
         model: Arc<dyn TextModel>,
+        engine: TextEngine,
     ) -> Result<Self, String> {
-        let kind = Kind::Text(TextVersion::new(&config, version, model)?);
+        let kind = Kind::Text(TextVersion::new(&config, version, model, engine)?);
         Ok(Self::with_kind(config, version, fingerprint, kind))
     }
 
@@ -330,12 +332,15 @@ impl TextVersion {
             engine = engine.as_str(),
             "text model loaded"
         );
-        let mut loaded = Self::new(config, version, model)?;
-        loaded.engine = engine;
-        Ok(loaded)
+        Self::new(config, version, model, engine)
     }
 
-    fn new(config: &ModelConfig, version: u64, model: Arc<dyn TextModel>) -> Result<Self, String> {
+    fn new(
+        config: &ModelConfig,
+        version: u64,
+        model: Arc<dyn TextModel>,
+        engine: TextEngine,
+    ) -> Result<Self, String> {
         let classifier = config.platform.is_classifier();
         if classifier && model.labels().len() != model.output_width() {
             return Err(format!(
@@ -368,7 +373,7 @@ impl TextVersion {
             limits,
             classifier,
             batcher,
-            engine: TextEngine::Candle,
+            engine,
         })
     }
 
@@ -551,24 +556,22 @@ fn load_text_model(
             .map_err(|e| e.to_string())
     };
     let distilbert = config.platform == Platform::DistilbertClassifier;
+    // int8 exists only on ONNX Runtime (the registry refuses it with engine "candle").
+    let onnx_required = config.text.engine == TextEngine::Onnxruntime || config.text.int8;
     match config.text.engine {
         TextEngine::Candle => candle(),
-        TextEngine::Onnxruntime if distilbert => Err(
-            "engine \"onnxruntime\" does not run distilbert-classifier; use \"candle\" or \"auto\""
+        _ if distilbert && onnx_required => Err(
+            "onnxruntime (engine \"onnxruntime\" or quantize = \"int8\") does not run \
+             distilbert-classifier; use engine \"candle\" or \"auto\""
                 .into(),
         ),
-        TextEngine::Onnxruntime => onnx(),
-        TextEngine::Auto if distilbert && config.text.int8 => {
-            Err("quantize = \"int8\" runs on ONNX Runtime, which does not run distilbert-classifier".into())
-        }
-        TextEngine::Auto if distilbert => candle(),
-        TextEngine::Auto => match infermesh_text::onnx::runtime() {
-            Err(e) if config.text.int8 => Err(format!("quantize = \"int8\" needs ONNX Runtime: {e}")),
+        _ if distilbert => candle(),
+        _ if onnx_required => onnx(),
+        TextEngine::Auto | TextEngine::Onnxruntime => match infermesh_text::onnx::runtime() {
             Err(e) => {
                 tracing::warn!(model = %config.name, "{e}; serving on candle");
                 candle()
             }
-            Ok(_) if config.text.int8 => onnx(),
             Ok(_) => onnx().or_else(|e| {
                 tracing::warn!(model = %config.name, "onnxruntime cannot load it ({e}); serving on candle");
                 candle()

@@ -50,7 +50,7 @@ impl Dropout {
     }
 }
 
-fn drop(x: Tensor, d: Option<&Dropout>, attention: bool) -> Result<Tensor> {
+fn dropout(x: Tensor, d: Option<&Dropout>, attention: bool) -> Result<Tensor> {
     match d {
         None => Ok(x),
         Some(d) => d.apply(&x, if attention { d.attention } else { d.hidden }),
@@ -157,7 +157,7 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(bias)?;
-        let weights = drop(candle_nn::ops::softmax(&scores, D::Minus1)?, d, true)?;
+        let weights = dropout(candle_nn::ops::softmax(&scores, D::Minus1)?, d, true)?;
         let ctx = weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -221,12 +221,12 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, bias: &Tensor, d: Option<&Dropout>) -> Result<Tensor> {
-        let a = drop(self.attention.forward(x, bias, d)?, d, false)?;
+        let a = dropout(self.attention.forward(x, bias, d)?, d, false)?;
         let x = self.attention_norm.forward(&(a + x)?)?;
         let f = self
             .ffn_out
             .forward(&self.activation.apply(&self.ffn_in.forward(&x)?)?)?;
-        let f = drop(f, d, false)?;
+        let f = dropout(f, d, false)?;
         self.output_norm.forward(&(f + x)?)
     }
 }
@@ -304,7 +304,7 @@ impl TrainableClassifier {
 
     /// As [`Self::forward`], with dropout (training mode).
     pub fn forward_train(&self, ids: &Tensor, mask: &Tensor, d: &Dropout) -> Result<Tensor> {
-        let pooled = drop(self.features_with(ids, mask, Some(d))?, Some(d), false)?;
+        let pooled = dropout(self.features_with(ids, mask, Some(d))?, Some(d), false)?;
         self.classifier.forward(&pooled)
     }
 
@@ -324,7 +324,7 @@ impl TrainableClassifier {
         if let Some(tt) = &self.token_type {
             x = x.broadcast_add(&tt.forward(&ids.zeros_like()?)?)?;
         }
-        let mut x = drop(self.embed_norm.forward(&x)?, d, false)?;
+        let mut x = dropout(self.embed_norm.forward(&x)?, d, false)?;
         // Padding gets -1e9 before the softmax: exp underflows to exactly 0, as with the
         // serving models' f32::MIN (BERT) or -inf fill (DistilBERT).
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((n, 1, 1, len))?;
