@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/infermesh/v1/fraud.proto",
         "proto/infermesh/v1/text.proto",
         "proto/infermesh/v1/resume.proto",
+        "proto/infermesh/v1/recs.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -4,6 +4,8 @@
 //! object-safe traits; the serving engine wraps it without knowing the family. Nothing here
 //! knows about tokio, tonic or axum.
 
+pub mod rng;
+
 use std::fmt;
 
 /// Errors a model family reports. Serving maps these onto its single `ErrorKind`.
