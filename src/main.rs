@@ -34,10 +34,13 @@ enum Command {
     Up(UpArgs),
     /// Train a model (e.g. `infermesh train categorizer`).
     #[command(subcommand)]
-    Train(infermesh_training::categorizer::TrainCommand),
+    Train(infermesh_training::TrainCommand),
     /// Evaluate a trained model (e.g. `infermesh eval categorizer`).
     #[command(subcommand)]
-    Eval(infermesh_training::categorizer::EvalCommand),
+    Eval(infermesh_training::EvalCommand),
+    /// A/B experiments (e.g. `infermesh ab report --gateway http://127.0.0.1:8080`).
+    #[command(subcommand)]
+    Ab(infermesh_gateway::ab::AbCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
             Command::Up(_) => "infermesh-up",
-            Command::Train(_) | Command::Eval(_) => "infermesh-job",
+            Command::Train(_) | Command::Eval(_) | Command::Ab(_) => "infermesh-job",
         };
         let _telemetry = init_tracing(&TelemetryConfig {
             json_logs: cli.log_json,
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                 infermesh_gateway::run(cfg, infermesh_server::stop_signal()).await?;
             }
             Command::Up(args) => up(args).await?,
+            Command::Ab(cmd) => print!("{}", cmd.run().await?),
             Command::Train(_) | Command::Eval(_) => {} // handled above
         }
         Ok(())
@@ -151,6 +155,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         fraud_model: "fraud".into(),
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
+        recommender_model: "recs".into(),
     }
     .validate()?;
     let server = infermesh_server::start(serve).await?;
@@ -161,6 +166,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         inference_url: format!("http://{}", server.grpc_addr),
         timeout_ms: 2000,
         max_request_bytes: 1024 * 1024,
+        config: None,
+        redis_url: None,
+        redis_timeout_ms: 100,
+        redis_key_prefix: "infermesh:".into(),
     }
     .validate()?;
     let gateway = infermesh_gateway::start(gw_cfg).await?;

@@ -23,3 +23,16 @@ pub const GATEWAY_REQUESTS_TOTAL: &str = "infermesh_gateway_requests_total";
 pub const GATEWAY_REQUEST_SECONDS: &str = "infermesh_gateway_request_duration_seconds";
 /// Gateway calls to upstream services that failed, labels: upstream, code.
 pub const GATEWAY_UPSTREAM_ERRORS_TOTAL: &str = "infermesh_gateway_upstream_errors_total";
+/// Gateway recommendation-cache lookups, label: result (hit, miss, error).
+pub const GATEWAY_CACHE_REQUESTS_TOTAL: &str = "infermesh_gateway_cache_requests_total";
+/// Gateway calls to its cache / store (Redis or memory) that failed or timed out, label: op
+/// (connect, get, put, invalidate, recent_get, recent_push, counts_incr, counts_get).
+pub const GATEWAY_CACHE_ERRORS_TOTAL: &str = "infermesh_gateway_cache_errors_total";
+/// Behaviour events accepted by the gateway, label: event (view, click, purchase).
+pub const GATEWAY_EVENTS_TOTAL: &str = "infermesh_gateway_events_total";
+/// Items served per experiment arm (cached or not), labels: experiment, arm.
+pub const AB_IMPRESSIONS_TOTAL: &str = "infermesh_ab_impressions_total";
+/// Clicks on recommendations attributed to an experiment arm, labels: experiment, arm.
+pub const AB_CLICKS_TOTAL: &str = "infermesh_ab_clicks_total";
+/// Shadow-model calls, labels: experiment, outcome (ok, error, skipped).
+pub const AB_SHADOW_REQUESTS_TOTAL: &str = "infermesh_ab_shadow_requests_total";

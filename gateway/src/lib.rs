@@ -1,16 +1,29 @@
 //! The infermesh gateway: JSON APIs for product services in front of the inference servers.
 //!
 //! `POST /api/v1/fraud/score` (and `/score/batch`) call `infermesh.v1.FraudScoring` over
-//! gRPC; `/healthz` says the process is up, `/readyz` that the inference server answers;
-//! `/api/v1/openapi.json` documents the API. Every response carries an `x-request-id` (the
-//! caller's, or a new UUID), every request a tracing span, and metrics go to their own port.
-//! The gateway never links model code.
+//! gRPC, `POST /api/v1/resumes/rank` `infermesh.v1.ResumeMatcher`, and
+//! `GET /api/v1/recommendations/{user_id}` `infermesh.v1.Recommender` (cached, with A/B arms
+//! and a shadow model, [`recs`]); `POST /api/v1/events` takes user behaviour and `GET /t.js`
+//! is the browser tracker that sends it ([`events`]); `GET /api/v1/experiments` serves the A/B
+//! counts ([`experiment`]) that `infermesh ab report` ([`ab`]) analyses. `/healthz` says the
+//! process is up, `/readyz` that the inference server answers; `/api/v1/openapi.json`
+//! documents the API. Every response carries an `x-request-id` (the caller's, or a new UUID),
+//! every request a tracing span, and metrics go to their own port. The gateway never links
+//! model code; Redis (`--redis-url`) is optional ([`store`]).
 
+pub mod ab;
+pub mod config;
+pub mod events;
+pub mod experiment;
 pub mod fraud;
 pub mod openapi;
+pub mod recs;
 pub mod resumes;
+pub mod store;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,6 +35,7 @@ use http::{HeaderName, StatusCode};
 use infermesh_common::{ErrorKind, ServiceError, metrics_names as m, telemetry};
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
+use infermesh_proto::v1::recommender_client::RecommenderClient;
 use infermesh_proto::v1::resume_matcher_client::ResumeMatcherClient;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -47,6 +61,9 @@ pub enum GatewayError {
     /// A listener failed.
     #[error("gateway failed: {0}")]
     Serve(String),
+    /// The config file is missing, unreadable or invalid.
+    #[error(transparent)]
+    Settings(#[from] config::ConfigError),
 }
 
 /// `infermesh gateway` flags.
@@ -74,6 +91,43 @@ pub struct GatewayArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INFERMESH_GATEWAY_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Gateway config file (TOML): the recommendations model, cache TTLs and the A/B
+    /// experiment (see gateway/src/config.rs). Default: no experiment, model "recs" (latest
+    /// version), cache TTL 300 s.
+    #[arg(long, env = "INFERMESH_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redis URL (e.g. redis://127.0.0.1:6379) for cached recommendations, recent views and
+    /// A/B counts, shared by every gateway process. Default: unset, kept in this process's
+    /// memory. When Redis fails, requests go on uncached.
+    #[arg(long, env = "INFERMESH_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Timeout of one Redis call, in milliseconds; a slower call counts as a cache error.
+    #[arg(long, env = "INFERMESH_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+    /// Prefix of every Redis key the gateway reads and writes.
+    #[arg(long, env = "INFERMESH_REDIS_KEY_PREFIX", default_value = "infermesh:")]
+    pub redis_key_prefix: String,
+}
+
+/// Where the gateway's Redis is (the URL's password is not shown by `Debug`).
+#[derive(Clone)]
+pub struct RedisTarget {
+    /// Redis URL.
+    pub url: String,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Timeout of one call.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &store::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Validated gateway configuration.
@@ -87,6 +141,10 @@ pub struct GatewayConfig {
     pub inference: Endpoint,
     /// Body limit.
     pub max_request_bytes: usize,
+    /// The checked config file (defaults without one).
+    pub settings: config::Settings,
+    /// Redis, if configured.
+    pub redis: Option<RedisTarget>,
 }
 
 impl GatewayArgs {
@@ -107,37 +165,104 @@ impl GatewayArgs {
             .timeout(Duration::from_millis(self.timeout_ms))
             .connect_timeout(Duration::from_millis(self.timeout_ms))
             .tcp_nodelay(true);
+        if self.redis_timeout_ms == 0 {
+            return Err(GatewayError::Config(
+                "--redis-timeout-ms must be positive".into(),
+            ));
+        }
+        let redis = match self.redis_url {
+            Some(url) if !url.is_empty() => {
+                // Parse now so a typo stops start-up; connecting is left to the first call.
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    GatewayError::Config(format!(
+                        "--redis-url '{}' is not a Redis URL \
+                         (redis://[user:password@]host[:port][/db]): {:?}",
+                        store::redact_url(&url),
+                        e.kind()
+                    ))
+                })?;
+                Some(RedisTarget {
+                    url,
+                    key_prefix: self.redis_key_prefix,
+                    timeout: Duration::from_millis(self.redis_timeout_ms),
+                })
+            }
+            _ => None,
+        };
+        let settings = match &self.config {
+            Some(path) => config::Settings::load(path)?,
+            None => config::Settings::default(),
+        };
         Ok(GatewayConfig {
             addr: SocketAddr::new(self.host, self.port),
             metrics_addr: SocketAddr::new(self.host, self.metrics_port),
             inference,
             max_request_bytes: self.max_request_bytes,
+            settings,
+            redis,
         })
     }
 }
 
-/// Shared gateway state: lazily connected upstream clients.
+/// Shared gateway state: lazily connected upstream clients, the recommendations context and
+/// the event sink.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     /// Typed fraud scoring client.
     pub fraud: FraudScoringClient<Channel>,
     /// Typed resume matching client.
     pub resumes: ResumeMatcherClient<Channel>,
+    /// Typed recommender client.
+    pub recommender: RecommenderClient<Channel>,
     /// KServe V2 client (readiness).
     pub v2: GrpcInferenceServiceClient<Channel>,
+    /// Settings, store and version memory of the recommendations and events routes.
+    pub recs: Arc<recs::RecsContext>,
+    /// Where behaviour events are published.
+    pub events: Arc<dyn events::EventSink>,
 }
 
 impl GatewayState {
     /// Clients over `endpoint`; nothing connects until the first call, so the gateway starts
     /// even when the inference server is not up yet.
-    pub fn new(endpoint: Endpoint) -> Self {
+    pub fn new(
+        endpoint: Endpoint,
+        recs: recs::RecsContext,
+        events: Arc<dyn events::EventSink>,
+    ) -> Self {
         let channel = endpoint.connect_lazy();
         Self {
             fraud: FraudScoringClient::new(channel.clone()),
             resumes: ResumeMatcherClient::new(channel.clone()),
+            recommender: RecommenderClient::new(channel.clone()),
             v2: GrpcInferenceServiceClient::new(channel),
+            recs: Arc::new(recs),
+            events,
         }
     }
+}
+
+/// Longest user, product or session id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Ids (user, product, session) are 1 to [`MAX_ID_BYTES`] bytes without control characters:
+/// they become Redis keys, log fields and Kafka keys.
+pub fn validate_id(field: &str, value: &str) -> Result<(), ServiceError> {
+    if value.is_empty() {
+        return Err(ServiceError::invalid(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(ServiceError::invalid(format!(
+            "{field} is {} bytes, at most {MAX_ID_BYTES} are accepted",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// A gRPC request carrying the caller's `x-request-id`.
@@ -189,6 +314,10 @@ pub fn app(state: GatewayState, max_request_bytes: usize) -> Router {
         .route("/api/v1/fraud/score", post(fraud::score))
         .route("/api/v1/fraud/score/batch", post(fraud::score_batch))
         .route("/api/v1/resumes/rank", post(resumes::rank))
+        .route("/api/v1/recommendations/{user_id}", get(recs::recommend))
+        .route("/api/v1/events", post(events::accept))
+        .route("/api/v1/experiments", get(experiment::list))
+        .route("/t.js", get(events::tracker))
         .fallback(|| async { ServiceError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(middleware::from_fn(observe))
@@ -283,8 +412,39 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let metrics_addr = metrics
         .local_addr()
         .map_err(|e| GatewayError::Serve(e.to_string()))?;
+    let store = match &cfg.redis {
+        Some(r) => {
+            let store = store::Store::redis(&r.url, &r.key_prefix, r.timeout, &cfg.settings.recs)
+                .map_err(|e| GatewayError::Config(format!("--redis-url: {e}")))?;
+            // Redis down at start-up is not fatal: the gateway answers uncached until it is back.
+            match store.ping().await {
+                Ok(()) => tracing::info!(redis = %store::redact_url(&r.url), "redis answers"),
+                Err(e) => {
+                    store::counted::<()>("connect", Err(e));
+                    tracing::warn!(
+                        redis = %store::redact_url(&r.url),
+                        "redis does not answer: serving uncached until it does"
+                    );
+                }
+            }
+            store
+        }
+        None => store::Store::memory(&cfg.settings.recs),
+    };
+    if let Some(e) = &cfg.settings.experiment {
+        tracing::info!(
+            experiment = %e.name,
+            arms = e.arms.len(),
+            shadow = e.shadow.is_some(),
+            "A/B experiment on the recommendations route"
+        );
+    }
+    let ctx = recs::RecsContext::new(cfg.settings.clone(), store);
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let router = app(GatewayState::new(cfg.inference), cfg.max_request_bytes);
+    let router = app(
+        GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink)),
+        cfg.max_request_bytes,
+    );
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     let api_task = tokio::spawn(async move {
         use axum::serve::ListenerExt;

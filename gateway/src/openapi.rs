@@ -43,6 +43,44 @@ pub fn spec() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreBatchRequest"}}}},
                 "responses": with_ok(json!({"description": "Scored, in request order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreBatchResponse"}}}})),
             }},
+            "/api/v1/recommendations/{user_id}": {"get": {
+                "summary": "The k best items for a user (cached; A/B arm and shadow model per the gateway config)",
+                "parameters": [
+                    {"name": "user_id", "in": "path", "required": true,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                     "description": "1 to 256 bytes, no control characters"},
+                    {"name": "k", "in": "query", "required": false,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                    {"name": "recent", "in": "query", "required": false,
+                     "schema": {"type": "string", "enum": ["exclude", "boost"]},
+                     "description": "What to do with the user's last viewed items (POST /api/v1/events): never recommend them, or raise their scores; absent: they only shape the profile"},
+                ],
+                "responses": with_ok(json!({"description": "Items, best first", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationsResponse"}}}})),
+            }},
+            "/api/v1/events": {"post": {
+                "summary": "Record a user behaviour event (topic user.behavior): a view feeds the user's recent items, a purchase drops their cached recommendations, a click with source \"recommendations\" counts for their A/B arm",
+                "requestBody": {"required": true, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Event"}},
+                    "text/plain": {"schema": {"$ref": "#/components/schemas/Event"},
+                                   "description": "The same JSON, as navigator.sendBeacon sends a string body"}}},
+                "responses": {
+                    "202": {"description": "Accepted", "content": {"application/json": {"schema": {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": true}}}}}},
+                    "400": error_response("Malformed JSON, unknown field, bad id or timestamp, or a content type other than JSON or text"),
+                    "413": error_response("Body over the size limit"),
+                    "503": error_response("The event could not be published"),
+                },
+            }},
+            "/api/v1/experiments": {"get": {
+                "summary": "A/B experiments with their impression and click counts per arm (read by `infermesh ab report`)",
+                "responses": {
+                    "200": {"description": "Experiments", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExperimentsResponse"}}}},
+                    "503": error_response("The counts' store (Redis) does not answer"),
+                },
+            }},
+            "/t.js": {"get": {
+                "summary": "Browser tracker (<= 200 bytes): defines imt(event, user_id, product_id[, source]) posting to /api/v1/events with navigator.sendBeacon, and sends a view when its script tag has data-u and data-p",
+                "responses": {"200": {"description": "JavaScript", "content": {"application/javascript": {"schema": {"type": "string"}}}}},
+            }},
             "/api/v1/resumes/rank": {"post": {
                 "summary": "Rank resumes (text or base64 PDF/DOCX) against a job description, with a score breakdown",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RankRequest"}}}},
@@ -70,6 +108,31 @@ pub fn spec() -> Value {
                 "required_skills": {"type": "array", "items": {"type": "string"}},
                 "model": {"type": "string"}, "version": {"type": "string"}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+            "RecommendationsResponse": {"type": "object", "required": ["user_id", "items", "model", "version", "strategy", "experiment", "cached"], "properties": {
+                "user_id": {"type": "string"},
+                "items": {"type": "array", "items": {"type": "object", "required": ["item_id", "score"], "properties": {
+                    "item_id": {"type": "string"}, "score": {"type": "number", "description": "Higher is better; comparable within one answer"}}}},
+                "model": {"type": "string"}, "version": {"type": "string"},
+                "strategy": {"type": "string", "enum": ["personalised", "user_features", "popularity", "unspecified"],
+                             "description": "The user's history, their features (cold start), or popularity (unknown user)"},
+                "experiment": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["name", "arm"], "properties": {
+                    "name": {"type": "string"}, "arm": {"type": "string"}}}]},
+                "cached": {"type": "boolean"}}},
+            "Event": {"type": "object", "additionalProperties": false, "required": ["event", "user_id", "product_id"], "properties": {
+                "event": {"type": "string", "enum": ["view", "click", "purchase"]},
+                "user_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "product_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "session_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "ts": {"oneOf": [{"type": "integer", "description": "Unix milliseconds"}, {"type": "string", "format": "date-time"}],
+                       "description": "Default: when the gateway received it"},
+                "source": {"type": "string", "description": "e.g. \"recommendations\" for a click on a recommended item"}}},
+            "ExperimentsResponse": {"type": "object", "required": ["experiments"], "properties": {
+                "experiments": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "salt": {"type": "string"}, "route": {"type": "string"},
+                    "arms": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string", "description": "\"\" = latest"},
+                        "weight": {"type": "integer"}, "impressions": {"type": "integer"}, "clicks": {"type": "integer"}}}},
+                    "shadow": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {"model": {"type": "string"}, "version": {"type": "string"}}}]}}}}}},
             "ScoreRequest": {"type": "object", "additionalProperties": false, "required": ["transaction_id"], "properties": {
                 "transaction_id": {"type": "string", "minLength": 1},
                 "features": {"type": "object", "additionalProperties": {"type": ["number", "null"]},

@@ -20,6 +20,10 @@ async fn gateway_to(inference_url: String) -> infermesh_gateway::RunningGateway 
         inference_url,
         timeout_ms: 2000,
         max_request_bytes: 16 * 1024,
+        config: None,
+        redis_url: None,
+        redis_timeout_ms: 100,
+        redis_key_prefix: "infermesh:".into(),
     }
     .validate()
     .unwrap();
@@ -46,6 +50,7 @@ async fn stack() -> Stack {
         fraud_model: "fraud".into(),
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
+        recommender_model: "recs".into(),
     }
     .validate()
     .unwrap();
@@ -357,6 +362,11 @@ async fn openapi_documents_every_route() {
         "/api/v1/openapi.json",
         "/api/v1/fraud/score",
         "/api/v1/fraud/score/batch",
+        "/api/v1/resumes/rank",
+        "/api/v1/recommendations/{user_id}",
+        "/api/v1/events",
+        "/api/v1/experiments",
+        "/t.js",
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} undocumented");
     }

@@ -23,6 +23,9 @@ pub enum Platform {
     BertClassifier,
     /// `DistilBertForSequenceClassification` (Hugging Face layout).
     DistilbertClassifier,
+    /// The LightFM-style hybrid recommender (`recs.json` + `model.safetensors`, written by
+    /// `infermesh train recs`).
+    Recommender,
 }
 
 impl Platform {
@@ -34,6 +37,7 @@ impl Platform {
             Platform::BertEmbedding => "bert-embedding",
             Platform::BertClassifier => "bert-classifier",
             Platform::DistilbertClassifier => "distilbert-classifier",
+            Platform::Recommender => "recommender",
         }
     }
 
@@ -54,7 +58,11 @@ impl Platform {
     }
 
     fn default_input(self) -> &'static str {
-        if self.is_text() { "text" } else { "input__0" }
+        match self {
+            p if p.is_text() => "text",
+            Platform::Recommender => "user_id",
+            _ => "input__0",
+        }
     }
 
     fn default_output(self) -> &'static str {
@@ -62,6 +70,65 @@ impl Platform {
             Platform::BertEmbedding => "embedding",
             Platform::BertClassifier | Platform::DistilbertClassifier => "probabilities",
             Platform::Xgboost | Platform::Lightgbm => "output__0",
+            Platform::Recommender => "item_id",
+        }
+    }
+}
+
+/// What the recommender does with a user it does not know who brings no known features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownUsers {
+    /// The most popular items within the request's filter (cold start).
+    #[default]
+    Popularity,
+    /// NOT_FOUND / 404.
+    NotFound,
+}
+
+/// Serving options of a `recommender` model (`[recommender]` in `config.toml`); the blend
+/// weights left unset keep the values the model was trained with (`recs.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommenderOptions {
+    /// Largest `k` a request may ask for. Default 1000.
+    #[serde(default = "default_max_k")]
+    pub max_k: usize,
+    /// Requests computing at once; past it requests are refused (RESOURCE_EXHAUSTED).
+    /// Default 1024.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Unknown users. Default popularity.
+    #[serde(default)]
+    pub unknown_users: UnknownUsers,
+    /// Weight of the collaborative score.
+    pub cf_weight: Option<f32>,
+    /// Weight of the content (TF-IDF) score.
+    pub content_weight: Option<f32>,
+    /// Weight of a recent item in the content profile.
+    pub recent_weight: Option<f32>,
+    /// Boost of recent items, in standard deviations of the user's scores.
+    pub recent_boost: Option<f32>,
+}
+
+fn default_max_k() -> usize {
+    1000
+}
+
+fn default_max_in_flight() -> usize {
+    1024
+}
+
+impl Default for RecommenderOptions {
+    fn default() -> Self {
+        Self {
+            max_k: default_max_k(),
+            max_in_flight: default_max_in_flight(),
+            unknown_users: UnknownUsers::Popularity,
+            cf_weight: None,
+            content_weight: None,
+            recent_weight: None,
+            recent_boost: None,
         }
     }
 }
@@ -225,6 +292,8 @@ pub struct ModelConfig {
     pub output_name: String,
     /// Token-budget batching of text platforms.
     pub text: TextLimits,
+    /// Serving options of the recommender platform.
+    pub recommender: RecommenderOptions,
 }
 
 /// Default batch size in rows.
@@ -255,6 +324,12 @@ pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 /// engine = "auto"                  # or "candle", "onnxruntime"
 /// intra_op_threads = 0             # ONNX Runtime threads per forward pass (0: all cores)
 /// quantize = "none"                # or "int8": ONNX Runtime int8 dynamic quantisation
+/// # recommender:
+/// [recommender]
+/// max_k = 1000                     # largest k a request may ask for
+/// max_in_flight = 1024             # requests computing at once (admission)
+/// unknown_users = "popularity"     # or "not_found"
+/// content_weight = 0.3             # blend overrides (default: the model's recs.json)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +375,8 @@ pub struct TomlConfig {
     pub intra_op_threads: Option<usize>,
     /// Text platforms: `"none"` or `"int8"`.
     pub quantize: Option<String>,
+    /// Recommender platform options.
+    pub recommender: Option<RecommenderOptions>,
 }
 
 impl ModelConfig {
@@ -378,7 +455,13 @@ impl ModelConfig {
                     }
                 },
             },
+            recommender: t.recommender.unwrap_or_default(),
         };
+        if t.recommender.is_some() && t.platform != Platform::Recommender {
+            return Err(err(
+                "a [recommender] section needs platform = \"recommender\"".into(),
+            ));
+        }
         cfg.validate().map_err(err)?;
         Ok(cfg)
     }
@@ -497,6 +580,7 @@ impl ModelConfig {
             input_name: tensor_name("input", "input__0"),
             output_name: tensor_name("output", "output__0"),
             text: TextLimits::default(),
+            recommender: RecommenderOptions::default(),
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -529,6 +613,19 @@ impl ModelConfig {
                 t.max_queue_tokens, t.max_batch_tokens
             ));
         }
+        let r = &self.recommender;
+        if r.max_k == 0 || r.max_in_flight == 0 {
+            return Err("recommender max_k and max_in_flight must be at least 1".into());
+        }
+        let weights = [
+            r.cf_weight,
+            r.content_weight,
+            r.recent_weight,
+            r.recent_boost,
+        ];
+        if weights.iter().flatten().any(|w| !w.is_finite() || *w < 0.0) {
+            return Err("recommender weights must be finite and >= 0".into());
+        }
         if let VersionPolicy::Latest(0) = self.version_policy {
             return Err("version_policy latest must keep at least 1 version".into());
         }
@@ -554,6 +651,7 @@ impl ModelConfig {
         }
         match (self.platform, self.model_type.as_deref()) {
             (p, _) if p.is_text() => vec!["model.safetensors".into()],
+            (Platform::Recommender, _) => vec!["recs.json".into()],
             (Platform::Lightgbm, _) => vec!["model.txt".into()],
             (Platform::Xgboost, Some("xgboost_json")) => {
                 vec!["xgboost.json".into(), "model.json".into()]
@@ -774,5 +872,34 @@ dynamic_batching {
         let bad = FIL.replace("xgboost_json", "treelite_checkpoint");
         assert!(ModelConfig::from_pbtxt("fil_model", &bad).is_err());
         assert!(ModelConfig::from_pbtxt("other_name", FIL).is_err());
+    }
+
+    #[test]
+    fn recommender_options_are_read_checked_and_defaulted() {
+        let c = ModelConfig::from_toml("recs", "platform = \"recommender\"\n").unwrap();
+        assert_eq!(c.platform, Platform::Recommender);
+        assert_eq!(c.recommender, RecommenderOptions::default());
+        assert_eq!(
+            (c.input_name.as_str(), c.output_name.as_str()),
+            ("user_id", "item_id")
+        );
+        assert_eq!(c.candidate_files(), vec!["recs.json".to_string()]);
+        let c = ModelConfig::from_toml(
+            "recs",
+            "platform = \"recommender\"\n[recommender]\nmax_k = 50\nunknown_users = \"not_found\"\ncontent_weight = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.recommender.max_k, 50);
+        assert_eq!(c.recommender.unknown_users, UnknownUsers::NotFound);
+        assert_eq!(c.recommender.content_weight, Some(0.5));
+        for bad in [
+            "platform = \"recommender\"\n[recommender]\nmax_k = 0\n",
+            "platform = \"recommender\"\n[recommender]\ncf_weight = -1.0\n",
+            "platform = \"recommender\"\n[recommender]\nunknown_users = \"guess\"\n",
+            "platform = \"recommender\"\n[recommender]\nmax_kk = 5\n",
+            "platform = \"lightgbm\"\n[recommender]\nmax_k = 5\n",
+        ] {
+            assert!(ModelConfig::from_toml("recs", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,7 +15,10 @@ pub mod config;
 pub mod pbtxt;
 pub mod repository;
 
-pub use config::{ModelConfig, OutputMode, Platform, TextEngine, TextLimits, VersionPolicy};
+pub use config::{
+    ModelConfig, OutputMode, Platform, RecommenderOptions, TextEngine, TextLimits, UnknownUsers,
+    VersionPolicy,
+};
 pub use repository::{ModelEntry, RepositorySnapshot, VersionEntry, scan, scan_model};
 
 /// Errors reading a repository or a model's config.

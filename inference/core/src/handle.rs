@@ -19,6 +19,7 @@ use infermesh_trees::{ModelFormat, TreeEnsemble};
 
 use crate::backends::{TabularBackend, TextBackend};
 use crate::batcher::{BatchConfig, Batcher, INLINE_MAX_ROWS};
+use crate::recs::RecsVersion;
 
 /// The values of an output tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,7 @@ pub struct LoadedVersion {
 enum Kind {
     Tabular(TabularVersion),
     Text(TextVersion),
+    Recs(RecsVersion),
 }
 
 impl LoadedVersion {
@@ -78,6 +80,8 @@ impl LoadedVersion {
     pub fn load(config: Arc<ModelConfig>, entry: &VersionEntry) -> Result<Self, String> {
         let kind = if config.platform.is_text() {
             Kind::Text(TextVersion::load(&config, entry.version, &entry.dir)?)
+        } else if config.platform == Platform::Recommender {
+            Kind::Recs(RecsVersion::load(&config, &entry.dir)?)
         } else {
             let (path, format) = find_artifact(&config, &entry.dir)?;
             let model = TreeEnsemble::load(&path, format).map_err(|e| e.to_string())?;
@@ -130,15 +134,29 @@ impl LoadedVersion {
         }
     }
 
+    /// Wraps an already built recommender (used by loaders and tests).
+    pub fn from_recs(
+        config: Arc<ModelConfig>,
+        version: u64,
+        fingerprint: u64,
+        recs: RecsVersion,
+    ) -> Self {
+        Self::with_kind(config, version, fingerprint, Kind::Recs(recs))
+    }
+
+    fn wrong_family(&self, wanted: &str) -> ServiceError {
+        ServiceError::invalid(format!(
+            "model '{}' is a {} model, not a {wanted} one",
+            self.name,
+            self.config.platform.as_str()
+        ))
+    }
+
     /// The tabular side, or `InvalidInput` naming the model's platform.
     pub fn tabular(&self) -> Result<&TabularVersion, ServiceError> {
         match &self.kind {
             Kind::Tabular(t) => Ok(t),
-            Kind::Text(_) => Err(ServiceError::invalid(format!(
-                "model '{}' is a {} model, not a tabular one",
-                self.name,
-                self.config.platform.as_str()
-            ))),
+            _ => Err(self.wrong_family("tabular")),
         }
     }
 
@@ -146,11 +164,15 @@ impl LoadedVersion {
     pub fn text(&self) -> Result<&TextVersion, ServiceError> {
         match &self.kind {
             Kind::Text(t) => Ok(t),
-            Kind::Tabular(_) => Err(ServiceError::invalid(format!(
-                "model '{}' is a {} model, not a text one",
-                self.name,
-                self.config.platform.as_str()
-            ))),
+            _ => Err(self.wrong_family("text")),
+        }
+    }
+
+    /// The recommender side, or `InvalidInput` naming the model's platform.
+    pub fn recs(&self) -> Result<&RecsVersion, ServiceError> {
+        match &self.kind {
+            Kind::Recs(r) => Ok(r),
+            _ => Err(self.wrong_family("recommender")),
         }
     }
 
@@ -158,15 +180,17 @@ impl LoadedVersion {
     pub fn format(&self) -> &'static str {
         match &self.kind {
             Kind::Tabular(t) => t.model.format(),
-            Kind::Text(_) => self.config.platform.as_str(),
+            Kind::Text(_) | Kind::Recs(_) => self.config.platform.as_str(),
         }
     }
 
-    /// Input width in features (tabular) or output width (text), for logs.
+    /// Input width in features (tabular), output width (text) or catalogue size
+    /// (recommender), for logs.
     pub fn width(&self) -> usize {
         match &self.kind {
             Kind::Tabular(t) => t.num_features(),
             Kind::Text(t) => t.output_width(),
+            Kind::Recs(r) => r.recommender().num_items(),
         }
     }
 
@@ -175,6 +199,7 @@ impl LoadedVersion {
         match &self.kind {
             Kind::Tabular(t) => t.batcher.in_flight(),
             Kind::Text(t) => t.batcher.in_flight(),
+            Kind::Recs(r) => r.in_flight(self.config.recommender.max_in_flight),
         }
     }
 }
@@ -532,7 +557,7 @@ fn load_text_model(
     let task = match config.platform {
         Platform::BertEmbedding => OnnxTask::Embedding,
         Platform::BertClassifier | Platform::DistilbertClassifier => OnnxTask::Classifier,
-        Platform::Xgboost | Platform::Lightgbm => {
+        Platform::Xgboost | Platform::Lightgbm | Platform::Recommender => {
             return Err(format!(
                 "{} is not a text platform",
                 config.platform.as_str()

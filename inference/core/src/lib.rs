@@ -18,8 +18,10 @@ pub mod batcher;
 pub mod handle;
 pub mod manager;
 pub mod queue;
+pub mod recs;
 
 pub use handle::{
     Classified, LoadedVersion, OutputTensor, TabularVersion, TensorData, TextVersion,
 };
 pub use manager::{ManagerConfig, ModelManager, ModelStatus, VersionStatus};
+pub use recs::{RecsAnswer, RecsRequest, RecsVersion};

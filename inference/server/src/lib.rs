@@ -8,6 +8,7 @@
 pub mod fraud;
 pub mod grpc;
 pub mod metadata;
+pub mod recs;
 pub mod rest;
 pub mod resume;
 pub mod sample;
@@ -24,6 +25,7 @@ use infermesh_inference::{ManagerConfig, ModelManager};
 use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use infermesh_proto::v1::categorizer_server::CategorizerServer;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
+use infermesh_proto::v1::recommender_server::RecommenderServer;
 use infermesh_proto::v1::resume_matcher_server::ResumeMatcherServer;
 use infermesh_proto::v1::text_embedding_server::TextEmbeddingServer;
 use tokio::sync::watch;
@@ -96,6 +98,9 @@ pub struct ServeArgs {
         default_value = "categorizer"
     )]
     pub categorizer_model: String,
+    /// Model the typed Recommender service uses when a request names none.
+    #[arg(long, env = "INFERMESH_RECOMMENDER_MODEL", default_value = "recs")]
+    pub recommender_model: String,
 }
 
 /// Validated server configuration.
@@ -119,6 +124,8 @@ pub struct ServeConfig {
     pub embedding_model: String,
     /// Default Categorizer model.
     pub categorizer_model: String,
+    /// Default Recommender model.
+    pub recommender_model: String,
 }
 
 impl ServeArgs {
@@ -160,6 +167,7 @@ impl ServeArgs {
             fraud_model: self.fraud_model,
             embedding_model: self.embedding_model,
             categorizer_model: self.categorizer_model,
+            recommender_model: self.recommender_model,
         })
     }
 }
@@ -243,6 +251,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         default_fraud_model: cfg.fraud_model.clone(),
         default_embedding_model: cfg.embedding_model.clone(),
         default_categorizer_model: cfg.categorizer_model.clone(),
+        default_recommender_model: cfg.recommender_model.clone(),
     };
     let http = bind(cfg.http_addr).await?;
     let grpc = bind(cfg.grpc_addr).await?;
@@ -292,6 +301,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let resumes = ResumeMatcherServer::new(resume::ResumeService::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
+    let recommender = RecommenderServer::new(recs::RecsService::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
     // Standard gRPC health (grpc.health.v1) and reflection, so grpcurl and load balancers work.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -308,6 +320,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         .await;
     health_reporter
         .set_serving::<ResumeMatcherServer<resume::ResumeService>>()
+        .await;
+    health_reporter
+        .set_serving::<RecommenderServer<recs::RecsService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
@@ -328,6 +343,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             .add_service(embedding)
             .add_service(categorizer)
             .add_service(resumes)
+            .add_service(recommender)
             .add_service(health)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, sig)

@@ -62,8 +62,34 @@ pub fn model_meta(
             handle.config.platform.as_str().to_string()
         }
     };
-    let (inputs, outputs) = match handle.text() {
-        Ok(text) => (
+    let (inputs, outputs) = match (handle.recs(), handle.text()) {
+        (Ok(_), _) => (
+            vec![
+                TensorMeta {
+                    name: handle.config.input_name.clone(),
+                    datatype: "BYTES".into(),
+                    shape: vec![-1],
+                },
+                TensorMeta {
+                    name: "k".into(),
+                    datatype: "INT32".into(),
+                    shape: vec![1],
+                },
+            ],
+            vec![
+                TensorMeta {
+                    name: handle.config.output_name.clone(),
+                    datatype: "BYTES".into(),
+                    shape: vec![-1, -1],
+                },
+                TensorMeta {
+                    name: "score".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![-1, -1],
+                },
+            ],
+        ),
+        (_, Ok(text)) => (
             vec![TensorMeta {
                 name: handle.config.input_name.clone(),
                 datatype: "BYTES".into(),
@@ -78,7 +104,7 @@ pub fn model_meta(
                 })
                 .collect(),
         ),
-        Err(_) => {
+        (_, Err(_)) => {
             let tab = handle.tabular()?;
             let mut out_shape = tab.output_shape(-1);
             if out_shape.is_empty() {
@@ -152,8 +178,24 @@ pub fn model_config(
             })
         }
     };
-    let (backend, parameters) = match handle.text() {
-        Ok(text) => {
+    let (backend, parameters) = match (handle.recs(), handle.text()) {
+        (Ok(recs), _) => {
+            let r = recs.recommender();
+            let o = r.options();
+            (
+                "infermesh-recs".to_string(),
+                vec![
+                    ("model_type", model_type),
+                    ("items", r.num_items().to_string()),
+                    ("users", r.artifact().users.len().to_string()),
+                    ("components", r.artifact().factors.components.to_string()),
+                    ("max_k", o.max_k.to_string()),
+                    ("cf_weight", o.blend.cf_weight.to_string()),
+                    ("content_weight", o.blend.content_weight.to_string()),
+                ],
+            )
+        }
+        (_, Ok(text)) => {
             let l = text.limits();
             (
                 text.engine().as_str().to_string(),
@@ -168,7 +210,7 @@ pub fn model_config(
                 ],
             )
         }
-        Err(_) => (
+        (_, Err(_)) => (
             "fil".to_string(),
             vec![
                 ("model_type", model_type),

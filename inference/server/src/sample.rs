@@ -1,5 +1,6 @@
 //! The sample model repository that `infermesh up` serves: a fraud model the project trained
-//! (`tools/gen_sample_fraud_model.py`), embedded in the binary so a fresh machine needs
+//! (`tools/gen_sample_fraud_model.py`), embedded in the binary, and two recommenders trained
+//! at write time on a generated shop (a fraction of a second), so a fresh machine needs
 //! nothing else.
 
 use std::path::Path;
@@ -22,17 +23,87 @@ pub fn example_v2_request() -> String {
         .to_string()
 }
 
-/// Writes the sample repository into `dir` unless its fraud model is already there.
-/// Returns whether anything was written.
+/// Writes the sample repository into `dir`: the fraud model and two recommenders (`recs`
+/// and `recs-next`, see [`write_sample_recommender`]), each unless already there. Returns
+/// whether anything was written.
 pub fn write_sample_repository(dir: &Path) -> std::io::Result<bool> {
+    let mut wrote = false;
     let model_dir = dir.join("fraud");
+    if !model_dir.join("config.toml").exists() {
+        std::fs::create_dir_all(model_dir.join("1"))?;
+        std::fs::write(model_dir.join("1").join("model.json"), MODEL)?;
+        // The config goes last: a half-written model directory is never picked up as a model.
+        std::fs::write(model_dir.join("config.toml"), CONFIG)?;
+        wrote = true;
+    }
+    wrote |= write_sample_recommender(dir, "recs", 42)?;
+    wrote |= write_sample_recommender(dir, "recs-next", 7)?;
+    Ok(wrote)
+}
+
+/// Item categories of the sample shop.
+const CATEGORIES: [(&str, &str); 4] = [
+    ("jackets", "waterproof fleece jacket for hiking"),
+    ("bikes", "carbon road bike with disc brakes"),
+    ("tents", "lightweight two person camping tent"),
+    ("shoes", "trail running shoes with grip"),
+];
+
+/// The sample shop's interactions: users `u1`..`u50` each prefer one category (`u % 4`) and
+/// viewed 12 items, 10 of them from that category; items `p1`..`p120` are in category
+/// `p % 4` and carry it as a feature and in their text. Deterministic.
+pub fn sample_recs_dataset() -> infermesh_recs::DatasetBuilder {
+    let mut b = infermesh_recs::DatasetBuilder::new();
+    for p in 1..=120usize {
+        let (cat, text) = CATEGORIES[p % 4];
+        let id = format!("p{p}");
+        b.item_feature(&id, &format!("category:{cat}"), 1.0);
+        b.item_text(&id, &format!("{text} model {p}"));
+    }
+    for u in 1..=50usize {
+        let user = format!("u{u}");
+        let home = u % 4;
+        b.user_feature(&user, &format!("segment:{}", CATEGORIES[home].0), 1.0);
+        for n in 0..12usize {
+            let cat = if n < 10 { home } else { (home + 1 + n) % 4 };
+            // The (u, n)-th item of category `cat`: p = cat + 4 * j, j in 1..=29.
+            let j = 1 + (u * 7 + n * 5) % 29;
+            b.interaction(&user, &format!("p{}", cat + 4 * j), 1.0);
+        }
+    }
+    // A user with features only (cold start).
+    b.user_feature("newcomer", "segment:tents", 1.0);
+    b
+}
+
+/// Trains the sample recommender with `seed` and writes it as model `name`, version 1,
+/// unless present. Returns whether it was written.
+pub fn write_sample_recommender(dir: &Path, name: &str, seed: u64) -> std::io::Result<bool> {
+    let model_dir = dir.join(name);
     if model_dir.join("config.toml").exists() {
         return Ok(false);
     }
-    std::fs::create_dir_all(model_dir.join("1"))?;
-    std::fs::write(model_dir.join("1").join("model.json"), MODEL)?;
-    // The config goes last: a half-written model directory is never picked up as a model.
-    std::fs::write(model_dir.join("config.toml"), CONFIG)?;
+    let invalid = |e: infermesh_recs::RecsError| std::io::Error::other(e.to_string());
+    let data = sample_recs_dataset().build().map_err(invalid)?;
+    let hyper = infermesh_recs::Hyper {
+        components: 16,
+        seed,
+        ..infermesh_recs::Hyper::default()
+    };
+    let opts = infermesh_recs::FitOptions {
+        epochs: 20,
+        threads: 1,
+        content_weight: 0.3,
+    };
+    let art = infermesh_recs::fit(&data, hyper, opts, |_, _| {}).map_err(invalid)?;
+    art.save(&model_dir.join("1")).map_err(invalid)?;
+    std::fs::write(
+        model_dir.join("config.toml"),
+        "# Sample recommender (LightFM-style, WARP, 16 components) of a generated shop.\n\
+         platform = \"recommender\"\n\
+         [recommender]\n\
+         max_k = 100\n",
+    )?;
     Ok(true)
 }
 
@@ -103,6 +174,12 @@ mod tests {
         assert_eq!(req["transaction_id"], "tx-1001");
         let v2: serde_json::Value = serde_json::from_str(&example_v2_request()).unwrap();
         assert_eq!(v2["inputs"][0]["shape"][1], 16);
+        for name in ["recs", "recs-next"] {
+            let art = infermesh_recs::RecsArtifact::load(&d.path().join(name).join("1")).unwrap();
+            assert_eq!(art.items.len(), 120);
+            assert_eq!(art.users.len(), 51);
+            assert!(art.content.is_some());
+        }
     }
 
     #[test]

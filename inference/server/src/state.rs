@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::{ServiceError, metrics_names as m};
-use infermesh_inference::{LoadedVersion, ModelManager, OutputTensor};
+use infermesh_inference::{LoadedVersion, ModelManager, OutputTensor, TensorData};
 use tracing::Instrument;
 
 use crate::tensor::{InputTensor, tabular_rows, text_input};
@@ -51,6 +51,8 @@ pub struct AppState {
     pub default_embedding_model: String,
     /// Model Categorizer uses when the request names none.
     pub default_categorizer_model: String,
+    /// Model the typed Recommender service uses when a request names none.
+    pub default_recommender_model: String,
 }
 
 /// Which front end a request came through (a metrics label).
@@ -141,6 +143,16 @@ async fn run_infer(
     req: InferRequest,
 ) -> Result<InferResponse, ServiceError> {
     let cfg = &handle.config;
+    if let Ok(recs) = handle.recs() {
+        let outputs = recs_infer(recs, req.inputs, cfg).await?;
+        let outputs = filter_outputs(outputs, &req.outputs)?;
+        return Ok(InferResponse {
+            model: handle.name.clone(),
+            version: handle.version.to_string(),
+            id: req.id,
+            outputs,
+        });
+    }
     let outputs = match handle.text() {
         Ok(text) => {
             let known = text.output_meta(&cfg.output_name);
@@ -179,4 +191,82 @@ async fn run_infer(
         id: req.id,
         outputs,
     })
+}
+
+/// Default `k` of a V2 recommender request without a `k` input.
+pub const DEFAULT_RECS_K: usize = 10;
+
+/// V2 for recommenders: BYTES user ids in; BYTES `item_id` and FP32 `score`, both
+/// `[n, k]`, out (training items excluded). A user with fewer than k candidates gets
+/// empty ids and zero scores in the remaining cells.
+async fn recs_infer(
+    recs: &infermesh_inference::RecsVersion,
+    inputs: Vec<InputTensor>,
+    cfg: &infermesh_registry::ModelConfig,
+) -> Result<Vec<OutputTensor>, ServiceError> {
+    let (users, k) = crate::tensor::recs_input(inputs, &cfg.input_name)?;
+    if users.len() > cfg.max_batch_size {
+        return Err(ServiceError::invalid(format!(
+            "{} users in one request; this model takes at most {} (max_batch_size)",
+            users.len(),
+            cfg.max_batch_size
+        )));
+    }
+    let k = k.unwrap_or(DEFAULT_RECS_K);
+    let mut ids = Vec::with_capacity(users.len() * k);
+    let mut scores = Vec::with_capacity(users.len() * k);
+    for user_id in &users {
+        let a = recs
+            .recommend(infermesh_inference::RecsRequest {
+                user_id: user_id.clone(),
+                k,
+                exclude_seen: true,
+                ..Default::default()
+            })
+            .await?;
+        let got = a.items.len();
+        for (id, s) in a.items {
+            ids.push(id.into_bytes());
+            scores.push(s);
+        }
+        ids.extend(std::iter::repeat_n(Vec::new(), k - got));
+        scores.extend(std::iter::repeat_n(0.0, k - got));
+    }
+    let shape = vec![users.len() as i64, k as i64];
+    Ok(vec![
+        OutputTensor {
+            name: cfg.output_name.clone(),
+            shape: shape.clone(),
+            data: TensorData::Bytes(ids),
+        },
+        OutputTensor {
+            name: "score".into(),
+            shape,
+            data: TensorData::Fp32(scores),
+        },
+    ])
+}
+
+/// Keeps the outputs named in `wanted` (all when empty); an unknown name is an error.
+fn filter_outputs(
+    mut outputs: Vec<OutputTensor>,
+    wanted: &[String],
+) -> Result<Vec<OutputTensor>, ServiceError> {
+    if let Some(o) = wanted
+        .iter()
+        .find(|w| !outputs.iter().any(|x| &x.name == *w))
+    {
+        return Err(ServiceError::invalid(format!(
+            "unknown output '{o}': the model's outputs are {}",
+            outputs
+                .iter()
+                .map(|x| format!("'{}'", x.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if !wanted.is_empty() {
+        outputs.retain(|o| wanted.contains(&o.name));
+    }
+    Ok(outputs)
 }

@@ -251,6 +251,46 @@ pub fn text_input(inputs: Vec<InputTensor>, input_name: &str) -> Result<Vec<Stri
         .collect()
 }
 
+/// Checks a recommender's inputs: BYTES `input_name` (user ids, `[n]` or `[n, 1]`) and an
+/// optional numeric `k` with one element (a whole number >= 1). Returns the ids and `k`.
+pub fn recs_input(
+    inputs: Vec<InputTensor>,
+    input_name: &str,
+) -> Result<(Vec<String>, Option<usize>), ServiceError> {
+    let mut users = None;
+    let mut k = None;
+    for input in inputs {
+        if input.name == input_name {
+            users = Some(text_input(vec![input], input_name)?);
+        } else if input.name == "k" {
+            let InputValues::Numeric(v) = input.values else {
+                return Err(ServiceError::invalid("input 'k' must be an integer tensor"));
+            };
+            let [x] = v.as_slice() else {
+                return Err(ServiceError::invalid(format!(
+                    "input 'k' must hold one value, got {}",
+                    v.len()
+                )));
+            };
+            if !(x.fract() == 0.0 && *x >= 1.0 && *x <= u32::MAX as f32) {
+                return Err(ServiceError::invalid(format!(
+                    "input 'k' must be a whole number >= 1, got {x}"
+                )));
+            }
+            k = Some(*x as usize);
+        } else {
+            return Err(ServiceError::invalid(format!(
+                "unexpected input '{}': the model's inputs are '{input_name}' and optional 'k'",
+                input.name
+            )));
+        }
+    }
+    let users = users.ok_or_else(|| {
+        ServiceError::invalid(format!("missing input '{input_name}' (BYTES user ids)"))
+    })?;
+    Ok((users, k))
+}
+
 /// Encodes BYTES elements as V2 raw content: u32 LE length, then the bytes, per element.
 pub fn bytes_to_raw(elements: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
@@ -426,5 +466,32 @@ mod tests {
             tabular_rows(vec![t("x", vec![1, 2], InputValues::Bytes(vec![]))], "x", 2).is_err()
         );
         assert!(tabular_rows(vec![], "x", 2).is_err());
+    }
+
+    #[test]
+    fn recs_input_reads_users_and_an_optional_k() {
+        let users = InputTensor {
+            name: "user_id".into(),
+            datatype: DataType::Bytes,
+            shape: vec![2],
+            values: InputValues::Bytes(vec![b"u1".to_vec(), b"u2".to_vec()]),
+        };
+        let k = |v: Vec<f32>| InputTensor {
+            name: "k".into(),
+            datatype: DataType::Int32,
+            shape: vec![v.len() as i64],
+            values: InputValues::Numeric(v),
+        };
+        let (ids, kk) = recs_input(vec![users.clone(), k(vec![5.0])], "user_id").unwrap();
+        assert_eq!(ids, vec!["u1".to_string(), "u2".to_string()]);
+        assert_eq!(kk, Some(5));
+        assert_eq!(recs_input(vec![users.clone()], "user_id").unwrap().1, None);
+        for bad in [vec![0.0], vec![2.5], vec![1.0, 2.0]] {
+            assert!(recs_input(vec![users.clone(), k(bad)], "user_id").is_err());
+        }
+        assert!(recs_input(vec![k(vec![3.0])], "user_id").is_err());
+        let mut other = users.clone();
+        other.name = "x".into();
+        assert!(recs_input(vec![users, other], "user_id").is_err());
     }
 }

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use crate::data::{Csr, Duplicates};
 use crate::RecsError;
+use crate::data::{Csr, Duplicates};
 
 /// Item TF-IDF vectors, unit length, and their inverted index.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +49,10 @@ impl Content {
             df[t as usize] += 1.0;
         }
         let n = texts.len() as f32;
-        let idf: Vec<f32> = df.iter().map(|d| ((1.0 + n) / (1.0 + d)).ln() + 1.0).collect();
+        let idf: Vec<f32> = df
+            .iter()
+            .map(|d| ((1.0 + n) / (1.0 + d)).ln() + 1.0)
+            .collect();
         for (v, &t) in tf.values.iter_mut().zip(&tf.indices) {
             *v *= idf[t as usize];
         }

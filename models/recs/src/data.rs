@@ -107,7 +107,9 @@ impl Csr {
         triplets: &[(u32, u32, f32)],
         dup: Duplicates,
     ) -> Result<Self, RecsError> {
-        if rows >= u32::MAX as usize || cols >= u32::MAX as usize || triplets.len() >= u32::MAX as usize
+        if rows >= u32::MAX as usize
+            || cols >= u32::MAX as usize
+            || triplets.len() >= u32::MAX as usize
         {
             return Err(RecsError::Invalid("matrix too large".into()));
         }

@@ -60,7 +60,12 @@ pub fn test_ranks(scores: &[f32], train_row: &[u32], test_row: &[u32]) -> Vec<u3
 }
 
 /// Per-user precision, recall and AUC from the ranks of its test items.
-pub fn user_metrics(ranks: &[u32], k: usize, items: usize, train_positives: usize) -> (f64, f64, f64) {
+pub fn user_metrics(
+    ranks: &[u32],
+    k: usize,
+    items: usize,
+    train_positives: usize,
+) -> (f64, f64, f64) {
     let hits = ranks.iter().filter(|&&r| (r as usize) < k).count() as f64;
     let positives = ranks.len();
     let negatives = items as i64 - (positives + train_positives) as i64;
@@ -103,7 +108,13 @@ pub fn evaluate(
         )));
     }
     let overlap: usize = (0..test.rows())
-        .map(|u| test.row(u).0.iter().filter(|&&i| train.contains(u, i)).count())
+        .map(|u| {
+            test.row(u)
+                .0
+                .iter()
+                .filter(|&&i| train.contains(u, i))
+                .count()
+        })
         .sum();
     if overlap > 0 {
         return Err(RecsError::Invalid(format!(
@@ -161,8 +172,7 @@ mod tests {
     #[test]
     fn evaluate_averages_users_with_test_items_and_refuses_overlap() {
         let train = Csr::from_triplets(3, 4, &[(0, 0, 1.0)], Duplicates::Max).unwrap();
-        let test =
-            Csr::from_triplets(3, 4, &[(0, 1, 1.0), (2, 3, 1.0)], Duplicates::Max).unwrap();
+        let test = Csr::from_triplets(3, 4, &[(0, 1, 1.0), (2, 3, 1.0)], Duplicates::Max).unwrap();
         // Scores: item index as score, so higher items rank first.
         let score = |_u: usize, out: &mut Vec<f32>| {
             out.clear();

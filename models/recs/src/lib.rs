@@ -343,7 +343,10 @@ mod tests {
     }
 
     fn ids(rec: &Recommender, r: &Recommendation) -> Vec<String> {
-        r.items.iter().map(|(i, _)| rec.item_id(*i).to_string()).collect()
+        r.items
+            .iter()
+            .map(|(i, _)| rec.item_id(*i).to_string())
+            .collect()
     }
 
     fn group_of(id: &str) -> usize {
@@ -466,7 +469,10 @@ mod tests {
                 ..Query::default()
             })
             .unwrap();
-        let pos = ids(&rec, &boosted).iter().position(|x| *x == last[0]).unwrap();
+        let pos = ids(&rec, &boosted)
+            .iter()
+            .position(|x| *x == last[0])
+            .unwrap();
         assert!(pos < 39, "boost did not move it: {pos}");
         for k in [0, 101] {
             assert!(matches!(
@@ -488,17 +494,18 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("'nope'"), "{err}");
-        assert!(rec
-            .recommend(&Query {
+        assert!(
+            rec.recommend(&Query {
                 user: "u1",
                 k: 3,
                 item_features: &unknown,
                 ..Query::default()
             })
-            .is_err());
+            .is_err()
+        );
         // Unknown ids among recent and excluded items are ignored.
-        assert!(rec
-            .recommend(&Query {
+        assert!(
+            rec.recommend(&Query {
                 user: "u1",
                 k: 3,
                 recent: &unknown,
@@ -506,7 +513,8 @@ mod tests {
                 recent_mode: RecentMode::Exclude,
                 ..Query::default()
             })
-            .is_ok());
+            .is_ok()
+        );
     }
 
     #[test]
@@ -571,7 +579,10 @@ mod tests {
         let path = dir.path().join(store::TENSORS_FILE);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(matches!(RecsArtifact::load(dir.path()), Err(RecsError::Load(_))));
+        assert!(matches!(
+            RecsArtifact::load(dir.path()),
+            Err(RecsError::Load(_))
+        ));
         std::fs::write(dir.path().join(store::META_FILE), b"{}").unwrap();
         assert!(RecsArtifact::load(dir.path()).is_err());
     }

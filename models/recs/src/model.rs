@@ -129,10 +129,8 @@ impl Hyper {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return bad("epsilon must be positive");
         }
-        if !(self.item_alpha >= 0.0 && self.user_alpha >= 0.0)
-            || !self.item_alpha.is_finite()
-            || !self.user_alpha.is_finite()
-        {
+        let alpha_ok = |a: f32| a.is_finite() && a >= 0.0;
+        if !alpha_ok(self.item_alpha) || !alpha_ok(self.user_alpha) {
             return bad("alphas must be finite and >= 0");
         }
         if self.max_sampled == 0 {
@@ -147,7 +145,12 @@ struct Shared(Vec<AtomicU32>);
 
 impl Shared {
     fn new(values: impl IntoIterator<Item = f32>) -> Self {
-        Self(values.into_iter().map(|v| AtomicU32::new(v.to_bits())).collect())
+        Self(
+            values
+                .into_iter()
+                .map(|v| AtomicU32::new(v.to_bits()))
+                .collect(),
+        )
     }
 
     #[inline]
@@ -228,7 +231,8 @@ impl TrainData<'_> {
                 self.item_features.rows()
             )));
         }
-        if self.user_features.cols != model.user_features || self.item_features.cols != model.item_features
+        if self.user_features.cols != model.user_features
+            || self.item_features.cols != model.item_features
         {
             return Err(RecsError::Invalid(
                 "feature matrices do not match the model's feature counts".into(),
@@ -272,7 +276,11 @@ struct Scratch {
 impl LightFm {
     /// A new model with `user_features` and `item_features` feature rows, initialised from
     /// `hyper.seed` (items first, then users, as LightFM draws them).
-    pub fn new(hyper: Hyper, user_features: usize, item_features: usize) -> Result<Self, RecsError> {
+    pub fn new(
+        hyper: Hyper,
+        user_features: usize,
+        item_features: usize,
+    ) -> Result<Self, RecsError> {
         hyper.check()?;
         let k = hyper.components;
         let mut rng = SplitMix64::new(hyper.seed);
@@ -295,7 +303,11 @@ impl LightFm {
 
     /// One pass over the interactions in a seeded random order, on `threads` threads
     /// (Hogwild when more than one). Fails when the parameters stop being finite.
-    pub fn fit_epoch(&mut self, data: TrainData<'_>, threads: usize) -> Result<EpochStats, RecsError> {
+    pub fn fit_epoch(
+        &mut self,
+        data: TrainData<'_>,
+        threads: usize,
+    ) -> Result<EpochStats, RecsError> {
         data.check(self)?;
         let x = &data.interactions.matrix;
         let mut order: Vec<u32> = (0..x.nnz() as u32).collect();
@@ -443,7 +455,14 @@ impl LightFm {
         true
     }
 
-    fn logistic_step(&self, data: TrainData<'_>, s: &mut Scratch, u: usize, i: usize, y: f32) -> bool {
+    fn logistic_step(
+        &self,
+        data: TrainData<'_>,
+        s: &mut Scratch,
+        u: usize,
+        i: usize,
+        y: f32,
+    ) -> bool {
         let target = if y > 0.0 { 1.0 } else { 0.0 };
         // Positives weigh their value (the sample weight), known negatives 1.
         let weight = if y > 0.0 { y } else { 1.0 };
@@ -463,7 +482,15 @@ impl LightFm {
 
     /// LightFM's `warp_update`: positive item down the loss, negative item up, user
     /// towards `pos - neg`, every gradient from the representations before the update.
-    fn pairwise_update(&self, data: TrainData<'_>, s: &mut Scratch, loss: f32, u: usize, i: usize, j: usize) {
+    fn pairwise_update(
+        &self,
+        data: TrainData<'_>,
+        s: &mut Scratch,
+        loss: f32,
+        u: usize,
+        i: usize,
+        j: usize,
+    ) {
         let k = self.hyper.components;
         for c in 0..k {
             s.grad[c] = -loss * s.user[c];
@@ -500,16 +527,41 @@ impl LightFm {
         for (&f, &w) in cols.iter().zip(vals) {
             let base = f as usize * k;
             for (c, &g) in grad.iter().enumerate() {
-                self.step(&side.emb, &side.emb_g, &side.emb_m, base + c, g, w, side.alpha);
+                self.step(
+                    &side.emb,
+                    &side.emb_g,
+                    &side.emb_m,
+                    base + c,
+                    g,
+                    w,
+                    side.alpha,
+                );
             }
-            self.step(&side.bias, &side.bias_g, &side.bias_m, f as usize, bias_grad, w, side.alpha);
+            self.step(
+                &side.bias,
+                &side.bias_g,
+                &side.bias_m,
+                f as usize,
+                bias_grad,
+                w,
+                side.alpha,
+            );
         }
     }
 
     /// One parameter's update (LightFM's `update_features` / `update_biases`).
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn step(&self, w: &Shared, g: &Shared, m: &Shared, at: usize, grad: f32, feature: f32, alpha: f32) {
+    fn step(
+        &self,
+        w: &Shared,
+        g: &Shared,
+        m: &Shared,
+        at: usize,
+        grad: f32,
+        feature: f32,
+        alpha: f32,
+    ) {
         let scaled = grad * feature;
         let (local_lr, delta) = match self.hyper.schedule {
             Schedule::Adagrad => {
@@ -566,12 +618,22 @@ pub struct Factors {
 impl Factors {
     /// Representation (`k` components, then the bias) of a feature row given as pairs.
     pub fn user_repr(&self, row: impl IntoIterator<Item = (u32, f32)>) -> Vec<f32> {
-        repr(&self.user_embeddings, &self.user_biases, self.components, row)
+        repr(
+            &self.user_embeddings,
+            &self.user_biases,
+            self.components,
+            row,
+        )
     }
 
     /// Representation of an item feature row.
     pub fn item_repr(&self, row: impl IntoIterator<Item = (u32, f32)>) -> Vec<f32> {
-        repr(&self.item_embeddings, &self.item_biases, self.components, row)
+        repr(
+            &self.item_embeddings,
+            &self.item_biases,
+            self.components,
+            row,
+        )
     }
 
     /// Every item's representation: `items x components` row-major, and the biases.
@@ -606,7 +668,12 @@ impl Factors {
     }
 }
 
-fn repr(emb: &[f32], bias: &[f32], k: usize, row: impl IntoIterator<Item = (u32, f32)>) -> Vec<f32> {
+fn repr(
+    emb: &[f32],
+    bias: &[f32],
+    k: usize,
+    row: impl IntoIterator<Item = (u32, f32)>,
+) -> Vec<f32> {
     let mut out = vec![0f32; k + 1];
     for (f, w) in row {
         let base = f as usize * k;
@@ -780,7 +847,12 @@ mod tests {
         let m = LightFm::new(Hyper::default(), 3, 5).unwrap();
         let f = m.factors();
         assert!(f.item_embeddings.iter().all(|v| v.abs() <= 0.05));
-        assert!(f.user_biases.iter().chain(&f.item_biases).all(|&b| b == 0.0));
+        assert!(
+            f.user_biases
+                .iter()
+                .chain(&f.item_biases)
+                .all(|&b| b == 0.0)
+        );
         assert_eq!(m.item.emb_g.get(0), 1.0);
     }
 

@@ -5,10 +5,10 @@
 //! loop the compiler vectorises), optional content scores through the inverted index, and a
 //! partial selection of the k best. No approximation: the answer is the exact argmax.
 
+use crate::RecsError;
 use crate::data::normalized;
 use crate::model::score_all;
 use crate::store::{Blend, RecsArtifact};
-use crate::RecsError;
 
 /// What to do with the request's recent items besides shaping the content profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -185,9 +185,11 @@ impl Recommender {
         if !q.item_features.is_empty() {
             let mut wanted = Vec::with_capacity(q.item_features.len());
             for name in q.item_features {
-                wanted.push(self.art.item_features.side_index(name).ok_or_else(|| {
-                    RecsError::Invalid(format!("unknown item feature '{name}'"))
-                })?);
+                wanted.push(
+                    self.art.item_features.side_index(name).ok_or_else(|| {
+                        RecsError::Invalid(format!("unknown item feature '{name}'"))
+                    })?,
+                );
             }
             for (i, a) in allowed.iter_mut().enumerate() {
                 if *a {
@@ -247,7 +249,10 @@ impl Recommender {
                     }
                     (None, Strategy::Popularity)
                 } else {
-                    (Some(self.art.factors.user_repr(row)), Strategy::UserFeatures)
+                    (
+                        Some(self.art.factors.user_repr(row)),
+                        Strategy::UserFeatures,
+                    )
                 }
             }
         };
@@ -301,7 +306,12 @@ impl Recommender {
 }
 
 fn preview(ids: &[&str]) -> String {
-    let mut s = ids.iter().take(5).map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", ");
+    let mut s = ids
+        .iter()
+        .take(5)
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if ids.len() > 5 {
         s.push_str(&format!(" and {} more", ids.len() - 5));
     }

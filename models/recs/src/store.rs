@@ -8,10 +8,10 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::RecsError;
 use crate::content::Content;
 use crate::data::{Csr, Features, IdMap};
 use crate::model::{Factors, Hyper};
-use crate::RecsError;
 
 /// The `format` field of `recs.json`.
 pub const FORMAT: &str = "infermesh-recs";
@@ -230,8 +230,14 @@ impl RecsArtifact {
         let mut info = HashMap::new();
         info.insert("format".to_string(), FORMAT.to_string());
         let mut cols: HashMap<String, String> = HashMap::new();
-        cols.insert("user_features".into(), self.user_features.matrix.cols.to_string());
-        cols.insert("item_features".into(), self.item_features.matrix.cols.to_string());
+        cols.insert(
+            "user_features".into(),
+            self.user_features.matrix.cols.to_string(),
+        );
+        cols.insert(
+            "item_features".into(),
+            self.item_features.matrix.cols.to_string(),
+        );
         cols.insert("seen".into(), self.seen.cols.to_string());
         if let Some(c) = &self.content {
             cols.insert("content".into(), c.vectors.cols.to_string());
@@ -338,7 +344,9 @@ impl RecsArtifact {
         }
         let popularity = read_f32(&st, "popularity")?;
         if popularity.len() != items.len() {
-            return Err(RecsError::Load("popularity does not match the items".into()));
+            return Err(RecsError::Load(
+                "popularity does not match the items".into(),
+            ));
         }
         let content = if st.names().contains(&"content.indptr") {
             let vectors = csr("content")?;
@@ -365,7 +373,11 @@ impl RecsArtifact {
     }
 }
 
-fn tensor<'a>(st: &'a SafeTensors<'a>, name: &str, dtype: Dtype) -> Result<TensorView<'a>, RecsError> {
+fn tensor<'a>(
+    st: &'a SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+) -> Result<TensorView<'a>, RecsError> {
     let t = st
         .tensor(name)
         .map_err(|e| RecsError::Load(format!("tensor {name}: {e}")))?;

@@ -12,67 +12,8 @@ pub enum InitKind {
     Distilbert,
 }
 
-/// `infermesh train <job>`.
-#[derive(Debug, clap::Subcommand)]
-pub enum TrainCommand {
-    /// Fine-tune a text categoriser (BERT from --base, or a small DistilBERT with --init) on
-    /// a labelled CSV file and write it in the Hugging Face layout the server loads.
-    Categorizer(TrainArgs),
-}
-
-impl TrainCommand {
-    /// Runs the job and prints a summary.
-    pub fn run(self) -> Result<(), CategorizerError> {
-        match self {
-            TrainCommand::Categorizer(args) => {
-                let out = args.out.clone();
-                let report = args.run()?;
-                println!(
-                    "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}",
-                    report.architecture,
-                    report.epochs_run,
-                    report.best_epoch,
-                    report.validation_accuracy,
-                    report.validation_macro_f1,
-                    report.elapsed_seconds,
-                    out.display()
-                );
-                Ok(())
-            }
-        }
-    }
-}
-
-/// `infermesh eval <job>`.
-#[derive(Debug, clap::Subcommand)]
-pub enum EvalCommand {
-    /// Score a trained categoriser on a labelled CSV file (accuracy, macro-F1).
-    Categorizer(EvalArgs),
-}
-
-impl EvalCommand {
-    /// Runs the evaluation and prints it (JSON with `--json`).
-    pub fn run(self) -> Result<(), CategorizerError> {
-        match self {
-            EvalCommand::Categorizer(args) => {
-                let json = args.json;
-                let report = args.run()?;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report)
-                            .map_err(|_| CategorizerError::Internal("report is not JSON"))?
-                    );
-                } else {
-                    print_report(&report);
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-fn print_report(r: &EvalReport) {
+/// Prints an evaluation as a table.
+pub fn print_report(r: &EvalReport) {
     println!(
         "n {}  accuracy {:.4}  macro-F1 {:.4}",
         r.n, r.accuracy, r.macro_f1

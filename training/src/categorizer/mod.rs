@@ -40,7 +40,7 @@ mod params;
 mod rng;
 mod train;
 
-pub use args::{EvalArgs, EvalCommand, HeadInitKind, InitKind, TrainArgs, TrainCommand};
+pub use args::{EvalArgs, HeadInitKind, InitKind, TrainArgs, print_report};
 pub use data::{DataError, LabelledTexts};
 pub use metrics::{ClassMetrics, EvalReport};
 pub use params::{HeadInit, ModelInit, ParamsError, TrainConfig, TrainParams};

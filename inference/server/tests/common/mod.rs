@@ -31,6 +31,7 @@ pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningS
         fraud_model: "fraud".into(),
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
+        recommender_model: "recs".into(),
     }
     .validate()
     .unwrap();
