@@ -12,9 +12,10 @@ use clap::{Parser, ValueEnum};
 use infermesh_proto::inference as pb;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
+use infermesh_proto::v1::recommender_client::RecommenderClient;
 use infermesh_proto::v1::text_embedding_client::TextEmbeddingClient;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     /// KServe V2 gRPC ModelInfer.
     Grpc,
@@ -24,6 +25,14 @@ enum Target {
     Gateway,
     /// Typed infermesh.v1.TextEmbedding/Embed: `--rows` sentences of ~12 words per request.
     Embed,
+    /// Typed infermesh.v1.Recommender/Recommend: top 10 for users 1..=--users in turn.
+    Recs,
+    /// Gateway GET /api/v1/recommendations/{user}?k=10 for the same user every time (a
+    /// cache hit after the first request).
+    GatewayRecsHit,
+    /// Gateway GET /api/v1/recommendations/{user}?k=K where (user, K) never repeats (a cache
+    /// miss every time, up to --users x 90 requests).
+    GatewayRecsMiss,
 }
 
 const WORDS: [&str; 24] = [
@@ -94,6 +103,9 @@ struct Args {
     /// Stop after this many seconds whatever the count.
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
+    /// Recommender targets: user ids are 1..=users.
+    #[arg(long, default_value_t = 943)]
+    users: usize,
 }
 
 fn request(args: &Args, seed: usize) -> pb::ModelInferRequest {
@@ -120,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let mut channels = Vec::new();
-    if matches!(args.target, Target::Grpc | Target::Fraud | Target::Embed) {
+    if matches!(
+        args.target,
+        Target::Grpc | Target::Fraud | Target::Embed | Target::Recs
+    ) {
         let n = if args.connections == 0 {
             args.concurrency
         } else {
@@ -161,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             let mut embed = channel.clone().map(TextEmbeddingClient::new);
+            let mut recs = channel.clone().map(RecommenderClient::new);
             let mut fraud = channel.clone().map(FraudScoringClient::new);
             let mut client = channel.map(GrpcInferenceServiceClient::new);
             for i in 0..(args.warmup + args.requests) {
@@ -178,6 +194,31 @@ async fn main() -> anyhow::Result<()> {
                         Some(e) => e.embed(embed_req.clone()).await.is_ok(),
                         None => false,
                     },
+                    (_, Target::Recs) => match &mut recs {
+                        Some(r) => r
+                            .recommend(infermesh_proto::v1::RecommendRequest {
+                                user_id: format!("{}", 1 + (w * 7919 + i) % args.users),
+                                k: 10,
+                                model_name: args.model.clone(),
+                                ..Default::default()
+                            })
+                            .await
+                            .is_ok(),
+                        None => false,
+                    },
+                    (_, Target::GatewayRecsHit | Target::GatewayRecsMiss) => {
+                        let (user, k) = if args.target == Target::GatewayRecsHit {
+                            (1 + w % args.users, 10)
+                        } else {
+                            let n = w * (args.warmup + args.requests) + i;
+                            (1 + n % args.users, 10 + (n / args.users) % 90)
+                        };
+                        http.get(format!("{}/api/v1/recommendations/{user}?k={k}", args.url))
+                            .send()
+                            .await
+                            .map(|r| r.status().is_success())
+                            .unwrap_or(false)
+                    }
                     _ => http
                         .post(format!("{}/api/v1/fraud/score", args.url))
                         .json(&body)

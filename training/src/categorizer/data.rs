@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::rng::SplitMix64;
+use infermesh_model_core::rng::SplitMix64;
 
 /// Why a data file cannot be used.
 #[derive(Debug, thiserror::Error)]

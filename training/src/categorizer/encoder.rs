@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use infermesh_text::classifier::Architecture;
 
-use super::rng::SplitMix64;
+use infermesh_model_core::rng::SplitMix64;
 
 /// Training-time dropout where Hugging Face's BERT applies it: the embeddings' output, the
 /// attention probabilities, each sublayer's output before its residual, and the pooled

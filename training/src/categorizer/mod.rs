@@ -37,7 +37,6 @@ pub mod data;
 mod encoder;
 pub mod metrics;
 mod params;
-mod rng;
 mod train;
 
 pub use args::{EvalArgs, HeadInitKind, InitKind, TrainArgs, print_report};

@@ -19,7 +19,7 @@ use super::data::{LabelledTexts, check_trainable, read_csv, stratified_split};
 use super::encoder::{Activation, Dropout, EncoderSpec, TrainableClassifier};
 use super::metrics::score;
 use super::params::{HeadInit, ModelInit, TrainConfig};
-use super::rng::SplitMix64;
+use infermesh_model_core::rng::SplitMix64;
 
 /// Scores after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
