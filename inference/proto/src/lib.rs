@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn descriptor_set_is_embedded() {
         let files = prost_types_free_decode(super::FILE_DESCRIPTOR_SET);
-        assert_eq!(files, 5, "grpc_predict_v2, fraud, text, resume and recs protos");
+        assert_eq!(
+            files, 5,
+            "grpc_predict_v2, fraud, text, resume and recs protos"
+        );
         let has = |needle: &[u8]| {
             super::FILE_DESCRIPTOR_SET
                 .windows(needle.len())
