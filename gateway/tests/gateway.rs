@@ -1,66 +1,21 @@
 //! The gateway in front of a real inference server, both on port 0.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use infermesh_gateway::GatewayArgs;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::expect_error as expect;
+
 struct Stack {
-    _repo: tempfile::TempDir,
-    server: infermesh_server::RunningServer,
+    server: common::Upstream,
     gateway: infermesh_gateway::RunningGateway,
 }
 
-async fn gateway_to(inference_url: String) -> infermesh_gateway::RunningGateway {
-    let cfg = GatewayArgs {
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        metrics_port: 0,
-        inference_url,
-        timeout_ms: 2000,
-        max_request_bytes: 16 * 1024,
-        config: None,
-        redis_url: None,
-        redis_timeout_ms: 100,
-        redis_key_prefix: "infermesh:".into(),
-    }
-    .validate()
-    .unwrap();
-    infermesh_gateway::start(cfg).await.unwrap()
-}
-
 async fn stack() -> Stack {
-    let repo = tempfile::tempdir().unwrap();
-    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
-    let cache = infermesh_server::sample::default_model_cache();
-    assert!(
-        infermesh_server::sample::link_minilm(repo.path(), &cache).unwrap(),
-        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
-        cache.display()
-    );
-    let cfg = infermesh_server::ServeArgs {
-        model_repository: repo.path().to_path_buf(),
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        poll_interval: 0.0,
-        max_request_bytes: 1 << 20,
-        fraud_model: "fraud".into(),
-        embedding_model: "minilm".into(),
-        categorizer_model: "categorizer".into(),
-        recommender_model: "recs".into(),
-    }
-    .validate()
-    .unwrap();
-    let server = infermesh_server::start(cfg).await.unwrap();
-    let gateway = gateway_to(format!("http://{}", server.grpc_addr)).await;
-    Stack {
-        _repo: repo,
-        server,
-        gateway,
-    }
+    let server = common::upstream(true).await;
+    let gateway = common::gateway(server.url(), None, None).await;
+    Stack { server, gateway }
 }
 
 fn example() -> Value {
@@ -166,7 +121,7 @@ async fn scores_transactions_with_reasons_and_request_ids() {
         "{text}"
     );
     st.gateway.shutdown().await.unwrap();
-    st.server.shutdown().await.unwrap();
+    st.server.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,15 +179,8 @@ async fn ranks_resumes_from_text_and_base64_documents() {
     ] {
         expect(c.post(&url).json(&body).send().await.unwrap(), 400, needle).await;
     }
-    s.server.shutdown().await.unwrap();
+    s.server.server.shutdown().await.unwrap();
     s.gateway.shutdown().await.unwrap();
-}
-
-async fn expect(r: reqwest::Response, status: u16, contains: &str) {
-    assert_eq!(r.status(), status);
-    let v: Value = r.json().await.unwrap();
-    let msg = v["error"].as_str().unwrap();
-    assert!(msg.contains(contains), "'{msg}' lacks '{contains}'");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +265,7 @@ async fn bad_input_gets_json_errors() {
         .unwrap();
     expect(r, 404, "no such route").await;
     st.gateway.shutdown().await.unwrap();
-    st.server.shutdown().await.unwrap();
+    st.server.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +274,7 @@ async fn upstream_down_is_503_not_a_hang() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = l.local_addr().unwrap();
     drop(l);
-    let gw = gateway_to(format!("http://{dead}")).await;
+    let gw = common::gateway(format!("http://{dead}"), None, None).await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", gw.addr);
     assert_eq!(

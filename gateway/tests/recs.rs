@@ -7,6 +7,9 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Upstream, expect_error, gateway, upstream};
 use infermesh_gateway::GatewayArgs;
 use serde_json::{Value, json};
 
@@ -46,76 +49,12 @@ impl Drop for RedisPrefix {
     }
 }
 
-struct Upstream {
-    _repo: tempfile::TempDir,
-    server: infermesh_server::RunningServer,
-}
-
-impl Upstream {
-    fn url(&self) -> String {
-        format!("http://{}", self.server.grpc_addr)
-    }
-}
-
-async fn upstream() -> Upstream {
-    let repo = tempfile::tempdir().unwrap();
-    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
-    let cfg = infermesh_server::ServeArgs {
-        model_repository: repo.path().to_path_buf(),
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        http_port: 0,
-        grpc_port: 0,
-        metrics_port: 0,
-        poll_interval: 0.0,
-        max_request_bytes: 1 << 20,
-        fraud_model: "fraud".into(),
-        embedding_model: "minilm".into(),
-        categorizer_model: "categorizer".into(),
-        recommender_model: "recs".into(),
-    }
-    .validate()
-    .unwrap();
-    let server = infermesh_server::start(cfg).await.unwrap();
-    Upstream {
-        _repo: repo,
-        server,
-    }
-}
-
 /// A port nobody listens on.
 fn dead_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
     addr
-}
-
-async fn gateway(
-    inference_url: String,
-    config: Option<&str>,
-    redis: Option<(&str, &str)>,
-) -> infermesh_gateway::RunningGateway {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config.map(|text| {
-        let p = dir.path().join("gateway.toml");
-        std::fs::write(&p, text).unwrap();
-        p
-    });
-    let cfg = GatewayArgs {
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        metrics_port: 0,
-        inference_url,
-        timeout_ms: 2000,
-        max_request_bytes: 16 * 1024,
-        config,
-        redis_url: redis.map(|(url, _)| url.to_string()),
-        redis_timeout_ms: 100,
-        redis_key_prefix: redis.map(|(_, p)| p.to_string()).unwrap_or_default(),
-    }
-    .validate()
-    .unwrap();
-    infermesh_gateway::start(cfg).await.unwrap()
 }
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
@@ -159,19 +98,6 @@ fn item_ids(v: &Value) -> Vec<String> {
         .iter()
         .map(|i| i["item_id"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn expect_error(r: reqwest::Response, status: u16, contains: &str) {
-    assert_eq!(r.status(), status);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
-    let v: Value = r.json().await.unwrap();
-    let msg = v["error"].as_str().unwrap();
-    assert!(msg.contains(contains), "'{msg}' lacks '{contains}'");
 }
 
 const EXPERIMENT: &str = r#"
@@ -537,7 +463,7 @@ async fn cache_round(up: &Upstream, redis: Option<(&str, &str)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_in_redis_hits_and_is_invalidated() {
-    let up = upstream().await;
+    let up = upstream(false).await;
     let prefix = RedisPrefix::new();
     cache_round(&up, Some((REDIS_URL, &prefix.0))).await;
     assert!(prefix.keys().contains(&format!("{}recent:u1", prefix.0)));
@@ -546,14 +472,14 @@ async fn cache_in_redis_hits_and_is_invalidated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_in_memory_hits_and_is_invalidated() {
-    let up = upstream().await;
+    let up = upstream(false).await;
     cache_round(&up, None).await;
     up.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_or_hung_still_answers_uncached() {
-    let up = upstream().await;
+    let up = upstream(false).await;
     let c = reqwest::Client::new();
     // Closed port (also at start-up).
     let closed = format!("redis://{}", dead_addr());
@@ -597,7 +523,7 @@ async fn redis_down_or_hung_still_answers_uncached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ab_arms_are_sticky_shadows_stay_hidden_and_counts_add_up() {
-    let up = upstream().await;
+    let up = upstream(false).await;
     let prefix = RedisPrefix::new();
     let redis = Some((REDIS_URL, prefix.0.as_str()));
     let gw = gateway(up.url(), Some(EXPERIMENT), redis).await;

@@ -264,9 +264,7 @@ async fn v2_rest_and_grpc_serve_item_ids_and_scores() {
     let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
         .await
         .unwrap();
-    let mut raw = Vec::new();
-    raw.extend_from_slice(&2u32.to_le_bytes());
-    raw.extend_from_slice(b"u1");
+    let raw = common::raw_bytes(&["u1"]);
     let r = g
         .model_infer(v2::ModelInferRequest {
             model_name: "recs".into(),

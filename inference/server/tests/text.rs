@@ -155,11 +155,7 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
         .await
         .unwrap();
-    let mut raw = Vec::new();
-    for t in PAIR {
-        raw.extend_from_slice(&(t.len() as u32).to_le_bytes());
-        raw.extend_from_slice(t.as_bytes());
-    }
+    let raw = common::raw_bytes(&PAIR);
     let r = g
         .model_infer(v2::ModelInferRequest {
             model_name: "minilm".into(),
@@ -354,9 +350,7 @@ async fn bad_text_requests_get_clear_errors() {
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
     }
-    let mut raw = Vec::new();
-    raw.extend_from_slice(&2u32.to_le_bytes());
-    raw.extend_from_slice(&[0xff, 0xfe]);
+    let raw = common::raw_bytes(&[[0xffu8, 0xfe]]);
     let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
         .await
         .unwrap();

@@ -95,3 +95,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
+
+/// V2 BYTES elements as `raw_input_contents` carries them (and tritonclient sends them):
+/// each one a little-endian u32 length, then its bytes.
+pub fn raw_bytes<T: AsRef<[u8]>>(elements: &[T]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for e in elements {
+        let e = e.as_ref();
+        raw.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        raw.extend_from_slice(e);
+    }
+    raw
+}
