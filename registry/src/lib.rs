@@ -19,6 +19,7 @@ pub mod config;
 pub mod local;
 pub mod mlflow;
 pub mod pbtxt;
+pub mod promote;
 pub mod repository;
 pub mod uri;
 
@@ -28,6 +29,7 @@ pub use config::{
 };
 pub use local::{LocalRegistry, LocalRegistryError};
 pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};
+pub use promote::{Candidate, Gate, PromoteError, Promotion, Registry};
 pub use repository::{ModelEntry, RepositorySnapshot, VersionEntry, scan, scan_model};
 pub use uri::{ModelRef, ModelUri};
 

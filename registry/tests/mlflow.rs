@@ -341,3 +341,54 @@ async fn readback_record_for_the_python_client() {
         .unwrap();
     }
 }
+
+/// `promote` over MLflow: the gate reads the versions' run metrics, a failing gate leaves the
+/// alias where it was.
+#[tokio::test]
+async fn promotion_is_gated_on_run_metrics() {
+    use infermesh_registry::{Candidate, Gate, PromoteError, Registry};
+    let c = server();
+    let name = unique("promote");
+    let exp = c.ensure_experiment(&unique("promote")).await.unwrap();
+    c.ensure_registered_model(&name).await.unwrap();
+    let mut versions = Vec::new();
+    for pr_auc in [0.7, 0.6, 0.8] {
+        let run = c.create_run(&exp, "t", &[], None).await.unwrap();
+        c.log_metric(&run.info.run_id, &Metric::now("pr_auc", pr_auc, 0))
+            .await
+            .unwrap();
+        let mv = c
+            .create_model_version(
+                &name,
+                &format!("{}/model", run.info.artifact_uri),
+                Some(&run.info.run_id),
+                &[],
+                "",
+            )
+            .await
+            .unwrap();
+        versions.push(mv.number().unwrap());
+    }
+    let reg = Registry::Mlflow(c.clone());
+    let gate: Vec<Gate> = vec!["pr_auc>=champion".parse().unwrap()];
+    let p = reg
+        .promote(&name, "champion", &Candidate::Version(versions[0]), &gate)
+        .await
+        .unwrap();
+    assert_eq!(p.previous, None);
+    c.set_alias(&name, "challenger", versions[1]).await.unwrap();
+    let from = Candidate::Alias("challenger".into());
+    let e = reg
+        .promote(&name, "champion", &from, &gate)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PromoteError::GateFailed(_)), "{e}");
+    assert_eq!(
+        reg.alias_version(&name, "champion").await.unwrap(),
+        Some(versions[0])
+    );
+    c.set_alias(&name, "challenger", versions[2]).await.unwrap();
+    let p = reg.promote(&name, "champion", &from, &gate).await.unwrap();
+    assert_eq!((p.version, p.previous), (versions[2], Some(versions[0])));
+    assert_eq!(p.checks[0].against, Some(0.7));
+}
