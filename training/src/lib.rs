@@ -5,6 +5,7 @@
 //!   interaction tables loaded with Polars ([`table`]).
 
 pub mod categorizer;
+pub mod promote;
 pub mod recs;
 pub mod table;
 
