@@ -25,3 +25,19 @@ ensure_venv() {
   "$venv/bin/pip" install -q -r "$req"
   echo "$stamp" > "$venv/.infermesh-req"
 }
+
+# ensure_build_tools: what building LightGBM (lightgbm3-sys, linked by the training jobs)
+# needs beyond the machine's toolchain: CMake >= 3.28 (Debian bookworm has 3.25; pip's cmake
+# into venv-build, exported as CMAKE) and libclang for its bindings (Debian's libclang-dev).
+ensure_build_tools() {
+  ensure_venv venv-build "$ROOT/scripts/req/build-tools.txt" 'import cmake'
+  export CMAKE="$CACHE/venv-build/bin/cmake"
+  if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+    log "installing libclang-dev (Debian; for LightGBM's bindings)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -q libclang-dev >/dev/null \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q libclang-dev >/dev/null; }
+  fi
+}
+ensure_build_tools

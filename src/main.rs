@@ -38,6 +38,13 @@ enum Command {
     /// Evaluate a trained model (e.g. `infermesh eval categorizer`).
     #[command(subcommand)]
     Eval(infermesh_training::EvalCommand),
+    /// Point an alias of a registered model (MLflow, or the local registry without a
+    /// tracking URI) at a version, optionally gated on metrics (e.g.
+    /// `infermesh promote fraud --from challenger --require "pr_auc>=champion"`).
+    Promote(infermesh_training::promote::PromoteArgs),
+    /// Register a model version directory (what `infermesh train` wrote) in MLflow, or in the
+    /// local registry without a tracking URI, and point an alias (challenger) at it.
+    Register(infermesh_training::promote::RegisterArgs),
     /// A/B experiments (e.g. `infermesh ab report --gateway http://127.0.0.1:8080`).
     #[command(subcommand)]
     Ab(infermesh_gateway::ab::AbCommand),
@@ -97,7 +104,9 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
             Command::Up(_) => "infermesh-up",
-            Command::Train(_) | Command::Eval(_) | Command::Ab(_) => "infermesh-job",
+            Command::Train(_) | Command::Eval(_) | Command::Ab(_) | Command::Promote(_) | Command::Register(_) => {
+                "infermesh-job"
+            }
         };
         let _telemetry = init_tracing(&TelemetryConfig {
             json_logs: cli.log_json,
@@ -115,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Up(args) => up(args).await?,
             Command::Ab(cmd) => print!("{}", cmd.run().await?),
+            Command::Promote(args) => print!("{}", args.run().await?),
+            Command::Register(args) => print!("{}", args.run().await?),
             Command::Train(_) | Command::Eval(_) => {} // handled above
         }
         Ok(())

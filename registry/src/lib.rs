@@ -10,16 +10,28 @@
 //!
 //! This crate reads configs and lists versions; it loads no model. The serving core diffs
 //! successive [`repository::scan`] snapshots to load and retire versions.
+//!
+//! Registries name model versions by alias (`models:/fraud@champion`, [`uri`]): an MLflow
+//! tracking server over its REST API ([`mlflow`]) or, with no tracking URI, a directory
+//! ([`local`]).
 
 pub mod config;
+pub mod local;
+pub mod mlflow;
 pub mod pbtxt;
+pub mod promote;
 pub mod repository;
+pub mod uri;
 
 pub use config::{
     ModelConfig, OutputMode, Platform, RecommenderOptions, TextEngine, TextLimits, UnknownUsers,
     VersionPolicy,
 };
+pub use local::{LocalRegistry, LocalRegistryError};
+pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};
+pub use promote::{Candidate, Gate, PromoteError, Promotion, Registry};
 pub use repository::{ModelEntry, RepositorySnapshot, VersionEntry, scan, scan_model};
+pub use uri::{ModelRef, ModelUri};
 
 /// Errors reading a repository or a model's config.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,14 @@
 //! Training and evaluation jobs behind `infermesh train <job>` and `infermesh eval <job>`.
 //!
 //! * [`categorizer`]: fine-tunes BERT / DistilBERT text categorisers on candle.
+//! * [`fraud`]: LightGBM fraud classifiers from tables, tracked in MLflow or the local
+//!   registry; [`promote`] moves their aliases.
 //! * [`recs`]: trains and evaluates the LightFM-style recommender (`infermesh-recs`) on
 //!   interaction tables loaded with Polars ([`table`]).
 
 pub mod categorizer;
+pub mod fraud;
+pub mod promote;
 pub mod recs;
 pub mod table;
 
@@ -19,6 +23,9 @@ pub enum JobError {
     /// The recommender job failed.
     #[error(transparent)]
     Recs(#[from] recs::RecsJobError),
+    /// The fraud job failed.
+    #[error(transparent)]
+    Fraud(#[from] fraud::FraudJobError),
 }
 
 /// `infermesh train <job>`.
@@ -30,6 +37,11 @@ pub enum TrainCommand {
     /// Train the LightFM-style hybrid recommender on an interactions table (CSV, TSV or
     /// Parquet) and write a model version the server loads (platform `recommender`).
     Recs(recs::TrainRecsArgs),
+    /// Train a LightGBM fraud classifier on a table (CSV, TSV or Parquet) with early stopping,
+    /// choose its threshold on validation, report test PR-AUC / ROC-AUC, and write a model
+    /// version the server loads (platform `lightgbm`); optionally tracked in MLflow and
+    /// registered (alias challenger).
+    Fraud(fraud::TrainFraudArgs),
 }
 
 impl TrainCommand {
@@ -52,6 +64,7 @@ impl TrainCommand {
                 Ok(())
             }
             TrainCommand::Recs(args) => Ok(args.run()?),
+            TrainCommand::Fraud(args) => Ok(args.run()?),
         }
     }
 }

@@ -348,6 +348,13 @@ impl TrainRecsArgs {
         )?;
         bar.finish_and_clear();
         art.save(&self.out)?;
+        // The model config that serves this version, for registries that need one per model.
+        let config = self.out.join("config.toml");
+        std::fs::write(
+            &config,
+            "# Written by `infermesh train recs`: serves this version.\nplatform = \"recommender\"\n",
+        )
+        .map_err(|e| RecsJobError::Invalid(format!("{}: {e}", config.display())))?;
         Ok(TrainRecsReport {
             users: data.users.len(),
             items: data.items.len(),

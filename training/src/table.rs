@@ -137,6 +137,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// The file it was read from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Number of rows.
     pub fn height(&self) -> usize {
         self.df.height()

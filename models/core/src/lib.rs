@@ -4,6 +4,7 @@
 //! object-safe traits; the serving engine wraps it without knowing the family. Nothing here
 //! knows about tokio, tonic or axum.
 
+pub mod metrics;
 pub mod rng;
 
 use std::fmt;

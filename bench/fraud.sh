@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fraud trainer quality and speed, side by side with xgboost and lightgbm (Python,
+# bench/fraud_peer.py) on the ULB credit-card data as its PROVENANCE.md suggests: every fraud
+# of creditcard_all_frauds_plus_first4000_normal.csv plus the normal rows of the uniform
+# random sample creditcard_random5000.csv, Time dropped, exact duplicates removed, and a
+# stratified 70/15/15 split by seed written as a `split` column that both sides use. The table
+# is built under the cache, never in the repository. Env: SEEDS ("1 2 3"), THREADS (2).
+source "$(dirname "$0")/../scripts/common.sh"
+cd "$ROOT"
+DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/creditcard-fraud-ulb"
+SEEDS=${SEEDS:-1 2 3}
+THREADS=${THREADS:-2}
+WORK="$CACHE/bench-fraud"
+mkdir -p "$WORK"
+[ -f "$DATA/creditcard_random5000.csv" ] || { echo "missing $DATA" >&2; exit 1; }
+ensure_venv venv-fraud-peer bench/requirements-fraud-peer.txt 'import xgboost, lightgbm, sklearn, pandas'
+PY="$CACHE/venv-fraud-peer/bin/python"
+log "release build"
+cargo build --release --locked --bin infermesh >&2
+BIN="$CARGO_TARGET_DIR/release/infermesh"
+
+for seed in $SEEDS; do
+  "$PY" - "$DATA" "$WORK/table-$seed.csv" "$seed" <<'PY'
+import sys
+import numpy as np
+import pandas as pd
+data, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+a = pd.read_csv(f"{data}/creditcard_all_frauds_plus_first4000_normal.csv")
+b = pd.read_csv(f"{data}/creditcard_random5000.csv")
+df = pd.concat([a[a.Class == 1], b[b.Class == 0]]).drop(columns=["Time"])
+df = df.drop_duplicates().reset_index(drop=True)
+rng = np.random.default_rng(seed)
+split = np.empty(len(df), dtype=object)
+for c in (0, 1):
+    idx = rng.permutation(np.flatnonzero(df.Class.to_numpy() == c))
+    n_test, n_valid = round(len(idx) * 0.15), round(len(idx) * 0.15)
+    split[idx[:n_test]] = "test"
+    split[idx[n_test:n_test + n_valid]] = "valid"
+    split[idx[n_test + n_valid:]] = "train"
+df["split"] = split
+df.to_csv(out, index=False)
+PY
+  log "seed $seed: Python peers"
+  "$PY" bench/fraud_peer.py "$WORK/table-$seed.csv" "$THREADS" > "$WORK/peer-$seed.json"
+  log "seed $seed: infermesh train fraud"
+  rm -rf "$WORK/model-$seed"
+  "$BIN" train fraud --quiet --json --data "$WORK/table-$seed.csv" --label Class \
+    --split-column split --threads "$THREADS" --seed 42 --out "$WORK/model-$seed" > "$WORK/ours-$seed.json"
+done
+
+python3 - "$WORK" "$SEEDS" <<'PY'
+import json, statistics as st, sys
+work, seeds = sys.argv[1], sys.argv[2].split()
+peer = [json.load(open(f"{work}/peer-{s}.json")) for s in seeds]
+ours = [json.load(open(f"{work}/ours-{s}.json")) for s in seeds]
+med = lambda xs: st.median(xs)
+rows = [
+    ("test PR-AUC", med([o["test"]["pr_auc"] for o in ours]),
+     {"xgboost": med([p["xgboost_pr_auc"] for p in peer]),
+      "lightgbm": med([p["lightgbm_pr_auc"] for p in peer]),
+      "lightgbm (same early stopping)": med([p["lightgbm_es_pr_auc"] for p in peer])}),
+    ("test ROC-AUC", med([o["test"]["roc_auc"] for o in ours]),
+     {"xgboost": med([p["xgboost_roc_auc"] for p in peer]),
+      "lightgbm": med([p["lightgbm_roc_auc"] for p in peer])}),
+    ("fit seconds", med([o["fit_seconds"] for o in ours]),
+     {"lightgbm (same early stopping)": med([p["lightgbm_es_fit_seconds"] for p in peer]),
+      "lightgbm 200 rounds": med([p["lightgbm_fit_seconds"] for p in peer]),
+      "xgboost 200 rounds": med([p["xgboost_fit_seconds"] for p in peer])}),
+]
+print(f"seeds {seeds}; rows {peer[0]['rows']}, positives {peer[0]['positives']}")
+for name, o, peers in rows:
+    print(f"{name}: infermesh {o:.4f}; " + "; ".join(f"{k} {v:.4f} (ratio {o / v:.3f})" for k, v in peers.items()))
+print("per seed:", json.dumps({"ours": [{k: o[k] for k in ("best_iteration", "fit_seconds", "test")} for o in ours], "peer": peer}))
+PY
