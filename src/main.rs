@@ -104,9 +104,11 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
             Command::Up(_) => "infermesh-up",
-            Command::Train(_) | Command::Eval(_) | Command::Ab(_) | Command::Promote(_) | Command::Register(_) => {
-                "infermesh-job"
-            }
+            Command::Train(_)
+            | Command::Eval(_)
+            | Command::Ab(_)
+            | Command::Promote(_)
+            | Command::Register(_) => "infermesh-job",
         };
         let _telemetry = init_tracing(&TelemetryConfig {
             json_logs: cli.log_json,

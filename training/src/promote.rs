@@ -91,7 +91,10 @@ impl RegisterArgs {
             )));
         }
         if !infermesh_registry::uri::valid_name(&self.name) {
-            return Err(PromoteError::Invalid(format!("bad model name '{}'", self.name)));
+            return Err(PromoteError::Invalid(format!(
+                "bad model name '{}'",
+                self.name
+            )));
         }
         let version = match open_registry(self.tracking_uri.as_deref(), &self.registry)? {
             Registry::Local(r) => {
@@ -99,9 +102,8 @@ impl RegisterArgs {
                 let config = r.root().join(&self.name).join("config.toml");
                 let own = self.dir.join("config.toml");
                 if !config.exists() && own.is_file() {
-                    std::fs::copy(&own, &config).map_err(|e| {
-                        PromoteError::Invalid(format!("{}: {e}", config.display()))
-                    })?;
+                    std::fs::copy(&own, &config)
+                        .map_err(|e| PromoteError::Invalid(format!("{}: {e}", config.display())))?;
                 }
                 if !self.alias.is_empty() {
                     r.set_alias(&self.name, &self.alias, v)?;
@@ -132,14 +134,22 @@ impl RegisterArgs {
                             .into_iter()
                             .map(|(k, v)| Metric::now(k, v, 0))
                             .collect();
-                        let tags = [KeyValue::new("infermesh.source_dir", self.dir.display().to_string())];
+                        let tags = [KeyValue::new(
+                            "infermesh.source_dir",
+                            self.dir.display().to_string(),
+                        )];
                         let done = async {
                             c.log_batch(&id, &metrics, &[], &tags).await?;
-                            c.upload_dir(&run.info.artifact_uri, "model", &self.dir).await?;
+                            c.upload_dir(&run.info.artifact_uri, "model", &self.dir)
+                                .await?;
                             Ok::<_, PromoteError>(())
                         }
                         .await;
-                        let status = if done.is_ok() { RunStatus::Finished } else { RunStatus::Failed };
+                        let status = if done.is_ok() {
+                            RunStatus::Finished
+                        } else {
+                            RunStatus::Failed
+                        };
                         c.update_run(&id, status).await?;
                         done?;
                         (id, run.info.artifact_uri)
@@ -257,7 +267,9 @@ mod tests {
             serde_json::json!({"metrics": {"pr_auc": pr_auc}}).to_string(),
         )
         .unwrap();
-        LocalRegistry::new(reg).register("fraud", tmp.path()).unwrap()
+        LocalRegistry::new(reg)
+            .register("fraud", tmp.path())
+            .unwrap()
     }
 
     #[tokio::test]
@@ -277,7 +289,10 @@ mod tests {
             .run()
             .await
             .unwrap();
-        assert!(out.starts_with("fraud@champion -> version 1 (was unset)"), "{out}");
+        assert!(
+            out.starts_with("fraud@champion -> version 1 (was unset)"),
+            "{out}"
+        );
         let e = run(&["fraud", "--version", "2", "--require", "pr_auc>=champion"])
             .run()
             .await

@@ -34,9 +34,14 @@ fn transactions(path: &Path, rows: usize, seed: u64) {
         let m = rng.below(4);
         let new_device = u8::from(rng.next_f64() < 0.2);
         let hour = rng.below(24);
-        let logit = -5.0 + 0.6 * amount.ln() + [0.0, 0.8, 2.0, 0.2][m] + 1.5 * f64::from(new_device);
+        let logit =
+            -5.0 + 0.6 * amount.ln() + [0.0, 0.8, 2.0, 0.2][m] + 1.5 * f64::from(new_device);
         let fraud = rng.next_f64() < 1.0 / (1.0 + (-logit).exp());
-        let amount_cell = if i % 50 == 0 { String::new() } else { format!("{amount:.2}") };
+        let amount_cell = if i % 50 == 0 {
+            String::new()
+        } else {
+            format!("{amount:.2}")
+        };
         out.push_str(&format!(
             "tx{i},{amount_cell},{},{new_device},{hour},{}\n",
             merchants[m],
@@ -58,8 +63,18 @@ fn trains_a_servable_version_with_a_card() {
     let (dir, csv) = data_dir();
     let out = dir.path().join("v1");
     let a = args(&[
-        "--data", csv.to_str().unwrap(), "--label", "is_fraud", "--drop", "tx_id",
-        "--categorical", "merchant", "--out", out.to_str().unwrap(), "--threads", "1",
+        "--data",
+        csv.to_str().unwrap(),
+        "--label",
+        "is_fraud",
+        "--drop",
+        "tx_id",
+        "--categorical",
+        "merchant",
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
     ]);
     let r = a.train().unwrap();
     assert_eq!(r.rows, 4000);
@@ -69,7 +84,10 @@ fn trains_a_servable_version_with_a_card() {
     let positives = r.test["positives"].as_f64().unwrap();
     let prevalence = positives / r.test["rows"].as_f64().unwrap();
     // Learnable signal: well above the no-skill PR-AUC (the prevalence).
-    assert!(pr_auc > 2.0 * prevalence, "PR-AUC {pr_auc} vs prevalence {prevalence}");
+    assert!(
+        pr_auc > 2.0 * prevalence,
+        "PR-AUC {pr_auc} vs prevalence {prevalence}"
+    );
     assert!(r.test["roc_auc"].as_f64().unwrap() > 0.75);
 
     // The version: the tree engine reads model.txt with the feature names, the server's
@@ -96,7 +114,10 @@ fn trains_a_servable_version_with_a_card() {
 
     // Same seed, same split, same model.
     let again = dir.path().join("v1-again");
-    let a2 = TrainFraudArgs { out: again.clone(), ..a.clone() };
+    let a2 = TrainFraudArgs {
+        out: again.clone(),
+        ..a.clone()
+    };
     a2.train().unwrap();
     assert_eq!(
         std::fs::read_to_string(out.join("model.txt")).unwrap(),
@@ -119,16 +140,30 @@ fn bad_data_is_refused_before_anything_is_written() {
     for (i, (text, needle)) in cases.iter().enumerate() {
         let csv = dir.path().join(format!("bad{i}.csv"));
         std::fs::write(&csv, text).unwrap();
-        let e = args(&["--data", csv.to_str().unwrap(), "--label", "is_fraud", "--out", out.to_str().unwrap()])
-            .train()
-            .unwrap_err()
-            .to_string();
+        let e = args(&[
+            "--data",
+            csv.to_str().unwrap(),
+            "--label",
+            "is_fraud",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .train()
+        .unwrap_err()
+        .to_string();
         assert!(e.contains(needle), "case {i}: '{e}' lacks '{needle}'");
         assert!(!out.exists());
     }
-    let e = args(&["--data", dir.path().join("none.csv").to_str().unwrap(), "--label", "y", "--out", out.to_str().unwrap()])
-        .train()
-        .unwrap_err();
+    let e = args(&[
+        "--data",
+        dir.path().join("none.csv").to_str().unwrap(),
+        "--label",
+        "y",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .train()
+    .unwrap_err();
     assert!(e.to_string().contains("no such file"), "{e}");
     // A tracking server that is down fails before training, writing nothing.
     let port = {
@@ -137,8 +172,16 @@ fn bad_data_is_refused_before_anything_is_written() {
     };
     let (_d, csv) = data_dir();
     let e = args(&[
-        "--data", csv.to_str().unwrap(), "--label", "is_fraud", "--out", out.to_str().unwrap(),
-        "--tracking-uri", &format!("http://127.0.0.1:{port}"), "--register", "fraud",
+        "--data",
+        csv.to_str().unwrap(),
+        "--label",
+        "is_fraud",
+        "--out",
+        out.to_str().unwrap(),
+        "--tracking-uri",
+        &format!("http://127.0.0.1:{port}"),
+        "--register",
+        "fraud",
     ])
     .train()
     .unwrap_err();
@@ -153,9 +196,24 @@ fn registers_into_the_local_registry_as_challenger() {
     for v in 1..=2 {
         let out = dir.path().join(format!("out{v}"));
         let r = args(&[
-            "--data", csv.to_str().unwrap(), "--label", "is_fraud", "--drop", "tx_id",
-            "--categorical", "merchant", "--out", out.to_str().unwrap(), "--threads", "1",
-            "--seed", &v.to_string(), "--register", "fraud", "--registry", registry.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--label",
+            "is_fraud",
+            "--drop",
+            "tx_id",
+            "--categorical",
+            "merchant",
+            "--out",
+            out.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--seed",
+            &v.to_string(),
+            "--register",
+            "fraud",
+            "--registry",
+            registry.to_str().unwrap(),
         ])
         .train()
         .unwrap();
@@ -178,25 +236,49 @@ fn tracks_and_registers_in_mlflow() {
     let name = format!("fraud-{}", uuid::Uuid::new_v4().simple());
     let out = dir.path().join("out");
     let r = args(&[
-        "--data", csv.to_str().unwrap(), "--label", "is_fraud", "--drop", "tx_id",
-        "--categorical", "merchant", "--out", out.to_str().unwrap(), "--threads", "1",
-        "--tracking-uri", &uri, "--experiment", &name, "--register", &name,
+        "--data",
+        csv.to_str().unwrap(),
+        "--label",
+        "is_fraud",
+        "--drop",
+        "tx_id",
+        "--categorical",
+        "merchant",
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--tracking-uri",
+        &uri,
+        "--experiment",
+        &name,
+        "--register",
+        &name,
     ])
     .train()
     .unwrap();
     let (reg_name, version) = r.registered.clone().unwrap();
     assert_eq!(reg_name, name);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let c = infermesh_registry::MlflowClient::new(&uri, Default::default()).unwrap();
         let mv = c.get_by_alias(&name, "challenger").await.unwrap().unwrap();
         assert_eq!(mv.number().unwrap(), version);
         assert_eq!(Some(mv.run_id.clone()), r.run_id);
         let run = c.get_run(&mv.run_id).await.unwrap();
-        assert_eq!(run.info.status, infermesh_registry::mlflow::RunStatus::Finished);
+        assert_eq!(
+            run.info.status,
+            infermesh_registry::mlflow::RunStatus::Finished
+        );
         assert_eq!(run.metric("pr_auc"), r.test["pr_auc"].as_f64());
         assert_eq!(run.param("num_leaves"), Some("31"));
-        let history = c.metric_history(&mv.run_id, "valid_pr_auc_by_round").await.unwrap();
+        let history = c
+            .metric_history(&mv.run_id, "valid_pr_auc_by_round")
+            .await
+            .unwrap();
         assert!(history.len() >= r.best_iteration);
         let down = dir.path().join("down");
         let src = c.model_version_download_uri(&name, version).await.unwrap();

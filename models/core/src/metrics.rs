@@ -183,8 +183,7 @@ pub fn choose_threshold(
         ThresholdRule::Precision(target) => points
             .iter()
             .copied()
-            .filter(|p| p.precision >= target)
-            .last()
+            .rfind(|p| p.precision >= target)
             .or_else(|| {
                 points
                     .iter()

@@ -262,7 +262,9 @@ pub fn stratified_split(
             )));
         }
         split.test.extend_from_slice(&idx[..n_test]);
-        split.valid.extend_from_slice(&idx[n_test..n_test + n_valid]);
+        split
+            .valid
+            .extend_from_slice(&idx[n_test..n_test + n_valid]);
         split.train.extend_from_slice(&idx[n_test + n_valid..]);
     }
     for part in [&mut split.train, &mut split.valid, &mut split.test] {
@@ -288,7 +290,11 @@ pub fn split_from_column(
         test: Vec::new(),
     };
     for (i, &row) in rows.iter().enumerate() {
-        match cells[row].as_deref().map(str::to_ascii_lowercase).as_deref() {
+        match cells[row]
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("train") => split.train.push(i),
             Some("valid" | "validation") => split.valid.push(i),
             Some("test") => split.test.push(i),
@@ -302,7 +308,11 @@ pub fn split_from_column(
             }
         }
     }
-    for (name, part) in [("train", &split.train), ("valid", &split.valid), ("test", &split.test)] {
+    for (name, part) in [
+        ("train", &split.train),
+        ("valid", &split.valid),
+        ("test", &split.test),
+    ] {
         let pos = part.iter().filter(|&&i| labels[i]).count();
         if pos == 0 || pos == part.len() {
             return Err(DataError::Invalid(format!(
@@ -349,38 +359,62 @@ mod tests {
     #[test]
     fn bad_data_is_refused_before_training() {
         let (_d, t) = table("a,Class\n1,0\n2,0\n");
-        let e = prepare(&t, "Class", &[], &[], false).unwrap_err().to_string();
+        let e = prepare(&t, "Class", &[], &[], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("one class only"), "{e}");
         let (_d, t) = table("a,b\n1,0\n2,1\n");
-        let e = prepare(&t, "Class", &[], &[], false).unwrap_err().to_string();
+        let e = prepare(&t, "Class", &[], &[], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no column 'Class'"), "{e}");
         let (_d, t) = table("a,Class\nx,0\n2,1\n");
-        let e = prepare(&t, "Class", &[], &[], false).unwrap_err().to_string();
-        assert!(e.contains("column 'a'") && e.contains("'x' is not a number"), "{e}");
+        let e = prepare(&t, "Class", &[], &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("column 'a'") && e.contains("'x' is not a number"),
+            "{e}"
+        );
         let (_d, t) = table("a,Class\n1,maybe\n2,1\n");
-        let e = prepare(&t, "Class", &[], &[], false).unwrap_err().to_string();
+        let e = prepare(&t, "Class", &[], &[], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("row 1 has 'maybe'"), "{e}");
         let (_d, t) = table("a,Class\n");
-        let e = prepare(&t, "Class", &[], &[], false).unwrap_err().to_string();
+        let e = prepare(&t, "Class", &[], &[], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no rows"), "{e}");
         let (_d, t) = table("a,Class\n1,0\n2,1\n");
-        let e = prepare(&t, "Class", &["zz".into()], &[], false).unwrap_err().to_string();
+        let e = prepare(&t, "Class", &["zz".into()], &[], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no column 'zz'"), "{e}");
     }
 
     #[test]
     fn a_split_column_is_read_and_checked() {
-        let (_d, t) = table("a,part,y\n1,train,0\n2,train,1\n3,valid,0\n4,Validation,1\n5,test,0\n6,test,1\n6,test,1\n");
+        let (_d, t) = table(
+            "a,part,y\n1,train,0\n2,train,1\n3,valid,0\n4,Validation,1\n5,test,0\n6,test,1\n6,test,1\n",
+        );
         let p = prepare(&t, "y", &["part".into()], &[], true).unwrap();
         let s = split_from_column(&t, "part", &p.labels, p.kept_rows.as_deref()).unwrap();
-        assert_eq!((s.train, s.valid, s.test), (vec![0, 1], vec![2, 3], vec![4, 5]));
+        assert_eq!(
+            (s.train, s.valid, s.test),
+            (vec![0, 1], vec![2, 3], vec![4, 5])
+        );
         let (_d, t) = table("a,part,y\n1,train,0\n2,train,1\n3,dev,0\n");
         let p = prepare(&t, "y", &["part".into()], &[], false).unwrap();
-        let e = split_from_column(&t, "part", &p.labels, None).unwrap_err().to_string();
+        let e = split_from_column(&t, "part", &p.labels, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"dev\" is not train"), "{e}");
         let (_d, t) = table("a,part,y\n1,train,0\n2,train,1\n3,valid,0\n4,test,1\n");
         let p = prepare(&t, "y", &["part".into()], &[], false).unwrap();
-        let e = split_from_column(&t, "part", &p.labels, None).unwrap_err().to_string();
+        let e = split_from_column(&t, "part", &p.labels, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("valid part needs both classes"), "{e}");
     }
 
@@ -391,7 +425,13 @@ mod tests {
         assert_eq!(s.train.len() + s.valid.len() + s.test.len(), 1000);
         let pos = |v: &[usize]| v.iter().filter(|&&i| labels[i]).count();
         assert_eq!((pos(&s.test), pos(&s.valid), pos(&s.train)), (15, 15, 70));
-        let all: HashSet<usize> = s.train.iter().chain(&s.valid).chain(&s.test).copied().collect();
+        let all: HashSet<usize> = s
+            .train
+            .iter()
+            .chain(&s.valid)
+            .chain(&s.test)
+            .copied()
+            .collect();
         assert_eq!(all.len(), 1000);
         assert_eq!(s, stratified_split(&labels, 0.15, 0.15, 7).unwrap());
         assert_ne!(s, stratified_split(&labels, 0.15, 0.15, 8).unwrap());

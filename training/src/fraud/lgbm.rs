@@ -100,9 +100,7 @@ impl Dataset {
             .collect::<Result<Vec<_>, _>>()?;
         let mut ptrs: Vec<*const c_char> = cnames.iter().map(|c| c.as_ptr()).collect();
         // SAFETY: `ptrs` holds ncol pointers to NUL-terminated names that outlive the call.
-        check(unsafe {
-            sys::LGBM_DatasetSetFeatureNames(ds.handle, ptrs.as_mut_ptr(), ncol)
-        })?;
+        check(unsafe { sys::LGBM_DatasetSetFeatureNames(ds.handle, ptrs.as_mut_ptr(), ncol) })?;
         Ok(ds)
     }
 

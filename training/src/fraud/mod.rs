@@ -287,7 +287,9 @@ pub fn train_booster(
 ) -> Result<Trained, FraudJobError> {
     params.check()?;
     if rounds == 0 {
-        return Err(FraudJobError::Invalid("--num-iterations must be at least 1".into()));
+        return Err(FraudJobError::Invalid(
+            "--num-iterations must be at least 1".into(),
+        ));
     }
     let cols = prepared.cols();
     let cat = prepared.categorical_indices();
@@ -299,13 +301,24 @@ pub fn train_booster(
         }
         s
     };
-    let as_f32 = |l: &[bool]| l.iter().map(|&b| f32::from(u8::from(b))).collect::<Vec<f32>>();
+    let as_f32 = |l: &[bool]| {
+        l.iter()
+            .map(|&b| f32::from(u8::from(b)))
+            .collect::<Vec<f32>>()
+    };
     let (tx, ty) = prepared.take(train);
     let (vx, vy) = prepared.take(valid);
     let dtrain = lgbm::Dataset::new(&tx, cols, &as_f32(&ty), &prepared.names, &ds_params, None)?;
-    let dvalid =
-        lgbm::Dataset::new(&vx, cols, &as_f32(&vy), &prepared.names, &ds_params, Some(&dtrain))?;
-    let mut booster = lgbm::Booster::new(&dtrain, &[&dvalid], &params.lightgbm(seed, threads, &cat))?;
+    let dvalid = lgbm::Dataset::new(
+        &vx,
+        cols,
+        &as_f32(&vy),
+        &prepared.names,
+        &ds_params,
+        Some(&dtrain),
+    )?;
+    let mut booster =
+        lgbm::Booster::new(&dtrain, &[&dvalid], &params.lightgbm(seed, threads, &cat))?;
     let (mut valid_ap, mut valid_auc) = (Vec::new(), Vec::new());
     let mut best = (f64::NEG_INFINITY, 0usize);
     for round in 1..=rounds {
@@ -313,7 +326,10 @@ pub fn train_booster(
             break;
         }
         let e = booster.eval(1)?;
-        let (ap, auc) = (e.first().copied().unwrap_or(f64::NAN), e.get(1).copied().unwrap_or(f64::NAN));
+        let (ap, auc) = (
+            e.first().copied().unwrap_or(f64::NAN),
+            e.get(1).copied().unwrap_or(f64::NAN),
+        );
         valid_ap.push(ap);
         valid_auc.push(auc);
         if ap > best.0 {
@@ -390,7 +406,11 @@ pub struct FraudReport {
     pub registered: Option<(String, u64)>,
 }
 
-fn threshold_metrics(scores: &[f64], labels: &[bool], threshold: f64) -> Result<serde_json::Value, FraudJobError> {
+fn threshold_metrics(
+    scores: &[f64],
+    labels: &[bool],
+    threshold: f64,
+) -> Result<serde_json::Value, FraudJobError> {
     let at = metrics::at_threshold(scores, labels, threshold)?;
     Ok(json!({
         "pr_auc": metrics::average_precision(scores, labels)?,
@@ -422,7 +442,9 @@ impl TrainFraudArgs {
         let params = self.params();
         params.check()?;
         if !(0.0..=1.0).contains(&self.target_precision) {
-            return Err(FraudJobError::Invalid("--target-precision must be within [0, 1]".into()));
+            return Err(FraudJobError::Invalid(
+                "--target-precision must be within [0, 1]".into(),
+            ));
         }
         if let Some(name) = &self.register
             && !infermesh_registry::uri::valid_name(name)
@@ -451,15 +473,28 @@ impl TrainFraudArgs {
         .map_err(data::DataError::from)?;
         // Empty entries (`--drop ""` from a scheduler with nothing to drop) are no columns.
         let listed = |v: &[String]| -> Vec<String> {
-            v.iter().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()).collect()
+            v.iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().to_string())
+                .collect()
         };
         let mut drop = listed(&self.drop);
         drop.extend(self.split_column.iter().cloned());
         let categorical = listed(&self.categorical);
         let prepared = data::prepare(&table, &self.label, &drop, &categorical, self.dedup)?;
         let split = match &self.split_column {
-            Some(col) => data::split_from_column(&table, col, &prepared.labels, prepared.kept_rows.as_deref())?,
-            None => data::stratified_split(&prepared.labels, self.valid_fraction, self.test_fraction, self.seed)?,
+            Some(col) => data::split_from_column(
+                &table,
+                col,
+                &prepared.labels,
+                prepared.kept_rows.as_deref(),
+            )?,
+            None => data::stratified_split(
+                &prepared.labels,
+                self.valid_fraction,
+                self.test_fraction,
+                self.seed,
+            )?,
         };
 
         let bar = if self.quiet {
@@ -531,7 +566,12 @@ impl TrainFraudArgs {
             "valid": valid,
             "fit_seconds": fit_seconds,
         });
-        self.write_version(&trained.model_text, &card, &prepared.names, served_threshold)?;
+        self.write_version(
+            &trained.model_text,
+            &card,
+            &prepared.names,
+            served_threshold,
+        )?;
 
         let mut report = FraudReport {
             rows: prepared.rows(),
@@ -562,7 +602,8 @@ impl TrainFraudArgs {
                     let v = reg.register(name, &self.out)?;
                     let model_config = self.registry.join(name).join("config.toml");
                     if !model_config.exists() {
-                        std::fs::copy(self.out.join("config.toml"), &model_config).map_err(io(&model_config))?;
+                        std::fs::copy(self.out.join("config.toml"), &model_config)
+                            .map_err(io(&model_config))?;
                     }
                     reg.set_alias(name, &self.alias, v)?;
                     report.registered = Some((name.clone(), v));
@@ -579,7 +620,12 @@ impl TrainFraudArgs {
         names: &[String],
         threshold: f32,
     ) -> Result<(), FraudJobError> {
-        if self.out.exists() && std::fs::read_dir(&self.out).map_err(io(&self.out))?.next().is_some() {
+        if self.out.exists()
+            && std::fs::read_dir(&self.out)
+                .map_err(io(&self.out))?
+                .next()
+                .is_some()
+        {
             return Err(FraudJobError::Invalid(format!(
                 "{} exists and is not empty",
                 self.out.display()
@@ -589,7 +635,8 @@ impl TrainFraudArgs {
         let model = self.out.join("model.txt");
         std::fs::write(&model, model_text).map_err(io(&model))?;
         let card_path = self.out.join("card.json");
-        let text = serde_json::to_vec_pretty(card).map_err(|e| FraudJobError::Invalid(e.to_string()))?;
+        let text =
+            serde_json::to_vec_pretty(card).map_err(|e| FraudJobError::Invalid(e.to_string()))?;
         std::fs::write(&card_path, text).map_err(io(&card_path))?;
         let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
         let config = format!(
@@ -613,14 +660,25 @@ impl TrainFraudArgs {
         card: &serde_json::Value,
     ) -> Result<(String, String, Option<(String, u64)>), FraudJobError> {
         let run = client
-            .create_run(experiment, "train-fraud", &[KeyValue::new("infermesh.kind", "fraud")], None)
+            .create_run(
+                experiment,
+                "train-fraud",
+                &[KeyValue::new("infermesh.kind", "fraud")],
+                None,
+            )
             .await?;
         let id = run.info.run_id.clone();
         let result = async {
             let mut ps = params.as_params();
             ps.push(KeyValue::new("seed", self.seed.to_string()));
-            ps.push(KeyValue::new("best_iteration", trained.best_iteration.to_string()));
-            ps.push(KeyValue::new("threshold_by", format!("{:?}", self.threshold_by).to_lowercase()));
+            ps.push(KeyValue::new(
+                "best_iteration",
+                trained.best_iteration.to_string(),
+            ));
+            ps.push(KeyValue::new(
+                "threshold_by",
+                format!("{:?}", self.threshold_by).to_lowercase(),
+            ));
             let mut ms = Vec::new();
             for (i, (ap, auc)) in trained.valid_ap.iter().zip(&trained.valid_auc).enumerate() {
                 ms.push(Metric::now("valid_pr_auc_by_round", *ap, i as i64 + 1));
@@ -635,14 +693,20 @@ impl TrainFraudArgs {
                 ms.push(Metric::now("threshold", t, 0));
             }
             client.log_batch(&id, &ms, &ps, &[]).await?;
-            client.upload_dir(&run.info.artifact_uri, "model", &self.out).await?;
+            client
+                .upload_dir(&run.info.artifact_uri, "model", &self.out)
+                .await?;
             let registered = match &self.register {
                 Some(name) => {
                     client.ensure_registered_model(name).await?;
                     let source = format!("{}/model", run.info.artifact_uri.trim_end_matches('/'));
-                    let mv = client.create_model_version(name, &source, Some(&id), &[], "").await?;
+                    let mv = client
+                        .create_model_version(name, &source, Some(&id), &[], "")
+                        .await?;
                     let v = mv.number()?;
-                    client.wait_model_version_ready(name, v, std::time::Duration::from_secs(60)).await?;
+                    client
+                        .wait_model_version_ready(name, v, std::time::Duration::from_secs(60))
+                        .await?;
                     client.set_alias(name, &self.alias, v).await?;
                     Some((name.clone(), v))
                 }
@@ -651,7 +715,11 @@ impl TrainFraudArgs {
             Ok::<_, FraudJobError>(registered)
         }
         .await;
-        let status = if result.is_ok() { RunStatus::Finished } else { RunStatus::Failed };
+        let status = if result.is_ok() {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        };
         client.update_run(&id, status).await?;
         Ok((id, run.info.artifact_uri, result?))
     }
@@ -675,10 +743,15 @@ impl TrainFraudArgs {
                 r.test["recall"].as_f64().unwrap_or(f64::NAN),
                 r.fit_seconds,
                 r.out,
-                r.run_id.as_ref().map_or(String::new(), |id| format!("; MLflow run {id}")),
+                r.run_id
+                    .as_ref()
+                    .map_or(String::new(), |id| format!("; MLflow run {id}")),
                 r.registered
                     .as_ref()
-                    .map_or(String::new(), |(n, v)| format!("; registered {n} version {v} as @{}", self.alias)),
+                    .map_or(String::new(), |(n, v)| format!(
+                        "; registered {n} version {v} as @{}",
+                        self.alias
+                    )),
             );
         }
         Ok(())
