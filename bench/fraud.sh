@@ -16,7 +16,7 @@ mkdir -p "$WORK"
 ensure_venv venv-fraud-peer bench/requirements-fraud-peer.txt 'import xgboost, lightgbm, sklearn, pandas'
 PY="$CACHE/venv-fraud-peer/bin/python"
 log "release build"
-cargo build --release --locked --bin infermesh >&2
+cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release/infermesh"
 
 for seed in $SEEDS; do
