@@ -23,6 +23,28 @@ fn args(extra: &[&str]) -> TrainFraudArgs {
     Cli::try_parse_from(argv).unwrap().args
 }
 
+/// The generated table's flags (label, dropped id, categorical merchant, one thread) plus
+/// `extra`.
+fn tx_args(csv: &Path, out: &Path, extra: &[&str]) -> TrainFraudArgs {
+    let (csv, out) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let mut argv = vec![
+        "--data",
+        csv,
+        "--label",
+        "is_fraud",
+        "--drop",
+        "tx_id",
+        "--categorical",
+        "merchant",
+        "--out",
+        out,
+        "--threads",
+        "1",
+    ];
+    argv.extend_from_slice(extra);
+    args(&argv)
+}
+
 /// `rows` transactions: fraud is likelier with a high amount, a risky merchant category and a
 /// new device; `hour` is noise; some amounts are missing; ids are unique.
 fn transactions(path: &Path, rows: usize, seed: u64) {
@@ -62,20 +84,7 @@ fn data_dir() -> (tempfile::TempDir, PathBuf) {
 fn trains_a_servable_version_with_a_card() {
     let (dir, csv) = data_dir();
     let out = dir.path().join("v1");
-    let a = args(&[
-        "--data",
-        csv.to_str().unwrap(),
-        "--label",
-        "is_fraud",
-        "--drop",
-        "tx_id",
-        "--categorical",
-        "merchant",
-        "--out",
-        out.to_str().unwrap(),
-        "--threads",
-        "1",
-    ]);
+    let a = tx_args(&csv, &out, &[]);
     let r = a.train().unwrap();
     assert_eq!(r.rows, 4000);
     assert_eq!(r.split.iter().sum::<usize>(), 4000);
@@ -195,26 +204,18 @@ fn registers_into_the_local_registry_as_challenger() {
     let registry = dir.path().join("registry");
     for v in 1..=2 {
         let out = dir.path().join(format!("out{v}"));
-        let r = args(&[
-            "--data",
-            csv.to_str().unwrap(),
-            "--label",
-            "is_fraud",
-            "--drop",
-            "tx_id",
-            "--categorical",
-            "merchant",
-            "--out",
-            out.to_str().unwrap(),
-            "--threads",
-            "1",
-            "--seed",
-            &v.to_string(),
-            "--register",
-            "fraud",
-            "--registry",
-            registry.to_str().unwrap(),
-        ])
+        let r = tx_args(
+            &csv,
+            &out,
+            &[
+                "--seed",
+                &v.to_string(),
+                "--register",
+                "fraud",
+                "--registry",
+                registry.to_str().unwrap(),
+            ],
+        )
         .train()
         .unwrap();
         assert_eq!(r.registered, Some(("fraud".to_string(), v)));
@@ -235,26 +236,18 @@ fn tracks_and_registers_in_mlflow() {
     let (dir, csv) = data_dir();
     let name = format!("fraud-{}", uuid::Uuid::new_v4().simple());
     let out = dir.path().join("out");
-    let r = args(&[
-        "--data",
-        csv.to_str().unwrap(),
-        "--label",
-        "is_fraud",
-        "--drop",
-        "tx_id",
-        "--categorical",
-        "merchant",
-        "--out",
-        out.to_str().unwrap(),
-        "--threads",
-        "1",
-        "--tracking-uri",
-        &uri,
-        "--experiment",
-        &name,
-        "--register",
-        &name,
-    ])
+    let r = tx_args(
+        &csv,
+        &out,
+        &[
+            "--tracking-uri",
+            &uri,
+            "--experiment",
+            &name,
+            "--register",
+            &name,
+        ],
+    )
     .train()
     .unwrap();
     let (reg_name, version) = r.registered.clone().unwrap();
