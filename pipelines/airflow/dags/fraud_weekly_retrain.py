@@ -22,23 +22,10 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
 
-V = "var.value"
+from infermesh_cli import BIN, REG_FLAGS, URI, var
 
-
-def var(name, default):
-    return "{{ " + f"{V}.get('{name}', '{default}')" + " }}"
-
-
-BIN = var("infermesh_bin", "infermesh")
-URI = var("infermesh_tracking_uri", "")
-REGISTRY = var("infermesh_registry", "run/registry")
 NAME = var("fraud_model_name", "fraud")
 OUT = var("fraud_work_dir", "run/airflow/fraud") + "/{{ ts_nodash }}"
-# Registry flags: MLflow when a tracking URI is set, else the local directory.
-REG_FLAGS = (
-    '$( [ -n "' + URI + '" ] && echo --tracking-uri "' + URI + '" '
-    '|| echo --registry "' + REGISTRY + '" )'
-)
 
 with DAG(
     dag_id="fraud_weekly_retrain",

@@ -20,21 +20,11 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
 
+from infermesh_cli import BIN, REG_FLAGS, var
 
-def var(name, default):
-    return "{{ var.value.get('" + name + "', '" + default + "') }}"
-
-
-BIN = var("infermesh_bin", "infermesh")
-URI = var("infermesh_tracking_uri", "")
-REGISTRY = var("infermesh_registry", "run/registry")
 NAME = var("recs_model_name", "recs")
 OUT = var("recs_work_dir", "run/airflow/recs") + "/{{ ts_nodash }}"
 COLS = f'--user-col "{var("recs_user_col", "user_id")}" --item-col "{var("recs_item_col", "item_id")}"'
-REG_FLAGS = (
-    '$( [ -n "' + URI + '" ] && echo --tracking-uri "' + URI + '" '
-    '|| echo --registry "' + REGISTRY + '" )'
-)
 
 with DAG(
     dag_id="recs_daily_retrain",
