@@ -169,6 +169,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        registry: Default::default(),
     }
     .validate()?;
     let server = infermesh_server::start(serve).await?;

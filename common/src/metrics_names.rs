@@ -36,3 +36,13 @@ pub const AB_IMPRESSIONS_TOTAL: &str = "infermesh_ab_impressions_total";
 pub const AB_CLICKS_TOTAL: &str = "infermesh_ab_clicks_total";
 /// Shadow-model calls, labels: experiment, outcome (ok, error, skipped).
 pub const AB_SHADOW_REQUESTS_TOTAL: &str = "infermesh_ab_shadow_requests_total";
+/// Registry syncs of models served by alias, labels: model, outcome (unchanged, swapped,
+/// failed, unreachable, not_found).
+pub const REGISTRY_SYNCS_TOTAL: &str = "infermesh_registry_syncs_total";
+/// Whether the model registry answered the latest sync (1) or not (0), label: model.
+pub const REGISTRY_REACHABLE: &str = "infermesh_registry_reachable";
+/// 1 while a model served by alias may lag its registry (registry down, alias gone, or its
+/// new version failed to load) and keeps serving what it has; 0 when in step. Label: model.
+pub const REGISTRY_DEGRADED: &str = "infermesh_registry_degraded";
+/// The registry version a model served by alias answers with, label: model.
+pub const REGISTRY_SERVED_VERSION: &str = "infermesh_registry_served_version";

@@ -13,7 +13,7 @@
 //!
 //! Registries name model versions by alias (`models:/fraud@champion`, [`uri`]): an MLflow
 //! tracking server over its REST API ([`mlflow`]) or, with no tracking URI, a directory
-//! ([`local`]).
+//! ([`local`]). [`sync`] brings the version behind an alias into a local repository to serve.
 
 pub mod config;
 pub mod local;
@@ -21,6 +21,7 @@ pub mod mlflow;
 pub mod pbtxt;
 pub mod promote;
 pub mod repository;
+pub mod sync;
 pub mod uri;
 
 pub use config::{
@@ -31,6 +32,7 @@ pub use local::{LocalRegistry, LocalRegistryError};
 pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};
 pub use promote::{Candidate, Gate, PromoteError, Promotion, Registry};
 pub use repository::{ModelEntry, RepositorySnapshot, VersionEntry, scan, scan_model};
+pub use sync::{ModelSync, RegistrySource, SyncError};
 pub use uri::{ModelRef, ModelUri};
 
 /// Errors reading a repository or a model's config.

@@ -216,7 +216,7 @@ fn check_alias(alias: &str) -> Result<(), LocalRegistryError> {
 }
 
 /// Copies the regular files and directories under `from` into `to` (created).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalRegistryError> {
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalRegistryError> {
     std::fs::create_dir_all(to).map_err(io(to))?;
     for e in std::fs::read_dir(from).map_err(io(from))? {
         let e = e.map_err(io(from))?;

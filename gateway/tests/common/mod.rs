@@ -45,6 +45,7 @@ pub async fn upstream(minilm: bool) -> Upstream {
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        registry: Default::default(),
     }
     .validate()
     .unwrap();

@@ -77,7 +77,21 @@ enum Kind {
 
 impl LoadedVersion {
     /// Loads the artifact of `entry` as `config` says and starts its batcher.
+    /// Loads a version. A `config.toml` inside the version folder (what `infermesh train`
+    /// writes beside its artifacts) is that version's own config and wins over the
+    /// model-level one, so versions with different thresholds or features coexist.
     pub fn load(config: Arc<ModelConfig>, entry: &VersionEntry) -> Result<Self, String> {
+        let own = entry.dir.join("config.toml");
+        let config = if own.is_file() {
+            let text =
+                std::fs::read_to_string(&own).map_err(|e| format!("{}: {e}", own.display()))?;
+            let mut c = ModelConfig::from_toml(&config.name, &text)
+                .map_err(|e| format!("version {}: {e}", entry.version))?;
+            c.version_policy = config.version_policy.clone();
+            Arc::new(c)
+        } else {
+            config
+        };
         let kind = if config.platform.is_text() {
             Kind::Text(TextVersion::load(&config, entry.version, &entry.dir)?)
         } else if config.platform == Platform::Recommender {

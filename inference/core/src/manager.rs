@@ -84,6 +84,9 @@ pub struct ModelManager {
     models: ArcSwap<ServedMap>,
     unloaded: Mutex<BTreeSet<String>>,
     reload: Mutex<()>,
+    /// The version a model answers with when a request names none (a registry alias's
+    /// version); models without a pin answer with their highest ready version.
+    pins: ArcSwap<BTreeMap<String, u64>>,
 }
 
 impl ModelManager {
@@ -101,6 +104,7 @@ impl ModelManager {
             models: ArcSwap::from_pointee(ServedMap::new()),
             unloaded: Mutex::new(BTreeSet::new()),
             reload: Mutex::new(()),
+            pins: ArcSwap::from_pointee(BTreeMap::new()),
         });
         mgr.reconcile();
         Ok(mgr)
@@ -126,7 +130,7 @@ impl ModelManager {
     }
 
     /// The version to answer a request: `version` if given (it must be served and ready),
-    /// else the highest ready one.
+    /// else the pinned one when it is ready, else the highest ready one.
     pub fn get(
         &self,
         name: &str,
@@ -134,14 +138,22 @@ impl ModelManager {
     ) -> Result<Arc<LoadedVersion>, ServiceError> {
         let status = self.model(name)?;
         match version.filter(|v| !v.is_empty()) {
-            None => status.latest_ready().cloned().ok_or_else(|| {
-                let why = status
-                    .error
-                    .clone()
-                    .or_else(|| status.versions.values().rev().find_map(|v| v.error.clone()))
-                    .unwrap_or_else(|| "no version is on disk".into());
-                ServiceError::unavailable(format!("model '{name}' is not ready: {why}"))
-            }),
+            None => self
+                .pins
+                .load()
+                .get(name)
+                .and_then(|p| status.versions.get(p))
+                .and_then(|v| v.loaded.as_ref())
+                .or_else(|| status.latest_ready())
+                .cloned()
+                .ok_or_else(|| {
+                    let why = status
+                        .error
+                        .clone()
+                        .or_else(|| status.versions.values().rev().find_map(|v| v.error.clone()))
+                        .unwrap_or_else(|| "no version is on disk".into());
+                    ServiceError::unavailable(format!("model '{name}' is not ready: {why}"))
+                }),
             Some(v) => {
                 let n: u64 = v.parse().map_err(|_| {
                     ServiceError::invalid(format!(
@@ -201,6 +213,55 @@ impl ModelManager {
 
     fn lock_unloaded(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.unloaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes requests that name no version go to `version` of `name` while it is ready
+    /// (`None` returns to the highest ready version). The switch is one atomic store.
+    pub fn pin(&self, name: &str, version: Option<u64>) {
+        self.pins.rcu(|pins| {
+            let mut next = (**pins).clone();
+            match version {
+                Some(v) => next.insert(name.to_string(), v),
+                None => next.remove(name),
+            };
+            next
+        });
+    }
+
+    /// The pinned version of `name`, if any.
+    pub fn pinned(&self, name: &str) -> Option<u64> {
+        self.pins.load().get(name).copied()
+    }
+
+    /// Rescans one model now, as a poll would (new versions load, removed ones retire,
+    /// changed ones reload; unchanged ones keep serving untouched). An unloaded model stays
+    /// unloaded. Blocking: call from a blocking context.
+    pub fn refresh_model(&self, name: &str) -> Result<Arc<ModelStatus>, ServiceError> {
+        let dir = self.model_dir(name)?;
+        if self.lock_unloaded().contains(name) {
+            return Err(ServiceError::unavailable(format!(
+                "model '{name}' was unloaded; load it through the repository API"
+            )));
+        }
+        let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.models.load_full();
+        let mut next = (*current).clone();
+        if !dir.is_dir() {
+            next.remove(name);
+            self.models.store(Arc::new(next));
+            return Err(ServiceError::not_found(format!(
+                "model '{name}' is not in the repository"
+            )));
+        }
+        let status = Arc::new(build_status(
+            scan_model(name, &dir),
+            current.get(name),
+            false,
+        ));
+        next.insert(name.to_string(), status.clone());
+        self.models.store(Arc::new(next));
+        publish_ready(&status);
+        Ok(status)
     }
 
     /// Loads (or reloads) one model from the repository, undoing an earlier unload. Blocking:
@@ -486,5 +547,59 @@ mod tests {
             mgr.unload_model("ghost").unwrap_err().kind,
             infermesh_common::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn pins_choose_the_default_version_and_versions_keep_their_own_config() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("m");
+        std::fs::create_dir_all(m.join("1")).unwrap();
+        std::fs::write(
+            m.join("config.toml"),
+            "platform = \"xgboost\"\nversion_policy = \"all\"\nthreshold = 0.5",
+        )
+        .unwrap();
+        std::fs::copy(sample_model(), m.join("1/model.json")).unwrap();
+        let mgr = ModelManager::open(ManagerConfig {
+            repository: d.path().to_path_buf(),
+            poll_interval: None,
+        })
+        .unwrap();
+        assert_eq!(mgr.get("m", None).unwrap().version, 1);
+        // Version 2 carries its own config: it wins over the model-level one.
+        std::fs::create_dir_all(m.join("2")).unwrap();
+        std::fs::copy(sample_model(), m.join("2/model.json")).unwrap();
+        std::fs::write(
+            m.join("2/config.toml"),
+            "platform = \"xgboost\"\nthreshold = 0.9",
+        )
+        .unwrap();
+        mgr.pin("m", Some(1));
+        let st = mgr.refresh_model("m").unwrap();
+        assert!(st.versions[&2].loaded.is_some());
+        // Pinned: still version 1, although 2 is higher and ready.
+        assert_eq!(mgr.get("m", None).unwrap().version, 1);
+        assert_eq!(mgr.get("m", Some("2")).unwrap().version, 2);
+        assert_eq!(
+            mgr.get("m", Some("1")).unwrap().config.output.threshold,
+            0.5
+        );
+        assert_eq!(
+            mgr.get("m", Some("2")).unwrap().config.output.threshold,
+            0.9
+        );
+        mgr.pin("m", Some(2));
+        assert_eq!(mgr.get("m", None).unwrap().version, 2);
+        // A pin on a version that is gone falls back to the highest ready one.
+        mgr.pin("m", Some(7));
+        assert_eq!(mgr.get("m", None).unwrap().version, 2);
+        mgr.pin("m", None);
+        assert_eq!(mgr.pinned("m"), None);
+        // Refreshing a removed folder retires the model; an unloaded one stays unloaded.
+        std::fs::remove_dir_all(m.join("2")).unwrap();
+        assert_eq!(mgr.refresh_model("m").unwrap().versions.len(), 1);
+        mgr.unload_model("m").unwrap();
+        assert!(mgr.refresh_model("m").is_err());
+        assert!(mgr.model("m").is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod fraud;
 pub mod grpc;
 pub mod metadata;
 pub mod recs;
+pub mod registry;
 pub mod rest;
 pub mod resume;
 pub mod sample;
@@ -101,6 +102,9 @@ pub struct ServeArgs {
     /// Model the typed Recommender service uses when a request names none.
     #[arg(long, env = "INFERMESH_RECOMMENDER_MODEL", default_value = "recs")]
     pub recommender_model: String,
+    /// Models served from a registry by alias.
+    #[command(flatten)]
+    pub registry: registry::RegistryArgs,
 }
 
 /// Validated server configuration.
@@ -126,6 +130,8 @@ pub struct ServeConfig {
     pub categorizer_model: String,
     /// Default Recommender model.
     pub recommender_model: String,
+    /// Models served from a registry by alias, if any.
+    pub registry: Option<registry::RegistryConfig>,
 }
 
 impl ServeArgs {
@@ -150,12 +156,28 @@ impl ServeArgs {
                 )));
             }
         }
+        if !self.registry.models.is_empty() && !self.model_repository.exists() {
+            // Registry models need only a place to land.
+            std::fs::create_dir_all(&self.model_repository).map_err(|e| {
+                ServeError::Config(format!(
+                    "cannot create --model-repository {}: {e}",
+                    self.model_repository.display()
+                ))
+            })?;
+        }
         if !self.model_repository.is_dir() {
             return Err(ServeError::Config(format!(
                 "--model-repository {} is not a directory",
                 self.model_repository.display()
             )));
         }
+        let repo_sources =
+            infermesh_registry::sync::read_repository_sources(&self.model_repository)
+                .map_err(|e| ServeError::Config(e.to_string()))?;
+        let registry = self
+            .registry
+            .validate(&self.model_repository, repo_sources)
+            .map_err(ServeError::Config)?;
         Ok(ServeConfig {
             model_repository: self.model_repository,
             http_addr: SocketAddr::new(self.host, self.http_port),
@@ -168,6 +190,7 @@ impl ServeArgs {
             embedding_model: self.embedding_model,
             categorizer_model: self.categorizer_model,
             recommender_model: self.recommender_model,
+            registry,
         })
     }
 }
@@ -186,13 +209,17 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
     poller: Option<JoinHandle<()>>,
+    registry_poller: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, and waits for the listeners to close.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
-        if let Some(p) = self.poller.take() {
+        for p in [self.poller.take(), self.registry_poller.take()]
+            .into_iter()
+            .flatten()
+        {
             p.abort();
         }
         for t in self.tasks.drain(..) {
@@ -245,6 +272,18 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     })
     .await
     .map_err(|e| ServeError::Serve(e.to_string()))??;
+    // Registry models are fetched and loaded before the ports open; a registry that is down
+    // leaves them as they are on disk (and the poll keeps trying).
+    let registry_sync = match cfg.registry.clone() {
+        Some(rc) => {
+            let rs = registry::RegistrySync::new(rc, manager.clone());
+            let outcomes = rs.sync_all().await;
+            tracing::info!(models = ?rs.sources().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                ?outcomes, "registry models synced");
+            Some(rs)
+        }
+        None => None,
+    };
     let state = AppState {
         manager: manager.clone(),
         max_request_bytes: cfg.max_request_bytes,
@@ -359,6 +398,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     }));
 
     let poller = cfg.poll_interval.map(|i| manager.spawn_poller(i));
+    let registry_poller = registry_sync.as_ref().map(registry::RegistrySync::spawn);
     tracing::info!(%http_addr, %grpc_addr, %metrics_addr, repository = %cfg.model_repository.display(),
         models = manager.models().len(), "inference server listening");
     Ok(RunningServer {
@@ -369,6 +409,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown: tx,
         tasks,
         poller,
+        registry_poller,
     })
 }
 

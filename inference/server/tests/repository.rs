@@ -4,23 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-
-async fn wait_for(mut cond: impl AsyncFnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 async fn versions(c: &reqwest::Client, base: &str, model: &str) -> Value {
     let r = c
@@ -171,31 +158,7 @@ async fn hot_reload_swaps_versions_without_failing_requests() {
     let c = reqwest::Client::new();
 
     // Load: requests never stop while versions come and go.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let (stop, ok, failed, base, c) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            base.clone(),
-            c.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let body = json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(w)}]});
-            while !stop.load(Ordering::Relaxed) {
-                let resp = c.post(format!("{base}/v2/models/fraud/infer")).json(&body).send().await.unwrap();
-                if resp.status() == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("failed: {}", resp.text().await.unwrap());
-                }
-            }
-        }));
-    }
+    let load = Load::start(&base, "fraud", 4);
     for v in 2..=4u64 {
         // Write the artifact first, then make the folder appear atomically.
         let tmp = r.join(format!("fraud/.tmp{v}"));
@@ -212,16 +175,9 @@ async fn hot_reload_swaps_versions_without_failing_requests() {
         std::fs::remove_dir_all(r.join(format!("fraud/{}", v - 1))).unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "a request failed during reloads"
-    );
-    assert!(ok.load(Ordering::Relaxed) > 20);
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0, "a request failed during reloads");
+    assert!(ok > 20);
     let v: Value = c
         .post(format!("{base}/v2/models/fraud/infer"))
         .json(&json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(1)}]}))

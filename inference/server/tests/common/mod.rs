@@ -3,6 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use infermesh_server::{RunningServer, ServeArgs};
 
@@ -19,8 +22,9 @@ pub fn sample_repo() -> tempfile::TempDir {
     d
 }
 
-pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningServer {
-    let cfg = ServeArgs {
+/// Flags for a server on port 0 over `repo`.
+pub fn args(repo: &Path, poll: f64, max_request_bytes: usize) -> ServeArgs {
+    ServeArgs {
         model_repository: repo.to_path_buf(),
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         http_port: 0,
@@ -32,9 +36,12 @@ pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningS
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        registry: Default::default(),
     }
-    .validate()
-    .unwrap();
+}
+
+pub async fn start(repo: &Path, poll: f64, max_request_bytes: usize) -> RunningServer {
+    let cfg = args(repo, poll, max_request_bytes).validate().unwrap();
     infermesh_server::start(cfg).await.unwrap()
 }
 
@@ -106,4 +113,86 @@ pub fn raw_bytes<T: AsRef<[u8]>>(elements: &[T]) -> Vec<u8> {
         raw.extend_from_slice(e);
     }
     raw
+}
+
+/// Polls `cond` every 25 ms for up to 10 s.
+pub async fn wait_for(mut cond: impl AsyncFnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Closed-loop load on a model's V2 REST route: `workers` clients sending one row each,
+/// back to back, counting answers that are not 200.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(base: &str, model: &str, workers: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let c = reqwest::Client::new();
+        let url = format!("{base}/v2/models/{model}/infer");
+        let workers = (0..workers)
+            .map(|w| {
+                let (stop, ok, failed, c, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let body = serde_json::json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(w)}]});
+                    while !stop.load(Ordering::Relaxed) {
+                        let resp = c.post(&url).json(&body).send().await.unwrap();
+                        if resp.status() == 200 {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("failed: {}", resp.text().await.unwrap());
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stops the workers; returns (answered, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The version a V2 inference on `model` answers with.
+pub async fn served_version(base: &str, model: &str) -> String {
+    let body = serde_json::json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(1)}]});
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v2/models/{model}/infer"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["model_version"].as_str().unwrap_or_default().to_string()
 }
