@@ -282,3 +282,124 @@ fn tracks_and_registers_in_mlflow() {
         );
     });
 }
+
+/// `--tune` flags small enough for a test: 6 trials, 3 at random, pruning after 3 rounds.
+const TUNE: [&str; 10] = [
+    "--tune",
+    "6",
+    "--tune-startup",
+    "3",
+    "--prune-warmup",
+    "3",
+    "--prune-min-trials",
+    "2",
+    "--num-iterations",
+    "80",
+];
+
+#[test]
+fn tuning_is_seeded_and_keeps_the_best_trial() {
+    let (dir, csv) = data_dir();
+    let run = |out: &str| {
+        let mut extra = TUNE.to_vec();
+        extra.extend(["--early-stopping", "15"]);
+        tx_args(&csv, &dir.path().join(out), &extra)
+            .train()
+            .unwrap();
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(out).join("card.json")).unwrap())
+                .unwrap();
+        card
+    };
+    let (a, b) = (run("a"), run("b"));
+    let t = &a["tuning"];
+    assert_eq!(t["trials"], 6);
+    // One thread, deterministic LightGBM, seeded sampler: the same search twice.
+    assert_eq!(t["history"], b["tuning"]["history"]);
+    assert_eq!(a["params"], b["params"]);
+    let history = t["history"].as_array().unwrap();
+    let best = t["best_valid_pr_auc"].as_f64().unwrap();
+    for h in history {
+        if h["pruned"] == false {
+            assert!(h["value"].as_f64().unwrap() <= best);
+        }
+    }
+    let best_trial = &history[t["best_trial"].as_u64().unwrap() as usize];
+    assert_eq!(best_trial["value"].as_f64().unwrap(), best);
+    // The final model keeps exactly the best trial's rounds (trained on train + validation).
+    assert_eq!(a["best_iteration"], best_trial["best_iteration"]);
+    assert_eq!(a["params"]["bagging_freq"], "1");
+    assert!(a["metrics"]["pr_auc"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn tuning_logs_nested_mlflow_runs_and_registers_the_best() {
+    let uri = std::env::var("INFERMESH_TEST_MLFLOW_URI").expect(
+        "INFERMESH_TEST_MLFLOW_URI is not set: run scripts/test.sh, which starts an MLflow server",
+    );
+    let (dir, csv) = data_dir();
+    let name = format!("tune-{}", uuid::Uuid::new_v4().simple());
+    let out = dir.path().join("out");
+    let mut extra = TUNE.to_vec();
+    extra.extend([
+        "--tracking-uri",
+        &uri,
+        "--experiment",
+        &name,
+        "--register",
+        &name,
+    ]);
+    let r = tx_args(&csv, &out, &extra).train().unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("card.json")).unwrap()).unwrap();
+    let parent = r.run_id.clone().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use infermesh_registry::mlflow::{RunSearch, RunStatus};
+        let c = infermesh_registry::MlflowClient::new(&uri, Default::default()).unwrap();
+        let exp = c.experiment_by_name(&name).await.unwrap().unwrap();
+        let trials = c
+            .search_all_runs(&RunSearch {
+                experiment_ids: vec![exp.experiment_id],
+                filter: Some(format!("tags.mlflow.parentRunId = '{parent}'")),
+                ..RunSearch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(trials.len(), 6);
+        let history = card["tuning"]["history"].as_array().unwrap();
+        for run in &trials {
+            let n: usize = run.tag("trial_number").unwrap().parse().unwrap();
+            let h = &history[n];
+            assert_eq!(h["run_id"].as_str(), Some(run.info.run_id.as_str()));
+            assert_eq!(run.metric("valid_pr_auc"), h["value"].as_f64());
+            let pruned = h["pruned"] == true;
+            assert_eq!(
+                run.tag("trial_state"),
+                Some(if pruned { "PRUNED" } else { "COMPLETE" })
+            );
+            assert_eq!(
+                run.info.status,
+                if pruned {
+                    RunStatus::Killed
+                } else {
+                    RunStatus::Finished
+                }
+            );
+        }
+        // The parent run holds the final model: the best trial's parameters, registered.
+        let p = c.get_run(&parent).await.unwrap();
+        assert_eq!(p.info.status, RunStatus::Finished);
+        assert_eq!(
+            p.param("learning_rate"),
+            card["params"]["learning_rate"].as_str()
+        );
+        assert_eq!(p.param("tune_trials"), Some("6"));
+        let mv = c.get_by_alias(&name, "challenger").await.unwrap().unwrap();
+        assert_eq!(mv.run_id, parent);
+        assert_eq!(Some(mv.number().unwrap()), r.registered.map(|(_, v)| v));
+    });
+}

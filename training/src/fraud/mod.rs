@@ -16,16 +16,23 @@
 //! directory as the `model` artifact) and `--register NAME` registers it there; without one,
 //! `--register NAME` copies it into the local registry. Either way the alias `challenger`
 //! (`--alias`) then points at the new version.
+//!
+//! With `--tune N` the parameters come from N trials of a TPE search with a median pruner
+//! ([`tune`]), each trial a nested MLflow run under the job's run; the best trial's
+//! parameters and round count are then trained on train + validation, and that model is
+//! the version. Its threshold is chosen on validation with the best trial's model (trained
+//! on train only), since the final model has seen the validation rows.
 
 pub mod data;
 pub mod lgbm;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use infermesh_model_core::metrics::{self, ThresholdRule};
-use infermesh_registry::mlflow::{KeyValue, Metric, MlflowOptions, RunStatus};
+use infermesh_registry::mlflow::{KeyValue, Metric, MlflowOptions, Run, RunStatus};
 use infermesh_registry::{LocalRegistry, MlflowClient};
 use serde_json::json;
 
@@ -124,9 +131,27 @@ pub struct TrainFraudArgs {
     /// Most boosting rounds.
     #[arg(long, default_value_t = 1000)]
     pub num_iterations: usize,
-    /// Stop after this many rounds without a better validation average precision (0: never).
+    /// Stop after this many rounds without a better validation average precision, and keep
+    /// the best round (0: never stop; every round is kept).
     #[arg(long, default_value_t = 50)]
     pub early_stopping: usize,
+    /// Search the LightGBM parameters with this many TPE trials (0: train once with the
+    /// flags' parameters). Searched: learning rate, leaves, depth, min data in leaf,
+    /// feature and bagging fractions.
+    #[arg(long, default_value_t = 0)]
+    pub tune: usize,
+    /// Trials drawn at random before TPE takes over (Optuna's default).
+    #[arg(long, default_value_t = 10)]
+    pub tune_startup: usize,
+    /// Rounds a trial runs before the median pruner may stop it.
+    #[arg(long, default_value_t = 20)]
+    pub prune_warmup: usize,
+    /// Trials that must finish before the median pruner stops any.
+    #[arg(long, default_value_t = 5)]
+    pub prune_min_trials: usize,
+    /// Never prune a trial.
+    #[arg(long)]
+    pub no_prune: bool,
     /// Learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub learning_rate: f64,
@@ -342,7 +367,12 @@ pub fn train_booster(
             break;
         }
     }
-    let best_iteration = best.1.max(1);
+    // Without early stopping every round is kept.
+    let best_iteration = if early_stopping == 0 {
+        valid_ap.len().max(1)
+    } else {
+        best.1.max(1)
+    };
     while booster.iterations()? > best_iteration {
         booster.rollback()?;
     }
@@ -502,34 +532,90 @@ impl TrainFraudArgs {
         } else {
             let b = ProgressBar::new(self.num_iterations as u64);
             b.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} rounds {msg}")
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_prefix("train fraud");
             b
         };
         let started = Instant::now();
-        let trained = train_booster(
-            &prepared,
-            &split.train,
-            &split.valid,
-            &params,
-            self.num_iterations,
-            self.early_stopping,
-            self.seed,
-            self.threads,
-            |round, ap| {
-                bar.set_position(round as u64);
-                bar.set_message(format!("valid PR-AUC {ap:.4}"));
-                true
-            },
-        )?;
+        let mut parent: Option<Run> = None;
+        let (params, trained, trial_model, tuning) = if self.tune > 0 {
+            if let Some((rt, client, exp)) = &tracking {
+                parent = Some(rt.block_on(client.create_run(
+                    exp,
+                    "tune-fraud",
+                    &[KeyValue::new("infermesh.kind", "fraud")],
+                    None,
+                ))?);
+            }
+            let searched = self.search(&prepared, &split, tracking.as_ref(), parent.as_ref(), &bar);
+            let outcome = match searched {
+                Ok(o) => o,
+                Err(e) => {
+                    if let (Some((rt, client, _)), Some(run)) = (&tracking, &parent) {
+                        let _ = rt.block_on(client.update_run(&run.info.run_id, RunStatus::Failed));
+                    }
+                    return Err(e);
+                }
+            };
+            let best = outcome.trials[outcome.best].clone();
+            // The best trial's parameters and rounds, on train + validation.
+            let mut rows = split.train.clone();
+            rows.extend_from_slice(&split.valid);
+            bar.set_length(best.best_iteration as u64);
+            bar.set_position(0);
+            bar.set_prefix("final fit");
+            bar.set_message("rounds on train + validation");
+            let trained = train_booster(
+                &prepared,
+                &rows,
+                &split.valid,
+                &best.params,
+                best.best_iteration,
+                0,
+                self.seed,
+                self.threads,
+                |round, _| {
+                    bar.set_position(round as u64);
+                    true
+                },
+            )?;
+            (
+                best.params,
+                trained,
+                Some(best.model_text.clone()),
+                Some(outcome),
+            )
+        } else {
+            let trained = train_booster(
+                &prepared,
+                &split.train,
+                &split.valid,
+                &params,
+                self.num_iterations,
+                self.early_stopping,
+                self.seed,
+                self.threads,
+                |round, ap| {
+                    bar.set_position(round as u64);
+                    bar.set_message(format!("rounds, valid PR-AUC {ap:.4}"));
+                    true
+                },
+            )?;
+            (params, trained, None, None)
+        };
         let fit_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
 
         let (_, valid_labels) = prepared.take(&split.valid);
         let (_, test_labels) = prepared.take(&split.test);
-        let valid_scores = engine_scores(&trained.model_text, &prepared, &split.valid)?;
+        // The threshold comes from a model that has not seen the validation rows.
+        let valid_scores = engine_scores(
+            trial_model.as_deref().unwrap_or(&trained.model_text),
+            &prepared,
+            &split.valid,
+        )?;
         let test_scores = engine_scores(&trained.model_text, &prepared, &split.test)?;
         let rule = match self.threshold_by {
             ThresholdBy::F1 => ThresholdRule::MaxF1,
@@ -565,6 +651,7 @@ impl TrainFraudArgs {
             "test": test,
             "valid": valid,
             "fit_seconds": fit_seconds,
+            "tuning": tuning.as_ref().map(tune::Outcome::card),
         });
         self.write_version(
             &trained.model_text,
@@ -589,7 +676,7 @@ impl TrainFraudArgs {
         match tracking {
             Some((rt, client, exp)) => {
                 let (run_id, artifact_uri, version) =
-                    rt.block_on(self.track(&client, &exp, &params, &trained, &card))?;
+                    rt.block_on(self.track(&client, &exp, &params, &trained, &card, parent))?;
                 let run_file = self.out.join(crate::promote::RUN_FILE);
                 let record = json!({"tracking_uri": client.uri(), "run_id": run_id, "artifact_uri": artifact_uri});
                 std::fs::write(&run_file, record.to_string()).map_err(io(&run_file))?;
@@ -658,15 +745,21 @@ impl TrainFraudArgs {
         params: &Params,
         trained: &Trained,
         card: &serde_json::Value,
+        existing: Option<Run>,
     ) -> Result<(String, String, Option<(String, u64)>), FraudJobError> {
-        let run = client
-            .create_run(
-                experiment,
-                "train-fraud",
-                &[KeyValue::new("infermesh.kind", "fraud")],
-                None,
-            )
-            .await?;
+        let run = match existing {
+            Some(r) => r,
+            None => {
+                client
+                    .create_run(
+                        experiment,
+                        "train-fraud",
+                        &[KeyValue::new("infermesh.kind", "fraud")],
+                        None,
+                    )
+                    .await?
+            }
+        };
         let id = run.info.run_id.clone();
         let result = async {
             let mut ps = params.as_params();
@@ -683,6 +776,13 @@ impl TrainFraudArgs {
             for (i, (ap, auc)) in trained.valid_ap.iter().zip(&trained.valid_auc).enumerate() {
                 ms.push(Metric::now("valid_pr_auc_by_round", *ap, i as i64 + 1));
                 ms.push(Metric::now("valid_roc_auc_by_round", *auc, i as i64 + 1));
+            }
+            if let Some(t) = card["tuning"].as_object() {
+                for k in ["trials", "pruned", "best_trial"] {
+                    if let Some(v) = t.get(k) {
+                        ps.push(KeyValue::new(format!("tune_{k}"), v.to_string()));
+                    }
+                }
             }
             for (k, v) in card["metrics"].as_object().into_iter().flatten() {
                 if let Some(x) = v.as_f64() {
