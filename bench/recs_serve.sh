@@ -2,7 +2,8 @@
 # Recommender serving latency: trains the MovieLens 100k model (ua.base, ratings >= 4, WARP,
 # 32 components), serves it with `infermesh serve` (release) and drives the typed
 # Recommender/Recommend (top 10) with bench/loadgen at concurrency 1 and 32, then the gateway
-# route (in-memory cache) with a cache hit every time and a miss every time. Data:
+# route (in-memory cache) with a cache hit every time and a miss every time; after each typed
+# run it also prints the server-side latency from the server's own histogram. Data:
 # $INFERMESH_DATA/movielens-100k. Usage: bench/recs_serve.sh [requests-per-worker]
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
@@ -22,9 +23,37 @@ PID=$!
 for _ in $(seq 100); do grep -q grpc "$REPO/serve.out" 2>/dev/null && break; sleep 0.1; done
 GRPC=$(sed -n 's/.*grpc \([^ ]*\) .*/\1/p' "$REPO/serve.out")
 echo "RSS with the model loaded: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status)"
+METRICS=$(sed -n 's/.*metrics \([^ ]*\).*/\1/p' "$REPO/serve.out")
+# The server's own view: its request histogram (infermesh_inference_request_duration_seconds,
+# typed gRPC, model recs), read after each concurrency level, differenced.
+server_hist() { curl -s "http://$METRICS/metrics" | grep '^infermesh_inference_request_duration_seconds_bucket' | grep 'model="recs"'; }
+server_p99() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+def read(path):
+    out = {}
+    for line in open(path):
+        m = re.search(r'le="([^"]+)"\} (\S+)', line)
+        if m:
+            le = float('inf') if m.group(1) == '+Inf' else float(m.group(1))
+            out[le] = out.get(le, 0) + float(m.group(2))
+    return out
+before, after = read(sys.argv[1]), read(sys.argv[2])
+d = sorted((le, after[le] - before.get(le, 0)) for le in after)
+total = d[-1][1]
+under_1ms = next(c for le, c in d if le >= 0.001)
+p99 = next(le for le, c in d if c >= 0.99 * total)
+p50 = next(le for le, c in d if c >= 0.5 * total)
+print(f"  server-side: {int(total)} requests, {100 * under_1ms / total:.2f}% within 1 ms; "
+      f"p50 <= {p50 * 1e3:g} ms, p99 <= {p99 * 1e3:g} ms (histogram bucket bounds)")
+PY
+}
 for c in 1 32; do
+  server_hist > "$REPO/hist.before"
   "$BIN/infermesh-loadgen" --target recs --model recs --url "http://$GRPC" --concurrency $c \
     --connections $(( c < 8 ? c : 8 )) --requests $(( c == 1 ? N : N / 8 ))
+  server_hist > "$REPO/hist.after"
+  server_p99 "$REPO/hist.before" "$REPO/hist.after"
 done
 "$BIN/infermesh" gateway --host 127.0.0.1 --port 0 --metrics-port 0 --inference-url "http://$GRPC" \
   > "$REPO/gw.out" 2>/dev/null &
