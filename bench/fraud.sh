@@ -4,12 +4,14 @@
 # of creditcard_all_frauds_plus_first4000_normal.csv plus the normal rows of the uniform
 # random sample creditcard_random5000.csv, Time dropped, exact duplicates removed, and a
 # stratified 70/15/15 split by seed written as a `split` column that both sides use. The table
-# is built under the cache, never in the repository. Env: SEEDS ("1 2 3"), THREADS (2).
+# is built under the cache, never in the repository. Env: SEEDS ("1 2 3"), THREADS (2),
+# TUNE (30: trials of `--tune`, run as a second infermesh row; 0 skips it).
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/creditcard-fraud-ulb"
 SEEDS=${SEEDS:-1 2 3}
 THREADS=${THREADS:-2}
+TUNE=${TUNE:-30}
 WORK="$CACHE/bench-fraud"
 mkdir -p "$WORK"
 [ -f "$DATA/creditcard_random5000.csv" ] || { echo "missing $DATA" >&2; exit 1; }
@@ -46,13 +48,21 @@ PY
   rm -rf "$WORK/model-$seed"
   "$BIN" train fraud --quiet --json --data "$WORK/table-$seed.csv" --label Class \
     --split-column split --threads "$THREADS" --seed 42 --out "$WORK/model-$seed" > "$WORK/ours-$seed.json"
+  if [ "$TUNE" -gt 0 ]; then
+    log "seed $seed: infermesh train fraud --tune $TUNE"
+    rm -rf "$WORK/tuned-$seed"
+    "$BIN" train fraud --quiet --json --data "$WORK/table-$seed.csv" --label Class \
+      --split-column split --threads "$THREADS" --seed 42 --tune "$TUNE" \
+      --out "$WORK/tuned-$seed" > "$WORK/tuned-$seed.json"
+  fi
 done
 
-python3 - "$WORK" "$SEEDS" <<'PY'
-import json, statistics as st, sys
-work, seeds = sys.argv[1], sys.argv[2].split()
+python3 - "$WORK" "$SEEDS" "$TUNE" <<'PY'
+import json, os, statistics as st, sys
+work, seeds, tune = sys.argv[1], sys.argv[2].split(), int(sys.argv[3])
 peer = [json.load(open(f"{work}/peer-{s}.json")) for s in seeds]
 ours = [json.load(open(f"{work}/ours-{s}.json")) for s in seeds]
+tuned = [json.load(open(f"{work}/tuned-{s}.json")) for s in seeds] if tune > 0 else []
 med = lambda xs: st.median(xs)
 rows = [
     ("test PR-AUC", med([o["test"]["pr_auc"] for o in ours]),
@@ -68,7 +78,15 @@ rows = [
       "xgboost 200 rounds": med([p["xgboost_fit_seconds"] for p in peer])}),
 ]
 print(f"seeds {seeds}; rows {peer[0]['rows']}, positives {peer[0]['positives']}")
+if tuned:
+    rows.append((f"test PR-AUC, --tune {tune}", med([o["test"]["pr_auc"] for o in tuned]),
+                 {"xgboost": med([p["xgboost_pr_auc"] for p in peer]),
+                  "lightgbm": med([p["lightgbm_pr_auc"] for p in peer])}))
+    rows.append((f"seconds, --tune {tune} (all trials + refit)", med([o["fit_seconds"] for o in tuned]),
+                 {"lightgbm (same early stopping)": med([p["lightgbm_es_fit_seconds"] for p in peer])}))
 for name, o, peers in rows:
     print(f"{name}: infermesh {o:.4f}; " + "; ".join(f"{k} {v:.4f} (ratio {o / v:.3f})" for k, v in peers.items()))
-print("per seed:", json.dumps({"ours": [{k: o[k] for k in ("best_iteration", "fit_seconds", "test")} for o in ours], "peer": peer}))
+print("per seed:", json.dumps({"ours": [{k: o[k] for k in ("best_iteration", "fit_seconds", "test")} for o in ours],
+                               "tuned": [{k: o[k] for k in ("best_iteration", "fit_seconds", "test")} for o in tuned],
+                               "peer": peer}))
 PY

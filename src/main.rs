@@ -87,12 +87,12 @@ struct UpArgs {
     model_cache: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     // Training and evaluation are CPU-bound batch jobs: no runtime, no telemetry.
     let command = match cli.command {
-        Command::Train(job) => return Ok(job.run()?),
-        Command::Eval(job) => return Ok(job.run()?),
+        Command::Train(job) => return Ok(job.run().map(|()| std::process::ExitCode::SUCCESS)?),
+        Command::Eval(job) => return Ok(job.run().map(|()| std::process::ExitCode::SUCCESS)?),
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -126,11 +126,21 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Up(args) => up(args).await?,
             Command::Ab(cmd) => print!("{}", cmd.run().await?),
-            Command::Promote(args) => print!("{}", args.run().await?),
+            Command::Promote(args) => match args.run().await {
+                Ok(done) => print!("{done}"),
+                // Not better: a distinct status, so a scheduler can skip rather than fail.
+                Err(e @ infermesh_training::promote::PromoteError::GateFailed(_)) => {
+                    eprintln!("infermesh promote: {e}");
+                    return Ok(std::process::ExitCode::from(
+                        infermesh_training::promote::GATE_FAILED_EXIT,
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            },
             Command::Register(args) => print!("{}", args.run().await?),
             Command::Train(_) | Command::Eval(_) => {} // handled above
         }
-        Ok(())
+        Ok(std::process::ExitCode::SUCCESS)
     })
 }
 

@@ -91,9 +91,21 @@ def test_fraud_weekly_retrain_ends_with_a_champion(airflow_home, tmp_path):
     assert champion.version == challenger.version == "1"
     run = client.get_run(champion.run_id)
     assert run.data.metrics["pr_auc"] > 0
-    # A second week: the new challenger is promoted only if it is at least as good.
+    # A second week, tuned: the new challenger is promoted only if it is at least as good.
+    variables["fraud_tune_trials"] = 4
     run_dag(airflow_home, "fraud_weekly_retrain", variables)
-    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert challenger.version == "2"
+    trials = client.search_runs(
+        [client.get_run(challenger.run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{challenger.run_id}'",
+    )
+    assert len(trials) == 4
+    # Promoted only when the gate held; otherwise the promote task was skipped, not failed.
+    week1 = client.get_run(run.info.run_id).data.metrics["pr_auc"]
+    week2 = client.get_run(challenger.run_id).data.metrics["pr_auc"]
+    want = "2" if week2 >= week1 else "1"
+    assert client.get_model_version_by_alias(name, "champion").version == want, (week1, week2)
 
 
 def interactions(path, holdout, users=60, items=80, seed=3):

@@ -5,10 +5,13 @@
 
 use std::path::PathBuf;
 
+pub use infermesh_registry::PromoteError;
 use infermesh_registry::mlflow::{KeyValue, Metric, MlflowOptions, RunStatus};
-use infermesh_registry::{
-    Candidate, Gate, LocalRegistry, MlflowClient, PromoteError, Promotion, Registry,
-};
+use infermesh_registry::{Candidate, Gate, LocalRegistry, MlflowClient, Promotion, Registry};
+
+/// The exit status of `infermesh promote` when a gate does not hold (the alias did not
+/// move), so a scheduler can tell "not better" from a failure.
+pub const GATE_FAILED_EXIT: u8 = 3;
 
 /// `infermesh promote NAME (--version V | --from ALIAS) [--alias champion] [--require GATE]...`
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +29,8 @@ pub struct PromoteArgs {
     pub alias: String,
     /// A gate that must hold, METRIC OP (ALIAS | NUMBER) with OP one of >=, >, <=, <:
     /// `pr_auc>=champion` compares with the version the alias points at (passes when there
-    /// is none yet), `roc_auc>0.9` with a number. Repeatable; all must hold, or nothing moves.
+    /// is none yet), `roc_auc>0.9` with a number. Repeatable; all must hold, or nothing moves
+    /// and the command exits with status 3.
     #[arg(long = "require", value_name = "GATE")]
     pub require: Vec<String>,
     /// MLflow tracking URI (http://127.0.0.1:5000). Without it, the local registry is used.

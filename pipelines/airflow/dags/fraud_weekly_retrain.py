@@ -10,12 +10,14 @@ Variables (defaults in brackets):
 - fraud_label              label column ["is_fraud"]
 - fraud_drop               columns left out, comma-separated [""]
 - fraud_categorical        categorical columns, comma-separated [""]
+- fraud_tune_trials        `--tune` trials (TPE search, nested MLflow runs); 0 trains once ["0"]
 - fraud_model_name         registered model name ["fraud"]
 - fraud_min_pr_auc         evaluation floor on the test PR-AUC ["0.0"]
 - fraud_work_dir           where run directories go ["run/airflow/fraud"]
 
 The challenger becomes champion only if its PR-AUC is at least the champion's
-(`--require "pr_auc>=champion"`); otherwise the promote task fails and the champion stays.
+(`--require "pr_auc>=champion"`); otherwise `infermesh promote` exits with status 3, the
+promote task is skipped (not failed) and the champion stays.
 """
 from datetime import datetime, timedelta
 
@@ -45,6 +47,7 @@ with DAG(
             f'--label "{var("fraud_label", "is_fraud")}" '
             f'--drop "{var("fraud_drop", "")}" '
             f'--categorical "{var("fraud_categorical", "")}" '
+            f'--tune "{var("fraud_tune_trials", "0")}" '
             f'--out "{OUT}" $( [ -n "{URI}" ] && echo --tracking-uri "{URI}" )'
         ),
     )
@@ -67,7 +70,11 @@ with DAG(
         task_id="promote_if_better",
         bash_command=(
             f'"{BIN}" promote "{NAME}" --from challenger --alias champion '
-            f'--require "pr_auc>=champion" {REG_FLAGS}'
+            f'--require "pr_auc>=champion" {REG_FLAGS}; '
+            # Exit status 3: a gate did not hold. That is "not better", not a failure: the
+            # task is skipped (Airflow's skip_on_exit_code) and the champion stays.
+            'rc=$?; [ "$rc" -eq 3 ] && exit 99; exit "$rc"'
         ),
+        skip_on_exit_code=99,
     )
     train >> evaluate >> register >> promote

@@ -65,7 +65,11 @@ with DAG(
         task_id="promote_if_better",
         bash_command=(
             f'"{BIN}" promote "{NAME}" --from challenger --alias champion '
-            f'--require "precision_at_k>=champion" {REG_FLAGS}'
+            f'--require "precision_at_k>=champion" {REG_FLAGS}; '
+            # Exit status 3: a gate did not hold. That is "not better", not a failure: the
+            # task is skipped (Airflow's skip_on_exit_code) and the champion stays.
+            'rc=$?; [ "$rc" -eq 3 ] && exit 99; exit "$rc"'
         ),
+        skip_on_exit_code=99,
     )
     train >> evaluate >> register >> promote
