@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Recommender fit time and accuracy, side by side with LightFM (bench/recs_peer.py) on
 # MovieLens 100k with LightFM's split (ua.base / ua.test), ratings >= 4 as positives, WARP,
-# the same components, epochs and threads, over several seeds. Data:
+# the same components, epochs and threads, over several seeds. Both catalogues hold every id of
+# both files (LightFM's matrix is shaped by them; ours gets them with --catalog). Data:
 # $INFERMESH_DATA/movielens-100k (see its PROVENANCE.md); nothing is copied into the repo.
 # Env: COMPONENTS (default 10), EPOCHS (10), THREADS (2), SEEDS ("1 2 ... 10"). Hogwild runs are
 # not repeatable draw for draw (in either), and one seed moves precision@10 by +-0.004, so
@@ -48,7 +49,7 @@ for seed in $SEEDS; do
   start=$(date +%s.%N)
   "$BIN" train recs --interactions "$DATA/ua.base" "${COLS[@]}" --loss warp \
     --components "$COMPONENTS" --epochs "$EPOCHS" --threads "$THREADS" --seed "$seed" \
-    --out "$WORK/model-$seed" >&2
+    --catalog "$DATA/ua.test" --out "$WORK/model-$seed" >&2
   end=$(date +%s.%N)
   "$BIN" eval recs --model "$WORK/model-$seed" --train "$DATA/ua.base" --test "$DATA/ua.test" \
     "${COLS[@]}" --k 10 --json > "$WORK/ours-$seed.json"

@@ -26,7 +26,7 @@ echo "RSS with the model loaded: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$P
 METRICS=$(sed -n 's/.*metrics \([^ ]*\).*/\1/p' "$REPO/serve.out")
 # The server's own view: its request histogram (infermesh_inference_request_duration_seconds,
 # typed gRPC, model recs), read after each concurrency level, differenced.
-server_hist() { curl -s "http://$METRICS/metrics" | grep '^infermesh_inference_request_duration_seconds_bucket' | grep 'model="recs"'; }
+server_hist() { curl -s "http://$METRICS/metrics" | grep '^infermesh_inference_request_duration_seconds_bucket' | grep 'model="recs"' || true; }
 server_p99() {
   python3 - "$1" "$2" <<'PY'
 import re, sys

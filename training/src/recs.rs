@@ -153,6 +153,11 @@ pub struct TrainRecsArgs {
     /// Keep rows below --min-weight as known negatives instead of dropping them.
     #[arg(long)]
     pub keep_negatives: bool,
+    /// More tables read like --interactions whose user and item ids only join the catalogue
+    /// (no interaction is trained), as LightFM's `Dataset.fit` over every id of a split's
+    /// files: e.g. the test file, so evaluation ranks the same catalogue. Repeatable.
+    #[arg(long)]
+    pub catalog: Vec<PathBuf>,
     /// Item features table keyed by --item-col: every other column becomes a feature
     /// `column:value` (a column named `feature` gives its values as they are).
     #[arg(long)]
@@ -288,6 +293,12 @@ impl TrainRecsArgs {
             } else if self.keep_negatives {
                 b.interaction(u, i, -1.0);
             } else {
+                b.user(u);
+                b.item(i);
+            }
+        }
+        for path in &self.catalog {
+            for (u, i, _) in &c.rows(path)?.rows {
                 b.user(u);
                 b.item(i);
             }
