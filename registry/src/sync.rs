@@ -270,7 +270,13 @@ impl ModelSync {
         match &self.registry {
             Registry::Mlflow(c) => {
                 let uri = c.model_version_download_uri(&src.uri.name, version).await?;
-                c.download_dir(&uri, "", &dest).await?;
+                if let Err(e) = c.download_dir(&uri, "", &dest).await {
+                    // Another server sharing the cache may have won the race to the rename.
+                    if dest.is_dir() {
+                        return Ok(dest);
+                    }
+                    return Err(e.into());
+                }
             }
             Registry::Local(r) => {
                 let from = r.version_dir(&src.uri.name, version)?;
@@ -288,7 +294,13 @@ impl ModelSync {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(e.into());
                 }
-                std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+                if let Err(e) = std::fs::rename(&tmp, &dest) {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    // Another server sharing the cache may have won the race to the rename.
+                    if !dest.is_dir() {
+                        return Err(io(&dest)(e));
+                    }
+                }
             }
         }
         Ok(dest)
