@@ -73,6 +73,25 @@ fn transactions(path: &Path, rows: usize, seed: u64) {
     std::fs::write(path, out).unwrap();
 }
 
+/// The MLflow server scripts/test.sh started.
+fn mlflow_uri() -> String {
+    std::env::var("INFERMESH_TEST_MLFLOW_URI").expect(
+        "INFERMESH_TEST_MLFLOW_URI is not set: run scripts/test.sh, which starts an MLflow server",
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The model card a training run wrote into `out`.
+fn read_card(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("card.json")).unwrap()).unwrap()
+}
+
 fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("tx.csv");
@@ -115,8 +134,7 @@ fn trains_a_servable_version_with_a_card() {
     std::fs::copy(out.join("config.toml"), model_dir.join("config.toml")).unwrap();
     let cfg = infermesh_registry::ModelConfig::read("fraud", &model_dir).unwrap();
     assert_eq!(cfg.platform, infermesh_registry::Platform::Lightgbm);
-    let card: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("card.json")).unwrap()).unwrap();
+    let card = read_card(&out);
     assert_eq!(card["metrics"]["pr_auc"], r.test["pr_auc"]);
     assert_eq!(card["categorical"]["merchant"][2], "grocery");
     assert_eq!(card["best_iteration"], r.best_iteration);
@@ -230,9 +248,7 @@ fn registers_into_the_local_registry_as_challenger() {
 
 #[test]
 fn tracks_and_registers_in_mlflow() {
-    let uri = std::env::var("INFERMESH_TEST_MLFLOW_URI").expect(
-        "INFERMESH_TEST_MLFLOW_URI is not set: run scripts/test.sh, which starts an MLflow server",
-    );
+    let uri = mlflow_uri();
     let (dir, csv) = data_dir();
     let name = format!("fraud-{}", uuid::Uuid::new_v4().simple());
     let out = dir.path().join("out");
@@ -252,11 +268,7 @@ fn tracks_and_registers_in_mlflow() {
     .unwrap();
     let (reg_name, version) = r.registered.clone().unwrap();
     assert_eq!(reg_name, name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let c = infermesh_registry::MlflowClient::new(&uri, Default::default()).unwrap();
         let mv = c.get_by_alias(&name, "challenger").await.unwrap().unwrap();
         assert_eq!(mv.number().unwrap(), version);
@@ -306,10 +318,7 @@ fn tuning_is_seeded_and_keeps_the_best_trial() {
         tx_args(&csv, &dir.path().join(out), &extra)
             .train()
             .unwrap();
-        let card: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(out).join("card.json")).unwrap())
-                .unwrap();
-        card
+        read_card(&dir.path().join(out))
     };
     let (a, b) = (run("a"), run("b"));
     let t = &a["tuning"];
@@ -334,9 +343,7 @@ fn tuning_is_seeded_and_keeps_the_best_trial() {
 
 #[test]
 fn tuning_logs_nested_mlflow_runs_and_registers_the_best() {
-    let uri = std::env::var("INFERMESH_TEST_MLFLOW_URI").expect(
-        "INFERMESH_TEST_MLFLOW_URI is not set: run scripts/test.sh, which starts an MLflow server",
-    );
+    let uri = mlflow_uri();
     let (dir, csv) = data_dir();
     let name = format!("tune-{}", uuid::Uuid::new_v4().simple());
     let out = dir.path().join("out");
@@ -350,14 +357,9 @@ fn tuning_logs_nested_mlflow_runs_and_registers_the_best() {
         &name,
     ]);
     let r = tx_args(&csv, &out, &extra).train().unwrap();
-    let card: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("card.json")).unwrap()).unwrap();
+    let card = read_card(&out);
     let parent = r.run_id.clone().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         use infermesh_registry::mlflow::{RunSearch, RunStatus};
         let c = infermesh_registry::MlflowClient::new(&uri, Default::default()).unwrap();
         let exp = c.experiment_by_name(&name).await.unwrap().unwrap();

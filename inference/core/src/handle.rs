@@ -76,10 +76,10 @@ enum Kind {
 }
 
 impl LoadedVersion {
-    /// Loads the artifact of `entry` as `config` says and starts its batcher.
-    /// Loads a version. A `config.toml` inside the version folder (what `infermesh train`
-    /// writes beside its artifacts) is that version's own config and wins over the
-    /// model-level one, so versions with different thresholds or features coexist.
+    /// Loads the artifact of `entry` as `config` says and starts its batcher. A `config.toml`
+    /// inside the version folder (what `infermesh train` writes beside its artifacts) is that
+    /// version's own config and wins over the model-level one, so versions with different
+    /// thresholds or features coexist.
     pub fn load(config: Arc<ModelConfig>, entry: &VersionEntry) -> Result<Self, String> {
         let own = entry.dir.join("config.toml");
         let config = if own.is_file() {

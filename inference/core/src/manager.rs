@@ -244,24 +244,31 @@ impl ModelManager {
             )));
         }
         let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.models.load_full();
-        let mut next = (*current).clone();
         if !dir.is_dir() {
+            let mut next = (*self.models.load_full()).clone();
             next.remove(name);
             self.models.store(Arc::new(next));
             return Err(ServiceError::not_found(format!(
                 "model '{name}' is not in the repository"
             )));
         }
+        Ok(self.rescan_one(name, &dir, false))
+    }
+
+    /// Scans one model folder, builds its status on the current one (`force`: retry every
+    /// version) and swaps it in. The caller holds the reload lock.
+    fn rescan_one(&self, name: &str, dir: &std::path::Path, force: bool) -> Arc<ModelStatus> {
+        let current = self.models.load_full();
         let status = Arc::new(build_status(
-            scan_model(name, &dir),
+            scan_model(name, dir),
             current.get(name),
-            false,
+            force,
         ));
+        let mut next = (*current).clone();
         next.insert(name.to_string(), status.clone());
         self.models.store(Arc::new(next));
         publish_ready(&status);
-        Ok(status)
+        status
     }
 
     /// Loads (or reloads) one model from the repository, undoing an earlier unload. Blocking:
@@ -275,18 +282,9 @@ impl ModelManager {
         }
         self.lock_unloaded().remove(name);
         let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.models.load_full();
         // An explicit load retries every version, including ones that failed before; a failed
         // retry keeps what was serving.
-        let status = Arc::new(build_status(
-            scan_model(name, &dir),
-            current.get(name),
-            true,
-        ));
-        let mut next = (*current).clone();
-        next.insert(name.to_string(), status.clone());
-        self.models.store(Arc::new(next));
-        publish_ready(&status);
+        let status = self.rescan_one(name, &dir, true);
         if let Some(err) = &status.error {
             return Err(ServiceError::invalid(format!(
                 "model '{name}' failed to load: {err}"
@@ -426,9 +424,12 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>, force: bool)
     let mut versions = BTreeMap::new();
     for v in &entry.versions {
         let prev_status = prev.and_then(|p| p.versions.get(&v.version));
+        // A version with its own config.toml does not use the model-level one: a change
+        // there does not reload it (its own file is in its fingerprint).
+        let uses_model_config = !v.dir.join("config.toml").is_file();
         if let Some(ps) = prev_status
             && !force
-            && !config_changed
+            && !(config_changed && uses_model_config)
             && ps.fingerprint == v.fingerprint
         {
             versions.insert(v.version, ps.clone());

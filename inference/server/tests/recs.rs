@@ -207,18 +207,14 @@ async fn v2_rest_and_grpc_serve_item_ids_and_scores() {
     assert_eq!(config["backend"], "infermesh-recs", "{config}");
 
     let http = reqwest::Client::new();
-    let resp: Value = http
-        .post(format!("{base}/v2/models/recs/infer"))
-        .json(&json!({"inputs": [
+    let resp = common::post_json(
+        &format!("{base}/v2/models/recs/infer"),
+        &json!({"inputs": [
             {"name": "user_id", "shape": [2], "datatype": "BYTES", "data": ["u1", "nobody"]},
             {"name": "k", "shape": [1], "datatype": "INT32", "data": [4]}
-        ]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ]}),
+    )
+    .await;
     let ids = &resp["outputs"][0];
     assert_eq!(ids["name"], "item_id");
     assert_eq!(ids["shape"], json!([2, 4]));

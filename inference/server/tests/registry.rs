@@ -55,6 +55,17 @@ fn metric_line(text: &str, name: &str, model: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits until `infermesh_registry_degraded{model}` reads `value`.
+async fn wait_degraded(addr: std::net::SocketAddr, model: &str, value: f64, what: &str) {
+    wait_for(
+        async || {
+            metric_line(&metrics(addr).await, "infermesh_registry_degraded", model) == Some(value)
+        },
+        what,
+    )
+    .await;
+}
+
 /// Version folders of a served model, ascending.
 fn on_disk(repo: &Path, model: &str) -> Vec<u64> {
     let mut v: Vec<u64> = std::fs::read_dir(repo.join(model))
@@ -118,14 +129,10 @@ async fn local_registry_alias_moves_swap_under_load() {
 
     // A version that does not load is discarded; version 2 keeps serving, degraded.
     reg.set_alias("fraud", "champion", 3).unwrap();
-    wait_for(
-        async || {
-            metric_line(
-                &metrics(s.metrics_addr).await,
-                "infermesh_registry_degraded",
-                "fraud",
-            ) == Some(1.0)
-        },
+    wait_degraded(
+        s.metrics_addr,
+        "fraud",
+        1.0,
         "the failed swap to be reported",
     )
     .await;
@@ -138,17 +145,7 @@ async fn local_registry_alias_moves_swap_under_load() {
         "version 1",
     )
     .await;
-    wait_for(
-        async || {
-            metric_line(
-                &metrics(s.metrics_addr).await,
-                "infermesh_registry_degraded",
-                "fraud",
-            ) == Some(0.0)
-        },
-        "degraded to clear",
-    )
-    .await;
+    wait_degraded(s.metrics_addr, "fraud", 0.0, "degraded to clear").await;
     let (ok, failed) = load.stop().await;
     assert_eq!(failed, 0, "a request failed during alias swaps");
     assert!(ok > 20, "only {ok} requests");

@@ -62,15 +62,7 @@ async fn triton_fil_directory_and_broken_models() {
     let row = row(4);
     let p = direct_predict(&row)[0];
     let body = json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row}]});
-    let v: Value = c
-        .post(format!("{base}/v2/models/fil_fraud/infer"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = post_json(&format!("{base}/v2/models/fil_fraud/infer"), &body).await;
     assert_eq!(v["outputs"][0]["name"], "output__0");
     assert_eq!(v["outputs"][0]["shape"], json!([1, 2]));
     let got = v["outputs"][0]["data"].as_array().unwrap();
@@ -178,16 +170,7 @@ async fn hot_reload_swaps_versions_without_failing_requests() {
     let (ok, failed) = load.stop().await;
     assert_eq!(failed, 0, "a request failed during reloads");
     assert!(ok > 20);
-    let v: Value = c
-        .post(format!("{base}/v2/models/fraud/infer"))
-        .json(&json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(1)}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["model_version"], "4");
+    assert_eq!(served_version(&base, "fraud").await, "4");
 
     // A new model directory appears, then disappears.
     copy_dir(&r.join("fraud"), &r.join("fraud_b"));

@@ -182,17 +182,22 @@ impl Load {
     }
 }
 
-/// The version a V2 inference on `model` answers with.
-pub async fn served_version(base: &str, model: &str) -> String {
-    let body = serde_json::json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(1)}]});
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/v2/models/{model}/infer"))
-        .json(&body)
+/// POSTs `body` as JSON and returns the JSON answer.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The version a V2 inference on `model` answers with.
+pub async fn served_version(base: &str, model: &str) -> String {
+    let body = serde_json::json!({"inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": row(1)}]});
+    let v = post_json(&format!("{base}/v2/models/{model}/infer"), &body).await;
     v["model_version"].as_str().unwrap_or_default().to_string()
 }
