@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use infermesh_text::TextModel;
-use infermesh_text::classifier::TextClassifier;
+use infermesh_text::classifier::{ClassifierPooling, TextClassifier};
 use infermesh_training::categorizer::{
     CategorizerError, DataError, ModelInit, TrainParams, evaluate, train,
 };
@@ -251,6 +251,30 @@ fn bert_from_a_base_directory_reloads_identically() {
     )
     .unwrap();
     assert_eq!(report["refit_rows"], 30);
+
+    // Mean pooling: no pooler is written, config.json says so, and the served model gives
+    // the trained one's logits.
+    let mut m = p.clone();
+    m.pooling = ClassifierPooling::Mean;
+    m.head_init = infermesh_training::categorizer::HeadInit::Prototype;
+    m.out = dir.path().join("mean");
+    let outcome = train(&m.check().unwrap()).unwrap();
+    let served = TextClassifier::load(&dir.path().join("mean")).unwrap();
+    assert_eq!(served.pooling(), ClassifierPooling::Mean);
+    let expected = outcome.model.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
+        }
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("mean/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["classifier_pooling"], "mean");
+    let bytes = std::fs::read(dir.path().join("mean/model.safetensors")).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    assert!(!tensors.contains_key("bert.pooler.dense.weight"));
 
     // A base missing encoder tensors is refused by name.
     std::fs::write(base.join("model.safetensors"), b"not safetensors").unwrap();

@@ -8,6 +8,9 @@
 //!
 //! * BERT: `logits = classifier(tanh(pooler.dense(h[CLS])))`
 //! * DistilBERT: `logits = classifier(relu(pre_classifier(h[CLS])))`
+//! * either, with `"classifier_pooling": "mean"` in `config.json`:
+//!   `logits = classifier(mean(h))`, the mean over the attention mask as sentence-transformers
+//!   pools (see [`ClassifierPooling`]).
 //!
 //! Note that candle's DistilBERT uses the tanh approximation of GELU where Hugging Face uses
 //! the exact one: logits of checkpoints trained elsewhere differ slightly (~1e-3), those of
@@ -61,9 +64,41 @@ impl Architecture {
     }
 }
 
+/// What the classifier layer reads, `config.json`'s `classifier_pooling` (the key and values
+/// ModernBERT's Hugging Face config uses for the same choice).
+///
+/// Hugging Face's `BertForSequenceClassification` and `DistilBertForSequenceClassification`
+/// know only `Cls` and ignore the key: a `Mean` checkpoint (as `infermesh train categorizer
+/// --pooling mean` writes) has the same tensors but means something else to them, so it
+/// is served as trained only by infermesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierPooling {
+    /// The `[CLS]` token through BERT's pooler (`tanh`) or DistilBERT's `pre_classifier`
+    /// (`relu`): Hugging Face's head.
+    #[default]
+    Cls,
+    /// The mean of the last hidden states over the attention mask, straight into the
+    /// `classifier` layer (no pooler): the pooling sentence encoders such as MiniLM were
+    /// trained with, which makes their features a good start for a new head.
+    Mean,
+}
+
+impl ClassifierPooling {
+    /// The value written in `config.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassifierPooling::Cls => "cls",
+            ClassifierPooling::Mean => "mean",
+        }
+    }
+}
+
 /// The fields of `config.json` this module reads besides the encoder's own.
 #[derive(Debug, Deserialize)]
 struct HeadConfig {
+    #[serde(default)]
+    classifier_pooling: ClassifierPooling,
     #[serde(default)]
     architectures: Vec<String>,
     #[serde(default)]
@@ -114,14 +149,8 @@ fn labels_of(head: &HeadConfig) -> Result<Vec<String>, TextError> {
 }
 
 enum Encoder {
-    Bert {
-        model: BertModel,
-        pooler: Linear,
-    },
-    DistilBert {
-        model: DistilBertModel,
-        pre_classifier: Linear,
-    },
+    Bert(BertModel),
+    DistilBert(DistilBertModel),
 }
 
 /// A BERT or DistilBERT sequence classifier. [`TextModel::forward_tokens`] returns logits
@@ -130,6 +159,8 @@ enum Encoder {
 pub struct TextClassifier {
     architecture: Architecture,
     encoder: Encoder,
+    /// BERT's pooler or DistilBERT's `pre_classifier`; `None` with mean pooling.
+    pre_head: Option<Linear>,
     classifier: Linear,
     tokenizer: Tokenizer,
     pad_id: u32,
@@ -142,6 +173,7 @@ impl std::fmt::Debug for TextClassifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextClassifier")
             .field("architecture", &self.architecture)
+            .field("pooling", &self.pooling())
             .field("labels", &self.labels)
             .field("max_len", &self.max_len)
             .finish_non_exhaustive()
@@ -213,32 +245,33 @@ impl TextClassifier {
             .map_err(|e| TextError::Tokenizer(e.to_string()))?;
         let device = vb.device().clone();
         let prefix = architecture.prefix();
-        let (encoder, dim) = match architecture {
+        let cls = head.classifier_pooling == ClassifierPooling::Cls;
+        let (encoder, pre_head, dim) = match architecture {
             Architecture::Bert => {
                 let cfg: BertConfig = serde_json::from_slice(config).map_err(invalid_config)?;
                 let enc = vb.pp(prefix);
                 let model = BertModel::load(enc.clone(), &cfg).map_err(invalid_weights)?;
-                let pooler = candle_nn::linear(
-                    cfg.hidden_size,
-                    cfg.hidden_size,
-                    enc.pp("pooler").pp("dense"),
-                )
-                .map_err(invalid_weights)?;
-                (Encoder::Bert { model, pooler }, cfg.hidden_size)
+                let pooler = cls
+                    .then(|| {
+                        candle_nn::linear(
+                            cfg.hidden_size,
+                            cfg.hidden_size,
+                            enc.pp("pooler").pp("dense"),
+                        )
+                    })
+                    .transpose()
+                    .map_err(invalid_weights)?;
+                (Encoder::Bert(model), pooler, cfg.hidden_size)
             }
             Architecture::DistilBert => {
                 let cfg: DistilBertConfig =
                     serde_json::from_slice(config).map_err(invalid_config)?;
                 let model = DistilBertModel::load(vb.pp(prefix), &cfg).map_err(invalid_weights)?;
-                let pre_classifier = candle_nn::linear(cfg.dim, cfg.dim, vb.pp("pre_classifier"))
+                let pre_classifier = cls
+                    .then(|| candle_nn::linear(cfg.dim, cfg.dim, vb.pp("pre_classifier")))
+                    .transpose()
                     .map_err(invalid_weights)?;
-                (
-                    Encoder::DistilBert {
-                        model,
-                        pre_classifier,
-                    },
-                    cfg.dim,
-                )
+                (Encoder::DistilBert(model), pre_classifier, cfg.dim)
             }
         };
         let classifier =
@@ -246,6 +279,7 @@ impl TextClassifier {
         Ok(TextClassifier {
             architecture,
             encoder,
+            pre_head,
             classifier,
             pad_id: tokenize::pad_id(&tokenizer),
             tokenizer,
@@ -258,6 +292,15 @@ impl TextClassifier {
     /// Which family this classifier is.
     pub fn architecture(&self) -> Architecture {
         self.architecture
+    }
+
+    /// What its classifier layer reads.
+    pub fn pooling(&self) -> ClassifierPooling {
+        if self.pre_head.is_some() {
+            ClassifierPooling::Cls
+        } else {
+            ClassifierPooling::Mean
+        }
     }
 
     /// Logits of `texts`, one batch padded to its longest text.
@@ -283,6 +326,12 @@ impl TextClassifier {
 /// Class labels of the classifier whose `config.json` is `config` (see [`labels_of`]).
 pub(crate) fn labels_of_config(config: &[u8]) -> Result<Vec<String>, TextError> {
     labels_of(&serde_json::from_slice(config).map_err(invalid_config)?)
+}
+
+/// `classifier_pooling` of the classifier whose `config.json` is `config`.
+pub(crate) fn pooling_of_config(config: &[u8]) -> Result<ClassifierPooling, TextError> {
+    let head: HeadConfig = serde_json::from_slice(config).map_err(invalid_config)?;
+    Ok(head.classifier_pooling)
 }
 
 /// `architectures[0]` of `config.json`, or a clear error naming what is supported.
@@ -316,24 +365,24 @@ impl TextModel for TextClassifier {
             return Ok(Vec::new());
         }
         let (ids, mask) = tokenize::pad_batch(batch, self.pad_id, &self.device)?;
-        let features = match &self.encoder {
-            Encoder::Bert { model, pooler } => {
-                let types = ids.zeros_like()?;
-                let hidden = model.forward(&ids, &types, Some(&mask))?;
-                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-                pooler.forward(&cls)?.tanh()?
-            }
-            Encoder::DistilBert {
-                model,
-                pre_classifier,
-            } => {
+        let hidden = match &self.encoder {
+            Encoder::Bert(model) => model.forward(&ids, &ids.zeros_like()?, Some(&mask))?,
+            Encoder::DistilBert(model) => {
                 // candle's DistilBERT masks where the mask is 1: the inverse of HF's.
                 let (n, len) = mask.dims2()?;
                 let masked = mask.eq(&mask.zeros_like()?)?.reshape((n, 1, 1, len))?;
-                let hidden = model.forward(&ids, &masked)?;
-                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-                pre_classifier.forward(&cls)?.relu()?
+                model.forward(&ids, &masked)?
             }
+        };
+        let features = match &self.pre_head {
+            Some(pre_head) => {
+                let cls = pre_head.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?;
+                match self.architecture {
+                    Architecture::Bert => cls.tanh()?,
+                    Architecture::DistilBert => cls.relu()?,
+                }
+            }
+            None => crate::mean_pool(&hidden, &mask)?,
         };
         Ok(self.classifier.forward(&features)?.to_vec2::<f32>()?)
     }

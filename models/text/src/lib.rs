@@ -209,12 +209,7 @@ impl TextModel for SentenceEncoder {
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
-                let sum = hidden.broadcast_mul(&m)?.sum(1)?; // (n, dim)
-                let count = m.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
-                sum.broadcast_div(&count)?
-            }
+            Pooling::Mean => mean_pool(&hidden, &mask)?,
         };
         Ok(l2_normalize(&pooled)?.to_vec2::<f32>()?)
     }
@@ -226,6 +221,15 @@ impl TextModel for SentenceEncoder {
     fn max_len(&self) -> usize {
         self.max_len
     }
+}
+
+/// The mean of `hidden` `(n, len, dim)` over the positions where `mask` `(n, len)` is 1:
+/// `(n, dim)`.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor, candle_core::Error> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?; // (n, dim)
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
+    sum.broadcast_div(&count)
 }
 
 /// Rows of `x` (n, d) scaled to unit length (zero rows stay zero).

@@ -97,9 +97,14 @@ fn config(arch: Architecture) -> serde_json::Value {
 /// Writes a random checkpoint to a new directory; returns the directory and the in-memory
 /// model built from the same weights.
 fn write_checkpoint(arch: Architecture) -> (TempDir, TextClassifier) {
+    write_checkpoint_with(&config(arch))
+}
+
+/// As [`write_checkpoint`], with `config` as `config.json`.
+fn write_checkpoint_with(config: &serde_json::Value) -> (TempDir, TextClassifier) {
     let dir = TempDir::new();
     let tok = tiny_tokenizer(&dir.0);
-    let cfg = serde_json::to_vec(&config(arch)).unwrap();
+    let cfg = serde_json::to_vec(config).unwrap();
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let model = TextClassifier::from_parts(&cfg, vb, tok).unwrap();
@@ -366,4 +371,77 @@ fn bert_classifier_on_onnxruntime_matches_candle() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pooler.dense.weight"), "{err}");
+}
+
+/// `"classifier_pooling": "mean"`: no pooler tensor is read, the logits are the classifier
+/// layer applied to the mask-weighted mean of the encoder's last hidden states (checked
+/// against the mean taken here in plain loops over candle's BertModel output), padding
+/// changes nothing, and ONNX Runtime's exported graph agrees.
+#[test]
+fn mean_pooled_bert_classifier_reads_the_mean_hidden_state() {
+    use candle_transformers::models::bert::{BertModel, Config};
+    use infermesh_text::classifier::ClassifierPooling;
+    use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel};
+
+    let mut cfg = config(Architecture::Bert);
+    cfg["classifier_pooling"] = "mean".into();
+    let (dir, in_memory) = write_checkpoint_with(&cfg);
+    assert_eq!(in_memory.pooling(), ClassifierPooling::Mean);
+    let bytes = std::fs::read(dir.0.join("model.safetensors")).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+    assert!(!tensors.contains_key("bert.pooler.dense.weight"));
+
+    let loaded = TextClassifier::load(&dir.0).unwrap();
+    assert_eq!(loaded.pooling(), ClassifierPooling::Mean);
+    let batch = loaded.predict_logits(TEXTS).unwrap();
+    assert_close(&batch, &in_memory.predict_logits(TEXTS).unwrap(), 1e-5);
+    for (i, text) in TEXTS.iter().enumerate() {
+        assert_close(
+            &loaded.predict_logits(&[text]).unwrap(),
+            &batch[i..=i],
+            1e-4,
+        );
+    }
+
+    // The same logits from the encoder's hidden states, averaged by hand, one text at a time
+    // (no padding to mask).
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let bert_cfg: Config = serde_json::from_value(cfg.clone()).unwrap();
+    let encoder = BertModel::load(vb.pp("bert"), &bert_cfg).unwrap();
+    let w = tensors["classifier.weight"].to_vec2::<f32>().unwrap();
+    let b = tensors["classifier.bias"].to_vec1::<f32>().unwrap();
+    let ids = loaded.tokenize(TEXTS).unwrap();
+    for (i, row) in ids.iter().enumerate() {
+        let t = candle_core::Tensor::new(row.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = encoder
+            .forward(&t, &t.zeros_like().unwrap(), None)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let dim = hidden[0].len();
+        let mean: Vec<f32> = (0..dim)
+            .map(|j| hidden.iter().map(|h| h[j]).sum::<f32>() / hidden.len() as f32)
+            .collect();
+        let logits: Vec<f32> = w
+            .iter()
+            .zip(&b)
+            .map(|(wr, bias)| bias + wr.iter().zip(&mean).map(|(x, y)| x * y).sum::<f32>())
+            .collect();
+        assert_close(&[logits], &batch[i..=i], 1e-4);
+    }
+
+    let onnx = OnnxTextModel::load(&dir.0, OnnxTask::Classifier, OnnxOptions::default()).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    assert_close(&onnx.forward_tokens(&refs).unwrap(), &batch, 1e-4);
+
+    // Another pooling value is a clear error.
+    cfg["classifier_pooling"] = "max".into();
+    std::fs::write(dir.0.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = TextClassifier::load(&dir.0).unwrap_err().to_string();
+    assert!(err.contains("max"), "{err}");
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use infermesh_text::classifier::ClassifierPooling;
+
 use super::params::HeadInit;
 use super::{CategorizerError, EvalReport, ModelInit, TrainParams, TrainingReport};
 
@@ -112,6 +114,21 @@ pub struct TrainArgs {
     /// set 0.1 scored lower (BENCHMARKS.md).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
+    /// What the classifier layer reads: "cls" (the [CLS] token through BERT's pooler, as
+    /// Hugging Face's BertForSequenceClassification) or "mean" (the mean hidden state, as
+    /// sentence encoders such as MiniLM are trained to be read; written to config.json as
+    /// `"classifier_pooling": "mean"`, which Hugging Face's BERT classes ignore). Default cls.
+    #[arg(long, value_enum, default_value_t = PoolingKind::Cls)]
+    pub pooling: PoolingKind,
+}
+
+/// `--pooling` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolingKind {
+    /// The [CLS] token through the pooler.
+    Cls,
+    /// The mean hidden state over the attention mask.
+    Mean,
 }
 
 /// `--head-init` values.
@@ -171,6 +188,10 @@ impl TrainArgs {
         };
         p.refit = self.refit;
         p.dropout = self.dropout;
+        p.pooling = match self.pooling {
+            PoolingKind::Cls => ClassifierPooling::Cls,
+            PoolingKind::Mean => ClassifierPooling::Mean,
+        };
         p.progress = true;
         Ok(p)
     }

@@ -10,7 +10,7 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use infermesh_text::classifier::Architecture;
+use infermesh_text::classifier::{Architecture, ClassifierPooling};
 
 use infermesh_model_core::rng::SplitMix64;
 
@@ -133,6 +133,8 @@ pub struct EncoderSpec {
     pub layer_norm_eps: f64,
     /// Feed-forward activation.
     pub activation: Activation,
+    /// What the classifier layer reads.
+    pub pooling: ClassifierPooling,
 }
 
 struct Attention {
@@ -238,8 +240,8 @@ pub struct TrainableClassifier {
     token_type: Option<Embedding>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
-    /// BERT's pooler or DistilBERT's pre_classifier.
-    pre_head: Linear,
+    /// BERT's pooler or DistilBERT's pre_classifier; `None` with mean pooling.
+    pre_head: Option<Linear>,
     classifier: Linear,
     architecture: Architecture,
 }
@@ -255,14 +257,15 @@ impl std::fmt::Debug for TrainableClassifier {
 
 impl TrainableClassifier {
     /// Creates (with a `VarMap`-backed `vb`) or loads the weights under Hugging Face names:
-    /// `bert.*` + `bert.pooler.dense` or `distilbert.*` + `pre_classifier`, then
-    /// `classifier` with `num_labels` outputs.
+    /// `bert.*` + `bert.pooler.dense` or `distilbert.*` + `pre_classifier` (neither with
+    /// mean pooling), then `classifier` with `num_labels` outputs.
     pub fn new(vb: VarBuilder, spec: &EncoderSpec, num_labels: usize) -> Result<Self> {
         let d = spec.hidden;
         let enc = vb.pp(spec.architecture.prefix());
         let emb = enc.pp("embeddings");
         let word = candle_nn::embedding(spec.vocab_size, d, emb.pp("word_embeddings"))?;
         let position = candle_nn::embedding(spec.max_positions, d, emb.pp("position_embeddings"))?;
+        let cls = spec.pooling == ClassifierPooling::Cls;
         let (token_type, layer_root, pre_head) = match spec.architecture {
             Architecture::Bert => (
                 Some(candle_nn::embedding(
@@ -271,12 +274,14 @@ impl TrainableClassifier {
                     emb.pp("token_type_embeddings"),
                 )?),
                 enc.pp("encoder").pp("layer"),
-                candle_nn::linear(d, d, enc.pp("pooler").pp("dense"))?,
+                cls.then(|| candle_nn::linear(d, d, enc.pp("pooler").pp("dense")))
+                    .transpose()?,
             ),
             Architecture::DistilBert => (
                 None,
                 enc.pp("transformer").pp("layer"),
-                candle_nn::linear(d, d, vb.pp("pre_classifier"))?,
+                cls.then(|| candle_nn::linear(d, d, vb.pp("pre_classifier")))
+                    .transpose()?,
             ),
         };
         let embed_norm = LayerNorm::new(d, spec.layer_norm_eps, emb.pp("LayerNorm"))?;
@@ -308,8 +313,9 @@ impl TrainableClassifier {
         self.classifier.forward(&pooled)
     }
 
-    /// What the classifier layer reads: BERT's pooled `[CLS]` (`tanh(pooler(h0))`) or
-    /// DistilBERT's `relu(pre_classifier(h0))`, `(n, hidden)`.
+    /// What the classifier layer reads: BERT's pooled `[CLS]` (`tanh(pooler(h0))`),
+    /// DistilBERT's `relu(pre_classifier(h0))`, or the mean hidden state over the mask,
+    /// `(n, hidden)`.
     pub fn features(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         self.features_with(ids, mask, None)
     }
@@ -331,8 +337,10 @@ impl TrainableClassifier {
         for layer in &self.layers {
             x = layer.forward(&x, &bias, d)?;
         }
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pre_head.forward(&cls)?;
+        let Some(pre_head) = &self.pre_head else {
+            return infermesh_text::mean_pool(&x, mask);
+        };
+        let pooled = pre_head.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         match self.architecture {
             Architecture::Bert => pooled.tanh(),
             Architecture::DistilBert => pooled.relu(),

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use infermesh_text::classifier::ClassifierPooling;
+
 /// Where the model's weights come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelInit {
@@ -96,6 +98,8 @@ pub struct TrainParams {
     /// After early stopping picks the epoch count, train again on training + validation
     /// rows for that many epochs and keep that model.
     pub refit: bool,
+    /// What the classifier layer reads (`classifier_pooling` in `config.json`).
+    pub pooling: ClassifierPooling,
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
 }
@@ -127,6 +131,7 @@ impl TrainParams {
             head_init: HeadInit::Random,
             refit: false,
             dropout: 0.0,
+            pooling: ClassifierPooling::Cls,
             progress: false,
         }
     }

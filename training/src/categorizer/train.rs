@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use indicatif::{ProgressBar, ProgressStyle};
-use infermesh_text::classifier::{Architecture, argmax};
+use infermesh_text::classifier::{Architecture, ClassifierPooling, argmax};
 use infermesh_text::tokenize;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -136,6 +136,7 @@ fn model_spec(
     tokenizer: &Tokenizer,
     pad_id: u32,
     max_len: usize,
+    pooling: ClassifierPooling,
 ) -> Result<(EncoderSpec, serde_json::Value), CategorizerError> {
     match init {
         ModelInit::Base { dir } => {
@@ -180,6 +181,7 @@ fn model_spec(
                     HiddenAct::GeluApproximate => Activation::GeluTanh,
                     HiddenAct::Relu => Activation::Relu,
                 },
+                pooling,
             };
             Ok((spec, json))
         }
@@ -203,6 +205,7 @@ fn model_spec(
                 layer_norm_eps: 1e-12,
                 // candle's DistilBERT runs "gelu" as the tanh approximation.
                 activation: Activation::GeluTanh,
+                pooling,
             };
             let json = serde_json::json!({
                 "model_type": "distilbert",
@@ -555,7 +558,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
 
     let tokenizer = tokenize::load_tokenizer(p.init.tokenizer_dir(), p.max_len)?;
     let pad_id = tokenize::pad_id(&tokenizer);
-    let (spec, mut config_json) = model_spec(&p.init, &tokenizer, pad_id, p.max_len)?;
+    let (spec, mut config_json) = model_spec(&p.init, &tokenizer, pad_id, p.max_len, p.pooling)?;
 
     let encode = |set: &LabelledTexts| -> Result<(Vec<Vec<u32>>, Vec<u32>), CategorizerError> {
         let texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
@@ -696,6 +699,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         .into();
     config_json["num_labels"] = labels.len().into();
     config_json["problem_type"] = "single_label_classification".into();
+    if p.pooling != ClassifierPooling::Cls {
+        config_json["classifier_pooling"] = p.pooling.as_str().into();
+    }
     write_output(
         &p.out,
         p.init.tokenizer_dir(),

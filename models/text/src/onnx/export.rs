@@ -11,7 +11,8 @@
 //!   residual + LayerNorm;
 //! * a head: sentence embedding (mean over the mask or CLS, then L2 normalisation, as the
 //!   sentence-transformers pooling config says), or `BertForSequenceClassification`
-//!   (`classifier(tanh(pooler.dense(h[CLS])))`).
+//!   (`classifier(tanh(pooler.dense(h[CLS])))`, or `classifier(mean(h))` with
+//!   `"classifier_pooling": "mean"`).
 //!
 //! Inputs are `input_ids` and `attention_mask`, int64 `[batch, seq]` with dynamic axes; the
 //! output is `sentence_embedding` `[batch, hidden]` or `logits` `[batch, labels]`. Linear
@@ -30,6 +31,7 @@ use super::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto, attribute_type, data_type, tensor_shape_proto,
     type_proto,
 };
+use crate::classifier::ClassifierPooling;
 use crate::{Pooling, TextError, read};
 
 /// The additive attention mask value of padded positions (Hugging Face BERT's).
@@ -46,8 +48,9 @@ const IR_VERSION: i64 = 8;
 pub enum Head {
     /// Unit sentence embeddings (`sentence_embedding`, `[batch, hidden]`).
     SentenceEmbedding(Pooling),
-    /// `BertForSequenceClassification` logits (`logits`, `[batch, labels]`).
-    BertClassifier,
+    /// `BertForSequenceClassification` logits (`logits`, `[batch, labels]`), the classifier
+    /// layer reading the pooled `[CLS]` or the mean hidden state.
+    BertClassifier(ClassifierPooling),
 }
 
 impl Head {
@@ -55,7 +58,7 @@ impl Head {
     pub fn output_name(self) -> &'static str {
         match self {
             Head::SentenceEmbedding(_) => "sentence_embedding",
-            Head::BertClassifier => "logits",
+            Head::BertClassifier(_) => "logits",
         }
     }
 }
@@ -247,26 +250,7 @@ fn build(
         Head::SentenceEmbedding(pooling) => {
             let pooled = match pooling {
                 Pooling::Cls => g.cls(&x),
-                Pooling::Mean => {
-                    let axis2 = g.const_i64(&[1], &[2]);
-                    let mf = g.node(
-                        "Cast",
-                        &["attention_mask"],
-                        vec![attr_int("to", data_type::FLOAT as i64)],
-                    );
-                    let mf = g.node("Unsqueeze", &[&mf, &axis2], vec![]); // [batch, seq, 1]
-                    let axis1 = g.const_i64(&[1], &[1]);
-                    let masked = g.node("Mul", &[&x, &mf], vec![]);
-                    let total = g.node(
-                        "ReduceSum",
-                        &[&masked, &axis1],
-                        vec![attr_int("keepdims", 0)],
-                    );
-                    let count = g.node("ReduceSum", &[&mf, &axis1], vec![attr_int("keepdims", 0)]);
-                    let tiny = g.const_f32(1e-9);
-                    let count = g.node("Max", &[&count, &tiny], vec![]);
-                    g.node("Div", &[&total, &count], vec![])
-                }
+                Pooling::Mean => g.mean_pool(&x),
             };
             let axis1 = g.const_i64(&[1], &[1]);
             let sq = g.node("Mul", &[&pooled, &pooled], vec![]);
@@ -282,10 +266,15 @@ fn build(
             );
             (head.output_name(), hidden)
         }
-        Head::BertClassifier => {
-            let cls = g.cls(&x);
-            let pooled = g.linear(&cls, "pooler.dense")?;
-            let pooled = g.node("Tanh", &[&pooled], vec![]);
+        Head::BertClassifier(pooling) => {
+            let pooled = match pooling {
+                ClassifierPooling::Cls => {
+                    let cls = g.cls(&x);
+                    let pooled = g.linear(&cls, "pooler.dense")?;
+                    g.node("Tanh", &[&pooled], vec![])
+                }
+                ClassifierPooling::Mean => g.mean_pool(&x),
+            };
             let labels = g.dims_of("classifier.weight")?[0];
             let w = g.weight("classifier.weight", true)?;
             let mm = g.node("MatMul", &[&pooled, &w], vec![]);
@@ -620,6 +609,28 @@ impl Builder {
     }
 
     /// `h[:, 0, :]`.
+    /// The mean of `x` `[batch, seq, hidden]` over `attention_mask`: `[batch, hidden]`.
+    fn mean_pool(&mut self, x: &str) -> String {
+        let axis2 = self.const_i64(&[1], &[2]);
+        let mf = self.node(
+            "Cast",
+            &["attention_mask"],
+            vec![attr_int("to", data_type::FLOAT as i64)],
+        );
+        let mf = self.node("Unsqueeze", &[&mf, &axis2], vec![]); // [batch, seq, 1]
+        let axis1 = self.const_i64(&[1], &[1]);
+        let masked = self.node("Mul", &[x, &mf], vec![]);
+        let total = self.node(
+            "ReduceSum",
+            &[&masked, &axis1],
+            vec![attr_int("keepdims", 0)],
+        );
+        let count = self.node("ReduceSum", &[&mf, &axis1], vec![attr_int("keepdims", 0)]);
+        let tiny = self.const_f32(1e-9);
+        let count = self.node("Max", &[&count, &tiny], vec![]);
+        self.node("Div", &[&total, &count], vec![])
+    }
+
     fn cls(&mut self, x: &str) -> String {
         let name = self.fresh("const");
         self.inits.push(TensorProto {

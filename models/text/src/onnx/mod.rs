@@ -23,7 +23,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
-use crate::classifier::{Architecture, architecture_of, labels_of_config};
+use crate::classifier::{Architecture, architecture_of, labels_of_config, pooling_of_config};
 use crate::{TextError, TextModel, read, read_pooling, tokenize};
 
 pub use export::{Head, export_bert, export_bert_with};
@@ -147,7 +147,10 @@ impl OnnxTextModel {
         let (head, labels) = match task {
             OnnxTask::Embedding => (Head::SentenceEmbedding(read_pooling(dir)?), Vec::new()),
             OnnxTask::Classifier => match architecture_of(&config)? {
-                Architecture::Bert => (Head::BertClassifier, labels_of_config(&config)?),
+                Architecture::Bert => (
+                    Head::BertClassifier(pooling_of_config(&config)?),
+                    labels_of_config(&config)?,
+                ),
                 Architecture::DistilBert => {
                     return Err(TextError::Invalid {
                         what: "config.json",
