@@ -276,6 +276,36 @@ fn bert_from_a_base_directory_reloads_identically() {
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     assert!(!tensors.contains_key("bert.pooler.dense.weight"));
 
+    // Linear probe alone (epochs 0) with refit: epoch 0 is the kept model, the one written
+    // is refit on every row, and it serves as trained.
+    let mut probe = p.clone();
+    probe.pooling = ClassifierPooling::Mean;
+    probe.head_init = infermesh_training::categorizer::HeadInit::Probe;
+    probe.epochs = 0;
+    probe.refit = true;
+    probe.out = dir.path().join("probe");
+    let outcome = train(&probe.clone().check().unwrap()).unwrap();
+    let r = &outcome.report;
+    assert_eq!((r.best_epoch, r.epochs_run, r.history.len()), (0, 0, 1));
+    assert_eq!(r.head_init, "probe");
+    assert_eq!(r.refit_rows, Some(30));
+    assert!(r.history[0].train_loss.is_finite() && r.history[0].train_loss > 0.0);
+    let served = TextClassifier::load(&dir.path().join("probe")).unwrap();
+    let expected = outcome.model.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
+        }
+    }
+    // Probe then fine-tuning: epoch 0 is scored beside the fine-tuned epochs.
+    probe.epochs = 2;
+    probe.refit = false;
+    let r = train(&probe.check().unwrap()).unwrap().report;
+    let epochs: Vec<usize> = r.history.iter().map(|h| h.epoch).collect();
+    assert_eq!(epochs, [0, 1, 2]);
+    assert_eq!(r.epochs_run, 2);
+
     // A base missing encoder tensors is refused by name.
     std::fs::write(base.join("model.safetensors"), b"not safetensors").unwrap();
     let err = train(&p.clone().check().unwrap()).unwrap_err();

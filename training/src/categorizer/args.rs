@@ -69,7 +69,8 @@ pub struct TrainArgs {
     /// training_report.json (overwritten).
     #[arg(long)]
     pub out: PathBuf,
-    /// Maximum passes over the training rows (early stopping may end sooner). Default 4.
+    /// Maximum fine-tuning passes over the training rows (early stopping may end sooner; 0
+    /// with --head-init probe keeps the probe alone). Default 4.
     #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// Peak learning rate. Default 5e-5 with --base, 1e-3 with --init.
@@ -99,11 +100,17 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     pub warmup: f64,
     /// How the new classifier layer starts: "prototype" (each label's row is the centred
-    /// mean of its training rows' pooled features, so rare labels start reachable) or
-    /// "random" (normal(0, 0.02), as Hugging Face). Default prototype with --base, random
-    /// with --init.
+    /// mean of its training rows' pooled features, so rare labels start reachable),
+    /// "probe" (a class-weighted logistic regression fitted on the frozen encoder's pooled
+    /// features, scored as epoch 0 and kept unless a fine-tuning epoch beats it on
+    /// validation; pair it with --pooling mean for sentence encoders) or "random"
+    /// (normal(0, 0.02), as Hugging Face). Default prototype with --base, random with --init.
     #[arg(long, value_enum)]
     pub head_init: Option<HeadInitKind>,
+    /// L2 strength of the --head-init probe (scikit-learn's C = 1 / (l2 * rows)). Default
+    /// 1e-4.
+    #[arg(long, default_value_t = 1e-4)]
+    pub probe_l2: f64,
     /// After early stopping has chosen the number of epochs on the validation split, train
     /// again from the start on all rows (training + validation) for that many epochs and
     /// keep that model (about twice the time). Default off.
@@ -138,6 +145,8 @@ pub enum HeadInitKind {
     Prototype,
     /// Normal(0, 0.02).
     Random,
+    /// Logistic regression on the frozen encoder's features.
+    Probe,
 }
 
 impl TrainArgs {
@@ -185,7 +194,9 @@ impl TrainArgs {
             (Some(HeadInitKind::Random), _) | (None, ModelInit::DistilBert { .. }) => {
                 HeadInit::Random
             }
+            (Some(HeadInitKind::Probe), _) => HeadInit::Probe,
         };
+        p.probe_l2 = self.probe_l2;
         p.refit = self.refit;
         p.dropout = self.dropout;
         p.pooling = match self.pooling {

@@ -8,7 +8,8 @@
 //!   Parquet is not supported yet.
 //! * Split: stratified train / validation by seed; labels sorted for a stable `id2label`.
 //! * Init: a BERT encoder from a base directory (e.g. all-MiniLM-L6-v2) with a fresh seeded
-//!   head, or a small seeded DistilBERT ([`ModelInit`]).
+//!   head, or a small seeded DistilBERT ([`ModelInit`]); the head starts random, at class
+//!   prototypes, or as a linear probe fitted on the frozen features ([`HeadInit`]).
 //! * Optimisation: AdamW, linear warmup then linear decay, inverse-frequency class-weighted
 //!   cross-entropy, dynamic padding, a seeded shuffle per epoch, early stopping on
 //!   validation macro-F1, best weights kept; optional dropout (`--dropout`, where Hugging Face's
@@ -35,6 +36,7 @@ use infermesh_text::classifier::{TextClassifier, argmax};
 mod args;
 pub mod data;
 mod encoder;
+mod head;
 pub mod metrics;
 mod params;
 mod train;

@@ -57,6 +57,22 @@ pub enum HeadInit {
     Prototype,
     /// Normal(0, 0.02), as Hugging Face initialises a new head.
     Random,
+    /// A linear probe: multinomial logistic regression (class-weighted, L2
+    /// [`TrainParams::probe_l2`]) fitted on the frozen encoder's pooled features. The probe
+    /// alone is scored as epoch 0 and kept when no fine-tuning epoch beats it on validation;
+    /// `epochs = 0` keeps it without fine-tuning (LP-FT, Kumar et al. 2022).
+    Probe,
+}
+
+impl HeadInit {
+    /// The `--head-init` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadInit::Prototype => "prototype",
+            HeadInit::Random => "random",
+            HeadInit::Probe => "probe",
+        }
+    }
 }
 
 /// Parameters of a categoriser training run, unchecked.
@@ -92,6 +108,9 @@ pub struct TrainParams {
     pub warmup: f64,
     /// How the classifier layer starts.
     pub head_init: HeadInit,
+    /// L2 strength of the linear probe (`l2 / 2 * |W|^2` added to the class-weighted mean
+    /// cross-entropy; scikit-learn's `C` is `1 / (l2 * rows)`).
+    pub probe_l2: f64,
     /// Dropout probability while training (hidden states and attention probabilities, as
     /// Hugging Face's `hidden_dropout_prob` / `attention_probs_dropout_prob`).
     pub dropout: f64,
@@ -129,6 +148,7 @@ impl TrainParams {
             weight_decay: 0.01,
             warmup: 0.1,
             head_init: HeadInit::Random,
+            probe_l2: 1e-4,
             refit: false,
             dropout: 0.0,
             pooling: ClassifierPooling::Cls,
@@ -139,8 +159,14 @@ impl TrainParams {
     /// Validates the parameters into a [`TrainConfig`]. Files are checked when read.
     pub fn check(self) -> Result<TrainConfig, ParamsError> {
         let bad = |name: &'static str, reason: String| Err(ParamsError::Invalid { name, reason });
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1".into());
+        if self.epochs == 0 && self.head_init != HeadInit::Probe {
+            return bad(
+                "epochs",
+                "must be at least 1 (0 only with --head-init probe: the probe alone)".into(),
+            );
+        }
+        if !(self.probe_l2.is_finite() && self.probe_l2 >= 0.0) {
+            return bad("probe-l2", format!("must be >= 0, got {}", self.probe_l2));
         }
         let lr = self.lr.unwrap_or_else(|| self.init.default_lr());
         if !(lr.is_finite() && lr > 0.0) {
@@ -263,6 +289,11 @@ mod tests {
         let mut p = params();
         p.init = ModelInit::Base { dir: "m".into() };
         assert_eq!(p.check().unwrap().lr(), 5e-5);
+        // A probe may stand alone.
+        let mut p = params();
+        p.head_init = HeadInit::Probe;
+        p.epochs = 0;
+        assert!(p.check().is_ok());
     }
 
     /// Breaks one parameter.
@@ -272,6 +303,7 @@ mod tests {
     fn out_of_range_values_name_the_flag() {
         let cases: Vec<(Breaker, &str)> = vec![
             (|p| p.epochs = 0, "--epochs"),
+            (|p| p.probe_l2 = f64::NAN, "--probe-l2"),
             (|p| p.lr = Some(-1.0), "--lr"),
             (|p| p.batch_size = 0, "--batch-size"),
             (|p| p.max_len = 2, "--max-len"),

@@ -17,6 +17,7 @@ use tokenizers::Tokenizer;
 use super::CategorizerError;
 use super::data::{LabelledTexts, check_trainable, read_csv, stratified_split};
 use super::encoder::{Activation, Dropout, EncoderSpec, TrainableClassifier};
+use super::head::{PROTOTYPE_SCALE, probe_head, prototype_head};
 use super::metrics::score;
 use super::params::{HeadInit, ModelInit, TrainConfig};
 use infermesh_model_core::rng::SplitMix64;
@@ -24,9 +25,9 @@ use infermesh_model_core::rng::SplitMix64;
 /// Scores after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
-    /// 1-based epoch.
+    /// 1-based epoch; 0 scores the linear probe before fine-tuning.
     pub epoch: usize,
-    /// Mean weighted cross-entropy over the epoch's steps.
+    /// Mean weighted cross-entropy over the epoch's steps (epoch 0: the probe's objective).
     pub train_loss: f64,
     /// Validation accuracy.
     pub val_accuracy: f64,
@@ -39,9 +40,13 @@ pub struct EpochStats {
 pub struct TrainingReport {
     /// `BertForSequenceClassification` or `DistilBertForSequenceClassification`.
     pub architecture: String,
-    /// Epochs run (early stopping may end before the maximum).
+    /// How the classifier layer started: `random`, `prototype` or `probe`.
+    #[serde(default)]
+    pub head_init: String,
+    /// Fine-tuning epochs run (early stopping may end before the maximum).
     pub epochs_run: usize,
-    /// The epoch whose weights were kept (1-based).
+    /// The epoch whose weights were kept (1-based; 0: the linear probe alone, no
+    /// fine-tuning).
     pub best_epoch: usize,
     /// Validation accuracy of the kept weights.
     pub validation_accuracy: f64,
@@ -305,72 +310,6 @@ fn load_base(varmap: &VarMap, dir: &Path) -> Result<(), CategorizerError> {
     Ok(())
 }
 
-/// Logit spread of the prototype head: a row at its class centroid, one typical distance
-/// from the global mean, scores this much more than at the mean.
-const PROTOTYPE_SCALE: f32 = 4.0;
-
-/// A nearest-centroid classifier layer from pooled `features` and their labels. With `m` the
-/// global mean, `d_c` class `c`'s mean minus `m` and `r` the mean distance of the features
-/// from `m`, row `c` is `k * d_c` and its bias `-k * (d_c . m + |d_c|^2 / 2)`, `k = scale /
-/// r^2`: the argmax is the nearest class mean, and logits differ by about `scale` across
-/// a typical distance. Labels without rows get zero rows.
-pub(crate) fn prototype_head(
-    features: &[Vec<f32>],
-    labels: &[u32],
-    num_labels: usize,
-    scale: f32,
-) -> (Vec<f32>, Vec<f32>) {
-    let dim = features.first().map_or(0, Vec::len);
-    let n = features.len().max(1) as f32;
-    let mut mean = vec![0f32; dim];
-    for f in features {
-        for (m, x) in mean.iter_mut().zip(f) {
-            *m += x / n;
-        }
-    }
-    let radius = features
-        .iter()
-        .map(|f| {
-            f.iter()
-                .zip(&mean)
-                .map(|(x, m)| (x - m) * (x - m))
-                .sum::<f32>()
-                .sqrt()
-        })
-        .sum::<f32>()
-        / n;
-    let mut sums = vec![vec![0f32; dim]; num_labels];
-    let mut counts = vec![0usize; num_labels];
-    for (f, &y) in features.iter().zip(labels) {
-        counts[y as usize] += 1;
-        for (s, x) in sums[y as usize].iter_mut().zip(f) {
-            *s += x;
-        }
-    }
-    let mut weight = Vec::with_capacity(num_labels * dim);
-    let mut bias = Vec::with_capacity(num_labels);
-    for (sum, &count) in sums.iter().zip(&counts) {
-        let dir: Vec<f32> = if count == 0 {
-            vec![0.0; dim]
-        } else {
-            sum.iter()
-                .zip(&mean)
-                .map(|(s, m)| s / count as f32 - m)
-                .collect()
-        };
-        let k = if count > 0 && radius > 0.0 {
-            scale / (radius * radius)
-        } else {
-            0.0
-        };
-        let half_sq = dir.iter().map(|x| x * x).sum::<f32>() / 2.0;
-        let row: Vec<f32> = dir.iter().map(|x| x * k).collect();
-        bias.push(-row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>() - k * half_sq);
-        weight.extend(row);
-    }
-    (weight, bias)
-}
-
 /// Peak `lr` reached linearly over `warmup` steps, then linear decay towards 0 at `total`.
 pub(crate) fn lr_at(step: usize, total: usize, warmup: usize, lr: f64) -> f64 {
     if step < warmup {
@@ -397,7 +336,7 @@ pub(crate) fn class_weights(label_ids: &[u32], num_labels: usize) -> Vec<f32> {
 
 /// Weighted cross-entropy: `sum_i w[y_i] * -log p(y_i) / sum_i w[y_i]` (PyTorch's
 /// weighted mean).
-fn weighted_cross_entropy(
+pub(crate) fn weighted_cross_entropy(
     logits: &Tensor,
     targets: &Tensor,
     weights: &Tensor,
@@ -435,7 +374,8 @@ fn progress_bar(progress: bool, len: usize, epoch: usize, epochs: usize) -> Prog
 }
 
 /// A new classifier as the run asks: seeded init, the base encoder's weights, and the
-/// prototype head from `ids` / `y` when asked for.
+/// prototype or probe head from `ids` / `y` when asked for. Returns the probe's objective
+/// when a probe was fitted.
 fn new_model(
     p: &super::params::TrainParams,
     spec: &EncoderSpec,
@@ -444,7 +384,7 @@ fn new_model(
     y: &[u32],
     pad_id: u32,
     device: &Device,
-) -> Result<(VarMap, TrainableClassifier), CategorizerError> {
+) -> Result<(VarMap, TrainableClassifier, Option<f64>), CategorizerError> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = TrainableClassifier::new(vb, spec, labels.len())?;
@@ -452,14 +392,26 @@ fn new_model(
     if let ModelInit::Base { dir } = &p.init {
         load_base(&varmap, dir)?;
     }
-    if p.head_init == HeadInit::Prototype {
-        let mut features = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(64) {
-            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-            let (t, mask) = tokenize::pad_batch(&refs, pad_id, device)?;
-            features.extend(model.features(&t, &mask)?.detach().to_vec2::<f32>()?);
-        }
-        let (w, b) = prototype_head(&features, y, labels.len(), PROTOTYPE_SCALE);
+    if p.head_init == HeadInit::Random {
+        return Ok((varmap, model, None));
+    }
+    let mut features = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(64) {
+        let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        let (t, mask) = tokenize::pad_batch(&refs, pad_id, device)?;
+        features.extend(model.features(&t, &mask)?.detach().to_vec2::<f32>()?);
+    }
+    let ((w, b), probe_loss) = if p.head_init == HeadInit::Probe {
+        let weights = class_weights(y, labels.len());
+        let probe = probe_head(&features, y, labels.len(), &weights, p.probe_l2, device)?;
+        ((probe.weight, probe.bias), Some(probe.loss))
+    } else {
+        (
+            prototype_head(&features, y, labels.len(), PROTOTYPE_SCALE),
+            None,
+        )
+    };
+    {
         let vars = varmap
             .data()
             .lock()
@@ -475,7 +427,7 @@ fn new_model(
             var.set(&Tensor::from_vec(values, shape, device)?)?;
         }
     }
-    Ok((varmap, model))
+    Ok((varmap, model, probe_loss))
 }
 
 /// Runs up to `run_epochs` epochs of AdamW on `ids` / `y` (class-weighted cross-entropy,
@@ -568,55 +520,66 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     };
     let (train_ids, train_y) = encode(&train_set)?;
     let (val_ids, val_y) = encode(&val_set)?;
-    let (varmap, model) = new_model(p, &spec, &labels, &train_ids, &train_y, pad_id, &device)?;
+    let (varmap, model, probe_loss) =
+        new_model(p, &spec, &labels, &train_ids, &train_y, pad_id, &device)?;
 
     let mut history = Vec::new();
     let mut best: Option<(f64, f64, usize, HashMap<String, Tensor>)> = None;
     let mut stale = 0;
-    fit(
-        &model,
-        &varmap,
-        cfg,
-        &train_ids,
-        &train_y,
-        labels.len(),
-        pad_id,
-        &device,
-        p.epochs,
-        |epoch, train_loss| {
-            let mut predicted = Vec::with_capacity(val_ids.len());
-            for chunk in val_ids.chunks(64) {
-                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                for row in logits(&model, &refs, pad_id, &device)? {
-                    predicted.push(labels[argmax(&row)].as_str());
-                }
+    // Scores the model on the validation rows after `epoch` (0: the probe before any
+    // fine-tuning), keeps the best weights and says whether to stop.
+    let mut after_epoch = |epoch: usize, train_loss: f64| -> Result<bool, CategorizerError> {
+        let mut predicted = Vec::with_capacity(val_ids.len());
+        for chunk in val_ids.chunks(64) {
+            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            for row in logits(&model, &refs, pad_id, &device)? {
+                predicted.push(labels[argmax(&row)].as_str());
             }
-            let scores = score(&val_set.labels, &predicted);
-            let stats = EpochStats {
-                epoch,
-                train_loss,
-                val_accuracy: scores.accuracy,
-                val_macro_f1: scores.macro_f1,
-            };
-            if p.progress {
-                eprintln!(
-                    "epoch {epoch}/{}: loss {:.4}, validation accuracy {:.4}, macro-F1 {:.4}",
-                    p.epochs, stats.train_loss, stats.val_accuracy, stats.val_macro_f1
-                );
+        }
+        let scores = score(&val_set.labels, &predicted);
+        let stats = EpochStats {
+            epoch,
+            train_loss,
+            val_accuracy: scores.accuracy,
+            val_macro_f1: scores.macro_f1,
+        };
+        if p.progress {
+            eprintln!(
+                "epoch {epoch}/{}: loss {:.4}, validation accuracy {:.4}, macro-F1 {:.4}",
+                p.epochs, stats.train_loss, stats.val_accuracy, stats.val_macro_f1
+            );
+        }
+        history.push(stats);
+        if best.as_ref().is_none_or(|b| scores.macro_f1 > b.0) {
+            best = Some((scores.macro_f1, scores.accuracy, epoch, snapshot(&varmap)?));
+            stale = 0;
+        } else {
+            stale += 1;
+            if p.patience > 0 && stale >= p.patience {
+                return Ok(true);
             }
-            history.push(stats);
-            if best.as_ref().is_none_or(|b| scores.macro_f1 > b.0) {
-                best = Some((scores.macro_f1, scores.accuracy, epoch, snapshot(&varmap)?));
-                stale = 0;
-            } else {
-                stale += 1;
-                if p.patience > 0 && stale >= p.patience {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        },
-    )?;
+        }
+        Ok(false)
+    };
+    // With a probe, epoch 0 (the probe alone) competes with the fine-tuned epochs.
+    let stop = match probe_loss {
+        Some(loss) => after_epoch(0, loss)?,
+        None => false,
+    };
+    if !stop {
+        fit(
+            &model,
+            &varmap,
+            cfg,
+            &train_ids,
+            &train_y,
+            labels.len(),
+            pad_id,
+            &device,
+            p.epochs,
+            after_epoch,
+        )?;
+    }
 
     let (best_f1, best_acc, best_epoch, weights) =
         best.ok_or(CategorizerError::Internal("no epoch ran"))?;
@@ -645,7 +608,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
                 all_ids.len()
             );
         }
-        let (varmap, model) = new_model(p, &spec, &labels, &all_ids, &all_y, pad_id, &device)?;
+        let (varmap, model, _) = new_model(p, &spec, &labels, &all_ids, &all_y, pad_id, &device)?;
         fit(
             &model,
             &varmap,
@@ -670,7 +633,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
 
     let report = TrainingReport {
         architecture: spec.architecture.hf_name().to_string(),
-        epochs_run: history.len(),
+        head_init: p.head_init.as_str().to_string(),
+        epochs_run: history.iter().filter(|h| h.epoch > 0).count(),
         best_epoch,
         validation_accuracy: best_acc,
         validation_macro_f1: best_f1,
@@ -765,33 +729,6 @@ mod tests {
         assert!(lrs[2..].windows(2).all(|w| w[1] < w[0]));
         assert!((lrs[9] - 0.125).abs() < 1e-12);
         assert_eq!(lr_at(0, 10, 0, 1.0), 1.0);
-    }
-
-    #[test]
-    fn prototype_head_classifies_by_nearest_centroid() {
-        // Three clusters in 2-D around (1, 0), (0, 1), (-1, -1); label 3 has no rows.
-        let features = vec![
-            vec![1.1, 0.1],
-            vec![0.9, -0.1],
-            vec![0.1, 1.0],
-            vec![-0.1, 1.1],
-            vec![-1.0, -0.9],
-        ];
-        let labels = [0u32, 0, 1, 1, 2];
-        let (w, b) = prototype_head(&features, &labels, 4, 4.0);
-        assert_eq!((w.len(), b.len()), (8, 4));
-        assert_eq!((w[6], w[7], b[3]), (0.0, 0.0, 0.0));
-        let predict = |x: &[f32]| {
-            let logits: Vec<f32> = (0..4)
-                .map(|c| w[2 * c] * x[0] + w[2 * c + 1] * x[1] + b[c])
-                .collect();
-            argmax(&logits)
-        };
-        for (f, &y) in features.iter().zip(&labels) {
-            assert_eq!(predict(f) as u32, y, "{f:?}");
-        }
-        assert_eq!(predict(&[0.8, 0.2]), 0);
-        assert_eq!(predict(&[-0.7, -1.2]), 2);
     }
 
     #[test]
