@@ -179,6 +179,54 @@ fn training_is_deterministic_given_the_seed() {
     assert_eq!(ra.report.history, rb.report.history);
 }
 
+/// `--soup 2`: the written weights are the mean of two runs that share their start (seed 5)
+/// and differ in split and shuffles (seeds 5 and 6), and the served soup gives the trained
+/// one's logits.
+#[test]
+fn soup_writes_the_mean_of_its_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = distilbert_params(dir.path(), &dataset(12));
+    p.epochs = 2;
+    p.seed = 5;
+    let mut a = p.clone();
+    a.out = dir.path().join("a");
+    let mut b = a.clone();
+    b.seed = 6;
+    b.init_seed = Some(5);
+    b.out = dir.path().join("b");
+    p.soup = 2;
+    p.out = dir.path().join("soup");
+    let soup = train(&p.check().unwrap()).unwrap();
+    let seeds: Vec<u64> = soup.report.soup.iter().map(|m| m.seed).collect();
+    assert_eq!(seeds, [5, 6]);
+    train(&a.check().unwrap()).unwrap();
+    train(&b.check().unwrap()).unwrap();
+    let load = |name: &str| {
+        let bytes = std::fs::read(dir.path().join(name).join("model.safetensors")).unwrap();
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap()
+    };
+    let (ts, ta, tb) = (load("soup"), load("a"), load("b"));
+    assert_eq!(ts.len(), ta.len());
+    let mut differing = 0;
+    for (name, t) in &ts {
+        let t = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let x = ta[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = tb[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        differing += usize::from(x != y);
+        for ((s, x), y) in t.iter().zip(&x).zip(&y) {
+            assert!((s - (x + y) / 2.0).abs() < 1e-6, "{name}: {s} vs {x}, {y}");
+        }
+    }
+    assert!(differing > 0, "the members trained identically");
+    let served = TextClassifier::load(&dir.path().join("soup")).unwrap();
+    let expected = soup.model.predict_logits(PROBES).unwrap();
+    for (got, want) in served.predict_logits(PROBES).unwrap().iter().zip(&expected) {
+        for (x, y) in got.iter().zip(want) {
+            assert!((x - y).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+    }
+}
+
 /// A BERT base the test writes itself (random weights under bare `embeddings.*` /
 /// `encoder.*` names, no pooler), fine-tuned for one epoch and served back.
 #[test]

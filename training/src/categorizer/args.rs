@@ -127,6 +127,11 @@ pub struct TrainArgs {
     /// `"classifier_pooling": "mean"`, which Hugging Face's BERT classes ignore). Default cls.
     #[arg(long, value_enum, default_value_t = PoolingKind::Cls)]
     pub pooling: PoolingKind,
+    /// Train this many models, with seeds --seed, --seed + 1, ... (each its own validation
+    /// split, epoch choice and refit), and write the uniform average of their weights (a
+    /// model soup, Wortsman et al. 2022); N times the training time. Default 1 (one model).
+    #[arg(long, default_value_t = 1)]
+    pub soup: usize,
 }
 
 /// `--pooling` values.
@@ -197,6 +202,7 @@ impl TrainArgs {
             (Some(HeadInitKind::Probe), _) => HeadInit::Probe,
         };
         p.probe_l2 = self.probe_l2;
+        p.soup = self.soup;
         p.refit = self.refit;
         p.dropout = self.dropout;
         p.pooling = match self.pooling {

@@ -13,7 +13,8 @@
 //! * Optimisation: AdamW, linear warmup then linear decay, inverse-frequency class-weighted
 //!   cross-entropy, dynamic padding, a seeded shuffle per epoch, early stopping on
 //!   validation macro-F1, best weights kept; optional dropout (`--dropout`, where Hugging Face's
-//!   BERT applies it) and refit on all rows (`--refit`).
+//!   BERT applies it), refit on all rows (`--refit`), and a uniform model soup over seeds
+//!   (`--soup N`).
 //! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`.
 //!
 //! ```no_run
@@ -45,7 +46,7 @@ pub use args::{EvalArgs, HeadInitKind, InitKind, PoolingKind, TrainArgs, print_r
 pub use data::{DataError, LabelledTexts};
 pub use metrics::{ClassMetrics, EvalReport};
 pub use params::{HeadInit, ModelInit, ParamsError, TrainConfig, TrainParams};
-pub use train::{EpochStats, TrainOutcome, TrainedCategorizer, TrainingReport, train};
+pub use train::{EpochStats, SoupMember, TrainOutcome, TrainedCategorizer, TrainingReport, train};
 
 /// Everything that can stop a training or evaluation run.
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,10 @@ pub struct TrainParams {
     pub max_len: usize,
     /// Seed of the split, the shuffles and the new weights.
     pub seed: u64,
+    /// Seed of the newly initialised weights (a random head, a pooler the base lacks, an
+    /// `--init` model) when it must differ from `seed`, as for soup members, which share
+    /// their start. `None`: `seed`.
+    pub init_seed: Option<u64>,
     /// Share of each class held out for validation.
     pub val_fraction: f64,
     /// Epochs without a better validation macro-F1 before stopping.
@@ -119,6 +123,9 @@ pub struct TrainParams {
     pub refit: bool,
     /// What the classifier layer reads (`classifier_pooling` in `config.json`).
     pub pooling: ClassifierPooling,
+    /// Models in the soup: train one per seed `seed, seed + 1, ...` and write the uniform
+    /// average of their weights (1: a single model).
+    pub soup: usize,
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
 }
@@ -143,6 +150,7 @@ impl TrainParams {
             batch_size: 32,
             max_len: 64,
             seed: 42,
+            init_seed: None,
             val_fraction: 0.1,
             patience: 2,
             weight_decay: 0.01,
@@ -152,6 +160,7 @@ impl TrainParams {
             refit: false,
             dropout: 0.0,
             pooling: ClassifierPooling::Cls,
+            soup: 1,
             progress: false,
         }
     }
@@ -164,6 +173,9 @@ impl TrainParams {
                 "epochs",
                 "must be at least 1 (0 only with --head-init probe: the probe alone)".into(),
             );
+        }
+        if self.soup == 0 {
+            return bad("soup", "must be at least 1".into());
         }
         if !(self.probe_l2.is_finite() && self.probe_l2 >= 0.0) {
             return bad("probe-l2", format!("must be >= 0, got {}", self.probe_l2));
@@ -247,6 +259,14 @@ impl TrainConfig {
     pub fn lr(&self) -> f64 {
         self.lr
     }
+
+    /// A soup member: another seed for the split and shuffles, the same initial weights.
+    pub(crate) fn soup_member(&self, seed: u64) -> Self {
+        let mut cfg = self.clone();
+        cfg.params.init_seed = Some(self.params.init_seed.unwrap_or(self.params.seed));
+        cfg.params.seed = seed;
+        cfg
+    }
 }
 
 /// A parameter is out of range.
@@ -304,6 +324,7 @@ mod tests {
         let cases: Vec<(Breaker, &str)> = vec![
             (|p| p.epochs = 0, "--epochs"),
             (|p| p.probe_l2 = f64::NAN, "--probe-l2"),
+            (|p| p.soup = 0, "--soup"),
             (|p| p.lr = Some(-1.0), "--lr"),
             (|p| p.batch_size = 0, "--batch-size"),
             (|p| p.max_len = 2, "--max-len"),

@@ -69,6 +69,31 @@ pub struct TrainingReport {
     pub elapsed_seconds: f64,
     /// Per-epoch scores.
     pub history: Vec<EpochStats>,
+    /// With `--soup N`: every member's run (the fields above describe the first); the
+    /// written weights are their uniform average.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soup: Vec<SoupMember>,
+}
+
+/// One member of a model soup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoupMember {
+    /// Its seed (split, shuffles, new weights).
+    pub seed: u64,
+    /// The epoch its validation chose.
+    pub best_epoch: usize,
+    /// Its validation macro-F1 at that epoch.
+    pub validation_macro_f1: f64,
+}
+
+impl SoupMember {
+    fn of(report: &TrainingReport) -> Self {
+        Self {
+            seed: report.seed,
+            best_epoch: report.best_epoch,
+            validation_macro_f1: report.validation_macro_f1,
+        }
+    }
 }
 
 /// The trained model in memory, as the trainer computes it.
@@ -388,7 +413,7 @@ fn new_model(
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = TrainableClassifier::new(vb, spec, labels.len())?;
-    init_weights(&varmap, p.seed)?;
+    init_weights(&varmap, p.init_seed.unwrap_or(p.seed))?;
     if let ModelInit::Base { dir } = &p.init {
         load_base(&varmap, dir)?;
     }
@@ -491,8 +516,63 @@ fn fit(
     Ok(())
 }
 
-/// Trains a categoriser as `cfg` says and writes it to `cfg.params().out`.
+/// Trains a categoriser as `cfg` says and writes it to `cfg.params().out`. With
+/// `soup > 1`, trains one model per seed `seed, seed + 1, ...` (each with its own validation
+/// split, epoch choice and refit) from the same initial weights, and writes the uniform
+/// average of their weights: a uniform model soup (Wortsman et al. 2022).
 pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
+    let started = Instant::now();
+    let p = cfg.params();
+    let mut run = train_run(cfg)?;
+    if p.soup > 1 {
+        let mut members = vec![SoupMember::of(&run.report)];
+        let mut sums = snapshot(&run.varmap)?;
+        for k in 1..p.soup {
+            let member = train_run(&cfg.soup_member(p.seed.wrapping_add(k as u64)))?;
+            members.push(SoupMember::of(&member.report));
+            for (name, t) in snapshot(&member.varmap)? {
+                let sum = sums.get_mut(&name).ok_or(CategorizerError::Internal(
+                    "soup members differ in variables",
+                ))?;
+                *sum = (&*sum + t)?;
+            }
+        }
+        let vars = run
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| CategorizerError::Poisoned)?;
+        for (name, sum) in &sums {
+            if let Some(var) = vars.get(name) {
+                var.set(&(sum / p.soup as f64)?)?;
+            }
+        }
+        drop(vars);
+        run.report.soup = members;
+        run.report.elapsed_seconds = started.elapsed().as_secs_f64();
+    }
+    write_output(
+        &p.out,
+        p.init.tokenizer_dir(),
+        &run.varmap,
+        &run.config_json,
+        &run.report,
+    )?;
+    Ok(TrainOutcome {
+        report: run.report,
+        model: run.model,
+    })
+}
+
+/// One training run, not yet written.
+struct Run {
+    report: TrainingReport,
+    varmap: VarMap,
+    model: TrainedCategorizer,
+    config_json: serde_json::Value,
+}
+
+fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
     let started = Instant::now();
     let p = cfg.params();
     let device = Device::Cpu;
@@ -646,6 +726,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         lr: cfg.lr(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         history,
+        soup: Vec::new(),
     };
 
     config_json["architectures"] = serde_json::json!([spec.architecture.hf_name()]);
@@ -666,16 +747,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
     if p.pooling != ClassifierPooling::Cls {
         config_json["classifier_pooling"] = p.pooling.as_str().into();
     }
-    write_output(
-        &p.out,
-        p.init.tokenizer_dir(),
-        &varmap,
-        &config_json,
-        &report,
-    )?;
-
-    Ok(TrainOutcome {
+    Ok(Run {
         report,
+        varmap,
         model: TrainedCategorizer {
             model,
             labels,
@@ -683,6 +757,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
             pad_id,
             device,
         },
+        config_json,
     })
 }
 
