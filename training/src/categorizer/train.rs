@@ -78,7 +78,7 @@ pub struct TrainingReport {
 /// One member of a model soup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoupMember {
-    /// Its seed (split, shuffles, new weights).
+    /// Its seed (split and shuffles; every member starts from the first one's weights).
     pub seed: u64,
     /// The epoch its validation chose.
     pub best_epoch: usize,
