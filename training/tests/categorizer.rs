@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use infermesh_text::TextModel;
 use infermesh_text::classifier::{ClassifierPooling, TextClassifier};
 use infermesh_training::categorizer::{
-    CategorizerError, DataError, ModelInit, TrainParams, evaluate, train,
+    CategorizerError, DataError, ModelInit, TrainParams, TrainedCategorizer, evaluate, train,
 };
 use tokenizers::Tokenizer;
 use tokenizers::models::wordpiece::WordPiece;
@@ -109,6 +109,17 @@ const PROBES: &[&str] = &[
     "metro",
 ];
 
+/// The served model gives the trained one's logits on [`PROBES`], within `tol`.
+fn assert_same_logits(served: &TextClassifier, trained: &TrainedCategorizer, tol: f32) {
+    let expected = trained.predict_logits(PROBES).unwrap();
+    let got = served.predict_logits(PROBES).unwrap();
+    for (a, b) in got.iter().zip(&expected) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < tol, "{a:?} vs {b:?}");
+        }
+    }
+}
+
 #[test]
 fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,13 +150,7 @@ fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
     // The serving loader (candle-transformers' DistilBERT) gives the trainer's logits.
     let served = TextClassifier::load(&out).unwrap();
     assert_eq!(served.labels(), ["dining", "groceries", "transport"]);
-    let expected = outcome.model.predict_logits(PROBES).unwrap();
-    let got = served.predict_logits(PROBES).unwrap();
-    for (a, b) in got.iter().zip(&expected) {
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
-    }
+    assert_same_logits(&served, &outcome.model, 1e-3);
     assert_eq!(
         served.predict_labels(PROBES).unwrap(),
         outcome.model.predict(PROBES).unwrap()
@@ -219,12 +224,7 @@ fn soup_writes_the_mean_of_its_members() {
     }
     assert!(differing > 0, "the members trained identically");
     let served = TextClassifier::load(&dir.path().join("soup")).unwrap();
-    let expected = soup.model.predict_logits(PROBES).unwrap();
-    for (got, want) in served.predict_logits(PROBES).unwrap().iter().zip(&expected) {
-        for (x, y) in got.iter().zip(want) {
-            assert!((x - y).abs() < 1e-4, "{got:?} vs {want:?}");
-        }
-    }
+    assert_same_logits(&served, &soup.model, 1e-4);
 }
 
 /// A BERT base the test writes itself (random weights under bare `embeddings.*` /
@@ -263,13 +263,7 @@ fn bert_from_a_base_directory_reloads_identically() {
     let outcome = train(&p.clone().check().unwrap()).unwrap();
     assert_eq!(outcome.report.architecture, "BertForSequenceClassification");
     let served = TextClassifier::load(&dir.path().join("model")).unwrap();
-    let expected = outcome.model.predict_logits(PROBES).unwrap();
-    let got = served.predict_logits(PROBES).unwrap();
-    for (a, b) in got.iter().zip(&expected) {
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
-    }
+    assert_same_logits(&served, &outcome.model, 1e-3);
     let bytes = std::fs::read(dir.path().join("model/model.safetensors")).unwrap();
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     assert!(tensors.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
@@ -287,13 +281,7 @@ fn bert_from_a_base_directory_reloads_identically() {
     assert_eq!(r.refit_rows, Some(r.train_rows + r.validation_rows));
     assert_eq!(r.train_rows + r.validation_rows, 30);
     let served = TextClassifier::load(&dir.path().join("refit")).unwrap();
-    let expected = outcome.model.predict_logits(PROBES).unwrap();
-    let got = served.predict_logits(PROBES).unwrap();
-    for (a, b) in got.iter().zip(&expected) {
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
-    }
+    assert_same_logits(&served, &outcome.model, 1e-3);
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("refit/training_report.json")).unwrap(),
     )
@@ -309,13 +297,7 @@ fn bert_from_a_base_directory_reloads_identically() {
     let outcome = train(&m.check().unwrap()).unwrap();
     let served = TextClassifier::load(&dir.path().join("mean")).unwrap();
     assert_eq!(served.pooling(), ClassifierPooling::Mean);
-    let expected = outcome.model.predict_logits(PROBES).unwrap();
-    let got = served.predict_logits(PROBES).unwrap();
-    for (a, b) in got.iter().zip(&expected) {
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
-    }
+    assert_same_logits(&served, &outcome.model, 1e-3);
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("mean/config.json")).unwrap())
             .unwrap();
@@ -339,13 +321,7 @@ fn bert_from_a_base_directory_reloads_identically() {
     assert_eq!(r.refit_rows, Some(30));
     assert!(r.history[0].train_loss.is_finite() && r.history[0].train_loss > 0.0);
     let served = TextClassifier::load(&dir.path().join("probe")).unwrap();
-    let expected = outcome.model.predict_logits(PROBES).unwrap();
-    let got = served.predict_logits(PROBES).unwrap();
-    for (a, b) in got.iter().zip(&expected) {
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
-    }
+    assert_same_logits(&served, &outcome.model, 1e-3);
     // Probe then fine-tuning: epoch 0 is scored beside the fine-tuned epochs.
     probe.epochs = 2;
     probe.refit = false;
