@@ -9,7 +9,8 @@ use candle_nn::{VarBuilder, VarMap};
 use infermesh_text::TextModel;
 use infermesh_text::classifier::{ClassifierPooling, TextClassifier};
 use infermesh_training::categorizer::{
-    CategorizerError, DataError, ModelInit, TrainParams, TrainedCategorizer, evaluate, train,
+    CategorizerError, DataError, EvalArgs, ModelInit, TrainParams, TrainedCategorizer, evaluate,
+    train,
 };
 use tokenizers::Tokenizer;
 use tokenizers::models::wordpiece::WordPiece;
@@ -156,15 +157,38 @@ fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
         outcome.model.predict(PROBES).unwrap()
     );
 
-    let eval = evaluate(
-        &out,
-        &dir.path().join("train.csv"),
-        "description",
-        "category",
-    )
+    let predictions = dir.path().join("predictions.csv");
+    let eval = EvalArgs {
+        data: dir.path().join("train.csv"),
+        text_column: "description".into(),
+        label_column: "category".into(),
+        model: out.clone(),
+        json: true,
+        predictions: Some(predictions.clone()),
+    }
+    .run()
     .unwrap();
     assert_eq!(eval.n, 120);
     assert!(eval.macro_f1 > 0.9, "{eval:?}");
+    // The predictions file holds every row, the served model's label for its text, a
+    // probability of at least 1/3 (the top of 3 classes), and the report's accuracy.
+    let mut rd = csv::Reader::from_path(&predictions).unwrap();
+    assert_eq!(
+        rd.headers().unwrap(),
+        vec!["text", "label", "predicted", "probability"]
+    );
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 120);
+    let texts: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
+    let served_labels = served.predict_labels(&texts).unwrap();
+    let mut correct = 0;
+    for (row, want) in rows.iter().zip(&served_labels) {
+        assert_eq!(&row[2], want, "{row:?}");
+        let p: f32 = row[3].parse().unwrap();
+        assert!((1.0 / 3.0..=1.0).contains(&p), "{row:?}");
+        correct += usize::from(row[1] == row[2]);
+    }
+    assert!((correct as f64 / 120.0 - eval.accuracy).abs() < 1e-12);
 }
 
 #[test]

@@ -239,16 +239,25 @@ pub struct EvalArgs {
     /// table.
     #[arg(long)]
     pub json: bool,
+    /// Also write every row's prediction to this CSV file (columns text, label, predicted,
+    /// probability), for error analysis or a paired comparison with another model. Not written
+    /// by default.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
 }
 
 impl EvalArgs {
-    /// Loads the model and scores it on the data.
+    /// Loads the model, scores it on the data and writes `--predictions` when given.
     pub fn run(&self) -> Result<EvalReport, CategorizerError> {
-        super::evaluate(
+        let (report, rows, predicted) = super::evaluate_rows(
             &self.model,
             &self.data,
             &self.text_column,
             &self.label_column,
-        )
+        )?;
+        if let Some(path) = &self.predictions {
+            super::write_predictions(path, &rows, &predicted)?;
+        }
+        Ok(report)
     }
 }

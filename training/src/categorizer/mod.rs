@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use infermesh_text::TextError;
 use infermesh_text::TextModel;
-use infermesh_text::classifier::{TextClassifier, argmax};
+use infermesh_text::classifier::{TextClassifier, argmax, softmax};
 
 mod args;
 pub mod data;
@@ -104,10 +104,31 @@ pub fn evaluate(
     text_column: &str,
     label_column: &str,
 ) -> Result<EvalReport, CategorizerError> {
+    evaluate_rows(model_dir, data, text_column, label_column).map(|(report, _, _)| report)
+}
+
+/// As [`evaluate`], also returning the rows and each row's [`Prediction`].
+pub fn evaluate_rows(
+    model_dir: &Path,
+    data: &Path,
+    text_column: &str,
+    label_column: &str,
+) -> Result<(EvalReport, LabelledTexts, Vec<Prediction>), CategorizerError> {
     let model = TextClassifier::load(model_dir)?;
     let rows = data::read_csv(data, text_column, label_column)?;
-    let predicted = predict_labels(&model, &rows.texts)?;
-    Ok(metrics::score(&rows.labels, &predicted))
+    let predicted = predict(&model, &rows.texts)?;
+    let labels: Vec<&str> = predicted.iter().map(|p| p.label.as_str()).collect();
+    let report = metrics::score(&rows.labels, &labels);
+    Ok((report, rows, predicted))
+}
+
+/// One text's most likely label and the probability the model gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The most likely label.
+    pub label: String,
+    /// Its softmax probability.
+    pub probability: f32,
 }
 
 /// The most likely label of each text, batched by token length (less padding).
@@ -115,16 +136,51 @@ pub fn predict_labels(
     model: &TextClassifier,
     texts: &[String],
 ) -> Result<Vec<String>, CategorizerError> {
+    Ok(predict(model, texts)?
+        .into_iter()
+        .map(|p| p.label)
+        .collect())
+}
+
+/// The most likely label of each text with its probability, batched by token length (less
+/// padding).
+pub fn predict(
+    model: &TextClassifier,
+    texts: &[String],
+) -> Result<Vec<Prediction>, CategorizerError> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ids = model.tokenize(&refs)?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
-    let mut out = vec![String::new(); ids.len()];
+    let mut out = vec![None; ids.len()];
     for chunk in order.chunks(32) {
         let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
         for (&i, row) in chunk.iter().zip(model.forward_tokens(&batch)?) {
-            out[i] = model.labels()[argmax(&row)].clone();
+            let best = argmax(&row);
+            out[i] = Some(Prediction {
+                label: model.labels()[best].clone(),
+                probability: softmax(&row)[best],
+            });
         }
     }
-    Ok(out)
+    out.into_iter()
+        .map(|p| p.ok_or(CategorizerError::Internal("a row was not predicted")))
+        .collect()
+}
+
+/// Writes one CSV row per text: `text,label,predicted,probability` (the file `infermesh eval
+/// categorizer --predictions` writes, for error analysis and paired comparisons).
+pub fn write_predictions(
+    path: &Path,
+    rows: &LabelledTexts,
+    predicted: &[Prediction],
+) -> Result<(), CategorizerError> {
+    let mut w = csv::Writer::from_path(path).map_err(|e| CategorizerError::io(path, e))?;
+    w.write_record(["text", "label", "predicted", "probability"])
+        .map_err(|e| CategorizerError::io(path, e))?;
+    for ((text, label), p) in rows.texts.iter().zip(&rows.labels).zip(predicted) {
+        w.write_record([text, label, &p.label, &format!("{:.6}", p.probability)])
+            .map_err(|e| CategorizerError::io(path, e))?;
+    }
+    w.flush().map_err(|e| CategorizerError::io(path, e))
 }
