@@ -5,8 +5,15 @@ lines (description -> label) into OUT_DIR/train.csv and OUT_DIR/test.csv. Per la
 round(0.2 * n) rows (at least 1) go to test when the label has 2+ rows; labels with a single
 row stay in train (scikit-learn's stratify refuses them).
 
-`baseline OUT_DIR`: TF-IDF (word 1-2 grams + char_wb 2-5 grams) + logistic regression
-(class_weight=balanced) trained on train.csv, scored on test.csv. Prints one JSON line.
+`baseline OUT_DIR [PREDICTIONS]`: TF-IDF (word 1-2 grams + char_wb 2-5 grams) + logistic
+regression (class_weight=balanced) trained on train.csv, scored on test.csv. Prints one JSON
+line; with PREDICTIONS, also writes every test row's prediction there in the CSV layout of
+`infermesh eval categorizer --predictions` (text, label, predicted, probability).
+
+`compare OURS PEER [RESAMPLES]`: paired comparison of two such prediction files over the same
+rows. Paired bootstrap (RESAMPLES, default 10000, seed 0) of the macro-F1 difference OURS - PEER
+(median, 95% percentile interval, share of resamples where OURS is ahead), and an exact
+two-sided McNemar test on the rows exactly one of the two gets right. Prints one JSON line.
 """
 import csv
 import json
@@ -46,10 +53,17 @@ def read(path):
     return [r["description"] for r in rows], [r["label"] for r in rows]
 
 
-def baseline(out):
+def macro_f1(truth, pred):
+    """Macro-F1 over the union of true and predicted labels, as `infermesh eval` computes it."""
+    from sklearn.metrics import f1_score
+    labels = sorted(set(truth) | set(pred))
+    return f1_score(truth, pred, labels=labels, average="macro", zero_division=0)
+
+
+def baseline(out, predictions=None):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score
     from sklearn.pipeline import make_pipeline, make_union
 
     x_train, y_train = read(f"{out}/train.csv")
@@ -65,18 +79,63 @@ def baseline(out):
     model.fit(x_train, y_train)
     train_s = time.perf_counter() - t0
     pred = model.predict(x_test)
-    # Macro-F1 over the union of true and predicted labels, as `infermesh eval` computes it.
-    labels = sorted(set(y_test) | set(pred))
+    if predictions:
+        proba = model.predict_proba(x_test).max(axis=1)
+        with open(predictions, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label", "predicted", "probability"])
+            w.writerows((x, y, p, f"{q:.6f}") for x, y, p, q in zip(x_test, y_test, pred, proba))
     print(json.dumps({
         "accuracy": accuracy_score(y_test, pred),
-        "macro_f1": f1_score(y_test, pred, labels=labels, average="macro", zero_division=0),
+        "macro_f1": macro_f1(y_test, list(pred)),
         "n": len(y_test),
         "train_seconds": train_s,
+    }))
+
+
+def read_predictions(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["label"], r["predicted"]) for r in csv.DictReader(f)]
+
+
+def compare(ours_path, peer_path, resamples=10000):
+    import numpy as np
+    from scipy.stats import binomtest
+
+    ours, peer = read_predictions(ours_path), read_predictions(peer_path)
+    if [(t, y) for t, y, _ in ours] != [(t, y) for t, y, _ in peer]:
+        sys.exit(f"{ours_path} and {peer_path} do not hold the same rows in the same order")
+    truth = [y for _, y, _ in ours]
+    a, b = [p for _, _, p in ours], [p for _, _, p in peer]
+    n = len(truth)
+    rng = np.random.default_rng(0)
+    deltas = np.empty(resamples)
+    for k in range(resamples):
+        idx = rng.integers(0, n, n)
+        t = [truth[i] for i in idx]
+        deltas[k] = macro_f1(t, [a[i] for i in idx]) - macro_f1(t, [b[i] for i in idx])
+    only_ours = sum(1 for y, p, q in zip(truth, a, b) if p == y and q != y)
+    only_peer = sum(1 for y, p, q in zip(truth, a, b) if q == y and p != y)
+    discordant = only_ours + only_peer
+    p_value = binomtest(only_ours, discordant, 0.5).pvalue if discordant else 1.0
+    print(json.dumps({
+        "n": n,
+        "macro_f1_ours": macro_f1(truth, a),
+        "macro_f1_peer": macro_f1(truth, b),
+        "macro_f1_delta": macro_f1(truth, a) - macro_f1(truth, b),
+        "bootstrap": {"resamples": resamples, "delta_median": float(np.median(deltas)),
+                      "delta_ci95": [float(np.percentile(deltas, 2.5)),
+                                     float(np.percentile(deltas, 97.5))],
+                      "share_ours_ahead": float(np.mean(deltas > 0))},
+        "mcnemar": {"only_ours_right": only_ours, "only_peer_right": only_peer,
+                    "p_value_exact": p_value},
     }))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "split":
         split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 42)
+    elif sys.argv[1] == "compare":
+        compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 10000)
     else:
-        baseline(sys.argv[2])
+        baseline(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
