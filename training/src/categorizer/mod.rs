@@ -131,17 +131,6 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// The most likely label of each text, batched by token length (less padding).
-pub fn predict_labels(
-    model: &TextClassifier,
-    texts: &[String],
-) -> Result<Vec<String>, CategorizerError> {
-    Ok(predict(model, texts)?
-        .into_iter()
-        .map(|p| p.label)
-        .collect())
-}
-
 /// The most likely label of each text with its probability, batched by token length (less
 /// padding).
 pub fn predict(
