@@ -1,12 +1,14 @@
 //! `infermesh`: one binary, a subcommand per service. Parses flags, starts telemetry, and
 //! calls the service library's `run`.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infermesh_common::telemetry::{TelemetryConfig, init_tracing};
+use infermesh_training::write_stdout;
 
 /// infermesh: a Rust ML inference mesh (KServe V2 inference server, JSON gateway, jobs).
 #[derive(Debug, Parser)]
@@ -125,9 +127,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 infermesh_gateway::run(cfg, infermesh_server::stop_signal()).await?;
             }
             Command::Up(args) => up(args).await?,
-            Command::Ab(cmd) => print!("{}", cmd.run().await?),
+            Command::Ab(cmd) => write_stdout(&cmd.run().await?)?,
             Command::Promote(args) => match args.run().await {
-                Ok(done) => print!("{done}"),
+                Ok(done) => write_stdout(&done)?,
                 // Not better: a distinct status, so a scheduler can skip rather than fail.
                 Err(e @ infermesh_training::promote::PromoteError::GateFailed(_)) => {
                     eprintln!("infermesh promote: {e}");
@@ -137,7 +139,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 }
                 Err(e) => return Err(e.into()),
             },
-            Command::Register(args) => print!("{}", args.run().await?),
+            Command::Register(args) => write_stdout(&args.run().await?)?,
             Command::Train(_) | Command::Eval(_) => {} // handled above
         }
         Ok(std::process::ExitCode::SUCCESS)
@@ -145,6 +147,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // What `up` did and how to try it, written once the servers listen.
+    let mut banner = String::new();
     let written = infermesh_server::sample::write_sample_repository(&args.model_repository)
         .with_context(|| {
             format!(
@@ -153,10 +157,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             )
         })?;
     if written {
-        println!(
+        writeln!(
+            banner,
             "wrote the sample model repository to {}",
             args.model_repository.display()
-        );
+        )?;
     }
     let cache = args
         .model_cache
@@ -165,7 +170,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if infermesh_server::sample::link_minilm(&args.model_repository, &cache)
         .with_context(|| format!("cannot link all-MiniLM-L6-v2 from {}", cache.display()))?
     {
-        println!("added minilm (all-MiniLM-L6-v2 from {})", cache.display());
+        writeln!(
+            banner,
+            "added minilm (all-MiniLM-L6-v2 from {})",
+            cache.display()
+        )?;
     }
     let serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
@@ -199,35 +208,42 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let gateway = infermesh_gateway::start(gw_cfg).await?;
     let gw = gateway.addr;
     let http = server.http_addr;
-    println!(
+    writeln!(
+        banner,
         "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
         server.grpc_addr, server.metrics_addr, gateway.metrics_addr
-    );
-    println!("try:");
-    println!("  curl -s http://{http}/v2/models/fraud");
-    println!(
+    )?;
+    writeln!(banner, "try:")?;
+    writeln!(banner, "  curl -s http://{http}/v2/models/fraud")?;
+    writeln!(
+        banner,
         "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
         infermesh_server::sample::EXAMPLE_SCORE_REQUEST
-    );
-    println!(
+    )?;
+    writeln!(
+        banner,
         "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
         infermesh_server::sample::example_v2_request()
-    );
+    )?;
     if args.model_repository.join("minilm/config.toml").exists() {
-        println!(
+        writeln!(
+            banner,
             "  curl -s -X POST http://{http}/v2/models/minilm/infer -H 'content-type: application/json' \\\n    -d '{}'",
             infermesh_server::sample::EXAMPLE_EMBED_REQUEST
-        );
-        println!(
+        )?;
+        writeln!(
+            banner,
             "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
             infermesh_server::sample::EXAMPLE_RANK_REQUEST
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        banner,
         "  curl -s http://{}/metrics | grep infermesh_",
         server.metrics_addr
-    );
-    println!("Ctrl-C stops both.");
+    )?;
+    writeln!(banner, "Ctrl-C stops both.")?;
+    write_stdout(&banner)?;
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
     res?;

@@ -26,6 +26,21 @@ pub enum JobError {
     /// The fraud job failed.
     #[error(transparent)]
     Fraud(#[from] fraud::FraudJobError),
+    /// The result could not be written to stdout.
+    #[error("cannot write the result to stdout: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Writes a job's result to stdout. `println!` panics when the reader has gone away
+/// (`infermesh eval ... --json | head -3`); here a closed pipe just ends the output, as it does
+/// for other Unix tools, and any other write error is returned.
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        done => done,
+    }
 }
 
 /// `infermesh train <job>`.
@@ -47,12 +62,12 @@ pub enum TrainCommand {
 impl TrainCommand {
     /// Runs the job and prints a summary.
     pub fn run(self) -> Result<(), JobError> {
-        match self {
+        let text = match self {
             TrainCommand::Categorizer(args) => {
                 let out = args.out.clone();
                 let report = args.run()?;
-                println!(
-                    "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}",
+                format!(
+                    "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}\n",
                     report.architecture,
                     report.epochs_run,
                     report.best_epoch,
@@ -60,12 +75,12 @@ impl TrainCommand {
                     report.validation_macro_f1,
                     report.elapsed_seconds,
                     out.display()
-                );
-                Ok(())
+                )
             }
-            TrainCommand::Recs(args) => Ok(args.run()?),
-            TrainCommand::Fraud(args) => Ok(args.run()?),
-        }
+            TrainCommand::Recs(args) => args.run()?,
+            TrainCommand::Fraud(args) => args.run()?,
+        };
+        Ok(write_stdout(&text)?)
     }
 }
 
@@ -82,22 +97,22 @@ pub enum EvalCommand {
 impl EvalCommand {
     /// Runs the evaluation and prints it (JSON with `--json`).
     pub fn run(self) -> Result<(), JobError> {
-        match self {
+        let text = match self {
             EvalCommand::Categorizer(args) => {
                 let json = args.json;
                 let report = args.run()?;
                 if json {
-                    println!(
-                        "{}",
+                    format!(
+                        "{}\n",
                         serde_json::to_string_pretty(&report)
                             .map_err(|_| CategorizerError::Internal("report is not JSON"))?
-                    );
+                    )
                 } else {
-                    categorizer::print_report(&report);
+                    categorizer::format_report(&report)
                 }
-                Ok(())
             }
-            EvalCommand::Recs(args) => Ok(args.run()?),
-        }
+            EvalCommand::Recs(args) => args.run()?,
+        };
+        Ok(write_stdout(&text)?)
     }
 }

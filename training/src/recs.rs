@@ -376,11 +376,11 @@ impl TrainRecsArgs {
         })
     }
 
-    /// Runs the job and prints a summary.
-    pub fn run(self) -> Result<(), RecsJobError> {
+    /// Runs the job and returns its summary for stdout.
+    pub fn run(self) -> Result<String, RecsJobError> {
         let r = self.train(true)?;
-        println!(
-            "recommender trained: {} users, {} items, {} positives ({} rows skipped for empty ids), fit {:.2} s, {:.2} s in all; written to {}",
+        Ok(format!(
+            "recommender trained: {} users, {} items, {} positives ({} rows skipped for empty ids), fit {:.2} s, {:.2} s in all; written to {}\n",
             r.users,
             r.items,
             r.positives,
@@ -388,8 +388,7 @@ impl TrainRecsArgs {
             r.fit_seconds,
             r.total_seconds,
             self.out.display()
-        );
-        Ok(())
+        ))
     }
 }
 
@@ -433,19 +432,19 @@ impl EvalRecsArgs {
         Ok(infermesh_recs::evaluate_pairs(&rec, &train, &test, self.k)?)
     }
 
-    /// Runs the evaluation and prints it.
-    pub fn run(self) -> Result<(), RecsJobError> {
+    /// Runs the evaluation and returns it for stdout (JSON with `--json`).
+    pub fn run(self) -> Result<String, RecsJobError> {
         let r = self.evaluate()?;
         if self.json {
-            println!(
-                "{}",
+            Ok(format!(
+                "{}\n",
                 serde_json::to_string_pretty(&r)
                     .map_err(|e| RecsJobError::Invalid(e.to_string()))?
-            );
+            ))
         } else {
             let m = &r.metrics;
-            println!(
-                "precision@{k} {:.4}  recall@{k} {:.4}  AUC {:.4}  ({} users, {} test interactions; {} test and {} train pairs with unknown ids left out)",
+            Ok(format!(
+                "precision@{k} {:.4}  recall@{k} {:.4}  AUC {:.4}  ({} users, {} test interactions; {} test and {} train pairs with unknown ids left out)\n",
                 m.precision_at_k,
                 m.recall_at_k,
                 m.auc,
@@ -454,8 +453,7 @@ impl EvalRecsArgs {
                 r.unknown_test_pairs,
                 r.unknown_train_pairs,
                 k = m.k
-            );
+            ))
         }
-        Ok(())
     }
 }

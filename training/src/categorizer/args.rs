@@ -14,22 +14,19 @@ pub enum InitKind {
     Distilbert,
 }
 
-/// Prints an evaluation as a table.
-pub fn print_report(r: &EvalReport) {
-    println!(
-        "n {}  accuracy {:.4}  macro-F1 {:.4}",
-        r.n, r.accuracy, r.macro_f1
-    );
-    println!(
-        "{:<40} {:>9} {:>9} {:>9} {:>8}",
-        "label", "precision", "recall", "f1", "support"
+/// An evaluation as a text table (what `infermesh eval categorizer` prints without `--json`).
+pub fn format_report(r: &EvalReport) -> String {
+    let mut out = format!(
+        "n {}  accuracy {:.4}  macro-F1 {:.4}\n{:<40} {:>9} {:>9} {:>9} {:>8}\n",
+        r.n, r.accuracy, r.macro_f1, "label", "precision", "recall", "f1", "support"
     );
     for c in &r.per_class {
-        println!(
-            "{:<40} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+        out.push_str(&format!(
+            "{:<40} {:>9.4} {:>9.4} {:>9.4} {:>8}\n",
             c.label, c.precision, c.recall, c.f1, c.support
-        );
+        ));
     }
+    out
 }
 
 /// Flags of `infermesh train categorizer`.

@@ -42,7 +42,7 @@ pub mod metrics;
 mod params;
 mod train;
 
-pub use args::{EvalArgs, HeadInitKind, InitKind, PoolingKind, TrainArgs, print_report};
+pub use args::{EvalArgs, HeadInitKind, InitKind, PoolingKind, TrainArgs, format_report};
 pub use data::{DataError, LabelledTexts};
 pub use metrics::{ClassMetrics, EvalReport};
 pub use params::{HeadInit, ModelInit, ParamsError, TrainConfig, TrainParams};

@@ -824,15 +824,15 @@ impl TrainFraudArgs {
         Ok((id, run.info.artifact_uri, result?))
     }
 
-    /// Runs the job and prints the report.
-    pub fn run(&self) -> Result<(), FraudJobError> {
+    /// Runs the job and returns its report for stdout (JSON with `--json`).
+    pub fn run(&self) -> Result<String, FraudJobError> {
         let r = self.train()?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        Ok(if self.json {
+            format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default())
         } else {
-            println!(
+            format!(
                 "fraud model trained: {} rows ({} duplicates removed), {} rounds, threshold {:.4}; \
-                 test PR-AUC {:.4}, ROC-AUC {:.4}, precision {:.4}, recall {:.4}; {:.2} s; written to {}{}{}",
+                 test PR-AUC {:.4}, ROC-AUC {:.4}, precision {:.4}, recall {:.4}; {:.2} s; written to {}{}{}\n",
                 r.rows,
                 r.duplicates_removed,
                 r.best_iteration,
@@ -852,8 +852,7 @@ impl TrainFraudArgs {
                         "; registered {n} version {v} as @{}",
                         self.alias
                     )),
-            );
-        }
-        Ok(())
+            )
+        })
     }
 }

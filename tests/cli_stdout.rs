@@ -1,0 +1,67 @@
+//! The `infermesh` binary's batch jobs and their stdout: a reader that has gone away
+//! (`infermesh eval ... | head -1`) ends the output quietly instead of panicking, as
+//! `println!` does on a closed pipe.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// 40 users in 4 groups, each liking 10 items of its group.
+fn interactions(path: &Path) {
+    let mut csv = String::from("user_id,item_id\n");
+    for u in 0..40 {
+        for i in (0..40).filter(|i| i % 4 == u % 4) {
+            csv.push_str(&format!("u{u},p{i}\n"));
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+fn train_recs(dir: &Path, out: &str, stdout: Stdio) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infermesh"))
+        .args(["train", "recs", "--interactions"])
+        .arg(dir.join("interactions.csv"))
+        .args([
+            "--epochs",
+            "2",
+            "--components",
+            "4",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(dir.join(out))
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    interactions(&dir.path().join("interactions.csv"));
+
+    // Read normally, the job prints its summary.
+    let open = train_recs(dir.path(), "open", Stdio::piped());
+    assert!(open.status.success(), "{open:?}");
+    let text = String::from_utf8(open.stdout).unwrap();
+    assert!(text.starts_with("recommender trained: 40 users"), "{text}");
+
+    // A pipe whose read end is closed before the job starts: every write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = train_recs(dir.path(), "closed", Stdio::from(writer));
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(closed.status.success(), "{closed:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The job's work is done all the same.
+    assert!(
+        dir.path()
+            .join("closed")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some()
+    );
+}
