@@ -65,3 +65,48 @@ fn a_closed_stdout_ends_the_output_without_a_panic() {
             .is_some()
     );
 }
+
+#[test]
+fn a_server_keeps_serving_when_its_stdout_is_closed() {
+    use std::io::{BufRead, BufReader};
+    let repo = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infermesh"))
+        .args(["serve", "--host", "127.0.0.1", "--model-repository"])
+        .arg(repo.path())
+        .args([
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server logs (stderr) that it listens, then writes its banner to the closed stdout.
+    let mut log = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("inference server listening") {
+            break;
+        }
+    }
+    assert!(log.contains("inference server listening"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let exited = child.try_wait().unwrap();
+    child.kill().ok();
+    child.wait().unwrap();
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    assert!(exited.is_none(), "the server stopped: {exited:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -21,6 +21,7 @@ pub mod recs;
 pub mod resumes;
 pub mod store;
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -475,9 +476,12 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let gw = start(cfg).await?;
-    println!(
+    // Not `println!`: it panics when stdout is a closed pipe, and a banner must not stop a server.
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "infermesh gateway: http {} metrics {}",
-        gw.addr, gw.metrics_addr
+        gw.addr,
+        gw.metrics_addr
     );
     stop.await;
     gw.shutdown().await

@@ -17,6 +17,7 @@ pub mod state;
 pub mod tensor;
 pub mod text;
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -416,9 +417,13 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
 /// Serves until Ctrl-C (or SIGTERM), printing the bound ports first.
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let server = start(cfg).await?;
-    println!(
+    // Not `println!`: it panics when stdout is a closed pipe, and a banner must not stop a server.
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "infermesh serve: http {} grpc {} metrics {}",
-        server.http_addr, server.grpc_addr, server.metrics_addr
+        server.http_addr,
+        server.grpc_addr,
+        server.metrics_addr
     );
     server.wait(stop_signal()).await
 }
