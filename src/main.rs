@@ -243,7 +243,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         server.metrics_addr
     )?;
     writeln!(banner, "Ctrl-C stops both.")?;
-    write_stdout(&banner)?;
+    // A banner that cannot be written (stdout closed or failing) must not stop the servers.
+    let _ = write_stdout(&banner);
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
     res?;
