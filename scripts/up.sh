@@ -9,6 +9,7 @@ source "$(dirname "$0")/fetch_models.sh"
 cd "$ROOT"
 ensure_minilm
 ensure_onnxruntime
+ensure_openvino
 log "building infermesh (release; target dir $CARGO_TARGET_DIR)"
 cargo build --release --locked --bin infermesh
 exec "$CARGO_TARGET_DIR/release/infermesh" up "$@"

@@ -137,9 +137,11 @@ impl Default for RecommenderOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TextEngine {
-    /// ONNX Runtime when its library loads and the architecture is one it runs (BERT
-    /// encoders and BERT classifiers), candle otherwise. ONNX Runtime is the default because
-    /// it measured ~3x faster on CPU (BENCHMARKS.md).
+    /// For the architectures the exported graph covers (BERT encoders and BERT classifiers):
+    /// OpenVINO in bf16 on a CPU with native bf16 (AVX-512 BF16 or AMX) when its library
+    /// loads, else ONNX Runtime when its library loads; candle otherwise. OpenVINO bf16
+    /// measured ~1.6x ONNX Runtime f32, and ONNX Runtime ~2x candle (BENCHMARKS.md); with
+    /// `quantize = "int8"` or `precision = "f32"`, ONNX Runtime comes first.
     #[default]
     Auto,
     /// candle (pure Rust; every text platform).
@@ -147,6 +149,8 @@ pub enum TextEngine {
     /// ONNX Runtime (`ort`, graph exported from the safetensors at load); an error when the
     /// library is missing.
     Onnxruntime,
+    /// OpenVINO (`openvino`, the same exported graph); an error when the library is missing.
+    Openvino,
 }
 
 impl TextEngine {
@@ -156,8 +160,24 @@ impl TextEngine {
             TextEngine::Auto => "auto",
             TextEngine::Candle => "candle",
             TextEngine::Onnxruntime => "onnxruntime",
+            TextEngine::Openvino => "openvino",
         }
     }
+}
+
+/// The arithmetic of a text model's matrix products (`precision = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextPrecision {
+    /// bf16 where the engine and the CPU compute it natively (OpenVINO on AVX-512 BF16 or
+    /// AMX), f32 elsewhere.
+    #[default]
+    Auto,
+    /// bf16 products, f32 accumulation (OpenVINO only; embeddings within cosine ~0.99995 of
+    /// f32 for MiniLM); an error on a CPU without native bf16.
+    Bf16,
+    /// f32 throughout.
+    F32,
 }
 
 /// Token-budget batching of a text model (TEI's `max_batch_tokens` / `max_batch_requests` /
@@ -179,6 +199,8 @@ pub struct TextLimits {
     /// ONNX Runtime only: int8 dynamic quantisation of the encoder's linear layers
     /// (`quantize = "int8"`; faster, embeddings no longer equal the f32 model's).
     pub int8: bool,
+    /// The arithmetic (`precision`).
+    pub precision: TextPrecision,
 }
 
 impl Default for TextLimits {
@@ -191,6 +213,7 @@ impl Default for TextLimits {
             engine: TextEngine::Auto,
             intra_op_threads: 0,
             int8: false,
+            precision: TextPrecision::Auto,
         }
     }
 }
@@ -321,9 +344,10 @@ pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 /// max_batch_requests = 64          # texts per batch
 /// max_queue_tokens = 262144        # admission capacity in tokens
 /// max_client_batch_size = 512      # texts per request
-/// engine = "auto"                  # or "candle", "onnxruntime"
-/// intra_op_threads = 0             # ONNX Runtime threads per forward pass (0: all cores)
+/// engine = "auto"                  # or "candle", "onnxruntime", "openvino"
+/// intra_op_threads = 0             # ONNX Runtime / OpenVINO threads per forward pass (0: all cores)
 /// quantize = "none"                # or "int8": ONNX Runtime int8 dynamic quantisation
+/// precision = "auto"               # or "bf16", "f32": bf16 products where OpenVINO and the CPU can
 /// # recommender:
 /// [recommender]
 /// max_k = 1000                     # largest k a request may ask for
@@ -375,6 +399,8 @@ pub struct TomlConfig {
     pub intra_op_threads: Option<usize>,
     /// Text platforms: `"none"` or `"int8"`.
     pub quantize: Option<String>,
+    /// Text platforms: `"auto"`, `"bf16"` or `"f32"`.
+    pub precision: Option<TextPrecision>,
     /// Recommender platform options.
     pub recommender: Option<RecommenderOptions>,
 }
@@ -441,9 +467,11 @@ impl ModelConfig {
                 int8: match t.quantize.as_deref() {
                     None | Some("none") => false,
                     Some("int8") => {
-                        if t.engine == Some(TextEngine::Candle) {
+                        if matches!(t.engine, Some(TextEngine::Candle | TextEngine::Openvino))
+                            || t.precision == Some(TextPrecision::Bf16)
+                        {
                             return Err(err(
-                                "quantize = \"int8\" needs the onnxruntime engine".into()
+                                "quantize = \"int8\" needs the onnxruntime engine (and f32)".into(),
                             ));
                         }
                         true
@@ -453,6 +481,17 @@ impl ModelConfig {
                             "quantize {other:?} is not supported (\"none\", \"int8\")"
                         )));
                     }
+                },
+                precision: match (t.precision, t.engine) {
+                    (
+                        Some(TextPrecision::Bf16),
+                        Some(TextEngine::Candle | TextEngine::Onnxruntime),
+                    ) => {
+                        return Err(err(
+                            "precision = \"bf16\" needs the openvino engine (or \"auto\")".into(),
+                        ));
+                    }
+                    (p, _) => p.unwrap_or(text_defaults.precision),
                 },
             },
             recommender: t.recommender.unwrap_or_default(),
@@ -761,9 +800,25 @@ threshold = 0.7
         let c = ModelConfig::from_toml("m", "platform = \"bert-embedding\"\nquantize = \"int8\"")
             .unwrap();
         assert!(c.text.int8);
+        let c = ModelConfig::from_toml(
+            "m",
+            "platform = \"bert-embedding\"\nengine = \"openvino\"\nprecision = \"f32\"",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.text.engine, c.text.precision),
+            (TextEngine::Openvino, TextPrecision::F32)
+        );
+        let c = ModelConfig::from_toml("m", "platform = \"bert-embedding\"").unwrap();
+        assert_eq!(c.text.precision, TextPrecision::Auto);
         for bad in [
             "quantize = \"int4\"",
             "quantize = \"int8\"\nengine = \"candle\"",
+            "quantize = \"int8\"\nengine = \"openvino\"",
+            "quantize = \"int8\"\nprecision = \"bf16\"",
+            "precision = \"bf16\"\nengine = \"onnxruntime\"",
+            "precision = \"bf16\"\nengine = \"candle\"",
+            "precision = \"f16\"",
         ] {
             let toml = format!("platform = \"bert-embedding\"\n{bad}");
             assert!(ModelConfig::from_toml("m", &toml).is_err(), "{bad}");

