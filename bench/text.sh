@@ -19,11 +19,15 @@ ensure_minilm
 ensure_onnxruntime
 ensure_openvino
 ensure_venv venv-text-peer bench/requirements-text-peer.txt \
-  'import onnxruntime, onnx, numpy, tokenizers, safetensors, sympy'
+  'import onnxruntime, onnx, numpy, tokenizers, safetensors, sympy, openvino'
 
 log "peer: ONNX Runtime on $THREADS threads (writes the corpus to $CORPUS)"
 PEER=$("$PY" bench/text_peer.py --model "$MODEL" --threads "$THREADS" --write-corpus "$CORPUS")
 printf '%s\n' "$PEER" >&2
+# Not the peer: OpenVINO's own Python binding in bf16, to show what infermesh's OpenVINO
+# engine adds to the engine's time (empty on a CPU without native bf16).
+SAME=$("$PY" bench/text_peer.py --model "$MODEL" --threads "$THREADS" --graphs openvino-bf16 || true)
+printf '%s\n' "$SAME" >&2
 
 log "infermesh: candle and onnxruntime (ort) on $THREADS threads"
 # embed_bench also re-runs itself with RAYON_NUM_THREADS=--threads when that is not set.
@@ -33,10 +37,11 @@ OURS=$("$CARGO_TARGET_DIR/release/examples/embed_bench" \
   --model "$MODEL" --corpus "$CORPUS" --threads "$THREADS" --engine all)
 printf '%s\n' "$OURS" >&2
 
-"$PY" - "$PEER" "$OURS" <<'PY'
+"$PY" - "$PEER" "$OURS" "$SAME" <<'PY'
 import json, sys
 peers = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip().startswith("{")]
 ours_all = [json.loads(l) for l in sys.argv[2].splitlines() if l.strip().startswith("{")]
+same = [json.loads(l) for l in sys.argv[3].splitlines() if l.strip().startswith("{")]
 T, P50, P99 = "batch32_sentences_per_s_median", "single_p50_ms", "single_p99_ms"
 def ratios(ours, p):
     return {"ours": ours["engine"], "peer_graph": p["graph"],
@@ -46,5 +51,8 @@ def ratios(ours, p):
 best = max(peers, key=lambda p: p[T])
 print(json.dumps({"infermesh": ours_all, "peer": best,
                   "ratios_vs_peer": [ratios(o, best) for o in ours_all],
-                  "ratios_per_graph": [ratios(o, p) for o in ours_all for p in peers]}, indent=1))
+                  "ratios_per_graph": [ratios(o, p) for o in ours_all for p in peers],
+                  "same_engine_openvino_bf16": [ratios(o, p) for o in ours_all for p in same
+                                                if o["engine"] == "infermesh-openvino-bf16"]},
+                 indent=1))
 PY

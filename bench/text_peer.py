@@ -22,6 +22,9 @@ included in every timing:
   - single-sentence latency: 20 warm-up calls, then 300 calls (sentence i % 1024 of the
     corpus), p50 / p99 by nearest rank.
 Prints one JSON object per graph (plain, optimized) on stdout; logs go to stderr.
+`--graphs openvino-bf16` runs the plain graph on OpenVINO (Python) in bf16 instead: not the
+issue's peer, but the check that infermesh's OpenVINO engine adds nothing to the engine's own
+time (bench/text.sh prints that ratio apart).
 bench/text.sh runs it and then models/text/examples/embed_bench.rs on the same corpus.
 """
 import argparse
@@ -247,6 +250,30 @@ class Encoder:
         return self.sess.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0]
 
 
+class OpenVinoEncoder(Encoder):
+    """The plain graph on OpenVINO's CPU plugin, bf16 products (needs a CPU with native bf16)."""
+
+    def __init__(self, onnx_path, tokenizer_path, threads):
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(tokenizer_path)
+        self.tok.enable_truncation(max_length=512)
+        self.tok.enable_padding()
+        core = ov.Core()
+        self.model = core.compile_model(core.read_model(onnx_path), "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": str(threads),
+            "PERFORMANCE_HINT": "LATENCY"})
+        self.req = self.model.create_infer_request()
+
+    def embed(self, texts):
+        enc = self.tok.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        out = self.req.infer({"input_ids": ids, "attention_mask": mask})
+        return out[self.model.output("sentence_embedding")]
+
+
 def min_cosine(encoder):
     fx = json.load(open(FIXTURE))
     texts = [s["text"] for s in fx["sentences"]]
@@ -297,7 +324,8 @@ def main():
     ap.add_argument("--model", default=os.path.join(MODEL_CACHE, "all-MiniLM-L6-v2"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--write-corpus", metavar="PATH", help="also write the corpus here, one a line")
-    ap.add_argument("--graphs", default="plain,optimized", help="comma list of plain,optimized")
+    ap.add_argument("--graphs", default="plain,optimized",
+                    help="comma list of plain,optimized,openvino-bf16")
     ap.add_argument("--check-only", action="store_true", help="only the correctness check")
     args = ap.parse_args()
 
@@ -325,7 +353,10 @@ def main():
     tokenizer = os.path.join(args.model, "tokenizer.json")
     failed = False
     for g in graphs:
-        enc = Encoder({"plain": plain, "optimized": optimized}[g], tokenizer, args.threads)
+        if g == "openvino-bf16":
+            enc = OpenVinoEncoder(plain, tokenizer, args.threads)
+        else:
+            enc = Encoder({"plain": plain, "optimized": optimized}[g], tokenizer, args.threads)
         worst = min_cosine(enc)
         print(f"{g}: min cosine vs reference {worst:.9f}", file=sys.stderr)
         if worst < MIN_COSINE:
@@ -334,7 +365,8 @@ def main():
         if args.check_only:
             continue
         rate, p50, p99 = measure(enc, sentences)
-        print(json.dumps({"engine": "onnxruntime-python", "ort_version": ort.__version__,
+        engine = "openvino-python" if g.startswith("openvino") else "onnxruntime-python"
+        print(json.dumps({"engine": engine, "ort_version": ort.__version__,
                           "graph": g, "threads": args.threads,
                           "batch32_sentences_per_s_median": round(rate, 2),
                           "single_p50_ms": round(p50, 3), "single_p99_ms": round(p99, 3),
