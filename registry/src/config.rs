@@ -174,7 +174,7 @@ pub enum TextPrecision {
     #[default]
     Auto,
     /// bf16 products, f32 accumulation (OpenVINO only; embeddings within cosine ~0.99995 of
-    /// f32 for MiniLM); an error on a CPU without native bf16.
+    /// the f64 reference for MiniLM); an error on a CPU without native bf16.
     Bf16,
     /// f32 throughout.
     F32,

@@ -125,7 +125,7 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.len(), y.len());
         for (u, v) in x.iter().zip(y) {
-            assert!((u - v).abs() <= tol, "{x:?} vs {y:?}");
+            assert!((u - v).abs() <= tol, "{x:?} vs {y:?} (tol {tol})");
         }
     }
 }
@@ -371,6 +371,57 @@ fn bert_classifier_on_onnxruntime_matches_candle() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pooler.dense.weight"), "{err}");
+}
+
+/// The same BERT checkpoint on OpenVINO: f32 gives the candle logits; bf16 (where the CPU has
+/// it) stays within 8 % of the largest |logit| of them; DistilBERT is refused with a clear
+/// error.
+///
+/// The bf16 bound: `tools/bf16_logit_error.py` puts the error of bf16 arithmetic on this
+/// model, rounding every operation (harsher than OpenVINO's f32 accumulation), at 3.8 % of the
+/// largest |logit| at worst over 300 random models and 0.072 absolute (39 % of models above
+/// 0.02, so a fixed 0.02 fails at random). A wrong graph (pooling, head, mask) is off by the
+/// logits' own size.
+#[test]
+fn bert_classifier_on_openvino_matches_candle() {
+    use infermesh_text::openvino::{Precision, runtime};
+    use infermesh_text::{OnnxTask, OpenVinoOptions, OpenVinoTextModel};
+    let load = |dir: &Path, precision| {
+        OpenVinoTextModel::load(
+            dir,
+            OnnxTask::Classifier,
+            OpenVinoOptions {
+                threads: 1,
+                precision,
+            },
+        )
+    };
+    let (dir, in_memory) = write_checkpoint(Architecture::Bert);
+    let expected = in_memory.predict_logits(TEXTS).unwrap();
+    let scale = expected.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    let mut precisions = vec![(Precision::F32, 1e-4)];
+    if runtime().unwrap().bf16 {
+        precisions.push((Precision::Bf16, 0.08 * scale));
+    }
+    for (precision, tol) in precisions {
+        let model = load(&dir.0, precision).unwrap();
+        assert_eq!(model.bf16(), precision == Precision::Bf16);
+        assert_eq!(model.labels(), ["dining", "transport", "housing"]);
+        assert_eq!((model.output_width(), model.max_len()), (3, 32));
+        let ids = model.tokenize(TEXTS).unwrap();
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let got = model.forward_tokens(&refs).unwrap();
+        let m = got.iter().flatten().zip(expected.iter().flatten()).map(|(a,b)|(a-b).abs()).fold(0f32,f32::max);
+        let mx = expected.iter().flatten().map(|a|a.abs()).fold(0f32,f32::max);
+        eprintln!("MAXDIFF {precision:?} {m} of {mx}");
+        assert_close(&got, &expected, tol);
+        for (i, one) in refs.iter().enumerate() {
+            assert_close(&model.forward_tokens(&[one]).unwrap(), &expected[i..=i], tol);
+        }
+    }
+    let (dir, _) = write_checkpoint(Architecture::DistilBert);
+    let err = load(&dir.0, Precision::Auto).unwrap_err().to_string();
+    assert!(err.contains("candle"), "{err}");
 }
 
 /// `"classifier_pooling": "mean"`: no pooler tensor is read, the logits are the classifier
