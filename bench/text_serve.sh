@@ -28,7 +28,7 @@ PID=$!
 for _ in $(seq 200); do grep -q grpc "$REPO/serve.out" 2>/dev/null && break; sleep 0.1; done
 GRPC=$(sed -n 's/.*grpc \([^ ]*\) .*/\1/p' "$REPO/serve.out")
 echo "server pid $PID grpc $GRPC" >&2
-echo "RSS with MiniLM loaded, before load: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status)"
+echo "RSS with MiniLM loaded, before load: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$PID/status); peak so far (loading) $(awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$PID/status)"
 L="$BIN/infermesh-loadgen --target embed --model minilm --url http://$GRPC --warmup 20"
 $L --rows 1 --concurrency 1 --requests "$N"
 $L --rows 1 --concurrency 32 --connections 8 --requests $(( N / 8 ))

@@ -411,12 +411,25 @@ fn bert_classifier_on_openvino_matches_candle() {
         let ids = model.tokenize(TEXTS).unwrap();
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let got = model.forward_tokens(&refs).unwrap();
-        let m = got.iter().flatten().zip(expected.iter().flatten()).map(|(a,b)|(a-b).abs()).fold(0f32,f32::max);
-        let mx = expected.iter().flatten().map(|a|a.abs()).fold(0f32,f32::max);
+        let m = got
+            .iter()
+            .flatten()
+            .zip(expected.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let mx = expected
+            .iter()
+            .flatten()
+            .map(|a| a.abs())
+            .fold(0f32, f32::max);
         eprintln!("MAXDIFF {precision:?} {m} of {mx}");
         assert_close(&got, &expected, tol);
         for (i, one) in refs.iter().enumerate() {
-            assert_close(&model.forward_tokens(&[one]).unwrap(), &expected[i..=i], tol);
+            assert_close(
+                &model.forward_tokens(&[one]).unwrap(),
+                &expected[i..=i],
+                tol,
+            );
         }
     }
     let (dir, _) = write_checkpoint(Architecture::DistilBert);
