@@ -19,14 +19,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::onnx::{
+    ExportedGraph, OnnxTask, PaddedBatch, Prepared, cache_dir, export_bert, threads_or_all,
+};
+use crate::{TextError, TextModel, tokenize};
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape,
     Tensor,
 };
-use tokenizers::Tokenizer;
-
-use crate::onnx::{OnnxTask, PaddedBatch, Prepared, cache_dir, export_bert, threads_or_all};
-use crate::{TextError, TextModel, tokenize};
 
 /// The OpenVINO release the scripts install (the `openvino` wheel's libraries).
 pub const OPENVINO_VERSION: &str = "2026.4.1";
@@ -114,12 +114,7 @@ fn ov_error(e: impl std::fmt::Display) -> TextError {
 /// engines.
 pub struct OpenVinoTextModel {
     session: Mutex<Session>,
-    tokenizer: Tokenizer,
-    pad_id: u32,
-    output: &'static str,
-    width: usize,
-    max_len: usize,
-    labels: Vec<String>,
+    graph: ExportedGraph,
     threads: usize,
     bf16: bool,
 }
@@ -135,10 +130,7 @@ struct Session {
 impl std::fmt::Debug for OpenVinoTextModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenVinoTextModel")
-            .field("output", &self.output)
-            .field("width", &self.width)
-            .field("max_len", &self.max_len)
-            .field("labels", &self.labels.len())
+            .field("graph", &self.graph)
             .field("threads", &self.threads)
             .field("bf16", &self.bf16)
             .finish_non_exhaustive()
@@ -193,7 +185,6 @@ impl OpenVinoTextModel {
             .ok_or_else(|| TextError::OpenVino("the temporary directory is not UTF-8".into()))?;
         let model = core.read_model_from_file(path, "").map_err(ov_error)?;
         drop(graph);
-        let output = prepared.head.output_name();
         let width = model
             .get_output_by_index(0)
             .and_then(|o| o.get_partial_shape())
@@ -209,30 +200,19 @@ impl OpenVinoTextModel {
                         TextError::OpenVino("the exported graph has no output width".into())
                     })
             })?;
-        prepared.check_width(task, width)?;
+        let graph = prepared.into_graph(task, width)?;
         let mut compiled = core
             .compile_model(&model, DeviceType::CPU)
             .map_err(ov_error)?;
         drop(model);
         let request = compiled.create_infer_request().map_err(ov_error)?;
-        let Prepared {
-            labels,
-            max_len,
-            tokenizer,
-            ..
-        } = prepared;
         Ok(Self {
             session: Mutex::new(Session {
                 request,
                 _compiled: compiled,
                 _core: core,
             }),
-            pad_id: tokenize::pad_id(&tokenizer),
-            tokenizer,
-            output,
-            width,
-            max_len,
-            labels,
+            graph,
             threads,
             bf16,
         })
@@ -278,14 +258,14 @@ fn i64_tensor(n: usize, len: usize, values: &[i64]) -> Result<Tensor, TextError>
 
 impl TextModel for OpenVinoTextModel {
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.tokenizer, texts)
+        tokenize::encode(&self.graph.tokenizer, texts)
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let PaddedBatch { n, len, ids, mask } = PaddedBatch::new(batch, self.pad_id);
+        let PaddedBatch { n, len, ids, mask } = self.graph.pad(batch);
         let ids = i64_tensor(n, len, &ids)?;
         let mask = i64_tensor(n, len, &mask)?;
         // One request per model: the batcher runs one batch at a time per model anyway.
@@ -299,26 +279,21 @@ impl TextModel for OpenVinoTextModel {
             .set_tensor("attention_mask", &mask)
             .map_err(ov_error)?;
         request.infer().map_err(ov_error)?;
-        let out = request.get_tensor(self.output).map_err(ov_error)?;
+        let out = request.get_tensor(self.graph.output).map_err(ov_error)?;
         let shape = out.get_shape().map_err(ov_error)?.get_dimensions().to_vec();
-        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.width {
-            return Err(TextError::OpenVino(format!(
-                "unexpected output shape {shape:?} for {n} sequences"
-            )));
-        }
         let data = out.get_data::<f32>().map_err(ov_error)?;
-        Ok(data.chunks(self.width).map(<[f32]>::to_vec).collect())
+        self.graph.rows(n, &shape, data, TextError::OpenVino)
     }
 
     fn output_width(&self) -> usize {
-        self.width
+        self.graph.width
     }
 
     fn max_len(&self) -> usize {
-        self.max_len
+        self.graph.max_len
     }
 
     fn labels(&self) -> &[String] {
-        &self.labels
+        &self.graph.labels
     }
 }

@@ -121,22 +121,14 @@ fn ort_error(e: impl std::fmt::Display) -> TextError {
 /// candle models (so the batcher, tokenisation and outputs are shared).
 pub struct OnnxTextModel {
     session: Mutex<Session>,
-    tokenizer: Tokenizer,
-    pad_id: u32,
-    output: &'static str,
-    width: usize,
-    max_len: usize,
-    labels: Vec<String>,
+    graph: ExportedGraph,
     threads: usize,
 }
 
 impl std::fmt::Debug for OnnxTextModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxTextModel")
-            .field("output", &self.output)
-            .field("width", &self.width)
-            .field("max_len", &self.max_len)
-            .field("labels", &self.labels.len())
+            .field("graph", &self.graph)
             .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
@@ -192,8 +184,13 @@ impl Prepared {
         })
     }
 
-    /// Checks a classifier's output width against its labels.
-    pub(crate) fn check_width(&self, task: OnnxTask, width: usize) -> Result<(), TextError> {
+    /// The loaded model's side of the graph, once the engine knows the graph's output width
+    /// (checked against a classifier's labels).
+    pub(crate) fn into_graph(
+        self,
+        task: OnnxTask,
+        width: usize,
+    ) -> Result<ExportedGraph, TextError> {
         if task == OnnxTask::Classifier && width != self.labels.len() {
             return Err(TextError::Invalid {
                 what: "config.json",
@@ -203,7 +200,61 @@ impl Prepared {
                 ),
             });
         }
-        Ok(())
+        Ok(ExportedGraph {
+            pad_id: tokenize::pad_id(&self.tokenizer),
+            tokenizer: self.tokenizer,
+            output: self.head.output_name(),
+            width,
+            max_len: self.max_len,
+            labels: self.labels,
+        })
+    }
+}
+
+/// What an engine running the exported graph keeps beside its session: the tokenizer, the
+/// output to read and its width, the longest input and the labels. The engines' shared half
+/// of [`TextModel`].
+pub(crate) struct ExportedGraph {
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) pad_id: u32,
+    pub(crate) output: &'static str,
+    pub(crate) width: usize,
+    pub(crate) max_len: usize,
+    pub(crate) labels: Vec<String>,
+}
+
+impl std::fmt::Debug for ExportedGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedGraph")
+            .field("output", &self.output)
+            .field("width", &self.width)
+            .field("max_len", &self.max_len)
+            .field("labels", &self.labels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportedGraph {
+    /// `batch` padded for the graph's inputs.
+    pub(crate) fn pad(&self, batch: &[&[u32]]) -> PaddedBatch {
+        PaddedBatch::new(batch, self.pad_id)
+    }
+
+    /// The output of `n` sequences as rows, after checking its shape; `error` is the engine's
+    /// error for a wrong one.
+    pub(crate) fn rows(
+        &self,
+        n: usize,
+        shape: &[i64],
+        data: &[f32],
+        error: fn(String) -> TextError,
+    ) -> Result<Vec<Vec<f32>>, TextError> {
+        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.width {
+            return Err(error(format!(
+                "unexpected output shape {shape:?} for {n} sequences"
+            )));
+        }
+        Ok(data.chunks(self.width).map(<[f32]>::to_vec).collect())
     }
 }
 
@@ -258,21 +309,9 @@ impl OnnxTextModel {
             .filter(|&w| w > 0)
             .map(|w| w as usize)
             .ok_or_else(|| TextError::Runtime("the exported graph has no output width".into()))?;
-        prepared.check_width(task, width)?;
-        let Prepared {
-            head,
-            labels,
-            max_len,
-            tokenizer,
-        } = prepared;
         Ok(Self {
             session: Mutex::new(session),
-            pad_id: tokenize::pad_id(&tokenizer),
-            tokenizer,
-            output: head.output_name(),
-            width,
-            max_len,
-            labels,
+            graph: prepared.into_graph(task, width)?,
             threads,
         })
     }
@@ -285,14 +324,14 @@ impl OnnxTextModel {
 
 impl TextModel for OnnxTextModel {
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.tokenizer, texts)
+        tokenize::encode(&self.graph.tokenizer, texts)
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let PaddedBatch { n, len, ids, mask } = PaddedBatch::new(batch, self.pad_id);
+        let PaddedBatch { n, len, ids, mask } = self.graph.pad(batch);
         let ids = Tensor::from_array(([n, len], ids)).map_err(ort_error)?;
         let mask = Tensor::from_array(([n, len], mask)).map_err(ort_error)?;
         // ONNX Runtime sessions run concurrently in C, but ort's `run` takes `&mut`: one
@@ -304,26 +343,21 @@ impl TextModel for OnnxTextModel {
         let outputs = session
             .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
             .map_err(ort_error)?;
-        let (shape, data) = outputs[self.output]
+        let (shape, data) = outputs[self.graph.output]
             .try_extract_tensor::<f32>()
             .map_err(ort_error)?;
-        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != self.width {
-            return Err(TextError::Runtime(format!(
-                "unexpected output shape {shape:?} for {n} sequences"
-            )));
-        }
-        Ok(data.chunks(self.width).map(<[f32]>::to_vec).collect())
+        self.graph.rows(n, shape, data, TextError::Runtime)
     }
 
     fn output_width(&self) -> usize {
-        self.width
+        self.graph.width
     }
 
     fn max_len(&self) -> usize {
-        self.max_len
+        self.graph.max_len
     }
 
     fn labels(&self) -> &[String] {
-        &self.labels
+        &self.graph.labels
     }
 }
