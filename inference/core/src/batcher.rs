@@ -97,14 +97,15 @@ impl<B: Backend> Shared<B> {
 /// Largest tabular request (rows) run inline on the caller's thread when the model is idle.
 pub const INLINE_MAX_ROWS: usize = 16;
 
-/// Admission, queue and backend thread of one model version. Dropping it closes the queue;
-/// the thread finishes what was queued and exits.
+/// Admission, queue and backend thread of one model version. Dropping it closes the queue
+/// and waits for the thread to finish what was queued and exit (see the `Drop` impl).
 #[derive(Debug)]
 pub struct Batcher<B: Backend> {
     cfg: BatchConfig,
     shared: Arc<Shared<B>>,
     backend: Arc<B>,
     admission: Arc<Semaphore>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<B: Backend> Batcher<B> {
@@ -121,7 +122,7 @@ impl<B: Backend> Batcher<B> {
         let thread_backend = backend.clone();
         let thread_shared = shared.clone();
         let thread_cfg = cfg.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("batcher-{}-{}", cfg.model, cfg.version))
             .spawn(move || backend_loop(thread_backend, thread_shared, thread_cfg))?;
         let admission = Arc::new(Semaphore::new(cfg.max_queue_cost));
@@ -130,6 +131,7 @@ impl<B: Backend> Batcher<B> {
             shared,
             backend,
             admission,
+            thread: Some(thread),
         })
     }
 
@@ -213,10 +215,25 @@ impl<B: Backend> Batcher<B> {
     }
 }
 
+/// Closes the queue and joins the backend thread, which answers what was queued (a batch
+/// already running finishes) and drops its handle on the backend. So the backend is freed
+/// before `drop` returns, here or on that thread, never by a thread left running after its
+/// owner is gone. That matters for native engines: ONNX Runtime and OpenVINO tear down
+/// static state from exit handlers, and a detached thread still freeing a session when
+/// `main` returns raced them (SIGSEGV in `ov::ICompiledModel`'s destructor during exit).
+/// The wait is at most the queued work, which admission bounds.
 impl<B: Backend> Drop for Batcher<B> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            // The thread never owns a `Batcher`; the check only keeps a future change from
+            // turning that into a self-join deadlock.
+            if thread.thread().id() != std::thread::current().id() {
+                // A panic in the thread was already reported by its hook.
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -503,6 +520,34 @@ mod tests {
         assert!(threads[2].starts_with("batcher-"), "{threads:?}");
         assert!(threads[3].starts_with("batcher-"), "{threads:?}");
         assert_eq!(settled_in_flight(&b).await, 0);
+    }
+
+    /// Dropping the batcher while its thread runs a batch waits for that batch, and the
+    /// backend is freed by the time `drop` returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_batcher_waits_for_its_thread_and_frees_the_backend() {
+        let m = model(300);
+        let model_dyn: Arc<dyn TabularModel> = m.clone();
+        let backend = Arc::new(TabularBackend::new(model_dyn));
+        let weak = Arc::downgrade(&backend);
+        let b = Arc::new(Batcher::start(backend, cfg(64, 0, 64)).unwrap());
+        let b1 = b.clone();
+        // More rows than INLINE_MAX_ROWS: queued, run by the batcher's thread.
+        let busy = tokio::spawn(async move { b1.predict_rows(vec![1.0; 40], 2).await });
+        while m.calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        busy.abort();
+        let _ = busy.await;
+        assert_eq!(Arc::strong_count(&b), 1);
+        drop(b);
+        assert_eq!(weak.strong_count(), 0, "the backend outlived its batcher");
+        assert_eq!(
+            *m.batches.lock().unwrap(),
+            vec![20],
+            "the running batch finished"
+        );
+        assert!(m.threads.lock().unwrap()[0].starts_with("batcher-"));
     }
 
     #[tokio::test]
