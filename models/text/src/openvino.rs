@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use crate::onnx::{
-    ExportedGraph, OnnxTask, PaddedBatch, Prepared, cache_dir, export_bert, threads_or_all,
+    ExportedGraph, OnnxTask, PaddedBatch, Prepared, cache_dir, export_to_tempfile, threads_or_all,
 };
 use crate::{TextError, TextModel, tokenize};
 use openvino::{
@@ -141,9 +141,8 @@ impl OpenVinoTextModel {
     /// Loads the checkpoint in `dir` (Hugging Face layout) for `task`: exports its graph and
     /// compiles it for the CPU.
     ///
-    /// The graph goes through a temporary file, not a memory buffer: OpenVINO's ONNX reader
-    /// keeps about three copies of the weights when it parses a buffer (a 370 MB peak for
-    /// MiniLM against 200 MB from a file, with the exported bytes freed first).
+    /// The graph goes through a temporary file, not a memory buffer (see
+    /// `onnx::export_to_tempfile`).
     pub fn load(dir: &Path, task: OnnxTask, options: OpenVinoOptions) -> Result<Self, TextError> {
         let runtime = runtime()?;
         let bf16 = match options.precision {
@@ -159,7 +158,7 @@ impl OpenVinoTextModel {
             Precision::F32 => false,
         };
         let prepared = Prepared::read(dir, task)?;
-        let graph = tempfile_with(&export_bert(dir, prepared.head)?)?;
+        let graph = export_to_tempfile(dir, prepared.head, false)?;
         let threads = threads_or_all(options.threads);
         let mut core = Core::new().map_err(ov_error)?;
         let threads_text = threads.to_string();
@@ -227,23 +226,6 @@ impl OpenVinoTextModel {
     pub fn bf16(&self) -> bool {
         self.bf16
     }
-}
-
-/// `bytes` in a new temporary file (removed on drop).
-fn tempfile_with(bytes: &[u8]) -> Result<tempfile::NamedTempFile, TextError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| TextError::Io {
-        path: std::env::temp_dir(),
-        message: format!("writing the exported graph: {e}"),
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix("infermesh-graph-")
-        .suffix(".onnx")
-        .tempfile()
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.flush().map_err(io)?;
-    Ok(file)
 }
 
 fn i64_tensor(n: usize, len: usize, values: &[i64]) -> Result<Tensor, TextError> {

@@ -91,16 +91,24 @@ fn invalid(what: &'static str, message: impl ToString) -> TextError {
     }
 }
 
-/// The serialised ONNX model (`ModelProto` bytes) of the BERT checkpoint in `dir`.
-pub fn export_bert(dir: &Path, head: Head) -> Result<Vec<u8>, TextError> {
-    export_bert_with(dir, head, false)
-}
-
-/// As [`export_bert`]; with `int8`, the encoder's linear layers are dynamically quantised:
-/// weights int8, symmetric, one scale per output column, activations quantised per call
-/// (ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul`). Faster on CPUs with int8 dot
-/// products, at some cost in fidelity (measured in BENCHMARKS.md); heads stay f32.
-pub fn export_bert_with(dir: &Path, head: Head, int8: bool) -> Result<Vec<u8>, TextError> {
+/// Writes the ONNX model of the BERT checkpoint in `dir` to `out`.
+///
+/// With `int8`, the encoder's linear layers are dynamically quantised: weights int8,
+/// symmetric, one scale per output column, activations quantised per call (ONNX Runtime's
+/// `com.microsoft.DynamicQuantizeMatMul`). Faster on CPUs with int8 dot products, at some
+/// cost in fidelity (measured in BENCHMARKS.md); heads stay f32.
+///
+/// The weights are written one initialiser at a time, each freed once written, so the
+/// export never holds a second copy of them (the encoded bytes beside the message, 87 MiB
+/// more for MiniLM). The graph field comes last and its initialisers after its other
+/// fields; protobuf readers accept fields in any order, so this decodes to the same
+/// `ModelProto` as [`prost::Message::encode_to_vec`] would write.
+pub fn write_bert(
+    dir: &Path,
+    head: Head,
+    int8: bool,
+    out: &mut impl std::io::Write,
+) -> Result<(), TextError> {
     let config_bytes = read(&dir.join("config.json"))?;
     let config: BertGraphConfig =
         serde_json::from_slice(&config_bytes).map_err(|e| invalid("config.json", e))?;
@@ -113,7 +121,54 @@ pub fn export_bert_with(dir: &Path, head: Head, int8: bool) -> Result<Vec<u8>, T
     }
     let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| invalid("model.safetensors", e))?;
-    build(&config, weights, head, int8).map(|m| m.encode_to_vec())
+    let model = build(&config, weights, head, int8)?;
+    stream(model, out).map_err(|e| TextError::Io {
+        path: std::env::temp_dir(),
+        message: format!("writing the exported graph: {e}"),
+    })
+}
+
+/// Encodes `model` to `out` with the graph's initialisers last. Each initialiser's raw
+/// bytes go to `out` as they are, not through an encoding buffer, and are freed once
+/// written.
+fn stream(mut model: ModelProto, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, message};
+    const GRAPH: u32 = 7; // ModelProto.graph
+    const INITIALIZER: u32 = 5; // GraphProto.initializer
+    const RAW_DATA: u32 = 9; // TensorProto.raw_data
+    let mut graph = model.graph.take().unwrap_or_default();
+    let inits = std::mem::take(&mut graph.initializer);
+    // Field order does not change a message's length.
+    let graph_len = graph.encoded_len()
+        + inits
+            .iter()
+            .map(|t| message::encoded_len(INITIALIZER, t))
+            .sum::<usize>();
+    let mut buf = model.encode_to_vec();
+    encode_key(GRAPH, WireType::LengthDelimited, &mut buf);
+    encode_varint(graph_len as u64, &mut buf);
+    graph.encode(&mut buf).map_err(std::io::Error::other)?;
+    out.write_all(&buf)?;
+    for mut init in inits {
+        let raw = std::mem::take(&mut init.raw_data);
+        // prost writes nothing for empty bytes; neither does this.
+        let raw_field = if raw.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(raw.len() as u64) + raw.len()
+        };
+        buf.clear();
+        encode_key(INITIALIZER, WireType::LengthDelimited, &mut buf);
+        encode_varint((init.encoded_len() + raw_field) as u64, &mut buf);
+        init.encode(&mut buf).map_err(std::io::Error::other)?;
+        if !raw.is_empty() {
+            encode_key(RAW_DATA, WireType::LengthDelimited, &mut buf);
+            encode_varint(raw.len() as u64, &mut buf);
+        }
+        out.write_all(&buf)?;
+        out.write_all(&raw)?;
+    }
+    out.flush()
 }
 
 fn build(
@@ -640,5 +695,57 @@ impl Builder {
             raw_data: 0i64.to_le_bytes().to_vec(),
         });
         self.node("Gather", &[x, &name], vec![attr_int("axis", 1)])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, raw_data: Vec<u8>) -> TensorProto {
+        TensorProto {
+            dims: vec![raw_data.len() as i64],
+            data_type: data_type::INT8,
+            name: name.into(),
+            raw_data,
+        }
+    }
+
+    /// The streamed bytes decode to the same message as prost's own encoding, with
+    /// initialisers that are empty, small, and longer than one varint byte of length.
+    #[test]
+    fn streamed_model_decodes_to_the_built_one() {
+        let model = ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "test".into(),
+            producer_version: "1".into(),
+            doc_string: "doc".into(),
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    input: vec!["a".into(), "b".into()],
+                    output: vec!["c".into()],
+                    name: "n".into(),
+                    op_type: "Add".into(),
+                    ..Default::default()
+                }],
+                name: "g".into(),
+                initializer: vec![
+                    tensor("empty", Vec::new()),
+                    tensor("small", vec![1, 2, 3]),
+                    tensor("long", (0..70_000u32).map(|i| (i % 251) as u8).collect()),
+                ],
+                input: Vec::new(),
+                output: Vec::new(),
+            }),
+        };
+        let mut streamed = Vec::new();
+        stream(model.clone(), &mut streamed).unwrap();
+        assert_eq!(streamed.len(), model.encoded_len());
+        assert_eq!(ModelProto::decode(streamed.as_slice()).unwrap(), model);
     }
 }
