@@ -7,20 +7,27 @@
 # Prints both accuracies and macro-F1s, and a paired comparison of the two models' predictions
 # on the same test rows (bootstrap interval of the macro-F1 difference, McNemar's test). Extra flags for `infermesh train` via CATEGORIZER_FLAGS;
 # SPLIT_SEED (default 42, the issue's fixed split) draws another split, to see the noise.
+# CATEGORIZER_DATA=kaggle runs the same comparison on the directory's other labelled file,
+# kaggle_personal_finance_transactions.csv (Description -> Category, 808 rows, 22 labels).
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
-DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/bank-transaction-categories/za_bank_statement_transactions.csv"
+case "${CATEGORIZER_DATA:-za}" in
+  za) FILE=za_bank_statement_transactions.csv COLUMNS=(description label) TAG= ;;
+  kaggle) FILE=kaggle_personal_finance_transactions.csv COLUMNS=(Description Category) TAG=-kaggle ;;
+  *) echo "CATEGORIZER_DATA is za or kaggle" >&2; exit 2 ;;
+esac
+DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/bank-transaction-categories/$FILE"
 BASE="${CATEGORIZER_BASE:-$CACHE/models/all-MiniLM-L6-v2}"
 SPLIT_SEED=${SPLIT_SEED:-42}
-WORK="$CACHE/bench-categorizer"
-[ "$SPLIT_SEED" = 42 ] || WORK="$CACHE/bench-categorizer-seed$SPLIT_SEED"
+WORK="$CACHE/bench-categorizer$TAG"
+[ "$SPLIT_SEED" = 42 ] || WORK="$CACHE/bench-categorizer$TAG-seed$SPLIT_SEED"
 mkdir -p "$WORK"
 [ -f "$DATA" ] || { echo "missing $DATA" >&2; exit 1; }
 [ -f "$BASE/model.safetensors" ] || { echo "missing $BASE (run scripts/test.sh once to fetch it)" >&2; exit 1; }
 
 ensure_venv venv-categorizer-peer bench/requirements-categorizer-peer.txt 'import sklearn'
 PY="$CACHE/venv-categorizer-peer/bin/python"
-"$PY" bench/categorizer_peer.py split "$DATA" "$WORK" "$SPLIT_SEED" >&2
+"$PY" bench/categorizer_peer.py split "$DATA" "$WORK" "$SPLIT_SEED" "${COLUMNS[@]}" >&2
 log "baseline: TF-IDF + logistic regression"
 PEER=$("$PY" bench/categorizer_peer.py baseline "$WORK" "$WORK/predictions_peer.csv" | tail -n 1)
 

@@ -1,7 +1,8 @@
 """Categoriser baseline for bench/categorizer.sh.
 
-`split SRC OUT_DIR [SEED]`: stratified 80/20 split (seed 42 unless given) of the South African bank-statement
-lines (description -> label) into OUT_DIR/train.csv and OUT_DIR/test.csv. Per label,
+`split SRC OUT_DIR [SEED [TEXT_COLUMN LABEL_COLUMN]]`: stratified 80/20 split (seed 42 unless given)
+of a labelled CSV (columns `description` and `label` unless given: the South African bank-statement
+lines) into OUT_DIR/train.csv and OUT_DIR/test.csv, which always name them description, label. Per label,
 round(0.2 * n) rows (at least 1) go to test when the label has 2+ rows; labels with a single
 row stay in train (scikit-learn's stratify refuses them).
 
@@ -23,9 +24,9 @@ import time
 from collections import defaultdict
 
 
-def split(src, out, seed=42):
+def split(src, out, seed=42, text_column="description", label_column="label"):
     with open(src, newline="", encoding="utf-8") as f:
-        rows = [(r["description"].strip(), r["label"].strip()) for r in csv.DictReader(f)]
+        rows = [(r[text_column].strip(), r[label_column].strip()) for r in csv.DictReader(f)]
     rows = [r for r in rows if r[0] and r[1]]
     by_label = defaultdict(list)
     for i, (_, label) in enumerate(rows):
@@ -134,7 +135,7 @@ def compare(ours_path, peer_path, resamples=10000):
 
 if __name__ == "__main__":
     if sys.argv[1] == "split":
-        split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 42)
+        split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 42, *sys.argv[5:7])
     elif sys.argv[1] == "compare":
         compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 10000)
     else:
