@@ -304,6 +304,8 @@ impl ModelManager {
     }
 
     /// Stops serving a model until it is loaded again (polling does not bring it back).
+    /// Blocking: call from a blocking context. When nothing else holds the model, it is freed
+    /// here, after its batchers have answered what was queued.
     pub fn unload_model(&self, name: &str) -> Result<(), ServiceError> {
         let _g = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.models.load_full();

@@ -281,9 +281,11 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        self.state
-            .manager
-            .unload_model(&req.into_inner().model_name)?;
+        let name = req.into_inner().model_name;
+        let mgr = self.state.manager.clone();
+        tokio::task::spawn_blocking(move || mgr.unload_model(&name))
+            .await
+            .map_err(ServiceError::internal)??;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }

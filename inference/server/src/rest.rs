@@ -565,7 +565,10 @@ async fn repository_unload(
     State(st): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ServiceError> {
-    st.manager.unload_model(&model)?;
+    let mgr = st.manager.clone();
+    tokio::task::spawn_blocking(move || mgr.unload_model(&model))
+        .await
+        .map_err(ServiceError::internal)??;
     Ok(StatusCode::OK.into_response())
 }
 
