@@ -32,7 +32,9 @@ printf '%s\n' "$SAME" >&2
 log "infermesh: candle and onnxruntime (ort) on $THREADS threads"
 # embed_bench also re-runs itself with RAYON_NUM_THREADS=--threads when that is not set.
 export RAYON_NUM_THREADS=$THREADS
-cargo build --release --locked -p infermesh-text --example embed_bench >&2
+# One release build of the whole workspace (same feature set for every bench script, so
+# switching scripts does not rebuild dependencies with other features).
+cargo build --release --locked --workspace --bins --examples >&2
 OURS=$("$CARGO_TARGET_DIR/release/examples/embed_bench" \
   --model "$MODEL" --corpus "$CORPUS" --threads "$THREADS" --engine all)
 printf '%s\n' "$OURS" >&2

@@ -12,7 +12,9 @@ ENGINE=${BENCH_ENGINE:-auto}
 ensure_minilm
 ensure_onnxruntime
 ensure_openvino
-cargo build --release --locked -p infermesh -p infermesh-loadgen --bins >&2
+# One release build of the whole workspace (same feature set for every bench script, so
+# switching scripts does not rebuild dependencies with other features).
+cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release"
 REPO="$(mktemp -d)"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$REPO"' EXIT
