@@ -122,10 +122,15 @@ pub fn write_bert(
     let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| invalid("model.safetensors", e))?;
     let model = build(&config, weights, head, int8)?;
-    stream(model, out).map_err(|e| TextError::Io {
+    stream(model, out).map_err(write_error)
+}
+
+/// A failure to write the exported graph (to its temporary file, under the temp dir).
+pub(crate) fn write_error(e: std::io::Error) -> TextError {
+    TextError::Io {
         path: std::env::temp_dir(),
         message: format!("writing the exported graph: {e}"),
-    })
+    }
 }
 
 /// Encodes `model` to `out` with the graph's initialisers last. Each initialiser's raw

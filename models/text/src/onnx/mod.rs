@@ -4,10 +4,10 @@
 //!
 //! There is no separate `model.onnx` to ship or keep in sync: the graph is exported from
 //! `config.json` + `model.safetensors` to a temporary file when the model loads ([`export`]),
-//! read by the engine and deleted, so a version
-//! folder serves on either backend. The library comes from the `onnxruntime` PyPI wheel
-//! (`libonnxruntime.so.1.31.1`), which the project's scripts unpack to
-//! `~/.cache/infermesh/onnxruntime/libonnxruntime.so`; `ORT_DYLIB_PATH` points elsewhere.
+//! read by the engine and deleted, so a version folder serves on either backend. The library
+//! comes from the `onnxruntime` PyPI wheel (`libonnxruntime.so.1.31.1`), which the project's
+//! scripts unpack to `~/.cache/infermesh/onnxruntime/libonnxruntime.so`; `ORT_DYLIB_PATH`
+//! points elsewhere.
 //!
 //! Supported: sentence encoders (mean or CLS pooling, L2 normalised) and
 //! `BertForSequenceClassification`. DistilBERT stays on candle.
@@ -297,18 +297,15 @@ pub(crate) fn export_to_tempfile(
     head: Head,
     int8: bool,
 ) -> Result<tempfile::NamedTempFile, TextError> {
-    let io = |e: std::io::Error| TextError::Io {
-        path: std::env::temp_dir(),
-        message: format!("writing the exported graph: {e}"),
-    };
     let file = tempfile::Builder::new()
         .prefix("infermesh-graph-")
         .suffix(".onnx")
         .tempfile()
-        .map_err(io)?;
+        .map_err(export::write_error)?;
     let mut out = std::io::BufWriter::new(file);
     write_bert(dir, head, int8, &mut out)?;
-    out.into_inner().map_err(|e| io(e.into_error()))
+    out.into_inner()
+        .map_err(|e| export::write_error(e.into_error()))
 }
 
 impl OnnxTextModel {
