@@ -17,7 +17,7 @@ use infermesh_text::classifier::{argmax, softmax};
 use infermesh_text::openvino;
 use infermesh_text::{
     OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
-    TextClassifier, TextModel,
+    TextClassifier, TextError, TextModel, normalize,
 };
 use infermesh_trees::{ModelFormat, TreeEnsemble};
 
@@ -355,6 +355,35 @@ pub struct TextVersion {
     engine: TextEngine,
 }
 
+/// Per-request options of an embedding request (TEI's `normalize` and `truncate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// Unit-length vectors (the default); `false` returns the pooled vector as it is.
+    pub normalize: bool,
+    /// Cut texts at the model's maximum length (the default); `false` refuses them with
+    /// INVALID_ARGUMENT, naming the text and its length.
+    pub truncate: bool,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            normalize: true,
+            truncate: true,
+        }
+    }
+}
+
+/// Rows of a text request and the tokens they cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRows {
+    /// One row per text, in request order.
+    pub rows: Vec<Vec<f32>>,
+    /// Tokens the texts came to after truncation, special tokens included (what TEI and the
+    /// OpenAI API report as `prompt_tokens`).
+    pub tokens: usize,
+}
+
 /// A text classifier's answer for one text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
@@ -453,37 +482,121 @@ impl TextVersion {
     /// One output row per text (unit embeddings, or logits): tokenised off the async
     /// workers, then batched by tokens with every other request to this version.
     pub async fn run(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ServiceError> {
-        if texts.len() > self.limits.max_client_batch_size {
-            return Err(ServiceError::invalid(format!(
-                "{} texts in one request; this model takes at most {} (max_client_batch_size)",
-                texts.len(),
-                self.limits.max_client_batch_size
-            )));
-        }
+        Ok(self.run_with(texts, EmbedOptions::default()).await?.rows)
+    }
+
+    /// As [`TextVersion::run`], with the request's options (`normalize` applies to encoders
+    /// only; a classifier's rows are logits), and the token count.
+    pub async fn run_with(
+        &self,
+        texts: Vec<String>,
+        options: EmbedOptions,
+    ) -> Result<TextRows, ServiceError> {
+        self.check_count(texts.len())?;
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return self.run_tokens(Vec::new(), options).await;
         }
         let model = self.model.clone();
         let ids = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            model.tokenize(&refs)
+            if options.truncate {
+                model.tokenize(&refs)
+            } else {
+                model.tokenize_exact(&refs)
+            }
         })
         .await
         .map_err(ServiceError::internal)?
-        .map_err(|e| ServiceError::invalid(format!("cannot tokenize: {e}")))?;
-        self.batcher.run_texts(ids).await
+        .map_err(|e| match e {
+            TextError::TooLong { .. } => ServiceError::invalid(e.to_string()),
+            e => ServiceError::invalid(format!("cannot tokenize: {e}")),
+        })?;
+        self.run_tokens(ids, options).await
+    }
+
+    /// As [`TextVersion::run_with`] for texts the caller tokenised already (TEI's and the
+    /// OpenAI API's token-id inputs): each id must be in the tokenizer's vocabulary and each
+    /// sequence non-empty; longer than [`TextVersion::max_len`] is cut or refused as
+    /// `options.truncate` says.
+    pub async fn run_ids_with(
+        &self,
+        mut ids: Vec<Vec<u32>>,
+        options: EmbedOptions,
+    ) -> Result<TextRows, ServiceError> {
+        self.check_count(ids.len())?;
+        let vocab = self.model.tokenizer().get_vocab_size(true);
+        let max = self.max_len();
+        for (index, seq) in ids.iter_mut().enumerate() {
+            if seq.is_empty() {
+                return Err(ServiceError::invalid(format!(
+                    "token sequence {index} is empty"
+                )));
+            }
+            if let Some(bad) = seq.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ServiceError::invalid(format!(
+                    "token sequence {index} has id {bad}; this model's vocabulary has {vocab} ids"
+                )));
+            }
+            if seq.len() > max {
+                if !options.truncate {
+                    return Err(ServiceError::invalid(
+                        TextError::TooLong {
+                            index,
+                            tokens: seq.len(),
+                            max,
+                        }
+                        .to_string(),
+                    ));
+                }
+                seq.truncate(max);
+            }
+        }
+        self.run_tokens(ids, options).await
+    }
+
+    fn check_count(&self, n: usize) -> Result<(), ServiceError> {
+        if n > self.limits.max_client_batch_size {
+            return Err(ServiceError::invalid(format!(
+                "{n} texts in one request; this model takes at most {} (max_client_batch_size)",
+                self.limits.max_client_batch_size
+            )));
+        }
+        Ok(())
+    }
+
+    async fn run_tokens(
+        &self,
+        ids: Vec<Vec<u32>>,
+        options: EmbedOptions,
+    ) -> Result<TextRows, ServiceError> {
+        let tokens = ids.iter().map(Vec::len).sum();
+        let mut rows = self.batcher.run_texts(ids).await?;
+        if !self.classifier && options.normalize {
+            rows.iter_mut().for_each(|r| normalize(r));
+        }
+        Ok(TextRows { rows, tokens })
     }
 
     /// Classifies `texts` (classifier versions only).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Classified>, ServiceError> {
+        self.classify_with(texts, EmbedOptions::default()).await
+    }
+
+    /// As [`TextVersion::classify`], refusing over-long texts unless `options.truncate`.
+    pub async fn classify_with(
+        &self,
+        texts: Vec<String>,
+        options: EmbedOptions,
+    ) -> Result<Vec<Classified>, ServiceError> {
         if !self.classifier {
             return Err(ServiceError::invalid(
                 "this model is an encoder, not a classifier",
             ));
         }
         Ok(self
-            .run(texts)
+            .run_with(texts, options)
             .await?
+            .rows
             .into_iter()
             .map(|logits| {
                 let probabilities = softmax(&logits);

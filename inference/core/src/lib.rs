@@ -21,7 +21,8 @@ pub mod queue;
 pub mod recs;
 
 pub use handle::{
-    Classified, LoadedVersion, OutputTensor, TabularVersion, TensorData, TextVersion,
+    Classified, EmbedOptions, LoadedVersion, OutputTensor, TabularVersion, TensorData, TextRows,
+    TextVersion,
 };
 pub use manager::{ManagerConfig, ModelManager, ModelStatus, VersionStatus};
 pub use recs::{RecsAnswer, RecsRequest, RecsVersion};

@@ -29,7 +29,9 @@ impl Embedder for ModelEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let ids = self.0.tokenize(texts).map_err(|e| e.to_string())?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        self.0.forward_tokens(&refs).map_err(|e| e.to_string())
+        let mut rows = self.0.forward_tokens(&refs).map_err(|e| e.to_string())?;
+        rows.iter_mut().for_each(|r| infermesh_text::normalize(r));
+        Ok(rows)
     }
 }
 

@@ -52,11 +52,13 @@ struct Args {
     engines: Vec<String>,
 }
 
-/// Tokenises and embeds `texts` as one padded batch.
+/// Tokenises and embeds `texts` as one padded batch (unit vectors, as served).
 fn embed(enc: &dyn TextModel, texts: &[&str]) -> Res<Vec<Vec<f32>>> {
     let ids = enc.tokenize(texts)?;
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    Ok(enc.forward_tokens(&refs)?)
+    let mut rows = enc.forward_tokens(&refs)?;
+    rows.iter_mut().for_each(|r| infermesh_text::normalize(r));
+    Ok(rows)
 }
 
 fn parse_args() -> Res<Args> {

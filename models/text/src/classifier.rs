@@ -356,8 +356,8 @@ pub(crate) fn architecture_of(config: &[u8]) -> Result<Architecture, TextError> 
 }
 
 impl TextModel for TextClassifier {
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.tokenizer, texts)
+    fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {

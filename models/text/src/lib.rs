@@ -3,8 +3,10 @@
 //! [`SentenceEncoder`] is a BERT-family encoder (all-MiniLM-L6-v2 and friends, Hugging Face
 //! layout: `config.json`, `model.safetensors`, `tokenizer.json`, optional
 //! `1_Pooling/config.json`) with sentence-transformers pooling: mean over the attention mask
-//! (or CLS), then L2 normalisation. Batches are padded to their longest text (dynamic
-//! padding) and truncated at the model's maximum length. Weights are read from local files
+//! (or CLS), then L2 normalisation ([`normalize`], applied by the caller, so a server can
+//! also hand out the pooled vector as TEI's `normalize: false` does). Batches are padded to
+//! their longest text (dynamic padding) and truncated at the model's maximum length, or
+//! refused when longer ([`TextModel::tokenize_exact`], TEI's `truncate: false`). Weights are read from local files
 //! only; nothing is fetched at run time.
 //!
 //! Three engines sit behind the [`TextModel`] trait: candle (this module and [`classifier`]),
@@ -32,11 +34,21 @@ pub use openvino::{OpenVinoOptions, OpenVinoTextModel};
 ///
 /// Object-safe; `&self` everywhere, callable from many threads.
 pub trait TextModel: Send + Sync + std::fmt::Debug {
+    /// The model's `tokenizer.json`, set to truncate at [`TextModel::max_len`] and never pad.
+    fn tokenizer(&self) -> &Tokenizer;
     /// Token ids of each text (special tokens included), truncated at [`TextModel::max_len`],
     /// unpadded.
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError>;
-    /// One output row per sequence (unit embeddings for encoders, logits for classifiers);
-    /// the batch is padded to its longest sequence.
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
+        tokenize::encode(self.tokenizer(), texts)
+    }
+    /// As [`TextModel::tokenize`], but a text longer than [`TextModel::max_len`] is
+    /// [`TextError::TooLong`] instead of being cut (TEI's `truncate: false`).
+    fn tokenize_exact(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
+        tokenize::encode_exact(self.tokenizer(), texts, self.max_len())
+    }
+    /// One output row per sequence: for encoders the pooled sentence vector, before
+    /// normalisation (sentence-transformers' Pooling module; [`normalize`] is its Normalize
+    /// module); for classifiers the logits. The batch is padded to its longest sequence.
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError>;
     /// Values per output row (embedding width, or number of labels).
     fn output_width(&self) -> usize;
@@ -70,6 +82,16 @@ pub enum TextError {
     /// Tokenisation failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A text is longer than the model takes, and truncation was not allowed.
+    #[error("text {index} has {tokens} tokens; this model takes at most {max} (truncation is off)")]
+    TooLong {
+        /// Position of the text in the request.
+        index: usize,
+        /// Its length in tokens, special tokens included.
+        tokens: usize,
+        /// The model's limit.
+        max: usize,
+    },
     /// The tensor computation failed.
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
@@ -200,13 +222,15 @@ impl SentenceEncoder {
         }
         let ids = self.tokenize(texts)?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        self.forward_tokens(&refs)
+        let mut rows = self.forward_tokens(&refs)?;
+        rows.iter_mut().for_each(|r| normalize(r));
+        Ok(rows)
     }
 }
 
 impl TextModel for SentenceEncoder {
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.tokenizer, texts)
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
@@ -220,7 +244,7 @@ impl TextModel for SentenceEncoder {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => mean_pool(&hidden, &mask)?,
         };
-        Ok(l2_normalize(&pooled)?.to_vec2::<f32>()?)
+        Ok(pooled.to_vec2::<f32>()?)
     }
 
     fn output_width(&self) -> usize {
@@ -241,10 +265,11 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor, candle_core::
     sum.broadcast_div(&count)
 }
 
-/// Rows of `x` (n, d) scaled to unit length (zero rows stay zero).
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor, candle_core::Error> {
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    x.broadcast_div(&norm)
+/// Scales `v` to unit length in place, as sentence-transformers' Normalize module does (a zero
+/// vector stays zero).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
 }
 
 /// Cosine similarity of two vectors.
@@ -269,6 +294,16 @@ mod tests {
         assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
         assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn normalize_gives_unit_length_and_keeps_zero() {
+        let mut v = vec![3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, vec![0.6, 0.8]);
+        let mut z = vec![0.0; 3];
+        normalize(&mut z);
+        assert_eq!(z, vec![0.0; 3]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::onnx::{
     ExportedGraph, OnnxTask, PaddedBatch, Prepared, cache_dir, export_to_tempfile, threads_or_all,
 };
-use crate::{TextError, TextModel, tokenize};
+use crate::{TextError, TextModel};
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, PropertyKey, RwPropertyKey, Shape,
     Tensor,
@@ -239,8 +239,8 @@ fn i64_tensor(n: usize, len: usize, values: &[i64]) -> Result<Tensor, TextError>
 }
 
 impl TextModel for OpenVinoTextModel {
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.graph.tokenizer, texts)
+    fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.graph.tokenizer
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {

@@ -38,6 +38,39 @@ pub fn encode(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>, Te
         .collect())
 }
 
+/// As [`encode`], but a text longer than `max_len` tokens is [`TextError::TooLong`] (with its
+/// full length) instead of being cut.
+pub fn encode_exact(
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+    max_len: usize,
+) -> Result<Vec<Vec<u32>>, TextError> {
+    let encodings = tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+    let mut out = Vec::with_capacity(encodings.len());
+    for (index, e) in encodings.into_iter().enumerate() {
+        if !e.get_overflowing().is_empty() {
+            // The refusal names the full length: one more encoding, without truncation, of
+            // this text only.
+            let mut full = tokenizer.clone();
+            full.with_truncation(None)
+                .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+            let tokens = full
+                .encode(texts[index], true)
+                .map_err(|e| TextError::Tokenizer(e.to_string()))?
+                .len();
+            return Err(TextError::TooLong {
+                index,
+                tokens,
+                max: max_len,
+            });
+        }
+        out.push(e.get_ids().to_vec());
+    }
+    Ok(out)
+}
+
 /// Pads `batch` to its longest sequence with `pad_id`: `(ids, attention_mask)`, both
 /// `(n, len)` u32 tensors, the mask 1 on real tokens.
 pub fn pad_batch(
@@ -74,6 +107,60 @@ pub fn pad_id(tokenizer: &Tokenizer) -> u32 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A word-level tokenizer over `a b c d`, with `[CLS]`/`[SEP]` added, truncating at
+    /// `max_len`.
+    fn tiny(max_len: usize) -> Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {
+                    "[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]},
+                    "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}
+                }
+            },
+            "decoder": null,
+            "model": {"type": "WordLevel", "unk_token": "[UNK]", "vocab": {
+                "[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3, "a": 4, "b": 5, "c": 6, "d": 7
+            }}
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        load_tokenizer(dir.path(), max_len).unwrap()
+    }
+
+    #[test]
+    fn exact_encoding_refuses_what_truncation_would_cut() {
+        let t = tiny(5);
+        // Three words and the two special tokens fit exactly; four do not.
+        assert_eq!(encode(&t, &["a b c"]).unwrap(), vec![vec![1, 4, 5, 6, 2]]);
+        assert_eq!(
+            encode_exact(&t, &["a b c", "d"], 5).unwrap(),
+            vec![vec![1, 4, 5, 6, 2], vec![1, 7, 2]]
+        );
+        assert_eq!(encode(&t, &["a b c d a"]).unwrap()[0].len(), 5);
+        let err = encode_exact(&t, &["a", "a b c d a"], 5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TextError::TooLong {
+                    index: 1,
+                    tokens: 7,
+                    max: 5
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("text 1 has 7 tokens"), "{err}");
+    }
 
     #[test]
     fn pads_to_the_longest_with_a_mask() {

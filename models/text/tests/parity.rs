@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use infermesh_text::openvino::{self, Precision};
 use infermesh_text::{
     OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
-    TextModel, cosine,
+    TextError, TextModel, cosine, normalize,
 };
 use serde_json::Value;
 
@@ -63,10 +63,13 @@ fn fixture() -> Vec<(String, Vec<f32>, usize)> {
         .collect()
 }
 
+/// Unit embeddings, as served: the engine's pooled vectors, normalised.
 fn embed(model: &dyn TextModel, texts: &[&str]) -> Vec<Vec<f32>> {
     let ids = model.tokenize(texts).unwrap();
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    model.forward_tokens(&refs).unwrap()
+    let mut rows = model.forward_tokens(&refs).unwrap();
+    rows.iter_mut().for_each(|r| normalize(r));
+    rows
 }
 
 #[test]
@@ -212,6 +215,19 @@ fn check_against_reference(enc: &dyn TextModel) {
         counts[long[0]], 512,
         "truncated at the model's maximum length"
     );
+    // Exact tokenisation (TEI's `truncate: false`): the same ids where a text fits, a clear
+    // refusal with the full length where it does not.
+    assert_eq!(
+        enc.tokenize_exact(&short).unwrap(),
+        enc.tokenize(&short).unwrap()
+    );
+    match enc.tokenize_exact(&[short[0], texts[long[0]]]) {
+        Err(TextError::TooLong { index, tokens, max }) => {
+            assert_eq!((index, max), (1, 512));
+            assert!(tokens > 512, "{tokens}");
+        }
+        other => panic!("expected TooLong, got {other:?}"),
+    }
     let mut got = embed(enc, &short);
     got.insert(long[0], embed(enc, &texts[long[0]..long[0] + 1]).remove(0));
     for (i, (_, want, tokens)) in sentences.iter().enumerate() {

@@ -9,8 +9,8 @@
 //! * per layer: self-attention with the additive mask `(1 - mask) * -10000`, output dense +
 //!   residual + LayerNorm, intermediate dense + GELU (exact, erf) or ReLU, output dense +
 //!   residual + LayerNorm;
-//! * a head: sentence embedding (mean over the mask or CLS, then L2 normalisation, as the
-//!   sentence-transformers pooling config says), or `BertForSequenceClassification`
+//! * a head: sentence embedding (mean over the mask or CLS, as the sentence-transformers
+//!   pooling config says; the caller normalises), or `BertForSequenceClassification`
 //!   (`classifier(tanh(pooler.dense(h[CLS])))`, or `classifier(mean(h))` with
 //!   `"classifier_pooling": "mean"`).
 //!
@@ -46,7 +46,7 @@ const IR_VERSION: i64 = 8;
 /// What the exported graph computes on top of the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
-    /// Unit sentence embeddings (`sentence_embedding`, `[batch, hidden]`).
+    /// Pooled sentence vectors, not normalised (`sentence_embedding`, `[batch, hidden]`).
     SentenceEmbedding(Pooling),
     /// `BertForSequenceClassification` logits (`logits`, `[batch, labels]`), the classifier
     /// layer reading the pooled `[CLS]` or the mean hidden state.
@@ -312,15 +312,11 @@ fn build(
                 Pooling::Cls => g.cls(&x),
                 Pooling::Mean => g.mean_pool(&x),
             };
-            let axis1 = g.const_i64(&[1], &[1]);
-            let sq = g.node("Mul", &[&pooled, &pooled], vec![]);
-            let ss = g.node("ReduceSum", &[&sq, &axis1], vec![attr_int("keepdims", 1)]);
-            let norm = g.node("Sqrt", &[&ss], vec![]);
-            let tiny = g.const_f32(1e-12);
-            let norm = g.node("Max", &[&norm, &tiny], vec![]);
+            // Normalisation is the caller's (`crate::normalize`), so the pooled vector is
+            // there for TEI's `normalize: false`.
             g.node_named(
-                "Div",
-                &[&pooled, &norm],
+                "Identity",
+                &[&pooled],
                 vec![],
                 Head::SentenceEmbedding(pooling).output_name(),
             );

@@ -9,7 +9,7 @@
 //! scripts unpack to `~/.cache/infermesh/onnxruntime/libonnxruntime.so`; `ORT_DYLIB_PATH`
 //! points elsewhere.
 //!
-//! Supported: sentence encoders (mean or CLS pooling, L2 normalised) and
+//! Supported: sentence encoders (mean or CLS pooling; [`crate::normalize`] after) and
 //! `BertForSequenceClassification`. DistilBERT stays on candle.
 
 pub mod export;
@@ -348,8 +348,8 @@ impl OnnxTextModel {
 }
 
 impl TextModel for OnnxTextModel {
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-        tokenize::encode(&self.graph.tokenizer, texts)
+    fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.graph.tokenizer
     }
 
     fn forward_tokens(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, TextError> {
