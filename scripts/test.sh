@@ -3,7 +3,7 @@
 # weights), starts the services the tests talk to (an MLflow server on a free port with a
 # throw-away SQLite store) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
-# (pip, http and grpc) against a real `infermesh serve`, MLflow's own Python client reading
+# (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, MLflow's own Python client reading
 # back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
@@ -24,7 +24,7 @@ ensure_onnxruntime
 ensure_openvino
 
 ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
-  'import tritonclient.http, tritonclient.grpc, pytest, numpy'
+  'import tritonclient.http, tritonclient.grpc, openai, pytest, numpy'
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
@@ -45,7 +45,7 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-log "tritonclient (http + grpc) against infermesh serve"
+log "tritonclient (http + grpc) and the OpenAI client against infermesh serve"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-tritonclient/bin/python" -m pytest -q tests/tritonclient
 

@@ -14,6 +14,7 @@ pub mod rest;
 pub mod resume;
 pub mod sample;
 pub mod state;
+pub mod tei;
 pub mod tensor;
 pub mod text;
 

@@ -1,5 +1,6 @@
 //! KServe V2 over HTTP/REST (axum), with Triton's binary tensor data and model repository
-//! extensions so `tritonclient.http` works unmodified.
+//! extensions so `tritonclient.http` works unmodified; TEI's and OpenAI's text routes
+//! ([`crate::tei`]) share the port and its body limit.
 
 use std::time::Instant;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
         )
+        .merge(crate::tei::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -218,7 +220,7 @@ struct RestOutput {
     parameters: Option<Map<String, Value>>,
 }
 
-fn body_error(rej: BytesRejection) -> ServiceError {
+pub(crate) fn body_error(rej: BytesRejection) -> ServiceError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ServiceError::new(
             ErrorKind::TooLarge,

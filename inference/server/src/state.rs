@@ -64,6 +64,10 @@ pub enum Protocol {
     Grpc,
     /// infermesh.v1 typed gRPC.
     Typed,
+    /// Hugging Face TEI's HTTP routes (`/embed`, `/predict`).
+    Tei,
+    /// The OpenAI-compatible `/v1/embeddings`.
+    OpenAi,
 }
 
 impl Protocol {
@@ -73,6 +77,8 @@ impl Protocol {
             Protocol::Rest => "rest",
             Protocol::Grpc => "grpc",
             Protocol::Typed => "typed",
+            Protocol::Tei => "tei",
+            Protocol::OpenAi => "openai",
         }
     }
 }

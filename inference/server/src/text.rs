@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::LoadedVersion;
+use infermesh_inference::{EmbedOptions, LoadedVersion, TextVersion};
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::categorizer_server::Categorizer;
 use infermesh_proto::v1::text_embedding_server::TextEmbedding;
@@ -26,32 +26,46 @@ impl TextService {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
+}
 
-    /// Resolves `model` (or `default`), runs `f` on it under a span, and records the request.
-    async fn with_model<T, F, Fut>(
-        &self,
-        model: &str,
-        default: &str,
-        version: &str,
-        span: tracing::Span,
-        f: F,
-    ) -> Result<T, ServiceError>
-    where
-        F: FnOnce(Arc<LoadedVersion>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServiceError>>,
-    {
-        let started = Instant::now();
-        let name = if model.is_empty() { default } else { model };
-        let handle = self
-            .state
-            .manager
-            .get(name, (!version.is_empty()).then_some(version))
-            .inspect_err(|e| record(name, version, Protocol::Typed, started, Err(e)))?;
-        let v = handle.version.to_string();
-        let res = f(handle).instrument(span).await;
-        record(name, &v, Protocol::Typed, started, res.as_ref().map(|_| ()));
-        res
+/// The encoder behind `h`, or INVALID_ARGUMENT for a classifier.
+pub(crate) fn encoder(h: &LoadedVersion) -> Result<&TextVersion, ServiceError> {
+    let text = h.text()?;
+    if text.is_classifier() {
+        return Err(ServiceError::invalid(format!(
+            "model '{}' is a classifier; embeddings need an embedding model",
+            h.name
+        )));
     }
+    Ok(text)
+}
+
+/// Resolves `model` (or `default`, when empty) at `version` (empty: the latest ready one),
+/// runs `f` on it under `span`, and records the request under `protocol`. Shared by the typed
+/// services and TEI's and OpenAI's HTTP routes ([`crate::tei`]).
+pub(crate) async fn with_text_model<T, F, Fut>(
+    state: &AppState,
+    model: &str,
+    default: &str,
+    version: &str,
+    protocol: Protocol,
+    span: tracing::Span,
+    f: F,
+) -> Result<T, ServiceError>
+where
+    F: FnOnce(Arc<LoadedVersion>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    let started = Instant::now();
+    let name = if model.is_empty() { default } else { model };
+    let handle = state
+        .manager
+        .get(name, (!version.is_empty()).then_some(version))
+        .inspect_err(|e| record(name, version, protocol, started, Err(e)))?;
+    let v = handle.version.to_string();
+    let res = f(handle).instrument(span).await;
+    record(name, &v, protocol, started, res.as_ref().map(|_| ()));
+    res
 }
 
 #[tonic::async_trait]
@@ -63,33 +77,34 @@ impl TextEmbedding for TextService {
         let r = req.into_inner();
         let span = tracing::info_span!("embed", n = r.texts.len(), model = %r.model_name);
         let default = self.state.default_embedding_model.clone();
-        let resp = self
-            .with_model(
-                &r.model_name,
-                &default,
-                &r.model_version,
-                span,
-                |h| async move {
-                    let text = h.text()?;
-                    if text.is_classifier() {
-                        return Err(ServiceError::invalid(format!(
-                            "model '{}' is a classifier; TextEmbedding needs an embedding model",
-                            h.name
-                        )));
-                    }
-                    let rows = text.run(r.texts).await?;
-                    Ok(pb::EmbedResponse {
-                        embeddings: rows
-                            .into_iter()
-                            .map(|values| pb::Embedding { values })
-                            .collect(),
-                        dimensions: text.output_width() as u32,
-                        model_name: h.name.clone(),
-                        model_version: h.version.to_string(),
-                    })
-                },
-            )
-            .await?;
+        let resp = with_text_model(
+            &self.state,
+            &r.model_name,
+            &default,
+            &r.model_version,
+            Protocol::Typed,
+            span,
+            |h| async move {
+                let text = encoder(&h)?;
+                let options = EmbedOptions {
+                    normalize: r.normalize.unwrap_or(true),
+                    truncate: r.truncate.unwrap_or(true),
+                };
+                let out = text.run_with(r.texts, options).await?;
+                Ok(pb::EmbedResponse {
+                    embeddings: out
+                        .rows
+                        .into_iter()
+                        .map(|values| pb::Embedding { values })
+                        .collect(),
+                    dimensions: text.output_width() as u32,
+                    model_name: h.name.clone(),
+                    model_version: h.version.to_string(),
+                    prompt_tokens: out.tokens as u64,
+                })
+            },
+        )
+        .await?;
         Ok(Response::new(resp))
     }
 }
@@ -104,48 +119,47 @@ impl Categorizer for TextService {
         let span = tracing::info_span!("classify", n = r.texts.len(), model = %r.model_name);
         let default = self.state.default_categorizer_model.clone();
         let top_k = r.top_k as usize;
-        let resp = self
-            .with_model(
-                &r.model_name,
-                &default,
-                &r.model_version,
-                span,
-                |h| async move {
-                    let text = h.text()?;
-                    let labels = text.labels();
-                    let results = text
-                        .classify(r.texts)
-                        .await?
-                        .into_iter()
-                        .map(|c| {
-                            let mut order: Vec<usize> = (0..c.probabilities.len()).collect();
-                            order.sort_by(|&a, &b| {
-                                c.probabilities[b].total_cmp(&c.probabilities[a])
-                            });
-                            if top_k > 0 {
-                                order.truncate(top_k);
-                            }
-                            pb::Classification {
-                                label: labels[c.best].clone(),
-                                probability: c.probabilities[c.best],
-                                probabilities: order
-                                    .into_iter()
-                                    .map(|i| pb::LabelProbability {
-                                        label: labels[i].clone(),
-                                        probability: c.probabilities[i],
-                                    })
-                                    .collect(),
-                            }
-                        })
-                        .collect();
-                    Ok(pb::ClassifyResponse {
-                        results,
-                        model_name: h.name.clone(),
-                        model_version: h.version.to_string(),
+        let resp = with_text_model(
+            &self.state,
+            &r.model_name,
+            &default,
+            &r.model_version,
+            Protocol::Typed,
+            span,
+            |h| async move {
+                let text = h.text()?;
+                let labels = text.labels();
+                let results = text
+                    .classify(r.texts)
+                    .await?
+                    .into_iter()
+                    .map(|c| {
+                        let mut order: Vec<usize> = (0..c.probabilities.len()).collect();
+                        order.sort_by(|&a, &b| c.probabilities[b].total_cmp(&c.probabilities[a]));
+                        if top_k > 0 {
+                            order.truncate(top_k);
+                        }
+                        pb::Classification {
+                            label: labels[c.best].clone(),
+                            probability: c.probabilities[c.best],
+                            probabilities: order
+                                .into_iter()
+                                .map(|i| pb::LabelProbability {
+                                    label: labels[i].clone(),
+                                    probability: c.probabilities[i],
+                                })
+                                .collect(),
+                        }
                     })
-                },
-            )
-            .await?;
+                    .collect();
+                Ok(pb::ClassifyResponse {
+                    results,
+                    model_name: h.name.clone(),
+                    model_version: h.version.to_string(),
+                })
+            },
+        )
+        .await?;
         Ok(Response::new(resp))
     }
 }

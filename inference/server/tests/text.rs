@@ -484,3 +484,258 @@ async fn resumes_are_ranked_with_a_breakdown() {
     );
     s.shutdown().await.unwrap();
 }
+
+/// POSTs `body` to `url`: the status and the JSON answer.
+async fn post_json(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let r = http.post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_and_openai_routes_embed_and_classify() {
+    let (repo, classifier) = text_repo("");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let want = enc.embed(&PAIR).unwrap();
+    let ids = enc.tokenize(&PAIR).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let raw_want = enc.forward_tokens(&refs).unwrap();
+    let http = reqwest::Client::new();
+    let embed = format!("http://{}/embed", s.http_addr);
+
+    // TEI /embed: one text or a list; unit vectors by default, the pooled ones on request.
+    let (st, one) = post_json(&http, &embed, json!({"inputs": PAIR[0]})).await;
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let got = floats(&one[0]);
+    assert_eq!(got.len(), 384);
+    assert!((norm(&got) - 1.0).abs() < 1e-4);
+    assert!(cosine(&got, &want[0]) >= 0.9999);
+    let (st, raw) = post_json(&http, &embed, json!({"inputs": PAIR, "normalize": false})).await;
+    assert_eq!(st, 200, "{raw}");
+    for (i, row) in raw.as_array().unwrap().iter().enumerate() {
+        let got = floats(row);
+        // MiniLM's mean-pooled vectors are not unit length; the served ones keep their norm.
+        assert!(
+            (norm(&raw_want[i]) - 1.0).abs() > 0.05,
+            "{}",
+            norm(&raw_want[i])
+        );
+        assert!(
+            (norm(&got) / norm(&raw_want[i]) - 1.0).abs() < 1e-2,
+            "{} vs {}",
+            norm(&got),
+            norm(&raw_want[i])
+        );
+        assert!(cosine(&got, &want[i]) >= 0.9999);
+    }
+    // Token ids in give what the text gives.
+    let (st, by_ids) = post_json(&http, &embed, json!({"inputs": ids[1]})).await;
+    assert_eq!(st, 200, "{by_ids}");
+    assert!(cosine(&floats(&by_ids[0]), &want[1]) >= 0.9999);
+
+    // Truncation: on by default (as TEI with --auto-truncate); off refuses, naming the length.
+    let long = "word ".repeat(600);
+    let (st, _) = post_json(&http, &embed, json!({"inputs": long})).await;
+    assert_eq!(st, 200);
+    let (st, err) = post_json(
+        &http,
+        &embed,
+        json!({"inputs": ["short", long], "truncate": false}),
+    )
+    .await;
+    assert_eq!(st, 400, "{err}");
+    let msg = err["error"].as_str().unwrap();
+    assert!(
+        msg.contains("text 1 has 602 tokens") && msg.contains("at most 512"),
+        "{msg}"
+    );
+    let (st, err) = post_json(
+        &http,
+        &embed,
+        json!({"inputs": vec![101u32; 513], "truncate": false}),
+    )
+    .await;
+    assert_eq!(st, 400, "{err}");
+
+    // What is not supported, or not there, is a clear error.
+    for (body, status, needle) in [
+        (json!({"inputs": [[101, 999_999, 102]]}), 400, "vocabulary"),
+        (json!({"inputs": [[]]}), 400, "empty"),
+        (
+            json!({"inputs": "x", "truncation_direction": "Left"}),
+            400,
+            "truncation_direction",
+        ),
+        (
+            json!({"inputs": "x", "prompt_name": "query"}),
+            400,
+            "prompt",
+        ),
+        (json!({"inputs": "x", "dimensions": 128}), 400, "Matryoshka"),
+        (
+            json!({"inputs": "x", "model": "categorizer"}),
+            400,
+            "classifier",
+        ),
+        (json!({"inputs": "x", "model": "ghost"}), 404, "ghost"),
+        (json!({"inputs": 5}), 400, "invalid request body"),
+        (json!({"texts": ["x"]}), 400, "inputs"),
+    ] {
+        let (st, err) = post_json(&http, &embed, body.clone()).await;
+        assert_eq!(st, status, "{body} -> {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains(needle),
+            "{body} -> {err}"
+        );
+    }
+    let (st, ok) = post_json(&http, &embed, json!({"inputs": "x", "dimensions": 384})).await;
+    assert_eq!(st, 200, "{ok}");
+
+    // TEI /predict on the default categoriser: labels by score, softmax or raw logits.
+    let predict = format!("http://{}/predict", s.http_addr);
+    let texts = ["WOOLWORTHS FOOD 0231", "UBER TRIP HELP.UBER.COM"];
+    let cids = classifier.tokenize(&texts).unwrap();
+    let crefs: Vec<&[u32]> = cids.iter().map(Vec::as_slice).collect();
+    let logits = classifier.forward_tokens(&crefs).unwrap();
+    let (st, single) = post_json(&http, &predict, json!({"inputs": texts[0]})).await;
+    assert_eq!(st, 200, "{single}");
+    let p = infermesh_text::classifier::softmax(&logits[0]);
+    let best = infermesh_text::classifier::argmax(&p);
+    assert_eq!(single.as_array().unwrap().len(), 3);
+    assert_eq!(single[0]["label"], LABELS[best]);
+    assert!((single[0]["score"].as_f64().unwrap() as f32 - p[best]).abs() < 1e-5);
+    assert!(single[0]["score"].as_f64() >= single[1]["score"].as_f64());
+    let (st, batch) = post_json(
+        &http,
+        &predict,
+        json!({"inputs": texts, "raw_scores": true}),
+    )
+    .await;
+    assert_eq!(st, 200, "{batch}");
+    for (i, l) in logits.iter().enumerate() {
+        let top = l.iter().copied().fold(f32::MIN, f32::max);
+        assert!((batch[i][0]["score"].as_f64().unwrap() as f32 - top).abs() < 1e-4);
+    }
+    for (body, needle) in [
+        (json!({"inputs": [["a", "b"]]}), "pairs"),
+        (json!({"inputs": "x", "model": "minilm"}), "classifier"),
+    ] {
+        let (st, err) = post_json(&http, &predict, body.clone()).await;
+        assert_eq!(st, 400, "{body} -> {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains(needle),
+            "{body} -> {err}"
+        );
+    }
+
+    // OpenAI /v1/embeddings: routed by model, usage in tokens, float or base64.
+    let openai = format!("http://{}/v1/embeddings", s.http_addr);
+    let (st, r) = post_json(&http, &openai, json!({"input": PAIR, "model": "minilm"})).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["object"].as_str(), r["model"].as_str()),
+        (Some("list"), Some("minilm"))
+    );
+    let tokens: usize = ids.iter().map(Vec::len).sum();
+    assert_eq!(r["usage"]["prompt_tokens"], tokens);
+    assert_eq!(r["usage"]["total_tokens"], tokens);
+    for (i, d) in r["data"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            (d["object"].as_str(), d["index"].as_u64()),
+            (Some("embedding"), Some(i as u64))
+        );
+        assert!(cosine(&floats(&d["embedding"]), &want[i]) >= 0.9999);
+    }
+    let (st, b64) = post_json(
+        &http,
+        &openai,
+        json!({"input": PAIR[2], "model": "", "encoding_format": "base64"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b64}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(decoded, floats(&r["data"][2]["embedding"]));
+    for (body, status, needle) in [
+        (json!({"input": "x", "model": "ghost"}), 404, "ghost"),
+        (
+            json!({"input": "x", "encoding_format": "hex"}),
+            400,
+            "encoding_format",
+        ),
+        (json!({"input": "x", "dimensions": 3}), 400, "dimensions"),
+        (json!({"input": "x", "model": "fraud"}), 400, "text"),
+    ] {
+        // OpenAI's error shape, which its clients read the message from.
+        let (st, err) = post_json(&http, &openai, body.clone()).await;
+        assert_eq!(st, status, "{body} -> {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body} -> {err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+    }
+
+    // The typed service takes the same options and reports the tokens.
+    let mut e = TextEmbeddingClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let r = e
+        .embed(pb::EmbedRequest {
+            texts: PAIR.iter().map(|t| t.to_string()).collect(),
+            normalize: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.prompt_tokens as usize, tokens);
+    assert!((norm(&r.embeddings[0].values) / norm(&raw_want[0]) - 1.0).abs() < 1e-2);
+    let err = e
+        .embed(pb::EmbedRequest {
+            texts: vec![long.clone()],
+            truncate: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("602 tokens"), "{err:?}");
+
+    // Requests are counted under their protocol.
+    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for protocol in ["tei", "openai"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("infermesh_inference_requests_total")
+                    && l.contains(&format!("protocol=\"{protocol}\""))
+                    && l.contains("outcome=\"ok\"")),
+            "{protocol}"
+        );
+    }
+    s.shutdown().await.unwrap();
+}
