@@ -25,6 +25,9 @@ enum Target {
     Gateway,
     /// Typed infermesh.v1.TextEmbedding/Embed: `--rows` sentences of ~12 words per request.
     Embed,
+    /// The inference server's OpenAI-compatible POST /v1/embeddings (JSON floats back), the
+    /// same sentences as `embed`; `--url` is the server's HTTP address.
+    OpenaiEmbed,
     /// Typed infermesh.v1.Recommender/Recommend: top 10 for users 1..=--users in turn.
     Recs,
     /// Gateway GET /api/v1/recommendations/{user}?k=10 for the same user every time (a
@@ -175,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 model_name: args.model.clone(),
                 ..Default::default()
             };
+            let openai_body = serde_json::json!({"input": &embed_req.texts, "model": args.model});
             let mut embed = channel.clone().map(TextEmbeddingClient::new);
             let mut recs = channel.clone().map(RecommenderClient::new);
             let mut fraud = channel.clone().map(FraudScoringClient::new);
@@ -194,6 +198,18 @@ async fn main() -> anyhow::Result<()> {
                         Some(e) => e.embed(embed_req.clone()).await.is_ok(),
                         None => false,
                     },
+                    (_, Target::OpenaiEmbed) => {
+                        match http
+                            .post(format!("{}/v1/embeddings", args.url))
+                            .json(&openai_body)
+                            .send()
+                            .await
+                        {
+                            // Read the whole answer, as a client must to reuse the connection.
+                            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                            _ => false,
+                        }
+                    }
                     (_, Target::Recs) => match &mut recs {
                         Some(r) => r
                             .recommend(infermesh_proto::v1::RecommendRequest {

@@ -14,6 +14,8 @@
 //! * Not supported, refused with a clear 400: truncation from the left, prompts
 //!   (`prompt_name`), sentence pairs, and `dimensions` other than the model's own width (its
 //!   encoders are not Matryoshka-trained, so a cut vector would be a worse one).
+//! * In `/predict`, a list of texts is always a batch (TEI reads a list of exactly two texts as
+//!   one sentence pair).
 //!
 //! Every request runs through the model version's token-budget batcher, as the V2 and typed
 //! routes do, and is recorded in the request metrics under protocol `tei` or `openai`.
