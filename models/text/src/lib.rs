@@ -6,8 +6,8 @@
 //! (or CLS), then L2 normalisation ([`normalize`], applied by the caller, so a server can
 //! also hand out the pooled vector as TEI's `normalize: false` does). Batches are padded to
 //! their longest text (dynamic padding) and truncated at the model's maximum length, or
-//! refused when longer ([`TextModel::tokenize_exact`], TEI's `truncate: false`). Weights are read from local files
-//! only; nothing is fetched at run time.
+//! refused when longer ([`TextModel::tokenize_exact`], TEI's `truncate: false`). Weights are
+//! read from local files only; nothing is fetched at run time.
 //!
 //! Three engines sit behind the [`TextModel`] trait: candle (this module and [`classifier`]),
 //! ONNX Runtime ([`onnx`]) and OpenVINO ([`openvino`]); the last two run the graph
