@@ -163,6 +163,15 @@ def test_text_embeddings_over_http_and_grpc(server):
     got = g.infer("minilm", [inp]).as_numpy("embedding")
     cos = (got * want).sum(axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.9999, cos
+    # Request parameters reach the text model: with truncation off, a text past 512 tokens
+    # is refused with its length, over both protocols.
+    long = np.array([[("word " * 600).encode()]], dtype=np.object_)
+    for client, mod in ((h, httpclient), (g, grpcclient)):
+        inp = mod.InferInput("text", [1, 1], "BYTES")
+        inp.set_data_from_numpy(long)
+        with pytest.raises(InferenceServerException, match="602 tokens"):
+            client.infer("minilm", [inp], parameters={"truncate": False})
+        assert client.infer("minilm", [inp]).as_numpy("embedding").shape == (1, 384)
     # Numbers where texts are expected: a clear error, not a crash.
     bad = httpclient.InferInput("text", [1, 1], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))

@@ -611,25 +611,26 @@ impl TextVersion {
     }
 
     /// The V2 outputs for `texts`: `embedding` `[n, dim]` for encoders; `probabilities` and
-    /// `logits` `[n, labels]` and BYTES `label` `[n]` for classifiers. `wanted` filters by
-    /// name (empty: all).
+    /// `logits` `[n, labels]` and BYTES `label` `[n]` for classifiers. `options` come from
+    /// the request's parameters; `wanted` filters by name (empty: all).
     pub async fn infer(
         &self,
         texts: Vec<String>,
+        options: EmbedOptions,
         output_name: &str,
         wanted: &[String],
     ) -> Result<Vec<OutputTensor>, ServiceError> {
         let n = texts.len() as i64;
         let width = self.output_width() as i64;
         if !self.classifier {
-            let rows = self.run(texts).await?;
+            let rows = self.run_with(texts, options).await?.rows;
             return Ok(vec![OutputTensor {
                 name: output_name.to_string(),
                 shape: vec![n, width],
                 data: TensorData::Fp32(rows.concat()),
             }]);
         }
-        let classified = self.classify(texts).await?;
+        let classified = self.classify_with(texts, options).await?;
         let mut outputs = vec![
             OutputTensor {
                 name: output_name.to_string(),

@@ -9,7 +9,7 @@ use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServ
 use tonic::{Request, Response, Status};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
-use crate::state::{AppState, InferRequest, Protocol};
+use crate::state::{AppState, InferRequest, Protocol, text_options};
 use crate::tensor::{
     DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
 };
@@ -178,6 +178,18 @@ impl GrpcInferenceService for V2Grpc {
         let mut r = req.into_inner();
         let use_raw = !r.raw_input_contents.is_empty();
         let inputs = decode_inputs(&mut r)?;
+        let text_options = text_options(|key| {
+            r.parameters.get(key).map(|p| {
+                use pb::infer_parameter::ParameterChoice as C;
+                match p.parameter_choice {
+                    Some(C::BoolParam(b)) => Ok(b),
+                    Some(C::Int64Param(_) | C::Uint64Param(_)) => Err("an integer"),
+                    Some(C::DoubleParam(_)) => Err("a double"),
+                    Some(C::StringParam(_)) => Err("a string"),
+                    None => Err("empty"),
+                }
+            })
+        })?;
         let resp = self
             .state
             .infer(
@@ -187,6 +199,7 @@ impl GrpcInferenceService for V2Grpc {
                     id: r.id,
                     inputs,
                     outputs: r.outputs.into_iter().map(|o| o.name).collect(),
+                    text_options,
                 },
                 Protocol::Grpc,
             )

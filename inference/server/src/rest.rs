@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
-use crate::state::{AppState, InferRequest, Protocol};
+use crate::state::{AppState, InferRequest, Protocol, text_options};
 use crate::tensor::{
     DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
     split_bytes_elements,
@@ -249,6 +249,18 @@ async fn infer_v(
     infer_inner(st, model, Some(version), headers, body.map_err(body_error)?).await
 }
 
+/// A JSON value's type, for error messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
     params
         .as_ref()
@@ -351,6 +363,12 @@ async fn infer_inner(
         )));
     }
     let all_binary = flag(&req.parameters, "binary_data_output");
+    let text_options = text_options(|key| {
+        req.parameters
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .map(|v| v.as_bool().ok_or(json_type(v)))
+    })?;
     let requested = req.outputs.unwrap_or_default();
     let want_binary = |name: &str| {
         all_binary
@@ -367,6 +385,7 @@ async fn infer_inner(
                 id: id.clone(),
                 inputs,
                 outputs: requested.iter().map(|o| o.name.clone()).collect(),
+                text_options,
             },
             Protocol::Rest,
         )

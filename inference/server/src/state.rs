@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::{ServiceError, metrics_names as m};
-use infermesh_inference::{LoadedVersion, ModelManager, OutputTensor, TensorData};
+use infermesh_inference::{EmbedOptions, LoadedVersion, ModelManager, OutputTensor, TensorData};
 use tracing::Instrument;
 
 use crate::tensor::{InputTensor, tabular_rows, text_input};
@@ -23,6 +23,8 @@ pub struct InferRequest {
     pub inputs: Vec<InputTensor>,
     /// Names of the outputs asked for (empty: all).
     pub outputs: Vec<String>,
+    /// Text models' options from the request's `parameters` (`normalize`, `truncate`).
+    pub text_options: EmbedOptions,
 }
 
 /// The answer to an [`InferRequest`].
@@ -81,6 +83,25 @@ impl Protocol {
             Protocol::OpenAi => "openai",
         }
     }
+}
+
+/// The V2 request parameters text models read, `normalize` and `truncate` (booleans, both
+/// true when absent; the other parameters are not theirs). `get` gives a parameter's boolean
+/// value, or `Err` with its type when it is not a boolean.
+pub fn text_options(
+    get: impl Fn(&str) -> Option<Result<bool, &'static str>>,
+) -> Result<EmbedOptions, ServiceError> {
+    let read = |key: &str| match get(key) {
+        None => Ok(true),
+        Some(Ok(b)) => Ok(b),
+        Some(Err(kind)) => Err(ServiceError::invalid(format!(
+            "parameter '{key}' must be a boolean, not {kind}"
+        ))),
+    };
+    Ok(EmbedOptions {
+        normalize: read("normalize")?,
+        truncate: read("truncate")?,
+    })
 }
 
 /// Records a finished request in the request counter and latency histogram.
@@ -175,7 +196,8 @@ async fn run_infer(
                 }
             }
             let texts = text_input(req.inputs, &cfg.input_name)?;
-            text.infer(texts, &cfg.output_name, &req.outputs).await?
+            text.infer(texts, req.text_options, &cfg.output_name, &req.outputs)
+                .await?
         }
         Err(_) => {
             let tab = handle.tabular()?;

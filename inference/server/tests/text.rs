@@ -739,3 +739,90 @@ async fn tei_and_openai_routes_embed_and_classify() {
     }
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_parameters_set_normalize_and_truncate() {
+    let (repo, _) = text_repo("");
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let ids = enc.tokenize(&PAIR[..1]).unwrap();
+    let raw_want = enc.forward_tokens(&[ids[0].as_slice()]).unwrap().remove(0);
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v2/models/minilm/infer", s.http_addr);
+    let body = |text: &str, parameters: Value| {
+        json!({"parameters": parameters,
+               "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]})
+    };
+    // REST: the pooled vector on request, unit length by default.
+    let (st, r) = post_json(&http, &url, body(PAIR[0], json!({"normalize": false}))).await;
+    assert_eq!(st, 200, "{r}");
+    let got = floats(&r["outputs"][0]["data"]);
+    assert!((norm(&got) / norm(&raw_want) - 1.0).abs() < 1e-2);
+    let (st, r) = post_json(&http, &url, body(PAIR[0], json!({}))).await;
+    assert_eq!(st, 200, "{r}");
+    assert!((norm(&floats(&r["outputs"][0]["data"])) - 1.0).abs() < 1e-4);
+    // Truncation off refuses the long text; a parameter of the wrong type is a clear 400.
+    let long = "word ".repeat(600);
+    let (st, r) = post_json(&http, &url, body(&long, json!({"truncate": false}))).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("602 tokens"), "{r}");
+    let (st, r) = post_json(&http, &url, body(&long, json!({"truncate": "no"}))).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("'truncate' must be a boolean"),
+        "{r}"
+    );
+    let (st, _) = post_json(&http, &url, body(&long, json!({}))).await;
+    assert_eq!(st, 200);
+
+    // gRPC: the same through InferParameter.
+    let mut g = GrpcInferenceServiceClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let request = |text: &str, key: &str, value: v2::infer_parameter::ParameterChoice| {
+        v2::ModelInferRequest {
+            model_name: "minilm".into(),
+            inputs: vec![v2::model_infer_request::InferInputTensor {
+                name: "text".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                contents: Some(v2::InferTensorContents {
+                    bytes_contents: vec![text.as_bytes().to_vec()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            parameters: [(
+                key.to_string(),
+                v2::InferParameter {
+                    parameter_choice: Some(value),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    };
+    use v2::infer_parameter::ParameterChoice as C;
+    let err = g
+        .model_infer(request(&long, "truncate", C::BoolParam(false)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("602 tokens"), "{err:?}");
+    let err = g
+        .model_infer(request(&long, "normalize", C::Int64Param(0)))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("not an integer"), "{err:?}");
+    let r = g
+        .model_infer(request(PAIR[0], "normalize", C::BoolParam(false)))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = &r.outputs[0].contents.as_ref().unwrap().fp32_contents;
+    assert!((norm(got) / norm(&raw_want) - 1.0).abs() < 1e-2);
+    s.shutdown().await.unwrap();
+}
