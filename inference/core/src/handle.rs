@@ -15,6 +15,7 @@ use infermesh_registry::{
 };
 use infermesh_text::classifier::{argmax, softmax};
 use infermesh_text::openvino;
+use infermesh_text::tokenize::{self, Token};
 use infermesh_text::{
     OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
     TextClassifier, TextError, TextModel, normalize,
@@ -552,6 +553,24 @@ impl TextVersion {
             }
         }
         self.run_tokens(ids, options).await
+    }
+
+    /// The tokens of `texts` as this model sees them (TEI's `/tokenize`), tokenised off the
+    /// async workers; the same `max_client_batch_size` as inference.
+    pub async fn tokens(
+        &self,
+        texts: Vec<String>,
+        add_special_tokens: bool,
+    ) -> Result<Vec<Vec<Token>>, ServiceError> {
+        self.check_count(texts.len())?;
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            tokenize::tokens(model.tokenizer(), &refs, add_special_tokens)
+        })
+        .await
+        .map_err(ServiceError::internal)?
+        .map_err(|e| ServiceError::invalid(format!("cannot tokenize: {e}")))
     }
 
     fn check_count(&self, n: usize) -> Result<(), ServiceError> {

@@ -1,10 +1,11 @@
 //! The HTTP routes of Hugging Face Text Embeddings Inference (TEI) on the REST port, so TEI
 //! clients work against infermesh: `POST /embed` (sentence embeddings), `POST /predict`
-//! (sequence classification) and the OpenAI-compatible `POST /v1/embeddings` that TEI also
-//! serves. Request and response bodies follow TEI's and OpenAI's schemas; what differs:
+//! (sequence classification), `POST /tokenize` (tokens with their byte spans, as the model
+//! sees them) and the OpenAI-compatible `POST /v1/embeddings` that TEI also serves. Request and response bodies follow TEI's and OpenAI's schemas; what differs:
 //!
-//! * infermesh serves many models: `/embed` and `/predict` take an optional `model` field (an
-//!   extension; absent, the server's default embedding model or categoriser), and
+//! * infermesh serves many models: `/embed`, `/predict` and `/tokenize` take an optional
+//!   `model` field (an extension; absent, the server's default embedding model, or
+//!   categoriser for `/predict`), and
 //!   `/v1/embeddings` routes by its `model` field (empty: the default embedding model).
 //! * `truncate` defaults to true, as if TEI ran with `--auto-truncate`; `false` refuses a
 //!   text longer than the model's maximum length, naming it and its token count.
@@ -14,7 +15,7 @@
 //! * Not supported, refused with a clear 400: truncation from the left, prompts
 //!   (`prompt_name`), sentence pairs, and `dimensions` other than the model's own width (its
 //!   encoders are not Matryoshka-trained, so a cut vector would be a worse one).
-//! * In `/predict`, a list of texts is always a batch (TEI reads a list of exactly two texts as
+//! * In `/predict` and `/tokenize`, a list of texts is always a batch (TEI reads a list of exactly two texts as
 //!   one sentence pair).
 //!
 //! Every request runs through the model version's token-budget batcher, as the V2 and typed
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/embed", post(embed))
         .route("/predict", post(predict))
+        .route("/tokenize", post(tokenize))
         .route("/v1/embeddings", post(openai_embeddings))
 }
 
@@ -80,6 +82,16 @@ struct PredictBody {
     model: Option<String>,
 }
 
+/// TEI's `POST /tokenize` body.
+#[derive(Debug, Deserialize)]
+struct TokenizeBody {
+    inputs: Value,
+    add_special_tokens: Option<bool>,
+    prompt_name: Option<String>,
+    /// infermesh's extension: which model (absent: the default embedding model).
+    model: Option<String>,
+}
+
 /// OpenAI's `POST /v1/embeddings` body.
 #[derive(Debug, Deserialize)]
 struct OpenAiBody {
@@ -94,6 +106,15 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     let body = body.map_err(body_error)?;
     serde_json::from_slice(&body)
         .map_err(|e| ServiceError::invalid(format!("invalid request body: {e}")))
+}
+
+fn check_no_prompt(prompt_name: Option<&str>) -> Result<(), ServiceError> {
+    match prompt_name {
+        Some(p) => Err(ServiceError::invalid(format!(
+            "prompt_name {p:?}: this server defines no prompts"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn check_direction(direction: Option<&str>) -> Result<(), ServiceError> {
@@ -135,11 +156,7 @@ async fn embed(
 ) -> Result<axum::Json<Vec<Vec<f32>>>, ServiceError> {
     let b: EmbedBody = parse(body)?;
     check_direction(b.truncation_direction.as_deref())?;
-    if let Some(p) = &b.prompt_name {
-        return Err(ServiceError::invalid(format!(
-            "prompt_name {p:?}: this server defines no prompts"
-        )));
-    }
+    check_no_prompt(b.prompt_name.as_deref())?;
     let model = b.model.clone().unwrap_or_default();
     let span = tracing::info_span!("embed", api = "tei", model = %model);
     let options = EmbedOptions {
@@ -163,8 +180,9 @@ async fn embed(
     Ok(axum::Json(rows))
 }
 
-/// TEI's `inputs` for `/predict`: a text, a list of texts, or (refused) sentence pairs.
-fn predict_texts(inputs: Value) -> Result<(Vec<String>, bool), ServiceError> {
+/// TEI's `inputs` for `/predict` and `/tokenize`: a text, a list of texts, or (refused)
+/// sentence pairs; true for a single text.
+fn texts_of(inputs: Value) -> Result<(Vec<String>, bool), ServiceError> {
     let bad = || {
         ServiceError::invalid(
             "inputs must be a text or a list of texts (sentence pairs are not supported)",
@@ -190,7 +208,7 @@ async fn predict(
 ) -> Result<axum::Json<Value>, ServiceError> {
     let b: PredictBody = parse(body)?;
     check_direction(b.truncation_direction.as_deref())?;
-    let (texts, single) = predict_texts(b.inputs)?;
+    let (texts, single) = texts_of(b.inputs)?;
     let model = b.model.unwrap_or_default();
     let span = tracing::info_span!("predict", api = "tei", model = %model, n = texts.len());
     let options = EmbedOptions {
@@ -241,6 +259,31 @@ async fn predict(
     } else {
         Value::Array(per_text)
     }))
+}
+
+/// TEI's `/tokenize`: each text's tokens (id, text, special, byte span) as the model sees
+/// them, truncated at its maximum length; always a list of lists, as TEI answers.
+async fn tokenize(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ServiceError> {
+    let b: TokenizeBody = parse(body)?;
+    check_no_prompt(b.prompt_name.as_deref())?;
+    let (texts, _) = texts_of(b.inputs)?;
+    let model = b.model.unwrap_or_default();
+    let span = tracing::info_span!("tokenize", api = "tei", model = %model, n = texts.len());
+    let special = b.add_special_tokens.unwrap_or(true);
+    let tokens = with_text_model(
+        &st,
+        &model,
+        &st.default_embedding_model,
+        "",
+        Protocol::Tei,
+        span,
+        |h| async move { h.text()?.tokens(texts, special).await },
+    )
+    .await?;
+    Ok(axum::Json(json!(tokens)))
 }
 
 async fn openai_embeddings(

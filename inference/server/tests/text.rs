@@ -605,6 +605,45 @@ async fn tei_and_openai_routes_embed_and_classify() {
     let (st, ok) = post_json(&http, &embed, json!({"inputs": "x", "dimensions": 384})).await;
     assert_eq!(st, 200, "{ok}");
 
+    // TEI /tokenize: the ids the model sees, with the byte spans of the input they cover.
+    let tokenize = format!("http://{}/tokenize", s.http_addr);
+    let text = "Hello,  world";
+    let (st, toks) = post_json(&http, &tokenize, json!({"inputs": text})).await;
+    assert_eq!(st, 200, "{toks}");
+    let toks = toks[0].as_array().unwrap();
+    let want_ids = enc.tokenize(&[text]).unwrap().remove(0);
+    let got_ids: Vec<u64> = toks.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        got_ids,
+        want_ids.iter().map(|&i| i as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(toks[0]["text"], "[CLS]");
+    assert_eq!(toks[0]["special"], true);
+    assert!(toks[0]["start"].is_null());
+    for t in &toks[1..toks.len() - 1] {
+        let (a, b) = (t["start"].as_u64().unwrap(), t["stop"].as_u64().unwrap());
+        assert_eq!(t["text"], text[a as usize..b as usize], "{t}");
+    }
+    assert_eq!(toks[3]["text"], "world");
+    assert_eq!(
+        (toks[3]["start"].as_u64(), toks[3]["stop"].as_u64()),
+        (Some(8), Some(13))
+    );
+    let (st, bare) = post_json(
+        &http,
+        &tokenize,
+        json!({"inputs": ["a", "b c"], "add_special_tokens": false}),
+    )
+    .await;
+    assert_eq!(st, 200, "{bare}");
+    assert_eq!(
+        (
+            bare[0].as_array().unwrap().len(),
+            bare[1].as_array().unwrap().len()
+        ),
+        (1, 2)
+    );
+
     // TEI /predict on the default categoriser: labels by score, softmax or raw logits.
     let predict = format!("http://{}/predict", s.http_addr);
     let texts = ["WOOLWORTHS FOOD 0231", "UBER TRIP HELP.UBER.COM"];

@@ -71,6 +71,55 @@ pub fn encode_exact(
     Ok(out)
 }
 
+/// One token of a tokenised text, as TEI's `/tokenize` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Token {
+    /// Vocabulary id.
+    pub id: u32,
+    /// The input's text the token covers, or the token itself for special tokens.
+    pub text: String,
+    /// A special token (`[CLS]`, `[SEP]`, ...), added by the tokenizer.
+    pub special: bool,
+    /// Byte offset of the covered text in the input (none for special tokens).
+    pub start: Option<usize>,
+    /// Byte offset just past it.
+    pub stop: Option<usize>,
+}
+
+/// The tokens of each text as the model sees them (truncated as `tokenizer` is set), with the
+/// byte span of the input each one covers; `add_special_tokens` adds `[CLS]`/`[SEP]`.
+pub fn tokens(
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+    add_special_tokens: bool,
+) -> Result<Vec<Vec<Token>>, TextError> {
+    let encodings = tokenizer
+        .encode_batch(texts.to_vec(), add_special_tokens)
+        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+    Ok(encodings
+        .iter()
+        .zip(texts)
+        .map(|(e, input)| {
+            e.get_ids()
+                .iter()
+                .zip(e.get_tokens())
+                .zip(e.get_offsets())
+                .zip(e.get_special_tokens_mask())
+                .map(|(((&id, token), &(start, stop)), &special)| {
+                    let covered = input.get(start..stop).filter(|_| special == 0);
+                    Token {
+                        id,
+                        text: covered.map_or_else(|| token.clone(), str::to_owned),
+                        special: special != 0,
+                        start: covered.map(|_| start),
+                        stop: covered.map(|_| stop),
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
 /// Pads `batch` to its longest sequence with `pad_id`: `(ids, attention_mask)`, both
 /// `(n, len)` u32 tensors, the mask 1 on real tokens.
 pub fn pad_batch(
@@ -160,6 +209,30 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("text 1 has 7 tokens"), "{err}");
+    }
+
+    #[test]
+    fn tokens_carry_their_byte_spans() {
+        let t = tiny(8);
+        let got = tokens(&t, &["a  b"], true).unwrap().remove(0);
+        let want = |id, text: &str, span: Option<(usize, usize)>| Token {
+            id,
+            text: text.into(),
+            special: span.is_none(),
+            start: span.map(|s| s.0),
+            stop: span.map(|s| s.1),
+        };
+        assert_eq!(
+            got,
+            vec![
+                want(1, "[CLS]", None),
+                want(4, "a", Some((0, 1))),
+                want(5, "b", Some((3, 4))),
+                want(2, "[SEP]", None),
+            ]
+        );
+        let bare = tokens(&t, &["b"], false).unwrap().remove(0);
+        assert_eq!(bare, vec![want(5, "b", Some((0, 1)))]);
     }
 
     #[test]
