@@ -154,10 +154,10 @@ async fn embed(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Vec<Vec<f32>>>, ServiceError> {
-    let b: EmbedBody = parse(body)?;
+    let mut b: EmbedBody = parse(body)?;
     check_direction(b.truncation_direction.as_deref())?;
     check_no_prompt(b.prompt_name.as_deref())?;
-    let model = b.model.clone().unwrap_or_default();
+    let model = b.model.take().unwrap_or_default();
     let span = tracing::info_span!("embed", api = "tei", model = %model);
     let options = EmbedOptions {
         normalize: b.normalize.unwrap_or(true),
@@ -224,13 +224,8 @@ async fn predict(
         Protocol::Tei,
         span,
         |h| async move {
+            // classify_with refuses an encoder.
             let text = h.text()?;
-            if !text.is_classifier() {
-                return Err(ServiceError::invalid(format!(
-                    "model '{}' is an embedding model; /predict needs a classifier",
-                    h.name
-                )));
-            }
             let labels = text.labels();
             Ok(text
                 .classify_with(texts, options)

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::TextError;
 
@@ -23,16 +23,28 @@ pub fn load_tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, TextError
             max_length: max_len,
             ..Default::default()
         }))
-        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        .map_err(tokenizer_error)?;
     Ok(tokenizer)
+}
+
+fn tokenizer_error(e: impl std::fmt::Display) -> TextError {
+    TextError::Tokenizer(e.to_string())
+}
+
+/// The tokenizer's encodings of `texts`, with or without the special tokens.
+fn encodings(
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+    add_special_tokens: bool,
+) -> Result<Vec<Encoding>, TextError> {
+    tokenizer
+        .encode_batch(texts.to_vec(), add_special_tokens)
+        .map_err(tokenizer_error)
 }
 
 /// Token ids of each text, with special tokens, truncated, unpadded.
 pub fn encode(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>, TextError> {
-    let encodings = tokenizer
-        .encode_batch(texts.to_vec(), true)
-        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
-    Ok(encodings
+    Ok(encodings(tokenizer, texts, true)?
         .into_iter()
         .map(|e| e.get_ids().to_vec())
         .collect())
@@ -45,20 +57,17 @@ pub fn encode_exact(
     texts: &[&str],
     max_len: usize,
 ) -> Result<Vec<Vec<u32>>, TextError> {
-    let encodings = tokenizer
-        .encode_batch(texts.to_vec(), true)
-        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
-    let mut out = Vec::with_capacity(encodings.len());
-    for (index, e) in encodings.into_iter().enumerate() {
+    let encoded = encodings(tokenizer, texts, true)?;
+    let mut out = Vec::with_capacity(encoded.len());
+    for (index, e) in encoded.into_iter().enumerate() {
         if !e.get_overflowing().is_empty() {
             // The refusal names the full length: one more encoding, without truncation, of
             // this text only.
             let mut full = tokenizer.clone();
-            full.with_truncation(None)
-                .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+            full.with_truncation(None).map_err(tokenizer_error)?;
             let tokens = full
                 .encode(texts[index], true)
-                .map_err(|e| TextError::Tokenizer(e.to_string()))?
+                .map_err(tokenizer_error)?
                 .len();
             return Err(TextError::TooLong {
                 index,
@@ -93,10 +102,7 @@ pub fn tokens(
     texts: &[&str],
     add_special_tokens: bool,
 ) -> Result<Vec<Vec<Token>>, TextError> {
-    let encodings = tokenizer
-        .encode_batch(texts.to_vec(), add_special_tokens)
-        .map_err(|e| TextError::Tokenizer(e.to_string()))?;
-    Ok(encodings
+    Ok(encodings(tokenizer, texts, add_special_tokens)?
         .iter()
         .zip(texts)
         .map(|(e, input)| {
