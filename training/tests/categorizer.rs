@@ -7,7 +7,8 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use infermesh_text::TextModel;
-use infermesh_text::classifier::{ClassifierPooling, TextClassifier};
+use infermesh_text::classifier::{ClassifierPooling, TextClassifier, argmax};
+use infermesh_text::lexical::LexicalHead;
 use infermesh_training::categorizer::{
     CategorizerError, DataError, EvalArgs, ModelInit, TrainParams, TrainedCategorizer, evaluate,
     train,
@@ -249,6 +250,80 @@ fn soup_writes_the_mean_of_its_members() {
     assert!(differing > 0, "the members trained identically");
     let served = TextClassifier::load(&dir.path().join("soup")).unwrap();
     assert_same_logits(&served, &soup.model, 1e-4);
+}
+
+/// `--lexical-weight 0.5 --refit`: the lexical head is fitted on every row, written beside
+/// the classifier, reported on validation, and blended the same way by the trainer, the
+/// loader plus `LexicalHead::blend`, and `infermesh eval`.
+#[test]
+fn lexical_head_is_fitted_written_and_blended_by_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = distilbert_params(dir.path(), &dataset(12));
+    // Two epochs: a classifier still unsure, so the blend visibly moves its logits.
+    p.epochs = 2;
+    p.refit = true;
+    p.lexical_weight = 0.5;
+    let outcome = train(&p.check().unwrap()).unwrap();
+    let lexical = outcome.report.lexical.clone().unwrap();
+    assert_eq!(lexical.rows, 36);
+    assert!(lexical.features > 100, "{lexical:?}");
+    assert_eq!((lexical.blend_weight, lexical.c), (0.5, 10.0));
+    assert!((0.0..=1.0).contains(&lexical.validation_macro_f1_blend));
+    // Every category keyword is in the training rows: the lexical head alone is right.
+    assert!(lexical.validation_macro_f1_lexical > 0.9, "{lexical:?}");
+
+    let out = dir.path().join("model");
+    let served = TextClassifier::load(&out).unwrap();
+    let head = LexicalHead::load_optional(&out, served.labels())
+        .unwrap()
+        .expect("lexical.json written");
+    assert_eq!(head.blend_weight(), 0.5);
+    let raw = served.predict_logits(PROBES).unwrap();
+    let trained = outcome.model.predict_logits(PROBES).unwrap();
+    let mut moved = 0;
+    for ((mut row, want), text) in raw.into_iter().zip(&trained).zip(PROBES) {
+        let before = row.clone();
+        head.blend(&mut row, text);
+        for (x, y) in row.iter().zip(want) {
+            assert!((x - y).abs() < 1e-3, "{row:?} vs {want:?}");
+        }
+        moved += usize::from(before.iter().zip(&row).any(|(a, b)| (a - b).abs() > 1e-2));
+        // Blended logits are log-probabilities.
+        let total: f32 = row.iter().map(|x| x.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    assert_eq!(moved, PROBES.len());
+    // The head alone gets the rows it was fitted on right.
+    let data = dataset(12);
+    for line in data.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let logits = head.logits(fields[1]);
+        assert_eq!(served.labels()[argmax(&logits)], fields[2], "{line}");
+    }
+
+    // `infermesh eval` reads the head too: its probabilities are the blend's.
+    let predictions = dir.path().join("predictions.csv");
+    EvalArgs {
+        data: dir.path().join("train.csv"),
+        text_column: "description".into(),
+        label_column: "category".into(),
+        model: out.clone(),
+        json: true,
+        predictions: Some(predictions.clone()),
+    }
+    .run()
+    .unwrap();
+    let mut rd = csv::Reader::from_path(&predictions).unwrap();
+    for row in rd.records().take(10).map(Result::unwrap) {
+        let blended = &outcome.model.predict_logits(&[&row[0]]).unwrap()[0];
+        let best = argmax(blended);
+        assert_eq!(&row[2], served.labels()[best]);
+        let p: f32 = row[3].parse().unwrap();
+        assert!(
+            (p - blended[best].exp()).abs() < 1e-3,
+            "{row:?} vs {blended:?}"
+        );
+    }
 }
 
 /// A BERT base the test writes itself (random weights under bare `embeddings.*` /

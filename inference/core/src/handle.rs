@@ -14,6 +14,7 @@ use infermesh_registry::{
     ModelConfig, OutputMode, Platform, TextEngine, TextLimits, TextPrecision, VersionEntry,
 };
 use infermesh_text::classifier::{argmax, softmax};
+use infermesh_text::lexical::LexicalHead;
 use infermesh_text::openvino;
 use infermesh_text::tokenize::{self, Token};
 use infermesh_text::{
@@ -354,6 +355,9 @@ pub struct TextVersion {
     classifier: bool,
     batcher: Batcher<TextBackend>,
     engine: TextEngine,
+    /// A classifier's lexical head (`lexical.json` beside its weights), blended into its
+    /// logits by [`TextVersion::classify_with`].
+    lexical: Option<Arc<LexicalHead>>,
 }
 
 /// Per-request options of an embedding request (TEI's `normalize` and `truncate`).
@@ -405,7 +409,25 @@ impl TextVersion {
             engine = engine.as_str(),
             "text model loaded"
         );
-        Self::new(config, version, model, engine)
+        let lexical = if config.platform.is_classifier() {
+            LexicalHead::load_optional(dir, model.labels())
+                .map_err(|e| e.to_string())?
+                .map(Arc::new)
+        } else {
+            None
+        };
+        let mut loaded = Self::new(config, version, model, engine)?;
+        if let Some(head) = &lexical {
+            tracing::info!(
+                model = %config.name,
+                version,
+                features = head.tfidf().len(),
+                blend_weight = head.blend_weight(),
+                "lexical head loaded"
+            );
+        }
+        loaded.lexical = lexical;
+        Ok(loaded)
     }
 
     fn new(
@@ -447,6 +469,7 @@ impl TextVersion {
             classifier,
             batcher,
             engine,
+            lexical: None,
         })
     }
 
@@ -601,7 +624,9 @@ impl TextVersion {
         self.classify_with(texts, EmbedOptions::default()).await
     }
 
-    /// As [`TextVersion::classify`], refusing over-long texts unless `options.truncate`.
+    /// As [`TextVersion::classify`], refusing over-long texts unless `options.truncate`. With
+    /// a lexical head, `logits` are the blended log-probabilities (see
+    /// [`infermesh_text::lexical`]).
     pub async fn classify_with(
         &self,
         texts: Vec<String>,
@@ -612,10 +637,14 @@ impl TextVersion {
                 "this model is an encoder, not a classifier",
             ));
         }
-        Ok(self
-            .run_with(texts, options)
-            .await?
-            .rows
+        let lexical = self.lexical.as_ref().map(|head| (head, texts.clone()));
+        let mut rows = self.run_with(texts, options).await?.rows;
+        if let Some((head, texts)) = lexical {
+            for (row, text) in rows.iter_mut().zip(&texts) {
+                head.blend(row, text);
+            }
+        }
+        Ok(rows
             .into_iter()
             .map(|logits| {
                 let probabilities = softmax(&logits);

@@ -217,6 +217,73 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     s.shutdown().await.unwrap();
 }
 
+/// A classifier with `lexical.json` / `lexical.safetensors` beside its weights serves the
+/// blend of the two models, over the typed API and V2 alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classifier_with_a_lexical_head_serves_the_blend() {
+    use infermesh_text::lexical::{LexicalHead, TfIdf};
+    let (repo, model) = text_repo("");
+    let texts = ["WOOLWORTHS FOOD 0231", "UBER TRIP", "ACME PAYROLL SALARY"];
+    // A head that reads each text's n-grams as evidence for its own label (in LABELS order).
+    let tfidf = TfIdf::fit(TfIdf::default_blocks(), &texts);
+    let v = tfidf.len();
+    let mut weight = vec![0f32; 3 * v];
+    for (c, text) in texts.iter().enumerate() {
+        for (j, x) in tfidf.transform(text) {
+            weight[c * v + j as usize] = 8.0 * x;
+        }
+    }
+    let labels: Vec<String> = LABELS.iter().map(|l| l.to_string()).collect();
+    let head = LexicalHead::new(tfidf, labels, &weight, vec![0.0; 3], 0.5, None).unwrap();
+    head.save(&repo.path().join("categorizer").join("1"))
+        .unwrap();
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+
+    let ids = model.tokenize(&texts).unwrap();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let raw = model.forward_tokens(&refs).unwrap();
+    let mut c = CategorizerClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let r = c
+        .classify(pb::ClassifyRequest {
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (i, (res, logits)) in r.results.iter().zip(&raw).enumerate() {
+        let mut blended = logits.clone();
+        head.blend(&mut blended, texts[i]);
+        // The random classifier is near uniform; the head's evidence decides.
+        assert_eq!(res.label, LABELS[i]);
+        assert!((res.probability - blended[i].exp()).abs() < 1e-5, "{res:?}");
+        let alone = infermesh_text::classifier::softmax(logits)[i];
+        assert!(res.probability > alone + 0.1, "{res:?} vs {alone}");
+    }
+
+    // V2 REST: the logits output carries the blended log-probabilities.
+    let resp: Value = reqwest::Client::new()
+        .post(format!("http://{}/v2/models/categorizer/infer", s.http_addr))
+        .json(&json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut blended = raw[1].clone();
+    head.blend(&mut blended, texts[1]);
+    let logits = &resp["outputs"][1]["data"];
+    for (k, want) in blended.iter().enumerate() {
+        let got = logits[3 + k].as_f64().unwrap() as f32;
+        assert!((got - want).abs() < 1e-4, "{resp}");
+    }
+    assert_eq!(resp["outputs"][2]["data"][1], "transport");
+    s.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classifier_serves_labels_and_probabilities() {
     let (repo, model) = text_repo("");

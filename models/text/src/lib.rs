@@ -21,6 +21,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::Tokenizer;
 
 pub mod classifier;
+pub mod lexical;
 pub mod onnx;
 pub mod openvino;
 pub mod tokenize;

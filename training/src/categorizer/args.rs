@@ -129,6 +129,16 @@ pub struct TrainArgs {
     /// model soup, Wortsman et al. 2022); N times the training time. Default 1 (one model).
     #[arg(long, default_value_t = 1)]
     pub soup: usize,
+    /// Add a lexical head beside the classifier and blend the two: TF-IDF of word 1-2 grams
+    /// and character 2-5 grams into a class-weighted logistic regression, fitted on the rows
+    /// the kept model was trained on, written as lexical.json + lexical.safetensors. The
+    /// served probabilities are the weighted geometric mean, this weight on the lexical
+    /// model's. Helps on texts named by merchants and codes (bank lines). Default 0 (off).
+    #[arg(long, default_value_t = 0.0)]
+    pub lexical_weight: f32,
+    /// Inverse L2 strength (scikit-learn's C) of the lexical head's regression. Default 10.
+    #[arg(long, default_value_t = 10.0)]
+    pub lexical_c: f64,
 }
 
 /// `--pooling` values.
@@ -200,6 +210,8 @@ impl TrainArgs {
         };
         p.probe_l2 = self.probe_l2;
         p.soup = self.soup;
+        p.lexical_weight = self.lexical_weight;
+        p.lexical_c = self.lexical_c;
         p.refit = self.refit;
         p.dropout = self.dropout;
         p.pooling = match self.pooling {

@@ -15,7 +15,10 @@
 //!   validation macro-F1, best weights kept; optional dropout (`--dropout`, where Hugging Face's
 //!   BERT applies it), refit on all rows (`--refit`), and a uniform model soup over seeds
 //!   (`--soup N`).
-//! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`.
+//! * Lexical head (`--lexical-weight`): TF-IDF n-grams into a logistic regression, blended
+//!   with the classifier ([`infermesh_text::lexical`]); fitted in [`lexical`].
+//! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`,
+//!   and with a lexical head `lexical.json` and `lexical.safetensors`.
 //!
 //! ```no_run
 //! use infermesh_training::categorizer::{ModelInit, TrainParams, train};
@@ -33,11 +36,13 @@ use std::path::{Path, PathBuf};
 use infermesh_text::TextError;
 use infermesh_text::TextModel;
 use infermesh_text::classifier::{TextClassifier, argmax, softmax};
+use infermesh_text::lexical::LexicalHead;
 
 mod args;
 pub mod data;
 mod encoder;
 mod head;
+mod lexical;
 pub mod metrics;
 mod params;
 mod train;
@@ -46,7 +51,9 @@ pub use args::{EvalArgs, HeadInitKind, InitKind, PoolingKind, TrainArgs, format_
 pub use data::{DataError, LabelledTexts};
 pub use metrics::{ClassMetrics, EvalReport};
 pub use params::{HeadInit, ModelInit, ParamsError, TrainConfig, TrainParams};
-pub use train::{EpochStats, SoupMember, TrainOutcome, TrainedCategorizer, TrainingReport, train};
+pub use train::{
+    EpochStats, LexicalReport, SoupMember, TrainOutcome, TrainedCategorizer, TrainingReport, train,
+};
 
 /// Everything that can stop a training or evaluation run.
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +122,9 @@ pub fn evaluate_rows(
     label_column: &str,
 ) -> Result<(EvalReport, LabelledTexts, Vec<Prediction>), CategorizerError> {
     let model = TextClassifier::load(model_dir)?;
+    let lexical = LexicalHead::load_optional(model_dir, model.labels())?;
     let rows = data::read_csv(data, text_column, label_column)?;
-    let predicted = predict(&model, &rows.texts)?;
+    let predicted = predict(&model, lexical.as_ref(), &rows.texts)?;
     let labels: Vec<&str> = predicted.iter().map(|p| p.label.as_str()).collect();
     let report = metrics::score(&rows.labels, &labels);
     Ok((report, rows, predicted))
@@ -132,9 +140,10 @@ pub struct Prediction {
 }
 
 /// The most likely label of each text with its probability, batched by token length (less
-/// padding).
+/// padding); with a `lexical` head, from the blend of the two.
 pub fn predict(
     model: &TextClassifier,
+    lexical: Option<&LexicalHead>,
     texts: &[String],
 ) -> Result<Vec<Prediction>, CategorizerError> {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -144,7 +153,10 @@ pub fn predict(
     let mut out = vec![None; ids.len()];
     for chunk in order.chunks(32) {
         let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        for (&i, row) in chunk.iter().zip(model.forward_tokens(&batch)?) {
+        for (&i, mut row) in chunk.iter().zip(model.forward_tokens(&batch)?) {
+            if let Some(head) = lexical {
+                head.blend(&mut row, &texts[i]);
+            }
             let best = argmax(&row);
             out[i] = Some(Prediction {
                 label: model.labels()[best].clone(),

@@ -126,6 +126,12 @@ pub struct TrainParams {
     /// Models in the soup: train one per seed `seed, seed + 1, ...` and write the uniform
     /// average of their weights (1: a single model).
     pub soup: usize,
+    /// Weight of the lexical head's log-probabilities in the blend with the classifier's (0:
+    /// no lexical head; see [`infermesh_text::lexical`]).
+    pub lexical_weight: f32,
+    /// scikit-learn's `C` of the lexical head's logistic regression (inverse L2 strength,
+    /// balanced class weights).
+    pub lexical_c: f64,
     /// Draw a progress bar per epoch on stderr.
     pub progress: bool,
 }
@@ -161,6 +167,8 @@ impl TrainParams {
             dropout: 0.0,
             pooling: ClassifierPooling::Cls,
             soup: 1,
+            lexical_weight: 0.0,
+            lexical_c: 10.0,
             progress: false,
         }
     }
@@ -176,6 +184,15 @@ impl TrainParams {
         }
         if self.soup == 0 {
             return bad("soup", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.lexical_weight) {
+            return bad(
+                "lexical-weight",
+                format!("must be in [0, 1), got {}", self.lexical_weight),
+            );
+        }
+        if !(self.lexical_c.is_finite() && self.lexical_c > 0.0) {
+            return bad("lexical-c", format!("must be > 0, got {}", self.lexical_c));
         }
         if !(self.probe_l2.is_finite() && self.probe_l2 >= 0.0) {
             return bad("probe-l2", format!("must be >= 0, got {}", self.probe_l2));
@@ -325,6 +342,8 @@ mod tests {
             (|p| p.epochs = 0, "--epochs"),
             (|p| p.probe_l2 = f64::NAN, "--probe-l2"),
             (|p| p.soup = 0, "--soup"),
+            (|p| p.lexical_weight = 1.0, "--lexical-weight"),
+            (|p| p.lexical_c = 0.0, "--lexical-c"),
             (|p| p.lr = Some(-1.0), "--lr"),
             (|p| p.batch_size = 0, "--batch-size"),
             (|p| p.max_len = 2, "--max-len"),

@@ -18,9 +18,11 @@ use super::CategorizerError;
 use super::data::{LabelledTexts, check_trainable, read_csv, stratified_split};
 use super::encoder::{Activation, Dropout, EncoderSpec, TrainableClassifier};
 use super::head::{PROTOTYPE_SCALE, probe_head, prototype_head};
+use super::lexical::fit_head;
 use super::metrics::score;
 use super::params::{HeadInit, ModelInit, TrainConfig};
 use infermesh_model_core::rng::SplitMix64;
+use infermesh_text::lexical::LexicalHead;
 
 /// Scores after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,27 @@ pub struct TrainingReport {
     /// written weights are their uniform average.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub soup: Vec<SoupMember>,
+    /// With `--lexical-weight`: the lexical head and what it adds on validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalReport>,
+}
+
+/// The lexical head of a run (`--lexical-weight`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LexicalReport {
+    /// Its weight in the blend.
+    pub blend_weight: f32,
+    /// scikit-learn's `C` of its regression.
+    pub c: f64,
+    /// Features (TF-IDF terms) of the written head.
+    pub features: usize,
+    /// Rows the written head was fitted on (those of the kept classifier).
+    pub rows: usize,
+    /// Validation macro-F1 of a head fitted on the training split alone.
+    pub validation_macro_f1_lexical: f64,
+    /// Validation macro-F1 of the kept classifier blended with that head (the classifier
+    /// alone scored `validation_macro_f1`).
+    pub validation_macro_f1_blend: f64,
 }
 
 /// One member of a model soup.
@@ -99,6 +122,7 @@ impl SoupMember {
 /// The trained model in memory, as the trainer computes it.
 pub struct TrainedCategorizer {
     model: TrainableClassifier,
+    lexical: Option<LexicalHead>,
     labels: Vec<String>,
     tokenizer: Tokenizer,
     pad_id: u32,
@@ -127,6 +151,11 @@ impl TrainedCategorizer {
         for chunk in ids.chunks(64) {
             let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
             out.extend(logits(&self.model, &refs, self.pad_id, &self.device)?);
+        }
+        if let Some(head) = &self.lexical {
+            for (row, text) in out.iter_mut().zip(texts) {
+                head.blend(row, text);
+            }
         }
         Ok(out)
     }
@@ -551,6 +580,20 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         run.report.soup = members;
         run.report.elapsed_seconds = started.elapsed().as_secs_f64();
     }
+    // The lexical head is fitted on the rows the kept classifier was trained on.
+    if p.lexical_weight > 0.0 {
+        let (texts, y) = &run.fitted_rows;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let labels = run.model.labels.clone();
+        let weights = class_weights(y, labels.len());
+        let head = fit_head(&refs, y, &labels, &weights, p.lexical_c, p.lexical_weight)?;
+        if let Some(report) = &mut run.report.lexical {
+            report.features = head.tfidf().len();
+            report.rows = texts.len();
+        }
+        run.model.lexical = Some(head);
+        run.report.elapsed_seconds = started.elapsed().as_secs_f64();
+    }
     write_output(
         &p.out,
         p.init.tokenizer_dir(),
@@ -558,6 +601,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         &run.config_json,
         &run.report,
     )?;
+    if let Some(head) = &run.model.lexical {
+        head.save(&p.out)?;
+    }
     Ok(TrainOutcome {
         report: run.report,
         model: run.model,
@@ -570,6 +616,8 @@ struct Run {
     varmap: VarMap,
     model: TrainedCategorizer,
     config_json: serde_json::Value,
+    /// Texts and label ids the kept weights were trained on.
+    fitted_rows: (Vec<String>, Vec<u32>),
 }
 
 fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
@@ -675,8 +723,25 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
         }
     }
 
+    let lexical = if p.lexical_weight > 0.0 {
+        Some(lexical_validation(
+            p, &model, &train_set, &train_y, &val_set, &val_ids, &labels, pad_id, &device,
+        )?)
+    } else {
+        None
+    };
+
     // Refit: the validation rows only chose the number of epochs; train again from the same
     // start on every row for that many epochs (same schedule), and keep that model.
+    let fitted_rows = if p.refit {
+        let mut texts = train_set.texts.clone();
+        texts.extend(val_set.texts.iter().cloned());
+        let mut y = train_y.clone();
+        y.extend(&val_y);
+        (texts, y)
+    } else {
+        (train_set.texts.clone(), train_y.clone())
+    };
     let (varmap, model, refit_rows) = if p.refit {
         let mut all_ids = train_ids;
         all_ids.extend(val_ids);
@@ -727,6 +792,7 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         history,
         soup: Vec::new(),
+        lexical,
     };
 
     config_json["architectures"] = serde_json::json!([spec.architecture.hf_name()]);
@@ -752,12 +818,66 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
         varmap,
         model: TrainedCategorizer {
             model,
+            lexical: None,
             labels,
             tokenizer,
             pad_id,
             device,
         },
         config_json,
+        fitted_rows,
+    })
+}
+
+/// Fits a lexical head on the training split and scores it, alone and blended with the kept
+/// classifier, on the validation split.
+#[allow(clippy::too_many_arguments)]
+fn lexical_validation(
+    p: &super::params::TrainParams,
+    model: &TrainableClassifier,
+    train_set: &LabelledTexts,
+    train_y: &[u32],
+    val_set: &LabelledTexts,
+    val_ids: &[Vec<u32>],
+    labels: &[String],
+    pad_id: u32,
+    device: &Device,
+) -> Result<LexicalReport, CategorizerError> {
+    let texts: Vec<&str> = train_set.texts.iter().map(String::as_str).collect();
+    let weights = class_weights(train_y, labels.len());
+    let head = fit_head(
+        &texts,
+        train_y,
+        labels,
+        &weights,
+        p.lexical_c,
+        p.lexical_weight,
+    )?;
+    let mut lexical = Vec::with_capacity(val_ids.len());
+    let mut blended = Vec::with_capacity(val_ids.len());
+    for (chunk, texts) in val_ids.chunks(64).zip(val_set.texts.chunks(64)) {
+        let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        for (mut row, text) in logits(model, &refs, pad_id, device)?.into_iter().zip(texts) {
+            lexical.push(labels[argmax(&head.logits(text))].as_str());
+            head.blend(&mut row, text);
+            blended.push(labels[argmax(&row)].as_str());
+        }
+    }
+    let alone = score(&val_set.labels, &lexical).macro_f1;
+    let blend = score(&val_set.labels, &blended).macro_f1;
+    if p.progress {
+        eprintln!(
+            "lexical head on validation: macro-F1 {alone:.4} alone, {blend:.4} blended (weight {})",
+            p.lexical_weight
+        );
+    }
+    Ok(LexicalReport {
+        blend_weight: p.lexical_weight,
+        c: p.lexical_c,
+        features: head.tfidf().len(),
+        rows: texts.len(),
+        validation_macro_f1_lexical: alone,
+        validation_macro_f1_blend: blend,
     })
 }
 
