@@ -23,22 +23,18 @@ const MAX_ITER: usize = 2000;
 /// Stop when the largest gradient component is below this.
 const GTOL: f64 = 1e-6;
 
-/// Fits the head on `texts` with labels `y` (ids into `labels`), row weights
-/// `class_weights[y]`, inverse L2 strength `c`, and the blend weight `blend_weight`.
+/// Fits the head on `texts` with labels `y` (ids into `labels`), balanced class weights,
+/// inverse L2 strength `c`, and the blend weight `blend_weight`.
 pub(crate) fn fit_head(
     texts: &[&str],
     y: &[u32],
     labels: &[String],
-    class_weights: &[f32],
     c: f64,
     blend_weight: f32,
 ) -> Result<LexicalHead, CategorizerError> {
     let tfidf = TfIdf::fit(TfIdf::default_blocks(), texts);
     let rows: Vec<SparseRow> = texts.iter().map(|t| tfidf.transform(t)).collect();
-    let weights: Vec<f64> = y
-        .iter()
-        .map(|&c| f64::from(class_weights[c as usize]))
-        .collect();
+    let weights = balanced_weights(y, labels.len());
     let (w, b) = fit_logistic(&rows, y, &weights, labels.len(), tfidf.len(), c);
     let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
     let b: Vec<f32> = b.iter().map(|&x| x as f32).collect();
@@ -50,6 +46,21 @@ pub(crate) fn fit_head(
         blend_weight,
         Some(c),
     )?)
+}
+
+/// scikit-learn's `class_weight="balanced"` per row: `n / (classes present * rows of the
+/// row's class)`. The scale matters: with the L2 term fixed, scaling every row weight by `a`
+/// is the same as fitting with `a * C`.
+pub(crate) fn balanced_weights(y: &[u32], num_labels: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; num_labels];
+    for &l in y {
+        counts[l as usize] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    let n = y.len() as f64;
+    y.iter()
+        .map(|&l| n / (present as f64 * counts[l as usize] as f64))
+        .collect()
 }
 
 /// The objective and its gradient at `theta` = `[W (k x v, row-major), b (k)]`.
@@ -204,6 +215,13 @@ pub(crate) fn fit_logistic(
 mod tests {
     use super::*;
 
+    #[test]
+    fn balanced_weights_match_scikit_learn() {
+        // compute_class_weight("balanced") = n / (classes * count): 6 / (2 * 4), 6 / (2 * 2).
+        let w = balanced_weights(&[0, 0, 2, 0, 2, 0], 3);
+        assert_eq!(w, [0.75, 0.75, 1.5, 0.75, 1.5, 0.75]);
+    }
+
     /// Finite differences of the objective agree with its gradient, and at the fitted
     /// optimum the gradient vanishes.
     #[test]
@@ -265,7 +283,7 @@ mod tests {
         }
         // The fitted model separates its training rows.
         let labels: Vec<String> = ["drinks", "fuel", "travel"].map(String::from).to_vec();
-        let head = fit_head(&texts, &y, &labels, &[1.0, 0.5, 2.0], c, 0.5).unwrap();
+        let head = fit_head(&texts, &y, &labels, c, 0.5).unwrap();
         for (t, &yi) in texts.iter().zip(&y) {
             let logits = head.logits(t);
             assert_eq!(

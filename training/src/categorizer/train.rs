@@ -585,8 +585,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         let (texts, y) = &run.fitted_rows;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let labels = run.model.labels.clone();
-        let weights = class_weights(y, labels.len());
-        let head = fit_head(&refs, y, &labels, &weights, p.lexical_c, p.lexical_weight)?;
+        let head = fit_head(&refs, y, &labels, p.lexical_c, p.lexical_weight)?;
         if let Some(report) = &mut run.report.lexical {
             report.features = head.tfidf().len();
             report.rows = texts.len();
@@ -844,15 +843,7 @@ fn lexical_validation(
     device: &Device,
 ) -> Result<LexicalReport, CategorizerError> {
     let texts: Vec<&str> = train_set.texts.iter().map(String::as_str).collect();
-    let weights = class_weights(train_y, labels.len());
-    let head = fit_head(
-        &texts,
-        train_y,
-        labels,
-        &weights,
-        p.lexical_c,
-        p.lexical_weight,
-    )?;
+    let head = fit_head(&texts, train_y, labels, p.lexical_c, p.lexical_weight)?;
     let mut lexical = Vec::with_capacity(val_ids.len());
     let mut blended = Vec::with_capacity(val_ids.len());
     for (chunk, texts) in val_ids.chunks(64).zip(val_set.texts.chunks(64)) {
