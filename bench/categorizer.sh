@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Text categoriser on real bank-statement lines, side by side: TF-IDF + logistic regression
 # (bench/categorizer_peer.py, scikit-learn) against `infermesh train categorizer` fine-tuning
-# all-MiniLM-L6-v2 on candle (CPU). Data: $INFERMESH_DATA/bank-transaction-categories/
+# all-MiniLM-L6-v2 on candle (CPU), with a lexical head blended in (--lexical-weight 0.5: the
+# baseline's own TF-IDF features and C into a second regression, see models/text/src/lexical.rs). Data: $INFERMESH_DATA/bank-transaction-categories/
 # za_bank_statement_transactions.csv (description -> label, 451 rows, 44 labels; see its
 # PROVENANCE.md), stratified 80/20 split with seed 42 written under the cache, never the repo.
 # Prints both accuracies and macro-F1s, and a paired comparison of the two models' predictions
@@ -37,7 +38,7 @@ cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release/infermesh"
 # shellcheck disable=SC2086
 "$BIN" train categorizer --data "$WORK/train.csv" --text-column description --label-column label \
-  --base "$BASE" --out "$WORK/model" ${CATEGORIZER_FLAGS:---epochs 30 --lr 1e-4 --patience 6 --batch-size 16 --refit} >&2
+  --base "$BASE" --out "$WORK/model" ${CATEGORIZER_FLAGS:---epochs 30 --lr 1e-4 --patience 6 --batch-size 16 --refit --lexical-weight 0.5} >&2
 OURS=$("$BIN" eval categorizer --data "$WORK/test.csv" --text-column description --label-column label \
   --model "$WORK/model" --json --predictions "$WORK/predictions_ours.csv")
 log "paired comparison on the test rows (10000 bootstrap resamples)"
