@@ -324,6 +324,13 @@ fn lexical_head_is_fitted_written_and_blended_by_every_reader() {
             "{row:?} vs {blended:?}"
         );
     }
+
+    // Training again into the same directory without a head removes the old one.
+    let mut again = distilbert_params(dir.path(), &dataset(12));
+    again.epochs = 1;
+    train(&again.check().unwrap()).unwrap();
+    assert!(!out.join("lexical.json").exists());
+    assert!(!out.join("lexical.safetensors").exists());
 }
 
 /// A BERT base the test writes itself (random weights under bare `embeddings.*` /

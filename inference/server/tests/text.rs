@@ -225,7 +225,7 @@ async fn classifier_with_a_lexical_head_serves_the_blend() {
     let (repo, model) = text_repo("");
     let texts = ["WOOLWORTHS FOOD 0231", "UBER TRIP", "ACME PAYROLL SALARY"];
     // A head that reads each text's n-grams as evidence for its own label (in LABELS order).
-    let tfidf = TfIdf::fit(TfIdf::default_blocks(), &texts);
+    let tfidf = TfIdf::fit(TfIdf::default_blocks(), &texts).unwrap();
     let v = tfidf.len();
     let mut weight = vec![0f32; 3 * v];
     for (c, text) in texts.iter().enumerate() {

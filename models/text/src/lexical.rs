@@ -148,7 +148,7 @@ impl TfIdf {
     }
 
     /// Learns each block's vocabulary (every term of `texts`) and the idf of each term.
-    pub fn fit(blocks: Vec<Block>, texts: &[&str]) -> TfIdf {
+    pub fn fit(blocks: Vec<Block>, texts: &[&str]) -> Result<TfIdf, TextError> {
         let n = texts.len() as f64;
         let mut fitted = Vec::with_capacity(blocks.len());
         let mut idf = Vec::new();
@@ -170,7 +170,6 @@ impl TfIdf {
             fitted.push(block);
         }
         Self::from_parts(fitted, idf)
-            .unwrap_or_else(|_| unreachable!("sizes agree by construction"))
     }
 
     /// A feature map from its blocks and the idf of every term (block by block).
@@ -490,7 +489,7 @@ mod tests {
             max_n: 1,
             vocabulary: Vec::new(),
         }];
-        let tfidf = TfIdf::fit(blocks, &["aa bb", "aa cc", "aa bb bb"]);
+        let tfidf = TfIdf::fit(blocks, &["aa bb", "aa cc", "aa bb bb"]).unwrap();
         assert_eq!(tfidf.blocks()[0].vocabulary, ["aa", "bb", "cc"]);
         let idf = |df: f32| ((1.0 + 3.0) / (1.0 + df)).ln() + 1.0;
         assert!((tfidf.idf()[1] - idf(2.0)).abs() < 1e-6);
@@ -505,7 +504,7 @@ mod tests {
 
     #[test]
     fn blend_is_the_weighted_geometric_mean_and_survives_a_save() {
-        let tfidf = TfIdf::fit(TfIdf::default_blocks(), &["coffee shop", "fuel station"]);
+        let tfidf = TfIdf::fit(TfIdf::default_blocks(), &["coffee shop", "fuel station"]).unwrap();
         let v = tfidf.len();
         let labels = vec!["drinks".to_string(), "fuel".to_string()];
         // Weight: +1 on every feature for label 0, -1 for label 1.

@@ -32,7 +32,7 @@ pub(crate) fn fit_head(
     c: f64,
     blend_weight: f32,
 ) -> Result<LexicalHead, CategorizerError> {
-    let tfidf = TfIdf::fit(TfIdf::default_blocks(), texts);
+    let tfidf = TfIdf::fit(TfIdf::default_blocks(), texts)?;
     let rows: Vec<SparseRow> = texts.iter().map(|t| tfidf.transform(t)).collect();
     let weights = balanced_weights(y, labels.len());
     let (w, b) = fit_logistic(&rows, y, &weights, labels.len(), tfidf.len(), c);
@@ -235,7 +235,7 @@ mod tests {
             "uber trip",
         ];
         let y = [0u32, 0, 1, 1, 1, 2];
-        let tfidf = TfIdf::fit(TfIdf::default_blocks(), &texts);
+        let tfidf = TfIdf::fit(TfIdf::default_blocks(), &texts).unwrap();
         let rows: Vec<SparseRow> = texts.iter().map(|t| tfidf.transform(t)).collect();
         let weights = [1.0, 1.0, 0.5, 0.5, 0.5, 2.0];
         let (k, v, c) = (3, tfidf.len(), 2.0);

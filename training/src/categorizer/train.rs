@@ -22,7 +22,7 @@ use super::lexical::fit_head;
 use super::metrics::score;
 use super::params::{HeadInit, ModelInit, TrainConfig};
 use infermesh_model_core::rng::SplitMix64;
-use infermesh_text::lexical::LexicalHead;
+use infermesh_text::lexical::{self, LexicalHead};
 
 /// Scores after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -600,8 +600,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         &run.config_json,
         &run.report,
     )?;
-    if let Some(head) = &run.model.lexical {
-        head.save(&p.out)?;
+    match &run.model.lexical {
+        Some(head) => head.save(&p.out)?,
+        // A head left in `out` by an earlier run would be blended into this model.
+        None => {
+            for name in [lexical::CONFIG_FILE, lexical::WEIGHTS_FILE] {
+                let path = p.out.join(name);
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|e| CategorizerError::io(&path, e))?;
+                }
+            }
+        }
     }
     Ok(TrainOutcome {
         report: run.report,
