@@ -122,6 +122,29 @@ fn assert_same_logits(served: &TextClassifier, trained: &TrainedCategorizer, tol
     }
 }
 
+/// `infermesh eval categorizer --json --predictions` of the model in `model` on `dir`'s
+/// training file; the report and the predictions file.
+fn eval_train_rows(
+    dir: &Path,
+    model: &Path,
+) -> (
+    infermesh_training::categorizer::EvalReport,
+    std::path::PathBuf,
+) {
+    let predictions = dir.join("predictions.csv");
+    let report = EvalArgs {
+        data: dir.join("train.csv"),
+        text_column: "description".into(),
+        label_column: "category".into(),
+        model: model.to_path_buf(),
+        json: true,
+        predictions: Some(predictions.clone()),
+    }
+    .run()
+    .unwrap();
+    (report, predictions)
+}
+
 #[test]
 fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,17 +181,7 @@ fn tiny_distilbert_learns_separable_categories_and_reloads_identically() {
         outcome.model.predict(PROBES).unwrap()
     );
 
-    let predictions = dir.path().join("predictions.csv");
-    let eval = EvalArgs {
-        data: dir.path().join("train.csv"),
-        text_column: "description".into(),
-        label_column: "category".into(),
-        model: out.clone(),
-        json: true,
-        predictions: Some(predictions.clone()),
-    }
-    .run()
-    .unwrap();
+    let (eval, predictions) = eval_train_rows(dir.path(), &out);
     assert_eq!(eval.n, 120);
     assert!(eval.macro_f1 > 0.9, "{eval:?}");
     // The predictions file holds every row, the served model's label for its text, a
@@ -302,17 +315,7 @@ fn lexical_head_is_fitted_written_and_blended_by_every_reader() {
     }
 
     // `infermesh eval` reads the head too: its probabilities are the blend's.
-    let predictions = dir.path().join("predictions.csv");
-    EvalArgs {
-        data: dir.path().join("train.csv"),
-        text_column: "description".into(),
-        label_column: "category".into(),
-        model: out.clone(),
-        json: true,
-        predictions: Some(predictions.clone()),
-    }
-    .run()
-    .unwrap();
+    let (_, predictions) = eval_train_rows(dir.path(), &out);
     let mut rd = csv::Reader::from_path(&predictions).unwrap();
     for row in rd.records().take(10).map(Result::unwrap) {
         let blended = &outcome.model.predict_logits(&[&row[0]]).unwrap()[0];
