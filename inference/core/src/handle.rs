@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use infermesh_common::ServiceError;
@@ -22,6 +22,7 @@ use infermesh_text::{
     TextClassifier, TextError, TextModel, normalize,
 };
 use infermesh_trees::{ModelFormat, TreeEnsemble};
+use tokenizers::Tokenizer;
 
 use crate::backends::{TabularBackend, TextBackend};
 use crate::batcher::{BatchConfig, Batcher, INLINE_MAX_ROWS};
@@ -358,9 +359,12 @@ pub struct TextVersion {
     /// A classifier's lexical head (`lexical.json` beside its weights), blended into its
     /// logits by [`TextVersion::classify_with`].
     lexical: Option<Arc<LexicalHead>>,
+    /// The tokenizer cutting on the left, made on the first request that asks for it.
+    left_tokenizer: Arc<OnceLock<Result<Tokenizer, String>>>,
 }
 
-/// Per-request options of an embedding request (TEI's `normalize` and `truncate`).
+/// Per-request options of an embedding request (TEI's `normalize`, `truncate` and
+/// `truncation_direction`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbedOptions {
     /// Unit-length vectors (the default); `false` returns the pooled vector as it is.
@@ -368,6 +372,9 @@ pub struct EmbedOptions {
     /// Cut texts at the model's maximum length (the default); `false` refuses them with
     /// INVALID_ARGUMENT, naming the text and its length.
     pub truncate: bool,
+    /// Cut over-long texts on the left, keeping their end (TEI's `truncation_direction:
+    /// "Left"`); the default cuts on the right.
+    pub truncate_left: bool,
 }
 
 impl Default for EmbedOptions {
@@ -375,6 +382,7 @@ impl Default for EmbedOptions {
         Self {
             normalize: true,
             truncate: true,
+            truncate_left: false,
         }
     }
 }
@@ -470,6 +478,7 @@ impl TextVersion {
             batcher,
             engine,
             lexical: None,
+            left_tokenizer: Arc::default(),
         })
     }
 
@@ -521,12 +530,21 @@ impl TextVersion {
             return self.run_tokens(Vec::new(), options).await;
         }
         let model = self.model.clone();
+        let left = self.left_tokenizer.clone();
         let ids = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            if options.truncate {
-                model.tokenize(&refs)
-            } else {
+            if !options.truncate {
                 model.tokenize_exact(&refs)
+            } else if options.truncate_left {
+                let tokenizer = left
+                    .get_or_init(|| {
+                        tokenize::left_truncating(model.tokenizer()).map_err(|e| e.to_string())
+                    })
+                    .as_ref()
+                    .map_err(|e| TextError::Tokenizer(e.clone()))?;
+                tokenize::encode(tokenizer, &refs)
+            } else {
+                model.tokenize(&refs)
             }
         })
         .await
@@ -540,8 +558,8 @@ impl TextVersion {
 
     /// As [`TextVersion::run_with`] for texts the caller tokenised already (TEI's and the
     /// OpenAI API's token-id inputs): each id must be in the tokenizer's vocabulary and each
-    /// sequence non-empty; longer than [`TextVersion::max_len`] is cut or refused as
-    /// `options.truncate` says.
+    /// sequence non-empty; longer than [`TextVersion::max_len`] is cut (on the side
+    /// `options.truncate_left` says) or refused as `options.truncate` says.
     pub async fn run_ids_with(
         &self,
         mut ids: Vec<Vec<u32>>,
@@ -572,7 +590,11 @@ impl TextVersion {
                         .to_string(),
                     ));
                 }
-                seq.truncate(max);
+                if options.truncate_left {
+                    seq.drain(..seq.len() - max);
+                } else {
+                    seq.truncate(max);
+                }
             }
         }
         self.run_tokens(ids, options).await

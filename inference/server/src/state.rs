@@ -101,6 +101,7 @@ pub fn text_options(
     Ok(EmbedOptions {
         normalize: read("normalize")?,
         truncate: read("truncate")?,
+        truncate_left: false,
     })
 }
 

@@ -12,7 +12,9 @@
 //! * Errors carry the status of infermesh's error kind (400, 404, 413, 429, 503); the body is
 //!   TEI's `{"error": "..."}` on its routes and OpenAI's `{"error": {"message", "type",
 //!   "param", "code"}}` on `/v1/embeddings` (`code` is the kind).
-//! * Not supported, refused with a clear 400: truncation from the left, prompts
+//! * `truncation_direction` is honoured (`"Left"` keeps a long text's end), as is `truncate`
+//!   for token-id inputs.
+//! * Not supported, refused with a clear 400: prompts
 //!   (`prompt_name`), sentence pairs, and `dimensions` other than the model's own width (its
 //!   encoders are not Matryoshka-trained, so a cut vector would be a worse one).
 //! * In `/predict` and `/tokenize`, a list of texts is always a batch (TEI reads a list of exactly two texts as
@@ -117,12 +119,15 @@ fn check_no_prompt(prompt_name: Option<&str>) -> Result<(), ServiceError> {
     }
 }
 
-fn check_direction(direction: Option<&str>) -> Result<(), ServiceError> {
+/// TEI's `truncation_direction` (`"Right"`, the default, or `"Left"`, any case): true for
+/// left.
+fn truncate_left(direction: Option<&str>) -> Result<bool, ServiceError> {
     match direction {
-        None => Ok(()),
-        Some(d) if d.eq_ignore_ascii_case("right") => Ok(()),
+        None => Ok(false),
+        Some(d) if d.eq_ignore_ascii_case("right") => Ok(false),
+        Some(d) if d.eq_ignore_ascii_case("left") => Ok(true),
         Some(d) => Err(ServiceError::invalid(format!(
-            "truncation_direction {d:?} is not supported; texts are cut on the right"
+            "truncation_direction {d:?}: use \"Right\" (the default) or \"Left\""
         ))),
     }
 }
@@ -155,13 +160,14 @@ async fn embed(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Vec<Vec<f32>>>, ServiceError> {
     let mut b: EmbedBody = parse(body)?;
-    check_direction(b.truncation_direction.as_deref())?;
+    let truncate_left = truncate_left(b.truncation_direction.as_deref())?;
     check_no_prompt(b.prompt_name.as_deref())?;
     let model = b.model.take().unwrap_or_default();
     let span = tracing::info_span!("embed", api = "tei", model = %model);
     let options = EmbedOptions {
         normalize: b.normalize.unwrap_or(true),
         truncate: b.truncate.unwrap_or(true),
+        truncate_left,
     };
     let rows = with_text_model(
         &st,
@@ -207,13 +213,14 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ServiceError> {
     let b: PredictBody = parse(body)?;
-    check_direction(b.truncation_direction.as_deref())?;
+    let truncate_left = truncate_left(b.truncation_direction.as_deref())?;
     let (texts, single) = texts_of(b.inputs)?;
     let model = b.model.unwrap_or_default();
     let span = tracing::info_span!("predict", api = "tei", model = %model, n = texts.len());
     let options = EmbedOptions {
         normalize: false,
         truncate: b.truncate.unwrap_or(true),
+        truncate_left,
     };
     let raw = b.raw_scores;
     let per_text = with_text_model(

@@ -89,6 +89,7 @@ impl TextEmbedding for TextService {
                 let options = EmbedOptions {
                     normalize: r.normalize.unwrap_or(true),
                     truncate: r.truncate.unwrap_or(true),
+                    truncate_left: false,
                 };
                 let out = text.run_with(r.texts, options).await?;
                 Ok(pb::EmbedResponse {

@@ -643,12 +643,50 @@ async fn tei_and_openai_routes_embed_and_classify() {
     .await;
     assert_eq!(st, 400, "{err}");
 
+    // Cutting on the left keeps a long text's end: 50 words then 510 more, each one token, is
+    // the last 510 words between [CLS] and [SEP] (512, the maximum), which is what the tail
+    // alone gives; on the right it is the head.
+    let head = "banana ".repeat(50);
+    let tail = vec!["word"; 510].join(" ");
+    let tail_want = enc.embed(&[tail.as_str()]).unwrap().remove(0);
+    assert_eq!(enc.tokenize(&[tail.as_str()]).unwrap()[0].len(), 512);
+    let head_tail = format!("{head}{tail}");
+    let (st, left) = post_json(
+        &http,
+        &embed,
+        json!({"inputs": head_tail, "truncation_direction": "Left"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{left}");
+    assert!(cosine(&floats(&left[0]), &tail_want) >= 0.9999);
+    let (st, right) = post_json(
+        &http,
+        &embed,
+        json!({"inputs": head_tail, "truncation_direction": "right"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{right}");
+    let head_want = enc.embed(&[head_tail.as_str()]).unwrap().remove(0);
+    assert!(cosine(&floats(&right[0]), &head_want) >= 0.9999);
+    assert!(cosine(&head_want, &tail_want) < 0.9, "the two cuts differ");
+    // Token ids are cut the same way: the last 512 of them.
+    let long_ids: Vec<u32> = (0..600).map(|i| 1000 + i).collect();
+    let (st, left_ids) = post_json(
+        &http,
+        &embed,
+        json!({"inputs": long_ids, "truncation_direction": "Left"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{left_ids}");
+    let ids_want = enc.forward_tokens(&[&long_ids[88..]]).unwrap().remove(0);
+    assert!(cosine(&floats(&left_ids[0]), &ids_want) >= 0.9999);
+
     // What is not supported, or not there, is a clear error.
     for (body, status, needle) in [
         (json!({"inputs": [[101, 999_999, 102]]}), 400, "vocabulary"),
         (json!({"inputs": [[]]}), 400, "empty"),
         (
-            json!({"inputs": "x", "truncation_direction": "Left"}),
+            json!({"inputs": "x", "truncation_direction": "Middle"}),
             400,
             "truncation_direction",
         ),

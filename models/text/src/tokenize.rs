@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams};
 
 use crate::TextError;
 
@@ -25,6 +25,23 @@ pub fn load_tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, TextError
         }))
         .map_err(tokenizer_error)?;
     Ok(tokenizer)
+}
+
+/// A copy of `tokenizer` that cuts over-long texts on the left, keeping their end (TEI's
+/// `truncation_direction: "Left"`), at the same maximum length; special tokens stay where the
+/// post-processor puts them.
+pub fn left_truncating(tokenizer: &Tokenizer) -> Result<Tokenizer, TextError> {
+    let mut left = tokenizer.clone();
+    let params = tokenizer
+        .get_truncation()
+        .cloned()
+        .ok_or_else(|| TextError::Tokenizer("the tokenizer does not truncate".into()))?;
+    left.with_truncation(Some(TruncationParams {
+        direction: TruncationDirection::Left,
+        ..params
+    }))
+    .map_err(tokenizer_error)?;
+    Ok(left)
 }
 
 fn tokenizer_error(e: impl std::fmt::Display) -> TextError {
@@ -215,6 +232,28 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("text 1 has 7 tokens"), "{err}");
+    }
+
+    #[test]
+    fn left_truncation_keeps_the_end_and_the_special_tokens() {
+        let right = tiny(5);
+        let left = left_truncating(&right).unwrap();
+        // "a b c d" is 4 words + 2 special tokens: one word goes, from its side.
+        assert_eq!(
+            encode(&right, &["a b c d"]).unwrap(),
+            vec![vec![1, 4, 5, 6, 2]]
+        );
+        assert_eq!(
+            encode(&left, &["a b c d"]).unwrap(),
+            vec![vec![1, 5, 6, 7, 2]]
+        );
+        // Short texts are untouched, and the original keeps cutting on the right.
+        assert_eq!(encode(&left, &["d a"]).unwrap(), vec![vec![1, 7, 4, 2]]);
+        assert_eq!(
+            right.get_truncation().unwrap().direction,
+            TruncationDirection::Right
+        );
+        assert_eq!(left.get_truncation().unwrap().max_length, 5);
     }
 
     #[test]
