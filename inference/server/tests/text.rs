@@ -107,7 +107,6 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     let s = common::start(repo.path(), 0.0, 1 << 20).await;
     let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
     let want = enc.embed(&PAIR).unwrap();
-    let http = reqwest::Client::new();
     let base = format!("http://{}", s.http_addr);
 
     // Metadata: BYTES text in, FP32 [-1, 384] embedding out.
@@ -135,17 +134,7 @@ async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     assert_eq!(config["backend"], "candle", "{config}");
 
     // REST JSON.
-    let resp: Value = http
-        .post(format!("{base}/v2/models/minilm/infer"))
-        .json(
-            &json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": PAIR}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp = v2_texts(&format!("{base}/v2/models/minilm/infer"), &PAIR).await;
     let out = &resp["outputs"][0];
     assert_eq!(out["name"], "embedding");
     assert_eq!(out["shape"], json!([3, 384]));
@@ -271,15 +260,11 @@ async fn classifier_with_a_lexical_head_serves_the_blend() {
     }
 
     // V2 REST: the logits output carries the blended log-probabilities.
-    let resp: Value = reqwest::Client::new()
-        .post(format!("http://{}/v2/models/categorizer/infer", s.http_addr))
-        .json(&json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp = v2_texts(
+        &format!("http://{}/v2/models/categorizer/infer", s.http_addr),
+        &texts,
+    )
+    .await;
     let mut blended = raw[1].clone();
     head.blend(&mut blended, texts[1]);
     let logits = &resp["outputs"][1]["data"];
@@ -328,15 +313,11 @@ async fn classifier_serves_labels_and_probabilities() {
     }
 
     // V2 REST: probabilities, logits and the BYTES label.
-    let resp: Value = reqwest::Client::new()
-        .post(format!("http://{}/v2/models/categorizer/infer", s.http_addr))
-        .json(&json!({"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resp = v2_texts(
+        &format!("http://{}/v2/models/categorizer/infer", s.http_addr),
+        &texts,
+    )
+    .await;
     let outs = resp["outputs"].as_array().unwrap();
     let names: Vec<&str> = outs.iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["probabilities", "logits", "label"]);
@@ -555,6 +536,14 @@ async fn resumes_are_ranked_with_a_breakdown() {
         Code::InvalidArgument
     );
     s.shutdown().await.unwrap();
+}
+
+/// A V2 REST inference request with `texts` as the BYTES input `text` `[n]`: the JSON answer.
+async fn v2_texts(url: &str, texts: &[&str]) -> Value {
+    let body = json!({"inputs": [
+        {"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}
+    ]});
+    common::post_json(url, &body).await
 }
 
 /// POSTs `body` to `url`: the status and the JSON answer.
