@@ -136,6 +136,11 @@ impl DenseForest {
         if depths.iter().any(|&d| d > MAX_DEPTH) {
             return None;
         }
+        // Slot offsets are u32: an ensemble too large for them keeps the general layout.
+        let slots: usize = depths.iter().map(|&d| 1usize << d).sum();
+        if u32::try_from(slots).is_err() {
+            return None;
+        }
         let mut f = DenseForest {
             trees: Vec::with_capacity(roots.len()),
             splits: Vec::new(),
@@ -160,57 +165,48 @@ impl DenseForest {
                 },
             );
             f.leaves.resize(f.leaves.len() + (1usize << d), 0.0);
-            f.place(nodes, &tree, root as usize, 0, 0, weights[t]);
+            f.place(nodes, &tree, root as usize, weights[t]);
             f.trees.push(tree);
         }
         Some(f)
     }
 
-    fn place(
-        &mut self,
-        nodes: &[Node],
-        tree: &Tree,
-        src: usize,
-        pos: usize,
-        level: u32,
-        weight: f32,
-    ) {
-        let n = nodes[src];
-        if level == tree.depth {
-            // At full depth every source node is a leaf (depth is the max leaf depth).
-            let first_leaf = (1usize << tree.depth) - 1;
-            self.leaves[tree.leaves as usize + pos - first_leaf] = n.value * weight;
-            return;
-        }
-        if n.is_leaf() {
-            // Pad: a split that always goes right (x < NaN is false, no default-left), whose
-            // subtrees all end in this leaf.
+    /// Copies the tree at `root` into `tree`'s slots, padding leaves above full depth. An
+    /// explicit stack rather than recursion: the walk's depth never rests on the call stack.
+    fn place(&mut self, nodes: &[Node], tree: &Tree, root: usize, weight: f32) {
+        let first_leaf = (1usize << tree.depth) - 1;
+        // (source node, slot in the perfect tree, level); at most depth + 1 entries deep.
+        let mut stack = vec![(root, 0usize, 0u32)];
+        while let Some((src, pos, level)) = stack.pop() {
+            let n = nodes[src];
+            if level == tree.depth {
+                // At full depth every source node is a leaf (depth is the max leaf depth).
+                self.leaves[tree.leaves as usize + pos - first_leaf] = n.value * weight;
+                continue;
+            }
+            if n.is_leaf() {
+                // Pad: a split that always goes right (x < NaN is false, no default-left),
+                // whose subtrees all end in this leaf.
+                self.splits[tree.splits as usize + pos] = Split {
+                    threshold: f32::NAN,
+                    feature: 0,
+                };
+                stack.push((src, 2 * pos + 2, level + 1));
+                stack.push((src, 2 * pos + 1, level + 1));
+                continue;
+            }
             self.splits[tree.splits as usize + pos] = Split {
-                threshold: f32::NAN,
-                feature: 0,
+                threshold: n.value,
+                feature: (n.packed & FEATURE_MASK)
+                    | if n.packed & DEFAULT_LEFT != 0 {
+                        SPLIT_DEFAULT_LEFT
+                    } else {
+                        0
+                    },
             };
-            self.place(nodes, tree, src, 2 * pos + 1, level + 1, weight);
-            self.place(nodes, tree, src, 2 * pos + 2, level + 1, weight);
-            return;
+            stack.push((n.right as usize, 2 * pos + 2, level + 1));
+            stack.push((n.left as usize, 2 * pos + 1, level + 1));
         }
-        self.splits[tree.splits as usize + pos] = Split {
-            threshold: n.value,
-            feature: (n.packed & FEATURE_MASK)
-                | if n.packed & DEFAULT_LEFT != 0 {
-                    SPLIT_DEFAULT_LEFT
-                } else {
-                    0
-                },
-        };
-        self.place(nodes, tree, n.left as usize, 2 * pos + 1, level + 1, weight);
-        self.place(
-            nodes,
-            tree,
-            n.right as usize,
-            2 * pos + 2,
-            level + 1,
-            weight,
-        );
     }
 
     /// One step for rows known to hold no NaN: the default direction never matters.

@@ -6,19 +6,29 @@
 //! ([`Objective`]), so prediction and explanation code is shared. Predictions match the
 //! libraries' own within 1e-5 (see `tests/parity.rs` and the fixtures made by
 //! `tools/gen_tree_fixtures.py`).
+//!
+//! Loading is hardened against hostile files: the file size and every declared count are
+//! checked against [`LoadLimits`] before anything is allocated for them, every tree is
+//! checked to be a proper binary tree (children in range, one parent each, no cycles) within
+//! [`LoadLimits::max_depth`], and no loader recursion depends on the file beyond a fixed
+//! nesting bound. `tests/hostile/` holds one refused file per case.
 
 pub mod dense;
 pub mod lightgbm;
+mod limits;
 pub mod node;
 pub mod shap;
 pub mod ubjson;
 pub mod xgboost;
 
+use std::io::Read;
 use std::path::Path;
 
 use infermesh_model_core::{ModelError, TabularModel, Task, check_shapes};
 use rayon::prelude::*;
 
+use limits::Limit;
+pub use limits::LoadLimits;
 use node::{CatSet, Node, leaf_value};
 
 /// Errors loading a model.
@@ -48,6 +58,21 @@ pub enum TreeError {
         format: &'static str,
         /// What is unsupported.
         message: String,
+    },
+    /// A size or count in the artifact is over a [`LoadLimits`] bound; nothing was
+    /// allocated for it.
+    #[error("{format} model: {what} {value} is over the limit {limit} = {max}")]
+    Limit {
+        /// The format being read.
+        format: &'static str,
+        /// The [`LoadLimits`] field, e.g. `max_features`.
+        limit: &'static str,
+        /// What the artifact declares, in its own terms (e.g. `num_feature`, `tree 3 depth`).
+        what: String,
+        /// The declared value.
+        value: u64,
+        /// The bound.
+        max: u64,
     },
 }
 
@@ -169,59 +194,141 @@ pub(crate) struct Parts {
 }
 
 impl TreeEnsemble {
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path` within [`LoadLimits::default`].
     pub fn load(path: &Path, format: ModelFormat) -> Result<Self, TreeError> {
-        let bytes = std::fs::read(path).map_err(|source| TreeError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(&bytes, format)
+        Self::load_with_limits(path, format, &LoadLimits::default())
     }
 
-    /// Parses an artifact held in memory.
+    /// Reads and parses the file at `path`, refusing anything over `limits`. The file's size
+    /// is checked before it is read, and reading stops past the bound, so a file that grows
+    /// meanwhile (or a device that never ends) cannot exhaust memory either.
+    pub fn load_with_limits(
+        path: &Path,
+        format: ModelFormat,
+        limits: &LoadLimits,
+    ) -> Result<Self, TreeError> {
+        let io = |source| TreeError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let size_ok =
+            |n: u64| limits.check(Limit::FileBytes, format.name(), n, || "file size".into());
+        size_ok(len)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(limits.max_file_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        size_ok(bytes.len() as u64)?;
+        Self::from_bytes_with_limits(&bytes, format, limits)
+    }
+
+    /// Parses an artifact held in memory within [`LoadLimits::default`].
     pub fn from_bytes(bytes: &[u8], format: ModelFormat) -> Result<Self, TreeError> {
+        Self::from_bytes_with_limits(bytes, format, &LoadLimits::default())
+    }
+
+    /// Parses an artifact held in memory, refusing anything over `limits`.
+    pub fn from_bytes_with_limits(
+        bytes: &[u8],
+        format: ModelFormat,
+        limits: &LoadLimits,
+    ) -> Result<Self, TreeError> {
         match format {
-            ModelFormat::XgboostJson => Self::from_xgboost_json(bytes),
-            ModelFormat::XgboostUbj => Self::from_xgboost_ubj(bytes),
+            ModelFormat::XgboostJson => Self::from_xgboost_json_with_limits(bytes, limits),
+            ModelFormat::XgboostUbj => Self::from_xgboost_ubj_with_limits(bytes, limits),
             ModelFormat::Lightgbm => {
                 let text = std::str::from_utf8(bytes).map_err(|e| TreeError::Parse {
                     format: "lightgbm",
                     message: format!("not UTF-8 text: {e}"),
                 })?;
-                Self::from_lightgbm_text(text)
+                Self::from_lightgbm_text_with_limits(text, limits)
             }
         }
     }
 
-    /// Parses an XGBoost JSON model.
+    /// Parses an XGBoost JSON model within [`LoadLimits::default`].
     pub fn from_xgboost_json(bytes: &[u8]) -> Result<Self, TreeError> {
+        Self::from_xgboost_json_with_limits(bytes, &LoadLimits::default())
+    }
+
+    /// Parses an XGBoost JSON model, refusing anything over `limits`. Nesting is bounded by
+    /// serde_json's recursion limit (128), which stays on.
+    pub fn from_xgboost_json_with_limits(
+        bytes: &[u8],
+        limits: &LoadLimits,
+    ) -> Result<Self, TreeError> {
+        let fmt = ModelFormat::XgboostJson;
+        limits.check(Limit::FileBytes, fmt.name(), bytes.len() as u64, || {
+            "size in bytes".into()
+        })?;
         let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| TreeError::Parse {
-            format: "xgboost_json",
+            format: fmt.name(),
             message: e.to_string(),
         })?;
-        Self::assemble(xgboost::parse(&v, ModelFormat::XgboostJson)?)
+        Self::assemble(xgboost::parse(&v, fmt, limits)?, limits)
     }
 
-    /// Parses an XGBoost UBJSON model.
+    /// Parses an XGBoost UBJSON model within [`LoadLimits::default`].
     pub fn from_xgboost_ubj(bytes: &[u8]) -> Result<Self, TreeError> {
+        Self::from_xgboost_ubj_with_limits(bytes, &LoadLimits::default())
+    }
+
+    /// Parses an XGBoost UBJSON model, refusing anything over `limits`. Declared lengths are
+    /// bounded by the bytes left and nesting by [`ubjson::MAX_DEPTH`].
+    pub fn from_xgboost_ubj_with_limits(
+        bytes: &[u8],
+        limits: &LoadLimits,
+    ) -> Result<Self, TreeError> {
+        let fmt = ModelFormat::XgboostUbj;
+        limits.check(Limit::FileBytes, fmt.name(), bytes.len() as u64, || {
+            "size in bytes".into()
+        })?;
         let v = ubjson::parse(bytes).map_err(|message| TreeError::Parse {
-            format: "xgboost_ubj",
+            format: fmt.name(),
             message,
         })?;
-        Self::assemble(xgboost::parse(&v, ModelFormat::XgboostUbj)?)
+        Self::assemble(xgboost::parse(&v, fmt, limits)?, limits)
     }
 
-    /// Parses a LightGBM text model.
+    /// Parses a LightGBM text model within [`LoadLimits::default`].
     pub fn from_lightgbm_text(text: &str) -> Result<Self, TreeError> {
-        Self::assemble(lightgbm::parse(text)?)
+        Self::from_lightgbm_text_with_limits(text, &LoadLimits::default())
     }
 
-    fn assemble(p: Parts) -> Result<Self, TreeError> {
+    /// Parses a LightGBM text model, refusing anything over `limits`.
+    pub fn from_lightgbm_text_with_limits(
+        text: &str,
+        limits: &LoadLimits,
+    ) -> Result<Self, TreeError> {
+        let fmt = ModelFormat::Lightgbm;
+        limits.check(Limit::FileBytes, fmt.name(), text.len() as u64, || {
+            "size in bytes".into()
+        })?;
+        Self::assemble(lightgbm::parse(text, limits)?, limits)
+    }
+
+    /// Validates a loader's output and lays it out for prediction. Everything a hostile file
+    /// could get wrong is refused here, once, so prediction and TreeSHAP can index without
+    /// checks: counts within `limits`, every tree a proper binary tree (see [`check_tree`]),
+    /// features and category sets in range.
+    fn assemble(p: Parts, limits: &LoadLimits) -> Result<Self, TreeError> {
         let fmt = p.format.name();
         let bad = |message: String| TreeError::Parse {
             format: fmt,
             message,
         };
+        // The loaders check these before allocating; checked again so no loader can miss one.
+        limits.check(Limit::Features, fmt, p.num_features as u64, || {
+            "feature count".into()
+        })?;
+        limits.check(Limit::Outputs, fmt, p.num_groups as u64, || {
+            "output count".into()
+        })?;
+        limits.check(Limit::Trees, fmt, p.trees.len() as u64, || {
+            "tree count".into()
+        })?;
         if p.num_features == 0 {
             return Err(bad("the model has no features".into()));
         }
@@ -232,8 +339,22 @@ impl TreeEnsemble {
             return Err(bad("base score does not match the number of outputs".into()));
         }
         let total: usize = p.trees.iter().map(|(t, _, _)| t.nodes.len()).sum();
+        limits.check(Limit::Nodes, fmt, total as u64, || {
+            "node count (all trees)".into()
+        })?;
+        // Node indices are u32 and share the range of the packed feature index.
         if total >= node::FEATURE_MASK as usize {
             return Err(bad("too many nodes".into()));
+        }
+        if let Some(names) = &p.feature_names {
+            limits.check(Limit::Features, fmt, names.len() as u64, || {
+                "feature_names count".into()
+            })?;
+        }
+        for (i, s) in p.cat_sets.iter().enumerate() {
+            if s.start as usize + s.words as usize > p.cat_bits.len() {
+                return Err(bad(format!("category set {i} out of range")));
+            }
         }
         let mut e = TreeEnsemble {
             nodes: Vec::with_capacity(total),
@@ -255,6 +376,7 @@ impl TreeEnsemble {
             dense: None,
             tree_expected: Vec::new(),
         };
+        let mut scratch = TreeScratch::default();
         for (ti, (tree, group, weight)) in p.trees.into_iter().enumerate() {
             if group as usize >= e.num_groups {
                 return Err(bad(format!(
@@ -262,51 +384,27 @@ impl TreeEnsemble {
                     e.num_groups
                 )));
             }
-            if tree.nodes.is_empty() {
-                return Err(bad(format!("tree {ti} has no nodes")));
+            if tree.covers.len() != tree.nodes.len() {
+                return Err(bad(format!(
+                    "tree {ti} has {} covers for {} nodes",
+                    tree.covers.len(),
+                    tree.nodes.len()
+                )));
             }
+            let depth = check_tree(&tree.nodes, ti, &e, limits, &mut scratch)?;
             let offset = e.nodes.len() as u32;
-            let n = tree.nodes.len() as u32;
-            for (i, mut node) in tree.nodes.into_iter().enumerate() {
+            e.nodes.extend(tree.nodes.into_iter().map(|mut node| {
                 if !node.is_leaf() {
-                    if node.feature() >= e.num_features {
-                        return Err(bad(format!(
-                            "tree {ti} node {i} splits on feature {} of {}",
-                            node.feature(),
-                            e.num_features
-                        )));
-                    }
-                    // Children must point forward (no cycles) and stay in the tree.
-                    if node.left >= n
-                        || node.right >= n
-                        || node.left as usize <= i
-                        || node.right as usize <= i
-                    {
-                        return Err(bad(format!("tree {ti} node {i} has invalid children")));
-                    }
-                    if node.packed & node::CATEGORICAL != 0
-                        && node.value.to_bits() as usize >= e.cat_sets.len()
-                    {
-                        return Err(bad(format!(
-                            "tree {ti} node {i} names a missing category set"
-                        )));
-                    }
                     node.left += offset;
                     node.right += offset;
                 }
-                e.nodes.push(node);
-            }
+                node
+            }));
             e.covers.extend(tree.covers);
             e.roots.push(offset);
             e.tree_group.push(group);
             e.tree_weight.push(weight);
-            let depth = depth_of(&e.nodes, offset as usize);
             e.tree_depth.push(depth);
-        }
-        for s in &e.cat_sets {
-            if (s.start + s.words) as usize > e.cat_bits.len() {
-                return Err(bad("category set out of range".into()));
-            }
         }
         e.tree_expected = e
             .roots
@@ -483,19 +581,111 @@ impl TreeEnsemble {
     }
 }
 
-fn depth_of(nodes: &[Node], root: usize) -> u32 {
-    let mut max = 0;
-    let mut stack = vec![(root, 0u32)];
-    while let Some((i, d)) = stack.pop() {
-        let n = &nodes[i];
-        if n.is_leaf() {
-            max = max.max(d);
-        } else {
-            stack.push((n.left as usize, d + 1));
-            stack.push((n.right as usize, d + 1));
+/// Per-tree buffers of [`check_tree`], reused across the trees of an ensemble.
+#[derive(Debug, Default)]
+struct TreeScratch {
+    /// Parent of each node, [`NO_NODE`] for none yet.
+    parent: Vec<u32>,
+    /// Depth of each node reachable from the root, [`NO_NODE`] for unreachable ones.
+    depth: Vec<u32>,
+}
+
+/// "None" in [`TreeScratch`]; no tree has this many nodes (see `FEATURE_MASK`).
+const NO_NODE: u32 = u32::MAX;
+
+/// Checks that `nodes` (one tree, children relative to it, root 0) is a proper binary tree
+/// and returns its depth (of the deepest leaf reachable from the root).
+///
+/// Every child must be in range and come after its parent, which rules out self-loops and
+/// cycles (XGBoost allocates children after their parent; LightGBM's loader renumbers in
+/// pre-order), and no node may have two parents, which rules out shared subtrees (a DAG
+/// makes every walk exponential). Nodes without a parent are allowed: XGBoost keeps nodes
+/// deleted by pruning in its arrays, unreachable. One forward pass, no recursion: with
+/// children after parents, a node's depth is known before its children are seen.
+fn check_tree(
+    nodes: &[Node],
+    ti: usize,
+    e: &TreeEnsemble,
+    limits: &LoadLimits,
+    s: &mut TreeScratch,
+) -> Result<u32, TreeError> {
+    let fmt = e.format.name();
+    let bad = |message: String| TreeError::Parse {
+        format: fmt,
+        message,
+    };
+    let n = nodes.len();
+    if n == 0 {
+        return Err(bad(format!("tree {ti} has no nodes")));
+    }
+    s.parent.clear();
+    s.parent.resize(n, NO_NODE);
+    s.depth.clear();
+    s.depth.resize(n, NO_NODE);
+    s.depth[0] = 0;
+    let mut max_depth = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let d = s.depth[i];
+        if node.is_leaf() {
+            if d != NO_NODE {
+                max_depth = max_depth.max(d);
+            }
+            continue;
+        }
+        if node.feature() >= e.num_features {
+            return Err(bad(format!(
+                "tree {ti} node {i} splits on feature {} of {}",
+                node.feature(),
+                e.num_features
+            )));
+        }
+        if node.packed & node::CATEGORICAL != 0 && node.value.to_bits() as usize >= e.cat_sets.len()
+        {
+            return Err(bad(format!(
+                "tree {ti} node {i} names a missing category set"
+            )));
+        }
+        if node.left == node.right {
+            return Err(bad(format!(
+                "tree {ti} node {i} has node {} as both children (a node with two parents)",
+                node.left
+            )));
+        }
+        for c in [node.left, node.right] {
+            let cu = c as usize;
+            if cu >= n {
+                return Err(bad(format!(
+                    "tree {ti} node {i} has child {c} out of range (the tree has {n} nodes)"
+                )));
+            }
+            if cu == i {
+                return Err(bad(format!(
+                    "tree {ti} node {i} is its own child (a self-loop)"
+                )));
+            }
+            if cu < i {
+                return Err(bad(format!(
+                    "tree {ti} node {i} has child {c} before it (a possible cycle: children \
+                     must follow their parent)"
+                )));
+            }
+            let p = s.parent[cu];
+            if p != NO_NODE {
+                return Err(bad(format!(
+                    "tree {ti} node {c} has two parents (nodes {p} and {i})"
+                )));
+            }
+            s.parent[cu] = i as u32;
+            if d != NO_NODE {
+                let cd = d + 1;
+                limits.check(Limit::Depth, fmt, u64::from(cd), || {
+                    format!("tree {ti} depth")
+                })?;
+                s.depth[cu] = cd;
+            }
         }
     }
-    max
+    Ok(max_depth)
 }
 
 impl TabularModel for TreeEnsemble {

@@ -7,8 +7,12 @@
 
 use std::collections::HashMap;
 
+use crate::limits::Limit;
 use crate::node::{CATEGORICAL, CatSet, DEFAULT_LEFT, Node, ZERO_MISSING, lightgbm_threshold};
-use crate::{ModelFormat, Objective, Parts, TreeBuilder, TreeError};
+use crate::{LoadLimits, ModelFormat, Objective, Parts, TreeBuilder, TreeError};
+
+/// The format's name in errors.
+const FMT: &str = "lightgbm";
 
 fn err(message: impl Into<String>) -> TreeError {
     TreeError::Parse {
@@ -24,6 +28,20 @@ fn unsupported(message: impl Into<String>) -> TreeError {
     }
 }
 
+/// The count `key` holds, `None` when absent. A present value must be a non-negative integer:
+/// a negative or garbled count is an error rather than a silent default.
+fn count(kv: &HashMap<&str, &str>, key: &str, what: &str) -> Result<Option<usize>, TreeError> {
+    let Some(v) = kv.get(key) else {
+        return Ok(None);
+    };
+    v.trim()
+        .parse::<usize>()
+        .map(Some)
+        .map_err(|_| err(format!("{what}{key}={} is not a count", v.trim())))
+}
+
+/// The `n` numbers of `key`. They are parsed first and counted after, so nothing is sized
+/// by a declared count the text does not back.
 fn list<T: std::str::FromStr>(
     kv: &HashMap<&str, &str>,
     key: &str,
@@ -48,23 +66,36 @@ fn list<T: std::str::FromStr>(
 }
 
 /// Parses one `Tree=` block into nodes: internal nodes first (LightGBM's order), then leaves.
+/// `nodes_so_far` counts the nodes of the trees before it, against
+/// [`LoadLimits::max_nodes`].
 fn parse_tree(
     kv: &HashMap<&str, &str>,
     ti: usize,
     cat_sets: &mut Vec<CatSet>,
     cat_bits: &mut Vec<u32>,
+    limits: &LoadLimits,
+    nodes_so_far: &mut usize,
 ) -> Result<TreeBuilder, TreeError> {
-    let num_leaves: usize = kv
-        .get("num_leaves")
-        .and_then(|s| s.trim().parse().ok())
+    let num_leaves = count(kv, "num_leaves", &format!("tree {ti}: "))?
         .ok_or_else(|| err(format!("tree {ti} has no num_leaves")))?;
+    if num_leaves == 0 {
+        return Err(err(format!(
+            "tree {ti}: num_leaves=0 (a tree has at least one leaf)"
+        )));
+    }
     if kv.get("is_linear").is_some_and(|s| s.trim() == "1") {
         return Err(unsupported("linear trees (linear_tree=true)"));
     }
+    // num_leaves - 1 internal nodes and num_leaves leaves.
+    let n_nodes = num_leaves.saturating_mul(2) - 1;
+    *nodes_so_far = nodes_so_far.saturating_add(n_nodes);
+    limits.check(Limit::Nodes, FMT, *nodes_so_far as u64, || {
+        "node count (all trees)".into()
+    })?;
     let shrinkage = 1.0; // already applied to the written leaf values
     let leaf_value: Vec<f64> = list(kv, "leaf_value", num_leaves, ti)?;
     let mut b = TreeBuilder::default();
-    if num_leaves <= 1 {
+    if num_leaves == 1 {
         b.nodes.push(Node::leaf((leaf_value[0] * shrinkage) as f32));
         b.covers.push(1.0);
         return Ok(b);
@@ -78,25 +109,30 @@ fn parse_tree(
     // Counts weight TreeSHAP's paths, as LightGBM's own pred_contrib does.
     let internal_count: Vec<f64> = list(kv, "internal_count", ni, ti)?;
     let leaf_count: Vec<f64> = list(kv, "leaf_count", num_leaves, ti)?;
-    let num_cat: usize = kv
-        .get("num_cat")
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let num_cat = count(kv, "num_cat", &format!("tree {ti}: "))?.unwrap_or(0);
+    // One set per categorical split, so at most one per internal node.
+    if num_cat > ni {
+        return Err(err(format!(
+            "tree {ti}: num_cat={num_cat} but the tree has {ni} splits"
+        )));
+    }
     let (boundaries, bits): (Vec<u32>, Vec<u32>) = if num_cat > 0 {
         let boundaries: Vec<u32> = list(kv, "cat_boundaries", num_cat + 1, ti)?;
+        if boundaries.windows(2).any(|w| w[1] < w[0]) {
+            return Err(err(format!("tree {ti}: cat_boundaries decrease")));
+        }
         let total = *boundaries.last().unwrap_or(&0) as usize;
         (boundaries, list(kv, "cat_threshold", total, ti)?)
     } else {
         (Vec::new(), Vec::new())
     };
-    let set_base = cat_sets.len() as u32;
-    let bits_base = cat_bits.len() as u32;
+    // Set and word indices are u32 in the node layout.
+    let too_many = || err(format!("tree {ti}: too many categorical sets or words"));
+    let set_base = u32::try_from(cat_sets.len()).map_err(|_| too_many())?;
+    let bits_base = u32::try_from(cat_bits.len()).map_err(|_| too_many())?;
     for w in boundaries.windows(2) {
-        if w[1] < w[0] {
-            return Err(err(format!("tree {ti}: cat_boundaries decrease")));
-        }
         cat_sets.push(CatSet {
-            start: bits_base + w[0],
+            start: bits_base.checked_add(w[0]).ok_or_else(too_many)?,
             words: w[1] - w[0],
         });
     }
@@ -117,6 +153,35 @@ fn parse_tree(
             Ok((ni + leaf) as u32)
         }
     };
+    // Every node but the root must be the child of exactly one internal node, and every node
+    // must hang from the root (checked after the walk below): then the nodes form one tree.
+    // LightGBM's order is not topological, so this is checked here, before renumbering.
+    let mut parent = vec![u32::MAX; ni + num_leaves];
+    let mut link = |i: usize, c: i64| -> Result<u32, TreeError> {
+        let k = child(c)?;
+        if k == 0 {
+            return Err(err(format!(
+                "tree {ti} node {i} has the root as a child (a cycle)"
+            )));
+        }
+        if k as usize == i {
+            return Err(err(format!(
+                "tree {ti} node {i} is its own child (a self-loop)"
+            )));
+        }
+        let p = std::mem::replace(&mut parent[k as usize], i as u32);
+        if p != u32::MAX {
+            let name = if c < 0 {
+                format!("leaf {}", !c)
+            } else {
+                format!("node {c}")
+            };
+            return Err(err(format!(
+                "tree {ti} {name} has two parents (nodes {p} and {i})"
+            )));
+        }
+        Ok(k)
+    };
     for i in 0..ni {
         let dt = decision_type[i];
         let mut packed = split_feature[i];
@@ -133,7 +198,8 @@ fn parse_tree(
                     "tree {ti}: categorical split {i} names set {idx} of {num_cat}"
                 )));
             }
-            value = f32::from_bits(set_base + idx as u32);
+            let set = set_base.checked_add(idx as u32).ok_or_else(too_many)?;
+            value = f32::from_bits(set);
         } else {
             value = lightgbm_threshold(threshold[i]);
             match (dt >> 2) & 3 {
@@ -161,8 +227,8 @@ fn parse_tree(
         b.nodes.push(Node {
             value,
             packed,
-            left: child(left[i])?,
-            right: child(right[i])?,
+            left: link(i, left[i])?,
+            right: link(i, right[i])?,
         });
         b.covers.push(internal_count[i]);
     }
@@ -172,7 +238,16 @@ fn parse_tree(
     }
     // LightGBM numbers internal nodes in creation order, so a child can have a smaller index
     // than its parent. Renumber in pre-order so children always follow their parent.
-    Ok(preorder(b))
+    let n = b.nodes.len();
+    let tree = preorder(b);
+    if tree.nodes.len() != n {
+        // With one parent per node, the nodes the root does not reach form a cycle.
+        return Err(err(format!(
+            "tree {ti}: {} of {n} nodes are not reachable from the root (a cycle)",
+            n - tree.nodes.len()
+        )));
+    }
+    Ok(tree)
 }
 
 fn preorder(b: TreeBuilder) -> TreeBuilder {
@@ -181,7 +256,7 @@ fn preorder(b: TreeBuilder) -> TreeBuilder {
     let mut seen = vec![false; b.nodes.len()];
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut seen[i as usize], true) {
-            continue; // a malformed tree sharing nodes; the validator rejects what is left
+            continue; // unreachable for checked trees (one parent per node); kept as a guard
         }
         order.push(i);
         let n = &b.nodes[i as usize];
@@ -207,9 +282,13 @@ fn preorder(b: TreeBuilder) -> TreeBuilder {
     out
 }
 
-pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
+pub(crate) fn parse(text: &str, limits: &LoadLimits) -> Result<Parts, TreeError> {
+    if !text.starts_with("tree") {
+        return Err(err("not a LightGBM text model (it must start with 'tree')"));
+    }
     let mut header: HashMap<&str, &str> = HashMap::new();
     let mut blocks: Vec<HashMap<&str, &str>> = Vec::new();
+    let mut num_trees = 0usize;
     let mut in_tree = false;
     let mut average_output = false;
     for line in text.lines() {
@@ -218,7 +297,11 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
             break;
         }
         if line.starts_with("Tree=") {
-            blocks.push(HashMap::new());
+            // Counted to the end for the error message, but no block is kept past the limit.
+            num_trees += 1;
+            if num_trees <= limits.max_trees {
+                blocks.push(HashMap::new());
+            }
             in_tree = true;
             continue;
         }
@@ -238,21 +321,31 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
             }
         }
     }
-    if !text.starts_with("tree") {
-        return Err(err("not a LightGBM text model (it must start with 'tree')"));
-    }
+    limits.check(Limit::Trees, FMT, num_trees as u64, || "tree count".into())?;
     let max_feature_idx: i64 = header
         .get("max_feature_idx")
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| err("no max_feature_idx"))?;
-    let num_class: usize = header
-        .get("num_class")
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1);
-    let per_iter: usize = header
-        .get("num_tree_per_iteration")
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(num_class);
+        .ok_or_else(|| err("no max_feature_idx"))?
+        .trim()
+        .parse()
+        .map_err(|_| err("max_feature_idx is not an integer"))?;
+    // Bounded before anything is sized by it (the server keeps a name per feature).
+    let num_features = u64::try_from(max_feature_idx)
+        .map_err(|_| err(format!("max_feature_idx is negative ({max_feature_idx})")))?
+        .saturating_add(1);
+    limits.check(Limit::Features, FMT, num_features, || {
+        "feature count (max_feature_idx + 1)".into()
+    })?;
+    let num_class = count(&header, "num_class", "")?.unwrap_or(1);
+    let per_iter = count(&header, "num_tree_per_iteration", "")?.unwrap_or(num_class);
+    for (key, v) in [
+        ("num_class", num_class),
+        ("num_tree_per_iteration", per_iter),
+    ] {
+        if v == 0 {
+            return Err(err(format!("{key}=0 (a model has at least one output)")));
+        }
+        limits.check(Limit::Outputs, FMT, v as u64, || key.into())?;
+    }
     let objective_line = header.get("objective").copied().unwrap_or("regression");
     let mut parts = objective_line.split_whitespace();
     let objective_name = parts.next().unwrap_or("regression").to_string();
@@ -276,7 +369,7 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
             "multiclass model with num_tree_per_iteration != num_class",
         ));
     }
-    let groups = per_iter.max(1);
+    let groups = per_iter;
     let mut cat_sets = Vec::new();
     let mut cat_bits = Vec::new();
     let mut trees = Vec::with_capacity(blocks.len());
@@ -285,18 +378,34 @@ pub(crate) fn parse(text: &str) -> Result<Parts, TreeError> {
     } else {
         1.0
     };
+    let mut nodes_so_far = 0;
     for (ti, kv) in blocks.iter().enumerate() {
-        let t = parse_tree(kv, ti, &mut cat_sets, &mut cat_bits)?;
+        let t = parse_tree(
+            kv,
+            ti,
+            &mut cat_sets,
+            &mut cat_bits,
+            limits,
+            &mut nodes_so_far,
+        )?;
         trees.push((t, (ti % groups) as u32, weight));
     }
-    let feature_names = header
-        .get("feature_names")
-        .map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+    let feature_names = match header.get("feature_names") {
+        Some(s) => {
+            let n = s.split_whitespace().count();
+            limits.check(Limit::Features, FMT, n as u64, || {
+                "feature_names count".into()
+            })?;
+            Some(s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        }
+        None => None,
+    };
     Ok(Parts {
         trees,
         cat_sets,
         cat_bits,
-        num_features: (max_feature_idx + 1).max(0) as usize,
+        // Bounded by max_features above, so it fits.
+        num_features: usize::try_from(num_features).unwrap_or(usize::MAX),
         num_groups: groups,
         base_margin: vec![0.0; groups],
         objective,

@@ -7,17 +7,28 @@
 
 use serde_json::{Map, Number, Value};
 
-/// Nesting deeper than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 128;
+/// Nesting deeper than this is refused rather than risking the stack (the parser recurses
+/// once per level); the same bound as serde_json's recursion limit for `.json` models.
+pub const MAX_DEPTH: usize = 128;
 
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
+    /// Values still allowed: one per input byte. Every value but the elements of a typed
+    /// container of nulls or booleans (`[$Z#`, `[$T#`, ...) takes a byte at least; those take
+    /// none, so without this budget many such containers, each declaring as many elements as
+    /// there are bytes left, would build a document quadratic in the file's size.
+    budget: usize,
 }
 
-/// Parses a whole document.
+/// Parses a whole document. Builds at most one value per input byte, so memory stays
+/// proportional to the input whatever it declares.
 pub fn parse(bytes: &[u8]) -> Result<Value, String> {
-    let mut r = Reader { b: bytes, pos: 0 };
+    let mut r = Reader {
+        b: bytes,
+        pos: 0,
+        budget: bytes.len(),
+    };
     let t = r.byte()?;
     let v = r.value(t, 0)?;
     Ok(v)
@@ -60,20 +71,39 @@ impl Reader<'_> {
         })
     }
 
-    fn length(&mut self) -> Result<usize, String> {
+    /// A length of items of at least `item_bytes` bytes each (at least 1: a count of
+    /// zero-byte items such as nulls is bounded as if each took a byte). Lengths the bytes left
+    /// cannot hold are refused before anything is allocated for them.
+    fn length(&mut self, item_bytes: usize) -> Result<usize, String> {
         let t = self.byte()?;
         let n = self.int_of(t)?;
-        let n = usize::try_from(n).map_err(|_| "negative length".to_string())?;
-        // Every string byte or container element takes at least one byte: refuse lengths the
-        // data cannot hold before anything is allocated for them.
-        if n > self.b.len().saturating_sub(self.pos) {
-            return Err(format!("length {n} exceeds the data"));
+        let n = usize::try_from(n).map_err(|_| format!("negative length {n}"))?;
+        let left = self.b.len().saturating_sub(self.pos);
+        if n > left / item_bytes.max(1) {
+            return Err(format!(
+                "declared length {n} exceeds the {left} bytes left in the data"
+            ));
         }
         Ok(n)
     }
 
+    /// The fewest bytes a value of type marker `t` takes after its marker.
+    fn min_payload(t: u8) -> usize {
+        match t {
+            b'i' | b'U' | b'C' => 1,
+            b'I' => 2,
+            b'l' | b'd' => 4,
+            b'L' | b'D' => 8,
+            // A length: its type marker and at least one byte.
+            b'S' | b'H' => 2,
+            // An end marker at least.
+            b'[' | b'{' => 1,
+            _ => 0,
+        }
+    }
+
     fn string(&mut self) -> Result<String, String> {
-        let n = self.length()?;
+        let n = self.length(1)?;
         let s = self.take(n)?;
         String::from_utf8(s.to_vec()).map_err(|_| "string is not UTF-8".into())
     }
@@ -84,8 +114,12 @@ impl Reader<'_> {
 
     fn value(&mut self, t: u8, depth: usize) -> Result<Value, String> {
         if depth > MAX_DEPTH {
-            return Err("nesting too deep".into());
+            return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
         }
+        self.budget = self
+            .budget
+            .checked_sub(1)
+            .ok_or("more values than the data has bytes")?;
         Ok(match t {
             b'Z' => Value::Null,
             b'T' => Value::Bool(true),
@@ -119,9 +153,21 @@ impl Reader<'_> {
         }
         if self.b.get(self.pos) == Some(&b'#') {
             self.pos += 1;
-            count = Some(self.length()?);
+            // Each element: its payload, plus its type marker unless typed, plus a key (a
+            // length of two bytes at least) in an object.
+            let item = match typ {
+                Some(t) => Self::min_payload(t),
+                None => 1,
+            } + if object { 2 } else { 0 };
+            count = Some(self.length(item)?);
         }
-        let mut arr = Vec::new();
+        // The count, if any, is bounded by the bytes left just above and by the value budget.
+        let capacity = if object {
+            0
+        } else {
+            count.unwrap_or(0).min(self.budget)
+        };
+        let mut arr = Vec::with_capacity(capacity);
         let mut map = Map::new();
         let mut i = 0usize;
         loop {
@@ -193,5 +239,23 @@ mod tests {
             .is_err()
         );
         assert!(parse(&vec![b'['; 1000]).is_err());
+    }
+
+    /// Typed containers of nulls take no bytes per element: 100 of them, each declaring as
+    /// many elements as there are bytes left, must not build ~100 times the input in values.
+    #[test]
+    fn zero_byte_elements_are_bounded_by_the_input_size() {
+        let mut b = vec![b'['];
+        for _ in 0..100 {
+            b.extend_from_slice(&[b'[', b'$', b'Z', b'#', b'I', 0x01, 0x2c]);
+        }
+        b.push(b']');
+        let e = parse(&b).unwrap_err();
+        assert!(e.contains("more values than the data has bytes"), "{e}");
+        // Within the budget they parse.
+        assert_eq!(
+            parse(&[b'[', b'[', b'$', b'Z', b'#', b'i', 2, b'T', b'T', b']']).unwrap(),
+            json!([[null, null], true, true])
+        );
     }
 }

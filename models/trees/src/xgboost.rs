@@ -7,8 +7,9 @@
 
 use serde_json::Value;
 
+use crate::limits::Limit;
 use crate::node::{DEFAULT_LEFT, Node};
-use crate::{ModelFormat, Objective, Parts, TreeBuilder, TreeError};
+use crate::{LoadLimits, ModelFormat, Objective, Parts, TreeBuilder, TreeError};
 
 fn err(format: ModelFormat, message: impl Into<String>) -> TreeError {
     TreeError::Parse {
@@ -32,8 +33,21 @@ fn unsupported(format: ModelFormat, message: impl Into<String>) -> TreeError {
     }
 }
 
-/// A number that XGBoost may store as a JSON number or a string ("5E-1", "[5E-1]").
+/// A number that XGBoost may store as a JSON number or a string ("5E-1", "[5E-1]"), or an
+/// array of those (one number per element).
 fn numbers(v: &Value) -> Option<Vec<f64>> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| scalar_numbers(x).and_then(|v| v.first().copied()))
+            .collect(),
+        _ => scalar_numbers(v),
+    }
+}
+
+/// [`numbers`] of a number or a string: not recursive, so no nesting in the file can make it
+/// deep.
+fn scalar_numbers(v: &Value) -> Option<Vec<f64>> {
     match v {
         Value::Number(n) => n.as_f64().map(|x| vec![x]),
         Value::String(s) => {
@@ -43,10 +57,6 @@ fn numbers(v: &Value) -> Option<Vec<f64>> {
                 .map(|p| p.trim().parse::<f64>().ok())
                 .collect()
         }
-        Value::Array(a) => a
-            .iter()
-            .map(|x| numbers(x).and_then(|v| v.first().copied()))
-            .collect(),
         _ => None,
     }
 }
@@ -71,8 +81,20 @@ fn array<'a>(
         .ok_or_else(|| err(format, format!("tree {ti} has no '{key}' array")))
 }
 
-fn parse_tree(tree: &Value, format: ModelFormat, ti: usize) -> Result<TreeBuilder, TreeError> {
+/// Parses tree `ti`; `nodes_so_far` counts the nodes of the trees before it, against
+/// [`LoadLimits::max_nodes`].
+fn parse_tree(
+    tree: &Value,
+    format: ModelFormat,
+    ti: usize,
+    limits: &LoadLimits,
+    nodes_so_far: &mut usize,
+) -> Result<TreeBuilder, TreeError> {
     let left = array(tree, "left_children", format, ti)?;
+    *nodes_so_far = nodes_so_far.saturating_add(left.len());
+    limits.check(Limit::Nodes, format.name(), *nodes_so_far as u64, || {
+        "node count (all trees)".into()
+    })?;
     let right = array(tree, "right_children", format, ti)?;
     let cond = array(tree, "split_conditions", format, ti)?;
     let index = array(tree, "split_indices", format, ti)?;
@@ -102,7 +124,11 @@ fn parse_tree(tree: &Value, format: ModelFormat, ti: usize) -> Result<TreeBuilde
             format!("tree {ti} has categorical splits (XGBoost categorical data)"),
         ));
     }
-    let mut b = TreeBuilder::default();
+    // n is bounded: by the arrays already parsed and by max_nodes just above.
+    let mut b = TreeBuilder {
+        nodes: Vec::with_capacity(n),
+        covers: Vec::with_capacity(n),
+    };
     for i in 0..n {
         let l = int(&left[i]).ok_or_else(|| err(format, format!("tree {ti}: bad left child")))?;
         let value = numbers(&cond[i])
@@ -138,7 +164,12 @@ fn parse_tree(tree: &Value, format: ModelFormat, ti: usize) -> Result<TreeBuilde
     Ok(b)
 }
 
-pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeError> {
+pub(crate) fn parse(
+    root: &Value,
+    format: ModelFormat,
+    limits: &LoadLimits,
+) -> Result<Parts, TreeError> {
+    let fmt = format.name();
     let learner = root
         .get("learner")
         .ok_or_else(|| err(format, "no 'learner' object"))?;
@@ -147,6 +178,14 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
         .ok_or_else(|| err(format, "no 'learner_model_param'"))?;
     let num_feature = lmp.get("num_feature").and_then(int).unwrap_or(0);
     let num_class = lmp.get("num_class").and_then(int).unwrap_or(0);
+    // Bounded before anything is sized by them (the server keeps a name per feature; base
+    // scores and outputs are per class).
+    let num_feature = u64::try_from(num_feature)
+        .map_err(|_| err(format, format!("num_feature is negative ({num_feature})")))?;
+    limits.check(Limit::Features, fmt, num_feature, || "num_feature".into())?;
+    let num_class = u64::try_from(num_class)
+        .map_err(|_| err(format, format!("num_class is negative ({num_class})")))?;
+    limits.check(Limit::Outputs, fmt, num_class, || "num_class".into())?;
     let num_target = lmp.get("num_target").and_then(int).unwrap_or(1);
     if num_target > 1 {
         return Err(unsupported(format, "multi-target models"));
@@ -218,12 +257,16 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
         .get("trees")
         .and_then(Value::as_array)
         .ok_or_else(|| err(format, "no 'trees'"))?;
+    limits.check(Limit::Trees, fmt, trees.len() as u64, || {
+        "tree count".into()
+    })?;
     let info = model.get("tree_info").and_then(Value::as_array);
     let mut out = Vec::with_capacity(trees.len());
+    let mut nodes_so_far = 0;
     for (ti, t) in trees.iter().enumerate() {
         let group = match info.and_then(|i| i.get(ti)).and_then(int) {
-            Some(g) if g >= 0 => g as u32,
-            Some(_) => return Err(err(format, format!("tree {ti} has a negative group"))),
+            Some(g) => u32::try_from(g)
+                .map_err(|_| err(format, format!("tree {ti} has group {g} (out of range)")))?,
             None => (ti % groups) as u32,
         };
         let weight = weights
@@ -231,18 +274,24 @@ pub(crate) fn parse(root: &Value, format: ModelFormat) -> Result<Parts, TreeErro
             .and_then(|w| w.get(ti))
             .copied()
             .unwrap_or(1.0) as f32;
-        out.push((parse_tree(t, format, ti)?, group, weight));
+        let tree = parse_tree(t, format, ti, limits, &mut nodes_so_far)?;
+        out.push((tree, group, weight));
     }
-    let feature_names = learner
-        .get("feature_names")
-        .and_then(Value::as_array)
+    let names = learner.get("feature_names").and_then(Value::as_array);
+    if let Some(a) = names {
+        limits.check(Limit::Features, fmt, a.len() as u64, || {
+            "feature_names count".into()
+        })?;
+    }
+    let feature_names = names
         .map(|a| {
             a.iter()
                 .filter_map(|s| s.as_str().map(str::to_string))
                 .collect::<Vec<_>>()
         })
         .filter(|v| !v.is_empty());
-    let mut num_features = num_feature.max(0) as usize;
+    // Bounded by max_features above, so it fits.
+    let mut num_features = usize::try_from(num_feature).unwrap_or(usize::MAX);
     if num_features == 0 {
         num_features = feature_names.as_ref().map_or(0, Vec::len);
     }
