@@ -317,6 +317,10 @@ pub struct ModelConfig {
     pub text: TextLimits,
     /// Serving options of the recommender platform.
     pub recommender: RecommenderOptions,
+    /// The `[limits]` section, as written: bounds on what loading this model's artifact may
+    /// take (features, nodes, depth, vocabulary, bytes...). Each model family reads the keys
+    /// it knows and refuses the others; an absent section means the family's defaults.
+    pub limits: toml::Table,
 }
 
 /// Default batch size in rows.
@@ -324,7 +328,65 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
 /// Default admission capacity in rows.
 pub const DEFAULT_MAX_QUEUE_ROWS: usize = 262_144;
 
-/// `config.toml` as written on disk.
+// Upper bounds of the sizes a config sets. The serving core sizes semaphores, batches and
+// buffers from these numbers (tokio's `Semaphore::new` panics past `usize::MAX >> 3`, a
+// batch of `max_batch_size` rows is allocated whole), so a config file must not be able to
+// ask for an absurd allocation or a panic: past a bound the config is refused with an error
+// naming the field and the bound. Each is far above any workload the server handles.
+
+/// Largest config file read (`config.toml`, `config.pbtxt`): 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest `max_batch_size`: 1,048,576 rows.
+pub const MAX_BATCH_SIZE_LIMIT: usize = 1 << 20;
+/// Largest `max_queue_rows`: 16,777,216 rows.
+pub const MAX_QUEUE_ROWS_LIMIT: usize = 1 << 24;
+/// Longest `max_queue_delay_us` / `max_queue_delay_microseconds`: 60 s.
+pub const MAX_QUEUE_DELAY_LIMIT: Duration = Duration::from_secs(60);
+/// Largest `max_batch_tokens`: 1,048,576 padded tokens per forward pass.
+pub const MAX_BATCH_TOKENS_LIMIT: usize = 1 << 20;
+/// Largest `max_batch_requests`: 65,536 texts per batch.
+pub const MAX_BATCH_REQUESTS_LIMIT: usize = 1 << 16;
+/// Largest `max_queue_tokens`: 67,108,864 tokens admitted at once.
+pub const MAX_QUEUE_TOKENS_LIMIT: usize = 1 << 26;
+/// Largest `max_client_batch_size`: 65,536 texts per request.
+pub const MAX_CLIENT_BATCH_SIZE_LIMIT: usize = 1 << 16;
+/// Largest `intra_op_threads`: 1024.
+pub const INTRA_OP_THREADS_LIMIT: usize = 1024;
+/// Largest recommender `max_k`: 100,000 items per answer.
+pub const MAX_K_LIMIT: usize = 100_000;
+/// Largest recommender `max_in_flight`: 1,048,576 requests.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 1 << 20;
+
+/// Reads a config file, refusing one larger than [`MAX_CONFIG_BYTES`] before holding it:
+/// a config is a page of settings, and a multi-gigabyte file is a mistake or an attack.
+pub(crate) fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut text = String::new();
+    // One byte past the bound tells "too large" from "exactly at it".
+    f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("config file larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Refuses config text larger than [`MAX_CONFIG_BYTES`].
+fn check_config_len(text: &str) -> Result<(), String> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config is {} bytes, more than the {MAX_CONFIG_BYTES} accepted",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `config.toml` as written on disk. Sizes are bounded ([`MAX_BATCH_SIZE_LIMIT`] and the
+/// other `*_LIMIT` constants of this module); a file over [`MAX_CONFIG_BYTES`] is refused.
 ///
 /// ```toml
 /// platform = "xgboost"            # or "lightgbm"
@@ -403,6 +465,8 @@ pub struct TomlConfig {
     pub precision: Option<TextPrecision>,
     /// Recommender platform options.
     pub recommender: Option<RecommenderOptions>,
+    /// `[limits]`: load limits, read by the model's family (see [`ModelConfig::limits`]).
+    pub limits: Option<toml::Table>,
 }
 
 impl ModelConfig {
@@ -428,6 +492,7 @@ impl ModelConfig {
             model: name.to_string(),
             message,
         };
+        check_config_len(text).map_err(err)?;
         let t: TomlConfig = toml::from_str(text).map_err(|e| err(e.message().to_string()))?;
         let defaults = OutputMode::default();
         let text_defaults = TextLimits::default();
@@ -495,6 +560,7 @@ impl ModelConfig {
                 },
             },
             recommender: t.recommender.unwrap_or_default(),
+            limits: t.limits.unwrap_or_default(),
         };
         if t.recommender.is_some() && t.platform != Platform::Recommender {
             return Err(err(
@@ -511,6 +577,7 @@ impl ModelConfig {
             model: name.to_string(),
             message,
         };
+        check_config_len(text).map_err(err)?;
         let msg = pbtxt::parse(text).map_err(|e| err(e.to_string()))?;
         let backend = msg.str("backend").unwrap_or_default();
         if backend != "fil" {
@@ -562,15 +629,30 @@ impl ModelConfig {
                 .parse::<f32>()
                 .map_err(|_| err(format!("parameter threshold must be a number, got '{v}'")))?,
         };
-        let max_batch_size = match msg.int("max_batch_size") {
-            Some(n) if n > 0 => n as usize,
+        // A number that does not fit an i64 is an error, not a silent default.
+        let int_field = |m: &Message, field: &str| -> Result<Option<i64>, RegistryError> {
+            match m.str(field) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| err(format!("{field} must be an integer within i64, got '{v}'"))),
+            }
+        };
+        let max_batch_size = match int_field(&msg, "max_batch_size")? {
+            // Past usize (32-bit targets): the largest, which validation then refuses.
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            // 0 is Triton's "no batch dimension": batch with the default.
             _ => DEFAULT_MAX_BATCH_SIZE,
         };
-        let max_queue_delay = msg
-            .message("dynamic_batching")
-            .and_then(|d| d.int("max_queue_delay_microseconds"))
-            .map(|us| Duration::from_micros(us.max(0) as u64))
-            .unwrap_or_default();
+        // Bounded before it is multiplied into max_queue_rows below.
+        check_max("max_batch_size", max_batch_size, MAX_BATCH_SIZE_LIMIT).map_err(err)?;
+        let max_queue_delay = match msg.message("dynamic_batching") {
+            Some(d) => int_field(d, "max_queue_delay_microseconds")?
+                .map(|us| Duration::from_micros(us.max(0).unsigned_abs()))
+                .unwrap_or_default(),
+            None => Duration::ZERO,
+        };
         let tensor_name = |field: &str, default: &str| {
             msg.messages(field)
                 .next()
@@ -608,7 +690,7 @@ impl ModelConfig {
             source: ConfigSource::TritonFil,
             max_batch_size,
             max_queue_delay,
-            max_queue_rows: DEFAULT_MAX_QUEUE_ROWS.max(max_batch_size * 4),
+            max_queue_rows: DEFAULT_MAX_QUEUE_ROWS.max(max_batch_size.saturating_mul(4)),
             version_policy,
             feature_names: None,
             output: OutputMode {
@@ -620,6 +702,7 @@ impl ModelConfig {
             output_name: tensor_name("output", "output__0"),
             text: TextLimits::default(),
             recommender: RecommenderOptions::default(),
+            limits: toml::Table::new(),
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -628,6 +711,51 @@ impl ModelConfig {
     fn validate(&self) -> Result<(), String> {
         if self.max_batch_size == 0 {
             return Err("max_batch_size must be at least 1".into());
+        }
+        let t = &self.text;
+        let r = &self.recommender;
+        for (field, value, max) in [
+            ("max_batch_size", self.max_batch_size, MAX_BATCH_SIZE_LIMIT),
+            ("max_queue_rows", self.max_queue_rows, MAX_QUEUE_ROWS_LIMIT),
+            (
+                "max_batch_tokens",
+                t.max_batch_tokens,
+                MAX_BATCH_TOKENS_LIMIT,
+            ),
+            (
+                "max_batch_requests",
+                t.max_batch_requests,
+                MAX_BATCH_REQUESTS_LIMIT,
+            ),
+            (
+                "max_queue_tokens",
+                t.max_queue_tokens,
+                MAX_QUEUE_TOKENS_LIMIT,
+            ),
+            (
+                "max_client_batch_size",
+                t.max_client_batch_size,
+                MAX_CLIENT_BATCH_SIZE_LIMIT,
+            ),
+            (
+                "intra_op_threads",
+                t.intra_op_threads,
+                INTRA_OP_THREADS_LIMIT,
+            ),
+            ("recommender max_k", r.max_k, MAX_K_LIMIT),
+            (
+                "recommender max_in_flight",
+                r.max_in_flight,
+                MAX_IN_FLIGHT_LIMIT,
+            ),
+        ] {
+            check_max(field, value, max)?;
+        }
+        if self.max_queue_delay > MAX_QUEUE_DELAY_LIMIT {
+            return Err(format!(
+                "max_queue_delay {:?} is longer than the {:?} accepted",
+                self.max_queue_delay, MAX_QUEUE_DELAY_LIMIT
+            ));
         }
         if self.max_queue_rows < self.max_batch_size {
             return Err(format!(
@@ -641,7 +769,6 @@ impl ModelConfig {
                 self.output.threshold
             ));
         }
-        let t = &self.text;
         if t.max_batch_tokens == 0
             || t.max_batch_requests == 0
             || t.max_client_batch_size == 0
@@ -652,7 +779,6 @@ impl ModelConfig {
                 t.max_queue_tokens, t.max_batch_tokens
             ));
         }
-        let r = &self.recommender;
         if r.max_k == 0 || r.max_in_flight == 0 {
             return Err("recommender max_k and max_in_flight must be at least 1".into());
         }
@@ -708,6 +834,14 @@ impl ModelConfig {
     }
 }
 
+/// Refuses `value` past `max`.
+fn check_max(field: &str, value: usize, max: usize) -> Result<(), String> {
+    if value > max {
+        return Err(format!("{field} = {value} is more than the {max} accepted"));
+    }
+    Ok(())
+}
+
 /// `parameters [{ key: "k" value: { string_value: "v" } }]` (or `parameters { key ... }`
 /// repeated) as pairs.
 fn fil_parameters(msg: &Message) -> Vec<(String, String)> {
@@ -721,7 +855,7 @@ fn fil_parameters(msg: &Message) -> Vec<(String, String)> {
 }
 
 fn read(path: &Path) -> Result<String, RegistryError> {
-    std::fs::read_to_string(path).map_err(|source| RegistryError::Io {
+    read_config_text(path).map_err(|source| RegistryError::Io {
         path: path.display().to_string(),
         source,
     })
@@ -955,6 +1089,315 @@ dynamic_batching {
             "platform = \"lightgbm\"\n[recommender]\nmax_k = 5\n",
         ] {
             assert!(ModelConfig::from_toml("recs", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_past_their_bounds_are_refused_naming_the_field() {
+        for (field, bad) in [
+            ("max_batch_size", "1048577"),
+            ("max_batch_size", "9223372036854775807"),
+            ("max_queue_rows", "16777217"),
+            ("max_queue_delay_us", "60000001"),
+            ("max_queue_delay_us", "18446744073709551615"),
+            ("max_batch_tokens", "1048577"),
+            ("max_batch_requests", "65537"),
+            ("max_queue_tokens", "67108865"),
+            ("max_client_batch_size", "65537"),
+            ("intra_op_threads", "1025"),
+            ("max_batch_size", "1e18"),
+        ] {
+            let toml = format!("platform = \"bert-embedding\"\n{field} = {bad}\n");
+            let e = ModelConfig::from_toml("m", &toml).unwrap_err().to_string();
+            // toml itself refuses what is not an i64 (or not an integer) with its own words.
+            if bad.parse::<i64>().is_ok() && bad != "18446744073709551615" {
+                assert!(e.contains(field.trim_end_matches("_us")), "{field}: {e}");
+            }
+        }
+        for (field, bad) in [("max_k", "100001"), ("max_in_flight", "1048577")] {
+            let toml = format!("platform = \"recommender\"\n[recommender]\n{field} = {bad}\n");
+            let e = ModelConfig::from_toml("m", &toml).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // At the bounds is fine.
+        let c = ModelConfig::from_toml(
+            "m",
+            "platform = \"xgboost\"\nmax_batch_size = 1048576\nmax_queue_rows = 16777216\nmax_queue_delay_us = 60000000\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, MAX_BATCH_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn pbtxt_sizes_are_bounded_before_use() {
+        let with =
+            |mbs: &str| FIL.replace("max_batch_size: 32768", &format!("max_batch_size: {mbs}"));
+        // 10^18 rows once overflowed `max_batch_size * 4` (a panic in debug builds).
+        for bad in [
+            "1000000000000000000",
+            "9223372036854775807",
+            "99999999999999999999",
+            "1048577",
+            "x",
+        ] {
+            let e = ModelConfig::from_pbtxt("fil_model", &with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("max_batch_size"), "{bad}: {e}");
+        }
+        let c = ModelConfig::from_pbtxt("fil_model", &with("1048576")).unwrap();
+        assert_eq!((c.max_batch_size, c.max_queue_rows), (1 << 20, 1 << 22));
+        // Triton's 0 (no batch dimension) and negatives keep the default.
+        assert_eq!(
+            ModelConfig::from_pbtxt("fil_model", &with("0"))
+                .unwrap()
+                .max_batch_size,
+            DEFAULT_MAX_BATCH_SIZE
+        );
+        let slow = FIL.replace(
+            "max_queue_delay_microseconds: 100",
+            "max_queue_delay_microseconds: 60000001",
+        );
+        assert!(ModelConfig::from_pbtxt("fil_model", &slow).is_err());
+        let huge = FIL.replace(
+            "max_queue_delay_microseconds: 100",
+            "max_queue_delay_microseconds: 99999999999999999999",
+        );
+        assert!(ModelConfig::from_pbtxt("fil_model", &huge).is_err());
+    }
+
+    #[test]
+    fn config_files_past_the_size_bound_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("platform = \"xgboost\"\n");
+        text.push_str(&"# padding\n".repeat((MAX_CONFIG_BYTES as usize) / 10 + 1));
+        std::fs::write(dir.path().join("config.toml"), &text).unwrap();
+        let e = ModelConfig::read("m", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        assert!(ModelConfig::from_toml("m", &text).is_err());
+        assert!(ModelConfig::from_pbtxt("m", &text).is_err());
+        // Just under it parses.
+        text.truncate(MAX_CONFIG_BYTES as usize - 20);
+        assert!(ModelConfig::from_toml("m", &text).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep_toml = format!(
+            "platform = \"xgboost\"\nfeature_names = {}",
+            "[".repeat(100_000)
+        );
+        assert!(ModelConfig::from_toml("m", &deep_toml).is_err());
+        let deep_table = format!("platform = \"xgboost\"\nx = {}", "{ a = ".repeat(50_000));
+        assert!(ModelConfig::from_toml("m", &deep_table).is_err());
+        let dotted = format!(
+            "platform = \"xgboost\"\n{} = 1",
+            vec!["a"; 50_000].join(".")
+        );
+        assert!(ModelConfig::from_toml("m", &dotted).is_err());
+        let deep_pbtxt = format!("backend: \"fil\"\n{}", "a { ".repeat(100_000));
+        assert!(ModelConfig::from_pbtxt("m", &deep_pbtxt).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        use std::time::Instant;
+
+        /// Every parse ends within this, even in a debug build on a loaded machine: parsing
+        /// is linear and the inputs are small.
+        const PARSE_BOUND: Duration = Duration::from_secs(1);
+
+        /// Parses `text` both ways, each under the time bound; whatever parses has every
+        /// size within its documented bound.
+        fn check(text: &str) {
+            for pbtxt in [false, true] {
+                let started = Instant::now();
+                let parsed = if pbtxt {
+                    ModelConfig::from_pbtxt("fil_model", text)
+                } else {
+                    ModelConfig::from_toml("fil_model", text)
+                };
+                let took = started.elapsed();
+                assert!(took < PARSE_BOUND, "took {took:?} on {text:?}");
+                if let Ok(c) = parsed {
+                    assert!(c.max_batch_size >= 1 && c.max_batch_size <= MAX_BATCH_SIZE_LIMIT);
+                    assert!(c.max_queue_rows <= MAX_QUEUE_ROWS_LIMIT);
+                    assert!(c.max_queue_delay <= MAX_QUEUE_DELAY_LIMIT);
+                    let t = &c.text;
+                    assert!(t.max_batch_tokens <= MAX_BATCH_TOKENS_LIMIT);
+                    assert!(t.max_batch_requests <= MAX_BATCH_REQUESTS_LIMIT);
+                    assert!(t.max_queue_tokens <= MAX_QUEUE_TOKENS_LIMIT);
+                    assert!(t.max_client_batch_size <= MAX_CLIENT_BATCH_SIZE_LIMIT);
+                    assert!(t.intra_op_threads <= INTRA_OP_THREADS_LIMIT);
+                    assert!(c.recommender.max_k <= MAX_K_LIMIT);
+                    assert!(c.recommender.max_in_flight <= MAX_IN_FLIGHT_LIMIT);
+                }
+            }
+        }
+
+        /// Valid configs to mutate: the FIL example and TOML configs of each platform kind.
+        const BASES: [&str; 4] = [
+            FIL,
+            "platform = \"xgboost\"\nmax_batch_size = 64\nmax_queue_delay_us = 250\nmax_queue_rows = 4096\nversion_policy = { latest = 2 }\nfeature_names = [\"a\", \"b\"]\nthreshold = 0.7\noutput_class = true\n",
+            "platform = \"bert-embedding\"\nmax_batch_tokens = 512\nmax_batch_requests = 4\nmax_queue_tokens = 8192\nmax_client_batch_size = 32\nengine = \"onnxruntime\"\nintra_op_threads = 2\nquantize = \"int8\"\n",
+            "platform = \"recommender\"\nversion_policy = { specific = [1, 3] }\n[recommender]\nmax_k = 50\nmax_in_flight = 16\nunknown_users = \"not_found\"\ncontent_weight = 0.5\n",
+        ];
+
+        /// Pieces of both syntaxes and numbers that have broken parsers before.
+        const TOKENS: [&str; 48] = [
+            "max_batch_size",
+            "max_queue_rows",
+            "max_queue_delay_us",
+            "max_batch_tokens",
+            "max_batch_requests",
+            "max_queue_tokens",
+            "max_client_batch_size",
+            "intra_op_threads",
+            "max_k",
+            "max_in_flight",
+            "max_queue_delay_microseconds",
+            "platform = \"xgboost\"\n",
+            "platform = \"recommender\"\n",
+            "[recommender]\n",
+            "backend: \"fil\"\n",
+            "parameters",
+            "key",
+            "value",
+            "string_value",
+            "version_policy",
+            "dynamic_batching",
+            "latest",
+            "specific",
+            "versions",
+            "num_versions",
+            " = ",
+            ": ",
+            "{",
+            "}",
+            "[",
+            "]",
+            "<",
+            ">",
+            "\"",
+            "'",
+            "\\",
+            "\n",
+            ", ",
+            "#",
+            "1e18",
+            "18446744073709551615",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "0",
+            "-1",
+            "1048577",
+            "nan",
+            "\"\"",
+        ];
+
+        /// Applies `(position, op, token)` edits to `base`: delete a byte, insert a token, or
+        /// overwrite the bytes at the position with a token. Everything is ASCII, so the
+        /// result stays UTF-8.
+        fn mutate(base: &str, edits: &[(usize, u8, usize)]) -> String {
+            let mut b = base.as_bytes().to_vec();
+            for &(pos, op, tok) in edits {
+                let tok = TOKENS[tok % TOKENS.len()].as_bytes();
+                let at = pos % (b.len() + 1);
+                match op {
+                    0 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    1 => {
+                        b.splice(at..at, tok.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + tok.len()).min(b.len());
+                        b.splice(at..end, tok.iter().copied());
+                    }
+                }
+            }
+            String::from_utf8_lossy(&b).into_owned()
+        }
+
+        const NUMERIC_FIELDS: [&str; 10] = [
+            "max_batch_size",
+            "max_queue_rows",
+            "max_queue_delay_us",
+            "max_batch_tokens",
+            "max_batch_requests",
+            "max_queue_tokens",
+            "max_client_batch_size",
+            "intra_op_threads",
+            "threshold",
+            "version_policy = { latest",
+        ];
+
+        fn number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|v| v.to_string()),
+                any::<u64>().prop_map(|v| v.to_string()),
+                (0u32..64).prop_map(|p| (1u64 << p).to_string()),
+                any::<f64>().prop_map(|v| format!("{v:e}")),
+                select(
+                    &[
+                        "1e18",
+                        "inf",
+                        "nan",
+                        "-0",
+                        "0x7fffffffffffffff",
+                        "1_000_000_000_000"
+                    ][..]
+                )
+                .prop_map(str::to_string),
+            ]
+        }
+
+        proptest! {
+            // Cases: proptest's default (256), or PROPTEST_CASES.
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_text_parses_or_errs(text in any::<String>()) {
+                check(&text);
+            }
+
+            #[test]
+            fn token_soup_parses_or_errs(tokens in prop::collection::vec(select(&TOKENS[..]), 0..300)) {
+                check(&tokens.concat());
+            }
+
+            #[test]
+            fn mutated_valid_configs_parse_or_err(
+                base in select(&BASES[..]),
+                edits in prop::collection::vec((any::<usize>(), 0u8..3, any::<usize>()), 1..12),
+            ) {
+                check(&mutate(base, &edits));
+            }
+
+            #[test]
+            fn any_number_in_a_size_field_is_bounded(
+                field in select(&NUMERIC_FIELDS[..]),
+                value in number(),
+                recommender in any::<bool>(),
+            ) {
+                let close = if field.contains('{') { " }" } else { "" };
+                let text = if recommender {
+                    format!("platform = \"recommender\"\n[recommender]\nmax_k = {value}\nmax_in_flight = {value}\n")
+                } else {
+                    format!("platform = \"bert-embedding\"\n{field} = {value}{close}\n")
+                };
+                check(&text);
+                let pbtxt = FIL
+                    .replace("max_batch_size: 32768", &format!("max_batch_size: {value}"))
+                    .replace("max_queue_delay_microseconds: 100", &format!("max_queue_delay_microseconds: {value}"))
+                    .replace("versions: [1, 2]", &format!("versions: [{value}, 2]"));
+                check(&pbtxt);
+            }
         }
     }
 }

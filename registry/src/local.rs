@@ -215,16 +215,44 @@ fn check_alias(alias: &str) -> Result<(), LocalRegistryError> {
     Ok(())
 }
 
+/// Deepest directory nesting [`copy_tree`] copies.
+const MAX_COPY_DEPTH: usize = 64;
+
 /// Copies the regular files and directories under `from` into `to` (created).
+///
+/// A symbolic link anywhere below `from` is refused (an error naming it), never followed:
+/// a link to a parent directory would recurse forever, and one to `/etc/shadow` would copy
+/// this machine's files into a registry or a model repository. Refusing rather than skipping
+/// means a version never arrives silently without a file it links to; `cp -rL` the directory
+/// first to register what the links point at. `from` itself may be a link (the caller named
+/// it). Other special files (sockets, FIFOs) are skipped.
 pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalRegistryError> {
+    copy_tree_at(from, to, 0)
+}
+
+fn copy_tree_at(from: &Path, to: &Path, depth: usize) -> Result<(), LocalRegistryError> {
+    if depth > MAX_COPY_DEPTH {
+        return Err(LocalRegistryError::Invalid(format!(
+            "{} is more than {MAX_COPY_DEPTH} directories deep",
+            from.display()
+        )));
+    }
     std::fs::create_dir_all(to).map_err(io(to))?;
     for e in std::fs::read_dir(from).map_err(io(from))? {
         let e = e.map_err(io(from))?;
         let src = e.path();
         let dst = to.join(e.file_name());
-        if src.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if src.is_file() {
+        // The entry's own type: `DirEntry::file_type` does not follow links.
+        let ft = e.file_type().map_err(io(&src))?;
+        if ft.is_symlink() {
+            return Err(LocalRegistryError::Invalid(format!(
+                "{} is a symbolic link; links are not followed (copy what it points at, \
+                 e.g. `cp -rL`, before registering)",
+                src.display()
+            )));
+        } else if ft.is_dir() {
+            copy_tree_at(&src, &dst, depth + 1)?;
+        } else if ft.is_file() {
             std::fs::copy(&src, &dst).map_err(io(&src))?;
         }
     }
@@ -314,5 +342,34 @@ mod tests {
         let mut got: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         got.sort_unstable();
         assert_eq!(got, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn symlinks_are_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reg = LocalRegistry::new(tmp.path().join("reg"));
+        let src = tmp.path().join("out");
+        model_files(&src, "v1");
+        // A loop: out/sub/up -> out.
+        std::os::unix::fs::symlink(&src, src.join("sub/up")).unwrap();
+        let e = reg.register("fraud", &src).unwrap_err();
+        assert!(
+            matches!(&e, LocalRegistryError::Invalid(m) if m.contains("symbolic link")),
+            "{e}"
+        );
+        std::fs::remove_file(src.join("sub/up")).unwrap();
+        // A link to a file outside.
+        std::fs::write(tmp.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), src.join("leak")).unwrap();
+        assert!(reg.register("fraud", &src).is_err());
+        // Nothing half-copied is left behind.
+        assert!(reg.versions("fraud").unwrap().is_empty());
+        let names: Vec<String> = std::fs::read_dir(reg.root().join("fraud"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [".lock"]);
+        std::fs::remove_file(src.join("leak")).unwrap();
+        assert_eq!(reg.register("fraud", &src).unwrap(), 1);
     }
 }

@@ -94,8 +94,9 @@ struct Parser<'a> {
     depth: usize,
 }
 
-/// Deeper nesting than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 64;
+/// Deepest message nesting accepted (`a { b { c { ... } } }`): deeper is a parse error, not
+/// a stack overflow. Triton configs nest four or five levels.
+pub const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
@@ -196,39 +197,16 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(Field::Message(self.message(Some(b'>'))?))
             }
-            Some(q @ (b'"' | b'\'')) => {
-                self.pos += 1;
+            Some(b'"' | b'\'') => {
+                // Adjacent string literals concatenate, as in protobuf text format. A loop,
+                // not a recursive call per literal: a file of a million `""` must not
+                // exhaust the stack.
                 let mut out = Vec::new();
-                loop {
-                    let Some(&c) = self.src.get(self.pos) else {
-                        return self.err("unterminated string");
-                    };
+                while let Some(q @ (b'"' | b'\'')) = self.peek() {
                     self.pos += 1;
-                    match c {
-                        b'\n' => return self.err("newline in string"),
-                        b'\\' => {
-                            let Some(&e) = self.src.get(self.pos) else {
-                                return self.err("unterminated string");
-                            };
-                            self.pos += 1;
-                            out.push(match e {
-                                b'n' => b'\n',
-                                b't' => b'\t',
-                                b'r' => b'\r',
-                                other => other,
-                            });
-                        }
-                        c if c == q => break,
-                        c => out.push(c),
-                    }
+                    self.string_body(q, &mut out)?;
                 }
-                // Adjacent string literals concatenate, as in protobuf text format.
-                let mut s = String::from_utf8(out).or_else(|_| self.err("string is not UTF-8"))?;
-                if let Some(b'"' | b'\'') = self.peek()
-                    && let Field::Scalar(more) = self.value()?
-                {
-                    s.push_str(&more);
-                }
+                let s = String::from_utf8(out).or_else(|_| self.err("string is not UTF-8"))?;
                 Ok(Field::Scalar(s))
             }
             Some(_) => {
@@ -251,6 +229,33 @@ impl Parser<'_> {
                 ))
             }
             None => self.err("expected a value"),
+        }
+    }
+
+    /// The rest of a string literal opened by `q` (already consumed), unescaped into `out`.
+    fn string_body(&mut self, q: u8, out: &mut Vec<u8>) -> Result<(), ParseError> {
+        loop {
+            let Some(&c) = self.src.get(self.pos) else {
+                return self.err("unterminated string");
+            };
+            self.pos += 1;
+            match c {
+                b'\n' => return self.err("newline in string"),
+                b'\\' => {
+                    let Some(&e) = self.src.get(self.pos) else {
+                        return self.err("unterminated string");
+                    };
+                    self.pos += 1;
+                    out.push(match e {
+                        b'n' => b'\n',
+                        b't' => b'\t',
+                        b'r' => b'\r',
+                        other => other,
+                    });
+                }
+                c if c == q => return Ok(()),
+                c => out.push(c),
+            }
         }
     }
 
@@ -301,5 +306,70 @@ mod tests {
         assert!(parse("}").is_err());
         let deep = "a {".repeat(200);
         assert!(parse(&deep).is_err());
+    }
+
+    #[test]
+    fn adjacent_strings_concatenate_without_recursion() {
+        let m = parse("a: \"x\" 'y' \"z\"\nb: 1").unwrap();
+        assert_eq!((m.str("a"), m.int("b")), (Some("xyz"), Some(1)));
+        // A million adjacent literals once meant a million nested calls.
+        let many = format!("a: {}", "\"\" ".repeat(1_000_000));
+        assert_eq!(parse(&many).unwrap().str("a"), Some(""));
+    }
+
+    #[test]
+    fn every_nesting_form_is_bounded() {
+        for open in ["a {", "a <", "a: {", "a [{", "a [ <"] {
+            let ok = open.repeat(MAX_DEPTH - 1);
+            // Unterminated, but within the bound: an ordinary syntax error.
+            let e = parse(&ok).unwrap_err();
+            assert!(!e.message.contains("too deep"), "{open}: {e}");
+            let deep = open.repeat(100_000);
+            let e = parse(&deep).unwrap_err();
+            assert!(e.message.contains("too deep"), "{open}: {e}");
+        }
+        let exact = format!(
+            "{}{}",
+            "a {".repeat(MAX_DEPTH - 1),
+            "}".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(&exact).is_ok());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::time::{Duration, Instant};
+
+        const PIECES: [&str; 16] = [
+            "a", "b_1", ":", "{", "}", "<", ">", "[", "]", ",", "\"", "'", "\\", "\n", "#", " ",
+        ];
+
+        fn timed(text: &str) {
+            let started = Instant::now();
+            let _ = parse(text);
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(1), "took {took:?} on {text:?}");
+        }
+
+        proptest! {
+            // Cases: proptest's default (256), or PROPTEST_CASES.
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_text_parses_or_errs(text in any::<String>()) {
+                timed(&text);
+            }
+
+            #[test]
+            fn any_arrangement_of_the_syntax_parses_or_errs(
+                pieces in prop::collection::vec(prop::sample::select(&PIECES[..]), 0..2000),
+            ) {
+                timed(&pieces.concat());
+            }
+        }
     }
 }

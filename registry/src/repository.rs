@@ -115,31 +115,51 @@ pub fn scan_model(name: &str, dir: &Path) -> ModelEntry {
     }
 }
 
+fn hash_metadata(md: &std::fs::Metadata, h: &mut impl Hasher) {
+    md.len().hash(h);
+    if let Ok(t) = md.modified() {
+        t.hash(h);
+    }
+}
+
+/// Hashes each path's size and modification time. A path that is a symbolic link also
+/// hashes where it points and the size and time of what it resolves to: a re-pointed link
+/// (a Kubernetes ConfigMap or git-sync swap) changes the fingerprint. Stating through a link
+/// reads no content and cannot loop (the kernel answers `ELOOP`); nothing here walks into a
+/// linked directory.
 fn fingerprint_files(paths: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for p in paths {
         p.hash(&mut h);
-        if let Ok(md) = std::fs::metadata(p) {
-            md.len().hash(&mut h);
-            if let Ok(t) = md.modified() {
-                t.hash(&mut h);
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.file_type().is_symlink() => {
+                std::fs::read_link(p).ok().hash(&mut h);
+                if let Ok(target) = std::fs::metadata(p) {
+                    hash_metadata(&target, &mut h);
+                }
             }
+            Ok(md) => hash_metadata(&md, &mut h),
+            Err(_) => {}
         }
     }
     h.finish()
 }
 
+/// Fingerprint of a version folder's files. The walk never enters a symbolic link to a
+/// directory (a link to a parent would loop forever): a link is one entry, fingerprinted by
+/// [`fingerprint_files`] like a file. `dir` itself may be a link.
 fn fingerprint_dir(dir: &Path) -> u64 {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         if let Ok(rd) = std::fs::read_dir(&d) {
             for e in rd.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
+                // `DirEntry::file_type` is the entry's own type: a link is not followed.
+                let is_real_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if is_real_dir {
+                    stack.push(e.path());
                 } else {
-                    files.push(p);
+                    files.push(e.path());
                 }
             }
         }
@@ -209,5 +229,24 @@ mod tests {
     #[test]
     fn missing_root_is_an_error() {
         assert!(scan(Path::new("/definitely/not/here")).is_err());
+    }
+
+    #[test]
+    fn fingerprints_do_not_walk_into_symlink_loops() {
+        let root = tempfile::tempdir().unwrap();
+        let m = root.path().join("m");
+        write(&m.join("config.toml"), "platform = \"xgboost\"");
+        write(&m.join("1/model.json"), "{}");
+        // 1/loop -> the version folder itself, and 1/up -> the model folder: a walk that
+        // followed either would never end.
+        std::os::unix::fs::symlink(m.join("1"), m.join("1/loop")).unwrap();
+        std::os::unix::fs::symlink("..", m.join("1/up")).unwrap();
+        let started = std::time::Instant::now();
+        let before = scan_model("m", &m).versions[0].fingerprint;
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Re-pointing a link is a change.
+        std::fs::remove_file(m.join("1/up")).unwrap();
+        std::os::unix::fs::symlink(".", m.join("1/up")).unwrap();
+        assert_ne!(scan_model("m", &m).versions[0].fingerprint, before);
     }
 }

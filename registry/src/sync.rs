@@ -27,7 +27,7 @@ use std::str::FromStr;
 use crate::local::{LocalRegistryError, copy_tree};
 use crate::mlflow::MlflowError;
 use crate::promote::{PromoteError, Registry};
-use crate::uri::{ModelRef, ModelUri, valid_name};
+use crate::uri::{ModelRef, ModelUri, redact_uri, valid_name};
 
 /// The marker file in a registry-managed model folder.
 pub const MARKER: &str = ".registry.json";
@@ -153,7 +153,7 @@ impl std::fmt::Display for RegistrySource {
 pub struct Marker {
     /// The source (`models:/fraud@champion`).
     pub uri: String,
-    /// The registry it came from (tracking URI or directory).
+    /// The registry it came from (tracking URI without credentials, or directory).
     pub registry: String,
     /// The version served.
     pub version: u64,
@@ -222,10 +222,14 @@ impl ModelSync {
         }
     }
 
-    /// The registry's address (tracking URI or directory).
+    /// The registry's address (tracking URI or directory), without credentials
+    /// ([`redact_uri`]): it is logged, written to the [`MARKER`] and hashed into the cache
+    /// path.
     pub fn registry_label(&self) -> String {
         match &self.registry {
-            Registry::Mlflow(c) => c.uri().to_string(),
+            // `uri()` is redacted already; redacting here too keeps this true whatever
+            // the client does.
+            Registry::Mlflow(c) => redact_uri(c.uri()),
             Registry::Local(r) => r.root().display().to_string(),
         }
     }
@@ -341,7 +345,8 @@ impl ModelSync {
     fn write_marker(&self, src: &RegistrySource, version: u64) -> Result<(), SyncError> {
         let m = Marker {
             uri: src.uri.to_string(),
-            registry: self.registry_label(),
+            // Never credentials on disk.
+            registry: redact_uri(&self.registry_label()),
             version,
         };
         let text = serde_json::to_vec_pretty(&m).map_err(|e| SyncError::Invalid(e.to_string()))?;
@@ -389,7 +394,7 @@ impl ModelSync {
     ) -> Result<bool, SyncError> {
         let dir = self.model_dir(src);
         let own = dir.join(version.to_string()).join("config.toml");
-        let text = std::fs::read_to_string(&own).map_err(|e| {
+        let text = crate::config::read_config_text(&own).map_err(|e| {
             SyncError::Invalid(format!(
                 "{src} version {version} has no readable config.toml ({e}); register the \
                  directory `infermesh train` wrote"
@@ -591,5 +596,43 @@ mod tests {
         // A missing alias is not found, not unreachable.
         let e = runtime().block_on(sync.resolve(&src)).unwrap_err();
         assert!(matches!(e, SyncError::NotFound(_)), "{e}");
+    }
+
+    #[test]
+    fn the_marker_never_holds_tracking_credentials() {
+        let tmp = tempfile::tempdir().unwrap();
+        let client = crate::MlflowClient::new(
+            "http://alice:pw-s3cret@127.0.0.1:5000/?token=tok-s3cret",
+            crate::MlflowOptions::default(),
+        )
+        .unwrap();
+        let repo = tmp.path().join("repo");
+        let sync = ModelSync::new(Registry::Mlflow(client), tmp.path().join("cache"), &repo);
+        assert_eq!(sync.registry_label(), "http://127.0.0.1:5000/");
+        assert!(!format!("{sync:?}").contains("s3cret"));
+        let cached = tmp.path().join("cached");
+        version_files(&cached, 0.5);
+        let src: RegistrySource = "fraud@champion".parse().unwrap();
+        sync.stage(&src, 1, &cached).unwrap();
+        let marker = std::fs::read_to_string(repo.join("fraud").join(MARKER)).unwrap();
+        assert!(
+            !marker.contains("s3cret") && !marker.contains("alice"),
+            "{marker}"
+        );
+        assert!(marker.contains("127.0.0.1:5000"), "{marker}");
+        // Nothing else written holds them either, file names (the cache hash) included.
+        let mut stack = vec![tmp.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                assert!(!e.file_name().to_string_lossy().contains("s3cret"));
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let text = std::fs::read(e.path()).unwrap();
+                    assert!(!String::from_utf8_lossy(&text).contains("s3cret"));
+                }
+            }
+        }
     }
 }

@@ -42,6 +42,74 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// Query parameters whose names contain one of these (case-insensitive) carry secrets:
+/// bearer tokens, presigned-URL signatures, passwords, API keys.
+pub const SECRET_QUERY_KEYS: [&str; 8] = [
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "sig",
+    "key",
+    "auth",
+    "credential",
+];
+
+/// A URI fit for logs, error messages and files on disk: the userinfo (`user:pass@`) and every
+/// query parameter whose name looks like a credential ([`SECRET_QUERY_KEYS`]: `token`,
+/// `password`, `X-Amz-Signature`, `api_key`...) are removed; the rest is kept as written, so
+/// a URI without credentials comes back unchanged (the sync hashes it to name its cache).
+/// Text without a `scheme://` (a directory, `models:/fraud@champion`) is returned as it is.
+/// A URI that has an `@` but does not parse (an unencoded `/` in a password) keeps only its
+/// scheme: better nothing than part of a secret.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let scheme = &uri[..scheme_end];
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return uri.to_string();
+    }
+    let rest = &uri[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    if tail.contains('@') && reqwest::Url::parse(uri).is_err() {
+        return format!("{scheme}://<redacted>");
+    }
+    let (before_fragment, fragment) = tail.split_at(tail.find('#').unwrap_or(tail.len()));
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    let mut out = format!("{scheme}://{host}{path}");
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let key = pair
+                    .split('=')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                !SECRET_QUERY_KEYS.iter().any(|s| key.contains(s))
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
 impl FromStr for ModelUri {
     type Err = BadModelUri;
 
@@ -126,6 +194,32 @@ mod tests {
         ] {
             let e = bad.parse::<ModelUri>().unwrap_err();
             assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn redaction_strips_userinfo_and_secret_query_parameters() {
+        for (raw, want) in [
+            ("http://user:s3cret@host:5000", "http://host:5000"),
+            ("https://user:s3cret@host:5000/", "https://host:5000/"),
+            ("http://user@host/api?x=1", "http://host/api?x=1"),
+            (
+                "http://host:5000/p?token=s3cret&run=1&Api_Key=s3cret#f",
+                "http://host:5000/p?run=1#f",
+            ),
+            (
+                "https://b.s3.amazonaws.com/k?X-Amz-Signature=s3cret&X-Amz-Security-Token=s3cret",
+                "https://b.s3.amazonaws.com/k",
+            ),
+            ("http://user:s3/cret@host:5000", "http://<redacted>"),
+            ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+            ("mlflow-artifacts:/1/abc", "mlflow-artifacts:/1/abc"),
+            ("/var/registry", "/var/registry"),
+            ("models:/fraud@champion", "models:/fraud@champion"),
+        ] {
+            let got = redact_uri(raw);
+            assert_eq!(got, want, "{raw}");
+            assert!(!got.contains("s3cret"), "{raw}");
         }
     }
 }

@@ -43,6 +43,12 @@ pub struct RegistryArgs {
     /// How often to ask the registry where each alias points, in seconds.
     #[arg(long, env = "INFERMESH_REGISTRY_POLL_INTERVAL", default_value_t = 10.0)]
     pub registry_poll_interval: f64,
+    /// Allow registry artifacts on this machine's own disk (`file:` URIs and absolute paths,
+    /// which an MLflow server without the artifact proxy hands out). Off by default: the
+    /// tracking server names the location, and `file:///etc` would copy this machine's files
+    /// into the model repository.
+    #[arg(long, env = "INFERMESH_ALLOW_LOCAL_ARTIFACTS")]
+    pub allow_local_artifacts: bool,
 }
 
 impl Default for RegistryArgs {
@@ -53,6 +59,7 @@ impl Default for RegistryArgs {
             registry: PathBuf::from("run/registry"),
             registry_cache: None,
             registry_poll_interval: 10.0,
+            allow_local_artifacts: false,
         }
     }
 }
@@ -105,7 +112,14 @@ impl RegistryArgs {
         }
         let registry = match &self.registry_uri {
             Some(uri) => Registry::Mlflow(
-                MlflowClient::new(uri, MlflowOptions::from_env()).map_err(|e| e.to_string())?,
+                MlflowClient::new(
+                    uri,
+                    MlflowOptions {
+                        allow_local_artifacts: self.allow_local_artifacts,
+                        ..MlflowOptions::from_env()
+                    },
+                )
+                .map_err(|e| e.to_string())?,
             ),
             None => Registry::Local(LocalRegistry::new(&self.registry)),
         };
