@@ -7,10 +7,11 @@
 //! CPU-bound, and a dedicated thread keeps it off the async workers without a `spawn_blocking`
 //! hop per batch. Large batches fan out inside the model (rayon, or candle's matmuls).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use infermesh_common::{ServiceError, metrics_names as m};
+use infermesh_common::{ErrorKind, ServiceError, metrics_names as m};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::queue::{BudgetQueue, Cancellable, Entry};
@@ -84,6 +85,9 @@ struct Shared<B: Backend> {
     /// Held while a batch runs, by the backend thread or by an inline run: one batch at a
     /// time per model version, whoever runs it.
     running: Mutex<()>,
+    /// Set when the backend panicked: its state can no longer be trusted, so the version
+    /// refuses new work and reports itself failed until it is reloaded.
+    failed: OnceLock<String>,
 }
 
 impl<B: Backend> Shared<B> {
@@ -118,6 +122,7 @@ impl<B: Backend> Batcher<B> {
             }),
             wake: Condvar::new(),
             running: Mutex::new(()),
+            failed: OnceLock::new(),
         });
         let thread_backend = backend.clone();
         let thread_shared = shared.clone();
@@ -145,6 +150,11 @@ impl<B: Backend> Batcher<B> {
         &self.cfg
     }
 
+    /// Why the backend can no longer serve (it panicked), if it cannot.
+    pub fn failure(&self) -> Option<&str> {
+        self.shared.failed.get().map(String::as_str)
+    }
+
     /// Runs `request` (costing `cost` budget units, `items` rows or texts) through the
     /// queue. Refused at once with `Overloaded` when its cost does not fit in the admission
     /// capacity.
@@ -154,9 +164,23 @@ impl<B: Backend> Batcher<B> {
         cost: usize,
         items: usize,
     ) -> Result<B::Reply, ServiceError> {
+        if let Some(why) = self.failure() {
+            return Err(failed_error(&self.cfg, why));
+        }
+        // A request costing more than the whole capacity would be refused forever: that is
+        // the caller's request, not the server's load, so it is not "retry later".
+        if cost > self.cfg.max_queue_cost {
+            return Err(ServiceError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "this request costs {cost} (rows or tokens) but model '{}' admits at most \
+                     {} at once; split it into smaller requests",
+                    self.cfg.model, self.cfg.max_queue_cost
+                ),
+            ));
+        }
         let permit = u32::try_from(cost)
             .ok()
-            .filter(|_| cost <= self.cfg.max_queue_cost)
             .and_then(|n| self.admission.clone().try_acquire_many_owned(n).ok());
         let Some(permit) = permit else {
             metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => self.cfg.model.clone())
@@ -187,7 +211,7 @@ impl<B: Backend> Batcher<B> {
                 drop(st);
                 metrics::histogram!(m::BATCH_SIZE, "model" => self.cfg.model.clone())
                     .record(items as f64);
-                let res = self.backend.run(&[&request]);
+                let res = run_guarded(&*self.backend, &[&request], &self.shared, &self.cfg);
                 drop(running);
                 drop(permit);
                 return res.and_then(|v| {
@@ -297,7 +321,20 @@ fn backend_loop<B: Backend>(backend: Arc<B>, shared: Arc<Shared<B>>, cfg: BatchC
             tracing::debug_span!("batch", model = %cfg.model, version = %cfg.version, items)
                 .entered();
         let requests: Vec<&B::Request> = batch.iter().map(|e| &e.item.request).collect();
-        match backend.run(&requests) {
+        let result = run_guarded(&*backend, &requests, &shared, &cfg);
+        drop(requests);
+        if shared.failed.get().is_some() {
+            // Nothing queued behind a panicked batch may reach the backend again.
+            let mut st = shared.lock();
+            let rest = st.queue.next_batch(usize::MAX, usize::MAX);
+            depth.set(st.queue.cost() as f64);
+            drop(st);
+            let why = shared.failed.get().map(String::as_str).unwrap_or("");
+            for e in rest {
+                e.item.answer(Err(failed_error(&cfg, why)));
+            }
+        }
+        match result {
             Ok(replies) if replies.len() == batch.len() => {
                 for (e, r) in batch.into_iter().zip(replies) {
                     e.item.answer(Ok(r));
@@ -322,6 +359,44 @@ fn backend_loop<B: Backend>(backend: Arc<B>, shared: Arc<Shared<B>>, cfg: BatchC
     }
 }
 
+/// Runs one batch, turning a panic in the backend into an internal error for the batch and
+/// a failed batcher (the panic message goes to the log, never to the client).
+fn run_guarded<B: Backend>(
+    backend: &B,
+    batch: &[&B::Request],
+    shared: &Shared<B>,
+    cfg: &BatchConfig,
+) -> Result<Vec<B::Reply>, ServiceError> {
+    match catch_unwind(AssertUnwindSafe(|| backend.run(batch))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            let reason = format!("the model's backend panicked: {what}");
+            tracing::error!(model = %cfg.model, version = %cfg.version, %reason,
+                "model version failed; it serves again once reloaded");
+            metrics::counter!(m::MODEL_LOAD_EVENTS_TOTAL, "model" => cfg.model.clone(),
+                "version" => cfg.version.clone(), "event" => "failed")
+            .increment(1);
+            let _ = shared.failed.set(reason);
+            Err(ServiceError::internal(format!(
+                "model '{}' version {} failed while running this request",
+                cfg.model, cfg.version
+            )))
+        }
+    }
+}
+
+fn failed_error(cfg: &BatchConfig, why: &str) -> ServiceError {
+    ServiceError::unavailable(format!(
+        "model '{}' version {} is not ready: {why}",
+        cfg.model, cfg.version
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -338,6 +413,8 @@ mod tests {
         threads: Mutex<Vec<String>>,
         sleep: Duration,
         calls: AtomicUsize,
+        /// While true, `predict` waits (tests release it to prove a caller did not wait).
+        gate: (Mutex<bool>, std::sync::Condvar),
     }
 
     impl TabularModel for SumModel {
@@ -358,6 +435,13 @@ mod tests {
         }
         fn predict(&self, rows: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut closed = self.gate.0.lock().unwrap();
+                while *closed {
+                    closed = self.gate.1.wait(closed).unwrap();
+                }
+            }
+            assert!(rows.first() != Some(&-1.0), "test model told to panic");
             let name = std::thread::current().name().unwrap_or("").to_string();
             self.threads.lock().unwrap().push(name);
             std::thread::sleep(self.sleep);
@@ -378,7 +462,15 @@ mod tests {
             threads: Mutex::new(Vec::new()),
             sleep: Duration::from_millis(sleep_ms),
             calls: AtomicUsize::new(0),
+            gate: (Mutex::new(false), std::sync::Condvar::new()),
         })
+    }
+
+    impl SumModel {
+        fn hold(&self, closed: bool) {
+            *self.gate.0.lock().unwrap() = closed;
+            self.gate.1.notify_all();
+        }
     }
 
     fn cfg(max_batch: usize, delay_ms: u64, cap: usize) -> BatchConfig {
@@ -432,28 +524,27 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_capacity_requests_are_refused_at_once() {
-        let b = Arc::new(start(&model(200), cfg(4, 0, 4)));
+        let m = model(0);
+        m.hold(true);
+        let b = Arc::new(start(&m, cfg(4, 0, 4)));
         let b1 = b.clone();
         let first = tokio::spawn(async move { b1.predict_rows(vec![0.0; 8], 2).await });
         // Wait until the first request holds its permits.
         while b.in_flight() < 4 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let t = Instant::now();
+        // The model is held shut, so an answer now proves the refusal did not wait for it.
         let err = b.predict_rows(vec![0.0; 2], 2).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Overloaded);
-        assert!(
-            t.elapsed() < Duration::from_millis(100),
-            "refusal must not wait"
-        );
+        assert!(!first.is_finished(), "refusal must not wait for capacity");
+        m.hold(false);
         assert!(first.await.unwrap().is_ok());
         // Capacity is back once the batch finished.
         assert!(b.predict_rows(vec![0.0; 2], 2).await.is_ok());
-        // A request bigger than the whole capacity can never run.
-        assert_eq!(
-            b.predict_rows(vec![0.0; 10], 2).await.unwrap_err().kind,
-            ErrorKind::Overloaded
-        );
+        // A request bigger than the whole capacity can never run: 413, not "retry later".
+        let err = b.predict_rows(vec![0.0; 10], 2).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::TooLarge);
+        assert!(err.message.contains("at most 4"), "{}", err.message);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,6 +639,50 @@ mod tests {
             "the running batch finished"
         );
         assert!(m.threads.lock().unwrap()[0].starts_with("batcher-"));
+    }
+
+    /// A panic in the backend answers its batch with an internal error, fails the batcher
+    /// (the reason says why) and refuses everything after it, queued or new; the thread
+    /// survives and exits cleanly on drop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_backend_fails_the_version_and_answers_everyone() {
+        for inline in [true, false] {
+            let m = model(0);
+            let b = Arc::new(start(&m, cfg(64, 0, 1024)));
+            assert!(b.failure().is_none());
+            // Inline on an idle model for one row; past INLINE_MAX_ROWS on the thread.
+            let rows = if inline { 1 } else { INLINE_MAX_ROWS + 1 };
+            let mut bad = vec![0.0; 2 * rows];
+            bad[0] = -1.0;
+            let err = if inline {
+                b.predict_rows(bad, 2).await.unwrap_err()
+            } else {
+                // Hold the model so a second request queues behind the panicking one.
+                m.hold(true);
+                let b1 = b.clone();
+                let first = tokio::spawn(async move { b1.predict_rows(bad, 2).await });
+                while m.calls.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let b2 = b.clone();
+                let second =
+                    tokio::spawn(async move { b2.predict_rows(vec![1.0; 2 * rows], 2).await });
+                while b.in_flight() < 2 * rows {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                m.hold(false);
+                let queued_err = second.await.unwrap().unwrap_err();
+                assert_eq!(queued_err.kind, ErrorKind::Unavailable, "{queued_err:?}");
+                first.await.unwrap().unwrap_err()
+            };
+            assert_eq!(err.kind, ErrorKind::Internal, "inline={inline}");
+            let why = b.failure().expect("the batcher is failed");
+            assert!(why.contains("told to panic"), "{why}");
+            let after = b.predict_rows(vec![1.0, 1.0], 2).await.unwrap_err();
+            assert_eq!(after.kind, ErrorKind::Unavailable);
+            assert!(after.message.contains("panicked"), "{}", after.message);
+            assert_eq!(settled_in_flight(&b).await, 0);
+        }
     }
 
     #[tokio::test]

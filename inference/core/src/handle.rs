@@ -21,7 +21,8 @@ use infermesh_text::{
     OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
     TextClassifier, TextError, TextModel, normalize,
 };
-use infermesh_trees::{ModelFormat, TreeEnsemble};
+use infermesh_text::limits::TextLoadLimits;
+use infermesh_trees::{LoadLimits, ModelFormat, TreeEnsemble};
 use tokenizers::Tokenizer;
 
 use crate::backends::{TabularBackend, TextBackend};
@@ -105,7 +106,9 @@ impl LoadedVersion {
             Kind::Recs(RecsVersion::load(&config, &entry.dir)?)
         } else {
             let (path, format) = find_artifact(&config, &entry.dir)?;
-            let model = TreeEnsemble::load(&path, format).map_err(|e| e.to_string())?;
+            let limits: LoadLimits = family_limits(&config)?;
+            let model = TreeEnsemble::load_with_limits(&path, format, &limits)
+                .map_err(|e| e.to_string())?;
             Kind::Tabular(TabularVersion::new(
                 &config,
                 entry.version,
@@ -212,6 +215,16 @@ impl LoadedVersion {
             Kind::Tabular(t) => t.num_features(),
             Kind::Text(t) => t.output_width(),
             Kind::Recs(r) => r.recommender().num_items(),
+        }
+    }
+
+    /// Why this version can no longer serve (its backend panicked while running a request),
+    /// if so. A failed version is not ready; it serves again once reloaded.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Tabular(t) => t.batcher.failure(),
+            Kind::Text(t) => t.batcher.failure(),
+            Kind::Recs(r) => r.failure(),
         }
     }
 
@@ -410,7 +423,12 @@ pub struct Classified {
 
 impl TextVersion {
     fn load(config: &ModelConfig, version: u64, dir: &Path) -> Result<Self, String> {
+        let limits: TextLoadLimits = family_limits(config)?;
+        limits.check_files(dir).map_err(|e| e.to_string())?;
         let (model, engine) = load_text_model(config, dir)?;
+        limits
+            .check_vocabulary("tokenizer.json", model.tokenizer().get_vocab_size(true))
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             model = %config.name,
             version,
@@ -418,9 +436,14 @@ impl TextVersion {
             "text model loaded"
         );
         let lexical = if config.platform.is_classifier() {
-            LexicalHead::load_optional(dir, model.labels())
-                .map_err(|e| e.to_string())?
-                .map(Arc::new)
+            let head =
+                LexicalHead::load_optional(dir, model.labels()).map_err(|e| e.to_string())?;
+            if let Some(h) = &head {
+                limits
+                    .check_vocabulary("lexical.json", h.tfidf().len())
+                    .map_err(|e| e.to_string())?;
+            }
+            head.map(Arc::new)
         } else {
             None
         };
@@ -894,6 +917,14 @@ fn apply_output_mode(task: Task, mode: OutputMode, k: usize, raw: Vec<f32>) -> V
             })
             .collect(),
     }
+}
+
+/// The model's `[limits]` section read as its family's limits (defaults for absent keys; an
+/// unknown key, or a value of the wrong type, is an error naming it).
+fn family_limits<T: serde::de::DeserializeOwned>(config: &ModelConfig) -> Result<T, String> {
+    toml::Value::Table(config.limits.clone())
+        .try_into()
+        .map_err(|e| format!("[limits]: {e}"))
 }
 
 fn find_artifact(

@@ -51,10 +51,25 @@ pub struct ModelStatus {
     config_fingerprint: u64,
 }
 
+impl VersionStatus {
+    /// The loaded version when it can serve (loaded, and its backend has not failed).
+    pub fn ready(&self) -> Option<&Arc<LoadedVersion>> {
+        self.loaded.as_ref().filter(|l| l.failure().is_none())
+    }
+
+    /// Why the version does not serve, or why its latest reload failed.
+    pub fn reason(&self) -> Option<String> {
+        self.loaded
+            .as_ref()
+            .and_then(|l| l.failure().map(str::to_string))
+            .or_else(|| self.error.clone())
+    }
+}
+
 impl ModelStatus {
     /// The highest version that is ready.
     pub fn latest_ready(&self) -> Option<&Arc<LoadedVersion>> {
-        self.versions.values().rev().find_map(|v| v.loaded.as_ref())
+        self.versions.values().rev().find_map(VersionStatus::ready)
     }
     /// True when at least one version serves.
     pub fn is_ready(&self) -> bool {
@@ -143,14 +158,14 @@ impl ModelManager {
                 .load()
                 .get(name)
                 .and_then(|p| status.versions.get(p))
-                .and_then(|v| v.loaded.as_ref())
+                .and_then(VersionStatus::ready)
                 .or_else(|| status.latest_ready())
                 .cloned()
                 .ok_or_else(|| {
                     let why = status
                         .error
                         .clone()
-                        .or_else(|| status.versions.values().rev().find_map(|v| v.error.clone()))
+                        .or_else(|| status.versions.values().rev().find_map(VersionStatus::reason))
                         .unwrap_or_else(|| "no version is on disk".into());
                     ServiceError::unavailable(format!("model '{name}' is not ready: {why}"))
                 }),
@@ -163,10 +178,10 @@ impl ModelManager {
                 let vs = status.versions.get(&n).ok_or_else(|| {
                     ServiceError::not_found(format!("model '{name}' has no version {n}"))
                 })?;
-                vs.loaded.clone().ok_or_else(|| {
+                vs.ready().cloned().ok_or_else(|| {
                     ServiceError::unavailable(format!(
                         "model '{name}' version {n} is not ready: {}",
-                        vs.error.as_deref().unwrap_or("loading")
+                        vs.reason().as_deref().unwrap_or("loading")
                     ))
                 })
             }
@@ -189,13 +204,13 @@ impl ModelManager {
                 out.push(IndexEntry {
                     name: name.clone(),
                     version: v.to_string(),
-                    state: if vs.loaded.is_some() {
+                    state: if vs.ready().is_some() {
                         "READY"
                     } else {
                         "UNAVAILABLE"
                     }
                     .into(),
-                    reason: vs.error.clone().unwrap_or_default(),
+                    reason: vs.reason().unwrap_or_default(),
                 });
             }
         }
@@ -492,7 +507,7 @@ fn publish_ready(status: &ModelStatus) {
     let ready = status
         .versions
         .values()
-        .filter(|v| v.loaded.is_some())
+        .filter(|v| v.ready().is_some())
         .count();
     metrics::gauge!(m::MODELS_READY, "model" => status.name.clone()).set(ready as f64);
 }
@@ -550,6 +565,83 @@ mod tests {
             mgr.unload_model("ghost").unwrap_err().kind,
             infermesh_common::ErrorKind::NotFound
         );
+    }
+
+    /// A version whose backend panicked is not ready: the model falls back to the next ready
+    /// version, the index says why, and a request for it by number is UNAVAILABLE.
+    #[tokio::test]
+    async fn a_version_whose_backend_panicked_is_not_ready() {
+        use infermesh_model_core::{ModelError, TabularModel, Task};
+
+        #[derive(Debug)]
+        struct Panicky;
+        impl TabularModel for Panicky {
+            fn num_features(&self) -> usize {
+                1
+            }
+            fn feature_names(&self) -> Option<&[String]> {
+                None
+            }
+            fn num_outputs(&self) -> usize {
+                1
+            }
+            fn task(&self) -> Task {
+                Task::Regression
+            }
+            fn format(&self) -> &'static str {
+                "test"
+            }
+            fn predict(&self, rows: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+                assert!(rows[0] >= 0.0, "negative input reached the model");
+                out.copy_from_slice(rows);
+                Ok(())
+            }
+            fn contributions(&self, _row: &[f32]) -> Result<Vec<f32>, ModelError> {
+                Err(ModelError::Unsupported("test".into()))
+            }
+        }
+        let cfg = Arc::new(ModelConfig::from_toml("m", "platform = \"xgboost\"").unwrap());
+        let version = |v: u64| {
+            let loaded = LoadedVersion::from_model(cfg.clone(), v, v, Arc::new(Panicky)).unwrap();
+            VersionStatus {
+                loaded: Some(Arc::new(loaded)),
+                error: None,
+                fingerprint: v,
+            }
+        };
+        let status = ModelStatus {
+            name: "m".into(),
+            config: Some(cfg.clone()),
+            error: None,
+            versions: BTreeMap::from([(1, version(1)), (2, version(2))]),
+            config_fingerprint: 0,
+        };
+        let v2 = status.versions[&2].loaded.clone().unwrap();
+        let tab = v2.tabular().unwrap();
+        assert_eq!(tab.predict_raw(vec![2.0]).await.unwrap(), vec![2.0]);
+        let err = tab.predict_raw(vec![-1.0]).await.unwrap_err();
+        assert_eq!(err.kind, infermesh_common::ErrorKind::Internal);
+        assert!(status.versions[&2].ready().is_none());
+        let reason = status.versions[&2].reason().unwrap();
+        assert!(reason.contains("negative input reached the model"), "{reason}");
+        assert_eq!(status.latest_ready().unwrap().version, 1);
+        let mgr = ModelManager {
+            cfg: ManagerConfig {
+                repository: std::env::temp_dir(),
+                poll_interval: None,
+            },
+            models: ArcSwap::from_pointee(ServedMap::from([("m".into(), Arc::new(status))])),
+            unloaded: Mutex::new(BTreeSet::new()),
+            reload: Mutex::new(()),
+            pins: ArcSwap::from_pointee(BTreeMap::new()),
+        };
+        assert_eq!(mgr.get("m", None).unwrap().version, 1);
+        let err = mgr.get("m", Some("2")).unwrap_err();
+        assert_eq!(err.kind, infermesh_common::ErrorKind::Unavailable);
+        assert!(err.message.contains("panicked"), "{}", err.message);
+        let row = mgr.index().into_iter().find(|e| e.version == "2").unwrap();
+        assert_eq!(row.state, "UNAVAILABLE");
+        assert!(row.reason.contains("panicked"), "{}", row.reason);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! blocking pool. There is no batcher (one request is one matrix-vector product already);
 //! admission is a bounded count of requests computing at once, refused past it.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use infermesh_common::{ServiceError, metrics_names as m};
 use infermesh_recs::{
@@ -57,6 +58,8 @@ pub struct RecsVersion {
     rec: Arc<Recommender>,
     admission: Arc<Semaphore>,
     model: String,
+    /// Set when the model panicked: it refuses work until reloaded.
+    failed: Arc<OnceLock<String>>,
 }
 
 impl RecsVersion {
@@ -74,6 +77,7 @@ impl RecsVersion {
             rec: Arc::new(rec),
             admission: Arc::new(Semaphore::new(config.recommender.max_in_flight)),
             model: config.name.clone(),
+            failed: Arc::new(OnceLock::new()),
         })
     }
 
@@ -87,8 +91,19 @@ impl RecsVersion {
         max.saturating_sub(self.admission.available_permits())
     }
 
+    /// Why this version can no longer serve (the model panicked), if so.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
+
     /// The k best items for `req`.
     pub async fn recommend(&self, req: RecsRequest) -> Result<RecsAnswer, ServiceError> {
+        if let Some(why) = self.failure() {
+            return Err(ServiceError::unavailable(format!(
+                "model '{}' is not ready: {why}",
+                self.model
+            )));
+        }
         let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
             metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => self.model.clone())
                 .increment(1);
@@ -98,11 +113,23 @@ impl RecsVersion {
             )));
         };
         let rec = self.rec.clone();
-        let art = rec.artifact();
-        if rec.num_items() * art.factors.components <= INLINE_MAX_WORK {
-            answer(&rec, &req)
+        let work = rec.num_items() * rec.artifact().factors.components;
+        let (failed, model) = (self.failed.clone(), self.model.clone());
+        let guarded = move || match catch_unwind(AssertUnwindSafe(|| answer(&rec, &req))) {
+            Ok(result) => result,
+            Err(_) => {
+                let reason = "the recommender panicked".to_string();
+                tracing::error!(model = %model, %reason, "model version failed; it serves again once reloaded");
+                let _ = failed.set(reason);
+                Err(ServiceError::internal(format!(
+                    "model '{model}' failed while running this request"
+                )))
+            }
+        };
+        if work <= INLINE_MAX_WORK {
+            guarded()
         } else {
-            tokio::task::spawn_blocking(move || answer(&rec, &req))
+            tokio::task::spawn_blocking(guarded)
                 .await
                 .map_err(ServiceError::internal)?
         }

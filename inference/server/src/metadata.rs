@@ -53,7 +53,7 @@ pub fn model_meta(
     let versions = status
         .versions
         .iter()
-        .filter(|(_, v)| v.loaded.is_some())
+        .filter(|(_, v)| v.ready().is_some())
         .map(|(n, _)| n.to_string())
         .collect();
     let platform = match handle.config.source {

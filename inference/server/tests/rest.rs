@@ -400,7 +400,10 @@ async fn bad_requests_get_clear_json_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_past_admission_capacity_get_429() {
+/// A request larger than the model's whole admission capacity can never run: 413 with the
+/// limit, not 429 "retry later" (being refused while the queue is full is the batcher's
+/// unit test). One that fits runs.
+async fn requests_larger_than_admission_capacity_get_413() {
     let repo = sample_repo();
     let cfg = repo.path().join("fraud/config.toml");
     std::fs::write(
@@ -417,7 +420,7 @@ async fn requests_past_admission_capacity_get_429() {
         .send()
         .await
         .unwrap();
-    expect_error(r, 429, "capacity").await;
+    expect_error(r, 413, "admits at most 16").await;
     let body = json!({"inputs": [{"name": "input__0", "shape": [16, 16], "datatype": "FP32", "data": vec![0.5; 16 * 16]}]});
     let r = c
         .post(url(&s, "/v2/models/fraud/infer"))

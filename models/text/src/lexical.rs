@@ -116,6 +116,9 @@ fn char_wb_ngrams(text: &str, min_n: usize, max_n: usize) -> Vec<String> {
     out
 }
 
+/// Longest n-gram a block may use (the trainer writes 2 for words and 5 for characters).
+pub const MAX_NGRAM: usize = 16;
+
 /// The fitted feature map: blocks, their term indices and the idf of every term.
 #[derive(Debug, Clone)]
 pub struct TfIdf {
@@ -177,6 +180,17 @@ impl TfIdf {
         let mut total = 0;
         let mut index = Vec::with_capacity(blocks.len());
         for block in &blocks {
+            // A text of L characters gives up to L terms per n: an unbounded range would make
+            // one request cost L x (max_n - min_n) strings.
+            if block.min_n == 0 || block.min_n > block.max_n || block.max_n > MAX_NGRAM {
+                return Err(invalid(format!(
+                    "n-gram range {}..={} is not within 1..={MAX_NGRAM}",
+                    block.min_n, block.max_n
+                )));
+            }
+            if total + block.vocabulary.len() > u32::MAX as usize {
+                return Err(invalid("the vocabularies hold more than 2^32 terms".into()));
+            }
             let map: HashMap<String, u32> = block
                 .vocabulary
                 .iter()
@@ -500,6 +514,27 @@ mod tests {
         assert_eq!((row[0].0, row[1].0), (0, 1));
         assert!((row[0].1 - a / norm).abs() < 1e-6 && (row[1].1 - b / norm).abs() < 1e-6);
         assert!(tfidf.transform("zz").is_empty());
+    }
+
+    #[test]
+    fn hostile_ngram_ranges_are_refused_at_load() {
+        for (min_n, max_n) in [(1, 1_000_000), (0, 2), (3, 2), (1, MAX_NGRAM + 1)] {
+            let blocks = vec![Block {
+                analyzer: Analyzer::CharWb,
+                min_n,
+                max_n,
+                vocabulary: vec!["ab".into()],
+            }];
+            let err = TfIdf::from_parts(blocks, vec![1.0]).unwrap_err().to_string();
+            assert!(err.contains("n-gram range"), "{min_n}..={max_n}: {err}");
+        }
+        let ok = vec![Block {
+            analyzer: Analyzer::CharWb,
+            min_n: 2,
+            max_n: MAX_NGRAM,
+            vocabulary: vec!["ab".into()],
+        }];
+        assert!(TfIdf::from_parts(ok, vec![1.0]).is_ok());
     }
 
     #[test]

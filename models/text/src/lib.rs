@@ -22,6 +22,7 @@ use tokenizers::Tokenizer;
 
 pub mod classifier;
 pub mod lexical;
+pub mod limits;
 pub mod onnx;
 pub mod openvino;
 pub mod tokenize;
