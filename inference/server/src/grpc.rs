@@ -9,10 +9,9 @@ use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServ
 use tonic::{Request, Response, Status};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
-use crate::state::{AppState, InferRequest, Protocol, text_options};
-use crate::tensor::{
-    DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
-};
+use crate::state::{AppState, Protocol};
+use crate::tensor::{bytes_to_raw, f32_to_raw};
+use crate::v2;
 use infermesh_inference::TensorData;
 
 /// The V2 gRPC service.
@@ -30,80 +29,6 @@ impl V2Grpc {
 
 fn version_opt(v: &str) -> Option<&str> {
     if v.is_empty() { None } else { Some(v) }
-}
-
-fn check_count(name: &str, got: usize, want: usize) -> Result<(), ServiceError> {
-    if got != want {
-        return Err(ServiceError::invalid(format!(
-            "input '{name}' has {got} elements but its shape holds {want}"
-        )));
-    }
-    Ok(())
-}
-
-/// Decodes the inputs of a ModelInferRequest: from `raw_input_contents` when present (one
-/// per input, in order), else from each input's typed `contents`.
-fn decode_inputs(req: &mut pb::ModelInferRequest) -> Result<Vec<InputTensor>, ServiceError> {
-    let raw = std::mem::take(&mut req.raw_input_contents);
-    if !raw.is_empty() && raw.len() != req.inputs.len() {
-        return Err(ServiceError::invalid(format!(
-            "raw_input_contents has {} entries for {} inputs",
-            raw.len(),
-            req.inputs.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(req.inputs.len());
-    for (i, input) in std::mem::take(&mut req.inputs).into_iter().enumerate() {
-        let dt = DataType::parse(&input.datatype)?;
-        let n = element_count(&input.shape)?;
-        let values = if let Some(bytes) = raw.get(i) {
-            if input.contents.is_some() {
-                return Err(ServiceError::invalid(format!(
-                    "input '{}' has contents while raw_input_contents is used",
-                    input.name
-                )));
-            }
-            if dt == DataType::Bytes {
-                let els = crate::tensor::split_bytes_elements(bytes)?;
-                check_count(&input.name, els.len(), n)?;
-                InputValues::Bytes(els)
-            } else {
-                InputValues::Numeric(raw_to_f32(dt, bytes, n)?)
-            }
-        } else {
-            let c = input.contents.unwrap_or_default();
-            let v: Vec<f32> = match dt {
-                DataType::Bool => c
-                    .bool_contents
-                    .iter()
-                    .map(|&b| if b { 1.0 } else { 0.0 })
-                    .collect(),
-                DataType::Int32 => c.int_contents.iter().map(|&x| x as f32).collect(),
-                DataType::Int64 => c.int64_contents.iter().map(|&x| x as f32).collect(),
-                DataType::Fp32 => c.fp32_contents,
-                DataType::Fp64 => c.fp64_contents.iter().map(|&x| x as f32).collect(),
-                DataType::Bytes => {
-                    check_count(&input.name, c.bytes_contents.len(), n)?;
-                    out.push(InputTensor {
-                        name: input.name,
-                        datatype: dt,
-                        shape: input.shape,
-                        values: InputValues::Bytes(c.bytes_contents),
-                    });
-                    continue;
-                }
-            };
-            check_count(&input.name, v.len(), n)?;
-            InputValues::Numeric(v)
-        };
-        out.push(InputTensor {
-            name: input.name,
-            datatype: dt,
-            shape: input.shape,
-            values,
-        });
-    }
-    Ok(out)
 }
 
 #[tonic::async_trait]
@@ -175,35 +100,8 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let mut r = req.into_inner();
-        let use_raw = !r.raw_input_contents.is_empty();
-        let inputs = decode_inputs(&mut r)?;
-        let text_options = text_options(|key| {
-            r.parameters.get(key).map(|p| {
-                use pb::infer_parameter::ParameterChoice as C;
-                match p.parameter_choice {
-                    Some(C::BoolParam(b)) => Ok(b),
-                    Some(C::Int64Param(_) | C::Uint64Param(_)) => Err("an integer"),
-                    Some(C::DoubleParam(_)) => Err("a double"),
-                    Some(C::StringParam(_)) => Err("a string"),
-                    None => Err("empty"),
-                }
-            })
-        })?;
-        let resp = self
-            .state
-            .infer(
-                InferRequest {
-                    model: r.model_name,
-                    version: version_opt(&r.model_version).map(str::to_string),
-                    id: r.id,
-                    inputs,
-                    outputs: r.outputs.into_iter().map(|o| o.name).collect(),
-                    text_options,
-                },
-                Protocol::Grpc,
-            )
-            .await?;
+        let (request, use_raw) = v2::decode_grpc(req.into_inner())?;
+        let resp = self.state.infer(request, Protocol::Grpc).await?;
         let mut outputs = Vec::with_capacity(resp.outputs.len());
         let mut raw_output_contents = Vec::new();
         for o in resp.outputs {
@@ -282,6 +180,7 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.state.check_model_control()?;
         let name = req.into_inner().model_name;
         let mgr = self.state.manager.clone();
         tokio::task::spawn_blocking(move || mgr.load_model(&name))
@@ -294,6 +193,7 @@ impl GrpcInferenceService for V2Grpc {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.state.check_model_control()?;
         let name = req.into_inner().model_name;
         let mgr = self.state.manager.clone();
         tokio::task::spawn_blocking(move || mgr.unload_model(&name))
@@ -336,6 +236,7 @@ pub fn fix_decode_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::tensor::InputValues;
 
     fn input(
         name: &str,
@@ -354,7 +255,7 @@ mod tests {
 
     #[test]
     fn decodes_typed_and_raw_contents() {
-        let mut req = pb::ModelInferRequest {
+        let req = pb::ModelInferRequest {
             inputs: vec![input(
                 "x",
                 "INT64",
@@ -366,21 +267,21 @@ mod tests {
             )],
             ..Default::default()
         };
-        let t = decode_inputs(&mut req).unwrap();
+        let t = v2::decode_grpc(req).unwrap().0.inputs;
         assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![3.0, 4.0]));
 
-        let mut raw = pb::ModelInferRequest {
+        let raw = pb::ModelInferRequest {
             inputs: vec![input("x", "FP64", vec![1, 1], None)],
             raw_input_contents: vec![7.5f64.to_le_bytes().to_vec()],
             ..Default::default()
         };
-        let t = decode_inputs(&mut raw).unwrap();
+        let t = v2::decode_grpc(raw).unwrap().0.inputs;
         assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![7.5]));
     }
 
     #[test]
     fn refuses_mismatched_counts() {
-        let mut req = pb::ModelInferRequest {
+        let req = pb::ModelInferRequest {
             inputs: vec![input(
                 "x",
                 "FP32",
@@ -392,8 +293,8 @@ mod tests {
             )],
             ..Default::default()
         };
-        assert!(decode_inputs(&mut req).is_err());
-        let mut raw = pb::ModelInferRequest {
+        assert!(v2::decode_grpc(req).is_err());
+        let raw = pb::ModelInferRequest {
             inputs: vec![
                 input("x", "FP32", vec![1, 1], None),
                 input("y", "FP32", vec![1, 1], None),
@@ -401,7 +302,7 @@ mod tests {
             raw_input_contents: vec![vec![0; 4]],
             ..Default::default()
         };
-        assert!(decode_inputs(&mut raw).is_err());
+        assert!(v2::decode_grpc(raw).is_err());
     }
 
     #[test]

@@ -16,11 +16,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
-use crate::state::{AppState, InferRequest, Protocol, text_options};
-use crate::tensor::{
-    DataType, InputTensor, InputValues, bytes_to_raw, element_count, f32_to_raw, raw_to_f32,
-    split_bytes_elements,
-};
+use crate::state::{AppState, Protocol};
+use crate::v2;
+use crate::tensor::{bytes_to_raw, f32_to_raw};
 use infermesh_inference::TensorData;
 
 /// Triton's header for the JSON part's length in a binary-data request or response.
@@ -191,34 +189,8 @@ async fn model_config_v(
     config_json(&st, &model, Some(&version))
 }
 
-#[derive(Debug, Deserialize)]
-struct RestInferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    inputs: Vec<RestInput>,
-    #[serde(default)]
-    outputs: Option<Vec<RestOutput>>,
-}
 
-#[derive(Debug, Deserialize)]
-struct RestInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
-}
 
-#[derive(Debug, Deserialize)]
-struct RestOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Option<Map<String, Value>>,
-}
 
 pub(crate) fn body_error(rej: BytesRejection) -> ServiceError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -249,25 +221,7 @@ async fn infer_v(
     infer_inner(st, model, Some(version), headers, body.map_err(body_error)?).await
 }
 
-/// A JSON value's type, for error messages.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
-fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
-    params
-        .as_ref()
-        .and_then(|p| p.get(key))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
 
 async fn infer_inner(
     st: AppState,
@@ -277,124 +231,17 @@ async fn infer_inner(
     body: Bytes,
 ) -> Result<Response, ServiceError> {
     let started = Instant::now();
-    // Binary tensor data extension: the JSON header, then the binary buffers.
-    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
-        Some(v) => {
-            let n: usize = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| {
-                    ServiceError::invalid("Inference-Header-Content-Length is not a number")
-                })?;
-            if n > body.len() {
-                return Err(ServiceError::invalid(format!(
-                    "Inference-Header-Content-Length {n} is larger than the body ({} bytes)",
-                    body.len()
-                )));
-            }
-            n
-        }
-        None => body.len(),
-    };
-    let req: RestInferRequest = serde_json::from_slice(&body[..json_len])
-        .map_err(|e| ServiceError::invalid(format!("malformed inference request JSON: {e}")))?;
-    let mut binary = &body[json_len..];
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in req.inputs {
-        let dt = DataType::parse(&input.datatype)?;
-        let n = element_count(&input.shape)?;
-        let bin_size = input
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get("binary_data_size"))
-            .map(|v| {
-                v.as_u64().map(|x| x as usize).ok_or_else(|| {
-                    ServiceError::invalid(format!(
-                        "input '{}': binary_data_size must be an integer",
-                        input.name
-                    ))
-                })
-            })
-            .transpose()?;
-        let values = match (bin_size, input.data) {
-            (Some(size), None) => {
-                if size > binary.len() {
-                    return Err(ServiceError::invalid(format!(
-                        "input '{}': binary_data_size {size} is past the end of the body",
-                        input.name
-                    )));
-                }
-                let (raw, rest) = binary.split_at(size);
-                binary = rest;
-                if dt == DataType::Bytes {
-                    let els = split_bytes_elements(raw)?;
-                    check_count(&input.name, els.len(), n)?;
-                    InputValues::Bytes(els)
-                } else {
-                    InputValues::Numeric(raw_to_f32(dt, raw, n)?)
-                }
-            }
-            (None, Some(data)) => json_values(&input.name, dt, &data, n)?,
-            (Some(_), Some(_)) => {
-                return Err(ServiceError::invalid(format!(
-                    "input '{}' has both data and binary_data_size",
-                    input.name
-                )));
-            }
-            (None, None) => {
-                return Err(ServiceError::invalid(format!(
-                    "input '{}' has no data",
-                    input.name
-                )));
-            }
-        };
-        inputs.push(InputTensor {
-            name: input.name,
-            datatype: dt,
-            shape: input.shape,
-            values,
-        });
-    }
-    if !binary.is_empty() {
-        return Err(ServiceError::invalid(format!(
-            "{} bytes of binary data are not claimed by any input",
-            binary.len()
-        )));
-    }
-    let all_binary = flag(&req.parameters, "binary_data_output");
-    let text_options = text_options(|key| {
-        req.parameters
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .map(|v| v.as_bool().ok_or(json_type(v)))
-    })?;
-    let requested = req.outputs.unwrap_or_default();
-    let want_binary = |name: &str| {
-        all_binary
-            || requested
-                .iter()
-                .any(|o| o.name == name && flag(&o.parameters, "binary_data"))
-    };
-    let id = req.id.unwrap_or_default();
-    let resp = st
-        .infer(
-            InferRequest {
-                model,
-                version,
-                id: id.clone(),
-                inputs,
-                outputs: requested.iter().map(|o| o.name.clone()).collect(),
-                text_options,
-            },
-            Protocol::Rest,
-        )
-        .await?;
+    let json_len = headers
+        .get(HEADER_CONTENT_LENGTH)
+        .map(|v| v.to_str().unwrap_or(""));
+    let (request, prefs) = v2::decode_rest(model, version, json_len, &body)?;
+    let id = request.id.clone();
+    let resp = st.infer(request, Protocol::Rest).await?;
     let mut outputs = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     for o in &resp.outputs {
         let datatype = o.data.datatype();
-        if want_binary(&o.name) {
+        if prefs.wants_binary(&o.name) {
             let raw = match &o.data {
                 TensorData::Fp32(v) => f32_to_raw(v),
                 TensorData::Bytes(v) => bytes_to_raw(v),
@@ -451,93 +298,8 @@ fn json_f32(v: f32) -> Value {
     serde_json::Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number)
 }
 
-fn check_count(name: &str, got: usize, want: usize) -> Result<(), ServiceError> {
-    if got != want {
-        return Err(ServiceError::invalid(format!(
-            "input '{name}' has {got} elements but its shape holds {want}"
-        )));
-    }
-    Ok(())
-}
 
-/// Flattens row-major JSON data (nested or flat arrays) of datatype `dt`.
-fn json_values(
-    name: &str,
-    dt: DataType,
-    data: &Value,
-    n: usize,
-) -> Result<InputValues, ServiceError> {
-    // The shape is the caller's claim: never reserve more than the body can hold.
-    let mut flat: Vec<&Value> = Vec::with_capacity(n.min(1 << 16));
-    flatten(data, &mut flat, 0)
-        .map_err(|e| ServiceError::invalid(format!("input '{name}': {e}")))?;
-    check_count(name, flat.len(), n)?;
-    let bad = |v: &Value| {
-        ServiceError::invalid(format!(
-            "input '{name}': {v} is not a valid {} value",
-            dt.as_str()
-        ))
-    };
-    Ok(match dt {
-        DataType::Bytes => InputValues::Bytes(
-            flat.iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(|s| s.as_bytes().to_vec())
-                        .ok_or_else(|| bad(v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Bool => InputValues::Numeric(
-            flat.iter()
-                .map(|v| {
-                    v.as_bool()
-                        .map(|b| if b { 1.0 } else { 0.0 })
-                        .ok_or_else(|| bad(v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Int32 | DataType::Int64 => InputValues::Numeric(
-            flat.iter()
-                .map(|v| {
-                    v.as_i64()
-                        .filter(|x| dt == DataType::Int64 || i32::try_from(*x).is_ok())
-                        .map(|x| x as f32)
-                        .ok_or_else(|| bad(v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Fp32 | DataType::Fp64 => InputValues::Numeric(
-            flat.iter()
-                .map(|v| match v {
-                    // JSON has no NaN: null (and Triton's "NaN" strings) mean a missing value.
-                    Value::Null => Ok(f32::NAN),
-                    Value::String(s) if s.eq_ignore_ascii_case("nan") => Ok(f32::NAN),
-                    _ => v.as_f64().map(|x| x as f32).ok_or_else(|| bad(v)),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-    })
-}
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
-    if depth > 32 {
-        return Err("data is nested too deeply".into());
-    }
-    match v {
-        Value::Array(items) => {
-            for it in items {
-                flatten(it, out, depth + 1)?;
-            }
-            Ok(())
-        }
-        Value::Object(_) => Err("data must be an array of values".into()),
-        other => {
-            out.push(other);
-            Ok(())
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, Default)]
 struct IndexRequest {
@@ -575,6 +337,7 @@ async fn repository_load(
     State(st): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ServiceError> {
+    st.check_model_control()?;
     let mgr = st.manager.clone();
     tokio::task::spawn_blocking(move || mgr.load_model(&model))
         .await
@@ -586,32 +349,10 @@ async fn repository_unload(
     State(st): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ServiceError> {
+    st.check_model_control()?;
     let mgr = st.manager.clone();
     tokio::task::spawn_blocking(move || mgr.unload_model(&model))
         .await
         .map_err(ServiceError::internal)??;
     Ok(StatusCode::OK.into_response())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_values_flatten_and_check() {
-        let v = json!([[1, 2.5], [null, "NaN"]]);
-        let InputValues::Numeric(x) = json_values("x", DataType::Fp32, &v, 4).unwrap() else {
-            panic!("numeric expected")
-        };
-        assert_eq!(x[..2], [1.0, 2.5]);
-        assert!(x[2].is_nan() && x[3].is_nan());
-        assert!(json_values("x", DataType::Fp32, &v, 3).is_err());
-        assert!(json_values("x", DataType::Int32, &json!([1.5]), 1).is_err());
-        assert!(json_values("x", DataType::Int32, &json!([5_000_000_000i64]), 1).is_err());
-        assert!(json_values("x", DataType::Int64, &json!([5_000_000_000i64]), 1).is_ok());
-        assert!(json_values("x", DataType::Bool, &json!([true, 1]), 2).is_err());
-        assert!(json_values("x", DataType::Bytes, &json!(["a", "b"]), 2).is_ok());
-        assert!(json_values("x", DataType::Fp32, &json!([{"a": 1}]), 1).is_err());
-    }
 }

@@ -83,14 +83,19 @@ pub fn raw_to_f32(dt: DataType, raw: &[u8], expected: usize) -> Result<Vec<f32>,
             "BYTES input cannot be used as numeric features",
         ));
     };
-    if raw.len() != expected * w {
+    // Checked: a shape's element count times the width can overflow (and, unchecked in a
+    // release build, wrap to the length actually sent).
+    let Some(need) = expected.checked_mul(w).filter(|&n| n == raw.len()) else {
         return Err(ServiceError::invalid(format!(
             "raw input has {} bytes, but shape and datatype {} need {}",
             raw.len(),
             dt.as_str(),
-            expected * w
+            expected
+                .checked_mul(w)
+                .map_or_else(|| "more than fit in memory".to_string(), |n| n.to_string())
         )));
-    }
+    };
+    debug_assert_eq!(need, raw.len());
     let out = match dt {
         DataType::Bool => raw
             .iter()
@@ -334,6 +339,8 @@ mod tests {
             ErrorKind::InvalidInput
         );
         assert!(raw_to_f32(DataType::Bytes, &[], 0).is_err());
+        // 2^62 FP32 elements need 2^64 bytes: refused, not wrapped to 0 bytes.
+        assert!(raw_to_f32(DataType::Fp32, &[], 1 << 62).is_err());
     }
 
     #[test]

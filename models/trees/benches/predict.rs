@@ -7,7 +7,7 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use infermesh_model_core::TabularModel;
-use infermesh_trees::{ModelFormat, TreeEnsemble};
+use infermesh_trees::{ModelFormat, TreeEnsemble, shap};
 
 fn load(file: &str, format: ModelFormat) -> TreeEnsemble {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,6 +57,15 @@ fn bench(c: &mut Criterion) {
         g.finish();
         c.bench_function(&format!("{name}/treeshap_1_row"), |b| {
             b.iter(|| m.contributions(black_box(&one)).ok())
+        });
+        // The two TreeSHAP implementations directly: the per-split weights (`shap::FastShap`,
+        // what `contributions` uses once the model keeps them) and Algorithm 2 for every tree.
+        let tables = shap::FastShap::new(&m);
+        c.bench_function(&format!("{name}/treeshap_tables_1_row"), |b| {
+            b.iter(|| tables.contributions(&m, black_box(&one)))
+        });
+        c.bench_function(&format!("{name}/treeshap_reference_1_row"), |b| {
+            b.iter(|| shap::reference_contributions(&m, black_box(&one)))
         });
     }
 }

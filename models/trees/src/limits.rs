@@ -46,9 +46,10 @@ pub struct LoadLimits {
     /// Deepest tree (edges from the root to the deepest leaf). Default 256. XGBoost's
     /// `max_depth` is usually at most 20 (its default is 6), but LightGBM grows trees
     /// leaf-wise with no depth bound by default (`max_depth=-1`), so trees with thousands of
-    /// leaves can be a hundred or more deep; 256 passes those. TreeSHAP's work per leaf and
-    /// its path buffer grow with the square of the depth (the buffer is about 1 MB at 256),
-    /// so this also bounds what one explanation costs.
+    /// leaves can be a hundred or more deep; 256 passes those. The reference TreeSHAP, which
+    /// explains the trees the fast tables do not cover, does work per leaf and keeps a path
+    /// buffer that grow with the square of the depth (the buffer is about 1 MB at 256), so
+    /// this also bounds what one explanation costs.
     pub max_depth: usize,
 }
 
