@@ -229,6 +229,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        enable_model_control: false,
+        limits: Default::default(),
         registry: Default::default(),
     }
     .validate()?;
@@ -244,6 +246,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         redis_url: None,
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
+        limits: Default::default(),
     }
     .validate()?;
     let gateway = infermesh_gateway::start(gw_cfg).await?;

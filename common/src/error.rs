@@ -14,6 +14,9 @@ pub enum ErrorKind {
     Overloaded,
     /// The body is over the configured size limit (HTTP 413, gRPC RESOURCE_EXHAUSTED).
     TooLarge,
+    /// The operation exists but this server is configured not to allow it (HTTP 403, gRPC
+    /// PERMISSION_DENIED), e.g. the repository API without `--enable-model-control`.
+    Forbidden,
     /// The target exists but is not ready, or a dependency is down (HTTP 503, gRPC UNAVAILABLE).
     Unavailable,
     /// A bug or an unexpected failure; details go to the log, never to the client (HTTP 500,
@@ -29,6 +32,7 @@ impl ErrorKind {
             ErrorKind::NotFound => http::StatusCode::NOT_FOUND,
             ErrorKind::Overloaded => http::StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::TooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Forbidden => http::StatusCode::FORBIDDEN,
             ErrorKind::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -40,6 +44,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => tonic::Code::InvalidArgument,
             ErrorKind::NotFound => tonic::Code::NotFound,
             ErrorKind::Overloaded | ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
+            ErrorKind::Forbidden => tonic::Code::PermissionDenied,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::Internal => tonic::Code::Internal,
         }
@@ -52,6 +57,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

@@ -2,6 +2,7 @@
 //! metric names, and telemetry (tracing, OTLP, Prometheus) set-up.
 
 pub mod error;
+pub mod limits;
 pub mod metrics_names;
 pub mod shutdown;
 pub mod telemetry;

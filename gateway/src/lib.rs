@@ -70,8 +70,9 @@ pub enum GatewayError {
 /// `infermesh gateway` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// Address to listen on.
-    #[arg(long, env = "INFERMESH_GATEWAY_HOST", default_value = "0.0.0.0")]
+    /// Address to listen on (127.0.0.1: this machine only; 0.0.0.0 or an interface's address
+    /// to be reached from elsewhere).
+    #[arg(long, env = "INFERMESH_GATEWAY_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// HTTP port of the JSON API (0 picks a free port).
     #[arg(long, env = "INFERMESH_GATEWAY_PORT", default_value_t = 8080)]
@@ -108,6 +109,9 @@ pub struct GatewayArgs {
     /// Prefix of every Redis key the gateway reads and writes.
     #[arg(long, env = "INFERMESH_REDIS_KEY_PREFIX", default_value = "infermesh:")]
     pub redis_key_prefix: String,
+    /// Per-port request timeout and in-flight bound.
+    #[command(flatten)]
+    pub limits: infermesh_common::limits::PortLimitArgs,
 }
 
 /// Where the gateway's Redis is (the URL's password is not shown by `Debug`).
@@ -146,6 +150,8 @@ pub struct GatewayConfig {
     pub settings: config::Settings,
     /// Redis, if configured.
     pub redis: Option<RedisTarget>,
+    /// Request timeout and in-flight bound of the API port.
+    pub limits: infermesh_common::limits::PortLimits,
 }
 
 impl GatewayArgs {
@@ -156,6 +162,7 @@ impl GatewayArgs {
                 "--port and --metrics-port are the same".into(),
             ));
         }
+        let limits = self.limits.validate().map_err(GatewayError::Config)?;
         if self.timeout_ms == 0 {
             return Err(GatewayError::Config("--timeout-ms must be positive".into()));
         }
@@ -201,6 +208,7 @@ impl GatewayArgs {
             max_request_bytes: self.max_request_bytes,
             settings,
             redis,
+            limits,
         })
     }
 }
@@ -445,7 +453,11 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let router = app(
         GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink)),
         cfg.max_request_bytes,
-    );
+    )
+    .layer(middleware::from_fn_with_state(
+        cfg.limits.guard(),
+        infermesh_common::limits::http_limits,
+    ));
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     let api_task = tokio::spawn(async move {
         use axum::serve::ListenerExt;

@@ -15,13 +15,13 @@ use infermesh_registry::{
 };
 use infermesh_text::classifier::{argmax, softmax};
 use infermesh_text::lexical::LexicalHead;
+use infermesh_text::limits::TextLoadLimits;
 use infermesh_text::openvino;
 use infermesh_text::tokenize::{self, Token};
 use infermesh_text::{
     OnnxOptions, OnnxTask, OnnxTextModel, OpenVinoOptions, OpenVinoTextModel, SentenceEncoder,
     TextClassifier, TextError, TextModel, normalize,
 };
-use infermesh_text::limits::TextLoadLimits;
 use infermesh_trees::{LoadLimits, ModelFormat, TreeEnsemble};
 use tokenizers::Tokenizer;
 
@@ -921,7 +921,9 @@ fn apply_output_mode(task: Task, mode: OutputMode, k: usize, raw: Vec<f32>) -> V
 
 /// The model's `[limits]` section read as its family's limits (defaults for absent keys; an
 /// unknown key, or a value of the wrong type, is an error naming it).
-fn family_limits<T: serde::de::DeserializeOwned>(config: &ModelConfig) -> Result<T, String> {
+pub(crate) fn family_limits<T: serde::de::DeserializeOwned>(
+    config: &ModelConfig,
+) -> Result<T, String> {
     toml::Value::Table(config.limits.clone())
         .try_into()
         .map_err(|e| format!("[limits]: {e}"))

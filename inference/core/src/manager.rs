@@ -165,7 +165,13 @@ impl ModelManager {
                     let why = status
                         .error
                         .clone()
-                        .or_else(|| status.versions.values().rev().find_map(VersionStatus::reason))
+                        .or_else(|| {
+                            status
+                                .versions
+                                .values()
+                                .rev()
+                                .find_map(VersionStatus::reason)
+                        })
                         .unwrap_or_else(|| "no version is on disk".into());
                     ServiceError::unavailable(format!("model '{name}' is not ready: {why}"))
                 }),
@@ -623,7 +629,10 @@ mod tests {
         assert_eq!(err.kind, infermesh_common::ErrorKind::Internal);
         assert!(status.versions[&2].ready().is_none());
         let reason = status.versions[&2].reason().unwrap();
-        assert!(reason.contains("negative input reached the model"), "{reason}");
+        assert!(
+            reason.contains("negative input reached the model"),
+            "{reason}"
+        );
         assert_eq!(status.latest_ready().unwrap().version, 1);
         let mgr = ModelManager {
             cfg: ManagerConfig {

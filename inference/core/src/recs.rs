@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use infermesh_common::{ServiceError, metrics_names as m};
+use infermesh_recs::store::RecsLoadLimits;
 use infermesh_recs::{
     Blend, Query, RecentMode, Recommender, RecsArtifact, RecsError, ServeOptions, Strategy,
     UnknownUser,
@@ -65,7 +66,8 @@ pub struct RecsVersion {
 impl RecsVersion {
     /// Loads the version in `dir` with the options of `config`.
     pub fn load(config: &ModelConfig, dir: &Path) -> Result<Self, String> {
-        let art = RecsArtifact::load(dir).map_err(|e| e.to_string())?;
+        let limits: RecsLoadLimits = crate::handle::family_limits(config)?;
+        let art = RecsArtifact::load_with_limits(dir, &limits).map_err(|e| e.to_string())?;
         Self::new(config, art)
     }
 

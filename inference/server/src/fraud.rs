@@ -12,7 +12,7 @@ use infermesh_proto::v1::fraud_scoring_server::FraudScoring;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record};
+use crate::state::{AppState, Protocol, record, record_unresolved};
 
 /// Reasons returned when the request does not say.
 pub const DEFAULT_TOP_K: usize = 5;
@@ -185,7 +185,12 @@ impl FraudService {
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let started = Instant::now();
         let handle = self.resolve(model, version).inspect_err(|e| {
-            record(model, version, Protocol::Typed, started, Err(e));
+            let name = if model.is_empty() {
+                self.state.default_fraud_model.as_str()
+            } else {
+                model
+            };
+            record_unresolved(&self.state.manager, name, Protocol::Typed, started, e);
         })?;
         let res = self
             .score_many(&handle, requests, default_top_k)

@@ -17,6 +17,7 @@ pub mod state;
 pub mod tei;
 pub mod tensor;
 pub mod text;
+pub mod v2;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -69,8 +70,9 @@ pub struct ServeArgs {
     /// and integer version folders.
     #[arg(long, env = "INFERMESH_MODEL_REPOSITORY")]
     pub model_repository: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "INFERMESH_HOST", default_value = "0.0.0.0")]
+    /// Address to listen on (127.0.0.1: this machine only; 0.0.0.0 or an interface's address
+    /// to be reached from elsewhere).
+    #[arg(long, env = "INFERMESH_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// KServe V2 REST port (0 picks a free port).
     #[arg(long, env = "INFERMESH_HTTP_PORT", default_value_t = 8000)]
@@ -104,6 +106,15 @@ pub struct ServeArgs {
     /// Model the typed Recommender service uses when a request names none.
     #[arg(long, env = "INFERMESH_RECOMMENDER_MODEL", default_value = "recs")]
     pub recommender_model: String,
+    /// Allow the repository API (REST `/v2/repository/models/{m}/load|unload`, gRPC
+    /// RepositoryModelLoad/Unload) to load and unload models, as Triton's
+    /// `--model-control-mode=explicit` does. Off by default: those calls answer 403 /
+    /// PERMISSION_DENIED and the repository index stays readable.
+    #[arg(long, env = "INFERMESH_ENABLE_MODEL_CONTROL")]
+    pub enable_model_control: bool,
+    /// Per-port request timeout and in-flight bound.
+    #[command(flatten)]
+    pub limits: infermesh_common::limits::PortLimitArgs,
     /// Models served from a registry by alias.
     #[command(flatten)]
     pub registry: registry::RegistryArgs,
@@ -134,6 +145,10 @@ pub struct ServeConfig {
     pub recommender_model: String,
     /// Models served from a registry by alias, if any.
     pub registry: Option<registry::RegistryConfig>,
+    /// Whether the repository API may load and unload models.
+    pub enable_model_control: bool,
+    /// Per-port request timeout and in-flight bound.
+    pub limits: infermesh_common::limits::PortLimits,
 }
 
 impl ServeArgs {
@@ -150,6 +165,7 @@ impl ServeArgs {
                 "--max-request-bytes must be at least 1024".into(),
             ));
         }
+        let limits = self.limits.validate().map_err(ServeError::Config)?;
         let ports = [self.http_port, self.grpc_port, self.metrics_port];
         for (i, a) in ports.iter().enumerate() {
             if *a != 0 && ports[i + 1..].contains(a) {
@@ -193,6 +209,8 @@ impl ServeArgs {
             categorizer_model: self.categorizer_model,
             recommender_model: self.recommender_model,
             registry,
+            enable_model_control: self.enable_model_control,
+            limits,
         })
     }
 }
@@ -293,6 +311,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         default_embedding_model: cfg.embedding_model.clone(),
         default_categorizer_model: cfg.categorizer_model.clone(),
         default_recommender_model: cfg.recommender_model.clone(),
+        model_control: cfg.enable_model_control,
     };
     let http = bind(cfg.http_addr).await?;
     let grpc = bind(cfg.grpc_addr).await?;
@@ -309,11 +328,18 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let app = rest::router(state.clone()).layer(
-        tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-        }),
-    );
+    let app = rest::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            cfg.limits.guard(),
+            infermesh_common::limits::http_limits,
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &http::Request<_>| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        );
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         use axum::serve::ListenerExt;
@@ -369,6 +395,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Serve(format!("gRPC reflection: {e}")))?;
+    let grpc_guard = cfg.limits.guard();
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
@@ -379,6 +406,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
                     |req: &http::Request<_>| tracing::info_span!("grpc", path = %req.uri().path()),
                 ),
             )
+            // Inside the trace layer, so a refusal is traced like any answer.
+            .layer(infermesh_common::limits::GrpcLimitsLayer::new(grpc_guard))
             .add_service(v2)
             .add_service(fraud)
             .add_service(embedding)

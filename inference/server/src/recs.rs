@@ -11,7 +11,7 @@ use infermesh_recs::{RecentMode, Strategy};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record};
+use crate::state::{AppState, Protocol, record, record_unresolved};
 
 /// Longest user or item id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -115,21 +115,24 @@ impl Recommender for RecsService {
         };
         let version = r.model_version.clone();
         let span = tracing::info_span!("recommend", model = %name, version = %version, k = r.k);
+        let handle = self
+            .state
+            .manager
+            .get(&name, (!version.is_empty()).then_some(version.as_str()))
+            .inspect_err(|e| {
+                record_unresolved(&self.state.manager, &name, Protocol::Typed, started, e)
+            })
+            .map_err(|e| e.to_status())?;
         let res = async {
-            let handle = self
-                .state
-                .manager
-                .get(&name, (!version.is_empty()).then_some(version.as_str()))?;
             let req = to_request(r)?;
             let answer = handle.recs()?.recommend(req).await?;
             Ok::<_, ServiceError>((handle.version, answer))
         }
         .instrument(span)
         .await;
-        let v = res.as_ref().map(|(v, _)| v.to_string()).unwrap_or(version);
         record(
             &name,
-            &v,
+            &handle.version.to_string(),
             Protocol::Typed,
             started,
             res.as_ref().map(|_| ()),

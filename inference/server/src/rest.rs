@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, Protocol};
-use crate::v2;
 use crate::tensor::{bytes_to_raw, f32_to_raw};
+use crate::v2;
 use infermesh_inference::TensorData;
 
 /// Triton's header for the JSON part's length in a binary-data request or response.
@@ -189,9 +189,6 @@ async fn model_config_v(
     config_json(&st, &model, Some(&version))
 }
 
-
-
-
 pub(crate) fn body_error(rej: BytesRejection) -> ServiceError {
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ServiceError::new(
@@ -220,8 +217,6 @@ async fn infer_v(
 ) -> Result<Response, ServiceError> {
     infer_inner(st, model, Some(version), headers, body.map_err(body_error)?).await
 }
-
-
 
 async fn infer_inner(
     st: AppState,
@@ -297,9 +292,6 @@ async fn infer_inner(
 fn json_f32(v: f32) -> Value {
     serde_json::Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number)
 }
-
-
-
 
 #[derive(Debug, Deserialize, Default)]
 struct IndexRequest {

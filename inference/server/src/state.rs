@@ -55,6 +55,8 @@ pub struct AppState {
     pub default_categorizer_model: String,
     /// Model the typed Recommender service uses when a request names none.
     pub default_recommender_model: String,
+    /// Whether the repository API may load and unload models (`--enable-model-control`).
+    pub model_control: bool,
 }
 
 /// Which front end a request came through (a metrics label).
@@ -127,7 +129,44 @@ pub fn record(
     .record(started.elapsed().as_secs_f64());
 }
 
+/// Records a request refused before a model version was resolved (unknown model, version
+/// not ready...). The model label is the model's name only when the repository knows it,
+/// else `unknown`, and the version label is empty: names a client makes up never become
+/// label values (each would be a new time series, kept for the life of the process).
+pub fn record_unresolved(
+    manager: &ModelManager,
+    model: &str,
+    protocol: Protocol,
+    started: Instant,
+    err: &ServiceError,
+) {
+    let label = if manager.model(model).is_ok() {
+        model
+    } else {
+        UNKNOWN_MODEL_LABEL
+    };
+    record(label, "", protocol, started, Err(err));
+}
+
+/// The `model` label of requests for models the repository does not know.
+pub const UNKNOWN_MODEL_LABEL: &str = "unknown";
+
 impl AppState {
+    /// Refuses repository load/unload unless the server was started with
+    /// `--enable-model-control` (Triton's `--model-control-mode=explicit`): without it, what
+    /// is served is what the repository holds, and no client can change that.
+    pub fn check_model_control(&self) -> Result<(), ServiceError> {
+        if self.model_control {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                infermesh_common::ErrorKind::Forbidden,
+                "loading and unloading models through the API is off; start the server with \
+                 --enable-model-control to allow it",
+            ))
+        }
+    }
+
     /// Runs a V2 inference request.
     pub async fn infer(
         &self,
@@ -142,13 +181,7 @@ impl AppState {
         let handle = match resolved {
             Ok(h) => h,
             Err(e) => {
-                record(
-                    &model,
-                    req.version.as_deref().unwrap_or(""),
-                    protocol,
-                    started,
-                    Err(&e),
-                );
+                record_unresolved(&self.manager, &model, protocol, started, &e);
                 return Err(e);
             }
         };
@@ -242,6 +275,14 @@ async fn recs_infer(
         )));
     }
     let k = k.unwrap_or(DEFAULT_RECS_K);
+    // `k` sizes the answer (users x k cells): check it against the model's bound before
+    // anything is allocated from it.
+    let max_k = cfg.recommender.max_k;
+    if k > max_k {
+        return Err(ServiceError::invalid(format!(
+            "k = {k} is more than this model's max_k ({max_k})"
+        )));
+    }
     let mut ids = Vec::with_capacity(users.len() * k);
     let mut scores = Vec::with_capacity(users.len() * k);
     for user_id in &users {

@@ -13,7 +13,7 @@ use infermesh_proto::v1::text_embedding_server::TextEmbedding;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record};
+use crate::state::{AppState, Protocol, record, record_unresolved};
 
 /// The typed text services.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ where
     let handle = state
         .manager
         .get(name, (!version.is_empty()).then_some(version))
-        .inspect_err(|e| record(name, version, protocol, started, Err(e)))?;
+        .inspect_err(|e| record_unresolved(&state.manager, name, protocol, started, e))?;
     let v = handle.version.to_string();
     let res = f(handle).instrument(span).await;
     record(name, &v, protocol, started, res.as_ref().map(|_| ()));

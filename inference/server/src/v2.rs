@@ -484,8 +484,16 @@ mod tests {
             InputValues::Bytes(_) => panic!("numeric expected"),
         };
         let decoded = [
-            numeric(&decode_rest("m".into(), None, None, json_body.as_bytes()).unwrap().0),
-            numeric(&decode_rest("m".into(), None, Some(&len), &bin_body).unwrap().0),
+            numeric(
+                &decode_rest("m".into(), None, None, json_body.as_bytes())
+                    .unwrap()
+                    .0,
+            ),
+            numeric(
+                &decode_rest("m".into(), None, Some(&len), &bin_body)
+                    .unwrap()
+                    .0,
+            ),
             numeric(&decode_grpc(grpc(false, vec![2, 2])).unwrap().0),
             numeric(&decode_grpc(grpc(true, vec![2, 2])).unwrap().0),
         ];
@@ -512,9 +520,17 @@ mod tests {
         .to_string();
         let len = head.len().to_string();
         let err = decode_rest("m".into(), None, Some(&len), head.as_bytes()).unwrap_err();
-        assert!(err.message.contains("past the end of the body"), "{}", err.message);
+        assert!(
+            err.message.contains("past the end of the body"),
+            "{}",
+            err.message
+        );
         let err = decode_rest("m".into(), None, Some("99999"), b"{}").unwrap_err();
-        assert!(err.message.contains("larger than the body"), "{}", err.message);
+        assert!(
+            err.message.contains("larger than the body"),
+            "{}",
+            err.message
+        );
         // A huge claimed shape with little data: refused by the count, nothing reserved.
         let body = json!({"inputs": [{"name": "x", "shape": [1_000_000_000_000i64, 1000],
             "datatype": "FP32", "data": [1.0]}]})

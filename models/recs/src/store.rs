@@ -9,6 +9,41 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::RecsError;
+
+/// Load limits of a recommender, from the `[limits]` section of its `config.toml`; missing
+/// fields keep their defaults and unknown fields are an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecsLoadLimits {
+    /// Largest `recs.json` or `model.safetensors`, in bytes, checked from the file's metadata
+    /// before it is read (both are read whole). Default 4 GiB: 10 M items x 64 components of
+    /// f32 factors are 2.6 GB.
+    pub max_file_bytes: u64,
+}
+
+impl Default for RecsLoadLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 4 << 30,
+        }
+    }
+}
+
+impl RecsLoadLimits {
+    fn check(&self, path: &Path) -> Result<(), RecsError> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| RecsError::io(path, e))?
+            .len();
+        if len > self.max_file_bytes {
+            return Err(RecsError::Load(format!(
+                "{} is {len} bytes, over the limit max_file_bytes = {}",
+                path.display(),
+                self.max_file_bytes
+            )));
+        }
+        Ok(())
+    }
+}
 use crate::content::Content;
 use crate::data::{Csr, Features, IdMap};
 use crate::model::{Factors, Hyper};
@@ -263,7 +298,14 @@ impl RecsArtifact {
 
     /// Reads and checks a version written by [`RecsArtifact::save`].
     pub fn load(dir: &Path) -> Result<Self, RecsError> {
+        Self::load_with_limits(dir, &RecsLoadLimits::default())
+    }
+
+    /// As [`RecsArtifact::load`], refusing files past `limits` before reading them.
+    pub fn load_with_limits(dir: &Path, limits: &RecsLoadLimits) -> Result<Self, RecsError> {
         let meta_path = dir.join(META_FILE);
+        limits.check(&meta_path)?;
+        limits.check(&dir.join(TENSORS_FILE))?;
         let json = std::fs::read(&meta_path).map_err(|e| RecsError::io(&meta_path, e))?;
         let meta: Meta = serde_json::from_slice(&json)
             .map_err(|e| RecsError::Load(format!("{}: {e}", meta_path.display())))?;

@@ -525,7 +525,9 @@ mod tests {
                 max_n,
                 vocabulary: vec!["ab".into()],
             }];
-            let err = TfIdf::from_parts(blocks, vec![1.0]).unwrap_err().to_string();
+            let err = TfIdf::from_parts(blocks, vec![1.0])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("n-gram range"), "{min_n}..={max_n}: {err}");
         }
         let ok = vec![Block {

@@ -90,7 +90,9 @@ mod tests {
         let err = small.check_files(d.path()).unwrap_err().to_string();
         assert!(err.contains("max_file_bytes = 1024"), "{err}");
         assert!(TextLoadLimits::default().check_files(d.path()).is_ok());
-        let err = small.check_vocabulary("tokenizer.json", 2_000_000).unwrap_err();
+        let err = small
+            .check_vocabulary("tokenizer.json", 2_000_000)
+            .unwrap_err();
         assert!(err.to_string().contains("max_vocabulary"), "{err}");
         assert!(small.check_vocabulary("tokenizer.json", 30_522).is_ok());
     }

@@ -36,6 +36,9 @@ pub fn args(repo: &Path, poll: f64, max_request_bytes: usize) -> ServeArgs {
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        // The repository tests load and unload models through the API.
+        enable_model_control: true,
+        limits: Default::default(),
         registry: Default::default(),
     }
 }
