@@ -1,5 +1,26 @@
 # Services the tests start themselves (sourced after common.sh).
 
+# Cleanups run when the calling shell exits (also on Ctrl-C or SIGTERM), last added first.
+# One EXIT trap runs them all: a service adds its cleanup with add_cleanup instead of setting
+# a trap of its own, which would replace the others'.
+CLEANUPS=()
+run_cleanups() {
+  local i
+  for ((i = ${#CLEANUPS[@]} - 1; i >= 0; i--)); do
+    eval "${CLEANUPS[i]}" || true
+  done
+  CLEANUPS=()
+}
+add_cleanup() {
+  CLEANUPS+=("$1")
+  trap run_cleanups EXIT
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on (the caller binds it next).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # start_mlflow: installs MLflow into venv-mlflow (once) and starts `mlflow server` on a free
 # 127.0.0.1 port with a fresh SQLite store and proxied local artifacts in a temporary directory;
 # exports INFERMESH_TEST_MLFLOW_URI. The server (and its directory) go away when the calling
@@ -8,14 +29,14 @@ start_mlflow() {
   ensure_venv venv-mlflow "$ROOT/tests/mlflow/requirements.txt" 'import mlflow, pytest'
   MLFLOW_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-mlflow.XXXXXX")"
   local port
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   log "starting mlflow server on 127.0.0.1:$port (store $MLFLOW_DIR)"
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$CACHE/venv-mlflow/bin/mlflow" server \
     --host 127.0.0.1 --port "$port" --workers 1 \
     --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db" \
     --artifacts-destination "$MLFLOW_DIR/artifacts" > "$MLFLOW_DIR/server.log" 2>&1 &
   MLFLOW_PID=$!
-  trap 'kill "$MLFLOW_PID" 2>/dev/null; wait "$MLFLOW_PID" 2>/dev/null; rm -rf "$MLFLOW_DIR"' EXIT
+  add_cleanup 'kill "$MLFLOW_PID" 2>/dev/null; wait "$MLFLOW_PID" 2>/dev/null; rm -rf "$MLFLOW_DIR"'
   local i
   for i in $(seq 1 240); do
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
@@ -28,5 +49,70 @@ start_mlflow() {
   done
   tail -30 "$MLFLOW_DIR/server.log" >&2
   echo "mlflow server did not come up" >&2
+  return 1
+}
+
+# redis_ping PORT: whether a Redis on 127.0.0.1:PORT answers PING (with redis-cli when there
+# is one, else over bash's /dev/tcp); gives up after 2 s on a port that accepts and never
+# answers.
+redis_ping() {
+  local port=$1
+  if command -v redis-cli >/dev/null 2>&1; then
+    [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]
+  else
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&3 &&
+      IFS= read -r reply <&3 && [[ $reply == +PONG* ]]' _ "$port" 2>/dev/null
+  fi
+}
+
+# start_redis_if_needed: the gateway's tests need a Redis (INFERMESH_TEST_REDIS_URL). A URL the
+# caller exported wins; else a Redis answering PING on 127.0.0.1:6379 is used; else
+# redis-server (Debian's package, installed when missing) runs on a free 127.0.0.1 port with
+# nothing saved to disk, in a temporary directory, until the calling shell exits. Exports
+# INFERMESH_TEST_REDIS_URL.
+start_redis_if_needed() {
+  if [ -n "${INFERMESH_TEST_REDIS_URL:-}" ]; then
+    log "Redis for the tests: $INFERMESH_TEST_REDIS_URL (INFERMESH_TEST_REDIS_URL)"
+    return 0
+  fi
+  if redis_ping 6379; then
+    export INFERMESH_TEST_REDIS_URL="redis://127.0.0.1:6379"
+    log "Redis for the tests: the one answering on 127.0.0.1:6379"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server (Debian; for the gateway's tests)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+      || { $sudo apt-get update -q >/dev/null \
+        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+  fi
+  REDIS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-redis.XXXXXX")"
+  add_cleanup 'rm -rf "$REDIS_DIR"'
+  REDIS_PID=""
+  add_cleanup '[ -z "$REDIS_PID" ] || { kill "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }'
+  local port attempt i
+  # A free port can be taken before redis-server binds it: then another one.
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    log "starting redis-server on 127.0.0.1:$port (no persistence; $REDIS_DIR)"
+    redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --daemonize no \
+      --dir "$REDIS_DIR" > "$REDIS_DIR/server.log" 2>&1 &
+    REDIS_PID=$!
+    for i in $(seq 1 100); do
+      if redis_ping "$port"; then
+        export INFERMESH_TEST_REDIS_URL="redis://127.0.0.1:$port"
+        return 0
+      fi
+      if ! kill -0 "$REDIS_PID" 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    tail -20 "$REDIS_DIR/server.log" >&2
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+  done
+  echo "redis-server did not come up" >&2
   return 1
 }

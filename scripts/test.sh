@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (cached under ~/.cache/infermesh: venvs, all-MiniLM-L6-v2
 # weights), starts the services the tests talk to (an MLflow server on a free port with a
-# throw-away SQLite store) and runs every test:
+# throw-away SQLite store; for the gateway's tests the Redis answering on 127.0.0.1:6379, else
+# a throw-away redis-server on a free port, see INFERMESH_TEST_REDIS_URL) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
 # (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, MLflow's own Python client reading
 # back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
@@ -37,6 +38,7 @@ for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL"; do
   fi
 done
 start_mlflow
+start_redis_if_needed
 
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

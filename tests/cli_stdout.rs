@@ -3,6 +3,8 @@
 //! `println!` does on a closed pipe.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -72,34 +74,59 @@ fn a_server_keeps_serving_when_its_stdout_is_closed() {
     let repo = tempfile::tempdir().unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infermesh"))
-        .args(["serve", "--host", "127.0.0.1", "--model-repository"])
-        .arg(repo.path())
-        .args([
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_infermesh"))
+            .args([
+                "--log-json",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--model-repository",
+            ])
+            .arg(repo.path())
+            .args([
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The server logs (stderr) that it listens, then writes its banner to the closed stdout.
     let mut log = String::new();
+    let mut http_addr = None;
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
         log.push_str(&line);
         log.push('\n');
         if line.contains("inference server listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            http_addr = v["fields"]["http_addr"].as_str().map(str::to_string);
             break;
         }
     }
     assert!(log.contains("inference server listening"), "{log}");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let http_addr = http_addr.unwrap_or_else(|| panic!("no http_addr logged: {log}"));
+    // Past the banner, the server still answers (waited for, not slept on; the bound only
+    // ends a wait that would never end).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answer = loop {
+        let answer = common::http(&http_addr, "GET", "/v2/health/live", None);
+        if matches!(answer, Ok((200, _)))
+            || child.try_wait().unwrap().is_some()
+            || std::time::Instant::now() >= deadline
+        {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let exited = child.try_wait().unwrap();
     child.kill().ok();
     child.wait().unwrap();
@@ -109,4 +136,5 @@ fn a_server_keeps_serving_when_its_stdout_is_closed() {
     }
     assert!(exited.is_none(), "the server stopped: {exited:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
+    assert!(matches!(answer, Ok((200, _))), "{answer:?}\n{log}");
 }

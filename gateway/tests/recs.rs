@@ -1,6 +1,9 @@
 //! Recommendations, events, the tracker and A/B experiments through the gateway, in front of a
 //! real inference server serving the sample repository's `recs` and `recs-next`, both on port
-//! 0. Tests using Redis (127.0.0.1:6379) write under a key prefix of their own and delete it.
+//! 0. Tests using Redis (`INFERMESH_TEST_REDIS_URL`, default 127.0.0.1:6379; scripts/test.sh
+//! starts one when none answers there) write under a key prefix of their own and delete it.
+//! The event validation test is in events.rs: it counts events in the process-wide metrics,
+//! which the tests here add to.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -9,24 +12,32 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Upstream, expect_error, gateway, upstream};
+use common::{
+    Upstream, dead_addr, expect_error, gateway, metrics_text, redis_url, sample, upstream,
+};
 use infermesh_gateway::GatewayArgs;
 use serde_json::{Value, json};
-
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A key prefix of one test; its keys are deleted on drop (also when the test panics).
 struct RedisPrefix(String);
 
 impl RedisPrefix {
+    /// Fails the test with a hint when there is no Redis to use.
     fn new() -> Self {
+        drop(Self::conn());
         Self(format!("infermesh-test:{}:", uuid::Uuid::new_v4()))
     }
+    fn try_conn() -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(redis_url())?.get_connection()
+    }
     fn conn() -> redis::Connection {
-        redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_connection()
-            .expect("Redis on 127.0.0.1:6379 (start it: redis-server --daemonize yes)")
+        Self::try_conn().unwrap_or_else(|e| {
+            panic!(
+                "no Redis at {} ({e}): set INFERMESH_TEST_REDIS_URL to one, or run scripts/test.sh, \
+                 which starts one",
+                redis_url()
+            )
+        })
     }
     fn keys(&self) -> Vec<String> {
         redis::cmd("KEYS")
@@ -38,7 +49,10 @@ impl RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        let mut c = Self::conn();
+        // No panic here: a test that failed for want of Redis is already panicking.
+        let Ok(mut c) = Self::try_conn() else {
+            return;
+        };
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.0))
             .query(&mut c)
@@ -47,14 +61,6 @@ impl Drop for RedisPrefix {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut c);
         }
     }
-}
-
-/// A port nobody listens on.
-fn dead_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
 }
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
@@ -71,24 +77,6 @@ async fn event(c: &reqwest::Client, base: &str, body: Value) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-async fn metrics_text(gw: &infermesh_gateway::RunningGateway) -> String {
-    reqwest::get(format!("http://{}/metrics", gw.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of the first sample of `metric` whose line contains every label in `labels`.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
 }
 
 fn item_ids(v: &Value) -> Vec<String> {
@@ -163,90 +151,6 @@ async fn recommendations_refuse_bad_input_before_calling_the_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_validated_and_accepted_as_json_or_text() {
-    let gw = gateway(format!("http://{}", dead_addr()), None, None).await;
-    let c = reqwest::Client::new();
-    let base = format!("http://{}", gw.addr);
-    let url = format!("{base}/api/v1/events");
-    let r = c
-        .post(&url)
-        .json(&json!({"event": "view", "user_id": "u1", "product_id": "p1", "referrer": "x"}))
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "referrer").await;
-    // navigator.sendBeacon with a string body.
-    let r = c
-        .post(&url)
-        .header("content-type", "text/plain;charset=UTF-8")
-        .body(r#"{"event":"click","user_id":"u1","product_id":"p1","session_id":"s1","ts":"2026-11-05T10:00:00Z","source":"recommendations"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": true}));
-    let r = c
-        .post(&url)
-        .json(&json!({"event": "purchase", "user_id": "u1", "product_id": "p1", "ts": 1_793_872_800_000i64}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    for (body, needle) in [
-        (
-            json!({"event": "hover", "user_id": "u1", "product_id": "p1"}),
-            "hover",
-        ),
-        (
-            json!({"event": "view", "user_id": "u1", "product_id": ""}),
-            "product_id",
-        ),
-        (
-            json!({"event": "view", "user_id": "u1", "product_id": "p1", "ts": "yesterday"}),
-            "ts",
-        ),
-    ] {
-        expect_error(c.post(&url).json(&body).send().await.unwrap(), 400, needle).await;
-    }
-    let r = c
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("event=view")
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 400, "content-type").await;
-    let big = json!({"event": "view", "user_id": "u1", "product_id": "p".repeat(20_000)});
-    let r = c
-        .post(&url)
-        .header("content-type", "text/plain")
-        .body(big.to_string())
-        .send()
-        .await
-        .unwrap();
-    expect_error(r, 413, "too large").await;
-    let text = metrics_text(&gw).await;
-    assert_eq!(
-        sample(
-            &text,
-            "infermesh_gateway_events_total",
-            &["event=\"click\""]
-        ),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "infermesh_gateway_events_total",
-            &["event=\"purchase\""]
-        ),
-        Some(1.0)
-    );
-    gw.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracker_is_small_and_what_it_sends_is_accepted() {
     let gw = gateway(format!("http://{}", dead_addr()), None, None).await;
     let c = reqwest::Client::new();
@@ -308,7 +212,13 @@ async fn the_redis_layout_is_the_documented_one() {
     use infermesh_gateway::store::{Counter, Store};
     let prefix = RedisPrefix::new();
     let settings = infermesh_gateway::config::Settings::default().recs;
-    let store = Store::redis(REDIS_URL, &prefix.0, Duration::from_millis(500), &settings).unwrap();
+    let store = Store::redis(
+        redis_url(),
+        &prefix.0,
+        Duration::from_millis(500),
+        &settings,
+    )
+    .unwrap();
     store.ping().await.unwrap();
     store
         .put_recs("u1", "-:-:recs:1:10:none", "{}".into())
@@ -465,7 +375,7 @@ async fn cache_round(up: &Upstream, redis: Option<(&str, &str)>) {
 async fn cache_in_redis_hits_and_is_invalidated() {
     let up = upstream(false).await;
     let prefix = RedisPrefix::new();
-    cache_round(&up, Some((REDIS_URL, &prefix.0))).await;
+    cache_round(&up, Some((redis_url(), &prefix.0))).await;
     assert!(prefix.keys().contains(&format!("{}recent:u1", prefix.0)));
     up.server.shutdown().await.unwrap();
 }
@@ -476,6 +386,9 @@ async fn cache_in_memory_hits_and_is_invalidated() {
     cache_round(&up, None).await;
     up.server.shutdown().await.unwrap();
 }
+
+/// How long a request may take before the test calls it hung.
+const NO_HANG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_or_hung_still_answers_uncached() {
@@ -491,16 +404,18 @@ async fn redis_down_or_hung_still_answers_uncached() {
         let gw = gateway(up.url(), None, Some((&url, "infermesh-test:down:"))).await;
         let base = format!("http://{}", gw.addr);
         for _ in 0..3 {
-            let started = Instant::now();
-            let (status, v) = get(&c, &format!("{base}/api/v1/recommendations/u1?k=3")).await;
+            // The answer must come at all: without the store's timeout (100 ms here) a hung
+            // Redis holds the request forever. The bound only tells a hang from an answer; it
+            // is no latency target, so a slow machine does not fail it.
+            let (status, v) = tokio::time::timeout(
+                NO_HANG,
+                get(&c, &format!("{base}/api/v1/recommendations/u1?k=3")),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{url}: no answer within {NO_HANG:?}"));
             assert_eq!(status, 200, "{url}: {v}");
             assert_eq!(v["cached"], false);
             assert_eq!(item_ids(&v).len(), 3);
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "{url}: {:?}",
-                started.elapsed()
-            );
         }
         assert_eq!(
             event(
@@ -525,7 +440,7 @@ async fn redis_down_or_hung_still_answers_uncached() {
 async fn ab_arms_are_sticky_shadows_stay_hidden_and_counts_add_up() {
     let up = upstream(false).await;
     let prefix = RedisPrefix::new();
-    let redis = Some((REDIS_URL, prefix.0.as_str()));
+    let redis = Some((redis_url(), prefix.0.as_str()));
     let gw = gateway(up.url(), Some(EXPERIMENT), redis).await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", gw.addr);
@@ -631,7 +546,7 @@ async fn ab_arms_are_sticky_shadows_stay_hidden_and_counts_add_up() {
     assert!(table.contains("treatment"), "{table}");
 
     // The shadow ran beside the requests (in the background: wait for it).
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = metrics_text(&gw).await;
         let ok = sample(
@@ -682,6 +597,7 @@ async fn a_bad_experiment_stops_start_up_with_a_clear_error() {
         redis_url: None,
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
+        limits: Default::default(),
     };
     let e = args.clone().validate().unwrap_err().to_string();
     assert!(e.contains("weight 0"), "{e}");

@@ -1,10 +1,12 @@
 """The unmodified tritonclient (pip, http and grpc) against a real `infermesh serve`.
 
-The server is conftest.py's `server` fixture: the sample fraud model (config.toml), the same
-model as a Triton FIL directory, and all-MiniLM-L6-v2. Expected values come from xgboost
-itself (deploy/sample-repository/fraud/example.json, written by
-tools/gen_sample_fraud_model.py); `minilm` (bert-embedding, BYTES in) is checked against the
-NumPy reference in models/text/tests/fixtures.
+The server is conftest.py's shared `server` fixture: the sample fraud model (config.toml), the
+same model as a Triton FIL directory, and all-MiniLM-L6-v2. The tests that change what is
+served (unload/load, a new version) run on a server of their own (`own_server`), so the tests
+pass in any order. Expected values come from xgboost itself
+(deploy/sample-repository/fraud/example.json, written by tools/gen_sample_fraud_model.py);
+`minilm` (bert-embedding, BYTES in) is checked against the NumPy reference in
+models/text/tests/fixtures.
 """
 import json
 import shutil
@@ -107,9 +109,10 @@ def test_errors_surface_as_exceptions(server):
     assert not h.is_model_ready("ghost")
 
 
-def test_repository_extension_http_and_grpc(server):
-    h = httpclient.InferenceServerClient(url=server["http"])
-    g = grpcclient.InferenceServerClient(url=server["grpc"])
+def test_repository_extension_http_and_grpc(own_server):
+    # Unloads and loads: on a server of its own, so no other test sees fil_fraud missing.
+    h = httpclient.InferenceServerClient(url=own_server["http"])
+    g = grpcclient.InferenceServerClient(url=own_server["grpc"])
     names = {m["name"] for m in h.get_model_repository_index()}
     assert {"fraud", "fil_fraud"} <= names
     idx = g.get_model_repository_index()
@@ -124,15 +127,20 @@ def test_repository_extension_http_and_grpc(server):
     assert h.is_model_ready("fil_fraud")
 
 
-def test_hot_reload_new_version(server):
-    h = httpclient.InferenceServerClient(url=server["http"])
-    repo = server["repo"]
+def test_hot_reload_new_version(own_server):
+    # Moves fraud to version 2: on a server (and repository copy) of its own, so the shared
+    # server keeps serving version 1 to the other tests, whatever their order.
+    h = httpclient.InferenceServerClient(url=own_server["http"])
+    repo = own_server["repo"]
+    assert h.get_model_metadata("fraud")["versions"] == ["1"]
     tmp = repo / "fraud" / ".incoming"
     tmp.mkdir()
     shutil.copy(repo / "fraud" / "1" / "model.json", tmp / "model.json")
     tmp.rename(repo / "fraud" / "2")
-    deadline = time.time() + 10
-    while time.time() < deadline and h.get_model_metadata("fraud")["versions"] != ["2"]:
+    # Waits for the reload itself (polled every 0.2 s); the bound only ends a test that would
+    # otherwise never finish.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and h.get_model_metadata("fraud")["versions"] != ["2"]:
         time.sleep(0.05)
     assert h.get_model_metadata("fraud")["versions"] == ["2"]
     x = example_row()

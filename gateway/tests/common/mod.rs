@@ -45,6 +45,8 @@ pub async fn upstream(minilm: bool) -> Upstream {
         embedding_model: "minilm".into(),
         categorizer_model: "categorizer".into(),
         recommender_model: "recs".into(),
+        enable_model_control: false,
+        limits: Default::default(),
         registry: Default::default(),
     }
     .validate()
@@ -82,6 +84,7 @@ pub async fn gateway(
         redis_key_prefix: redis
             .map(|(_, p)| p.to_string())
             .unwrap_or_else(|| "infermesh:".into()),
+        limits: Default::default(),
     }
     .validate()
     .unwrap();
@@ -100,4 +103,45 @@ pub async fn expect_error(r: reqwest::Response, status: u16, contains: &str) {
     let v: Value = r.json().await.unwrap();
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains(contains), "'{msg}' lacks '{contains}'");
+}
+
+/// The Redis the tests that need one use: `INFERMESH_TEST_REDIS_URL` (scripts/test.sh sets it,
+/// starting a throw-away redis-server when none answers on the default), else
+/// `redis://127.0.0.1:6379`.
+pub fn redis_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("INFERMESH_TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+    })
+}
+
+/// A port nobody listens on.
+pub fn dead_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gw: &infermesh_gateway::RunningGateway) -> String {
+    reqwest::get(format!("http://{}/metrics", gw.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the samples of `metric` whose line contains every label in `labels` (None when
+/// there is none). The metrics recorder is process-wide: tests in the same binary add to it.
+pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
 }
