@@ -30,6 +30,23 @@ fn cases() -> Vec<(String, String)> {
     out
 }
 
+/// The sample fraud model as `name`, with `limits` as its `[limits]` section.
+fn sample_fraud_with_limits(repo: &Path, name: &str, limits: &str) {
+    std::fs::create_dir_all(repo.join(name).join("1")).unwrap();
+    std::fs::copy(sample_model_path(), repo.join(name).join("1/model.json")).unwrap();
+    std::fs::write(
+        repo.join(name).join("config.toml"),
+        format!("platform = \"xgboost\"\n[limits]\n{limits}\n"),
+    )
+    .unwrap();
+}
+
+/// The repository index (`POST /v2/repository/index`).
+async fn repository_index(base: &str) -> Vec<Value> {
+    let index = post_json(&format!("{base}/v2/repository/index"), &json!({})).await;
+    index.as_array().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_models_are_refused_with_their_reason_and_the_rest_serve() {
     let repo = sample_repo();
@@ -62,21 +79,9 @@ async fn hostile_models_are_refused_with_their_reason_and_the_rest_serve() {
         .unwrap();
     }
     // A good model with limits stricter than it: refused by the limit, named.
-    std::fs::create_dir_all(r.join("strict/1")).unwrap();
-    std::fs::copy(sample_model_path(), r.join("strict/1/model.json")).unwrap();
-    std::fs::write(
-        r.join("strict/config.toml"),
-        "platform = \"xgboost\"\n[limits]\nmax_features = 8\n",
-    )
-    .unwrap();
+    sample_fraud_with_limits(r, "strict", "max_features = 8");
     // A limits key no family knows is a config error, not ignored.
-    std::fs::create_dir_all(r.join("typo/1")).unwrap();
-    std::fs::copy(sample_model_path(), r.join("typo/1/model.json")).unwrap();
-    std::fs::write(
-        r.join("typo/config.toml"),
-        "platform = \"xgboost\"\n[limits]\nmax_featuers = 8\n",
-    )
-    .unwrap();
+    sample_fraud_with_limits(r, "typo", "max_featuers = 8");
 
     // A recommender whose files are past its limit.
     copy_dir(&r.join("recs"), &r.join("recs_strict"));
@@ -90,14 +95,7 @@ async fn hostile_models_are_refused_with_their_reason_and_the_rest_serve() {
     let s = start(r, 0.0, 1 << 20).await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", s.http_addr);
-    let index: Vec<Value> = c
-        .post(format!("{base}/v2/repository/index"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index = repository_index(&base).await;
     let reason = |model: &str| -> (String, String) {
         let row = index
             .iter()
@@ -191,14 +189,7 @@ async fn the_repository_api_is_closed_unless_enabled() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    let index: Vec<Value> = c
-        .post(format!("{base}/v2/repository/index"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index = repository_index(&base).await;
     assert!(
         index
             .iter()
