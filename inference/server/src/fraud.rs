@@ -31,26 +31,29 @@ impl FraudService {
         Self { state }
     }
 
-    fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>, ServiceError> {
+    fn resolve(
+        &self,
+        model: &str,
+        version: &str,
+        started: Instant,
+    ) -> Result<Arc<LoadedVersion>, ServiceError> {
         let name = if model.is_empty() {
             self.state.default_fraud_model.as_str()
         } else {
             model
         };
-        let handle = self.state.manager.get(
-            name,
-            if version.is_empty() {
-                None
-            } else {
-                Some(version)
-            },
-        )?;
-        match handle.tabular()?.model.task() {
-            Task::BinaryClassification => Ok(handle),
-            other => Err(ServiceError::invalid(format!(
+        let handle = self
+            .state
+            .resolve(name, version, Protocol::Typed, started)?;
+        let task = handle.tabular().map(|t| t.model.task());
+        match task {
+            Ok(Task::BinaryClassification) => Ok(handle),
+            Ok(other) => Err(ServiceError::invalid(format!(
                 "model '{name}' is not a binary classifier ({other:?}); FraudScoring needs one"
             ))),
+            Err(e) => Err(e),
         }
+        .inspect_err(|e| record_unresolved(&self.state.manager, name, Protocol::Typed, started, e))
     }
 
     /// Scores many transactions in one batch through the model's queue.
@@ -184,14 +187,7 @@ impl FraudService {
         span: tracing::Span,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let started = Instant::now();
-        let handle = self.resolve(model, version).inspect_err(|e| {
-            let name = if model.is_empty() {
-                self.state.default_fraud_model.as_str()
-            } else {
-                model
-            };
-            record_unresolved(&self.state.manager, name, Protocol::Typed, started, e);
-        })?;
+        let handle = self.resolve(model, version, started)?;
         let res = self
             .score_many(&handle, requests, default_top_k)
             .instrument(span)

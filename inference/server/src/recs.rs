@@ -11,7 +11,7 @@ use infermesh_recs::{RecentMode, Strategy};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record, record_unresolved};
+use crate::state::{AppState, Protocol, record};
 
 /// Longest user or item id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -117,11 +117,7 @@ impl Recommender for RecsService {
         let span = tracing::info_span!("recommend", model = %name, version = %version, k = r.k);
         let handle = self
             .state
-            .manager
-            .get(&name, (!version.is_empty()).then_some(version.as_str()))
-            .inspect_err(|e| {
-                record_unresolved(&self.state.manager, &name, Protocol::Typed, started, e)
-            })
+            .resolve(&name, &version, Protocol::Typed, started)
             .map_err(|e| e.to_status())?;
         let res = async {
             let req = to_request(r)?;

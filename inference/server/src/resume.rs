@@ -19,7 +19,7 @@ use infermesh_resume::{DocumentKind, Embedder, ResumeInput, SkillMatcher, Weight
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record, record_unresolved};
+use crate::state::{AppState, Protocol, record};
 
 /// Most resumes in one Rank call.
 pub const MAX_RESUMES: usize = 500;
@@ -225,11 +225,7 @@ impl ResumeMatcher for ResumeService {
         let version = r.model_version.clone();
         let handle = self
             .state
-            .manager
-            .get(&name, (!version.is_empty()).then_some(version.as_str()))
-            .inspect_err(|e| {
-                record_unresolved(&self.state.manager, &name, Protocol::Typed, started, e)
-            })?;
+            .resolve(&name, &version, Protocol::Typed, started)?;
         let v = handle.version.to_string();
         let span =
             tracing::info_span!("resume_rank", n = r.resumes.len(), model = %name, version = %v);

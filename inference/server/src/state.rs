@@ -152,6 +152,20 @@ pub fn record_unresolved(
 pub const UNKNOWN_MODEL_LABEL: &str = "unknown";
 
 impl AppState {
+    /// The version of `name` a request asks for (`version` empty: the served one). When there
+    /// is none, the refusal is recorded as the request's outcome (see [`record_unresolved`]).
+    pub fn resolve(
+        &self,
+        name: &str,
+        version: &str,
+        protocol: Protocol,
+        started: Instant,
+    ) -> Result<Arc<LoadedVersion>, ServiceError> {
+        self.manager
+            .get(name, (!version.is_empty()).then_some(version))
+            .inspect_err(|e| record_unresolved(&self.manager, name, protocol, started, e))
+    }
+
     /// Refuses repository load/unload unless the server was started with
     /// `--enable-model-control` (Triton's `--model-control-mode=explicit`): without it, what
     /// is served is what the repository holds, and no client can change that.
@@ -177,14 +191,12 @@ impl AppState {
         let span = tracing::info_span!("infer", model = %req.model, version = tracing::field::Empty,
             protocol = protocol.as_str(), id = %req.id);
         let model = req.model.clone();
-        let resolved = self.manager.get(&req.model, req.version.as_deref());
-        let handle = match resolved {
-            Ok(h) => h,
-            Err(e) => {
-                record_unresolved(&self.manager, &model, protocol, started, &e);
-                return Err(e);
-            }
-        };
+        let handle = self.resolve(
+            &model,
+            req.version.as_deref().unwrap_or(""),
+            protocol,
+            started,
+        )?;
         span.record("version", handle.version);
         let version = handle.version.to_string();
         let res = run_infer(&handle, req).instrument(span).await;

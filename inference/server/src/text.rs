@@ -13,7 +13,7 @@ use infermesh_proto::v1::text_embedding_server::TextEmbedding;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::state::{AppState, Protocol, record, record_unresolved};
+use crate::state::{AppState, Protocol, record};
 
 /// The typed text services.
 #[derive(Debug, Clone)]
@@ -58,10 +58,7 @@ where
 {
     let started = Instant::now();
     let name = if model.is_empty() { default } else { model };
-    let handle = state
-        .manager
-        .get(name, (!version.is_empty()).then_some(version))
-        .inspect_err(|e| record_unresolved(&state.manager, name, protocol, started, e))?;
+    let handle = state.resolve(name, version, protocol, started)?;
     let v = handle.version.to_string();
     let res = f(handle).instrument(span).await;
     record(name, &v, protocol, started, res.as_ref().map(|_| ()));
