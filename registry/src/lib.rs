@@ -24,10 +24,7 @@ pub mod repository;
 pub mod sync;
 pub mod uri;
 
-pub use config::{
-    ModelConfig, OutputMode, Platform, RecommenderOptions, TextEngine, TextLimits, TextPrecision,
-    UnknownUsers, VersionPolicy,
-};
+pub use config::{ConfigSource, ModelConfig, VersionPolicy, check_max};
 pub use local::{LocalRegistry, LocalRegistryError};
 pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};
 pub use promote::{Candidate, Gate, PromoteError, Promotion, Registry};

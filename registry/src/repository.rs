@@ -189,7 +189,7 @@ mod tests {
         for v in ["1", "2", "3", "07", "x"] {
             write(&r.join(format!("a/{v}/model.json")), "{}");
         }
-        write(&r.join("b/config.toml"), "platform = \"nope\"");
+        write(&r.join("b/config.toml"), "platform = [\"not\", \"a name\"]");
         write(&r.join("b/1/model.json"), "{}");
         std::fs::create_dir_all(r.join("c/1")).unwrap();
         std::fs::create_dir_all(r.join(".hidden")).unwrap();

@@ -394,7 +394,7 @@ impl ModelSync {
     ) -> Result<bool, SyncError> {
         let dir = self.model_dir(src);
         let own = dir.join(version.to_string()).join("config.toml");
-        let text = crate::config::read_config_text(&own).map_err(|e| {
+        let text = crate::config::read_config_file(&own).map_err(|e| {
             SyncError::Invalid(format!(
                 "{src} version {version} has no readable config.toml ({e}); register the \
                  directory `infermesh train` wrote"

@@ -133,7 +133,7 @@ fn trains_a_servable_version_with_a_card() {
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::copy(out.join("config.toml"), model_dir.join("config.toml")).unwrap();
     let cfg = infermesh_registry::ModelConfig::read("fraud", &model_dir).unwrap();
-    assert_eq!(cfg.platform, infermesh_registry::Platform::Lightgbm);
+    assert_eq!(cfg.platform, "lightgbm");
     let card = read_card(&out);
     assert_eq!(card["metrics"]["pr_auc"], r.test["pr_auc"]);
     assert_eq!(card["categorical"]["merchant"][2], "grocery");

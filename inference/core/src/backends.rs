@@ -1,11 +1,11 @@
-//! The [`Backend`]s the batcher runs: tabular models (rows of `f32` features) and text models
-//! (token ids).
+//! A [`Backend`] for any [`TabularModel`] (rows of `f32` features in, `num_outputs` values
+//! per row out), batched by rows: what a tabular family (trees, Isolation Forest) hands the
+//! batcher.
 
 use std::sync::Arc;
 
 use infermesh_common::ServiceError;
 use infermesh_model_core::TabularModel;
-use infermesh_text::{TextError, TextModel};
 
 use crate::batcher::{Backend, Batcher};
 
@@ -78,95 +78,5 @@ impl Batcher<TabularBackend> {
             return Ok(Vec::new());
         }
         self.submit(features, rows, rows).await
-    }
-}
-
-/// A text model batched by tokens: a request is the token ids of one or more texts; the
-/// reply is one output row (embedding or logits) per text.
-///
-/// A batch is run as forward passes over sequences sorted by length, each holding at most
-/// `max_items` sequences and `max_padded_tokens` tokens once padded, so one request with many
-/// long texts never builds an attention tensor past that budget, and short texts are not
-/// padded to a long one's length.
-#[derive(Debug)]
-pub struct TextBackend {
-    model: Arc<dyn TextModel>,
-    max_items: usize,
-    max_padded_tokens: usize,
-}
-
-impl TextBackend {
-    /// Wraps `model`; forward passes hold at most `max_items` sequences and
-    /// `max_padded_tokens` padded tokens (one sequence at least).
-    pub fn new(model: Arc<dyn TextModel>, max_items: usize, max_padded_tokens: usize) -> Self {
-        Self {
-            model,
-            max_items: max_items.max(1),
-            max_padded_tokens,
-        }
-    }
-
-    /// One output row per sequence, in the order given.
-    pub fn forward(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, ServiceError> {
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); seqs.len()];
-        let mut at = 0;
-        while at < order.len() {
-            // Sorted longest first: the chunk's padded length is its first sequence's.
-            let longest = seqs[order[at]].len().max(1);
-            let fit = (self.max_padded_tokens / longest).clamp(1, self.max_items);
-            let chunk = &order[at..(at + fit).min(order.len())];
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i]).collect();
-            let rows = self.model.forward_tokens(&batch).map_err(text_error)?;
-            if rows.len() != chunk.len() {
-                return Err(ServiceError::internal(format!(
-                    "text model answered {} of {} sequences",
-                    rows.len(),
-                    chunk.len()
-                )));
-            }
-            for (&i, row) in chunk.iter().zip(rows) {
-                out[i] = row;
-            }
-            at += chunk.len();
-        }
-        Ok(out)
-    }
-}
-
-fn text_error(e: TextError) -> ServiceError {
-    match e {
-        TextError::Tokenizer(m) => ServiceError::invalid(format!("cannot tokenize: {m}")),
-        other => ServiceError::internal(other),
-    }
-}
-
-impl Backend for TextBackend {
-    type Request = Vec<Vec<u32>>;
-    type Reply = Vec<Vec<f32>>;
-
-    fn run(&self, batch: &[&Vec<Vec<u32>>]) -> Result<Vec<Vec<Vec<f32>>>, ServiceError> {
-        let seqs: Vec<&[u32]> = batch
-            .iter()
-            .flat_map(|r| r.iter().map(Vec::as_slice))
-            .collect();
-        let mut out = self.forward(&seqs)?.into_iter();
-        Ok(batch
-            .iter()
-            .map(|r| out.by_ref().take(r.len()).collect())
-            .collect())
-    }
-}
-
-impl Batcher<TextBackend> {
-    /// Runs tokenised texts: one output row per text. The request costs its token count.
-    pub async fn run_texts(&self, ids: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ServiceError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tokens: usize = ids.iter().map(Vec::len).sum();
-        let n = ids.len();
-        self.submit(ids, tokens.max(1), n).await
     }
 }

@@ -14,6 +14,7 @@ use infermesh_common::{ServiceError, metrics_names as m};
 use infermesh_registry::{ModelConfig, ModelEntry, scan, scan_model};
 
 use crate::handle::LoadedVersion;
+use crate::servable::Families;
 
 /// Where models come from and how often to look again.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct ManagerConfig {
     pub repository: PathBuf,
     /// How often to rescan it; `None` disables polling (the repository API still works).
     pub poll_interval: Option<Duration>,
+    /// The model families this server serves, by platform.
+    pub families: Families,
 }
 
 /// One version's state.
@@ -61,7 +64,7 @@ impl VersionStatus {
     pub fn reason(&self) -> Option<String> {
         self.loaded
             .as_ref()
-            .and_then(|l| l.failure().map(str::to_string))
+            .and_then(|l| l.failure())
             .or_else(|| self.error.clone())
     }
 }
@@ -128,6 +131,11 @@ impl ModelManager {
     /// The repository directory.
     pub fn repository(&self) -> &std::path::Path {
         &self.cfg.repository
+    }
+
+    /// The model families this manager loads with.
+    pub fn families(&self) -> &Families {
+        &self.cfg.families
     }
 
     /// A snapshot of every model's state.
@@ -284,6 +292,7 @@ impl ModelManager {
             scan_model(name, dir),
             current.get(name),
             force,
+            &self.cfg.families,
         ));
         let mut next = (*current).clone();
         next.insert(name.to_string(), status.clone());
@@ -384,7 +393,7 @@ impl ModelManager {
                 next.insert(name, p.clone());
                 continue;
             }
-            let status = Arc::new(build_status(entry, prev, false));
+            let status = Arc::new(build_status(entry, prev, false, &self.cfg.families));
             publish_ready(&status);
             next.insert(name, status);
         }
@@ -427,7 +436,12 @@ fn same_versions(prev: &ModelStatus, entry: &ModelEntry) -> bool {
         })
 }
 
-fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>, force: bool) -> ModelStatus {
+fn build_status(
+    entry: ModelEntry,
+    prev: Option<&Arc<ModelStatus>>,
+    force: bool,
+    families: &Families,
+) -> ModelStatus {
     let name = entry.name.clone();
     let config = match entry.config {
         Ok(c) => Arc::new(c),
@@ -460,7 +474,7 @@ fn build_status(entry: ModelEntry, prev: Option<&Arc<ModelStatus>>, force: bool)
         }
         let old = prev_status.and_then(|s| s.loaded.clone());
         let started = std::time::Instant::now();
-        match LoadedVersion::load(config.clone(), v) {
+        match LoadedVersion::load(config.clone(), v, families) {
             Ok(loaded) => {
                 tracing::info!(
                     model = %name, version = v.version, width = loaded.width(),
@@ -516,194 +530,4 @@ fn publish_ready(status: &ModelStatus) {
         .filter(|v| v.ready().is_some())
         .count();
     metrics::gauge!(m::MODELS_READY, "model" => status.name.clone()).set(ready as f64);
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn sample_model() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../deploy/sample-repository/fraud/1/model.json")
-    }
-
-    #[test]
-    fn broken_versions_are_reported_kept_and_retried_when_changed() {
-        let d = tempfile::tempdir().unwrap();
-        let m = d.path().join("m");
-        std::fs::create_dir_all(m.join("1")).unwrap();
-        std::fs::write(m.join("config.toml"), "platform = \"xgboost\"").unwrap();
-        std::fs::write(m.join("1/model.json"), "{ broken").unwrap();
-        let mgr = ModelManager::open(ManagerConfig {
-            repository: d.path().to_path_buf(),
-            poll_interval: None,
-        })
-        .unwrap();
-        let first = mgr.model("m").unwrap();
-        assert!(!first.is_ready());
-        assert!(first.versions[&1].error.is_some());
-        // An unchanged broken folder is not reloaded on the next poll: same status object.
-        mgr.reconcile();
-        assert!(Arc::ptr_eq(&first, &mgr.model("m").unwrap()));
-        assert_eq!(
-            mgr.get("m", None).unwrap_err().kind,
-            infermesh_common::ErrorKind::Unavailable
-        );
-        // Fixing the artifact is picked up.
-        std::fs::copy(sample_model(), m.join("1/model.json")).unwrap();
-        mgr.reconcile();
-        assert!(mgr.model("m").unwrap().is_ready());
-        assert_eq!(mgr.get("m", Some("1")).unwrap().version, 1);
-        // A broken reload keeps the previous artifact serving and reports the failure.
-        std::fs::write(m.join("1/model.json"), "{ broken again").unwrap();
-        mgr.reconcile();
-        let st = mgr.model("m").unwrap();
-        assert!(st.is_ready());
-        assert!(st.versions[&1].error.is_some());
-        // An explicit load retries; failing again, it still keeps the working artifact.
-        let res = mgr.load_model("m");
-        assert!(res.is_ok(), "a version still serves: {res:?}");
-        assert!(mgr.model("m").unwrap().versions[&1].error.is_some());
-        assert!(mgr.get("m", None).is_ok());
-        assert!(mgr.load_model("../x").is_err());
-        assert_eq!(
-            mgr.unload_model("ghost").unwrap_err().kind,
-            infermesh_common::ErrorKind::NotFound
-        );
-    }
-
-    /// A version whose backend panicked is not ready: the model falls back to the next ready
-    /// version, the index says why, and a request for it by number is UNAVAILABLE.
-    #[tokio::test]
-    async fn a_version_whose_backend_panicked_is_not_ready() {
-        use infermesh_model_core::{ModelError, TabularModel, Task};
-
-        #[derive(Debug)]
-        struct Panicky;
-        impl TabularModel for Panicky {
-            fn num_features(&self) -> usize {
-                1
-            }
-            fn feature_names(&self) -> Option<&[String]> {
-                None
-            }
-            fn num_outputs(&self) -> usize {
-                1
-            }
-            fn task(&self) -> Task {
-                Task::Regression
-            }
-            fn format(&self) -> &'static str {
-                "test"
-            }
-            fn predict(&self, rows: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
-                assert!(rows[0] >= 0.0, "negative input reached the model");
-                out.copy_from_slice(rows);
-                Ok(())
-            }
-            fn contributions(&self, _row: &[f32]) -> Result<Vec<f32>, ModelError> {
-                Err(ModelError::Unsupported("test".into()))
-            }
-        }
-        let cfg = Arc::new(ModelConfig::from_toml("m", "platform = \"xgboost\"").unwrap());
-        let version = |v: u64| {
-            let loaded = LoadedVersion::from_model(cfg.clone(), v, v, Arc::new(Panicky)).unwrap();
-            VersionStatus {
-                loaded: Some(Arc::new(loaded)),
-                error: None,
-                fingerprint: v,
-            }
-        };
-        let status = ModelStatus {
-            name: "m".into(),
-            config: Some(cfg.clone()),
-            error: None,
-            versions: BTreeMap::from([(1, version(1)), (2, version(2))]),
-            config_fingerprint: 0,
-        };
-        let v2 = status.versions[&2].loaded.clone().unwrap();
-        let tab = v2.tabular().unwrap();
-        assert_eq!(tab.predict_raw(vec![2.0]).await.unwrap(), vec![2.0]);
-        let err = tab.predict_raw(vec![-1.0]).await.unwrap_err();
-        assert_eq!(err.kind, infermesh_common::ErrorKind::Internal);
-        assert!(status.versions[&2].ready().is_none());
-        let reason = status.versions[&2].reason().unwrap();
-        assert!(
-            reason.contains("negative input reached the model"),
-            "{reason}"
-        );
-        assert_eq!(status.latest_ready().unwrap().version, 1);
-        let mgr = ModelManager {
-            cfg: ManagerConfig {
-                repository: std::env::temp_dir(),
-                poll_interval: None,
-            },
-            models: ArcSwap::from_pointee(ServedMap::from([("m".into(), Arc::new(status))])),
-            unloaded: Mutex::new(BTreeSet::new()),
-            reload: Mutex::new(()),
-            pins: ArcSwap::from_pointee(BTreeMap::new()),
-        };
-        assert_eq!(mgr.get("m", None).unwrap().version, 1);
-        let err = mgr.get("m", Some("2")).unwrap_err();
-        assert_eq!(err.kind, infermesh_common::ErrorKind::Unavailable);
-        assert!(err.message.contains("panicked"), "{}", err.message);
-        let row = mgr.index().into_iter().find(|e| e.version == "2").unwrap();
-        assert_eq!(row.state, "UNAVAILABLE");
-        assert!(row.reason.contains("panicked"), "{}", row.reason);
-    }
-
-    #[test]
-    fn pins_choose_the_default_version_and_versions_keep_their_own_config() {
-        let d = tempfile::tempdir().unwrap();
-        let m = d.path().join("m");
-        std::fs::create_dir_all(m.join("1")).unwrap();
-        std::fs::write(
-            m.join("config.toml"),
-            "platform = \"xgboost\"\nversion_policy = \"all\"\nthreshold = 0.5",
-        )
-        .unwrap();
-        std::fs::copy(sample_model(), m.join("1/model.json")).unwrap();
-        let mgr = ModelManager::open(ManagerConfig {
-            repository: d.path().to_path_buf(),
-            poll_interval: None,
-        })
-        .unwrap();
-        assert_eq!(mgr.get("m", None).unwrap().version, 1);
-        // Version 2 carries its own config: it wins over the model-level one.
-        std::fs::create_dir_all(m.join("2")).unwrap();
-        std::fs::copy(sample_model(), m.join("2/model.json")).unwrap();
-        std::fs::write(
-            m.join("2/config.toml"),
-            "platform = \"xgboost\"\nthreshold = 0.9",
-        )
-        .unwrap();
-        mgr.pin("m", Some(1));
-        let st = mgr.refresh_model("m").unwrap();
-        assert!(st.versions[&2].loaded.is_some());
-        // Pinned: still version 1, although 2 is higher and ready.
-        assert_eq!(mgr.get("m", None).unwrap().version, 1);
-        assert_eq!(mgr.get("m", Some("2")).unwrap().version, 2);
-        assert_eq!(
-            mgr.get("m", Some("1")).unwrap().config.output.threshold,
-            0.5
-        );
-        assert_eq!(
-            mgr.get("m", Some("2")).unwrap().config.output.threshold,
-            0.9
-        );
-        mgr.pin("m", Some(2));
-        assert_eq!(mgr.get("m", None).unwrap().version, 2);
-        // A pin on a version that is gone falls back to the highest ready one.
-        mgr.pin("m", Some(7));
-        assert_eq!(mgr.get("m", None).unwrap().version, 2);
-        mgr.pin("m", None);
-        assert_eq!(mgr.pinned("m"), None);
-        // Refreshing a removed folder retires the model; an unloaded one stays unloaded.
-        std::fs::remove_dir_all(m.join("2")).unwrap();
-        assert_eq!(mgr.refresh_model("m").unwrap().versions.len(), 1);
-        mgr.unload_model("m").unwrap();
-        assert!(mgr.refresh_model("m").is_err());
-        assert!(mgr.model("m").is_err());
-    }
 }

@@ -5,14 +5,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::{LoadedVersion, TabularVersion};
+use infermesh_inference::LoadedVersion;
 use infermesh_model_core::Task;
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoring;
+use infermesh_trees::serving::TreeServable as TabularVersion;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::state::{AppState, Protocol, record, record_unresolved};
+
+/// The trees family's side of a version, or INVALID_ARGUMENT naming its platform.
+fn tabular(h: &LoadedVersion) -> Result<&TabularVersion, ServiceError> {
+    h.family::<TabularVersion>("tabular")
+}
 
 /// Reasons returned when the request does not say.
 pub const DEFAULT_TOP_K: usize = 5;
@@ -45,7 +51,7 @@ impl FraudService {
         let handle = self
             .state
             .resolve(name, version, Protocol::Typed, started)?;
-        let task = handle.tabular().map(|t| t.model.task());
+        let task = tabular(&handle).map(|t| t.model.task());
         match task {
             Ok(Task::BinaryClassification) => Ok(handle),
             Ok(other) => Err(ServiceError::invalid(format!(
@@ -63,14 +69,14 @@ impl FraudService {
         requests: Vec<pb::ScoreRequest>,
         default_top_k: Option<u32>,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
-        let tab = handle.tabular()?;
+        let tab = tabular(handle)?;
         let nf = tab.num_features();
         let mut rows = Vec::with_capacity(requests.len() * nf);
         for r in &requests {
             rows.extend_from_slice(&feature_row(handle, tab, r)?);
         }
         let probs = tab.predict_raw(rows.clone()).await?;
-        let threshold = handle.config.output.threshold;
+        let threshold = tab.output_mode().threshold;
         let tops: Vec<usize> = requests
             .iter()
             .map(|r| {
@@ -90,7 +96,7 @@ impl FraudService {
             tokio::task::spawn_blocking(move || -> Result<Vec<Vec<pb::Reason>>, ServiceError> {
                 rows.chunks(nf.max(1))
                     .zip(tops)
-                    .map(|(row, k)| reasons_for(h.tabular()?, row, k))
+                    .map(|(row, k)| reasons_for(tabular(&h)?, row, k))
                     .collect()
             })
             .await

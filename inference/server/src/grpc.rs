@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, Protocol};
-use crate::tensor::{bytes_to_raw, f32_to_raw};
+use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw};
 use crate::v2;
 use infermesh_inference::TensorData;
 
@@ -113,12 +113,20 @@ impl GrpcInferenceService for V2Grpc {
                     raw_output_contents.push(f32_to_raw(&v));
                     None
                 }
+                (true, TensorData::Bool(v)) => {
+                    raw_output_contents.push(bool_to_raw(&v));
+                    None
+                }
                 (true, TensorData::Bytes(v)) => {
                     raw_output_contents.push(bytes_to_raw(&v));
                     None
                 }
                 (false, TensorData::Fp32(v)) => Some(pb::InferTensorContents {
                     fp32_contents: v,
+                    ..Default::default()
+                }),
+                (false, TensorData::Bool(v)) => Some(pb::InferTensorContents {
+                    bool_contents: v,
                     ..Default::default()
                 }),
                 (false, TensorData::Bytes(v)) => Some(pb::InferTensorContents {
@@ -267,7 +275,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let t = v2::decode_grpc(req).unwrap().0.inputs;
+        let t = v2::decode_grpc(req).unwrap().0.v2.inputs;
         assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![3.0, 4.0]));
 
         let raw = pb::ModelInferRequest {
@@ -275,7 +283,7 @@ mod tests {
             raw_input_contents: vec![7.5f64.to_le_bytes().to_vec()],
             ..Default::default()
         };
-        let t = v2::decode_grpc(raw).unwrap().0.inputs;
+        let t = v2::decode_grpc(raw).unwrap().0.v2.inputs;
         assert!(matches!(&t[0].values, InputValues::Numeric(v) if v == &vec![7.5]));
     }
 

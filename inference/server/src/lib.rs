@@ -5,17 +5,24 @@
 //! [`start`] binds and serves in the background (tests use port 0); [`run`] serves until
 //! Ctrl-C.
 
+pub mod families;
+#[cfg(feature = "trees")]
 pub mod fraud;
 pub mod grpc;
 pub mod metadata;
+#[cfg(feature = "recs")]
 pub mod recs;
 pub mod registry;
 pub mod rest;
+#[cfg(feature = "text")]
 pub mod resume;
+#[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
 pub mod sample;
 pub mod state;
+#[cfg(feature = "text")]
 pub mod tei;
 pub mod tensor;
+#[cfg(feature = "text")]
 pub mod text;
 pub mod v2;
 
@@ -27,11 +34,6 @@ use std::time::Duration;
 use infermesh_common::telemetry;
 use infermesh_inference::{ManagerConfig, ModelManager};
 use infermesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use infermesh_proto::v1::categorizer_server::CategorizerServer;
-use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
-use infermesh_proto::v1::recommender_server::RecommenderServer;
-use infermesh_proto::v1::resume_matcher_server::ResumeMatcherServer;
-use infermesh_proto::v1::text_embedding_server::TextEmbeddingServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -284,10 +286,12 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
 pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let prometheus = telemetry::install_prometheus()?;
     let repo = cfg.model_repository.clone();
+    let families = families::compiled().map_err(ServeError::Config)?;
     let manager = tokio::task::spawn_blocking(move || {
         ModelManager::open(ManagerConfig {
             repository: repo,
             poll_interval: None,
+            families,
         })
     })
     .await
@@ -352,49 +356,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             .map_err(|e| e.to_string())
     }));
 
-    let max = cfg.max_request_bytes;
-    let v2 = GrpcInferenceServiceServer::new(grpc::V2Grpc::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let fraud = FraudScoringServer::new(fraud::FraudService::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let embedding = TextEmbeddingServer::new(text::TextService::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let categorizer = CategorizerServer::new(text::TextService::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let resumes = ResumeMatcherServer::new(resume::ResumeService::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let recommender = RecommenderServer::new(recs::RecsService::new(state.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    // Standard gRPC health (grpc.health.v1) and reflection, so grpcurl and load balancers work.
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<GrpcInferenceServiceServer<grpc::V2Grpc>>()
-        .await;
-    health_reporter
-        .set_serving::<FraudScoringServer<fraud::FraudService>>()
-        .await;
-    health_reporter
-        .set_serving::<TextEmbeddingServer<text::TextService>>()
-        .await;
-    health_reporter
-        .set_serving::<CategorizerServer<text::TextService>>()
-        .await;
-    health_reporter
-        .set_serving::<ResumeMatcherServer<resume::ResumeService>>()
-        .await;
-    health_reporter
-        .set_serving::<RecommenderServer<recs::RecsService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Serve(format!("gRPC reflection: {e}")))?;
+    let (routes, reflection) = grpc_routes(&state, &manager, cfg.max_request_bytes).await?;
     let grpc_guard = cfg.limits.guard();
     let sig = infermesh_common::shutdown::triggered(rx.clone());
     tasks.push(tokio::spawn(async move {
@@ -408,13 +370,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
             )
             // Inside the trace layer, so a refusal is traced like any answer.
             .layer(infermesh_common::limits::GrpcLimitsLayer::new(grpc_guard))
-            .add_service(v2)
-            .add_service(fraud)
-            .add_service(embedding)
-            .add_service(categorizer)
-            .add_service(resumes)
-            .add_service(recommender)
-            .add_service(health)
+            .add_routes(routes)
             .add_service(reflection)
             .serve_with_incoming_shutdown(incoming, sig)
             .await
@@ -442,6 +398,90 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         poller,
         registry_poller,
     })
+}
+
+/// Every gRPC service of this build: KServe V2, the typed `infermesh.v1` services of the
+/// families compiled in, the typed services families bring themselves, health, and
+/// reflection over all their protos.
+async fn grpc_routes(
+    state: &AppState,
+    manager: &std::sync::Arc<ModelManager>,
+    max: usize,
+) -> Result<
+    (
+        tonic::service::Routes,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    // Standard gRPC health (grpc.health.v1), so grpcurl and load balancers work.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let mut routes = tonic::service::Routes::builder();
+    macro_rules! serve {
+        ($server:ty, $svc:expr) => {{
+            routes.add_service(
+                <$server>::new($svc)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(usize::MAX),
+            );
+            health_reporter.set_serving::<$server>().await;
+        }};
+    }
+    serve!(
+        GrpcInferenceServiceServer<grpc::V2Grpc>,
+        grpc::V2Grpc::new(state.clone())
+    );
+    #[cfg(feature = "trees")]
+    {
+        use infermesh_proto::v1::fraud_scoring_server::FraudScoringServer;
+        serve!(
+            FraudScoringServer<fraud::FraudService>,
+            fraud::FraudService::new(state.clone())
+        );
+    }
+    #[cfg(feature = "text")]
+    {
+        use infermesh_proto::v1::categorizer_server::CategorizerServer;
+        use infermesh_proto::v1::resume_matcher_server::ResumeMatcherServer;
+        use infermesh_proto::v1::text_embedding_server::TextEmbeddingServer;
+        serve!(
+            TextEmbeddingServer<text::TextService>,
+            text::TextService::new(state.clone())
+        );
+        serve!(
+            CategorizerServer<text::TextService>,
+            text::TextService::new(state.clone())
+        );
+        serve!(
+            ResumeMatcherServer<resume::ResumeService>,
+            resume::ResumeService::new(state.clone())
+        );
+    }
+    #[cfg(feature = "recs")]
+    {
+        use infermesh_proto::v1::recommender_server::RecommenderServer;
+        serve!(
+            RecommenderServer<recs::RecsService>,
+            recs::RecsService::new(state.clone())
+        );
+    }
+    routes.add_service(health);
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(infermesh_proto::FILE_DESCRIPTOR_SET);
+    for family in manager.families().iter() {
+        if let Some(grpc) = family.grpc {
+            grpc(manager.clone(), &mut routes);
+        }
+        if let Some(fds) = family.file_descriptor_set {
+            reflection = reflection.register_encoded_file_descriptor_set(fds);
+        }
+    }
+    let reflection = reflection
+        .build_v1()
+        .map_err(|e| ServeError::Serve(format!("gRPC reflection: {e}")))?;
+    Ok((routes.routes(), reflection))
 }
 
 /// Serves until Ctrl-C (or SIGTERM), printing the bound ports first.

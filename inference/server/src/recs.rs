@@ -1,12 +1,12 @@
 //! `infermesh.v1.Recommender`: the k best items for a user, by name, for product APIs.
-//! Exact top-k over the catalogue in the model version (see `infermesh_inference::recs`).
+//! Exact top-k over the catalogue in the model version (see `infermesh_recs::serving`).
 
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::RecsRequest;
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::recommender_server::Recommender;
+use infermesh_recs::serving::{RecsRequest, RecsServable};
 use infermesh_recs::{RecentMode, Strategy};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -121,7 +121,10 @@ impl Recommender for RecsService {
             .map_err(|e| e.to_status())?;
         let res = async {
             let req = to_request(r)?;
-            let answer = handle.recs()?.recommend(req).await?;
+            let answer = handle
+                .family::<RecsServable>("recommender")?
+                .recommend(req)
+                .await?;
             Ok::<_, ServiceError>((handle.version, answer))
         }
         .instrument(span)

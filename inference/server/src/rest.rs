@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, Protocol};
-use crate::tensor::{bytes_to_raw, f32_to_raw};
+use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw};
 use crate::v2;
 use infermesh_inference::TensorData;
 
@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
             "/v2/repository/models/{model}/unload",
             post(repository_unload),
         )
-        .merge(crate::tei::routes())
+        .merge(family_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -62,6 +62,14 @@ pub fn router(state: AppState) -> Router {
             refuse_declared_oversize,
         ))
         .with_state(state)
+}
+
+/// The HTTP routes of the families compiled in (TEI's and OpenAI's, with the text family).
+fn family_routes() -> Router<AppState> {
+    let routes = Router::new();
+    #[cfg(feature = "text")]
+    let routes = routes.merge(crate::tei::routes());
+    routes
 }
 
 /// Refuses a body whose declared Content-Length is over the limit before reading any of it
@@ -239,6 +247,7 @@ async fn infer_inner(
         if prefs.wants_binary(&o.name) {
             let raw = match &o.data {
                 TensorData::Fp32(v) => f32_to_raw(v),
+                TensorData::Bool(v) => bool_to_raw(v),
                 TensorData::Bytes(v) => bytes_to_raw(v),
             };
             outputs.push(
@@ -249,6 +258,7 @@ async fn infer_inner(
         } else {
             let data: Vec<Value> = match &o.data {
                 TensorData::Fp32(v) => v.iter().map(|&x| json_f32(x)).collect(),
+                TensorData::Bool(v) => v.iter().map(|&b| Value::Bool(b)).collect(),
                 TensorData::Bytes(v) => v
                     .iter()
                     .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))

@@ -58,9 +58,7 @@ struct BatchedEmbedder {
 impl Embedder for BatchedEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let owned = texts.iter().map(|t| t.to_string()).collect();
-        let res = self
-            .version
-            .text()
+        let res = crate::text::text_family(&self.version)
             .and_then(|text| self.runtime.block_on(text.run(owned)));
         res.map_err(|e| {
             let message = e.message.clone();
@@ -132,7 +130,7 @@ async fn rank(
     handle: Arc<LoadedVersion>,
     r: pb::RankRequest,
 ) -> Result<pb::RankResponse, ServiceError> {
-    let text = handle.text()?;
+    let text = crate::text::text_family(&handle)?;
     if text.is_classifier() {
         return Err(ServiceError::invalid(format!(
             "model '{}' is a classifier; ResumeMatcher needs an embedding model",

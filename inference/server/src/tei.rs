@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use infermesh_common::ServiceError;
-use infermesh_inference::{EmbedOptions, TextRows, TextVersion};
+use infermesh_text::serving::{EmbedOptions, TextRows, TextServable as TextVersion};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -232,7 +232,7 @@ async fn predict(
         span,
         |h| async move {
             // classify_with refuses an encoder.
-            let text = h.text()?;
+            let text = crate::text::text_family(&h)?;
             let labels = text.labels();
             Ok(text
                 .classify_with(texts, options)
@@ -282,7 +282,7 @@ async fn tokenize(
         "",
         Protocol::Tei,
         span,
-        |h| async move { h.text()?.tokens(texts, special).await },
+        |h| async move { crate::text::text_family(&h)?.tokens(texts, special).await },
     )
     .await?;
     Ok(axum::Json(json!(tokens)))

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::{EmbedOptions, LoadedVersion, TextVersion};
+use infermesh_inference::LoadedVersion;
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::categorizer_server::Categorizer;
 use infermesh_proto::v1::text_embedding_server::TextEmbedding;
+use infermesh_text::serving::{EmbedOptions, TextServable as TextVersion};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -29,8 +30,13 @@ impl TextService {
 }
 
 /// The encoder behind `h`, or INVALID_ARGUMENT for a classifier.
+/// The text family's side of a version, or INVALID_ARGUMENT naming its platform.
+pub(crate) fn text_family(h: &LoadedVersion) -> Result<&TextVersion, ServiceError> {
+    h.family::<TextVersion>("text")
+}
+
 pub(crate) fn encoder(h: &LoadedVersion) -> Result<&TextVersion, ServiceError> {
-    let text = h.text()?;
+    let text = text_family(h)?;
     if text.is_classifier() {
         return Err(ServiceError::invalid(format!(
             "model '{}' is a classifier; embeddings need an embedding model",
@@ -125,7 +131,7 @@ impl Categorizer for TextService {
             Protocol::Typed,
             span,
             |h| async move {
-                let text = h.text()?;
+                let text = text_family(&h)?;
                 let labels = text.labels();
                 let results = text
                     .classify(r.texts)

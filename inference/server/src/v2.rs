@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use infermesh_common::ServiceError;
 use infermesh_proto::inference as pb;
 
-use crate::state::{InferRequest, text_options};
+use infermesh_inference::{Param, V2Request};
+
+use crate::state::InferRequest;
 use crate::tensor::{
     DataType, InputTensor, InputValues, element_count, raw_to_f32, split_bytes_elements,
 };
@@ -221,12 +223,12 @@ pub fn decode_rest(
             binary.len()
         )));
     }
-    let text_options = text_options(|key| {
-        req.parameters
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .map(|v| v.as_bool().ok_or(json_type(v)))
-    })?;
+    let parameters = req
+        .parameters
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), json_param(v)))
+        .collect();
     let requested = req.outputs.unwrap_or_default();
     let prefs = RestOutputPrefs {
         all_binary: flag(&req.parameters, "binary_data_output"),
@@ -241,9 +243,11 @@ pub fn decode_rest(
             model,
             version,
             id: req.id.unwrap_or_default(),
-            inputs,
-            outputs: requested.into_iter().map(|o| o.name).collect(),
-            text_options,
+            v2: V2Request {
+                inputs,
+                outputs: requested.into_iter().map(|o| o.name).collect(),
+                parameters,
+            },
         },
         prefs,
     ))
@@ -291,29 +295,49 @@ pub fn decode_grpc(req: pb::ModelInferRequest) -> Result<(InferRequest, bool), S
             wire,
         )?);
     }
-    let text_options = text_options(|key| {
-        parameters.get(key).map(|p| {
+    let parameters = parameters
+        .into_iter()
+        .map(|(k, p)| {
             use pb::infer_parameter::ParameterChoice as C;
-            match p.parameter_choice {
-                Some(C::BoolParam(b)) => Ok(b),
-                Some(C::Int64Param(_) | C::Uint64Param(_)) => Err("an integer"),
-                Some(C::DoubleParam(_)) => Err("a double"),
-                Some(C::StringParam(_)) => Err("a string"),
-                None => Err("empty"),
-            }
+            let v = match p.parameter_choice {
+                Some(C::BoolParam(b)) => Param::Bool(b),
+                Some(C::Int64Param(i)) => Param::Int(i),
+                Some(C::Uint64Param(u)) => {
+                    i64::try_from(u).map_or(Param::Other("an integer past i64"), Param::Int)
+                }
+                Some(C::DoubleParam(d)) => Param::Double(d),
+                Some(C::StringParam(s)) => Param::String(s),
+                None => Param::Other("empty"),
+            };
+            (k, v)
         })
-    })?;
+        .collect();
     Ok((
         InferRequest {
             model: model_name,
             version: (!model_version.is_empty()).then_some(model_version),
             id,
-            inputs,
-            outputs: outputs.into_iter().map(|o| o.name).collect(),
-            text_options,
+            v2: V2Request {
+                inputs,
+                outputs: outputs.into_iter().map(|o| o.name).collect(),
+                parameters,
+            },
         },
         use_raw,
     ))
+}
+
+/// A JSON parameter as a [`Param`].
+fn json_param(v: &Value) -> Param {
+    match v {
+        Value::Bool(b) => Param::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Param::Int(i),
+            None => n.as_f64().map_or(Param::Other("a number"), Param::Double),
+        },
+        Value::String(s) => Param::String(s.clone()),
+        other => Param::Other(json_type(other)),
+    }
 }
 
 /// A JSON value's type, for error messages.
@@ -479,7 +503,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let numeric = |r: &InferRequest| match &r.inputs[0].values {
+        let numeric = |r: &InferRequest| match &r.v2.inputs[0].values {
             InputValues::Numeric(v) => v.clone(),
             InputValues::Bytes(_) => panic!("numeric expected"),
         };
@@ -616,7 +640,7 @@ mod tests {
             let t = Instant::now();
             if let Ok((req, _)) = decode_rest("m".into(), None, Some(&len), &body) {
                 // Whatever decodes holds exactly what its shape says.
-                for i in &req.inputs {
+                for i in &req.v2.inputs {
                     let n = element_count(&i.shape).unwrap();
                     let got = match &i.values {
                         InputValues::Numeric(v) => v.len(),

@@ -15,6 +15,8 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod recommender;
+#[cfg(feature = "serving")]
+pub mod serving;
 pub mod store;
 
 use std::collections::HashMap;

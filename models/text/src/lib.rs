@@ -25,6 +25,8 @@ pub mod lexical;
 pub mod limits;
 pub mod onnx;
 pub mod openvino;
+#[cfg(feature = "serving")]
+pub mod serving;
 pub mod tokenize;
 
 pub use classifier::TextClassifier;

@@ -17,6 +17,8 @@ pub mod dense;
 pub mod lightgbm;
 mod limits;
 pub mod node;
+#[cfg(feature = "serving")]
+pub mod serving;
 pub mod shap;
 pub mod ubjson;
 pub mod xgboost;
