@@ -1,14 +1,15 @@
 //! `infermesh`: one binary, a subcommand per service. Parses flags, starts telemetry, and
 //! calls the service library's `run`.
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infermesh_common::telemetry::{TelemetryConfig, init_tracing};
 use infermesh_training::write_stdout;
+
+#[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
+mod up;
+#[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
+use up::{UpArgs, up};
 
 /// infermesh: a Rust ML inference mesh (KServe V2 inference server, JSON gateway, jobs).
 #[derive(Debug, Parser)]
@@ -33,6 +34,7 @@ enum Command {
     Gateway(infermesh_gateway::GatewayArgs),
     /// The embedded default: write the sample model repository (a fraud model the project
     /// trained) if missing, then run the inference server and the gateway in one process.
+    #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
     Up(UpArgs),
     /// Train a model (e.g. `infermesh train categorizer`).
     #[command(subcommand)]
@@ -50,43 +52,6 @@ enum Command {
     /// A/B experiments (e.g. `infermesh ab report --gateway http://127.0.0.1:8080`).
     #[command(subcommand)]
     Ab(infermesh_gateway::ab::AbCommand),
-}
-
-#[derive(Debug, clap::Args)]
-struct UpArgs {
-    /// Where the sample model repository is written (kept if it already exists).
-    #[arg(
-        long,
-        env = "INFERMESH_MODEL_REPOSITORY",
-        default_value = "run/model-repository"
-    )]
-    model_repository: PathBuf,
-    /// Address both services listen on.
-    #[arg(long, env = "INFERMESH_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
-    host: IpAddr,
-    /// KServe V2 REST port.
-    #[arg(long, default_value_t = 8000)]
-    http_port: u16,
-    /// gRPC port.
-    #[arg(long, default_value_t = 8001)]
-    grpc_port: u16,
-    /// Inference metrics port.
-    #[arg(long, default_value_t = 8002)]
-    metrics_port: u16,
-    /// Gateway port.
-    #[arg(long, default_value_t = 8080)]
-    gateway_port: u16,
-    /// Gateway metrics port.
-    #[arg(long, default_value_t = 8082)]
-    gateway_metrics_port: u16,
-    /// Repository poll interval in seconds (0 = off).
-    #[arg(long, default_value_t = 2.0)]
-    poll_interval: f64,
-    /// Model cache holding all-MiniLM-L6-v2 (filled by scripts/fetch_models.sh); when it is
-    /// there, `minilm` (sentence embeddings, resume ranking) is served too. Default:
-    /// ~/.cache/infermesh/models.
-    #[arg(long, env = "INFERMESH_MODEL_CACHE")]
-    model_cache: Option<PathBuf>,
 }
 
 /// oneDNN (inside OpenVINO's CPU plugin) keeps a JIT-compiled primitive per operator and input
@@ -146,6 +111,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         let service_name = match &command {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
+            #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
             | Command::Eval(_)
@@ -167,6 +133,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 let cfg = args.validate()?;
                 infermesh_gateway::run(cfg, infermesh_server::stop_signal()).await?;
             }
+            #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(args) => up(args).await?,
             Command::Ab(cmd) => write_stdout(&cmd.run().await?)?,
             Command::Promote(args) => match args.run().await {
@@ -185,112 +152,4 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Ok(std::process::ExitCode::SUCCESS)
     })
-}
-
-async fn up(args: UpArgs) -> anyhow::Result<()> {
-    // What `up` did and how to try it, written once the servers listen.
-    let mut banner = String::new();
-    let written = infermesh_server::sample::write_sample_repository(&args.model_repository)
-        .with_context(|| {
-            format!(
-                "cannot write the sample repository to {}",
-                args.model_repository.display()
-            )
-        })?;
-    if written {
-        writeln!(
-            banner,
-            "wrote the sample model repository to {}",
-            args.model_repository.display()
-        )?;
-    }
-    let cache = args
-        .model_cache
-        .clone()
-        .unwrap_or_else(infermesh_server::sample::default_model_cache);
-    if infermesh_server::sample::link_minilm(&args.model_repository, &cache)
-        .with_context(|| format!("cannot link all-MiniLM-L6-v2 from {}", cache.display()))?
-    {
-        writeln!(
-            banner,
-            "added minilm (all-MiniLM-L6-v2 from {})",
-            cache.display()
-        )?;
-    }
-    let serve = infermesh_server::ServeArgs {
-        model_repository: args.model_repository.clone(),
-        host: args.host,
-        http_port: args.http_port,
-        grpc_port: args.grpc_port,
-        metrics_port: args.metrics_port,
-        poll_interval: args.poll_interval,
-        max_request_bytes: 64 * 1024 * 1024,
-        fraud_model: "fraud".into(),
-        embedding_model: "minilm".into(),
-        categorizer_model: "categorizer".into(),
-        recommender_model: "recs".into(),
-        enable_model_control: false,
-        limits: Default::default(),
-        registry: Default::default(),
-    }
-    .validate()?;
-    let server = infermesh_server::start(serve).await?;
-    let gw_cfg = infermesh_gateway::GatewayArgs {
-        host: args.host,
-        port: args.gateway_port,
-        metrics_port: args.gateway_metrics_port,
-        inference_url: format!("http://{}", server.grpc_addr),
-        timeout_ms: 2000,
-        max_request_bytes: 1024 * 1024,
-        config: None,
-        redis_url: None,
-        redis_timeout_ms: 100,
-        redis_key_prefix: "infermesh:".into(),
-        limits: Default::default(),
-    }
-    .validate()?;
-    let gateway = infermesh_gateway::start(gw_cfg).await?;
-    let gw = gateway.addr;
-    let http = server.http_addr;
-    writeln!(
-        banner,
-        "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
-        server.grpc_addr, server.metrics_addr, gateway.metrics_addr
-    )?;
-    writeln!(banner, "try:")?;
-    writeln!(banner, "  curl -s http://{http}/v2/models/fraud")?;
-    writeln!(
-        banner,
-        "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
-        infermesh_server::sample::EXAMPLE_SCORE_REQUEST
-    )?;
-    writeln!(
-        banner,
-        "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
-        infermesh_server::sample::example_v2_request()
-    )?;
-    if args.model_repository.join("minilm/config.toml").exists() {
-        writeln!(
-            banner,
-            "  curl -s -X POST http://{http}/v2/models/minilm/infer -H 'content-type: application/json' \\\n    -d '{}'",
-            infermesh_server::sample::EXAMPLE_EMBED_REQUEST
-        )?;
-        writeln!(
-            banner,
-            "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
-            infermesh_server::sample::EXAMPLE_RANK_REQUEST
-        )?;
-    }
-    writeln!(
-        banner,
-        "  curl -s http://{}/metrics | grep infermesh_",
-        server.metrics_addr
-    )?;
-    writeln!(banner, "Ctrl-C stops both.")?;
-    // A banner that cannot be written (stdout closed or failing) must not stop the servers.
-    let _ = write_stdout(&banner);
-    let res = server.wait(infermesh_server::stop_signal()).await;
-    gateway.shutdown().await?;
-    res?;
-    Ok(())
 }

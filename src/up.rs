@@ -1,0 +1,155 @@
+//! `infermesh up`: the embedded default (the sample repository, the inference server and the
+//! gateway in one process). Built with the trees, text and recs families, whose sample models
+//! it writes.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use infermesh_training::write_stdout;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// Where the sample model repository is written (kept if it already exists).
+    #[arg(
+        long,
+        env = "INFERMESH_MODEL_REPOSITORY",
+        default_value = "run/model-repository"
+    )]
+    pub(crate) model_repository: PathBuf,
+    /// Address both services listen on.
+    #[arg(long, env = "INFERMESH_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub(crate) host: IpAddr,
+    /// KServe V2 REST port.
+    #[arg(long, default_value_t = 8000)]
+    pub(crate) http_port: u16,
+    /// gRPC port.
+    #[arg(long, default_value_t = 8001)]
+    pub(crate) grpc_port: u16,
+    /// Inference metrics port.
+    #[arg(long, default_value_t = 8002)]
+    pub(crate) metrics_port: u16,
+    /// Gateway port.
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) gateway_port: u16,
+    /// Gateway metrics port.
+    #[arg(long, default_value_t = 8082)]
+    pub(crate) gateway_metrics_port: u16,
+    /// Repository poll interval in seconds (0 = off).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) poll_interval: f64,
+    /// Model cache holding all-MiniLM-L6-v2 (filled by scripts/fetch_models.sh); when it is
+    /// there, `minilm` (sentence embeddings, resume ranking) is served too. Default:
+    /// ~/.cache/infermesh/models.
+    #[arg(long, env = "INFERMESH_MODEL_CACHE")]
+    pub(crate) model_cache: Option<PathBuf>,
+}
+
+pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // What `up` did and how to try it, written once the servers listen.
+    let mut banner = String::new();
+    let written = infermesh_server::sample::write_sample_repository(&args.model_repository)
+        .with_context(|| {
+            format!(
+                "cannot write the sample repository to {}",
+                args.model_repository.display()
+            )
+        })?;
+    if written {
+        writeln!(
+            banner,
+            "wrote the sample model repository to {}",
+            args.model_repository.display()
+        )?;
+    }
+    let cache = args
+        .model_cache
+        .clone()
+        .unwrap_or_else(infermesh_server::sample::default_model_cache);
+    if infermesh_server::sample::link_minilm(&args.model_repository, &cache)
+        .with_context(|| format!("cannot link all-MiniLM-L6-v2 from {}", cache.display()))?
+    {
+        writeln!(
+            banner,
+            "added minilm (all-MiniLM-L6-v2 from {})",
+            cache.display()
+        )?;
+    }
+    let serve = infermesh_server::ServeArgs {
+        model_repository: args.model_repository.clone(),
+        host: args.host,
+        http_port: args.http_port,
+        grpc_port: args.grpc_port,
+        metrics_port: args.metrics_port,
+        poll_interval: args.poll_interval,
+        max_request_bytes: 64 * 1024 * 1024,
+        fraud_model: "fraud".into(),
+        embedding_model: "minilm".into(),
+        categorizer_model: "categorizer".into(),
+        recommender_model: "recs".into(),
+        enable_model_control: false,
+        limits: Default::default(),
+        registry: Default::default(),
+    }
+    .validate()?;
+    let server = infermesh_server::start(serve).await?;
+    let gw_cfg = infermesh_gateway::GatewayArgs {
+        host: args.host,
+        port: args.gateway_port,
+        metrics_port: args.gateway_metrics_port,
+        inference_url: format!("http://{}", server.grpc_addr),
+        timeout_ms: 2000,
+        max_request_bytes: 1024 * 1024,
+        config: None,
+        redis_url: None,
+        redis_timeout_ms: 100,
+        redis_key_prefix: "infermesh:".into(),
+        limits: Default::default(),
+    }
+    .validate()?;
+    let gateway = infermesh_gateway::start(gw_cfg).await?;
+    let gw = gateway.addr;
+    let http = server.http_addr;
+    writeln!(
+        banner,
+        "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
+        server.grpc_addr, server.metrics_addr, gateway.metrics_addr
+    )?;
+    writeln!(banner, "try:")?;
+    writeln!(banner, "  curl -s http://{http}/v2/models/fraud")?;
+    writeln!(
+        banner,
+        "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
+        infermesh_server::sample::EXAMPLE_SCORE_REQUEST
+    )?;
+    writeln!(
+        banner,
+        "  curl -s -X POST http://{http}/v2/models/fraud/infer -H 'content-type: application/json' \\\n    -d '{}'",
+        infermesh_server::sample::example_v2_request()
+    )?;
+    if args.model_repository.join("minilm/config.toml").exists() {
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{http}/v2/models/minilm/infer -H 'content-type: application/json' \\\n    -d '{}'",
+            infermesh_server::sample::EXAMPLE_EMBED_REQUEST
+        )?;
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
+            infermesh_server::sample::EXAMPLE_RANK_REQUEST
+        )?;
+    }
+    writeln!(
+        banner,
+        "  curl -s http://{}/metrics | grep infermesh_",
+        server.metrics_addr
+    )?;
+    writeln!(banner, "Ctrl-C stops both.")?;
+    // A banner that cannot be written (stdout closed or failing) must not stop the servers.
+    let _ = write_stdout(&banner);
+    let res = server.wait(infermesh_server::stop_signal()).await;
+    gateway.shutdown().await?;
+    res?;
+    Ok(())
+}
