@@ -1,15 +1,23 @@
-"""Categoriser baseline for bench/categorizer.sh.
+"""Categoriser peer for bench/categorizer.sh.
 
-`split SRC OUT_DIR [SEED [TEXT_COLUMN LABEL_COLUMN]]`: stratified 80/20 split (seed 42 unless given)
-of a labelled CSV (columns `description` and `label` unless given: the South African bank-statement
-lines) into OUT_DIR/train.csv and OUT_DIR/test.csv, which always name them description, label. Per label,
-round(0.2 * n) rows (at least 1) go to test when the label has 2+ rows; labels with a single
-row stay in train (scikit-learn's stratify refuses them).
+`split SRC OUT_DIR [SEED [TEXT_COLUMN LABEL_COLUMN]]`: the issue's protocol. Reads a labelled CSV
+(columns `description` and `label` unless given: the South African bank-statement lines), strips
+both fields and drops rows with an empty one, drops every row of a label with fewer than 5 rows,
+then scikit-learn's `train_test_split(test_size=0.25, stratify=labels, random_state=SEED)` (SEED 0
+unless given). Writes OUT_DIR/train.csv and OUT_DIR/test.csv, which always name the columns
+description, label, and prints one JSON line of counts.
 
-`baseline OUT_DIR [PREDICTIONS]`: TF-IDF (word 1-2 grams + char_wb 2-5 grams) + logistic
-regression (class_weight=balanced) trained on train.csv, scored on test.csv. Prints one JSON
-line; with PREDICTIONS, also writes every test row's prediction there in the CSV layout of
-`infermesh eval categorizer --predictions` (text, label, predicted, probability).
+`baseline OUT_DIR [PREDICTIONS]`: the peer, trained on train.csv and scored on test.csv:
+
+    make_pipeline(
+        make_union(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)),
+                   TfidfVectorizer(analyzer="word", ngram_range=(1, 1))),
+        LogisticRegression(C=10, max_iter=5000))
+
+Every other setting is scikit-learn's default (lower-casing, raw term counts (no sublinear tf),
+smoothed idf, L2 norm per vectoriser, lbfgs, no class weights). Prints one JSON line; with
+PREDICTIONS, also writes every test row's prediction there in the CSV layout of `infermesh eval
+categorizer --predictions` (text, label, predicted, probability).
 
 `compare OURS PEER [RESAMPLES]`: paired comparison of two such prediction files over the same
 rows. Paired bootstrap (RESAMPLES, default 10000, seed 0) of the macro-F1 difference OURS - PEER
@@ -18,34 +26,32 @@ two-sided McNemar test on the rows exactly one of the two gets right. Prints one
 """
 import csv
 import json
-import random
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
+
+# Labels with fewer rows than this are dropped before the split.
+MIN_ROWS_PER_LABEL = 5
 
 
-def split(src, out, seed=42, text_column="description", label_column="label"):
+def split(src, out, seed=0, text_column="description", label_column="label"):
+    from sklearn.model_selection import train_test_split
+
     with open(src, newline="", encoding="utf-8") as f:
         rows = [(r[text_column].strip(), r[label_column].strip()) for r in csv.DictReader(f)]
     rows = [r for r in rows if r[0] and r[1]]
-    by_label = defaultdict(list)
-    for i, (_, label) in enumerate(rows):
-        by_label[label].append(i)
-    rng = random.Random(seed)
-    test = set()
-    for label in sorted(by_label):
-        idx = by_label[label]
-        if len(idx) < 2:
-            continue
-        rng.shuffle(idx)
-        k = min(max(1, round(0.2 * len(idx))), len(idx) - 1)
-        test.update(idx[:k])
-    for name, keep in (("train", lambda i: i not in test), ("test", lambda i: i in test)):
+    counts = Counter(label for _, label in rows)
+    kept = [r for r in rows if counts[r[1]] >= MIN_ROWS_PER_LABEL]
+    train, test = train_test_split(kept, test_size=0.25, stratify=[y for _, y in kept],
+                                   random_state=seed)
+    for name, part in (("train", train), ("test", test)):
         with open(f"{out}/{name}.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["description", "label"])
-            w.writerows(rows[i] for i in range(len(rows)) if keep(i))
-    print(json.dumps({"rows": len(rows), "labels": len(by_label), "test_rows": len(test)}))
+            w.writerows(part)
+    print(json.dumps({"rows": len(rows), "labels": len(counts), "kept_rows": len(kept),
+                      "kept_labels": sum(1 for c in counts.values() if c >= MIN_ROWS_PER_LABEL),
+                      "train_rows": len(train), "test_rows": len(test), "seed": seed}))
 
 
 def read(path):
@@ -71,10 +77,10 @@ def baseline(out, predictions=None):
     x_test, y_test = read(f"{out}/test.csv")
     model = make_pipeline(
         make_union(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)),
+            TfidfVectorizer(analyzer="word", ngram_range=(1, 1)),
         ),
-        LogisticRegression(C=10.0, max_iter=5000, class_weight="balanced"),
+        LogisticRegression(C=10, max_iter=5000),
     )
     t0 = time.perf_counter()
     model.fit(x_train, y_train)
@@ -135,7 +141,7 @@ def compare(ours_path, peer_path, resamples=10000):
 
 if __name__ == "__main__":
     if sys.argv[1] == "split":
-        split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 42, *sys.argv[5:7])
+        split(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0, *sys.argv[5:7])
     elif sys.argv[1] == "compare":
         compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 10000)
     else:

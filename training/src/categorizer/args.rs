@@ -129,12 +129,13 @@ pub struct TrainArgs {
     /// model soup, Wortsman et al. 2022); N times the training time. Default 1 (one model).
     #[arg(long, default_value_t = 1)]
     pub soup: usize,
-    /// Add a lexical head beside the classifier and blend the two: TF-IDF of word 1-2 grams
-    /// and character 2-5 grams into a class-weighted logistic regression, fitted on the rows
-    /// the kept model was trained on, written as lexical.json + lexical.safetensors. The
-    /// served probabilities are the weighted geometric mean, this weight on the lexical
-    /// model's. Helps on texts named by merchants and codes (bank lines). Default 0 (off).
-    #[arg(long, default_value_t = 0.0)]
+    /// Weight of the lexical head blended with the classifier: TF-IDF of word 1-2 grams and
+    /// character 2-5 grams into a class-weighted logistic regression, fitted on the rows the
+    /// kept model was trained on, written as lexical.json + lexical.safetensors. The served
+    /// probabilities are the weighted geometric mean, this weight on the lexical model's.
+    /// Helps on texts named by merchants and codes (bank lines). 0 turns the head off.
+    /// Default 0.5.
+    #[arg(long, default_value_t = 0.5)]
     pub lexical_weight: f32,
     /// Inverse L2 strength (scikit-learn's C) of the lexical head's regression. Default 10.
     #[arg(long, default_value_t = 10.0)]
@@ -268,5 +269,63 @@ impl EvalArgs {
             super::write_predictions(path, &rows, &predicted)?;
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn parse(extra: &[&str]) -> TrainParams {
+        let mut argv = vec![
+            "train",
+            "--data",
+            "d.csv",
+            "--text-column",
+            "text",
+            "--label-column",
+            "label",
+            "--base",
+            "minilm",
+            "--out",
+            "out",
+        ];
+        argv.extend(extra);
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .args
+            .into_params()
+            .unwrap()
+    }
+
+    /// The defaults `--help` states, with a base encoder (what bench/categorizer.sh measures).
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let p = parse(&[]);
+        assert_eq!(p.lexical_weight, 0.5);
+        assert_eq!(p.lexical_c, 10.0);
+        assert_eq!(p.epochs, 4);
+        assert_eq!(p.batch_size, 32);
+        assert_eq!(p.patience, 2);
+        assert!(!p.refit);
+        assert_eq!(p.head_init, HeadInit::Prototype);
+        assert_eq!(p.pooling, ClassifierPooling::Cls);
+        assert_eq!(p.check().unwrap().lr(), 5e-5);
+    }
+
+    #[test]
+    fn lexical_weight_zero_turns_the_head_off() {
+        let p = parse(&["--lexical-weight", "0"]);
+        assert_eq!(p.lexical_weight, 0.0);
+        assert!(p.check().is_ok());
     }
 }

@@ -15,8 +15,9 @@
 //!   validation macro-F1, best weights kept; optional dropout (`--dropout`, where Hugging Face's
 //!   BERT applies it), refit on all rows (`--refit`), and a uniform model soup over seeds
 //!   (`--soup N`).
-//! * Lexical head (`--lexical-weight`): TF-IDF n-grams into a logistic regression, blended
-//!   with the classifier ([`infermesh_text::lexical`]); fitted in [`lexical`].
+//! * Lexical head (`--lexical-weight`, 0.5 unless given on the command line): TF-IDF n-grams
+//!   into a logistic regression, blended with the classifier ([`infermesh_text::lexical`]);
+//!   fitted in [`lexical`].
 //! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`,
 //!   and with a lexical head `lexical.json` and `lexical.safetensors`.
 //!

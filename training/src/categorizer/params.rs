@@ -137,7 +137,9 @@ pub struct TrainParams {
 }
 
 impl TrainParams {
-    /// Defaults for everything but the data, columns, init and output.
+    /// Defaults for everything but the data, columns, init and output: the plain fine-tune
+    /// (no lexical head, random head). `infermesh train categorizer`'s defaults differ where
+    /// its `--help` says so (a prototype head with `--base`, a lexical head at weight 0.5).
     pub fn new(
         data: PathBuf,
         text_column: impl Into<String>,
