@@ -130,8 +130,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub soup: usize,
     /// Weight of the lexical head blended with the classifier: TF-IDF of word 1-2 grams and
-    /// character 2-5 grams into a class-weighted logistic regression, fitted on the rows the
-    /// kept model was trained on, written as lexical.json + lexical.safetensors. The served
+    /// character 2-5 grams into a class-weighted logistic regression, fitted on every row
+    /// (training and validation), written as lexical.json + lexical.safetensors. The served
     /// probabilities are the weighted geometric mean, this weight on the lexical model's.
     /// Helps on texts named by merchants and codes (bank lines). 0 turns the head off.
     /// Default 0.5.

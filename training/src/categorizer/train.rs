@@ -580,7 +580,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainOutcome, CategorizerError> {
         run.report.soup = members;
         run.report.elapsed_seconds = started.elapsed().as_secs_f64();
     }
-    // The lexical head is fitted on the rows the kept classifier was trained on.
+    // The lexical head is fitted on every row of the data (see `fitted_rows`).
     if p.lexical_weight > 0.0 {
         let (texts, y) = &run.fitted_rows;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -624,7 +624,7 @@ struct Run {
     varmap: VarMap,
     model: TrainedCategorizer,
     config_json: serde_json::Value,
-    /// Texts and label ids the kept weights were trained on.
+    /// Texts and label ids the lexical head is fitted on (every row: training and validation).
     fitted_rows: (Vec<String>, Vec<u32>),
 }
 
@@ -741,14 +741,15 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
 
     // Refit: the validation rows only chose the number of epochs; train again from the same
     // start on every row for that many epochs (same schedule), and keep that model.
-    let fitted_rows = if p.refit {
+    // The lexical head chooses nothing on validation (its C is fixed; validation only scored
+    // it above), so the head that is kept is fitted on every row, training and validation, as
+    // the TF-IDF + logistic regression it mirrors would be, refit or not.
+    let fitted_rows = {
         let mut texts = train_set.texts.clone();
         texts.extend(val_set.texts.iter().cloned());
         let mut y = train_y.clone();
         y.extend(&val_y);
         (texts, y)
-    } else {
-        (train_set.texts.clone(), train_y.clone())
     };
     let (varmap, model, refit_rows) = if p.refit {
         let mut all_ids = train_ids;
