@@ -60,6 +60,29 @@ impl Backend for TabularBackend {
 }
 
 impl Batcher<TabularBackend> {
+    /// Starts the row batcher of `model`, version `version`, with the batching and admission
+    /// of `config` (`max_batch_size` rows per batch, `max_queue_rows` admitted, small idle
+    /// requests inline): what every tabular family serves with.
+    pub fn for_rows(
+        model: Arc<dyn TabularModel>,
+        config: &infermesh_registry::ModelConfig,
+        version: u64,
+    ) -> Result<Self, String> {
+        Batcher::start(
+            Arc::new(TabularBackend::new(model)),
+            crate::batcher::BatchConfig {
+                model: config.name.clone(),
+                version: version.to_string(),
+                max_batch_cost: config.max_batch_size,
+                max_batch_items: config.max_batch_size,
+                max_queue_delay: config.max_queue_delay,
+                max_queue_cost: config.max_queue_rows,
+                inline_max_cost: crate::batcher::INLINE_MAX_ROWS,
+            },
+        )
+        .map_err(|e| format!("cannot start the batcher thread: {e}"))
+    }
+
     /// Predicts `features` (row-major, whole rows of the model's width): `num_outputs` values
     /// per row.
     pub async fn predict_rows(

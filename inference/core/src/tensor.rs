@@ -177,13 +177,8 @@ pub enum InputValues {
     Bytes(Vec<Vec<u8>>),
 }
 
-/// Checks a tabular model's input and returns its rows: exactly one input named
-/// `input_name`, shape `[n, num_features]` (or `[num_features]` for one row), numeric data.
-pub fn tabular_rows(
-    inputs: Vec<InputTensor>,
-    input_name: &str,
-    num_features: usize,
-) -> Result<Vec<f32>, ServiceError> {
+/// The one input of a single-input model, named `input_name`.
+fn single_input(inputs: Vec<InputTensor>, input_name: &str) -> Result<InputTensor, ServiceError> {
     if inputs.len() != 1 {
         return Err(ServiceError::invalid(format!(
             "expected 1 input tensor '{input_name}', got {}",
@@ -199,6 +194,17 @@ pub fn tabular_rows(
             input.name
         )));
     }
+    Ok(input)
+}
+
+/// Checks a tabular model's input and returns its rows: exactly one input named
+/// `input_name`, shape `[n, num_features]` (or `[num_features]` for one row), numeric data.
+pub fn tabular_rows(
+    inputs: Vec<InputTensor>,
+    input_name: &str,
+    num_features: usize,
+) -> Result<Vec<f32>, ServiceError> {
+    let input = single_input(inputs, input_name)?;
     let features = match input.shape.as_slice() {
         [_, f] | [f] => *f,
         s => {
@@ -223,21 +229,7 @@ pub fn tabular_rows(
 /// Checks a text model's input and returns its texts: exactly one BYTES input named
 /// `input_name`, shape `[n]` or `[n, 1]`, every element UTF-8.
 pub fn text_input(inputs: Vec<InputTensor>, input_name: &str) -> Result<Vec<String>, ServiceError> {
-    if inputs.len() != 1 {
-        return Err(ServiceError::invalid(format!(
-            "expected 1 input tensor '{input_name}', got {}",
-            inputs.len()
-        )));
-    }
-    let Some(input) = inputs.into_iter().next() else {
-        return Err(ServiceError::invalid("no input tensor"));
-    };
-    if input.name != input_name {
-        return Err(ServiceError::invalid(format!(
-            "unexpected input '{}': the model's input is '{input_name}'",
-            input.name
-        )));
-    }
+    let input = single_input(inputs, input_name)?;
     if !matches!(input.shape.as_slice(), [_] | [_, 1]) {
         return Err(ServiceError::invalid(format!(
             "input '{input_name}' must have shape [batch] or [batch, 1], got {:?}",

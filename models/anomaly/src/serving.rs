@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use infermesh_common::ServiceError;
 use infermesh_inference::backends::TabularBackend;
-use infermesh_inference::batcher::{BatchConfig, Batcher, INLINE_MAX_ROWS};
+use infermesh_inference::batcher::Batcher;
 use infermesh_inference::observe::{Protocol, record};
 use infermesh_inference::tensor::tabular_rows;
 use infermesh_inference::{
@@ -89,19 +89,7 @@ impl AnomalyServable {
         version: u64,
         forest: Arc<IsolationForest>,
     ) -> Result<Self, String> {
-        let batcher = Batcher::start(
-            Arc::new(TabularBackend::new(forest.clone())),
-            BatchConfig {
-                model: config.name.clone(),
-                version: version.to_string(),
-                max_batch_cost: config.max_batch_size,
-                max_batch_items: config.max_batch_size,
-                max_queue_delay: config.max_queue_delay,
-                max_queue_cost: config.max_queue_rows,
-                inline_max_cost: INLINE_MAX_ROWS,
-            },
-        )
-        .map_err(|e| format!("cannot start the batcher thread: {e}"))?;
+        let batcher = Batcher::for_rows(forest.clone(), config, version)?;
         let input_name = config.input_name_or("input__0").to_string();
         let n = forest.n_features();
         let description = Description {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use infermesh_common::ServiceError;
 use infermesh_inference::backends::TabularBackend;
-use infermesh_inference::batcher::{BatchConfig, Batcher, INLINE_MAX_ROWS};
+use infermesh_inference::batcher::Batcher;
 use infermesh_inference::tensor::tabular_rows;
 use infermesh_inference::{
     BatchUnit, Batching, BoxFuture, Description, Family, LoadContext, OutputTensor, Servable,
@@ -283,19 +283,7 @@ impl TreeServable {
         if options.output.output_class && matches!(model.task(), Task::Regression) {
             tracing::warn!(model = %config.name, "output_class is set but the model is a regression");
         }
-        let batcher = Batcher::start(
-            Arc::new(TabularBackend::new(model.clone())),
-            BatchConfig {
-                model: config.name.clone(),
-                version: version.to_string(),
-                max_batch_cost: config.max_batch_size,
-                max_batch_items: config.max_batch_size,
-                max_queue_delay: config.max_queue_delay,
-                max_queue_cost: config.max_queue_rows,
-                inline_max_cost: INLINE_MAX_ROWS,
-            },
-        )
-        .map_err(|e| format!("cannot start the batcher thread: {e}"))?;
+        let batcher = Batcher::for_rows(model.clone(), config, version)?;
         let input_name = config.input_name_or("input__0").to_string();
         let output_name = config.output_name_or("output__0").to_string();
         let layout = output_layout(model.task(), options.output);
