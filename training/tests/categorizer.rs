@@ -415,13 +415,14 @@ fn bert_from_a_base_directory_reloads_identically() {
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
     assert!(!tensors.contains_key("bert.pooler.dense.weight"));
 
-    // Linear probe alone (epochs 0) with refit: epoch 0 is the kept model, the one written
-    // is refit on every row, and it serves as trained.
+    // Linear probe alone (epochs 0, `infermesh train categorizer`'s default with --base):
+    // epoch 0 is the kept model, the one written is refitted on every row without being
+    // asked (--refit off), and it serves as trained.
     let mut probe = p.clone();
     probe.pooling = ClassifierPooling::Mean;
     probe.head_init = infermesh_training::categorizer::HeadInit::Probe;
     probe.epochs = 0;
-    probe.refit = true;
+    probe.refit = false;
     probe.out = dir.path().join("probe");
     let outcome = train(&probe.clone().check().unwrap()).unwrap();
     let r = &outcome.report;
@@ -431,13 +432,16 @@ fn bert_from_a_base_directory_reloads_identically() {
     assert!(r.history[0].train_loss.is_finite() && r.history[0].train_loss > 0.0);
     let served = TextClassifier::load(&dir.path().join("probe")).unwrap();
     assert_same_logits(&served, &outcome.model, 1e-3);
-    // Probe then fine-tuning: epoch 0 is scored beside the fine-tuned epochs.
+    // Probe then fine-tuning: epoch 0 is scored beside the fine-tuned epochs; a fine-tuned
+    // epoch that wins is kept as trained on the training rows (no --refit), the probe is
+    // refitted on every row.
     probe.epochs = 2;
-    probe.refit = false;
     let r = train(&probe.check().unwrap()).unwrap().report;
     let epochs: Vec<usize> = r.history.iter().map(|h| h.epoch).collect();
     assert_eq!(epochs, [0, 1, 2]);
     assert_eq!(r.epochs_run, 2);
+    let expected_refit = (r.best_epoch == 0).then_some(30);
+    assert_eq!(r.refit_rows, expected_refit, "best epoch {}", r.best_epoch);
 
     // A base missing encoder tensors is refused by name.
     std::fs::write(base.join("model.safetensors"), b"not safetensors").unwrap();

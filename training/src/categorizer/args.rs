@@ -66,10 +66,12 @@ pub struct TrainArgs {
     /// training_report.json (overwritten).
     #[arg(long)]
     pub out: PathBuf,
-    /// Maximum fine-tuning passes over the training rows (early stopping may end sooner; 0
-    /// with --head-init probe keeps the probe alone). Default 4.
-    #[arg(long, default_value_t = 4)]
-    pub epochs: usize,
+    /// Maximum fine-tuning passes over the training rows (early stopping may end sooner). 0,
+    /// only with --head-init probe, keeps the probe alone: a logistic regression on the frozen
+    /// encoder's sentence embeddings, fitted on every row (training and validation). Default 0 with --base (on the bank lines the frozen probe scored above
+    /// fine-tuning; BENCHMARKS.md), 4 with --init.
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Peak learning rate. Default 5e-5 with --base, 1e-3 with --init.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -101,7 +103,7 @@ pub struct TrainArgs {
     /// "probe" (a class-weighted logistic regression fitted on the frozen encoder's pooled
     /// features, scored as epoch 0 and kept unless a fine-tuning epoch beats it on
     /// validation; pair it with --pooling mean for sentence encoders) or "random"
-    /// (normal(0, 0.02), as Hugging Face). Default prototype with --base, random with --init.
+    /// (normal(0, 0.02), as Hugging Face). Default probe with --base, random with --init.
     #[arg(long, value_enum)]
     pub head_init: Option<HeadInitKind>,
     /// L2 strength of the --head-init probe (scikit-learn's C = 1 / (l2 * rows)). Default
@@ -110,7 +112,8 @@ pub struct TrainArgs {
     pub probe_l2: f64,
     /// After early stopping has chosen the number of epochs on the validation split, train
     /// again from the start on all rows (training + validation) for that many epochs and
-    /// keep that model (about twice the time). Default off.
+    /// keep that model (about twice the time). Default off (a kept probe alone is always
+    /// refitted on all rows).
     #[arg(long)]
     pub refit: bool,
     /// Dropout probability while training (hidden states, attention probabilities, pooled
@@ -121,9 +124,10 @@ pub struct TrainArgs {
     /// What the classifier layer reads: "cls" (the [CLS] token through BERT's pooler, as
     /// Hugging Face's BertForSequenceClassification) or "mean" (the mean hidden state, as
     /// sentence encoders such as MiniLM are trained to be read; written to config.json as
-    /// `"classifier_pooling": "mean"`, which Hugging Face's BERT classes ignore). Default cls.
-    #[arg(long, value_enum, default_value_t = PoolingKind::Cls)]
-    pub pooling: PoolingKind,
+    /// `"classifier_pooling": "mean"`, which Hugging Face's BERT classes ignore). Default mean
+    /// with --base (a sentence encoder such as all-MiniLM-L6-v2), cls with --init.
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingKind>,
     /// Train this many models, with seeds --seed, --seed + 1, ... (each its own validation
     /// split, epoch choice and refit), and write the uniform average of their weights (a
     /// model soup, Wortsman et al. 2022); N times the training time. Default 1 (one model).
@@ -191,7 +195,8 @@ impl TrainArgs {
             init,
             self.out,
         );
-        p.epochs = self.epochs;
+        let base = matches!(p.init, ModelInit::Base { .. });
+        p.epochs = self.epochs.unwrap_or(if base { 0 } else { 4 });
         p.lr = self.lr;
         p.batch_size = self.batch_size;
         p.max_len = self.max_len;
@@ -200,14 +205,10 @@ impl TrainArgs {
         p.patience = self.patience;
         p.weight_decay = self.weight_decay;
         p.warmup = self.warmup;
-        p.head_init = match (self.head_init, &p.init) {
-            (Some(HeadInitKind::Prototype), _) | (None, ModelInit::Base { .. }) => {
-                HeadInit::Prototype
-            }
-            (Some(HeadInitKind::Random), _) | (None, ModelInit::DistilBert { .. }) => {
-                HeadInit::Random
-            }
-            (Some(HeadInitKind::Probe), _) => HeadInit::Probe,
+        p.head_init = match (self.head_init, base) {
+            (Some(HeadInitKind::Prototype), _) => HeadInit::Prototype,
+            (Some(HeadInitKind::Random), _) | (None, false) => HeadInit::Random,
+            (Some(HeadInitKind::Probe), _) | (None, true) => HeadInit::Probe,
         };
         p.probe_l2 = self.probe_l2;
         p.soup = self.soup;
@@ -215,9 +216,9 @@ impl TrainArgs {
         p.lexical_c = self.lexical_c;
         p.refit = self.refit;
         p.dropout = self.dropout;
-        p.pooling = match self.pooling {
-            PoolingKind::Cls => ClassifierPooling::Cls,
-            PoolingKind::Mean => ClassifierPooling::Mean,
+        p.pooling = match (self.pooling, base) {
+            (Some(PoolingKind::Cls), _) | (None, false) => ClassifierPooling::Cls,
+            (Some(PoolingKind::Mean), _) | (None, true) => ClassifierPooling::Mean,
         };
         p.progress = true;
         Ok(p)
@@ -313,13 +314,45 @@ mod tests {
         let p = parse(&[]);
         assert_eq!(p.lexical_weight, 0.5);
         assert_eq!(p.lexical_c, 10.0);
-        assert_eq!(p.epochs, 4);
+        assert_eq!(p.epochs, 0);
         assert_eq!(p.batch_size, 32);
         assert_eq!(p.patience, 2);
         assert!(!p.refit);
-        assert_eq!(p.head_init, HeadInit::Prototype);
-        assert_eq!(p.pooling, ClassifierPooling::Cls);
+        assert_eq!(p.head_init, HeadInit::Probe);
+        assert_eq!(p.pooling, ClassifierPooling::Mean);
         assert_eq!(p.check().unwrap().lr(), 5e-5);
+        // Fine-tuning on request starts from the same probe and pooling.
+        let p = parse(&["--epochs", "4"]);
+        assert_eq!((p.epochs, p.head_init), (4, HeadInit::Probe));
+    }
+
+    /// A new model from scratch has no sentence embeddings to probe: it is trained.
+    #[test]
+    fn init_defaults_train_a_random_head_on_cls() {
+        let argv = [
+            "train",
+            "--data",
+            "d.csv",
+            "--text-column",
+            "text",
+            "--label-column",
+            "label",
+            "--init",
+            "distilbert",
+            "--tokenizer",
+            "tok",
+            "--out",
+            "out",
+        ];
+        let p = Cli::try_parse_from(argv)
+            .unwrap()
+            .args
+            .into_params()
+            .unwrap();
+        assert_eq!(p.epochs, 4);
+        assert_eq!(p.head_init, HeadInit::Random);
+        assert_eq!(p.pooling, ClassifierPooling::Cls);
+        assert_eq!(p.check().unwrap().lr(), 1e-3);
     }
 
     #[test]

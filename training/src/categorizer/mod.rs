@@ -18,6 +18,9 @@
 //! * Lexical head (`--lexical-weight`, 0.5 unless given on the command line): TF-IDF n-grams
 //!   into a logistic regression, blended with the classifier ([`infermesh_text::lexical`]);
 //!   fitted in [`lexical`].
+//! * Command-line defaults with `--base` (what `bench/categorizer.sh` measured best): no
+//!   fine-tuning (`--epochs 0`) — the classifier is the probe on the frozen encoder's mean
+//!   sentence embedding, fitted on every row — blended with the lexical head.
 //! * Output: `config.json`, `model.safetensors`, `tokenizer.json`, `training_report.json`,
 //!   and with a lexical head `lexical.json` and `lexical.safetensors`.
 //!

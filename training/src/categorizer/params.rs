@@ -119,7 +119,8 @@ pub struct TrainParams {
     /// Hugging Face's `hidden_dropout_prob` / `attention_probs_dropout_prob`).
     pub dropout: f64,
     /// After early stopping picks the epoch count, train again on training + validation
-    /// rows for that many epochs and keep that model.
+    /// rows for that many epochs and keep that model. Always done when the probe alone is
+    /// kept (epoch 0), which costs one frozen forward pass.
     pub refit: bool,
     /// What the classifier layer reads (`classifier_pooling` in `config.json`).
     pub pooling: ClassifierPooling,

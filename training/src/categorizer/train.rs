@@ -740,7 +740,10 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
     };
 
     // Refit: the validation rows only chose the number of epochs; train again from the same
-    // start on every row for that many epochs (same schedule), and keep that model.
+    // start on every row for that many epochs (same schedule), and keep that model. When the
+    // probe alone is kept (epoch 0: with `epochs = 0`, or no fine-tuning epoch beat it),
+    // it is always refitted on every row, as the lexical head is: that costs one frozen
+    // forward pass.
     // The lexical head chooses nothing on validation (its C is fixed; validation only scored
     // it above), so the head that is kept is fitted on every row, training and validation, as
     // the TF-IDF + logistic regression it mirrors would be, refit or not.
@@ -751,7 +754,7 @@ fn train_run(cfg: &TrainConfig) -> Result<Run, CategorizerError> {
         y.extend(&val_y);
         (texts, y)
     };
-    let (varmap, model, refit_rows) = if p.refit {
+    let (varmap, model, refit_rows) = if p.refit || best_epoch == 0 {
         let mut all_ids = train_ids;
         all_ids.extend(val_ids);
         let mut all_y = train_y;
