@@ -286,7 +286,15 @@ mod tests {
         args: TrainArgs,
     }
 
+    /// The flags with a base encoder (`--base minilm`) and `extra`.
     fn parse(extra: &[&str]) -> TrainParams {
+        let mut flags = vec!["--base", "minilm"];
+        flags.extend(extra);
+        parse_flags(&flags)
+    }
+
+    /// The required data flags and `flags`.
+    fn parse_flags(flags: &[&str]) -> TrainParams {
         let mut argv = vec![
             "train",
             "--data",
@@ -295,12 +303,10 @@ mod tests {
             "text",
             "--label-column",
             "label",
-            "--base",
-            "minilm",
             "--out",
             "out",
         ];
-        argv.extend(extra);
+        argv.extend(flags);
         Cli::try_parse_from(argv)
             .unwrap()
             .args
@@ -329,26 +335,7 @@ mod tests {
     /// A new model from scratch has no sentence embeddings to probe: it is trained.
     #[test]
     fn init_defaults_train_a_random_head_on_cls() {
-        let argv = [
-            "train",
-            "--data",
-            "d.csv",
-            "--text-column",
-            "text",
-            "--label-column",
-            "label",
-            "--init",
-            "distilbert",
-            "--tokenizer",
-            "tok",
-            "--out",
-            "out",
-        ];
-        let p = Cli::try_parse_from(argv)
-            .unwrap()
-            .args
-            .into_params()
-            .unwrap();
+        let p = parse_flags(&["--init", "distilbert", "--tokenizer", "tok"]);
         assert_eq!(p.epochs, 4);
         assert_eq!(p.head_init, HeadInit::Random);
         assert_eq!(p.pooling, ClassifierPooling::Cls);
