@@ -8,6 +8,7 @@
 pub mod hdbscan;
 pub mod knn;
 mod matrix;
+pub mod metrics;
 mod rng;
 pub mod umap;
 
