@@ -5,11 +5,13 @@
 //! No serving, no I/O runtime, no model download: the caller brings the texts and their
 //! embeddings.
 
+pub mod ctfidf;
 pub mod hdbscan;
 pub mod knn;
 mod matrix;
 pub mod metrics;
 mod rng;
+mod stop_words;
 pub mod umap;
 
 pub use hdbscan::{Hdbscan, HdbscanParams};
