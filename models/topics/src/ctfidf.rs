@@ -217,8 +217,10 @@ pub struct Ctfidf {
 }
 
 impl Ctfidf {
-    /// `ClassTfidfTransformer.fit(X).transform(X)` on the class counts.
-    pub fn fit(counts: &ClassCounts, params: &CtfidfParams) -> Self {
+    /// `ClassTfidfTransformer.fit(X).transform(X)` on the class counts. `present` names the
+    /// classes BERTopic would have rows for (the mean tokens per class is over them; empty:
+    /// all classes), so an empty outlier class does not change the idf.
+    pub fn fit(counts: &ClassCounts, params: &CtfidfParams, present: &[bool]) -> Self {
         let n_words = counts.words.len();
         let mut df = vec![0f64; n_words];
         let mut total = 0f64;
@@ -228,7 +230,12 @@ impl Ctfidf {
                 total += c as f64;
             }
         }
-        let avg = (total / counts.counts.len().max(1) as f64).trunc();
+        let n_classes = if present.is_empty() {
+            counts.counts.len()
+        } else {
+            present.iter().filter(|&&p| p).count()
+        };
+        let avg = (total / n_classes.max(1) as f64).trunc();
         let idf: Vec<f64> = df
             .iter()
             .map(|&f| {
@@ -421,7 +428,7 @@ mod tests {
         let mut counts = ClassCounts::new(2);
         counts.add(0, tokenize("apple apple banana", StopWords::English));
         counts.add(1, tokenize("banana cherry", StopWords::English));
-        let c = Ctfidf::fit(&counts, &CtfidfParams::default());
+        let c = Ctfidf::fit(&counts, &CtfidfParams::default(), &[]);
         let (ln2, ln3) = (2f64.ln(), 3f64.ln());
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         assert!(
@@ -446,6 +453,7 @@ mod tests {
                 bm25_weighting: true,
                 ..CtfidfParams::default()
             },
+            &[],
         );
         assert!(close(bm25.idf[2], (1.0 + 1.5 / 1.5f64).ln()));
         assert!(close(bm25.idf[0], (1.0 + 0.5 / 2.5f64).ln()));
@@ -456,6 +464,7 @@ mod tests {
                 reduce_frequent_words: true,
                 ..CtfidfParams::default()
             },
+            &[],
         );
         assert!(close(r.rows[1][1].1, 0.5f64.sqrt() * ln3));
         // Merging the classes sums their counts.

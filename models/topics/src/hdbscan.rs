@@ -338,12 +338,6 @@ impl Hdbscan {
         self.dim
     }
 
-    /// The training points.
-    #[allow(dead_code)] // the artifact writer's (next step)
-    pub(crate) fn data(&self) -> &[f64] {
-        &self.data
-    }
-
     /// The label and probability of each new point (`n x dim`, row-major), as the hdbscan
     /// library's `approximate_predict` gives them.
     pub fn approximate_predict(&self, points: &[f32]) -> Result<Vec<(i64, f64)>, TopicError> {

@@ -5,18 +5,22 @@
 //! No serving, no I/O runtime, no model download: the caller brings the texts and their
 //! embeddings.
 
+pub mod artifact;
 pub mod ctfidf;
 pub mod hdbscan;
 pub mod knn;
 mod matrix;
 pub mod metrics;
+pub mod model;
 mod rng;
 mod stop_words;
 pub mod umap;
 
+pub use artifact::LoadLimits;
 pub use hdbscan::{Hdbscan, HdbscanParams};
 pub use knn::Metric;
 pub use matrix::Matrix;
+pub use model::{MergeStrategy, OutlierStrategy, TopicInfo, TopicModel, TopicParams};
 pub use umap::{Umap, UmapParams};
 
 /// Why a fit, a prediction or an artifact was refused.

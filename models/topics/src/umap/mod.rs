@@ -215,7 +215,6 @@ impl Umap {
         })
     }
 
-    #[allow(dead_code)] // the artifact loader's (next step)
     /// Rebuilds a fitted UMAP from its parts (the artifact loader), checking their shapes.
     pub(crate) fn from_parts(
         params: UmapParams,
@@ -277,7 +276,6 @@ impl Umap {
     }
 
     /// The training rows as the metric reads them (unit rows for cosine).
-    #[allow(dead_code)] // the artifact writer's (next step)
     pub(crate) fn train_rows(&self) -> &[f32] {
         &self.train
     }
