@@ -36,6 +36,11 @@ use crate::{Matrix, TopicError};
 use graph::Graph;
 use layout::LayoutParams;
 
+/// Most SGD epochs a model may ask for.
+pub const MAX_EPOCHS: usize = 100_000;
+/// Most negative samples per positive sample.
+pub const MAX_NEGATIVE_SAMPLE_RATE: usize = 1_000;
+
 /// UMAP's hyper-parameters; the defaults are BERTopic's (`n_neighbors = 15`,
 /// `n_components = 5`, `min_dist = 0`, `metric = cosine`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,8 +122,17 @@ impl UmapParams {
         if !(self.local_connectivity.is_finite() && self.local_connectivity >= 0.0) {
             return bad("local_connectivity must be non-negative".into());
         }
-        if self.n_epochs == Some(0) {
-            return bad("n_epochs must be at least 1".into());
+        // Upper bounds keep a hostile artifact from making transform run for ever.
+        if let Some(e) = self.n_epochs
+            && !(1..=MAX_EPOCHS).contains(&e)
+        {
+            return bad(format!("n_epochs = {e} is not within 1..={MAX_EPOCHS}"));
+        }
+        if self.negative_sample_rate > MAX_NEGATIVE_SAMPLE_RATE {
+            return bad(format!(
+                "negative_sample_rate = {} is more than {MAX_NEGATIVE_SAMPLE_RATE}",
+                self.negative_sample_rate
+            ));
         }
         Ok(())
     }
