@@ -3,7 +3,28 @@
 //! clusters as topics, c-TF-IDF keywords per topic.
 //!
 //! No serving, no I/O runtime, no model download: the caller brings the texts and their
-//! embeddings.
+//! embeddings. [`TopicModel::fit`] / [`TopicModel::transform`] are BERTopic's
+//! `fit_transform` / `transform` with `embeddings=`; [`TopicModel::topics`] its
+//! `get_topic_info`; [`TopicModel::save`] / [`TopicModel::load`] the artifact of
+//! [`artifact`] (JSON + safetensors, no pickle, bounded by [`LoadLimits`]).
+//!
+//! | piece | module | as |
+//! |---|---|---|
+//! | UMAP (fit + transform) | [`umap`] | umap-learn 0.5 (exact kNN) |
+//! | HDBSCAN (+ `approximate_predict`) | [`hdbscan`] | the hdbscan library 0.8 (exact MST) |
+//! | c-TF-IDF, keywords, MMR | [`ctfidf`] | BERTopic's `ClassTfidfTransformer`, `CountVectorizer`, `MaximalMarginalRelevance` |
+//! | topics, merging, outliers, updates | [`model`] | BERTopic 0.17's `_reduce_to_n_topics`, `reduce_outliers`, `update_topics` |
+//!
+//! Checked against the Python peers with the scripts under `tools/` (see their docs):
+//! `umap_check.py` (trustworthiness and neighbour agreement equal to umap-learn's within
+//! the spread over seeds), `hdbscan_check.py` (labels ARI 1.0 / 0.998 against the library),
+//! `bertopic_check.py` (ARI 0.99 against BERTopic's topics, the same keywords).
+//!
+//! Determinism: one seeded generator (SplitMix64, written here), sequential SGD, per-row
+//! parallel kNN: the same input and seeds give a bit-identical model on one platform, and a
+//! loaded model transforms bit-identically to the saved one.
+//!
+//! Scale: kNN, core distances and the MST are exact and O(N²) (N up to ~20k).
 
 pub mod artifact;
 pub mod ctfidf;
