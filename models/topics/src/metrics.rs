@@ -1,0 +1,47 @@
+//! Clustering agreement, for tests and checks against the Python peers.
+
+use std::collections::HashMap;
+
+/// The adjusted Rand index of two labellings of the same items (Hubert and Arabie 1985;
+/// scikit-learn's `adjusted_rand_score`): 1 for identical partitions (up to renaming), about 0
+/// for independent ones. Noise labels (`-1`) count as one more cluster, as scikit-learn
+/// counts them.
+pub fn adjusted_rand_index(a: &[i64], b: &[i64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "two labellings of the same items");
+    let n = a.len() as f64;
+    let pairs = |x: f64| x * (x - 1.0) / 2.0;
+    let mut joint: HashMap<(i64, i64), f64> = HashMap::new();
+    let mut rows: HashMap<i64, f64> = HashMap::new();
+    let mut cols: HashMap<i64, f64> = HashMap::new();
+    for (&x, &y) in a.iter().zip(b) {
+        *joint.entry((x, y)).or_default() += 1.0;
+        *rows.entry(x).or_default() += 1.0;
+        *cols.entry(y).or_default() += 1.0;
+    }
+    let index: f64 = joint.values().map(|&v| pairs(v)).sum();
+    let sum_a: f64 = rows.values().map(|&v| pairs(v)).sum();
+    let sum_b: f64 = cols.values().map(|&v| pairs(v)).sum();
+    let expected = sum_a * sum_b / pairs(n).max(f64::MIN_POSITIVE);
+    let max = (sum_a + sum_b) / 2.0;
+    if max == expected {
+        1.0
+    } else {
+        (index - expected) / (max - expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ari_matches_scikit_learn() {
+        assert_eq!(adjusted_rand_index(&[0, 0, 1, 1], &[5, 5, 7, 7]), 1.0);
+        // sklearn.metrics.adjusted_rand_score([0, 0, 1, 1], [0, 0, 1, 2]) = 0.5714285714285715
+        let v = adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]);
+        assert!((v - 0.571_428_571_428_571_5).abs() < 1e-12, "{v}");
+        // sklearn.metrics.adjusted_rand_score([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]) = -0.36363636363636365
+        let v = adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 1, 2, 0, 1, 2]);
+        assert!((v + 0.363_636_363_636_363_65).abs() < 1e-12, "{v}");
+    }
+}
