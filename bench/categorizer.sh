@@ -15,22 +15,52 @@
 # defaults are what is measured). INFERMESH_BIN uses that infermesh binary instead of building
 # the workspace. CATEGORIZER_DATA=kaggle runs the same comparison on the directory's other
 # labelled file, kaggle_personal_finance_transactions.csv (Description -> Category, 808 rows).
+# CATEGORIZER_DATA=sentiment (what bench/sentiment.sh runs) takes the UCI sentiment-labelled
+# sentences instead ($INFERMESH_DATA/sentiment-labelled-sentences: amazon, yelp and imdb,
+# 3,000 sentences, labels 0/1 written as negative/positive) and trains with `infermesh train
+# sentiment`.
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
+DATA_ROOT="${INFERMESH_DATA:-$ROOT/../shared/data}"
+JOB=categorizer
 case "${CATEGORIZER_DATA:-za}" in
-  za) FILE=za_bank_statement_transactions.csv COLUMNS=(description label) TAG= ;;
-  kaggle) FILE=kaggle_personal_finance_transactions.csv COLUMNS=(Description Category) TAG=-kaggle ;;
-  *) echo "CATEGORIZER_DATA is za or kaggle" >&2; exit 2 ;;
+  za) DATA="$DATA_ROOT/bank-transaction-categories/za_bank_statement_transactions.csv"
+      COLUMNS=(description label) TAG= ;;
+  kaggle) DATA="$DATA_ROOT/bank-transaction-categories/kaggle_personal_finance_transactions.csv"
+      COLUMNS=(Description Category) TAG=-kaggle ;;
+  sentiment) DATA="$DATA_ROOT/sentiment-labelled-sentences" COLUMNS=(description label)
+      TAG=-sentiment JOB=sentiment ;;
+  *) echo "CATEGORIZER_DATA is za, kaggle or sentiment" >&2; exit 2 ;;
 esac
-DATA="${INFERMESH_DATA:-$ROOT/../shared/data}/bank-transaction-categories/$FILE"
 BASE="${CATEGORIZER_BASE:-$CACHE/models/all-MiniLM-L6-v2}"
 SEEDS=${SEEDS:-0 1 2 3 4}
 WORK="$CACHE/bench-categorizer$TAG"
-[ -f "$DATA" ] || { echo "missing $DATA" >&2; exit 1; }
+[ -e "$DATA" ] || { echo "missing $DATA" >&2; exit 1; }
 [ -f "$BASE/model.safetensors" ] || { echo "missing $BASE (run scripts/test.sh once to fetch it)" >&2; exit 1; }
 
 ensure_venv venv-categorizer-peer bench/requirements-categorizer-peer.txt 'import sklearn'
 PY="$CACHE/venv-categorizer-peer/bin/python"
+mkdir -p "$WORK"
+if [ "$JOB" = sentiment ]; then
+  # One CSV of the three files, parsed as their PROVENANCE.md says (split on LF, then on the
+  # last tab; never splitlines(), which breaks imdb's U+0085 characters).
+  "$PY" - "$DATA" "$WORK/sentences.csv" <<'PY'
+import csv, sys
+src, out = sys.argv[1], sys.argv[2]
+rows = []
+for name in ("amazon_cells", "yelp", "imdb"):
+    with open(f"{src}/{name}_labelled.txt", encoding="utf-8", newline="") as f:
+        for line in f.read().split("\n"):
+            if line.strip():
+                text, label = line.rsplit("\t", 1)
+                rows.append((text.strip(), {"0": "negative", "1": "positive"}[label.strip()]))
+with open(out, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["description", "label"])
+    w.writerows(rows)
+PY
+  DATA="$WORK/sentences.csv"
+fi
 
 if [ -n "${INFERMESH_BIN:-}" ]; then
   BIN="$INFERMESH_BIN"
@@ -41,7 +71,6 @@ else
 fi
 
 RESULTS="$WORK/results.jsonl"
-mkdir -p "$WORK"
 : > "$RESULTS"
 for SEED in $SEEDS; do
   DIR="$WORK/seed$SEED"
@@ -50,11 +79,11 @@ for SEED in $SEEDS; do
   log "split seed $SEED: peer (TF-IDF + logistic regression)"
   SPLIT=$("$PY" bench/categorizer_peer.py split "$DATA" "$DIR" "$SEED" "${COLUMNS[@]}")
   PEER=$("$PY" bench/categorizer_peer.py baseline "$DIR" "$DIR/predictions_peer.csv" | tail -n 1)
-  log "split seed $SEED: infermesh train categorizer ${CATEGORIZER_FLAGS:-(defaults)}"
+  log "split seed $SEED: infermesh train $JOB ${CATEGORIZER_FLAGS:-(defaults)}"
   # shellcheck disable=SC2086
-  "$BIN" train categorizer --data "$DIR/train.csv" --text-column description --label-column label \
+  "$BIN" train "$JOB" --data "$DIR/train.csv" --text-column description --label-column label \
     --base "$BASE" --out "$DIR/model" ${CATEGORIZER_FLAGS:-} >&2
-  OURS=$("$BIN" eval categorizer --data "$DIR/test.csv" --text-column description \
+  OURS=$("$BIN" eval "$JOB" --data "$DIR/test.csv" --text-column description \
     --label-column label --model "$DIR/model" --json --predictions "$DIR/predictions_ours.csv")
   PAIRED=$("$PY" bench/categorizer_peer.py compare "$DIR/predictions_ours.csv" "$DIR/predictions_peer.csv")
   "$PY" - "$SEED" "$SPLIT" "$PEER" "$OURS" "$DIR/model/training_report.json" "$PAIRED" \

@@ -5,11 +5,14 @@
 //!   registry; [`promote`] moves their aliases.
 //! * [`recs`]: trains and evaluates the LightFM-style recommender (`infermesh-recs`) on
 //!   interaction tables loaded with Polars ([`table`]).
+//! * [`sentiment`]: the local sentiment classifier, the categoriser's trainer with the cached
+//!   all-MiniLM-L6-v2 as its default base.
 
 pub mod categorizer;
 pub mod fraud;
 pub mod promote;
 pub mod recs;
+pub mod sentiment;
 pub mod table;
 
 use categorizer::{CategorizerError, EvalArgs, TrainArgs};
@@ -57,26 +60,20 @@ pub enum TrainCommand {
     /// version the server loads (platform `lightgbm`); optionally tracked in MLflow and
     /// registered (alias challenger).
     Fraud(fraud::TrainFraudArgs),
+    /// Train the local sentiment classifier on a labelled CSV file (labels as the data names
+    /// them, e.g. negative / positive / neutral): the categoriser's trainer and defaults (a
+    /// probe on the frozen encoder's sentence embedding blended with a TF-IDF lexical head),
+    /// --base defaulting to the cached all-MiniLM-L6-v2; the written directory serves as
+    /// platform `sentiment`.
+    Sentiment(sentiment::TrainSentimentArgs),
 }
 
 impl TrainCommand {
     /// Runs the job and prints a summary.
     pub fn run(self) -> Result<(), JobError> {
         let text = match self {
-            TrainCommand::Categorizer(args) => {
-                let out = args.out.clone();
-                let report = args.run()?;
-                format!(
-                    "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}\n",
-                    report.architecture,
-                    report.epochs_run,
-                    report.best_epoch,
-                    report.validation_accuracy,
-                    report.validation_macro_f1,
-                    report.elapsed_seconds,
-                    out.display()
-                )
-            }
+            TrainCommand::Categorizer(args) => classifier_summary(args)?,
+            TrainCommand::Sentiment(args) => classifier_summary(args.resolved())?,
             TrainCommand::Recs(args) => args.run()?,
             TrainCommand::Fraud(args) => args.run()?,
         };
@@ -84,11 +81,30 @@ impl TrainCommand {
     }
 }
 
+/// Trains a text classifier (categoriser or sentiment) and says what was written.
+fn classifier_summary(args: TrainArgs) -> Result<String, JobError> {
+    let out = args.out.clone();
+    let report = args.run()?;
+    Ok(format!(
+        "{} trained: {} epochs (best {}), validation accuracy {:.4}, macro-F1 {:.4}, {:.1} s; written to {}\n",
+        report.architecture,
+        report.epochs_run,
+        report.best_epoch,
+        report.validation_accuracy,
+        report.validation_macro_f1,
+        report.elapsed_seconds,
+        out.display()
+    ))
+}
+
 /// `infermesh eval <job>`.
 #[derive(Debug, clap::Subcommand)]
 pub enum EvalCommand {
     /// Score a trained categoriser on a labelled CSV file (accuracy, macro-F1).
     Categorizer(EvalArgs),
+    /// Score a trained sentiment classifier on a labelled CSV file (accuracy, macro-F1, per
+    /// label), as `eval categorizer` does.
+    Sentiment(EvalArgs),
     /// Score a trained recommender on held-out interactions: precision@k, recall@k and AUC
     /// as LightFM's `lightfm.evaluation` defines them (training interactions excluded).
     Recs(recs::EvalRecsArgs),
@@ -98,7 +114,7 @@ impl EvalCommand {
     /// Runs the evaluation and prints it (JSON with `--json`).
     pub fn run(self) -> Result<(), JobError> {
         let text = match self {
-            EvalCommand::Categorizer(args) => {
+            EvalCommand::Categorizer(args) | EvalCommand::Sentiment(args) => {
                 let json = args.json;
                 let report = args.run()?;
                 if json {

@@ -107,15 +107,7 @@ pub fn write_sample_recommender(dir: &Path, name: &str, seed: u64) -> std::io::R
     Ok(true)
 }
 
-/// The model cache the project's scripts fill (`INFERMESH_MODEL_CACHE`, default
-/// `~/.cache/infermesh/models`).
-pub fn default_model_cache() -> std::path::PathBuf {
-    match std::env::var_os("INFERMESH_MODEL_CACHE") {
-        Some(p) => p.into(),
-        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/infermesh/models"),
-    }
-}
+pub use infermesh_model_core::default_model_cache;
 
 /// Files of a Hugging Face sentence-transformers folder that serving reads.
 const MINILM_FILES: [&str; 4] = [

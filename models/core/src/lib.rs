@@ -8,6 +8,18 @@ pub mod metrics;
 pub mod rng;
 
 use std::fmt;
+use std::path::PathBuf;
+
+/// The model cache the project's scripts fill with weights that never come from a hub at
+/// run time (`INFERMESH_MODEL_CACHE`, default `~/.cache/infermesh/models`): all-MiniLM-L6-v2
+/// in `all-MiniLM-L6-v2/`.
+pub fn default_model_cache() -> PathBuf {
+    match std::env::var_os("INFERMESH_MODEL_CACHE") {
+        Some(p) => p.into(),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/infermesh/models"),
+    }
+}
 
 /// Errors a model family reports. Serving maps these onto its single `ErrorKind`.
 #[derive(Debug, thiserror::Error)]

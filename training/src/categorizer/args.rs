@@ -31,7 +31,6 @@ pub fn format_report(r: &EvalReport) -> String {
 
 /// Flags of `infermesh train categorizer`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("model").required(true).args(["base", "init"])))]
 pub struct TrainArgs {
     /// CSV file with a header row holding the texts and labels.
     #[arg(long)]
@@ -43,7 +42,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub label_column: String,
     /// Start from this BERT encoder in Hugging Face layout (config.json, model.safetensors,
-    /// tokenizer.json), e.g. all-MiniLM-L6-v2; the classifier head is new. Excludes --init.
+    /// tokenizer.json), e.g. all-MiniLM-L6-v2; the classifier head is new. Excludes --init;
+    /// one of the two is needed (`train sentiment`: default the cached all-MiniLM-L6-v2).
     #[arg(long, conflicts_with = "init")]
     pub base: Option<PathBuf>,
     /// Start from a new, randomly initialised (seeded) model of this kind instead of --base;
@@ -293,8 +293,13 @@ mod tests {
         parse_flags(&flags)
     }
 
-    /// The required data flags and `flags`.
+    /// The required data flags and `flags`, as parameters.
     fn parse_flags(flags: &[&str]) -> TrainParams {
+        try_params(flags).unwrap()
+    }
+
+    /// The required data flags and `flags`, parsed and turned into parameters.
+    fn try_params(flags: &[&str]) -> Result<TrainParams, CategorizerError> {
         let mut argv = vec![
             "train",
             "--data",
@@ -307,11 +312,7 @@ mod tests {
             "out",
         ];
         argv.extend(flags);
-        Cli::try_parse_from(argv)
-            .unwrap()
-            .args
-            .into_params()
-            .unwrap()
+        Cli::try_parse_from(argv).unwrap().args.into_params()
     }
 
     /// The defaults `--help` states, with a base encoder (what bench/categorizer.sh measures).
@@ -340,6 +341,13 @@ mod tests {
         assert_eq!(p.head_init, HeadInit::Random);
         assert_eq!(p.pooling, ClassifierPooling::Cls);
         assert_eq!(p.check().unwrap().lr(), 1e-3);
+    }
+
+    /// The categoriser needs an encoder: neither --base nor --init is a clear error.
+    #[test]
+    fn no_base_and_no_init_is_refused_by_name() {
+        let err = try_params(&[]).unwrap_err().to_string();
+        assert!(err.contains("--base"), "{err}");
     }
 
     #[test]
