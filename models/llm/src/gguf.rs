@@ -144,7 +144,6 @@ impl<R: Read + Seek> Scanner<R> {
 
     /// Skips one value of GGUF type `ty`; returns it as a number when it is a scalar integer.
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Option<u64>, LlmError> {
-        let fixed = |n: u64| n;
         match ty {
             0 | 1 | 7 => {
                 let [b] = self.bytes::<1>(key)?;
@@ -155,9 +154,9 @@ impl<R: Read + Seek> Scanner<R> {
             }
             2 | 3 => Ok(Some(u64::from(u16::from_le_bytes(self.bytes::<2>(key)?)))),
             4 | 5 => Ok(Some(u64::from(self.u32(key)?))),
-            6 => self.skip(fixed(4), key).map(|()| None),
+            6 => self.skip(4, key).map(|()| None),
             10 | 11 => Ok(Some(self.u64(key)?)),
-            12 => self.skip(fixed(8), key).map(|()| None),
+            12 => self.skip(8, key).map(|()| None),
             8 => self.string(key, false).map(|_| None),
             9 => {
                 if depth >= MAX_DEPTH {

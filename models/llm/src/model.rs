@@ -6,6 +6,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use std::io::{Cursor, Read, Seek};
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
@@ -22,6 +25,24 @@ use crate::{LlmError, no_panic};
 /// Prompt tokens evaluated per forward pass (Ollama's `num_batch` default): bounds the
 /// attention mask and activations of a long prompt.
 const PROMPT_CHUNK: usize = 512;
+
+/// How weights are held in memory after loading.
+///
+/// candle 0.11 has no SIMD kernel for Q4_1 (SmolLM2's format): it multiplies Q4_1 blocks by
+/// activations quantized to Q8_1 in scalar code. Measured on this 2-core AVX2 machine, re-encoding
+/// the matrices at load time is faster (examples/generate.rs measures all three), and
+/// [`Weights::F32`] is also exact: its greedy output equals an independent NumPy forward pass on
+/// the dequantized weights token for token, where quantized activations flip near-ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// As stored in the file (least memory).
+    #[default]
+    AsStored,
+    /// Matrices re-encoded to Q8_0 (AVX2 kernels; about 1.9x the memory of Q4_1).
+    Q8_0,
+    /// Matrices dequantized to f32 (gemm; exact; about 7x the memory of Q4_1).
+    F32,
+}
 
 /// A loaded model. Generation mutates the KV cache, so it takes `&mut self`; a server shares
 /// one behind a mutex.
@@ -45,8 +66,13 @@ impl std::fmt::Debug for LlmModel {
 }
 
 impl LlmModel {
-    /// Loads the GGUF file at `path` within `limits` (architecture "llama").
+    /// Loads the GGUF file at `path` within `limits` (architecture "llama"), weights as stored.
     pub fn load(path: &Path, limits: &LoadLimits) -> Result<Self, LlmError> {
+        Self::load_as(path, limits, Weights::AsStored)
+    }
+
+    /// Loads the GGUF file at `path` within `limits`, holding the weights as `weights` says.
+    pub fn load_as(path: &Path, limits: &LoadLimits, weights: Weights) -> Result<Self, LlmError> {
         let started = Instant::now();
         let (content, mut reader) = read_content(path, limits)?;
         let arch = md_str(&content, "general.architecture")?;
@@ -79,7 +105,15 @@ impl LlmModel {
         let template = ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))?;
         let device = Device::Cpu;
         let weights = no_panic("loading the weights", || {
-            ModelWeights::from_gguf(content, &mut reader, &device).map_err(LlmError::from)
+            let target = match weights {
+                Weights::AsStored => {
+                    return ModelWeights::from_gguf(content, &mut reader, &device).map_err(LlmError::from);
+                }
+                Weights::Q8_0 => GgmlDType::Q8_0,
+                Weights::F32 => GgmlDType::F32,
+            };
+            let (content, mut memory) = reencode(content, &mut reader, target, &device)?;
+            ModelWeights::from_gguf(content, &mut memory, &device).map_err(LlmError::from)
         })?;
         Ok(Self { weights, tokenizer, template, context_length, load_duration: started.elapsed(), device })
     }
@@ -208,11 +242,9 @@ impl LlmModel {
             pos += 1;
         };
         if done != DoneReason::Cancelled {
-            // Text held back as a possible stop string, or an unfinished character, was neither.
-            let rest = match stops.push(&utf8.finish()) {
-                Filtered::Emit(t) => t + &stops.finish(),
-                Filtered::Stop(t) => t,
-            };
+            // Text held back as a possible stop string was none; a half character is dropped.
+            utf8.finish();
+            let rest = stops.finish();
             if !rest.is_empty() {
                 output.text.push_str(&rest);
                 let _ = on_token(&rest);
@@ -257,6 +289,36 @@ impl LlmModel {
         })?;
         Ok(next)
     }
+}
+
+/// The same model with its matrices re-encoded as `target`, as an in-memory GGUF file.
+fn reencode(
+    content: gguf_file::Content,
+    reader: &mut (impl Read + Seek),
+    target: GgmlDType,
+    device: &Device,
+) -> Result<(gguf_file::Content, Cursor<Vec<u8>>), LlmError> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in &names {
+        let stored = content.tensor(reader, name, device)?;
+        let dims = stored.shape().dims().to_vec();
+        let fits = dims.len() == 2 && dims[1] % target.block_size() == 0;
+        let tensor = if fits && stored.dtype() != target {
+            QTensor::quantize(&stored.dequantize(device)?, target)?
+        } else {
+            stored
+        };
+        tensors.push(tensor);
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let named: Vec<(&str, &QTensor)> = names.iter().map(|n| n.as_str()).zip(tensors.iter()).collect();
+    let mut memory = Cursor::new(Vec::new());
+    gguf_file::write(&mut memory, &metadata, &named)?;
+    memory.set_position(0);
+    let content = gguf_file::Content::read(&mut memory)?;
+    Ok((content, memory))
 }
 
 fn nanos(d: Duration) -> u64 {
