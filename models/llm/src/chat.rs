@@ -26,7 +26,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with `role` and `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -48,18 +51,36 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_function("raise_exception", |message: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(JinjaErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    JinjaErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
         env.add_function("strftime_now", |format: String| strftime_now(&format));
-        env.add_template_owned("chat", source.to_string()).map_err(|e| template_error(&e))?;
-        Ok(Self { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| template_error(&e))?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
     }
 
     /// The prompt text for `messages`, ending with the assistant's header when
     /// `add_generation_prompt`.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, LlmError> {
-        let template = self.env.get_template("chat").map_err(|e| template_error(&e))?;
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, LlmError> {
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| template_error(&e))?;
         template
             .render(minijinja::context! {
                 messages => messages,
@@ -82,7 +103,17 @@ fn strftime_now(format: &str) -> String {
 
 fn format_utc(secs: u64, format: &str) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
         "December",
     ];
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -134,17 +165,29 @@ mod tests {
 
     #[test]
     fn smollm2_renders_chatml_with_its_default_system_line() {
-        let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").expect("the template compiles");
-        let got = t.render(&[ChatMessage::new("user", "Hi!")], true).expect("renders");
+        let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>")
+            .expect("the template compiles");
+        let got = t
+            .render(&[ChatMessage::new("user", "Hi!")], true)
+            .expect("renders");
         assert_eq!(
             got,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
         );
         let with_system = t
-            .render(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "2+2?")], false)
+            .render(
+                &[
+                    ChatMessage::new("system", "Be brief."),
+                    ChatMessage::new("user", "2+2?"),
+                ],
+                false,
+            )
             .expect("renders");
-        assert_eq!(with_system, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n");
+        assert_eq!(
+            with_system,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+        );
     }
 
     #[test]
@@ -152,11 +195,19 @@ mod tests {
         let src = "{% for m in messages %}\n  {% if m.role == 'skip' %}{% continue %}{% endif %}\n{{ m.content }}|\n{% endfor %}";
         let t = ChatTemplate::new(src, "", "").expect("compiles");
         let got = t
-            .render(&[ChatMessage::new("user", "a"), ChatMessage::new("skip", "b"), ChatMessage::new("user", "c")], false)
+            .render(
+                &[
+                    ChatMessage::new("user", "a"),
+                    ChatMessage::new("skip", "b"),
+                    ChatMessage::new("user", "c"),
+                ],
+                false,
+            )
             .expect("renders");
         // trim_blocks drops the newline after a block tag, lstrip_blocks the indentation before one.
         assert_eq!(got, "a|\nc|\n");
-        let raising = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").expect("compiles");
+        let raising = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "")
+            .expect("compiles");
         let err = raising.render(&[], false).expect_err("raises");
         assert!(err.to_string().contains("roles must alternate"), "{err}");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
@@ -165,7 +216,10 @@ mod tests {
     #[test]
     fn strftime_covers_the_directives_templates_use() {
         // 2024-07-26 13:05:09 UTC
-        assert_eq!(format_utc(1_721_999_109, "%d %b %Y %H:%M:%S %B %m %%"), "26 Jul 2024 13:05:09 July 07 %");
+        assert_eq!(
+            format_utc(1_721_999_109, "%d %b %Y %H:%M:%S %B %m %%"),
+            "26 Jul 2024 13:05:09 July 07 %"
+        );
         assert_eq!(format_utc(0, "%Y-%m-%d"), "1970-01-01");
     }
 }

@@ -61,7 +61,11 @@ impl Default for GenerateOptions {
 impl GenerateOptions {
     /// Greedy decoding with no repeat penalty: the deterministic settings tests use.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, repeat_penalty: 1.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Self::default()
+        }
     }
 
     /// Refuses values that have no meaning.
@@ -77,10 +81,16 @@ impl GenerateOptions {
             return bad(format!("min_p {} (must be in [0, 1])", self.min_p));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad(format!("repeat_penalty {} (must be > 0)", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty {} (must be > 0)",
+                self.repeat_penalty
+            ));
         }
         if self.repeat_last_n < -1 {
-            return bad(format!("repeat_last_n {} (must be >= -1)", self.repeat_last_n));
+            return bad(format!(
+                "repeat_last_n {} (must be >= -1)",
+                self.repeat_last_n
+            ));
         }
         if self.num_ctx == 0 {
             return bad("num_ctx 0".into());
@@ -106,7 +116,11 @@ pub struct GenerateRequest {
 impl GenerateRequest {
     /// A request for `prompt` text with `options`.
     pub fn text(prompt: impl Into<String>, options: GenerateOptions) -> Self {
-        Self { prompt: Prompt::Text(prompt.into()), options, cancel: None }
+        Self {
+            prompt: Prompt::Text(prompt.into()),
+            options,
+            cancel: None,
+        }
     }
 }
 
@@ -163,7 +177,11 @@ impl Timings {
 }
 
 fn per_second(count: usize, nanos: u64) -> f64 {
-    if nanos == 0 { 0.0 } else { count as f64 * 1e9 / nanos as f64 }
+    if nanos == 0 {
+        0.0
+    } else {
+        count as f64 * 1e9 / nanos as f64
+    }
 }
 
 /// What a generation produced.
@@ -246,12 +264,20 @@ pub(crate) enum Filtered {
 
 impl StopFilter {
     pub(crate) fn new(stops: &[String]) -> Self {
-        Self { stops: stops.to_vec(), held: String::new() }
+        Self {
+            stops: stops.to_vec(),
+            held: String::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, text: &str) -> Filtered {
         self.held.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let before = self.held[..at].to_string();
             self.held.clear();
             return Filtered::Stop(before);
@@ -317,16 +343,43 @@ mod tests {
     fn options_out_of_range_are_refused() {
         assert!(GenerateOptions::default().check().is_ok());
         for bad in [
-            GenerateOptions { temperature: -1.0, ..Default::default() },
-            GenerateOptions { temperature: f64::NAN, ..Default::default() },
-            GenerateOptions { top_p: 1.5, ..Default::default() },
-            GenerateOptions { min_p: -0.1, ..Default::default() },
-            GenerateOptions { repeat_penalty: 0.0, ..Default::default() },
-            GenerateOptions { repeat_last_n: -2, ..Default::default() },
-            GenerateOptions { num_ctx: 0, ..Default::default() },
-            GenerateOptions { stop: vec![String::new()], ..Default::default() },
+            GenerateOptions {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            GenerateOptions {
+                temperature: f64::NAN,
+                ..Default::default()
+            },
+            GenerateOptions {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            GenerateOptions {
+                min_p: -0.1,
+                ..Default::default()
+            },
+            GenerateOptions {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
+            GenerateOptions {
+                repeat_last_n: -2,
+                ..Default::default()
+            },
+            GenerateOptions {
+                num_ctx: 0,
+                ..Default::default()
+            },
+            GenerateOptions {
+                stop: vec![String::new()],
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(bad.check(), Err(LlmError::InvalidRequest(_))), "{bad:?}");
+            assert!(
+                matches!(bad.check(), Err(LlmError::InvalidRequest(_))),
+                "{bad:?}"
+            );
         }
     }
 }

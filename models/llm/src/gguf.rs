@@ -76,7 +76,11 @@ struct Scanner<R> {
 }
 
 fn over(what: impl Into<String>, value: u64, limit: u64) -> LlmError {
-    LlmError::OverLimit { what: what.into(), value, limit }
+    LlmError::OverLimit {
+        what: what.into(),
+        value,
+        limit,
+    }
 }
 
 impl<R: Read + Seek> Scanner<R> {
@@ -115,7 +119,8 @@ impl<R: Read + Seek> Scanner<R> {
 
     fn skip(&mut self, bytes: u64, what: &str) -> Result<(), LlmError> {
         self.need(bytes, what)?;
-        let offset = i64::try_from(bytes).map_err(|_| LlmError::Malformed(format!("{what}: offset")))?;
+        let offset =
+            i64::try_from(bytes).map_err(|_| LlmError::Malformed(format!("{what}: offset")))?;
         self.reader
             .seek(SeekFrom::Current(offset))
             .map_err(|e| LlmError::Malformed(format!("{what}: {e}")))?;
@@ -127,7 +132,11 @@ impl<R: Read + Seek> Scanner<R> {
     fn string(&mut self, what: &str, keep: bool) -> Result<Option<String>, LlmError> {
         let len = self.u64(what)?;
         if len > self.limits.max_string_bytes {
-            return Err(over(format!("{what} length"), len, self.limits.max_string_bytes));
+            return Err(over(
+                format!("{what} length"),
+                len,
+                self.limits.max_string_bytes,
+            ));
         }
         if !keep {
             self.skip(len, what)?;
@@ -160,12 +169,18 @@ impl<R: Read + Seek> Scanner<R> {
             8 => self.string(key, false).map(|_| None),
             9 => {
                 if depth >= MAX_DEPTH {
-                    return Err(LlmError::Malformed(format!("{key}: arrays nested deeper than {MAX_DEPTH}")));
+                    return Err(LlmError::Malformed(format!(
+                        "{key}: arrays nested deeper than {MAX_DEPTH}"
+                    )));
                 }
                 let elem = self.u32(key)?;
                 let len = self.u64(key)?;
                 if len > self.limits.max_array_len {
-                    return Err(over(format!("array {key} length"), len, self.limits.max_array_len));
+                    return Err(over(
+                        format!("array {key} length"),
+                        len,
+                        self.limits.max_array_len,
+                    ));
                 }
                 let size = match elem {
                     0 | 1 | 7 => 1,
@@ -174,11 +189,15 @@ impl<R: Read + Seek> Scanner<R> {
                     10..=12 => 8,
                     8 => 8,  // at least the length prefix
                     9 => 12, // at least type + length
-                    other => return Err(LlmError::Malformed(format!("{key}: unknown value type {other}"))),
+                    other => {
+                        return Err(LlmError::Malformed(format!(
+                            "{key}: unknown value type {other}"
+                        )));
+                    }
                 };
                 self.need(len.saturating_mul(size), key)?;
                 match elem {
-                    8 | 9 | 7 => {
+                    7..=9 => {
                         for _ in 0..len {
                             self.value(elem, key, depth + 1)?;
                         }
@@ -187,7 +206,9 @@ impl<R: Read + Seek> Scanner<R> {
                 }
                 Ok(None)
             }
-            other => Err(LlmError::Malformed(format!("{key}: unknown value type {other}"))),
+            other => Err(LlmError::Malformed(format!(
+                "{key}: unknown value type {other}"
+            ))),
         }
     }
 }
@@ -216,20 +237,32 @@ fn ggml_dtype(id: u32) -> Option<GgmlDType> {
 
 /// Walks the header of the GGUF file at `path` within `limits`.
 pub fn scan(path: &Path, limits: &LoadLimits) -> Result<HeaderSummary, LlmError> {
-    let io = |source| LlmError::Io { path: path.display().to_string(), source };
+    let io = |source| LlmError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let file = File::open(path).map_err(io)?;
     let file_size = file.metadata().map_err(io)?.len();
     if file_size > limits.max_file_bytes {
         return Err(over("file size", file_size, limits.max_file_bytes));
     }
-    let mut s = Scanner { reader: BufReader::new(file), pos: 0, file_size, limits: limits.clone() };
+    let mut s = Scanner {
+        reader: BufReader::new(file),
+        pos: 0,
+        file_size,
+        limits: limits.clone(),
+    };
     let magic = s.bytes::<4>("magic")?;
     if &magic != b"GGUF" {
-        return Err(LlmError::Malformed(format!("magic is {magic:02x?}, not \"GGUF\"")));
+        return Err(LlmError::Malformed(format!(
+            "magic is {magic:02x?}, not \"GGUF\""
+        )));
     }
     let version = s.u32("version")?;
     if !(2..=3).contains(&version) {
-        return Err(LlmError::Unsupported(format!("GGUF version {version} (2 and 3 are read)")));
+        return Err(LlmError::Unsupported(format!(
+            "GGUF version {version} (2 and 3 are read)"
+        )));
     }
     let tensors = s.u64("tensor count")?;
     if tensors > limits.max_tensors {
@@ -237,7 +270,11 @@ pub fn scan(path: &Path, limits: &LoadLimits) -> Result<HeaderSummary, LlmError>
     }
     let metadata_entries = s.u64("metadata entry count")?;
     if metadata_entries > limits.max_metadata_entries {
-        return Err(over("metadata entry count", metadata_entries, limits.max_metadata_entries));
+        return Err(over(
+            "metadata entry count",
+            metadata_entries,
+            limits.max_metadata_entries,
+        ));
     }
     let mut alignment = DEFAULT_ALIGNMENT;
     for _ in 0..metadata_entries {
@@ -256,7 +293,9 @@ pub fn scan(path: &Path, limits: &LoadLimits) -> Result<HeaderSummary, LlmError>
         let name = s.string("tensor name", true)?.unwrap_or_default();
         let dims = s.u32(&name)?;
         if dims == 0 || dims > MAX_DIMS {
-            return Err(LlmError::Malformed(format!("tensor {name}: {dims} dimensions")));
+            return Err(LlmError::Malformed(format!(
+                "tensor {name}: {dims} dimensions"
+            )));
         }
         let mut elems: u64 = 1;
         for _ in 0..dims {
@@ -264,13 +303,19 @@ pub fn scan(path: &Path, limits: &LoadLimits) -> Result<HeaderSummary, LlmError>
             elems = elems
                 .checked_mul(d)
                 .filter(|&e| e <= file_size.saturating_mul(2))
-                .ok_or_else(|| LlmError::Malformed(format!("tensor {name}: element count too large for the file")))?;
+                .ok_or_else(|| {
+                    LlmError::Malformed(format!(
+                        "tensor {name}: element count too large for the file"
+                    ))
+                })?;
         }
         let dtype = ggml_dtype(s.u32(&name)?)
             .ok_or_else(|| LlmError::Unsupported(format!("tensor {name}: unknown ggml type")))?;
         let block = dtype.block_size() as u64;
-        if elems % block != 0 {
-            return Err(LlmError::Malformed(format!("tensor {name}: {elems} elements, not whole blocks of {block}")));
+        if !elems.is_multiple_of(block) {
+            return Err(LlmError::Malformed(format!(
+                "tensor {name}: {elems} elements, not whole blocks of {block}"
+            )));
         }
         let bytes = elems / block * dtype.type_size() as u64;
         let offset = s.u64(&name)?;
@@ -278,14 +323,21 @@ pub fn scan(path: &Path, limits: &LoadLimits) -> Result<HeaderSummary, LlmError>
     }
     let data_offset = s.pos.div_ceil(alignment).saturating_mul(alignment);
     for (name, offset, bytes) in extents {
-        let end = data_offset.checked_add(offset).and_then(|start| start.checked_add(bytes));
+        let end = data_offset
+            .checked_add(offset)
+            .and_then(|start| start.checked_add(bytes));
         if end.is_none_or(|end| end > file_size) {
             return Err(LlmError::Malformed(format!(
                 "tensor {name}: {bytes} bytes at data offset {offset} run past the end of the file ({file_size} bytes)"
             )));
         }
     }
-    Ok(HeaderSummary { version, metadata_entries, tensors, data_offset })
+    Ok(HeaderSummary {
+        version,
+        metadata_entries,
+        tensors,
+        data_offset,
+    })
 }
 
 /// Scans the file within `limits`, then parses it with candle. The returned reader is
@@ -295,13 +347,18 @@ pub fn read_content(
     limits: &LoadLimits,
 ) -> Result<(gguf_file::Content, BufReader<File>), LlmError> {
     let summary = scan(path, limits)?;
-    let io = |source| LlmError::Io { path: path.display().to_string(), source };
+    let io = |source| LlmError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut reader = BufReader::new(File::open(path).map_err(io)?);
     let content = crate::no_panic("reading the GGUF header", || {
         gguf_file::Content::read(&mut reader).map_err(|e| LlmError::Malformed(e.to_string()))
     })?;
     if content.tensor_data_offset != summary.data_offset {
-        return Err(LlmError::Malformed("tensor data offset disagrees between readers".into()));
+        return Err(LlmError::Malformed(
+            "tensor data offset disagrees between readers".into(),
+        ));
     }
     Ok((content, reader))
 }
@@ -328,6 +385,10 @@ pub(crate) fn md_u64(content: &gguf_file::Content, key: &str) -> Result<Option<u
         Some(V::I16(v)) if *v >= 0 => Some(*v as u64),
         Some(V::I32(v)) if *v >= 0 => Some(*v as u64),
         Some(V::I64(v)) if *v >= 0 => Some(*v as u64),
-        Some(_) => return Err(LlmError::Malformed(format!("{key} is not a non-negative integer"))),
+        Some(_) => {
+            return Err(LlmError::Malformed(format!(
+                "{key} is not a non-negative integer"
+            )));
+        }
     })
 }

@@ -93,16 +93,20 @@ impl LlmError {
         match self {
             Self::InvalidRequest(_) | Self::PromptTooLong { .. } => ErrorKind::InvalidInput,
             Self::Compute(_) | Self::Tokenizer(_) | Self::Template(_) => ErrorKind::Internal,
-            Self::Io { .. } | Self::OverLimit { .. } | Self::Malformed(_) | Self::Unsupported(_) => {
-                ErrorKind::Unavailable
-            }
+            Self::Io { .. }
+            | Self::OverLimit { .. }
+            | Self::Malformed(_)
+            | Self::Unsupported(_) => ErrorKind::Unavailable,
         }
     }
 }
 
 /// Runs `f`, turning a panic inside a dependency (candle on a hostile tensor table, say) into
 /// [`LlmError::Malformed`]. Our own code does not panic on input; this is a second fence.
-pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T, LlmError>) -> Result<T, LlmError> {
+pub(crate) fn no_panic<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, LlmError>,
+) -> Result<T, LlmError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {

@@ -15,8 +15,8 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 
 use crate::chat::{CHATML, ChatMessage, ChatTemplate};
 use crate::generate::{
-    DoneReason, Filtered, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, StopFilter, Timings,
-    Utf8Assembler,
+    DoneReason, Filtered, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, StopFilter,
+    Timings, Utf8Assembler,
 };
 use crate::gguf::{LoadLimits, md_str, md_u64, read_content};
 use crate::tokenizer::GgufTokenizer;
@@ -77,17 +77,26 @@ impl LlmModel {
         let (content, mut reader) = read_content(path, limits)?;
         let arch = md_str(&content, "general.architecture")?;
         if arch != "llama" {
-            return Err(LlmError::Unsupported(format!("general.architecture = {arch:?} (only \"llama\" is run)")));
+            return Err(LlmError::Unsupported(format!(
+                "general.architecture = {arch:?} (only \"llama\" is run)"
+            )));
         }
         let tokenizer = GgufTokenizer::from_gguf(&content, limits)?;
-        let declared = md_u64(&content, "llama.context_length")?
-            .ok_or_else(|| LlmError::Unsupported("no llama.context_length in the metadata".into()))?;
+        let declared = md_u64(&content, "llama.context_length")?.ok_or_else(|| {
+            LlmError::Unsupported("no llama.context_length in the metadata".into())
+        })?;
         if declared == 0 {
             return Err(LlmError::Malformed("llama.context_length is 0".into()));
         }
-        let context_length = usize::try_from(declared).unwrap_or(usize::MAX).min(limits.max_context);
+        let context_length = usize::try_from(declared)
+            .unwrap_or(usize::MAX)
+            .min(limits.max_context);
         // The embedding table must cover the vocabulary, or a token id would index past it.
-        match content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims().to_vec()) {
+        match content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims().to_vec())
+        {
             Some(dims) if dims.first() == Some(&tokenizer.vocab_size()) => {}
             Some(dims) => {
                 return Err(LlmError::Malformed(format!(
@@ -97,7 +106,11 @@ impl LlmModel {
             }
             None => return Err(LlmError::Malformed("no token_embd.weight tensor".into())),
         }
-        let text = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or("")
+                .to_string()
+        };
         let source = match content.metadata.get("tokenizer.chat_template") {
             Some(_) => md_str(&content, "tokenizer.chat_template")?.to_string(),
             None => CHATML.to_string(),
@@ -107,7 +120,8 @@ impl LlmModel {
         let weights = no_panic("loading the weights", || {
             let target = match weights {
                 Weights::AsStored => {
-                    return ModelWeights::from_gguf(content, &mut reader, &device).map_err(LlmError::from);
+                    return ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map_err(LlmError::from);
                 }
                 Weights::Q8_0 => GgmlDType::Q8_0,
                 Weights::F32 => GgmlDType::F32,
@@ -115,7 +129,14 @@ impl LlmModel {
             let (content, mut memory) = reencode(content, &mut reader, target, &device)?;
             ModelWeights::from_gguf(content, &mut memory, &device).map_err(LlmError::from)
         })?;
-        Ok(Self { weights, tokenizer, template, context_length, load_duration: started.elapsed(), device })
+        Ok(Self {
+            weights,
+            tokenizer,
+            template,
+            context_length,
+            load_duration: started.elapsed(),
+            device,
+        })
     }
 
     /// The tokenizer.
@@ -134,7 +155,11 @@ impl LlmModel {
     }
 
     /// The prompt text for `messages` through the model's chat template.
-    pub fn chat_prompt(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, LlmError> {
+    pub fn chat_prompt(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, LlmError> {
         self.template.render(messages, add_generation_prompt)
     }
 
@@ -144,7 +169,9 @@ impl LlmModel {
             Prompt::Tokens(ids) => {
                 let vocab = self.tokenizer.vocab_size();
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(LlmError::InvalidRequest(format!("token id {bad}, the vocabulary has {vocab}")));
+                    return Err(LlmError::InvalidRequest(format!(
+                        "token id {bad}, the vocabulary has {vocab}"
+                    )));
                 }
                 ids.clone()
             }
@@ -172,9 +199,17 @@ impl LlmModel {
         let num_ctx = options.num_ctx.min(self.context_length);
         let prompt = self.prompt_ids(&request.prompt)?;
         if prompt.len() >= num_ctx {
-            return Err(LlmError::PromptTooLong { tokens: prompt.len(), num_ctx });
+            return Err(LlmError::PromptTooLong {
+                tokens: prompt.len(),
+                num_ctx,
+            });
         }
-        let cancelled = || request.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        let cancelled = || {
+            request
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        };
         let mut output = GenerateOutput {
             text: String::new(),
             tokens: Vec::new(),
@@ -272,7 +307,11 @@ impl LlmModel {
         };
         let logits = if options.repeat_penalty != 1.0 && last_n > 0 {
             let from = history.len().saturating_sub(last_n);
-            candle_transformers::utils::apply_repeat_penalty(&logits, options.repeat_penalty, &history[from..])?
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                options.repeat_penalty,
+                &history[from..],
+            )?
         } else {
             logits
         };
@@ -312,8 +351,16 @@ fn reencode(
         };
         tensors.push(tensor);
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let named: Vec<(&str, &QTensor)> = names.iter().map(|n| n.as_str()).zip(tensors.iter()).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let named: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(|n| n.as_str())
+        .zip(tensors.iter())
+        .collect();
     let mut memory = Cursor::new(Vec::new());
     gguf_file::write(&mut memory, &metadata, &named)?;
     memory.set_position(0);
@@ -339,9 +386,16 @@ fn sampler(options: &GenerateOptions) -> LogitsProcessor {
     } else {
         match (options.top_k, top_p > 0.0 && top_p < 1.0) {
             (0, false) => Sampling::All { temperature },
-            (0, true) => Sampling::TopP { p: top_p, temperature },
+            (0, true) => Sampling::TopP {
+                p: top_p,
+                temperature,
+            },
             (k, false) => Sampling::TopK { k, temperature },
-            (k, true) => Sampling::TopKThenTopP { k, p: top_p, temperature },
+            (k, true) => Sampling::TopKThenTopP {
+                k,
+                p: top_p,
+                temperature,
+            },
         }
     };
     LogitsProcessor::from_sampling(seed, sampling)

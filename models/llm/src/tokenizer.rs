@@ -17,8 +17,8 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
-use crate::gguf::{LoadLimits, md_str, md_u64};
 use crate::LlmError;
+use crate::gguf::{LoadLimits, md_str, md_u64};
 
 /// GGUF `token_type` of a control token (llama.cpp's LLAMA_TOKEN_TYPE_CONTROL).
 const CONTROL: i64 = 3;
@@ -26,7 +26,14 @@ const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 
 /// Control tokens that end a turn in the chat formats in use, beside the declared EOS.
-const END_OF_TURN: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>"];
+const END_OF_TURN: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+];
 
 /// A tokenizer built from GGUF metadata, with the token facts generation needs.
 #[derive(Debug)]
@@ -101,7 +108,8 @@ impl GgufTokenizer {
             None => "default",
         };
         let split_digits = match pre {
-            "smollm" | "starcoder" | "refact" | "codeshell" | "command-r" | "exaone" | "minerva-7b" => true,
+            "smollm" | "starcoder" | "refact" | "codeshell" | "command-r" | "exaone"
+            | "minerva-7b" => true,
             "gpt2" | "default" | "gpt-2" => false,
             other => {
                 return Err(LlmError::Unsupported(format!(
@@ -153,15 +161,25 @@ impl GgufTokenizer {
             match md_u64(content, key)? {
                 None => Ok(None),
                 Some(v) if v < tokens.len() as u64 => Ok(Some(v as u32)),
-                Some(v) => Err(LlmError::Malformed(format!("{key} = {v}, the vocabulary has {}", tokens.len()))),
+                Some(v) => Err(LlmError::Malformed(format!(
+                    "{key} = {v}, the vocabulary has {}",
+                    tokens.len()
+                ))),
             }
         };
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;
         let eot = id("tokenizer.ggml.eot_token_id")?;
-        let add_bos = matches!(content.metadata.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
+        let add_bos = matches!(
+            content.metadata.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        );
 
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -215,13 +233,25 @@ impl GgufTokenizer {
                 end_of_generation.insert(i as u32);
             }
         }
-        Ok(Self { inner, tokens, bytes, control, end_of_generation, bos, eos, add_bos })
+        Ok(Self {
+            inner,
+            tokens,
+            bytes,
+            control,
+            end_of_generation,
+            bos,
+            eos,
+            add_bos,
+        })
     }
 
     /// Token ids for `text`; control tokens written in the text (`<|im_start|>`) are matched
     /// whole, and BOS is prepended when the file asks for it (`tokenizer.ggml.add_bos_token`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
-        let encoding = self.inner.encode(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         if self.add_bos {
             ids.extend(self.bos);
@@ -232,13 +262,18 @@ impl GgufTokenizer {
 
     /// The text of `ids`, control tokens included as written; invalid UTF-8 becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The same as [`Self::decode`], through the `tokenizers` decoder (a cross-check).
     pub fn decode_with_tokenizers(&self, ids: &[u32]) -> Result<String, LlmError> {
-        self.inner.decode(ids, false).map_err(|e| LlmError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
     }
 
     /// The bytes token `id` stands for (empty for an id outside the vocabulary).

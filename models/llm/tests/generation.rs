@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use infermesh_llm::{
-    ChatMessage, DoneReason, GenerateOptions, GenerateOutput, GenerateRequest, LlmError, LlmModel, LoadLimits, Prompt,
-    Weights,
+    ChatMessage, DoneReason, GenerateOptions, GenerateOutput, GenerateRequest, LlmError, LlmModel,
+    LoadLimits, Prompt, Weights,
 };
 
 fn chat(model: &LlmModel, question: &str) -> String {
-    model.chat_prompt(&[ChatMessage::new("user", question)], true).expect("the template renders")
+    model
+        .chat_prompt(&[ChatMessage::new("user", question)], true)
+        .expect("the template renders")
 }
 
 fn run(model: &mut LlmModel, request: &GenerateRequest) -> (GenerateOutput, Vec<String>) {
@@ -27,7 +29,10 @@ fn run(model: &mut LlmModel, request: &GenerateRequest) -> (GenerateOutput, Vec<
 }
 
 fn greedy(n: usize) -> GenerateOptions {
-    GenerateOptions { num_predict: Some(n), ..GenerateOptions::greedy() }
+    GenerateOptions {
+        num_predict: Some(n),
+        ..GenerateOptions::greedy()
+    }
 }
 
 #[test]
@@ -42,7 +47,11 @@ fn greedy_output_is_stable_across_runs_and_the_kv_cache_is_reset() {
     let (second, _) = run(&mut model, &request);
     assert_eq!(first.tokens, second.tokens);
     assert_eq!(first.text, second.text);
-    assert_eq!(pieces.concat(), first.text, "the streamed pieces are the text");
+    assert_eq!(
+        pieces.concat(),
+        first.text,
+        "the streamed pieces are the text"
+    );
     assert!(!first.text.is_empty());
     let t = first.timings;
     assert_eq!(t.prompt_eval_count, first.prompt_tokens.len());
@@ -58,7 +67,11 @@ fn a_chat_completes_and_stops_at_im_end() {
     let (out, _) = run(&mut model, &GenerateRequest::text(prompt, greedy(200)));
     assert_eq!(out.done_reason, DoneReason::Stop, "{:?}", out.text);
     assert_eq!(out.tokens.last(), Some(&2), "ends on <|im_end|>");
-    assert!(!out.text.contains("<|im_end|>") && !out.text.is_empty(), "{:?}", out.text);
+    assert!(
+        !out.text.contains("<|im_end|>") && !out.text.is_empty(),
+        "{:?}",
+        out.text
+    );
 }
 
 #[test]
@@ -75,14 +88,23 @@ fn num_predict_is_respected() {
 fn a_stop_string_ends_generation_and_never_reaches_the_caller() {
     let mut model = common::smollm2();
     let prompt = chat(&model, "Write a long story about a dragon.");
-    let (free, _) = run(&mut model, &GenerateRequest::text(prompt.clone(), greedy(40)));
+    let (free, _) = run(
+        &mut model,
+        &GenerateRequest::text(prompt.clone(), greedy(40)),
+    );
     // A stop string that spans tokens: 6 characters from the middle of the free-running text.
     let chars: Vec<(usize, char)> = free.text.char_indices().collect();
     assert!(chars.len() > 30, "{:?}", free.text);
     let (from, to) = (chars[20].0, chars[26].0);
     let stop = free.text[from..to].to_string();
     let expected = &free.text[..free.text.find(&stop).expect("present")];
-    let request = GenerateRequest::text(prompt, GenerateOptions { stop: vec![stop.clone()], ..greedy(40) });
+    let request = GenerateRequest::text(
+        prompt,
+        GenerateOptions {
+            stop: vec![stop.clone()],
+            ..greedy(40)
+        },
+    );
     let (out, pieces) = run(&mut model, &request);
     assert_eq!(out.done_reason, DoneReason::Stop);
     assert_eq!(out.text, expected, "stop {stop:?}");
@@ -93,18 +115,37 @@ fn a_stop_string_ends_generation_and_never_reaches_the_caller() {
 #[test]
 fn multibyte_characters_split_over_tokens_stream_whole() {
     let mut model = common::smollm2();
-    let prompt = chat(&model, "Reply only with emoji and Chinese characters: 你好 😀 🚀 🎉");
-    let options = GenerateOptions { temperature: 1.0, seed: Some(7), num_predict: Some(48), ..GenerateOptions::default() };
+    let prompt = chat(
+        &model,
+        "Reply only with emoji and Chinese characters: 你好 😀 🚀 🎉",
+    );
+    let options = GenerateOptions {
+        temperature: 1.0,
+        seed: Some(7),
+        num_predict: Some(48),
+        ..GenerateOptions::default()
+    };
     let (out, pieces) = run(&mut model, &GenerateRequest::text(prompt, options));
     let tok = model.tokenizer();
-    let shown: Vec<u32> = out.tokens.iter().copied().filter(|&t| !tok.is_control(t)).collect();
+    let shown: Vec<u32> = out
+        .tokens
+        .iter()
+        .copied()
+        .filter(|&t| !tok.is_control(t))
+        .collect();
     // The stream is the decoded text, less a character cut off by num_predict at the very end.
     let decoded = tok.decode(&shown);
     let streamed = pieces.concat();
     assert!(decoded.starts_with(&streamed), "{decoded:?} / {streamed:?}");
-    assert!(decoded[streamed.len()..].chars().all(|c| c == '\u{fffd}'), "{decoded:?}");
+    assert!(
+        decoded[streamed.len()..].chars().all(|c| c == '\u{fffd}'),
+        "{decoded:?}"
+    );
     // The test means something only if some token carried part of a character.
-    let split = shown.iter().filter(|&&t| std::str::from_utf8(tok.token_bytes(t)).is_err()).count();
+    let split = shown
+        .iter()
+        .filter(|&&t| std::str::from_utf8(tok.token_bytes(t)).is_err())
+        .count();
     assert!(split > 0, "no token split a character in {:?}", out.text);
 }
 
@@ -112,8 +153,19 @@ fn multibyte_characters_split_over_tokens_stream_whole() {
 fn seeded_sampling_is_reproducible() {
     let mut model = common::smollm2();
     let prompt = chat(&model, "Tell me a joke.");
-    let options = GenerateOptions { temperature: 0.9, top_k: 40, top_p: 0.9, min_p: 0.05, seed: Some(42), num_predict: Some(16), ..GenerateOptions::default() };
-    let (a, _) = run(&mut model, &GenerateRequest::text(prompt.clone(), options.clone()));
+    let options = GenerateOptions {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.9,
+        min_p: 0.05,
+        seed: Some(42),
+        num_predict: Some(16),
+        ..GenerateOptions::default()
+    };
+    let (a, _) = run(
+        &mut model,
+        &GenerateRequest::text(prompt.clone(), options.clone()),
+    );
     let (b, _) = run(&mut model, &GenerateRequest::text(prompt, options));
     assert_eq!(a.tokens, b.tokens);
 }
@@ -121,17 +173,44 @@ fn seeded_sampling_is_reproducible() {
 #[test]
 fn prompts_over_the_context_and_bad_ids_are_refused() {
     let mut model = common::smollm2();
-    let long = GenerateRequest::text("word ".repeat(40), GenerateOptions { num_ctx: 16, ..greedy(4) });
-    let err = model.generate(&long, |_| ControlFlow::Continue(())).expect_err("too long");
-    assert!(matches!(err, LlmError::PromptTooLong { num_ctx: 16, .. }), "{err}");
-    let bad = GenerateRequest { prompt: Prompt::Tokens(vec![1, 49_152]), options: greedy(4), cancel: None };
-    assert!(matches!(model.generate(&bad, |_| ControlFlow::Continue(())), Err(LlmError::InvalidRequest(_))));
+    let long = GenerateRequest::text(
+        "word ".repeat(40),
+        GenerateOptions {
+            num_ctx: 16,
+            ..greedy(4)
+        },
+    );
+    let err = model
+        .generate(&long, |_| ControlFlow::Continue(()))
+        .expect_err("too long");
+    assert!(
+        matches!(err, LlmError::PromptTooLong { num_ctx: 16, .. }),
+        "{err}"
+    );
+    let bad = GenerateRequest {
+        prompt: Prompt::Tokens(vec![1, 49_152]),
+        options: greedy(4),
+        cancel: None,
+    };
+    assert!(matches!(
+        model.generate(&bad, |_| ControlFlow::Continue(())),
+        Err(LlmError::InvalidRequest(_))
+    ));
     let empty = GenerateRequest::text("", greedy(4));
-    assert!(matches!(model.generate(&empty, |_| ControlFlow::Continue(())), Err(LlmError::InvalidRequest(_))));
+    assert!(matches!(
+        model.generate(&empty, |_| ControlFlow::Continue(())),
+        Err(LlmError::InvalidRequest(_))
+    ));
     // The context fills: generation stops with Length at num_ctx.
     let prompt = chat(&model, "Write a long story about a dragon.");
     let n = model.tokenizer().encode(&prompt).expect("encodes").len();
-    let filling = GenerateRequest::text(prompt, GenerateOptions { num_ctx: n + 3, ..greedy(100) });
+    let filling = GenerateRequest::text(
+        prompt,
+        GenerateOptions {
+            num_ctx: n + 3,
+            ..greedy(100)
+        },
+    );
     let (out, _) = run(&mut model, &filling);
     assert_eq!((out.tokens.len(), out.done_reason), (3, DoneReason::Length));
 }
@@ -144,12 +223,19 @@ fn the_callback_and_the_cancel_flag_stop_generation() {
     let out = model
         .generate(&GenerateRequest::text(prompt.clone(), greedy(50)), |_| {
             calls += 1;
-            if calls == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if calls == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .expect("generates");
     assert_eq!((calls, out.done_reason), (3, DoneReason::Cancelled));
     let flag = Arc::new(AtomicBool::new(false));
-    let request = GenerateRequest { cancel: Some(flag.clone()), ..GenerateRequest::text(prompt, greedy(50)) };
+    let request = GenerateRequest {
+        cancel: Some(flag.clone()),
+        ..GenerateRequest::text(prompt, greedy(50))
+    };
     let out = model
         .generate(&request, |_| {
             flag.store(true, Ordering::Relaxed);
@@ -166,7 +252,12 @@ fn the_callback_and_the_cancel_flag_stop_generation() {
 /// 24.62 for "The") that goes the other way, so that path is checked for stability, not text.
 #[test]
 fn f32_weights_equal_a_numpy_reference_forward_pass() {
-    let mut model = LlmModel::load_as(&common::smollm2_path(), &LoadLimits::default(), Weights::F32).expect("loads");
+    let mut model = LlmModel::load_as(
+        &common::smollm2_path(),
+        &LoadLimits::default(),
+        Weights::F32,
+    )
+    .expect("loads");
     let prompt = chat(&model, "What is the capital of France?");
     let (out, _) = run(&mut model, &GenerateRequest::text(prompt, greedy(12)));
     assert_eq!(out.prompt_tokens.len(), 37);

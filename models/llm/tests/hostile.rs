@@ -33,11 +33,19 @@ fn header(version: u32, tensors: u64, kvs: u64) -> Vec<u8> {
 #[test]
 fn the_tiny_file_is_well_formed_and_its_tokenizer_works() {
     let f = write(&tiny_gguf());
-    let (content, _) = read_content(f.path(), &LoadLimits::default()).expect("the tiny file parses");
-    let tok = GgufTokenizer::from_gguf(&content, &LoadLimits::default()).expect("its tokenizer builds");
+    let (content, _) =
+        read_content(f.path(), &LoadLimits::default()).expect("the tiny file parses");
+    let tok =
+        GgufTokenizer::from_gguf(&content, &LoadLimits::default()).expect("its tokenizer builds");
     let ids = tok.encode("hello world<|im_end|>").expect("encodes");
-    let pieces: Vec<&str> = ids.iter().map(|&i| tok.token_text(i).expect("in vocab")).collect();
-    assert_eq!(pieces, ["hell", "o", "Ġw", "o", "r", "l", "d", "<|im_end|>"]);
+    let pieces: Vec<&str> = ids
+        .iter()
+        .map(|&i| tok.token_text(i).expect("in vocab"))
+        .collect();
+    assert_eq!(
+        pieces,
+        ["hell", "o", "Ġw", "o", "r", "l", "d", "<|im_end|>"]
+    );
     assert_eq!(tok.decode(&ids), "hello world<|im_end|>");
     assert!(tok.is_end_of_generation(2) && tok.is_control(1) && !tok.is_end_of_generation(1));
     // No weights beyond the embedding: the model itself is refused, with candle's reason.
@@ -60,7 +68,10 @@ fn wrong_magic_versions_and_truncated_headers_are_refused() {
     ];
     for (what, bytes) in cases {
         let err = load(&bytes).expect_err(what);
-        assert!(matches!(err, LlmError::Malformed(_) | LlmError::Unsupported(_)), "{what}: {err}");
+        assert!(
+            matches!(err, LlmError::Malformed(_) | LlmError::Unsupported(_)),
+            "{what}: {err}"
+        );
     }
 }
 
@@ -95,7 +106,10 @@ fn huge_declared_counts_and_lengths_are_over_the_limits_before_allocation() {
 #[test]
 fn inconsistent_tensor_tables_and_alignment_are_refused() {
     let zero_alignment = gguf_bytes(&[("general.alignment", V::U32(0))], &[]);
-    assert!(matches!(load(&zero_alignment), Err(LlmError::Malformed(_))), "candle would divide by it");
+    assert!(
+        matches!(load(&zero_alignment), Err(LlmError::Malformed(_))),
+        "candle would divide by it"
+    );
     let overflow = gguf_bytes(&[], &[("t", vec![u64::MAX / 2, 4])]);
     assert!(matches!(load(&overflow), Err(LlmError::Malformed(_))));
     let mut past_end = gguf_bytes(&[], &[("t", vec![64])]);
@@ -113,8 +127,19 @@ fn a_truncated_real_model_is_refused_at_every_cut() {
         let f = write(&bytes[..]);
         scan(f.path(), &LoadLimits::default()).expect("the real file scans")
     };
-    assert_eq!((summary.version, summary.tensors, summary.metadata_entries), (3, 272, 33));
-    for cut in [4, 24, 1000, 100_000, summary.data_offset as usize - 1, summary.data_offset as usize, bytes.len() - 1] {
+    assert_eq!(
+        (summary.version, summary.tensors, summary.metadata_entries),
+        (3, 272, 33)
+    );
+    for cut in [
+        4,
+        24,
+        1000,
+        100_000,
+        summary.data_offset as usize - 1,
+        summary.data_offset as usize,
+        bytes.len() - 1,
+    ] {
         let err = load(&bytes[..cut]).expect_err("truncated");
         assert!(matches!(err, LlmError::Malformed(_)), "cut at {cut}: {err}");
     }
@@ -127,12 +152,30 @@ fn limits_below_the_real_model_refuse_it() {
         let err = LlmModel::load(&path, &limits).expect_err("over a limit");
         assert!(matches!(err, LlmError::OverLimit { .. }), "{err}");
     };
-    refuse(LoadLimits { max_vocab: 1000, ..LoadLimits::default() });
-    refuse(LoadLimits { max_array_len: 1000, ..LoadLimits::default() });
-    refuse(LoadLimits { max_tensors: 10, ..LoadLimits::default() });
-    refuse(LoadLimits { max_file_bytes: 1 << 20, ..LoadLimits::default() });
-    refuse(LoadLimits { max_string_bytes: 100, ..LoadLimits::default() });
-    refuse(LoadLimits { max_metadata_entries: 5, ..LoadLimits::default() });
+    refuse(LoadLimits {
+        max_vocab: 1000,
+        ..LoadLimits::default()
+    });
+    refuse(LoadLimits {
+        max_array_len: 1000,
+        ..LoadLimits::default()
+    });
+    refuse(LoadLimits {
+        max_tensors: 10,
+        ..LoadLimits::default()
+    });
+    refuse(LoadLimits {
+        max_file_bytes: 1 << 20,
+        ..LoadLimits::default()
+    });
+    refuse(LoadLimits {
+        max_string_bytes: 100,
+        ..LoadLimits::default()
+    });
+    refuse(LoadLimits {
+        max_metadata_entries: 5,
+        ..LoadLimits::default()
+    });
 }
 
 proptest! {

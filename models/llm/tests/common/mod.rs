@@ -10,10 +10,14 @@ use infermesh_llm::{LlmModel, LoadLimits};
 /// `$INFERMESH_MODEL_CACHE/smollm2-135m-instruct/model.gguf` (default cache
 /// `~/.cache/infermesh/models`). Panics when missing: these tests fail rather than skip.
 pub fn smollm2_path() -> PathBuf {
-    let cache = std::env::var_os("INFERMESH_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/infermesh/models")
-    });
+    let cache = std::env::var_os("INFERMESH_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/infermesh/models")
+        });
     let path = cache.join("smollm2-135m-instruct/model.gguf");
     assert!(
         path.is_file(),
@@ -28,7 +32,9 @@ pub fn smollm2() -> MutexGuard<'static, LlmModel> {
     static MODEL: OnceLock<Mutex<LlmModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            Mutex::new(LlmModel::load(&smollm2_path(), &LoadLimits::default()).expect("SmolLM2 loads"))
+            Mutex::new(
+                LlmModel::load(&smollm2_path(), &LoadLimits::default()).expect("SmolLM2 loads"),
+            )
         })
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -104,11 +110,15 @@ pub fn gguf_bytes(kvs: &[(&str, V)], tensors: &[(&str, Vec<u64>)]) -> Vec<u8> {
         out.extend_from_slice(&0u32.to_le_bytes()); // F32
         out.extend_from_slice(&offset.to_le_bytes());
         // An absurd declared size (a hostile case) gets no data.
-        let bytes = dims.iter().try_fold(4u64, |a, d| a.checked_mul(*d)).filter(|&b| b <= 1 << 20).unwrap_or(0);
+        let bytes = dims
+            .iter()
+            .try_fold(4u64, |a, d| a.checked_mul(*d))
+            .filter(|&b| b <= 1 << 20)
+            .unwrap_or(0);
         sizes.push(bytes);
         offset += bytes.div_ceil(32) * 32;
     }
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     for bytes in sizes {
@@ -124,12 +134,20 @@ pub fn tiny_gguf() -> Vec<u8> {
     let alphabet: Vec<String> = (0..=255u8)
         .map(|b| {
             let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
-            if printable { char::from(b).to_string() } else { String::new() }
+            if printable {
+                char::from(b).to_string()
+            } else {
+                String::new()
+            }
         })
         .collect();
     // Non-printable bytes take U+0100 onwards, in byte order.
     let mut next = 256u32;
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
     for s in alphabet {
         if s.is_empty() {
             tokens.push(char::from_u32(next).map(String::from).unwrap_or_default());
@@ -138,10 +156,20 @@ pub fn tiny_gguf() -> Vec<u8> {
             tokens.push(s);
         }
     }
-    tokens.extend(["he".to_string(), "ll".to_string(), "hell".to_string(), "Ġw".to_string()]);
+    tokens.extend([
+        "he".to_string(),
+        "ll".to_string(),
+        "hell".to_string(),
+        "Ġw".to_string(),
+    ]);
     let mut types = vec![3, 3, 3];
     types.extend(std::iter::repeat_n(1, tokens.len() - 3));
-    let merges = vec!["h e".to_string(), "l l".to_string(), "he ll".to_string(), "Ġ w".to_string()];
+    let merges = vec![
+        "h e".to_string(),
+        "l l".to_string(),
+        "he ll".to_string(),
+        "Ġ w".to_string(),
+    ];
     let vocab = tokens.len() as u64;
     gguf_bytes(
         &[
@@ -161,7 +189,10 @@ pub fn tiny_gguf() -> Vec<u8> {
             ("tokenizer.ggml.bos_token_id", V::U32(1)),
             ("tokenizer.ggml.eos_token_id", V::U32(2)),
             ("tokenizer.ggml.add_bos_token", V::Bool(false)),
-            ("tokenizer.chat_template", V::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into())),
+            (
+                "tokenizer.chat_template",
+                V::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+            ),
         ],
         &[("token_embd.weight", vec![8, vocab])],
     )
