@@ -173,6 +173,8 @@ fn seeded_sampling_is_reproducible() {
 #[test]
 fn prompts_over_the_context_and_bad_ids_are_refused() {
     let mut model = common::smollm2();
+    // SmolLM2 declares 8,192; candle's rotary table (LoadLimits::max_context) holds 4,096.
+    assert_eq!(model.context_length(), 4096);
     let long = GenerateRequest::text(
         "word ".repeat(40),
         GenerateOptions {

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{V, gguf_bytes, smollm2_path, tiny_gguf};
+use common::{V, gguf_bytes, set, smollm2_path, tiny_gguf, tiny_gguf_with};
 use infermesh_llm::gguf::{read_content, scan};
 use infermesh_llm::{GgufTokenizer, LlmError, LlmModel, LoadLimits};
 use proptest::prelude::*;
@@ -176,6 +176,75 @@ fn limits_below_the_real_model_refuse_it() {
         max_metadata_entries: 5,
         ..LoadLimits::default()
     });
+}
+
+#[test]
+fn well_formed_files_with_unusable_tokenizers_or_models_are_refused_with_the_reason() {
+    let tokenizer_error = |bytes: Vec<u8>| {
+        let f = write(&bytes);
+        let (content, _) = read_content(f.path(), &LoadLimits::default()).expect("parses");
+        GgufTokenizer::from_gguf(&content, &LoadLimits::default()).expect_err("refused")
+    };
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.ggml.model", V::Str("llama".into()))
+    }));
+    assert!(matches!(err, LlmError::Unsupported(_)), "{err}");
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.ggml.pre", V::Str("qwen2".into()))
+    }));
+    assert!(err.to_string().contains("qwen2"), "{err}");
+    let unknown = V::StrArray(vec!["h e".into(), "x y".into()]);
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.ggml.merges", unknown)
+    }));
+    assert!(matches!(err, LlmError::Tokenizer(_)), "{err}");
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(
+            kv,
+            "tokenizer.ggml.merges",
+            V::StrArray(vec!["nospace".into()]),
+        )
+    }));
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.ggml.eos_token_id", V::U32(1_000_000))
+    }));
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.ggml.token_type", V::I32Array(vec![1; 3]))
+    }));
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
+    let err = tokenizer_error(tiny_gguf_with(|kv| {
+        kv.retain(|(k, _)| *k != "tokenizer.ggml.tokens")
+    }));
+    assert!(err.to_string().contains("tokenizer.ggml.tokens"), "{err}");
+    let err = load(&tiny_gguf_with(|kv| {
+        set(kv, "general.architecture", V::Str("gpt2".into()))
+    }))
+    .expect_err("gpt2");
+    assert!(matches!(err, LlmError::Unsupported(_)), "{err}");
+    let err = load(&tiny_gguf_with(|kv| {
+        set(kv, "llama.context_length", V::U32(0))
+    }))
+    .expect_err("no context");
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
+    let err = load(&tiny_gguf_with(|kv| {
+        set(kv, "tokenizer.chat_template", V::Str("{% for %}".into()))
+    }))
+    .expect_err("bad template");
+    assert!(matches!(err, LlmError::Template(_)), "{err}");
+    let err = load(&tiny_gguf_with(|kv| {
+        set(
+            kv,
+            "tokenizer.ggml.tokens",
+            V::StrArray(vec!["a".into(); 5]),
+        )
+    }))
+    .expect_err("vocabulary and embedding disagree");
+    assert!(
+        matches!(err, LlmError::Malformed(_) | LlmError::Tokenizer(_)),
+        "{err}"
+    );
 }
 
 proptest! {

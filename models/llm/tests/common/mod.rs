@@ -131,6 +131,11 @@ pub fn gguf_bytes(kvs: &[(&str, V)], tensors: &[(&str, Vec<u64>)]) -> Vec<u8> {
 /// A small, well-formed file with a llama header, a byte-level tokenizer (every byte, a few
 /// merges, two control tokens) and one tensor: enough to reach every parser.
 pub fn tiny_gguf() -> Vec<u8> {
+    tiny_gguf_with(|_| {})
+}
+
+/// [`tiny_gguf`] with its metadata changed by `edit` (entries replaced, added or removed) first.
+pub fn tiny_gguf_with(edit: impl FnOnce(&mut Vec<(&'static str, V)>)) -> Vec<u8> {
     let alphabet: Vec<String> = (0..=255u8)
         .map(|b| {
             let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
@@ -171,29 +176,34 @@ pub fn tiny_gguf() -> Vec<u8> {
         "Ġ w".to_string(),
     ];
     let vocab = tokens.len() as u64;
-    gguf_bytes(
-        &[
-            ("general.architecture", V::Str("llama".into())),
-            ("llama.context_length", V::U32(64)),
-            ("llama.embedding_length", V::U32(8)),
-            ("llama.block_count", V::U32(0)),
-            ("llama.attention.head_count", V::U32(2)),
-            ("llama.attention.head_count_kv", V::U32(2)),
-            ("llama.rope.dimension_count", V::U32(4)),
-            ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
-            ("tokenizer.ggml.model", V::Str("gpt2".into())),
-            ("tokenizer.ggml.pre", V::Str("smollm".into())),
-            ("tokenizer.ggml.tokens", V::StrArray(tokens)),
-            ("tokenizer.ggml.token_type", V::I32Array(types)),
-            ("tokenizer.ggml.merges", V::StrArray(merges)),
-            ("tokenizer.ggml.bos_token_id", V::U32(1)),
-            ("tokenizer.ggml.eos_token_id", V::U32(2)),
-            ("tokenizer.ggml.add_bos_token", V::Bool(false)),
-            (
-                "tokenizer.chat_template",
-                V::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
-            ),
-        ],
-        &[("token_embd.weight", vec![8, vocab])],
-    )
+    let mut kvs: Vec<(&'static str, V)> = vec![
+        ("general.architecture", V::Str("llama".into())),
+        ("llama.context_length", V::U32(64)),
+        ("llama.embedding_length", V::U32(8)),
+        ("llama.block_count", V::U32(0)),
+        ("llama.attention.head_count", V::U32(2)),
+        ("llama.attention.head_count_kv", V::U32(2)),
+        ("llama.rope.dimension_count", V::U32(4)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+        ("tokenizer.ggml.model", V::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", V::Str("smollm".into())),
+        ("tokenizer.ggml.tokens", V::StrArray(tokens)),
+        ("tokenizer.ggml.token_type", V::I32Array(types)),
+        ("tokenizer.ggml.merges", V::StrArray(merges)),
+        ("tokenizer.ggml.bos_token_id", V::U32(1)),
+        ("tokenizer.ggml.eos_token_id", V::U32(2)),
+        ("tokenizer.ggml.add_bos_token", V::Bool(false)),
+        (
+            "tokenizer.chat_template",
+            V::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+        ),
+    ];
+    edit(&mut kvs);
+    gguf_bytes(&kvs, &[("token_embd.weight", vec![8, vocab])])
+}
+
+/// Sets `key` to `value` in `kvs` (adding it when absent).
+pub fn set(kvs: &mut Vec<(&'static str, V)>, key: &'static str, value: V) {
+    kvs.retain(|(k, _)| *k != key);
+    kvs.push((key, value));
 }
