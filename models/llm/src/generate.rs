@@ -37,6 +37,9 @@ pub struct GenerateOptions {
     pub num_predict: Option<usize>,
     /// Context window (prompt plus generated tokens), capped at the model's. Default 4096.
     pub num_ctx: usize,
+    /// Prompt tokens evaluated per forward pass: bounds the attention mask and activations of a
+    /// long prompt. Default 512.
+    pub num_batch: usize,
     /// Generation stops before any of these strings; they are not part of the output.
     pub stop: Vec<String>,
 }
@@ -53,6 +56,7 @@ impl Default for GenerateOptions {
             repeat_last_n: 64,
             num_predict: None,
             num_ctx: 4096,
+            num_batch: 512,
             stop: Vec::new(),
         }
     }
@@ -91,6 +95,9 @@ impl GenerateOptions {
                 "repeat_last_n {} (must be >= -1)",
                 self.repeat_last_n
             ));
+        }
+        if self.num_batch == 0 {
+            return bad("num_batch 0".into());
         }
         if self.num_ctx == 0 {
             return bad("num_ctx 0".into());
@@ -365,6 +372,10 @@ mod tests {
             },
             GenerateOptions {
                 repeat_last_n: -2,
+                ..Default::default()
+            },
+            GenerateOptions {
+                num_batch: 0,
                 ..Default::default()
             },
             GenerateOptions {

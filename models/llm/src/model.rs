@@ -22,10 +22,6 @@ use crate::gguf::{LoadLimits, md_str, md_u64, read_content};
 use crate::tokenizer::GgufTokenizer;
 use crate::{LlmError, no_panic};
 
-/// Prompt tokens evaluated per forward pass (Ollama's `num_batch` default): bounds the
-/// attention mask and activations of a long prompt.
-const PROMPT_CHUNK: usize = 512;
-
 /// How weights are held in memory after loading.
 ///
 /// candle 0.11 has no SIMD kernel for Q4_1 (SmolLM2's format): it multiplies Q4_1 blocks by
@@ -222,7 +218,7 @@ impl LlmModel {
         let prompt_started = Instant::now();
         let mut logits = None;
         let mut pos = 0;
-        for chunk in prompt.chunks(PROMPT_CHUNK) {
+        for chunk in prompt.chunks(options.num_batch) {
             if cancelled() {
                 output.timings.total_duration = nanos(started.elapsed());
                 return Ok(output);

@@ -266,13 +266,18 @@ fn f32_weights_equal_a_numpy_reference_forward_pass() {
     assert_eq!(out.tokens, [504, 3575, 282, 4649, 314, 7042, 30, 2]);
     assert_eq!(out.text, "The capital of France is Paris.");
     assert_eq!(out.done_reason, DoneReason::Stop);
-    // A prompt over one evaluation chunk (512 tokens): the second chunk attends to the first
-    // through the KV cache (a rectangular mask). No reference exists for it here, so success
-    // and determinism are what is checked.
+    // The prompt in chunks of 5 (the KV cache holds the earlier chunks; each later chunk sees
+    // them through a rectangular mask): the same answer as in one pass.
+    let prompt = chat(&model, "What is the capital of France?");
+    let chunked = GenerateOptions {
+        num_batch: 5,
+        ..greedy(12)
+    };
+    let (c, _) = run(&mut model, &GenerateRequest::text(prompt, chunked));
+    assert_eq!(c.tokens, out.tokens);
+    // A 600-token prompt at the default num_batch (512): two passes.
     let long = "The quick brown fox jumps over the lazy dog. ".repeat(60);
-    let request = GenerateRequest::text(long, greedy(3));
-    let (a, _) = run(&mut model, &request);
-    let (b, _) = run(&mut model, &request);
+    let (a, _) = run(&mut model, &GenerateRequest::text(long, greedy(3)));
     assert!(a.prompt_tokens.len() > 512, "{}", a.prompt_tokens.len());
-    assert_eq!((a.tokens.len(), &a.tokens), (3, &b.tokens));
+    assert_eq!(a.tokens.len(), 3);
 }
