@@ -1,10 +1,8 @@
 //! Chat templates: the Jinja template a GGUF file carries in `tokenizer.chat_template`, rendered
 //! with minijinja the way Hugging Face's `apply_chat_template` renders it (`trim_blocks`,
 //! `lstrip_blocks`, loop controls, `raise_exception`, `strftime_now`, `tojson`; variables
-//! `messages`, `add_generation_prompt`, `bos_token`, `eos_token`).
-//!
-//! Python string methods inside templates (`.strip()`, `.startswith()`) are not provided (that
-//! needs minijinja-contrib's pycompat); SmolLM2's template uses none.
+//! `messages`, `add_generation_prompt`, `bos_token`, `eos_token`), with Python's string and dict
+//! methods (`.strip()`, `.startswith()`, `.items()`) from minijinja-contrib's pycompat.
 
 use minijinja::{Environment, ErrorKind as JinjaErrorKind};
 use serde::Serialize;
@@ -51,6 +49,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
             |message: String| -> Result<String, minijinja::Error> {
@@ -211,6 +210,22 @@ mod tests {
         let err = raising.render(&[], false).expect_err("raises");
         assert!(err.to_string().contains("roles must alternate"), "{err}");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+        let python = ChatTemplate::new(
+            "{% for m in messages %}{% if m.content.startswith('x') %}{{ m.content.strip() }}{% endif %}{% endfor %}",
+            "",
+            "",
+        )
+        .expect("compiles");
+        let got = python
+            .render(
+                &[
+                    ChatMessage::new("user", "x padded  "),
+                    ChatMessage::new("user", "y"),
+                ],
+                false,
+            )
+            .expect("pycompat methods");
+        assert_eq!(got, "x padded");
     }
 
     #[test]
