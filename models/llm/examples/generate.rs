@@ -1,0 +1,98 @@
+//! Generates from SmolLM2 (or the GGUF given as the first argument) with the weights as stored,
+//! re-encoded to Q8_0 and dequantized to f32, and prints Ollama's counters and tokens/s for
+//! prompt processing and generation:
+//!
+//! ```text
+//! cargo run --release -p infermesh-llm --example generate [-- MODEL.gguf [QUESTION]]
+//! ```
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use infermesh_llm::{
+    ChatMessage, GenerateOptions, GenerateRequest, LlmModel, LoadLimits, Timings, Weights,
+};
+
+fn report(what: &str, t: &Timings) {
+    println!(
+        "{what}: prompt {} tokens in {:.3} s = {:.1} tokens/s; generation {} tokens in {:.3} s = {:.1} tokens/s; total {:.3} s",
+        t.prompt_eval_count,
+        t.prompt_eval_duration as f64 / 1e9,
+        t.prompt_tokens_per_second(),
+        t.eval_count,
+        t.eval_duration as f64 / 1e9,
+        t.eval_tokens_per_second(),
+        t.total_duration as f64 / 1e9,
+    );
+}
+
+fn run(path: &std::path::Path, question: &str, weights: Weights) -> anyhow::Result<()> {
+    let mut model = LlmModel::load_as(path, &LoadLimits::default(), weights)?;
+    println!(
+        "\n== weights {weights:?}: loaded {} in {:.3} s",
+        path.display(),
+        model.load_duration().as_secs_f64()
+    );
+
+    // Warm-up (first touch of the weights), not reported.
+    let warm = GenerateRequest::text(
+        "Hello",
+        GenerateOptions {
+            num_predict: Some(4),
+            ..GenerateOptions::greedy()
+        },
+    );
+    model.generate(&warm, |_| ControlFlow::Continue(()))?;
+
+    let prompt = model.chat_prompt(&[ChatMessage::new("user", question)], true)?;
+    let request = GenerateRequest::text(
+        prompt,
+        GenerateOptions {
+            num_predict: Some(128),
+            ..GenerateOptions::greedy()
+        },
+    );
+    let out = model.generate(&request, |piece| {
+        print!("{piece}");
+        let _ = std::io::stdout().flush();
+        ControlFlow::Continue(())
+    })?;
+    println!("\n[done_reason: {}]", out.done_reason.as_str());
+    report("chat", &out.timings);
+
+    // Prompt processing on a longer prompt (about 500 tokens), one token generated.
+    let long =
+        "The quick brown fox jumps over the lazy dog while the cat watches from the window. "
+            .repeat(28);
+    let request = GenerateRequest::text(
+        long,
+        GenerateOptions {
+            num_predict: Some(1),
+            ..GenerateOptions::greedy()
+        },
+    );
+    let out = model.generate(&request, |_| ControlFlow::Continue(()))?;
+    report("long prompt", &out.timings);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("INFERMESH_MODEL_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/infermesh/models")
+            });
+        cache.join("smollm2-135m-instruct/model.gguf")
+    });
+    let question = args
+        .next()
+        .unwrap_or_else(|| "Explain in a few sentences why the sky is blue.".to_string());
+    for weights in [Weights::AsStored, Weights::Q8_0, Weights::F32] {
+        run(&path, &question, weights)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! [`LlmModel`]: a GGUF llama model on candle's CPU backend, with its tokenizer and chat
+//! template, generating one request at a time.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use std::io::{Cursor, Read, Seek};
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::ModelWeights;
+
+use crate::chat::{CHATML, ChatMessage, ChatTemplate};
+use crate::generate::{
+    DoneReason, Filtered, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, StopFilter,
+    Timings, Utf8Assembler,
+};
+use crate::gguf::{LoadLimits, md_str, md_u64, read_content};
+use crate::tokenizer::GgufTokenizer;
+use crate::{LlmError, no_panic};
+
+/// How weights are held in memory after loading.
+///
+/// candle 0.11 has no SIMD kernel for Q4_1 (SmolLM2's format): it multiplies Q4_1 blocks by
+/// activations quantized to Q8_1 in scalar code. Measured on this 2-core AVX2 machine, re-encoding
+/// the matrices at load time is faster (examples/generate.rs measures all three), and
+/// [`Weights::F32`] is also exact: its greedy output equals an independent NumPy forward pass on
+/// the dequantized weights token for token, where quantized activations flip near-ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// As stored in the file (least memory).
+    #[default]
+    AsStored,
+    /// Matrices re-encoded to Q8_0 (AVX2 kernels; about 1.9x the memory of Q4_1).
+    Q8_0,
+    /// Matrices dequantized to f32 (gemm; exact; about 7x the memory of Q4_1).
+    F32,
+}
+
+/// A loaded model. Generation mutates the KV cache, so it takes `&mut self`; a server shares
+/// one behind a mutex.
+pub struct LlmModel {
+    weights: ModelWeights,
+    tokenizer: GgufTokenizer,
+    template: ChatTemplate,
+    context_length: usize,
+    load_duration: Duration,
+    device: Device,
+}
+
+impl std::fmt::Debug for LlmModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmModel")
+            .field("vocab_size", &self.tokenizer.vocab_size())
+            .field("context_length", &self.context_length)
+            .field("load_duration", &self.load_duration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmModel {
+    /// Loads the GGUF file at `path` within `limits` (architecture "llama"), weights as stored.
+    pub fn load(path: &Path, limits: &LoadLimits) -> Result<Self, LlmError> {
+        Self::load_as(path, limits, Weights::AsStored)
+    }
+
+    /// Loads the GGUF file at `path` within `limits`, holding the weights as `weights` says.
+    pub fn load_as(path: &Path, limits: &LoadLimits, weights: Weights) -> Result<Self, LlmError> {
+        let started = Instant::now();
+        let (content, mut reader) = read_content(path, limits)?;
+        let arch = md_str(&content, "general.architecture")?;
+        if arch != "llama" {
+            return Err(LlmError::Unsupported(format!(
+                "general.architecture = {arch:?} (only \"llama\" is run)"
+            )));
+        }
+        let tokenizer = GgufTokenizer::from_gguf(&content, limits)?;
+        let declared = md_u64(&content, "llama.context_length")?.ok_or_else(|| {
+            LlmError::Unsupported("no llama.context_length in the metadata".into())
+        })?;
+        if declared == 0 {
+            return Err(LlmError::Malformed("llama.context_length is 0".into()));
+        }
+        let context_length = usize::try_from(declared)
+            .unwrap_or(usize::MAX)
+            .min(limits.max_context);
+        // The embedding table must cover the vocabulary, or a token id would index past it.
+        match content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims().to_vec())
+        {
+            Some(dims) if dims.first() == Some(&tokenizer.vocab_size()) => {}
+            Some(dims) => {
+                return Err(LlmError::Malformed(format!(
+                    "token_embd.weight is {dims:?} for a vocabulary of {}",
+                    tokenizer.vocab_size()
+                )));
+            }
+            None => return Err(LlmError::Malformed("no token_embd.weight tensor".into())),
+        }
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or("")
+                .to_string()
+        };
+        let source = match content.metadata.get("tokenizer.chat_template") {
+            Some(_) => md_str(&content, "tokenizer.chat_template")?.to_string(),
+            None => CHATML.to_string(),
+        };
+        let template = ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))?;
+        let device = Device::Cpu;
+        let weights = no_panic("loading the weights", || {
+            let target = match weights {
+                Weights::AsStored => {
+                    return ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map_err(LlmError::from);
+                }
+                Weights::Q8_0 => GgmlDType::Q8_0,
+                Weights::F32 => GgmlDType::F32,
+            };
+            let (content, mut memory) = reencode(content, &mut reader, target, &device)?;
+            ModelWeights::from_gguf(content, &mut memory, &device).map_err(LlmError::from)
+        })?;
+        Ok(Self {
+            weights,
+            tokenizer,
+            template,
+            context_length,
+            load_duration: started.elapsed(),
+            device,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// The usable context window: the model's, capped by [`LoadLimits::max_context`].
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// How long [`Self::load`] took.
+    pub fn load_duration(&self) -> Duration {
+        self.load_duration
+    }
+
+    /// The prompt text for `messages` through the model's chat template.
+    pub fn chat_prompt(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, LlmError> {
+        self.template.render(messages, add_generation_prompt)
+    }
+
+    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, LlmError> {
+        let ids = match prompt {
+            Prompt::Text(text) => self.tokenizer.encode(text)?,
+            Prompt::Tokens(ids) => {
+                let vocab = self.tokenizer.vocab_size();
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(LlmError::InvalidRequest(format!(
+                        "token id {bad}, the vocabulary has {vocab}"
+                    )));
+                }
+                ids.clone()
+            }
+        };
+        if ids.is_empty() {
+            return Err(LlmError::InvalidRequest("the prompt is empty".into()));
+        }
+        Ok(ids)
+    }
+
+    /// Generates a continuation of `request.prompt`, passing text to `on_token` as it is
+    /// produced (whole UTF-8 characters only, never any part of a stop string). `on_token`
+    /// returning `Break` ends generation with [`DoneReason::Cancelled`].
+    ///
+    /// The KV cache starts empty for every request. A prompt that does not fit `num_ctx` is
+    /// refused; generation stops with [`DoneReason::Length`] when the window is full.
+    pub fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        mut on_token: impl FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerateOutput, LlmError> {
+        let started = Instant::now();
+        let options = &request.options;
+        options.check()?;
+        let num_ctx = options.num_ctx.min(self.context_length);
+        let prompt = self.prompt_ids(&request.prompt)?;
+        if prompt.len() >= num_ctx {
+            return Err(LlmError::PromptTooLong {
+                tokens: prompt.len(),
+                num_ctx,
+            });
+        }
+        let cancelled = || {
+            request
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        };
+        let mut output = GenerateOutput {
+            text: String::new(),
+            tokens: Vec::new(),
+            prompt_tokens: prompt.clone(),
+            done_reason: DoneReason::Cancelled,
+            timings: Timings::default(),
+        };
+
+        self.weights.clear_kv_cache();
+        let prompt_started = Instant::now();
+        let mut logits = None;
+        let mut pos = 0;
+        for chunk in prompt.chunks(options.num_batch) {
+            if cancelled() {
+                output.timings.total_duration = nanos(started.elapsed());
+                return Ok(output);
+            }
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            logits = Some(self.weights.forward(&input, pos)?);
+            pos += chunk.len();
+        }
+        output.timings.prompt_eval_count = prompt.len();
+        output.timings.prompt_eval_duration = nanos(prompt_started.elapsed());
+        let Some(mut logits) = logits else {
+            return Err(LlmError::InvalidRequest("the prompt is empty".into()));
+        };
+
+        let eval_started = Instant::now();
+        let mut sampler = sampler(options);
+        let mut utf8 = Utf8Assembler::default();
+        let mut stops = StopFilter::new(&options.stop);
+        let mut history = prompt;
+        let max_new = options.num_predict.unwrap_or(usize::MAX);
+        let done = loop {
+            if output.tokens.len() >= max_new || pos >= num_ctx {
+                break DoneReason::Length;
+            }
+            if cancelled() {
+                break DoneReason::Cancelled;
+            }
+            let next = self.sample(&mut sampler, &logits, options, &history, num_ctx)?;
+            output.tokens.push(next);
+            history.push(next);
+            if self.tokenizer.is_end_of_generation(next) {
+                break DoneReason::Stop;
+            }
+            if !self.tokenizer.is_control(next) {
+                let text = utf8.push(self.tokenizer.token_bytes(next));
+                let (emit, stop) = match stops.push(&text) {
+                    Filtered::Emit(t) => (t, false),
+                    Filtered::Stop(t) => (t, true),
+                };
+                if !emit.is_empty() {
+                    output.text.push_str(&emit);
+                    if on_token(&emit).is_break() {
+                        break DoneReason::Cancelled;
+                    }
+                }
+                if stop {
+                    break DoneReason::Stop;
+                }
+            }
+            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
+            logits = self.weights.forward(&input, pos)?;
+            pos += 1;
+        };
+        if done != DoneReason::Cancelled {
+            // Text held back as a possible stop string was none; a half character is dropped.
+            utf8.finish();
+            let rest = stops.finish();
+            if !rest.is_empty() {
+                output.text.push_str(&rest);
+                let _ = on_token(&rest);
+            }
+        }
+        output.done_reason = done;
+        output.timings.eval_count = output.tokens.len();
+        output.timings.eval_duration = nanos(eval_started.elapsed());
+        output.timings.total_duration = nanos(started.elapsed());
+        Ok(output)
+    }
+
+    fn sample(
+        &self,
+        sampler: &mut LogitsProcessor,
+        logits: &Tensor,
+        options: &GenerateOptions,
+        history: &[u32],
+        num_ctx: usize,
+    ) -> Result<u32, LlmError> {
+        let logits = logits.squeeze(0)?;
+        let last_n = match options.repeat_last_n {
+            -1 => num_ctx,
+            n => usize::try_from(n).unwrap_or(0),
+        };
+        let logits = if options.repeat_penalty != 1.0 && last_n > 0 {
+            let from = history.len().saturating_sub(last_n);
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                options.repeat_penalty,
+                &history[from..],
+            )?
+        } else {
+            logits
+        };
+        let min_p = options.min_p as f32;
+        let next = sampler.sample_f(&logits, |probs| {
+            if min_p > 0.0 {
+                let max = probs.iter().copied().fold(0.0f32, f32::max);
+                for p in probs.iter_mut() {
+                    if *p < min_p * max {
+                        *p = 0.0;
+                    }
+                }
+            }
+        })?;
+        Ok(next)
+    }
+}
+
+/// The same model with its matrices re-encoded as `target`, as an in-memory GGUF file.
+fn reencode(
+    content: gguf_file::Content,
+    reader: &mut (impl Read + Seek),
+    target: GgmlDType,
+    device: &Device,
+) -> Result<(gguf_file::Content, Cursor<Vec<u8>>), LlmError> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in &names {
+        let stored = content.tensor(reader, name, device)?;
+        let dims = stored.shape().dims().to_vec();
+        let fits = dims.len() == 2 && dims[1] % target.block_size() == 0;
+        let tensor = if fits && stored.dtype() != target {
+            QTensor::quantize(&stored.dequantize(device)?, target)?
+        } else {
+            stored
+        };
+        tensors.push(tensor);
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let named: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(|n| n.as_str())
+        .zip(tensors.iter())
+        .collect();
+    let mut memory = Cursor::new(Vec::new());
+    gguf_file::write(&mut memory, &metadata, &named)?;
+    memory.set_position(0);
+    let content = gguf_file::Content::read(&mut memory)?;
+    Ok((content, memory))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The sampler for `options`: argmax at temperature 0, else seeded top-k / top-p sampling.
+fn sampler(options: &GenerateOptions) -> LogitsProcessor {
+    let seed = options.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let temperature = options.temperature;
+    let top_p = options.top_p;
+    let sampling = if temperature <= 0.0 {
+        Sampling::ArgMax
+    } else {
+        match (options.top_k, top_p > 0.0 && top_p < 1.0) {
+            (0, false) => Sampling::All { temperature },
+            (0, true) => Sampling::TopP {
+                p: top_p,
+                temperature,
+            },
+            (k, false) => Sampling::TopK { k, temperature },
+            (k, true) => Sampling::TopKThenTopP {
+                k,
+                p: top_p,
+                temperature,
+            },
+        }
+    };
+    LogitsProcessor::from_sampling(seed, sampling)
+}
