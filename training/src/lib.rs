@@ -7,13 +7,18 @@
 //!   interaction tables loaded with Polars ([`table`]).
 //! * [`sentiment`]: the local sentiment classifier, the categoriser's trainer with the cached
 //!   all-MiniLM-L6-v2 as its default base.
+//! * [`topics`]: fits the BERTopic-equivalent topic model (`infermesh-topics`) on a text
+//!   column (embeddings from a sentence encoder, or a float32 `.npy` read by [`npy`]) and
+//!   scores it against labels (NMI, ARI, outlier share).
 
 pub mod categorizer;
 pub mod fraud;
+pub mod npy;
 pub mod promote;
 pub mod recs;
 pub mod sentiment;
 pub mod table;
+pub mod topics;
 
 use categorizer::{CategorizerError, EvalArgs, TrainArgs};
 
@@ -29,6 +34,9 @@ pub enum JobError {
     /// The fraud job failed.
     #[error(transparent)]
     Fraud(#[from] fraud::FraudJobError),
+    /// The topic-model job failed.
+    #[error(transparent)]
+    Topics(#[from] topics::TopicsJobError),
     /// The result could not be written to stdout.
     #[error("cannot write the result to stdout: {0}")]
     Output(#[from] std::io::Error),
@@ -66,6 +74,11 @@ pub enum TrainCommand {
     /// --base defaulting to the cached all-MiniLM-L6-v2; the written directory serves as
     /// platform `sentiment`.
     Sentiment(sentiment::TrainSentimentArgs),
+    /// Fit a BERTopic-equivalent topic model (UMAP, HDBSCAN, c-TF-IDF keywords) on a text
+    /// column of a table (CSV, TSV or Parquet), embedding the texts with a sentence encoder
+    /// (or reading --embeddings), and write a model version the server loads (platform
+    /// `topics`, the encoder copied under embedder/, training_report.json).
+    Topics(topics::TrainTopicsArgs),
 }
 
 impl TrainCommand {
@@ -76,6 +89,7 @@ impl TrainCommand {
             TrainCommand::Sentiment(args) => classifier_summary(args.resolved())?,
             TrainCommand::Recs(args) => args.run()?,
             TrainCommand::Fraud(args) => args.run()?,
+            TrainCommand::Topics(args) => args.run()?,
         };
         Ok(write_stdout(&text)?)
     }
@@ -108,6 +122,10 @@ pub enum EvalCommand {
     /// Score a trained recommender on held-out interactions: precision@k, recall@k and AUC
     /// as LightFM's `lightfm.evaluation` defines them (training interactions excluded).
     Recs(recs::EvalRecsArgs),
+    /// Assign a labelled table's texts to the topics of a trained topic model (embedded with
+    /// its own embedder/) and print the NMI and ARI of topics against labels and the share
+    /// of outliers.
+    Topics(topics::EvalTopicsArgs),
 }
 
 impl EvalCommand {
@@ -128,6 +146,7 @@ impl EvalCommand {
                 }
             }
             EvalCommand::Recs(args) => args.run()?,
+            EvalCommand::Topics(args) => args.run()?,
         };
         Ok(write_stdout(&text)?)
     }

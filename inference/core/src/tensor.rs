@@ -315,6 +315,8 @@ pub enum TensorData {
     Fp32(Vec<f32>),
     /// `BOOL`.
     Bool(Vec<bool>),
+    /// `INT64` (ids, counts).
+    Int64(Vec<i64>),
     /// `BYTES` elements (labels, ids).
     Bytes(Vec<Vec<u8>>),
 }
@@ -325,6 +327,7 @@ impl TensorData {
         match self {
             TensorData::Fp32(_) => "FP32",
             TensorData::Bool(_) => "BOOL",
+            TensorData::Int64(_) => "INT64",
             TensorData::Bytes(_) => "BYTES",
         }
     }
@@ -334,6 +337,7 @@ impl TensorData {
         match self {
             TensorData::Fp32(v) => v.len(),
             TensorData::Bool(v) => v.len(),
+            TensorData::Int64(v) => v.len(),
             TensorData::Bytes(v) => v.len(),
         }
     }
@@ -383,6 +387,11 @@ pub fn bool_to_raw(values: &[bool]) -> Vec<u8> {
     values.iter().map(|&b| u8::from(b)).collect()
 }
 
+/// Encodes `i64` values as V2 raw content (little-endian, eight bytes each).
+pub fn i64_to_raw(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Encodes BYTES elements as V2 raw content: u32 LE length, then the bytes, per element.
 pub fn bytes_to_raw(elements: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(elements.iter().map(|e| e.len() + 4).sum());
@@ -428,6 +437,23 @@ mod tests {
         assert!(raw_to_f32(DataType::Bytes, &[], 0).is_err());
         // 2^62 FP32 elements need 2^64 bytes: refused, not wrapped to 0 bytes.
         assert!(raw_to_f32(DataType::Fp32, &[], 1 << 62).is_err());
+    }
+
+    #[test]
+    fn int64_outputs_encode_little_endian_and_decode_back() {
+        let values = [-1i64, 0, 7, i64::MAX];
+        let raw = i64_to_raw(&values);
+        assert_eq!(raw.len(), 32);
+        assert_eq!(&raw[..8], &[0xff; 8]);
+        assert_eq!(&raw[16..24], &7i64.to_le_bytes());
+        let t = TensorData::Int64(values.to_vec());
+        assert_eq!((t.datatype(), t.len()), ("INT64", 4));
+        // What a client reading INT64 raw output does.
+        let back: Vec<i64> = raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, values);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub fn compiled() -> Result<Families, String> {
         &infermesh_recs::serving::FAMILY,
         #[cfg(feature = "anomaly")]
         &infermesh_anomaly::serving::FAMILY,
+        #[cfg(feature = "topics")]
+        &infermesh_topics::serving::FAMILY,
     ];
     Families::new(families)
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, Protocol};
-use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw};
+use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw, i64_to_raw};
 use crate::v2;
 use infermesh_inference::TensorData;
 
@@ -117,6 +117,10 @@ impl GrpcInferenceService for V2Grpc {
                     raw_output_contents.push(bool_to_raw(&v));
                     None
                 }
+                (true, TensorData::Int64(v)) => {
+                    raw_output_contents.push(i64_to_raw(&v));
+                    None
+                }
                 (true, TensorData::Bytes(v)) => {
                     raw_output_contents.push(bytes_to_raw(&v));
                     None
@@ -127,6 +131,10 @@ impl GrpcInferenceService for V2Grpc {
                 }),
                 (false, TensorData::Bool(v)) => Some(pb::InferTensorContents {
                     bool_contents: v,
+                    ..Default::default()
+                }),
+                (false, TensorData::Int64(v)) => Some(pb::InferTensorContents {
+                    int64_contents: v,
                     ..Default::default()
                 }),
                 (false, TensorData::Bytes(v)) => Some(pb::InferTensorContents {

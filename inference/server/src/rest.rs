@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metadata::{self, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
 use crate::state::{AppState, Protocol};
-use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw};
+use crate::tensor::{bool_to_raw, bytes_to_raw, f32_to_raw, i64_to_raw};
 use crate::v2;
 use infermesh_inference::TensorData;
 
@@ -248,6 +248,7 @@ async fn infer_inner(
             let raw = match &o.data {
                 TensorData::Fp32(v) => f32_to_raw(v),
                 TensorData::Bool(v) => bool_to_raw(v),
+                TensorData::Int64(v) => i64_to_raw(v),
                 TensorData::Bytes(v) => bytes_to_raw(v),
             };
             outputs.push(
@@ -259,6 +260,7 @@ async fn infer_inner(
             let data: Vec<Value> = match &o.data {
                 TensorData::Fp32(v) => v.iter().map(|&x| json_f32(x)).collect(),
                 TensorData::Bool(v) => v.iter().map(|&b| Value::Bool(b)).collect(),
+                TensorData::Int64(v) => v.iter().map(|&x| Value::from(x)).collect(),
                 TensorData::Bytes(v) => v
                     .iter()
                     .map(|b| Value::String(String::from_utf8_lossy(b).into_owned()))

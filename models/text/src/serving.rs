@@ -130,7 +130,11 @@ pub struct Classified {
 }
 
 impl TextServable {
-    fn load(config: &ModelConfig, version: u64, dir: &Path) -> Result<Self, String> {
+    /// Loads the text model in `dir` as `config` says (its platform, the text keys, the
+    /// engine choice and `[limits]` as [`TextLoadLimits`]): what this family's loader does,
+    /// and what another family serving an encoder inside its own versions calls (the topic
+    /// models' `embedder/`).
+    pub fn load(config: &ModelConfig, version: u64, dir: &Path) -> Result<Self, String> {
         let limits: TextLoadLimits = family_limits(config)?;
         let text_limits = TextLimits::parse(config)?;
         limits.check_files(dir).map_err(|e| e.to_string())?;

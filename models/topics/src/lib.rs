@@ -25,6 +25,10 @@
 //! loaded model transforms bit-identically to the saved one.
 //!
 //! Scale: kNN, core distances and the MST are exact and O(N²) (N up to ~20k).
+//!
+//! Serving (feature `serving`, [`serving`]): platform `topics`, a version folder holding the
+//! artifact and `embedder/` (the sentence encoder, loaded by the text family), KServe V2
+//! `text` → `topic` / `probability`, and the typed `infermesh.v1.Topics` (`Assign`, `List`).
 
 pub mod artifact;
 pub mod ctfidf;
@@ -34,6 +38,8 @@ mod matrix;
 pub mod metrics;
 pub mod model;
 mod rng;
+#[cfg(feature = "serving")]
+pub mod serving;
 mod stop_words;
 pub mod umap;
 

@@ -30,6 +30,40 @@ pub fn adjusted_rand_index(a: &[i64], b: &[i64]) -> f64 {
     }
 }
 
+/// The normalised mutual information of two labellings of the same items, with the
+/// arithmetic mean of the entropies as the normaliser (scikit-learn's
+/// `normalized_mutual_info_score` default): 1 for identical partitions (up to renaming), 0 for
+/// independent ones; 1 when both put every item in one cluster. Noise labels (`-1`) count as
+/// one more cluster, as in [`adjusted_rand_index`].
+pub fn normalized_mutual_info(a: &[i64], b: &[i64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "two labellings of the same items");
+    let n = a.len() as f64;
+    let mut joint: HashMap<(i64, i64), f64> = HashMap::new();
+    let mut rows: HashMap<i64, f64> = HashMap::new();
+    let mut cols: HashMap<i64, f64> = HashMap::new();
+    for (&x, &y) in a.iter().zip(b) {
+        *joint.entry((x, y)).or_default() += 1.0;
+        *rows.entry(x).or_default() += 1.0;
+        *cols.entry(y).or_default() += 1.0;
+    }
+    // scikit-learn: a single cluster on both sides (or no items) is a perfect match.
+    if rows.len() == cols.len() && (rows.len() <= 1) {
+        return 1.0;
+    }
+    let entropy =
+        |m: &HashMap<i64, f64>| -> f64 { m.values().map(|&c| -(c / n) * (c / n).ln()).sum() };
+    let mi: f64 = joint
+        .iter()
+        .map(|(&(x, y), &c)| (c / n) * ((c * n) / (rows[&x] * cols[&y])).ln())
+        .sum();
+    let (ha, hb) = (entropy(&rows), entropy(&cols));
+    let norm = (ha + hb) / 2.0;
+    if norm <= 0.0 {
+        return 0.0;
+    }
+    (mi / norm).clamp(0.0, 1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +77,23 @@ mod tests {
         // sklearn.metrics.adjusted_rand_score([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]) = -0.36363636363636365
         let v = adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 1, 2, 0, 1, 2]);
         assert!((v + 0.363_636_363_636_363_65).abs() < 1e-12, "{v}");
+    }
+
+    #[test]
+    fn nmi_matches_scikit_learn() {
+        assert!((normalized_mutual_info(&[0, 0, 1, 1], &[5, 5, 7, 7]) - 1.0).abs() < 1e-12);
+        // sklearn.metrics.normalized_mutual_info_score([0, 0, 1, 1], [0, 0, 1, 2]) = 0.8
+        let v = normalized_mutual_info(&[0, 0, 1, 1], &[0, 0, 1, 2]);
+        assert!((v - 0.8).abs() < 1e-12, "{v}");
+        // normalized_mutual_info_score([0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]) = 0.0
+        let v = normalized_mutual_info(&[0, 0, 0, 1, 1, 1], &[0, 1, 2, 0, 1, 2]);
+        assert!(v.abs() < 1e-12, "{v}");
+        // normalized_mutual_info_score([0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 1, -1])
+        // = 0.7396673768007592
+        let v = normalized_mutual_info(&[0, 0, 1, 1, 2, 2], &[0, 0, 1, 1, 1, -1]);
+        assert!((v - 0.739_667_376_800_759_2).abs() < 1e-9, "{v}");
+        assert_eq!(normalized_mutual_info(&[3, 3], &[1, 1]), 1.0);
+        // One side constant, the other not: no information shared.
+        assert_eq!(normalized_mutual_info(&[0, 0, 0], &[0, 1, 2]), 0.0);
     }
 }

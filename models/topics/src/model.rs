@@ -342,6 +342,56 @@ impl TopicModel {
         self.reduce(nr_topics, strategy, embedder)
     }
 
+    /// BERTopic's `nr_topics="auto"` (`_auto_reduce_topics`): HDBSCAN (`min_cluster_size`
+    /// 2, Euclidean on the L2-normalised topic embeddings) groups similar topics; each group
+    /// merges into one topic, and topics it leaves unclustered stay as they are. Fewer than
+    /// three topics are left alone (HDBSCAN finds no group among two points). Returns how many
+    /// topics remain.
+    pub fn reduce_topics_auto(
+        &mut self,
+        embedder: Option<&dyn KeywordEmbedder>,
+    ) -> Result<usize, TopicError> {
+        let t = self.n_topics();
+        if t < 3 {
+            self.refresh(embedder)?;
+            return Ok(t);
+        }
+        let emb = self.topic_embeddings();
+        let dim = emb.cols();
+        let mut rows: Vec<f32> = Vec::with_capacity(t * dim);
+        for c in 1..=t {
+            let r = emb.row(c);
+            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            rows.extend(r.iter().map(|v| if norm > 0.0 { v / norm } else { 0.0 }));
+        }
+        let h = Hdbscan::fit(
+            &rows,
+            dim,
+            &HdbscanParams {
+                min_cluster_size: 2,
+                min_samples: None,
+            },
+        )?;
+        // Clustered topics: one group per cluster; the others: a group each.
+        let k = h.n_clusters();
+        let mut next = k;
+        let groups: Vec<usize> = h
+            .labels()
+            .iter()
+            .map(|&l| {
+                if l >= 0 {
+                    l as usize
+                } else {
+                    next += 1;
+                    next - 1
+                }
+            })
+            .collect();
+        self.apply_grouping(&groups, next);
+        self.refresh(embedder)?;
+        Ok(self.n_topics())
+    }
+
     fn reduce(
         &mut self,
         nr_topics: usize,

@@ -271,3 +271,57 @@ fn bad_inputs_are_refused() {
     let wrong = infermesh_topics::Matrix::new(1, 3, vec![0.0; 3]).unwrap();
     assert!(model.transform(None::<&[String]>, &wrong).is_err());
 }
+
+/// Eight topics in two groups of four: a group's centres close (each topic shifted from the
+/// group's base on three dimensions of its own, a shift of norm ~1.2 against a within-topic
+/// spread of ~0.4), the groups far apart. BERTopic's `nr_topics="auto"` groups the topic
+/// embeddings with HDBSCAN (`min_cluster_size` 2), so each group becomes one topic. (Two
+/// groups of two are too few: HDBSCAN, the library as this crate, finds no cluster in four
+/// points.)
+#[test]
+fn auto_reduction_merges_the_topics_whose_embeddings_group() {
+    let mut g = common::Gen::new(21);
+    let dim = common::DIM;
+    let base: Vec<Vec<f32>> = (0..2)
+        .map(|_| (0..dim).map(|_| g.uniform() * 2.0 - 1.0).collect())
+        .collect();
+    let centre = |t: usize| -> Vec<f32> {
+        let mut c = base[t / 4].clone();
+        let j = t % 4;
+        for v in &mut c[3 * j..3 * j + 3] {
+            *v += 0.7;
+        }
+        c
+    };
+    let (mut texts, mut data, mut truth) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..240 {
+        let t = i % 8;
+        let words: Vec<&str> = (0..6).map(|_| g.pick(TOPIC_WORDS[t % 4])).collect();
+        texts.push(words.join(" "));
+        data.extend(centre(t).iter().map(|c| c + (g.uniform() - 0.5) * 0.3));
+        truth.push(t as i64);
+    }
+    let emb = infermesh_topics::Matrix::new(240, dim, data).unwrap();
+    let full = TopicModel::fit(&texts, &emb, &params()).unwrap();
+    assert_eq!(full.n_topics(), 8, "{:?}", full.topics());
+    let mut auto = full.clone();
+    assert_eq!(auto.reduce_topics_auto(None).unwrap(), 2);
+    assert_eq!(auto.n_topics(), 2);
+    // Each merged topic holds one group: true topics 0-3, or 4-7.
+    let mut group_of = HashMap::new();
+    for (&found, &t) in auto.document_topics().iter().zip(&truth) {
+        let e = *group_of.entry(found).or_insert(t / 4);
+        assert_eq!(e, t / 4, "topic {found} mixes groups");
+    }
+    assert_eq!(group_of.len(), 2);
+    let sizes: Vec<usize> = auto.topics().iter().map(|t| t.size).collect();
+    assert_eq!(sizes, vec![120, 120]);
+    // transform follows the merge.
+    let (t, _) = auto.transform(None::<&[String]>, &emb).unwrap();
+    assert!(t.iter().all(|&x| (0..2).contains(&x)), "{t:?}");
+    assert!(adjusted_rand_index(&t, auto.document_topics()) > 0.95);
+    // Fewer than three topics are left as they are.
+    let mut two = auto.clone();
+    assert_eq!(two.reduce_topics_auto(None).unwrap(), 2);
+    assert_eq!(two.document_topics(), auto.document_topics());
+}
