@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
@@ -17,16 +17,6 @@ use infermesh_proto::v1::text_embedding_client::TextEmbeddingClient;
 use infermesh_text::{SentenceEncoder, TextClassifier, TextModel, cosine};
 use serde_json::{Value, json};
 use tonic::Code;
-
-fn minilm_dir() -> PathBuf {
-    let dir = infermesh_server::sample::default_model_cache().join("all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
-        dir.display()
-    );
-    dir
-}
 
 const LABELS: [&str; 3] = ["groceries", "transport", "salary"];
 
@@ -46,7 +36,7 @@ fn write_tiny_classifier(dir: &Path) -> TextClassifier {
     let config = serde_json::to_vec(&config).unwrap();
     std::fs::write(dir.join("config.json"), &config).unwrap();
     std::fs::copy(
-        minilm_dir().join("tokenizer.json"),
+        common::minilm_dir().join("tokenizer.json"),
         dir.join("tokenizer.json"),
     )
     .unwrap();
@@ -75,7 +65,7 @@ fn text_repo(extra_minilm_config: &str) -> (tempfile::TempDir, TextClassifier) {
         "tokenizer.json",
         "1_Pooling",
     ] {
-        std::os::unix::fs::symlink(minilm_dir().join(f), m.join("1").join(f)).unwrap();
+        std::os::unix::fs::symlink(common::minilm_dir().join(f), m.join("1").join(f)).unwrap();
     }
     let c = d.path().join("categorizer");
     std::fs::create_dir_all(&c).unwrap();
@@ -105,7 +95,7 @@ const PAIR: [&str; 3] = [
 async fn embeddings_over_v2_rest_grpc_and_typed_equal_the_encoder() {
     let (repo, _) = text_repo("");
     let s = common::start(repo.path(), 0.0, 1 << 20).await;
-    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let enc = SentenceEncoder::load(&common::minilm_dir()).unwrap();
     let want = enc.embed(&PAIR).unwrap();
     let base = format!("http://{}", s.http_addr);
 
@@ -569,7 +559,7 @@ fn floats(v: &Value) -> Vec<f32> {
 async fn tei_and_openai_routes_embed_and_classify() {
     let (repo, classifier) = text_repo("");
     let s = common::start(repo.path(), 0.0, 1 << 20).await;
-    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let enc = SentenceEncoder::load(&common::minilm_dir()).unwrap();
     let want = enc.embed(&PAIR).unwrap();
     let ids = enc.tokenize(&PAIR).unwrap();
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
@@ -882,7 +872,7 @@ async fn tei_and_openai_routes_embed_and_classify() {
 async fn v2_parameters_set_normalize_and_truncate() {
     let (repo, _) = text_repo("");
     let s = common::start(repo.path(), 0.0, 1 << 20).await;
-    let enc = SentenceEncoder::load(&minilm_dir()).unwrap();
+    let enc = SentenceEncoder::load(&common::minilm_dir()).unwrap();
     let ids = enc.tokenize(&PAIR[..1]).unwrap();
     let raw_want = enc.forward_tokens(&[ids[0].as_slice()]).unwrap().remove(0);
     let http = reqwest::Client::new();

@@ -20,16 +20,6 @@ use infermesh_topics::{HdbscanParams, Matrix, TopicModel, TopicParams, UmapParam
 use serde_json::{Value, json};
 use tonic::Code;
 
-fn minilm_dir() -> PathBuf {
-    let dir = infermesh_server::sample::default_model_cache().join("all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
-        dir.display()
-    );
-    dir
-}
-
 const SUBJECTS: [[&str; 5]; 3] = [
     ["striker", "goalkeeper", "referee", "midfielder", "coach"],
     ["baker", "pastry chef", "grandmother", "home cook", "chef"],

@@ -11,6 +11,18 @@ use infermesh_server::{RunningServer, ServeArgs};
 
 pub const FRAUD_FEATURES: usize = 16;
 
+/// all-MiniLM-L6-v2 in the model cache the README's test command fills; a missing model
+/// fails the test with what to run.
+pub fn minilm_dir() -> PathBuf {
+    let dir = infermesh_server::sample::default_model_cache().join("all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "all-MiniLM-L6-v2 is not in {}: run scripts/test.sh (it fetches the weights once)",
+        dir.display()
+    );
+    dir
+}
+
 pub fn sample_model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sample-repository/fraud/1/model.json")
 }
