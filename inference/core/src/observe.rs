@@ -2,8 +2,11 @@
 //! services, and the typed services a family brings), so every request is counted the same
 //! way with bounded labels.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tracing::Instrument;
 
 use infermesh_common::{ServiceError, metrics_names as m};
 
@@ -94,5 +97,35 @@ impl ModelManager {
     ) -> Result<Arc<LoadedVersion>, ServiceError> {
         self.get(name, (!version.is_empty()).then_some(version))
             .inspect_err(|e| record_unresolved(self, name, protocol, started, e))
+    }
+}
+
+impl ModelManager {
+    /// One typed request to a model, as a family's own typed service serves it: resolves
+    /// `name` / `version` (an unresolved request is counted under bounded labels), runs `f` on
+    /// the version (and its version label) inside the span `span` makes from that label, and
+    /// counts the outcome.
+    pub async fn typed<T, Fut>(
+        &self,
+        name: &str,
+        version: &str,
+        started: Instant,
+        span: impl FnOnce(&str) -> tracing::Span,
+        f: impl FnOnce(Arc<LoadedVersion>, String) -> Fut,
+    ) -> Result<T, ServiceError>
+    where
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let handle = self.resolve(name, version, Protocol::Typed, started)?;
+        let version = handle.version.to_string();
+        let result = f(handle, version.clone()).instrument(span(&version)).await;
+        record(
+            name,
+            &version,
+            Protocol::Typed,
+            started,
+            result.as_ref().map(|_| ()),
+        );
+        result
     }
 }

@@ -17,7 +17,6 @@ use std::time::Instant;
 use infermesh_common::ServiceError;
 use infermesh_inference::backends::TabularBackend;
 use infermesh_inference::batcher::Batcher;
-use infermesh_inference::observe::{Protocol, record};
 use infermesh_inference::tensor::tabular_rows;
 use infermesh_inference::{
     BatchUnit, Batching, BoxFuture, Description, Family, LoadContext, ModelManager, OutputTensor,
@@ -25,7 +24,6 @@ use infermesh_inference::{
 };
 use infermesh_registry::ModelConfig;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::{ARTIFACT_FILE, IsolationForest, LoadLimits};
 
@@ -210,47 +208,42 @@ impl AnomalyService {
         } else {
             req.model.as_str()
         };
-        let handle = self
-            .manager
-            .resolve(name, &req.version, Protocol::Typed, started)?;
-        let version = handle.version.to_string();
-        let span = tracing::info_span!("anomaly.score", model = %name, version = %version,
-            rows = req.rows.len());
-        let result = async {
-            let servable = handle.family::<AnomalyServable>("isolation-forest")?;
-            servable.check_rows(req.rows.len())?;
-            let forest = servable.forest();
-            let nf = forest.n_features();
-            let mut features = Vec::with_capacity(req.rows.len() * nf);
-            for (r, row) in req.rows.into_iter().enumerate() {
-                features.extend(row_values(forest, r, row)?);
-            }
-            let results = servable
-                .score(features)
-                .await?
-                .into_iter()
-                .map(|(score, decision)| pb::AnomalyResult {
-                    score: f64::from(score),
-                    decision: f64::from(decision),
-                    is_anomaly: decision < 0.0,
-                })
-                .collect();
-            Ok(pb::AnomalyScoreResponse {
-                model: name.to_string(),
-                version: version.clone(),
-                results,
-            })
-        }
-        .instrument(span)
-        .await;
-        record(
-            name,
-            &version,
-            Protocol::Typed,
-            started,
-            result.as_ref().map(|_| ()),
-        );
-        result
+        let rows = req.rows;
+        let n = rows.len();
+        let span = |version: &str| tracing::info_span!("anomaly.score", model = %name, version = %version, rows = n);
+        self.manager
+            .typed(
+                name,
+                &req.version,
+                started,
+                span,
+                |handle, version| async move {
+                    let servable = handle.family::<AnomalyServable>("isolation-forest")?;
+                    servable.check_rows(rows.len())?;
+                    let forest = servable.forest();
+                    let nf = forest.n_features();
+                    let mut features = Vec::with_capacity(rows.len() * nf);
+                    for (r, row) in rows.into_iter().enumerate() {
+                        features.extend(row_values(forest, r, row)?);
+                    }
+                    let results = servable
+                        .score(features)
+                        .await?
+                        .into_iter()
+                        .map(|(score, decision)| pb::AnomalyResult {
+                            score: f64::from(score),
+                            decision: f64::from(decision),
+                            is_anomaly: decision < 0.0,
+                        })
+                        .collect();
+                    Ok(pb::AnomalyScoreResponse {
+                        model: name.to_string(),
+                        version,
+                        results,
+                    })
+                },
+            )
+            .await
     }
 }
 

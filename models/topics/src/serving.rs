@@ -42,7 +42,6 @@ use std::time::Instant;
 
 use infermesh_common::ServiceError;
 use infermesh_inference::batcher::{Backend, BatchConfig, Batcher};
-use infermesh_inference::observe::{Protocol, record};
 use infermesh_inference::tensor::text_input;
 use infermesh_inference::{
     BatchUnit, Batching, BoxFuture, Description, Family, LoadContext, ModelManager, OutputTensor,
@@ -51,7 +50,6 @@ use infermesh_inference::{
 use infermesh_registry::{ModelConfig, check_max};
 use infermesh_text::serving::TextServable;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::{LoadLimits, Matrix, TopicInfo, TopicModel};
 
@@ -432,46 +430,41 @@ impl TopicsService {
         started: Instant,
     ) -> Result<pb::TopicsAssignResponse, ServiceError> {
         let name = model_name(&req.model);
-        let handle = self
-            .manager
-            .resolve(name, &req.version, Protocol::Typed, started)?;
-        let version = handle.version.to_string();
-        let span = tracing::info_span!("topics.assign", model = %name, version = %version,
-            texts = req.texts.len());
-        let result = async {
-            let servable = handle.family::<TopicsServable>("topics")?;
-            let assignments = servable
-                .assign(req.texts)
-                .await?
-                .into_iter()
-                .map(|(topic, probability)| {
-                    let info = servable.topic(topic);
-                    pb::TopicAssignment {
-                        topic,
-                        probability,
-                        label: info.map_or_else(|| topic.to_string(), |t| t.label.clone()),
-                        keywords: info
-                            .map(|t| t.keywords.iter().map(|(w, _)| w.clone()).collect())
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect();
-            Ok(pb::TopicsAssignResponse {
-                model: name.to_string(),
-                version: version.clone(),
-                assignments,
-            })
-        }
-        .instrument(span)
-        .await;
-        record(
-            name,
-            &version,
-            Protocol::Typed,
-            started,
-            result.as_ref().map(|_| ()),
-        );
-        result
+        let texts = req.texts;
+        let n = texts.len();
+        let span = |version: &str| tracing::info_span!("topics.assign", model = %name, version = %version, texts = n);
+        self.manager
+            .typed(
+                name,
+                &req.version,
+                started,
+                span,
+                |handle, version| async move {
+                    let servable = handle.family::<TopicsServable>("topics")?;
+                    let assignments = servable
+                        .assign(texts)
+                        .await?
+                        .into_iter()
+                        .map(|(topic, probability)| {
+                            let info = servable.topic(topic);
+                            pb::TopicAssignment {
+                                topic,
+                                probability,
+                                label: info.map_or_else(|| topic.to_string(), |t| t.label.clone()),
+                                keywords: info
+                                    .map(|t| t.keywords.iter().map(|(w, _)| w.clone()).collect())
+                                    .unwrap_or_default(),
+                            }
+                        })
+                        .collect();
+                    Ok(pb::TopicsAssignResponse {
+                        model: name.to_string(),
+                        version,
+                        assignments,
+                    })
+                },
+            )
+            .await
     }
 
     async fn list(
@@ -480,26 +473,24 @@ impl TopicsService {
         started: Instant,
     ) -> Result<pb::TopicsListResponse, ServiceError> {
         let name = model_name(&req.model);
-        let handle = self
-            .manager
-            .resolve(name, &req.version, Protocol::Typed, started)?;
-        let version = handle.version.to_string();
-        let result =
-            handle
-                .family::<TopicsServable>("topics")
-                .map(|servable| pb::TopicsListResponse {
-                    model: name.to_string(),
-                    version: version.clone(),
-                    topics: servable.model().topics().iter().map(summary).collect(),
-                });
-        record(
-            name,
-            &version,
-            Protocol::Typed,
-            started,
-            result.as_ref().map(|_| ()),
-        );
-        result
+        let span =
+            |version: &str| tracing::info_span!("topics.list", model = %name, version = %version);
+        self.manager
+            .typed(
+                name,
+                &req.version,
+                started,
+                span,
+                |handle, version| async move {
+                    let servable = handle.family::<TopicsServable>("topics")?;
+                    Ok(pb::TopicsListResponse {
+                        model: name.to_string(),
+                        version,
+                        topics: servable.model().topics().iter().map(summary).collect(),
+                    })
+                },
+            )
+            .await
     }
 }
 
