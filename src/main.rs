@@ -52,6 +52,19 @@ enum Command {
     /// A/B experiments (e.g. `infermesh ab report --gateway http://127.0.0.1:8080`).
     #[command(subcommand)]
     Ab(infermesh_gateway::ab::AbCommand),
+    /// The embedded LLM (e.g. `infermesh llm serve`: Ollama's API on 11434).
+    #[cfg(feature = "llm")]
+    #[command(subcommand)]
+    Llm(LlmCommand),
+}
+
+#[cfg(feature = "llm")]
+#[derive(Debug, Subcommand)]
+enum LlmCommand {
+    /// Serve a GGUF LLM (default SmolLM2-135M-Instruct as `smollm2:135m`) and MiniLM
+    /// embeddings (`all-minilm`) over Ollama's HTTP API on 11434: /api/generate, /api/chat,
+    /// /api/embed, /api/tags, /api/show, /api/version; Prometheus at /metrics.
+    Serve(infermesh_ollama::server::LlmServeArgs),
 }
 
 /// oneDNN (inside OpenVINO's CPU plugin) keeps a JIT-compiled primitive per operator and input
@@ -111,6 +124,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         let service_name = match &command {
             Command::Serve(_) => "infermesh-serve",
             Command::Gateway(_) => "infermesh-gateway",
+            #[cfg(feature = "llm")]
+            Command::Llm(_) => "infermesh-llm",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
@@ -136,6 +151,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(args) => up(args).await?,
             Command::Ab(cmd) => write_stdout(&cmd.run().await?)?,
+            #[cfg(feature = "llm")]
+            Command::Llm(LlmCommand::Serve(args)) => {
+                let cfg = args.validate()?;
+                infermesh_ollama::server::run(cfg, infermesh_server::stop_signal()).await?;
+            }
             Command::Promote(args) => match args.run().await {
                 Ok(done) => write_stdout(&done)?,
                 // Not better: a distinct status, so a scheduler can skip rather than fail.

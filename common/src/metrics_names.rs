@@ -46,3 +46,21 @@ pub const REGISTRY_REACHABLE: &str = "infermesh_registry_reachable";
 pub const REGISTRY_DEGRADED: &str = "infermesh_registry_degraded";
 /// The registry version a model served by alias answers with, label: model.
 pub const REGISTRY_SERVED_VERSION: &str = "infermesh_registry_served_version";
+/// Ollama-API requests answered by `infermesh llm serve`, labels: endpoint (generate, chat,
+/// embed, embeddings, show), outcome (ok, or the error kind).
+pub const LLM_REQUESTS_TOTAL: &str = "infermesh_llm_requests_total";
+/// Whole request time in `infermesh llm serve`, label: endpoint.
+pub const LLM_REQUEST_SECONDS: &str = "infermesh_llm_request_duration_seconds";
+/// From a generation request's arrival to its first token, label: endpoint (generate, chat).
+pub const LLM_TIME_TO_FIRST_TOKEN_SECONDS: &str = "infermesh_llm_time_to_first_token_seconds";
+/// Tokens evaluated by the embedded LLM, label: kind (prompt, generated).
+pub const LLM_TOKENS_TOTAL: &str = "infermesh_llm_tokens_total";
+/// Generation requests waiting for (or holding) the embedded LLM.
+pub const LLM_PENDING_REQUESTS: &str = "infermesh_llm_pending_requests";
+/// Time a generation request waited for the embedded LLM.
+pub const LLM_QUEUE_WAIT_SECONDS: &str = "infermesh_llm_queue_wait_seconds";
+/// Calls of an Ollama API (embedded or real) by the LLM client, labels: endpoint, outcome
+/// (ok, unreachable, timeout, status, malformed, invalid_url).
+pub const LLM_CLIENT_REQUESTS_TOTAL: &str = "infermesh_llm_client_requests_total";
+/// LLM client call time, label: endpoint.
+pub const LLM_CLIENT_REQUEST_SECONDS: &str = "infermesh_llm_client_request_duration_seconds";

@@ -24,7 +24,7 @@ pub mod tokenizer;
 pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{DoneReason, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, Timings};
 pub use gguf::LoadLimits;
-pub use model::{LlmModel, Weights};
+pub use model::{LlmModel, ModelInfo, Weights};
 pub use tokenizer::GgufTokenizer;
 
 /// What kind of failure an [`LlmError`] is, for a server to map once to a status code.

@@ -40,9 +40,90 @@ pub enum Weights {
     F32,
 }
 
+/// What a model file says of itself, for listings such as Ollama's `/api/show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// `general.architecture` (always `llama` here).
+    pub architecture: String,
+    /// `general.name`, if the file has one.
+    pub name: Option<String>,
+    /// `general.license`, if the file has one.
+    pub license: Option<String>,
+    /// Elements of every tensor in the file.
+    pub parameter_count: u64,
+    /// The GGML type holding most of the parameters as stored, e.g. `Q4_1`.
+    pub file_type: String,
+    /// The type the matrices are held as after loading ([`Weights`]).
+    pub loaded_type: String,
+    /// `llama.context_length` as declared.
+    pub context_length: u64,
+    /// `llama.embedding_length`.
+    pub embedding_length: Option<u64>,
+    /// `llama.block_count`.
+    pub block_count: Option<u64>,
+    /// `llama.attention.head_count`.
+    pub head_count: Option<u64>,
+    /// `llama.attention.head_count_kv`.
+    pub head_count_kv: Option<u64>,
+    /// Tokens in the vocabulary.
+    pub vocab_size: usize,
+    /// The chat template's source (`tokenizer.chat_template`, or ChatML when absent).
+    pub chat_template: String,
+}
+
+impl ModelInfo {
+    fn read(content: &gguf_file::Content, vocab_size: usize, template: &str, weights: Weights) -> Result<Self, LlmError> {
+        let optional = |key: &str| match content.metadata.get(key) {
+            Some(gguf_file::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let mut by_type: Vec<(GgmlDType, u64)> = Vec::new();
+        let mut parameter_count = 0u64;
+        for info in content.tensor_infos.values() {
+            let n = info.shape.elem_count() as u64;
+            parameter_count = parameter_count.saturating_add(n);
+            match by_type.iter_mut().find(|(t, _)| *t == info.ggml_dtype) {
+                Some((_, total)) => *total += n,
+                None => by_type.push((info.ggml_dtype, n)),
+            }
+        }
+        let file_type = by_type
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(t, _)| ggml_type_name(*t))
+            .unwrap_or_default();
+        let loaded_type = match weights {
+            Weights::AsStored => file_type.clone(),
+            Weights::Q8_0 => "Q8_0".into(),
+            Weights::F32 => "F32".into(),
+        };
+        Ok(Self {
+            architecture: md_str(content, "general.architecture")?.to_string(),
+            name: optional("general.name"),
+            license: optional("general.license"),
+            parameter_count,
+            file_type,
+            loaded_type,
+            context_length: md_u64(content, "llama.context_length")?.unwrap_or(0),
+            embedding_length: md_u64(content, "llama.embedding_length")?,
+            block_count: md_u64(content, "llama.block_count")?,
+            head_count: md_u64(content, "llama.attention.head_count")?,
+            head_count_kv: md_u64(content, "llama.attention.head_count_kv")?,
+            vocab_size,
+            chat_template: template.to_string(),
+        })
+    }
+}
+
+/// GGML's own name of a type (`Q4_1`, `F32`, ...), as Ollama reports `quantization_level`.
+fn ggml_type_name(t: GgmlDType) -> String {
+    format!("{t:?}").to_uppercase()
+}
+
 /// A loaded model. Generation mutates the KV cache, so it takes `&mut self`; a server shares
 /// one behind a mutex.
 pub struct LlmModel {
+    info: ModelInfo,
     weights: ModelWeights,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
@@ -112,6 +193,7 @@ impl LlmModel {
             None => CHATML.to_string(),
         };
         let template = ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))?;
+        let info = ModelInfo::read(&content, tokenizer.vocab_size(), &source, weights)?;
         let device = Device::Cpu;
         let weights = no_panic("loading the weights", || {
             let target = match weights {
@@ -126,6 +208,7 @@ impl LlmModel {
             ModelWeights::from_gguf(content, &mut memory, &device).map_err(LlmError::from)
         })?;
         Ok(Self {
+            info,
             weights,
             tokenizer,
             template,
@@ -133,6 +216,11 @@ impl LlmModel {
             load_duration: started.elapsed(),
             device,
         })
+    }
+
+    /// What the file says of the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     /// The tokenizer.

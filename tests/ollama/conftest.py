@@ -1,0 +1,39 @@
+"""`infermesh llm serve` for the official Ollama Python client's tests.
+
+The binary comes from INFERMESH_BIN; the server runs the default model (SmolLM2-135M-Instruct
+as `smollm2:135m`) and MiniLM (`all-minilm`) from the model cache on a free port, read from its
+start-up line, and is stopped after the session.
+"""
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="session")
+def llm_url(tmp_path_factory):
+    binary = os.environ.get("INFERMESH_BIN", str(ROOT / "target" / "debug" / "infermesh"))
+    log_path = tmp_path_factory.mktemp("llm") / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([binary, "llm", "serve", "--port", "0", "--max-queue", "4"],
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        first = []
+        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT_S)
+        m = re.search(r"on (http://\S+)", (first[0] if first else "") or "")
+        assert m, f"no start-up line from infermesh llm serve; log:\n{log_path.read_text()}"
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
