@@ -4,7 +4,8 @@
 # throw-away SQLite store; for the gateway's tests the Redis answering on 127.0.0.1:6379, else
 # a throw-away redis-server on a free port, see INFERMESH_TEST_REDIS_URL) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
-# (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, MLflow's own Python client reading
+# (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, the official Ollama
+# Python client against `infermesh llm serve`, MLflow's own Python client reading
 # back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
@@ -27,6 +28,7 @@ ensure_openvino
 
 ensure_venv venv-tritonclient tests/tritonclient/requirements.txt \
   'import tritonclient.http, tritonclient.grpc, openai, pytest, numpy'
+ensure_venv venv-ollama tests/ollama/requirements.txt 'import ollama, pytest'
 
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
@@ -51,6 +53,10 @@ fi
 log "tritonclient (http + grpc) and the OpenAI client against infermesh serve"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-tritonclient/bin/python" -m pytest -q tests/tritonclient
+
+log "the official Ollama Python client against infermesh llm serve"
+INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-ollama/bin/python" -m pytest -q tests/ollama
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow

@@ -44,6 +44,11 @@ pub(crate) struct UpArgs {
     /// ~/.cache/infermesh/models.
     #[arg(long, env = "INFERMESH_MODEL_CACHE")]
     pub(crate) model_cache: Option<PathBuf>,
+    /// Port of the embedded LLM's Ollama API, served when the model cache holds
+    /// SmolLM2-135M-Instruct (scripts/fetch_models.sh: ensure_smollm2).
+    #[cfg(feature = "llm")]
+    #[arg(long, default_value_t = 11434)]
+    pub(crate) llm_port: u16,
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -109,6 +114,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     .validate()?;
     let gateway = infermesh_gateway::start(gw_cfg).await?;
+    #[cfg(feature = "llm")]
+    let llm = start_llm(&args, &cache).await?;
     let gw = gateway.addr;
     let http = server.http_addr;
     writeln!(
@@ -116,6 +123,18 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
         server.grpc_addr, server.metrics_addr, gateway.metrics_addr
     )?;
+    #[cfg(feature = "llm")]
+    match &llm {
+        Some(llm) => writeln!(
+            banner,
+            "embedded LLM (Ollama API, smollm2:135m): http {}",
+            llm.addr
+        )?,
+        None => writeln!(
+            banner,
+            "no embedded LLM: the model cache has no SmolLM2 GGUF (scripts/fetch_models.sh: ensure_smollm2)"
+        )?,
+    }
     writeln!(banner, "try:")?;
     writeln!(banner, "  curl -s http://{http}/v2/models/fraud")?;
     writeln!(
@@ -140,16 +159,55 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             infermesh_server::sample::EXAMPLE_RANK_REQUEST
         )?;
     }
+    #[cfg(feature = "llm")]
+    if let Some(llm) = &llm {
+        writeln!(
+            banner,
+            "  curl -s http://{}/api/chat -d '{{\"model\": \"smollm2:135m\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}], \"stream\": false}}'",
+            llm.addr
+        )?;
+    }
     writeln!(
         banner,
         "  curl -s http://{}/metrics | grep infermesh_",
         server.metrics_addr
     )?;
-    writeln!(banner, "Ctrl-C stops both.")?;
+    writeln!(banner, "Ctrl-C stops them all.")?;
     // A banner that cannot be written (stdout closed or failing) must not stop the servers.
     let _ = write_stdout(&banner);
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
+    #[cfg(feature = "llm")]
+    if let Some(llm) = llm {
+        llm.shutdown().await?;
+    }
     res?;
     Ok(())
+}
+
+/// The embedded LLM (and MiniLM embeddings when the cache has them) on Ollama's API, when the
+/// model cache holds the default GGUF; `None` otherwise.
+#[cfg(feature = "llm")]
+async fn start_llm(
+    args: &UpArgs,
+    cache: &std::path::Path,
+) -> anyhow::Result<Option<infermesh_ollama::server::RunningLlm>> {
+    use infermesh_ollama::server::{self, DEFAULT_EMBED_MODEL, DEFAULT_MODEL, LlmServeArgs};
+    if !cache.join(DEFAULT_MODEL).join("model.gguf").is_file() {
+        return Ok(None);
+    }
+    let embed_model = if cache.join(DEFAULT_EMBED_MODEL).join("config.json").is_file() {
+        DEFAULT_EMBED_MODEL.to_string()
+    } else {
+        "none".to_string()
+    };
+    let cfg = LlmServeArgs {
+        host: args.host,
+        port: args.llm_port,
+        model_cache: Some(cache.to_path_buf()),
+        embed_model,
+        ..LlmServeArgs::default()
+    }
+    .validate()?;
+    Ok(Some(server::start(cfg).await?))
 }

@@ -332,6 +332,7 @@ pub(crate) fn load_model(cfg: &LlmServeConfig) -> Result<LlmModel, LlmServeError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -115,6 +115,7 @@ pub(crate) fn parse(options: Option<&Options>, base: GenerateOptions) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -310,7 +310,7 @@ async fn show(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
             .model
             .or(req.name)
             .ok_or_else(|| ApiError::bad("model is required"))?;
-        Ok(match s.resolve(&name)? {
+        Ok::<_, ApiError>(match s.resolve(&name)? {
             Target::Llm => {
                 let info = s.engine.info();
                 let mut model_info = Map::new();
@@ -907,6 +907,7 @@ async fn embeddings(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
