@@ -1,17 +1,21 @@
 //! Generates from SmolLM2 (or the GGUF given as the first argument) with the weights as stored,
 //! re-encoded to Q8_0 and dequantized to f32, and prints Ollama's counters and tokens/s for
-//! prompt processing and generation:
+//! prompt processing and generation, then the same for a JSON question answered free and with
+//! `format` ("json" and a schema: the cost of the token mask):
 //!
 //! ```text
 //! cargo run --release -p infermesh-llm --example generate [-- MODEL.gguf [QUESTION]]
+//! cargo run --release -p infermesh-llm --example generate -- --format-only [MODEL.gguf]
 //! ```
+//!
+//! `--format-only` skips the plain runs and the re-encoded weights.
 
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use infermesh_llm::{
-    ChatMessage, GenerateOptions, GenerateRequest, LlmModel, LoadLimits, Timings, Weights,
+    ChatMessage, Format, GenerateOptions, GenerateRequest, LlmModel, LoadLimits, Timings, Weights,
 };
 
 fn report(what: &str, t: &Timings) {
@@ -27,14 +31,13 @@ fn report(what: &str, t: &Timings) {
     );
 }
 
-fn run(path: &std::path::Path, question: &str, weights: Weights) -> anyhow::Result<()> {
+fn load(path: &std::path::Path, weights: Weights) -> anyhow::Result<LlmModel> {
     let mut model = LlmModel::load_as(path, &LoadLimits::default(), weights)?;
     println!(
         "\n== weights {weights:?}: loaded {} in {:.3} s",
         path.display(),
         model.load_duration().as_secs_f64()
     );
-
     // Warm-up (first touch of the weights), not reported.
     let warm = GenerateRequest::text(
         "Hello",
@@ -44,6 +47,72 @@ fn run(path: &std::path::Path, question: &str, weights: Weights) -> anyhow::Resu
         },
     );
     model.generate(&warm, |_| ControlFlow::Continue(()))?;
+    Ok(model)
+}
+
+/// A question with a JSON answer, generated free, then with `format: "json"` and with a
+/// schema (each constrained run twice: the first compiles the grammar, the second finds it
+/// cached). Generation tokens/s is the figure to compare.
+fn formats(model: &mut LlmModel) -> anyhow::Result<()> {
+    let prompt = model.chat_prompt(
+        &[ChatMessage::new(
+            "user",
+            "Describe three animals as JSON: for each its name, legs, whether it can fly and a \
+             one-sentence description.",
+        )],
+        true,
+    )?;
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "animals": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "legs": {"type": "integer"},
+                        "can_fly": {"type": "boolean"},
+                        "description": {"type": "string"},
+                    },
+                    "required": ["name", "legs", "can_fly", "description"],
+                },
+            },
+        },
+        "required": ["animals"],
+    });
+    let runs = [
+        ("free", None),
+        ("format json (compiles)", Some(Format::Json)),
+        ("format json (cached)", Some(Format::Json)),
+        (
+            "format schema (compiles)",
+            Some(Format::JsonSchema(schema.clone())),
+        ),
+        ("format schema (cached)", Some(Format::JsonSchema(schema))),
+    ];
+    for (what, format) in runs {
+        let mut request = GenerateRequest::text(
+            prompt.clone(),
+            GenerateOptions {
+                num_predict: Some(160),
+                ..GenerateOptions::greedy()
+            },
+        );
+        request.format = format;
+        let out = model.generate(&request, |_| ControlFlow::Continue(()))?;
+        let shown: String = out.text.chars().take(120).collect();
+        println!(
+            "{what}: {shown:?}... [done_reason: {}]",
+            out.done_reason.as_str()
+        );
+        report(what, &out.timings);
+    }
+    Ok(())
+}
+
+fn run(path: &std::path::Path, question: &str, weights: Weights) -> anyhow::Result<()> {
+    let mut model = load(path, weights)?;
 
     let prompt = model.chat_prompt(&[ChatMessage::new("user", question)], true)?;
     let request = GenerateRequest::text(
@@ -74,11 +143,12 @@ fn run(path: &std::path::Path, question: &str, weights: Weights) -> anyhow::Resu
     );
     let out = model.generate(&request, |_| ControlFlow::Continue(()))?;
     report("long prompt", &out.timings);
-    Ok(())
+    formats(&mut model)
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let format_only = args.next_if(|a| a == "--format-only").is_some();
     let path = args.next().map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("INFERMESH_MODEL_CACHE")
             .map(PathBuf::from)
@@ -91,6 +161,9 @@ fn main() -> anyhow::Result<()> {
     let question = args
         .next()
         .unwrap_or_else(|| "Explain in a few sentences why the sky is blue.".to_string());
+    if format_only {
+        return formats(&mut load(&path, Weights::AsStored)?);
+    }
     for weights in [Weights::AsStored, Weights::Q8_0, Weights::F32] {
         run(&path, &question, weights)?;
     }
