@@ -109,6 +109,22 @@ impl GenerateOptions {
     }
 }
 
+/// The shape the output must take, as Ollama's `format` field names it: enforced token by token
+/// by masking the logits of every token the grammar does not allow (see [`crate::constrain`]).
+///
+/// The output is compact JSON (`{"a":1}`: no whitespace between tokens), and nothing follows the
+/// closing bracket: generation ends with [`DoneReason::Stop`] as soon as the value is complete. If
+/// `num_predict` or the context runs out first the value is cut off, as in Ollama.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// Ollama's `"json"`: any JSON object.
+    Json,
+    /// A JSON schema (an object): the output is an instance of it. A schema that is invalid,
+    /// uses a keyword the compiler does not implement, or is over the [`crate::FormatLimits`]
+    /// is refused with [`LlmError::InvalidRequest`].
+    JsonSchema(serde_json::Value),
+}
+
 /// One generation request.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -118,6 +134,8 @@ pub struct GenerateRequest {
     pub options: GenerateOptions,
     /// Set from another thread to stop between tokens (also between prompt chunks).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The shape the output must take; `None` is free text.
+    pub format: Option<Format>,
 }
 
 impl GenerateRequest {
@@ -127,6 +145,15 @@ impl GenerateRequest {
             prompt: Prompt::Text(prompt.into()),
             options,
             cancel: None,
+            format: None,
+        }
+    }
+
+    /// The same request with its output constrained to `format`.
+    pub fn with_format(self, format: Format) -> Self {
+        Self {
+            format: Some(format),
+            ..self
         }
     }
 }

@@ -12,17 +12,23 @@
 //!   them is an error, not a crash).
 //! - Prompts longer than the context are refused ([`LlmError::PromptTooLong`]), not truncated:
 //!   Ollama drops the oldest tokens silently, which hides the problem from the caller.
+//! - Ollama's `format` (`"json"` or a JSON schema, [`Format`]) is enforced token by token with
+//!   a logit mask from `llguidance` ([`constrain`]).
 //! - Embeddings are not offered: candle's quantized llama returns only the last position's
 //!   logits, never hidden states, so `/api/embed` is served by MiniLM from `infermesh-text`.
 
 pub mod chat;
+pub mod constrain;
 pub mod generate;
 pub mod gguf;
 mod model;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use generate::{DoneReason, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, Timings};
+pub use constrain::FormatLimits;
+pub use generate::{
+    DoneReason, Format, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, Timings,
+};
 pub use gguf::LoadLimits;
 pub use model::{LlmModel, ModelInfo, Weights};
 pub use tokenizer::GgufTokenizer;
@@ -30,7 +36,8 @@ pub use tokenizer::GgufTokenizer;
 /// What kind of failure an [`LlmError`] is, for a server to map once to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The request was wrong (bad option, prompt too long, unknown token id).
+    /// The request was wrong (bad option, prompt too long, unknown token id, a `format` schema
+    /// refused).
     InvalidInput,
     /// The model file is missing, unreadable, hostile or of a kind not supported.
     Unavailable,

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use std::io::{Cursor, Read, Seek};
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
 use crate::chat::{CHATML, ChatMessage, ChatTemplate};
+use crate::constrain::{Constrainer, FormatLimits, FormatMatcher};
 use crate::generate::{
-    DoneReason, Filtered, GenerateOptions, GenerateOutput, GenerateRequest, Prompt, StopFilter,
-    Timings, Utf8Assembler,
+    DoneReason, Filtered, Format, GenerateOptions, GenerateOutput, GenerateRequest, Prompt,
+    StopFilter, Timings, Utf8Assembler,
 };
 use crate::gguf::{LoadLimits, md_str, md_u64, read_content};
 use crate::tokenizer::GgufTokenizer;
@@ -130,7 +131,16 @@ pub struct LlmModel {
     context_length: usize,
     load_duration: Duration,
     device: Device,
+    format_limits: FormatLimits,
+    /// Built on the first request with a `format`, then reused (with its grammar cache).
+    constrainer: Option<Constrainer>,
 }
+
+// A server moves the model to its worker thread and shares it behind a mutex.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<LlmModel>();
+};
 
 impl std::fmt::Debug for LlmModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,6 +225,8 @@ impl LlmModel {
             context_length,
             load_duration: started.elapsed(),
             device,
+            format_limits: FormatLimits::default(),
+            constrainer: None,
         })
     }
 
@@ -236,6 +248,30 @@ impl LlmModel {
     /// How long [`Self::load`] took.
     pub fn load_duration(&self) -> Duration {
         self.load_duration
+    }
+
+    /// The bounds on a request's `format` (default [`FormatLimits::default`]).
+    pub fn format_limits(&self) -> &FormatLimits {
+        &self.format_limits
+    }
+
+    /// Sets the bounds on a request's `format`; grammars compiled under the old ones are
+    /// dropped.
+    pub fn set_format_limits(&mut self, limits: FormatLimits) {
+        self.format_limits = limits;
+        self.constrainer = None;
+    }
+
+    /// The matcher for `format`, building the constrainer on first use.
+    fn start_format(&mut self, format: &Format) -> Result<FormatMatcher, LlmError> {
+        let constrainer = match &mut self.constrainer {
+            Some(c) => c,
+            slot => slot.insert(Constrainer::new(
+                &self.tokenizer,
+                self.format_limits.clone(),
+            )?),
+        };
+        constrainer.start(format)
     }
 
     /// The prompt text for `messages` through the model's chat template.
@@ -272,6 +308,10 @@ impl LlmModel {
     ///
     /// The KV cache starts empty for every request. A prompt that does not fit `num_ctx` is
     /// refused; generation stops with [`DoneReason::Length`] when the window is full.
+    ///
+    /// With a `format`, its grammar is compiled (or taken from the cache) before the prompt is
+    /// evaluated, every step samples only among the tokens it allows, and generation ends with
+    /// [`DoneReason::Stop`] once the value is complete.
     pub fn generate(
         &mut self,
         request: &GenerateRequest,
@@ -288,6 +328,10 @@ impl LlmModel {
                 num_ctx,
             });
         }
+        let mut constraint = match &request.format {
+            Some(format) => Some(self.start_format(format)?),
+            None => None,
+        };
         let cancelled = || {
             request
                 .cancel
@@ -334,11 +378,21 @@ impl LlmModel {
             if cancelled() {
                 break DoneReason::Cancelled;
             }
-            let next = self.sample(&mut sampler, &logits, options, &history, num_ctx)?;
+            let next = self.sample(
+                &mut sampler,
+                &logits,
+                options,
+                &history,
+                num_ctx,
+                constraint.as_mut(),
+            )?;
             output.tokens.push(next);
             history.push(next);
             if self.tokenizer.is_end_of_generation(next) {
                 break DoneReason::Stop;
+            }
+            if let Some(c) = constraint.as_mut() {
+                c.advance(next)?;
             }
             if !self.tokenizer.is_control(next) {
                 let text = utf8.push(self.tokenizer.token_bytes(next));
@@ -355,6 +409,9 @@ impl LlmModel {
                 if stop {
                     break DoneReason::Stop;
                 }
+            }
+            if constraint.as_ref().is_some_and(FormatMatcher::is_complete) {
+                break DoneReason::Stop;
             }
             let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
             logits = self.weights.forward(&input, pos)?;
@@ -383,8 +440,18 @@ impl LlmModel {
         options: &GenerateOptions,
         history: &[u32],
         num_ctx: usize,
+        constraint: Option<&mut FormatMatcher>,
     ) -> Result<u32, LlmError> {
         let logits = logits.squeeze(0)?;
+        let logits = match constraint {
+            Some(c) => {
+                let mut values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                c.mask(&mut values)?;
+                let n = values.len();
+                Tensor::from_vec(values, n, &self.device)?
+            }
+            None => logits,
+        };
         let last_n = match options.repeat_last_n {
             -1 => num_ctx,
             n => usize::try_from(n).unwrap_or(0),

@@ -291,6 +291,14 @@ impl GgufTokenizer {
         self.end_of_generation.contains(&id)
     }
 
+    /// The tokens that end generation ([`Self::is_end_of_generation`]), the declared EOS first,
+    /// then in id order.
+    pub fn end_of_generation_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.end_of_generation.iter().copied().collect();
+        ids.sort_unstable_by_key(|&id| (Some(id) != self.eos, id));
+        ids
+    }
+
     /// The id of a token spelled `text` in the vocabulary.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.tokens.iter().position(|t| t == text).map(|i| i as u32)

@@ -193,6 +193,7 @@ fn prompts_over_the_context_and_bad_ids_are_refused() {
         prompt: Prompt::Tokens(vec![1, 49_152]),
         options: greedy(4),
         cancel: None,
+        format: None,
     };
     assert!(matches!(
         model.generate(&bad, |_| ControlFlow::Continue(())),
