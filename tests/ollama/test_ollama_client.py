@@ -49,6 +49,23 @@ def test_chat_whole_and_streamed(client):
     assert "".join(p.message.content for p in parts) == whole.message.content
 
 
+def test_structured_outputs(client):
+    schema = {"type": "object",
+              "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]},
+                             "score": {"type": "number"}},
+              "required": ["sentiment", "score"]}
+    messages = [{"role": "user", "content":
+                 "Classify this review as JSON: 'Great value, arrived early, works perfectly.'"}]
+    out = client.chat(model=MODEL, messages=messages, format=schema,
+                      options={"temperature": 0, "num_predict": 64})
+    value = json.loads(out.message.content)
+    assert value["sentiment"] in ("positive", "negative", "neutral")
+    assert isinstance(value["score"], (int, float))
+    out = client.generate(model=MODEL, prompt="Describe a cat as JSON.", format="json",
+                          options={"temperature": 0, "num_predict": 256})
+    assert isinstance(json.loads(out.response), dict)
+
+
 def test_embed(client):
     out = client.embed(model="all-minilm", input=["a red dress", "a crimson gown", "tax law"])
     a, b, c = out.embeddings

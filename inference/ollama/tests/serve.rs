@@ -159,6 +159,34 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
     assert!(!chat.message.content.is_empty());
     assert!(chat.done);
 
+    // Structured outputs: format "json" and a JSON schema, enforced while decoding.
+    let schema = json!({"type": "object",
+        "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]},
+                       "score": {"type": "number"}},
+        "required": ["sentiment", "score"]});
+    for format in [json!("json"), schema.clone()] {
+        let answer = client
+            .chat(&ChatRequest {
+                model: "smollm2:135m".into(),
+                messages: vec![Message::new(
+                    "user",
+                    "Classify the sentiment of this review as JSON: 'The shoes fell apart in a week.'",
+                )],
+                format: Some(format.clone()),
+                options: Some(greedy(256)),
+                ..ChatRequest::default()
+            })
+            .await?;
+        let value: Value = serde_json::from_str(&answer.message.content)
+            .map_err(|e| anyhow::anyhow!("{e}: {:?} for format {format}", answer.message.content))?;
+        assert!(value.is_object(), "{value}");
+        if format == schema {
+            let label = value["sentiment"].as_str().unwrap_or_default();
+            assert!(["positive", "negative", "neutral"].contains(&label), "{value}");
+            assert!(value["score"].is_number(), "{value}");
+        }
+    }
+
     // A continuation from the returned context sees the earlier exchange.
     let more = client
         .generate(&GenerateRequest {
@@ -268,6 +296,8 @@ async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
         ("/api/embed", json!({"model": "all-minilm", "input": "word ".repeat(400), "truncate": false}), 400, "context length"),
         ("/api/embed", json!({"model": "all-minilm", "input": 3}), 400, ""),
         ("/api/chat", json!({"messages": []}), 400, "model"),
+        ("/api/chat", json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "format": 3}), 400, "invalid format"),
+        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "format": {"type": "nonsense"}}), 400, ""),
     ];
     for (path, body, status, needle) in cases {
         let (got, answer) = post(addr, path, body.clone()).await;

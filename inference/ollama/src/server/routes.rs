@@ -14,7 +14,9 @@ use infermesh_common::error::ErrorKind;
 use infermesh_common::metrics_names::{
     LLM_REQUEST_SECONDS, LLM_REQUESTS_TOTAL, LLM_TIME_TO_FIRST_TOKEN_SECONDS, LLM_TOKENS_TOTAL,
 };
-use infermesh_llm::{ChatMessage, GenerateOutput, GenerateRequest, LlmError, ModelInfo, Prompt};
+use infermesh_llm::{
+    ChatMessage, Format, GenerateOutput, GenerateRequest, LlmError, ModelInfo, Prompt,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -399,13 +401,16 @@ fn unsupported(name: &str, what: &str) -> ApiError {
     ApiError::bad(format!("\"{name}\" does not support {what}"))
 }
 
-/// Ollama's `format`: absent, `""`, `"json"` or a JSON schema object.
-fn check_format(format: Option<&Value>) -> Result<(), ApiError> {
+/// Ollama's `format`: absent, `""`, `"json"` or a JSON schema object (compiled and enforced by
+/// the model thread; an invalid schema is a 400 from there).
+fn parse_format(format: Option<&Value>) -> Result<Option<Format>, ApiError> {
     match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(Format::Json)),
+        Some(schema @ Value::Object(_)) => Ok(Some(Format::JsonSchema(schema.clone()))),
         Some(other) => Err(ApiError::bad(format!(
-            "format {other} is not supported by this server yet"
+            "invalid format {other}: use \"json\" or a JSON schema object"
         ))),
     }
 }
@@ -544,7 +549,7 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
         if wants_thinking(req.think.as_ref()) {
             return Err(unsupported(&req.model, "thinking"));
         }
-        check_format(req.format.as_ref())?;
+        let format = parse_format(req.format.as_ref())?;
         let opts = options::parse(req.options.as_ref(), options::defaults(s.num_ctx))
             .map_err(ApiError::bad)?;
         let prompt = req.prompt.clone().unwrap_or_default();
@@ -566,7 +571,7 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                 None => Input::Chat(messages),
             }
         };
-        Ok(Ok((req, input, opts, raw)))
+        Ok(Ok((req, input, opts, raw, format)))
     }
     .await;
     match prepared {
@@ -587,7 +592,7 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
             axum::Json(shape.last(&model, String::new(), reason, None, 0, elapsed(started)))
                 .into_response()
         }
-        Ok(Ok((req, input, opts, raw))) => {
+        Ok(Ok((req, input, opts, raw, format))) => {
             let stream = req.stream.unwrap_or(true);
             let work = Work {
                 input,
@@ -595,6 +600,7 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                     prompt: Prompt::Tokens(Vec::new()),
                     options: opts,
                     cancel: None,
+                    format,
                 },
             };
             respond(s, req.model, work, Shape::Generate { context: !raw }, stream, started).await
@@ -626,13 +632,13 @@ async fn chat(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
         {
             return Err(unsupported(&req.model, "images"));
         }
-        check_format(req.format.as_ref())?;
+        let format = parse_format(req.format.as_ref())?;
         let opts = options::parse(req.options.as_ref(), options::defaults(s.num_ctx))
             .map_err(ApiError::bad)?;
-        Ok((req, opts))
+        Ok((req, opts, format))
     }
     .await;
-    let (req, opts) = match prepared {
+    let (req, opts, format) = match prepared {
         Ok(v) => v,
         Err(e) => {
             count("chat", e.outcome(), started);
@@ -667,6 +673,7 @@ async fn chat(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
             prompt: Prompt::Tokens(Vec::new()),
             options: opts,
             cancel: None,
+            format,
         },
     };
     respond(s, req.model, work, Shape::Chat, req.stream.unwrap_or(true), started).await
