@@ -196,7 +196,11 @@ async fn start_llm(
     if !cache.join(DEFAULT_MODEL).join("model.gguf").is_file() {
         return Ok(None);
     }
-    let embed_model = if cache.join(DEFAULT_EMBED_MODEL).join("config.json").is_file() {
+    let embed_model = if cache
+        .join(DEFAULT_EMBED_MODEL)
+        .join("config.json")
+        .is_file()
+    {
         DEFAULT_EMBED_MODEL.to_string()
     } else {
         "none".to_string()

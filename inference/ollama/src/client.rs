@@ -144,11 +144,19 @@ impl OllamaClient {
     }
 
     /// `POST /api/generate` with `stream: false`.
-    pub async fn generate(&self, request: &GenerateRequest) -> Result<GenerateResponse, ClientError> {
+    pub async fn generate(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<GenerateResponse, ClientError> {
         let mut request = request.clone();
         request.stream = Some(false);
-        self.call("generate", reqwest::Method::POST, "/api/generate", Some(&request))
-            .await
+        self.call(
+            "generate",
+            reqwest::Method::POST,
+            "/api/generate",
+            Some(&request),
+        )
+        .await
     }
 
     /// `POST /api/chat` with `stream: false`.
@@ -235,10 +243,14 @@ impl OllamaClient {
             )));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            detail: e.to_string(),
-        })? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?
+        {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(ClientError::Malformed(format!(
                     "a body over {MAX_RESPONSE_BYTES} bytes"
@@ -307,8 +319,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let c = OllamaClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2))
-            .unwrap();
+        let c =
+            OllamaClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
         let err = c.version().await.unwrap_err();
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
         assert!(err.is_transient());

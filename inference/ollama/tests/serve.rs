@@ -72,7 +72,10 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
     let addr = srv.addr;
     let client = OllamaClient::new(&format!("http://{addr}"), Duration::from_secs(120))?;
 
-    let root = reqwest::get(format!("http://{addr}/")).await?.text().await?;
+    let root = reqwest::get(format!("http://{addr}/"))
+        .await?
+        .text()
+        .await?;
     assert_eq!(root, "Ollama is running");
     assert!(!client.version().await?.version.is_empty());
 
@@ -80,7 +83,11 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
     let names: Vec<&str> = tags.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["smollm2:135m", "all-minilm"]);
     for m in &tags.models {
-        assert!(m.digest.starts_with("sha256:") && m.digest.len() == 71, "{}", m.digest);
+        assert!(
+            m.digest.starts_with("sha256:") && m.digest.len() == 71,
+            "{}",
+            m.digest
+        );
         assert!(m.size > 1_000_000);
     }
     assert_eq!(tags.models[0].details.format, "gguf");
@@ -116,7 +123,10 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
         context.len() as u64,
         whole.durations.prompt_eval_count.unwrap_or(0) + eval_count
     );
-    assert!(matches!(whole.done_reason.as_deref(), Some("stop" | "length")));
+    assert!(matches!(
+        whole.done_reason.as_deref(),
+        Some("stop" | "length")
+    ));
 
     // Streamed, the same greedy answer arrives as NDJSON chunks ending with the counters.
     let mut streamed = request.clone();
@@ -177,12 +187,16 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
                 ..ChatRequest::default()
             })
             .await?;
-        let value: Value = serde_json::from_str(&answer.message.content)
-            .map_err(|e| anyhow::anyhow!("{e}: {:?} for format {format}", answer.message.content))?;
+        let value: Value = serde_json::from_str(&answer.message.content).map_err(|e| {
+            anyhow::anyhow!("{e}: {:?} for format {format}", answer.message.content)
+        })?;
         assert!(value.is_object(), "{value}");
         if format == schema {
             let label = value["sentiment"].as_str().unwrap_or_default();
-            assert!(["positive", "negative", "neutral"].contains(&label), "{value}");
+            assert!(
+                ["positive", "negative", "neutral"].contains(&label),
+                "{value}"
+            );
             assert!(value["score"].is_number(), "{value}");
         }
     }
@@ -280,24 +294,109 @@ async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
     let srv = server(4).await;
     let addr = srv.addr;
     let cases = [
-        ("/api/generate", json!({"model": "nope", "prompt": "hi"}), 404, "not found"),
-        ("/api/chat", json!({"model": "nope:7b", "messages": []}), 404, "not found"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "options": {"temperature": "hot"}}), 400, "temperature"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "template": "{{ .Prompt }}"}), 400, "template"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "images": ["aGk="]}), 400, "images"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "suffix": "end"}), 400, "insert"),
-        ("/api/chat", json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}), 400, "tools"),
-        ("/api/chat", json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "think": true}), 400, "thinking"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "word ".repeat(200), "options": {"num_ctx": 64}}), 400, "context window"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "context": [999999]}), 400, "token id"),
-        ("/api/embed", json!({"model": "smollm2:135m", "input": "hi"}), 400, "does not support embeddings"),
-        ("/api/generate", json!({"model": "all-minilm", "prompt": "hi"}), 400, "does not support generate"),
-        ("/api/embed", json!({"model": "all-minilm", "input": "x", "dimensions": 0}), 400, "dimensions"),
-        ("/api/embed", json!({"model": "all-minilm", "input": "word ".repeat(400), "truncate": false}), 400, "context length"),
-        ("/api/embed", json!({"model": "all-minilm", "input": 3}), 400, ""),
+        (
+            "/api/generate",
+            json!({"model": "nope", "prompt": "hi"}),
+            404,
+            "not found",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "nope:7b", "messages": []}),
+            404,
+            "not found",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "options": {"temperature": "hot"}}),
+            400,
+            "temperature",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "template": "{{ .Prompt }}"}),
+            400,
+            "template",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "images": ["aGk="]}),
+            400,
+            "images",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "suffix": "end"}),
+            400,
+            "insert",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}),
+            400,
+            "tools",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "think": true}),
+            400,
+            "thinking",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "word ".repeat(200), "options": {"num_ctx": 64}}),
+            400,
+            "context window",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "context": [999999]}),
+            400,
+            "token id",
+        ),
+        (
+            "/api/embed",
+            json!({"model": "smollm2:135m", "input": "hi"}),
+            400,
+            "does not support embeddings",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "all-minilm", "prompt": "hi"}),
+            400,
+            "does not support generate",
+        ),
+        (
+            "/api/embed",
+            json!({"model": "all-minilm", "input": "x", "dimensions": 0}),
+            400,
+            "dimensions",
+        ),
+        (
+            "/api/embed",
+            json!({"model": "all-minilm", "input": "word ".repeat(400), "truncate": false}),
+            400,
+            "context length",
+        ),
+        (
+            "/api/embed",
+            json!({"model": "all-minilm", "input": 3}),
+            400,
+            "",
+        ),
         ("/api/chat", json!({"messages": []}), 400, "model"),
-        ("/api/chat", json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "format": 3}), 400, "invalid format"),
-        ("/api/generate", json!({"model": "smollm2:135m", "prompt": "hi", "format": {"type": "nonsense"}}), 400, ""),
+        (
+            "/api/chat",
+            json!({"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}], "format": 3}),
+            400,
+            "invalid format",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smollm2:135m", "prompt": "hi", "format": {"type": "nonsense"}}),
+            400,
+            "",
+        ),
     ];
     for (path, body, status, needle) in cases {
         let (got, answer) = post(addr, path, body.clone()).await;
@@ -343,7 +442,10 @@ async fn a_full_queue_refuses_and_a_client_that_leaves_frees_the_model() -> anyh
     let (status, busy) = post(addr, "/api/generate", long.clone()).await;
     assert_eq!(status, 503, "{busy}");
     assert!(
-        busy["error"].as_str().unwrap_or_default().contains("server busy"),
+        busy["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server busy"),
         "{busy}"
     );
     // The client leaves: generation stops and the model takes the next request.

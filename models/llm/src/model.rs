@@ -73,7 +73,12 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    fn read(content: &gguf_file::Content, vocab_size: usize, template: &str, weights: Weights) -> Result<Self, LlmError> {
+    fn read(
+        content: &gguf_file::Content,
+        vocab_size: usize,
+        template: &str,
+        weights: Weights,
+    ) -> Result<Self, LlmError> {
         let optional = |key: &str| match content.metadata.get(key) {
             Some(gguf_file::Value::String(s)) => Some(s.clone()),
             _ => None,

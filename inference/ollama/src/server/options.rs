@@ -63,7 +63,10 @@ fn count(name: &str, v: &Value) -> Result<usize, String> {
 }
 
 /// `options` over `base`; the result is range-checked.
-pub(crate) fn parse(options: Option<&Options>, base: GenerateOptions) -> Result<GenerateOptions, String> {
+pub(crate) fn parse(
+    options: Option<&Options>,
+    base: GenerateOptions,
+) -> Result<GenerateOptions, String> {
     let mut o = base;
     for (name, v) in options.into_iter().flatten() {
         if v.is_null() {
@@ -102,9 +105,16 @@ pub(crate) fn parse(options: Option<&Options>, base: GenerateOptions) -> Result<
                             })
                         })
                         .collect::<Result<_, _>>()?,
-                    _ => return Err(format!("option \"stop\" must be a list of strings, got {v}")),
+                    _ => {
+                        return Err(format!(
+                            "option \"stop\" must be a list of strings, got {v}"
+                        ));
+                    }
                 };
-                o.stop = stops.into_iter().filter(|s: &String| !s.is_empty()).collect();
+                o.stop = stops
+                    .into_iter()
+                    .filter(|s: &String| !s.is_empty())
+                    .collect();
             }
             other if IGNORED.contains(&other) => {}
             other => tracing::debug!(option = other, "unknown option ignored"),
@@ -127,9 +137,11 @@ mod tests {
 
     #[test]
     fn ollama_options_are_read() {
-        let o = parse_json(json!({"temperature": 0, "top_k": 5, "top_p": 0.5, "seed": 42,
+        let o = parse_json(
+            json!({"temperature": 0, "top_k": 5, "top_p": 0.5, "seed": 42,
             "num_predict": 16, "stop": ["\n", "User:"], "repeat_penalty": 1.0,
-            "num_gpu": 99, "mirostat": 0, "made_up": true, "num_thread": null}))
+            "num_gpu": 99, "mirostat": 0, "made_up": true, "num_thread": null}),
+        )
         .unwrap();
         assert_eq!(o.temperature, 0.0);
         assert_eq!(o.top_k, 5);

@@ -318,7 +318,10 @@ async fn show(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                 let mut model_info = Map::new();
                 let arch = &info.architecture;
                 model_info.insert("general.architecture".into(), json!(arch));
-                model_info.insert("general.parameter_count".into(), json!(info.parameter_count));
+                model_info.insert(
+                    "general.parameter_count".into(),
+                    json!(info.parameter_count),
+                );
                 if let Some(n) = &info.name {
                     model_info.insert("general.basename".into(), json!(n));
                 }
@@ -334,7 +337,10 @@ async fn show(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                     }
                 }
                 model_info.insert("tokenizer.ggml.model".into(), json!("gpt2"));
-                model_info.insert("infermesh.weights_loaded_as".into(), json!(info.loaded_type));
+                model_info.insert(
+                    "infermesh.weights_loaded_as".into(),
+                    json!(info.loaded_type),
+                );
                 ShowResponse {
                     license: info.license.clone().unwrap_or_default(),
                     modelfile: format!("FROM {}\n", s.name),
@@ -347,7 +353,10 @@ async fn show(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                 }
             }
             Target::Embedder => {
-                let (e, facts) = s.embedder.as_ref().ok_or_else(|| ApiError::bad("no embedder"))?;
+                let (e, facts) = s
+                    .embedder
+                    .as_ref()
+                    .ok_or_else(|| ApiError::bad("no embedder"))?;
                 let mut model_info = Map::new();
                 model_info.insert("general.architecture".into(), json!("bert"));
                 model_info.insert("bert.embedding_length".into(), json!(e.width()));
@@ -603,7 +612,15 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
                     format,
                 },
             };
-            respond(s, req.model, work, Shape::Generate { context: !raw }, stream, started).await
+            respond(
+                s,
+                req.model,
+                work,
+                Shape::Generate { context: !raw },
+                stream,
+                started,
+            )
+            .await
         }
     }
 }
@@ -676,7 +693,15 @@ async fn chat(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
             format,
         },
     };
-    respond(s, req.model, work, Shape::Chat, req.stream.unwrap_or(true), started).await
+    respond(
+        s,
+        req.model,
+        work,
+        Shape::Chat,
+        req.stream.unwrap_or(true),
+        started,
+    )
+    .await
 }
 
 /// Queues `work` and answers: a stream of NDJSON chunks, or one object. Nothing is sent
