@@ -35,7 +35,10 @@ async fn measure(name: &str, cache: &OutputCache, n: usize) {
     times.sort();
     let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
+    use std::io::Write as _;
+    // Not `println!`: it panics when stdout is a closed pipe (`| head`).
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "{name}: {n} hits, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
         us(at(0.50)),
         us(at(0.99)),

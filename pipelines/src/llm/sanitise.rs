@@ -385,14 +385,12 @@ impl Sanitiser {
         let mut line_start = true;
         while i < text.len() {
             let rest = &lower[i..];
-            if line_start {
-                if let Some((len, replacement)) = role_line(&text[i..]) {
-                    found.push(text[i..i + len].trim().to_string());
-                    out.push_str(&replacement);
-                    i += len;
-                    line_start = false;
-                    continue;
-                }
+            if line_start && let Some((len, replacement)) = role_line(&text[i..]) {
+                found.push(text[i..i + len].trim().to_string());
+                out.push_str(&replacement);
+                i += len;
+                line_start = false;
+                continue;
             }
             if let Some(m) = self.markers.iter().find(|m| rest.starts_with(m.as_str())) {
                 let original = &text[i..i + m.len()];

@@ -230,10 +230,10 @@ impl LlmWorkerArgs {
             redis::Client::open(url.as_str())
                 .map_err(|e| WorkerError::Config(format!("--redis-url: {e}")))?;
         }
-        if let Some(path) = &self.tokenizer {
-            if !path.is_file() {
-                return bad(format!("--tokenizer {}: no such file", path.display()));
-            }
+        if let Some(path) = &self.tokenizer
+            && !path.is_file()
+        {
+            return bad(format!("--tokenizer {}: no such file", path.display()));
         }
         let job_timeout = Duration::from_millis(self.job_timeout_ms);
         Ok(LlmWorkerConfig {
