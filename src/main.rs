@@ -56,6 +56,17 @@ enum Command {
     #[cfg(feature = "llm")]
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Pipelines (e.g. `infermesh pipeline llm`: the LLM side-channel worker).
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// The LLM side channel: takes jobs (review sentiment, theme labels, fraud reasons, skill
+    /// fills, recommendation explanations) from the queue (Redis, or memory) and runs them on
+    /// the Ollama API, sanitised and cached; metrics on 8087.
+    Llm(infermesh_pipelines::llm::LlmWorkerArgs),
 }
 
 #[cfg(feature = "llm")]
@@ -126,6 +137,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Gateway(_) => "infermesh-gateway",
             #[cfg(feature = "llm")]
             Command::Llm(_) => "infermesh-llm",
+            Command::Pipeline(PipelineCommand::Llm(_)) => "infermesh-pipeline-llm",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
@@ -155,6 +167,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Llm(LlmCommand::Serve(args)) => {
                 let cfg = args.validate()?;
                 infermesh_ollama::server::run(cfg, infermesh_server::stop_signal()).await?;
+            }
+            Command::Pipeline(PipelineCommand::Llm(args)) => {
+                let cfg = args.validate()?;
+                infermesh_pipelines::llm::run(cfg, infermesh_server::stop_signal()).await?;
             }
             Command::Promote(args) => match args.run().await {
                 Ok(done) => write_stdout(&done)?,

@@ -64,3 +64,31 @@ pub const LLM_QUEUE_WAIT_SECONDS: &str = "infermesh_llm_queue_wait_seconds";
 pub const LLM_CLIENT_REQUESTS_TOTAL: &str = "infermesh_llm_client_requests_total";
 /// LLM client call time, label: endpoint.
 pub const LLM_CLIENT_REQUEST_SECONDS: &str = "infermesh_llm_client_request_duration_seconds";
+
+// The LLM side channel (`infermesh pipeline llm`, crate infermesh-pipelines).
+/// LLM output-cache lookups, label: result (hit, miss, error; an error is served as a miss).
+pub const LLM_CACHE_REQUESTS_TOTAL: &str = "infermesh_llm_cache_requests_total";
+/// LLM output-cache calls that failed (Redis down or slow), label: op (get, put).
+pub const LLM_CACHE_ERRORS_TOTAL: &str = "infermesh_llm_cache_errors_total";
+/// LLM jobs waiting (ready or delayed for a retry) in the job queue.
+pub const LLM_JOB_QUEUE_DEPTH: &str = "infermesh_llm_job_queue_depth";
+/// From a job's enqueue (or its retry's due time) to a worker taking it, label: kind.
+pub const LLM_JOB_QUEUE_WAIT_SECONDS: &str = "infermesh_llm_job_queue_wait_seconds";
+/// LLM jobs by outcome, labels: kind, outcome (enqueued, rejected_full, ok, retried,
+/// dead_letter).
+pub const LLM_JOBS_TOTAL: &str = "infermesh_llm_jobs_total";
+/// One attempt's run time (cache, LLM call, parsing), label: kind.
+pub const LLM_JOB_SECONDS: &str = "infermesh_llm_job_duration_seconds";
+/// Failed attempts, labels: kind, error (unreachable, timeout, status, malformed_answer,
+/// malformed_output, invalid_input, job_timeout, sink).
+pub const LLM_JOB_ERRORS_TOTAL: &str = "infermesh_llm_job_errors_total";
+/// Jobs scheduled again after a failed attempt, label: kind.
+pub const LLM_JOB_RETRIES_TOTAL: &str = "infermesh_llm_job_retries_total";
+/// Jobs moved to the dead-letter list after their last attempt, label: kind.
+pub const LLM_JOB_DEAD_LETTERS_TOTAL: &str = "infermesh_llm_job_dead_letters_total";
+/// Jobs found in the processing list past their lease (a crashed or stuck worker) and queued
+/// again.
+pub const LLM_JOB_RECOVERED_TOTAL: &str = "infermesh_llm_job_recovered_total";
+/// What the input sanitiser changed, label: action (removed_chars, neutralised_marker,
+/// truncated, override_phrase).
+pub const LLM_SANITISER_ACTIONS_TOTAL: &str = "infermesh_llm_sanitiser_actions_total";
