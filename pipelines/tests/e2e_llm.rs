@@ -114,7 +114,6 @@ async fn a_theme_label_job_runs_once_then_comes_from_the_cache() {
 }
 
 #[tokio::test]
-#[ignore = "needs `format` (JSON schema) support in the embedded server, added on another branch; until then it answers 400"]
 async fn a_review_sentiment_job_runs_on_the_real_llm_with_a_json_schema() {
     let p = RedisPrefix::new();
     let server = llm().await;
