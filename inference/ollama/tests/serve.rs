@@ -374,7 +374,7 @@ async fn bad_requests_get_clear_errors() -> anyhow::Result<()> {
         ),
         (
             "/api/embed",
-            json!({"model": "all-minilm", "input": "word ".repeat(400), "truncate": false}),
+            json!({"model": "all-minilm", "input": "word ".repeat(700), "truncate": false}),
             400,
             "context length",
         ),
