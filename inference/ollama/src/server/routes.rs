@@ -170,6 +170,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A whole JSON answer or an error, counted under `endpoint`.
+fn answer<T: Serialize>(
+    endpoint: &'static str,
+    started: Instant,
+    result: Result<T, ApiError>,
+) -> Response {
+    match result {
+        Ok(r) => {
+            count(endpoint, "ok", started);
+            axum::Json(r).into_response()
+        }
+        Err(e) => {
+            count(endpoint, e.outcome(), started);
+            e.into_response()
+        }
+    }
+}
+
 fn count(endpoint: &'static str, outcome: &'static str, started: Instant) {
     metrics::counter!(LLM_REQUESTS_TOTAL, "endpoint" => endpoint, "outcome" => outcome)
         .increment(1);
@@ -374,16 +392,7 @@ async fn show(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
         })
     }
     .await;
-    match result {
-        Ok(r) => {
-            count("show", "ok", started);
-            axum::Json(r).into_response()
-        }
-        Err(e) => {
-            count("show", e.outcome(), started);
-            e.into_response()
-        }
-    }
+    answer("show", started, result)
 }
 
 /// Models are never downloaded at run time: pulling one that is here succeeds at once,
@@ -904,16 +913,7 @@ async fn embed(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
         })
     }
     .await;
-    match result {
-        Ok(r) => {
-            count("embed", "ok", started);
-            axum::Json(r).into_response()
-        }
-        Err(e) => {
-            count("embed", e.outcome(), started);
-            e.into_response()
-        }
-    }
+    answer("embed", started, result)
 }
 
 async fn embeddings(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
@@ -926,16 +926,7 @@ async fn embeddings(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response
         })
     }
     .await;
-    match result {
-        Ok(r) => {
-            count("embeddings", "ok", started);
-            axum::Json(r).into_response()
-        }
-        Err(e) => {
-            count("embeddings", e.outcome(), started);
-            e.into_response()
-        }
-    }
+    answer("embeddings", started, result)
 }
 
 #[cfg(test)]
