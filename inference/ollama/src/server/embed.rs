@@ -11,6 +11,15 @@ use std::sync::Arc;
 use infermesh_text::{SentenceEncoder, TextError, TextModel, normalize};
 use tokio::sync::Semaphore;
 
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::response::Response;
+use std::time::Instant;
+
+use super::routes::{ApiError, State, Target, answer, elapsed, read_json, unsupported};
+use crate::api::{EmbedRequest, EmbedResponse, EmbeddingsRequest, EmbeddingsResponse};
+
 /// Most texts in one request.
 pub(crate) const MAX_INPUTS: usize = 512;
 /// Texts per forward pass.
@@ -121,4 +130,69 @@ impl Embedder {
         .await
         .map_err(|e| EmbedError::Internal(e.to_string()))?
     }
+}
+
+async fn embed_texts(
+    s: &State,
+    model: &str,
+    texts: Vec<String>,
+    truncate: bool,
+    dimensions: Option<usize>,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    if s.resolve(model)? == Target::Llm {
+        return Err(unsupported(model, "embeddings"));
+    }
+    let (embedder, _) = s
+        .embedder
+        .as_ref()
+        .ok_or_else(|| unsupported(model, "embeddings"))?;
+    embedder
+        .embed(texts, truncate, dimensions)
+        .await
+        .map_err(|e| match e {
+            EmbedError::Invalid(m) => ApiError::bad(m),
+            EmbedError::Busy => ApiError::busy(),
+            EmbedError::Internal(m) => {
+                tracing::error!(error = %m, "embedding failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        })
+}
+
+pub(super) async fn embed(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let req: EmbedRequest = read_json(body, s.max_body).await?;
+        let texts = req.input.texts().into_iter().map(str::to_string).collect();
+        let (embeddings, tokens) = embed_texts(
+            &s,
+            &req.model,
+            texts,
+            req.truncate.unwrap_or(true),
+            req.dimensions,
+        )
+        .await?;
+        Ok::<_, ApiError>(EmbedResponse {
+            model: req.model,
+            embeddings,
+            total_duration: Some(elapsed(started)),
+            load_duration: Some(0),
+            prompt_eval_count: Some(tokens as u64),
+        })
+    }
+    .await;
+    answer("embed", started, result)
+}
+
+pub(super) async fn embeddings(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let req: EmbeddingsRequest = read_json(body, s.max_body).await?;
+        let (mut rows, _) = embed_texts(&s, &req.model, vec![req.prompt], true, None).await?;
+        Ok::<_, ApiError>(EmbeddingsResponse {
+            embedding: rows.pop().unwrap_or_default(),
+        })
+    }
+    .await;
+    answer("embeddings", started, result)
 }

@@ -23,15 +23,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::embed::{EmbedError, Embedder};
+use super::embed::Embedder;
 use super::engine::{CancelOnDrop, Engine, Event, Input, SubmitError, Work};
 use super::{
     API_VERSION, DEFAULT_EMBED_NAME, FileFacts, LlmServeConfig, LlmServeError, load_model, options,
 };
 use crate::api::{
-    self, ChatRequest, ChatResponse, Durations, EmbedRequest, EmbedResponse, EmbeddingsRequest,
-    EmbeddingsResponse, ErrorResponse, GenerateResponse, ListedModel, Message, ModelDetails,
-    PsResponse, RunningModel, ShowRequest, ShowResponse, TagsResponse, VersionResponse,
+    self, ChatRequest, ChatResponse, Durations, ErrorResponse, GenerateResponse, ListedModel,
+    Message, ModelDetails, PsResponse, RunningModel, ShowRequest, ShowResponse, TagsResponse,
+    VersionResponse,
 };
 
 /// Everything the routes share.
@@ -42,8 +42,8 @@ pub struct State {
     engine: Engine,
     facts: FileFacts,
     num_ctx: usize,
-    max_body: usize,
-    embedder: Option<(Embedder, FileFacts)>,
+    pub(super) max_body: usize,
+    pub(super) embedder: Option<(Embedder, FileFacts)>,
 }
 
 impl State {
@@ -80,7 +80,7 @@ impl State {
     }
 
     /// Which model a request names: Ollama's rule, a name without a tag is `name:latest`.
-    fn resolve(&self, requested: &str) -> Result<Target, ApiError> {
+    pub(super) fn resolve(&self, requested: &str) -> Result<Target, ApiError> {
         let full = |n: &str| {
             if n.contains(':') {
                 n.to_string()
@@ -103,31 +103,31 @@ impl State {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(super) enum Target {
     Llm,
     Embedder,
 }
 
 /// An error answer: `{"error": "..."}` with its status.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
         }
     }
 
-    fn bad(message: impl Into<String>) -> Self {
+    pub(super) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn busy() -> Self {
+    pub(super) fn busy() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server busy, please try again.  maximum pending requests exceeded",
@@ -171,7 +171,7 @@ impl IntoResponse for ApiError {
 }
 
 /// A whole JSON answer or an error, counted under `endpoint`.
-fn answer<T: Serialize>(
+pub(super) fn answer<T: Serialize>(
     endpoint: &'static str,
     started: Instant,
     result: Result<T, ApiError>,
@@ -206,8 +206,8 @@ pub fn app(state: Arc<State>, metrics: Option<PrometheusHandle>) -> Router {
         .route("/api/pull", post(pull))
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
-        .route("/api/embed", post(embed))
-        .route("/api/embeddings", post(embeddings))
+        .route("/api/embed", post(super::embed::embed))
+        .route("/api/embeddings", post(super::embed::embeddings))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "404 page not found") });
     if let Some(handle) = metrics {
         router = router.route(
@@ -224,7 +224,10 @@ pub fn app(state: Arc<State>, metrics: Option<PrometheusHandle>) -> Router {
 }
 
 /// Reads a JSON body of at most `limit` bytes; errors are Ollama-style JSON.
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -415,7 +418,7 @@ async fn pull(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
     }
 }
 
-fn unsupported(name: &str, what: &str) -> ApiError {
+pub(super) fn unsupported(name: &str, what: &str) -> ApiError {
     ApiError::bad(format!("\"{name}\" does not support {what}"))
 }
 
@@ -634,7 +637,7 @@ async fn generate(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
     }
 }
 
-fn elapsed(started: Instant) -> u64 {
+pub(super) fn elapsed(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -862,71 +865,6 @@ fn tokens(out: &GenerateOutput) {
         .increment(out.timings.prompt_eval_count as u64);
     metrics::counter!(LLM_TOKENS_TOTAL, "kind" => "generated")
         .increment(out.timings.eval_count as u64);
-}
-
-async fn embed_texts(
-    s: &State,
-    model: &str,
-    texts: Vec<String>,
-    truncate: bool,
-    dimensions: Option<usize>,
-) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
-    if s.resolve(model)? == Target::Llm {
-        return Err(unsupported(model, "embeddings"));
-    }
-    let (embedder, _) = s
-        .embedder
-        .as_ref()
-        .ok_or_else(|| unsupported(model, "embeddings"))?;
-    embedder
-        .embed(texts, truncate, dimensions)
-        .await
-        .map_err(|e| match e {
-            EmbedError::Invalid(m) => ApiError::bad(m),
-            EmbedError::Busy => ApiError::busy(),
-            EmbedError::Internal(m) => {
-                tracing::error!(error = %m, "embedding failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-        })
-}
-
-async fn embed(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let req: EmbedRequest = read_json(body, s.max_body).await?;
-        let texts = req.input.texts().into_iter().map(str::to_string).collect();
-        let (embeddings, tokens) = embed_texts(
-            &s,
-            &req.model,
-            texts,
-            req.truncate.unwrap_or(true),
-            req.dimensions,
-        )
-        .await?;
-        Ok::<_, ApiError>(EmbedResponse {
-            model: req.model,
-            embeddings,
-            total_duration: Some(elapsed(started)),
-            load_duration: Some(0),
-            prompt_eval_count: Some(tokens as u64),
-        })
-    }
-    .await;
-    answer("embed", started, result)
-}
-
-async fn embeddings(AxumState(s): AxumState<Arc<State>>, body: Body) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let req: EmbeddingsRequest = read_json(body, s.max_body).await?;
-        let (mut rows, _) = embed_texts(&s, &req.model, vec![req.prompt], true, None).await?;
-        Ok::<_, ApiError>(EmbeddingsResponse {
-            embedding: rows.pop().unwrap_or_default(),
-        })
-    }
-    .await;
-    answer("embeddings", started, result)
 }
 
 #[cfg(test)]
