@@ -65,6 +65,15 @@ pub const LLM_CLIENT_REQUESTS_TOTAL: &str = "infermesh_llm_client_requests_total
 /// LLM client call time, label: endpoint.
 pub const LLM_CLIENT_REQUEST_SECONDS: &str = "infermesh_llm_client_request_duration_seconds";
 
+// The sentiment family (platform `sentiment`, crate infermesh-sentiment).
+/// Sentiment answers, labels: model, source (llm, classifier).
+pub const SENTIMENT_ANSWERS_TOTAL: &str = "infermesh_sentiment_answers_total";
+/// Texts the classifier answered although the LLM was asked or configured, labels: model,
+/// reason (disabled, timeout, unavailable, malformed, overloaded, invalid_input).
+pub const SENTIMENT_FALLBACKS_TOTAL: &str = "infermesh_sentiment_fallbacks_total";
+/// Time of one zero-shot LLM call that answered (valid or not), label: model.
+pub const SENTIMENT_LLM_SECONDS: &str = "infermesh_sentiment_llm_duration_seconds";
+
 // The LLM side channel (`infermesh pipeline llm`, crate infermesh-pipelines).
 /// LLM output-cache lookups, label: result (hit, miss, error; an error is served as a miss).
 pub const LLM_CACHE_REQUESTS_TOTAL: &str = "infermesh_llm_cache_requests_total";

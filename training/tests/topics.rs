@@ -126,8 +126,10 @@ fn train_args(data: &Path, out: &Path, extra: &[&str]) -> TrainTopicsArgs {
         minilm.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        // Above the 10 texts sharing two predicates (a sub-theme that some CPUs' float
+        // rounding lets HDBSCAN split off), below the 20 of a theme.
         "--min-topic-size",
-        "8",
+        "11",
         "--n-neighbors",
         "10",
     ];
@@ -148,7 +150,7 @@ fn trains_a_servable_version_that_finds_the_themes_and_evaluates_it() {
     assert_eq!(report.documents, 60);
     assert_eq!(report.embedding_dim, 384);
     assert_eq!(report.embeddings, "computed");
-    assert_eq!(report.params.hdbscan.min_cluster_size, 8);
+    assert_eq!(report.params.hdbscan.min_cluster_size, 11);
     assert_eq!(report.params.umap.seed, 7);
     assert_eq!(report.topics, 3, "{report:?}");
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod client;
+pub mod sanitise;
 #[cfg(feature = "server")]
 pub mod server;
 

@@ -17,6 +17,8 @@ pub fn compiled() -> Result<Families, String> {
         &infermesh_anomaly::serving::FAMILY,
         #[cfg(feature = "topics")]
         &infermesh_topics::serving::FAMILY,
+        #[cfg(feature = "sentiment")]
+        &infermesh_sentiment::serving::FAMILY,
     ];
     Families::new(families)
 }
