@@ -110,8 +110,10 @@ fn writes_a_topic_and_a_sentiment_model_that_learned_the_sample_once() {
     let purity = majority as f64 / assigned as f64;
     let outlier_share = 1.0 - assigned as f64 / reviews.len() as f64;
     eprintln!(
-        "topics: {n_topics}, purity {purity:.3}, outliers {:.1}%, {per_topic:?}",
-        100.0 * outlier_share
+        "topics: {n_topics}, purity {purity:.3}, outliers {:.1}%, {per_topic:?}; embedding {:.1} s, fit {:.1} s",
+        100.0 * outlier_share,
+        report["embed_seconds"].as_f64().unwrap_or(f64::NAN),
+        report["fit_seconds"].as_f64().unwrap_or(f64::NAN),
     );
     assert!(n_topics >= 3, "{report}");
     assert!(purity >= 0.8, "purity {purity}: {per_topic:?}");
@@ -124,10 +126,11 @@ fn writes_a_topic_and_a_sentiment_model_that_learned_the_sample_once() {
     )
     .unwrap();
     eprintln!(
-        "sentiment: validation accuracy {:.3}, macro-F1 {:.3} on {} rows; {:?}",
+        "sentiment: validation accuracy {:.3}, macro-F1 {:.3} on {} rows, {:.1} s; {:?}",
         sentiment.validation_accuracy,
         sentiment.validation_macro_f1,
         sentiment.validation_rows,
+        sentiment.elapsed_seconds,
         sentiment.lexical
     );
     assert_eq!(
