@@ -5,6 +5,8 @@
 //!   registry; [`promote`] moves their aliases.
 //! * [`recs`]: trains and evaluates the LightFM-style recommender (`infermesh-recs`) on
 //!   interaction tables loaded with Polars ([`table`]).
+//! * [`sample_reviews`]: the sample topic and sentiment models `infermesh up` serves,
+//!   trained on product reviews generated from templates.
 //! * [`sentiment`]: the local sentiment classifier, the categoriser's trainer with the cached
 //!   all-MiniLM-L6-v2 as its default base.
 //! * [`topics`]: fits the BERTopic-equivalent topic model (`infermesh-topics`) on a text
@@ -16,6 +18,7 @@ pub mod fraud;
 pub mod npy;
 pub mod promote;
 pub mod recs;
+pub mod sample_reviews;
 pub mod sentiment;
 pub mod table;
 pub mod topics;
