@@ -1,6 +1,7 @@
 //! `infermesh up`: the embedded default (the sample repository, the inference server and the
-//! gateway in one process). Built with the trees, text and recs families, whose sample models
-//! it writes.
+//! gateway in one process). Built with the trees, text, recs, topics and sentiment families,
+//! whose sample models it writes: the topic and sentiment models are trained on the project's
+//! own sample reviews when the model cache holds all-MiniLM-L6-v2.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,6 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use infermesh_training::write_stdout;
+
+/// A V2 REST request body with two reviews, for the sample `sentiment` and `topics` models.
+const EXAMPLE_REVIEWS_REQUEST: &str = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["The battery died after two hours, very disappointing.","Delivery was quick and the parcel arrived in perfect shape."]}]}"#;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
@@ -80,6 +84,25 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             "added minilm (all-MiniLM-L6-v2 from {})",
             cache.display()
         )?;
+    }
+    let minilm = cache.join("all-MiniLM-L6-v2");
+    if minilm.join("model.safetensors").is_file() {
+        // Trained once on the project's own sample reviews (seconds in a release build),
+        // then kept with the repository.
+        let repo = args.model_repository.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            infermesh_training::sample_reviews::write_sample_review_models(&repo, &minilm, true)
+        })
+        .await
+        .context("the sample review models' training stopped")?
+        .context("cannot train the sample review models")?;
+        if !written.is_empty() {
+            writeln!(
+                banner,
+                "trained {} on the sample reviews (all-MiniLM-L6-v2 embeddings)",
+                written.join(" and ")
+            )?;
+        }
     }
     let serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
@@ -157,6 +180,18 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             banner,
             "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
             infermesh_server::sample::EXAMPLE_RANK_REQUEST
+        )?;
+    }
+    if args.model_repository.join("sentiment/config.toml").exists() {
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{http}/v2/models/sentiment/infer -H 'content-type: application/json' \\\n    -d '{}'",
+            EXAMPLE_REVIEWS_REQUEST
+        )?;
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{http}/v2/models/topics/infer -H 'content-type: application/json' \\\n    -d '{}'",
+            EXAMPLE_REVIEWS_REQUEST
         )?;
     }
     #[cfg(feature = "llm")]
