@@ -56,7 +56,8 @@ enum Command {
     #[cfg(feature = "llm")]
     #[command(subcommand)]
     Llm(LlmCommand),
-    /// Pipelines (e.g. `infermesh pipeline llm`: the LLM side-channel worker).
+    /// Pipelines (`infermesh pipeline llm`: the LLM side-channel worker; `infermesh pipeline
+    /// reviews`: the reviews pipeline).
     #[command(subcommand)]
     Pipeline(PipelineCommand),
 }
@@ -67,6 +68,10 @@ enum PipelineCommand {
     /// fills, recommendation explanations) from the queue (Redis, or memory) and runs them on
     /// the Ollama API, sanitised and cached; metrics on 8087.
     Llm(infermesh_pipelines::llm::LlmWorkerArgs),
+    /// The reviews pipeline: consumes reviews.submitted, scores sentiment and topic on the
+    /// inference server (gRPC), upserts table `reviews` in PostgreSQL, publishes each review
+    /// on Redis Pub/Sub (infermesh:reviews) and queues LLM theme labels; metrics on 8083.
+    Reviews(infermesh_pipelines::reviews::ReviewsArgs),
 }
 
 #[cfg(feature = "llm")]
@@ -138,6 +143,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             #[cfg(feature = "llm")]
             Command::Llm(_) => "infermesh-llm",
             Command::Pipeline(PipelineCommand::Llm(_)) => "infermesh-pipeline-llm",
+            Command::Pipeline(PipelineCommand::Reviews(_)) => "infermesh-pipeline-reviews",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
@@ -171,6 +177,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Pipeline(PipelineCommand::Llm(args)) => {
                 let cfg = args.validate()?;
                 infermesh_pipelines::llm::run(cfg, infermesh_server::stop_signal()).await?;
+            }
+            Command::Pipeline(PipelineCommand::Reviews(args)) => {
+                let cfg = args.validate()?;
+                infermesh_pipelines::reviews::run(cfg, infermesh_server::stop_signal()).await?;
             }
             Command::Promote(args) => match args.run().await {
                 Ok(done) => write_stdout(&done)?,

@@ -53,6 +53,15 @@ pub(crate) struct UpArgs {
     #[cfg(feature = "llm")]
     #[arg(long, default_value_t = 11434)]
     pub(crate) llm_port: u16,
+    /// PostgreSQL URL for the reviews pipeline (table `reviews`); when set, the pipeline runs
+    /// in this process on an in-process event bus and the gateway's `POST /api/v1/reviews`
+    /// feeds it. Unset: that route answers 503.
+    #[arg(long, env = "INFERMESH_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
+    /// Redis URL for the reviews pipeline's live feed and LLM job queue (unset: memory, no
+    /// live feed).
+    #[arg(long, env = "INFERMESH_REDIS_URL")]
+    pub(crate) redis_url: Option<String>,
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -122,7 +131,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     .validate()?;
     let server = infermesh_server::start(serve).await?;
-    let gw_cfg = infermesh_gateway::GatewayArgs {
+    let mut gw_cfg = infermesh_gateway::GatewayArgs {
         host: args.host,
         port: args.gateway_port,
         metrics_port: args.gateway_metrics_port,
@@ -136,6 +145,28 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         limits: Default::default(),
     }
     .validate()?;
+    let reviews = match &args.database_url {
+        Some(url) if !url.trim().is_empty() => {
+            let mut cfg = infermesh_pipelines::reviews::ReviewsArgs {
+                inference_url: format!("http://{}", server.grpc_addr),
+                database_url: Some(url.clone()),
+                redis_url: args.redis_url.clone(),
+                concurrency: 2,
+                ..Default::default()
+            }
+            .validate()?;
+            // Its metrics are on the gateway's port (one recorder per process).
+            cfg.metrics_addr = None;
+            let bus: std::sync::Arc<dyn infermesh_pipelines::bus::EventBus> =
+                std::sync::Arc::new(infermesh_pipelines::bus::InProcessBus::new(
+                    10_000,
+                    std::time::Duration::from_secs(60),
+                ));
+            gw_cfg.reviews_bus = Some(bus.clone());
+            Some(infermesh_pipelines::reviews::start(cfg, bus).await?)
+        }
+        _ => None,
+    };
     let gateway = infermesh_gateway::start(gw_cfg).await?;
     #[cfg(feature = "llm")]
     let llm = start_llm(&args, &cache).await?;
@@ -207,11 +238,20 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s http://{}/metrics | grep infermesh_",
         server.metrics_addr
     )?;
+    if reviews.is_some() {
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{gw}/api/v1/reviews -H 'content-type: application/json' \\\n    -d '{{\"product_id\": \"p1\", \"text\": \"The battery lasts two days\", \"rating\": 5}}'"
+        )?;
+    }
     writeln!(banner, "Ctrl-C stops them all.")?;
     // A banner that cannot be written (stdout closed or failing) must not stop the servers.
     let _ = write_stdout(&banner);
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
+    if let Some(r) = reviews {
+        r.shutdown().await;
+    }
     #[cfg(feature = "llm")]
     if let Some(llm) = llm {
         llm.shutdown().await?;

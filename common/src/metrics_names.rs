@@ -101,3 +101,27 @@ pub const LLM_JOB_RECOVERED_TOTAL: &str = "infermesh_llm_job_recovered_total";
 /// What the input sanitiser changed, label: action (removed_chars, neutralised_marker,
 /// truncated, override_phrase).
 pub const LLM_SANITISER_ACTIONS_TOTAL: &str = "infermesh_llm_sanitiser_actions_total";
+
+// The reviews pipeline (`infermesh pipeline reviews`, crate infermesh-pipelines). Reviews per
+// minute: `60 * rate(infermesh_reviews_processed_total[5m])` summed over `sentiment`; the
+// sentiment distribution is the same counter by its label; top themes are
+// `infermesh_reviews_topic_total` by `topic`.
+/// Reviews stored for the first time (a redelivery is not counted again), label: sentiment
+/// (positive, negative, neutral, other, unscored).
+pub const REVIEWS_PROCESSED_TOTAL: &str = "infermesh_reviews_processed_total";
+/// Reviews not processed on an attempt, label: reason (invalid: dropped; sentiment, topics,
+/// database: retried; sentiment_refused, topics_refused: stored without that part;
+/// live_feed, bus: counted only).
+pub const REVIEWS_FAILED_TOTAL: &str = "infermesh_reviews_failed_total";
+/// Reviews stored for the first time by topic, label: topic (the topic id when below 20, the
+/// fitted model's largest topics; `other` above; `outlier` for -1; `unscored`).
+pub const REVIEWS_TOPIC_TOTAL: &str = "infermesh_reviews_topic_total";
+/// Time from taking a review off the bus to its outputs being written.
+pub const REVIEWS_PROCESSING_SECONDS: &str = "infermesh_reviews_processing_seconds";
+/// Reviews processed again whose row already existed (redeliveries, resubmissions).
+pub const REVIEWS_DUPLICATES_TOTAL: &str = "infermesh_reviews_duplicates_total";
+/// LLM theme-label jobs for newly seen topics, label: outcome (enqueued, queue_full, error).
+pub const REVIEWS_THEME_JOBS_TOTAL: &str = "infermesh_reviews_theme_jobs_total";
+/// `POST /api/v1/reviews` answers, label: outcome (accepted, invalid, bus_full, bus_error,
+/// disabled).
+pub const GATEWAY_REVIEWS_TOTAL: &str = "infermesh_gateway_reviews_total";

@@ -4,7 +4,9 @@
 //! gRPC, `POST /api/v1/resumes/rank` `infermesh.v1.ResumeMatcher`, and
 //! `GET /api/v1/recommendations/{user_id}` `infermesh.v1.Recommender` (cached, with A/B arms
 //! and a shadow model, [`recs`]); `POST /api/v1/events` takes user behaviour and `GET /t.js`
-//! is the browser tracker that sends it ([`events`]); `GET /api/v1/experiments` serves the A/B
+//! is the browser tracker that sends it ([`events`]); `POST /api/v1/reviews` publishes a
+//! review on the event bus for the reviews pipeline ([`reviews`]; 503 while no bus is
+//! configured); `GET /api/v1/experiments` serves the A/B
 //! counts ([`experiment`]) that `infermesh ab report` ([`ab`]) analyses. `/healthz` says the
 //! process is up, `/readyz` that the inference server answers; `/api/v1/openapi.json`
 //! documents the API. Every response carries an `x-request-id` (the caller's, or a new UUID),
@@ -19,6 +21,7 @@ pub mod fraud;
 pub mod openapi;
 pub mod recs;
 pub mod resumes;
+pub mod reviews;
 pub mod store;
 
 use std::io::Write as _;
@@ -34,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderName, StatusCode};
 use infermesh_common::{ErrorKind, ServiceError, metrics_names as m, telemetry};
+use infermesh_pipelines::bus::EventBus;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
 use infermesh_proto::v1::recommender_client::RecommenderClient;
@@ -152,6 +156,10 @@ pub struct GatewayConfig {
     pub redis: Option<RedisTarget>,
     /// Request timeout and in-flight bound of the API port.
     pub limits: infermesh_common::limits::PortLimits,
+    /// The event bus `POST /api/v1/reviews` publishes to; none (what flags give, until the
+    /// Kafka bus is configurable) answers that route with 503. A process that runs the
+    /// reviews pipeline too (tests, `infermesh up`) sets its in-process bus here.
+    pub reviews_bus: Option<Arc<dyn EventBus>>,
 }
 
 impl GatewayArgs {
@@ -209,6 +217,7 @@ impl GatewayArgs {
             settings,
             redis,
             limits,
+            reviews_bus: None,
         })
     }
 }
@@ -229,6 +238,8 @@ pub struct GatewayState {
     pub recs: Arc<recs::RecsContext>,
     /// Where behaviour events are published.
     pub events: Arc<dyn events::EventSink>,
+    /// Where reviews are published (`reviews.submitted`), if a bus is configured.
+    pub reviews: Option<Arc<dyn EventBus>>,
 }
 
 impl GatewayState {
@@ -247,7 +258,14 @@ impl GatewayState {
             v2: GrpcInferenceServiceClient::new(channel),
             recs: Arc::new(recs),
             events,
+            reviews: None,
         }
+    }
+
+    /// The same state, publishing reviews to `bus` (none: the reviews route answers 503).
+    pub fn with_reviews_bus(mut self, bus: Option<Arc<dyn EventBus>>) -> Self {
+        self.reviews = bus;
+        self
     }
 }
 
@@ -325,6 +343,7 @@ pub fn app(state: GatewayState, max_request_bytes: usize) -> Router {
         .route("/api/v1/resumes/rank", post(resumes::rank))
         .route("/api/v1/recommendations/{user_id}", get(recs::recommend))
         .route("/api/v1/events", post(events::accept))
+        .route("/api/v1/reviews", post(reviews::submit))
         .route("/api/v1/experiments", get(experiment::list))
         .route("/t.js", get(events::tracker))
         .fallback(|| async { ServiceError::not_found("no such route") })
@@ -451,7 +470,8 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let ctx = recs::RecsContext::new(cfg.settings.clone(), store);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let router = app(
-        GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink)),
+        GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink))
+            .with_reviews_bus(cfg.reviews_bus.clone()),
         cfg.max_request_bytes,
     )
     .layer(middleware::from_fn_with_state(

@@ -70,6 +70,18 @@ pub fn spec() -> Value {
                     "503": error_response("The event could not be published"),
                 },
             }},
+            "/api/v1/reviews": {"post": {
+                "summary": "Submit a product review (topic reviews.submitted): the reviews pipeline scores its sentiment and topic, stores it and feeds the live gauges. Answers once the event bus holds it; never waits on processing",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Review"}}}},
+                "responses": {
+                    "202": {"description": "Accepted", "content": {"application/json": {"schema": {"type": "object", "required": ["review_id", "status"], "properties": {
+                        "review_id": {"type": "string", "description": "The caller's, or a new UUID"}, "status": {"const": "accepted"}}}}}},
+                    "400": error_response("Malformed JSON, a body that is not UTF-8, unknown field, empty text, rating outside 1..5, bad id or timestamp"),
+                    "413": error_response("Text over 16 KiB, or body over the size limit"),
+                    "429": error_response("The event bus is full: retry later"),
+                    "503": error_response("The review pipeline is off (no event bus configured) or the bus failed"),
+                },
+            }},
             "/api/v1/experiments": {"get": {
                 "summary": "A/B experiments with their impression and click counts per arm (read by `infermesh ab report`)",
                 "responses": {
@@ -126,6 +138,13 @@ pub fn spec() -> Value {
                 "ts": {"oneOf": [{"type": "integer", "description": "Unix milliseconds"}, {"type": "string", "format": "date-time"}],
                        "description": "Default: when the gateway received it"},
                 "source": {"type": "string", "description": "e.g. \"recommendations\" for a click on a recommended item"}}},
+            "Review": {"type": "object", "additionalProperties": false, "required": ["product_id", "text"], "properties": {
+                "review_id": {"type": "string", "minLength": 1, "maxLength": 256, "description": "Default: a new UUID; resubmitting an id replaces that review downstream"},
+                "product_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "text": {"type": "string", "minLength": 1, "description": "At most 16 KiB (UTF-8 bytes); not only whitespace"},
+                "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+                "ts": {"oneOf": [{"type": "integer", "description": "Unix milliseconds"}, {"type": "string", "format": "date-time"}],
+                       "description": "Default: when the gateway received it"}}},
             "ExperimentsResponse": {"type": "object", "required": ["experiments"], "properties": {
                 "experiments": {"type": "array", "items": {"type": "object", "properties": {
                     "name": {"type": "string"}, "salt": {"type": "string"}, "route": {"type": "string"},

@@ -313,6 +313,7 @@ async fn openapi_documents_every_route() {
         "/api/v1/resumes/rank",
         "/api/v1/recommendations/{user_id}",
         "/api/v1/events",
+        "/api/v1/reviews",
         "/api/v1/experiments",
         "/t.js",
     ] {
