@@ -116,3 +116,50 @@ start_redis_if_needed() {
   echo "redis-server did not come up" >&2
   return 1
 }
+
+# start_postgres_if_needed: the reviews pipeline's tests need a PostgreSQL
+# (INFERMESH_TEST_DATABASE_URL). A URL the caller exported wins; else a server accepting
+# connections on 127.0.0.1:5432 is used (the tests then connect as postgres); else Debian's
+# PostgreSQL binaries (package postgresql, installed when missing) run a throw-away cluster
+# (initdb, trust auth, no fsync) on a free 127.0.0.1 port in a temporary directory, as the
+# postgres user when the script runs as root, until the calling shell exits. Exports
+# INFERMESH_TEST_DATABASE_URL.
+start_postgres_if_needed() {
+  if [ -n "${INFERMESH_TEST_DATABASE_URL:-}" ]; then
+    log "PostgreSQL for the tests: $(echo "$INFERMESH_TEST_DATABASE_URL" | sed 's#//[^@]*@#//***@#') (INFERMESH_TEST_DATABASE_URL)"
+    return 0
+  fi
+  if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; then
+    export INFERMESH_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    log "PostgreSQL for the tests: the one answering on 127.0.0.1:5432"
+    return 0
+  fi
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "$bin" ]; then
+    log "installing postgresql (Debian; for the reviews pipeline's tests)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { $sudo apt-get update -q >/dev/null \
+        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  fi
+  PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-postgres.XXXXXX")"
+  add_cleanup 'rm -rf "$PG_DIR"'
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres "$PG_DIR"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  local port
+  port="$(free_port)"
+  log "starting PostgreSQL on 127.0.0.1:$port (throw-away cluster in $PG_DIR)"
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+    -o "-h 127.0.0.1 -p $port -k $PG_DIR -F" start >/dev/null \
+    || { tail -20 "$PG_DIR/server.log" >&2; return 1; }
+  add_cleanup "${as[*]} \"$bin/pg_ctl\" -D \"$PG_DIR/data\" -m fast stop >/dev/null 2>&1 || true"
+  export INFERMESH_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}

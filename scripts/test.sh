@@ -2,7 +2,9 @@
 # Installs what the tests need (cached under ~/.cache/infermesh: venvs, all-MiniLM-L6-v2
 # weights), starts the services the tests talk to (an MLflow server on a free port with a
 # throw-away SQLite store; for the gateway's tests the Redis answering on 127.0.0.1:6379, else
-# a throw-away redis-server on a free port, see INFERMESH_TEST_REDIS_URL) and runs every test:
+# a throw-away redis-server on a free port, see INFERMESH_TEST_REDIS_URL; for the reviews
+# pipeline's the PostgreSQL on 127.0.0.1:5432, else a throw-away cluster on a free port, see
+# INFERMESH_TEST_DATABASE_URL) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
 # (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, the official Ollama
 # Python client against `infermesh llm serve`, MLflow's own Python client reading
@@ -42,6 +44,7 @@ for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL"; do
 done
 start_mlflow
 start_redis_if_needed
+start_postgres_if_needed
 
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

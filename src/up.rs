@@ -170,6 +170,30 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let gateway = infermesh_gateway::start(gw_cfg).await?;
     #[cfg(feature = "llm")]
     let llm = start_llm(&args, &cache).await?;
+    // The LLM side-channel worker, in process: it takes the reviews pipeline's theme-label
+    // jobs (from its queue: in memory unless --redis-url) to the embedded LLM.
+    #[cfg(feature = "llm")]
+    let worker = match (&llm, &reviews) {
+        (Some(llm), Some(reviews)) => {
+            let gguf = cache
+                .join(infermesh_ollama::server::DEFAULT_MODEL)
+                .join("model.gguf");
+            let mut cfg = infermesh_pipelines::llm::LlmWorkerArgs {
+                redis_url: args.redis_url.clone(),
+                ollama_url: format!("http://{}", llm.addr),
+                tokenizer: Some(gguf),
+                ..Default::default()
+            }
+            .validate()?;
+            // Its metrics are on the gateway's port (one recorder per process).
+            cfg.metrics_addr = None;
+            Some(
+                infermesh_pipelines::llm::start_on(cfg, Some(reviews.queue.clone()), None)
+                    .await?,
+            )
+        }
+        _ => None,
+    };
     let gw = gateway.addr;
     let http = server.http_addr;
     writeln!(
@@ -188,6 +212,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             banner,
             "no embedded LLM: the model cache has no SmolLM2 GGUF (scripts/fetch_models.sh: ensure_smollm2)"
         )?,
+    }
+    #[cfg(feature = "llm")]
+    if worker.is_some() {
+        writeln!(
+            banner,
+            "LLM side-channel worker: theme labels of new review topics, queued, cached"
+        )?;
     }
     writeln!(banner, "try:")?;
     writeln!(banner, "  curl -s http://{http}/v2/models/fraud")?;
@@ -251,6 +282,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     gateway.shutdown().await?;
     if let Some(r) = reviews {
         r.shutdown().await;
+    }
+    #[cfg(feature = "llm")]
+    if let Some(w) = worker {
+        w.shutdown().await;
     }
     #[cfg(feature = "llm")]
     if let Some(llm) = llm {

@@ -521,6 +521,16 @@ pub async fn start(
     cfg: LlmWorkerConfig,
     extra_sink: Option<Arc<dyn JobSink>>,
 ) -> Result<RunningLlmWorker, WorkerError> {
+    start_on(cfg, None, extra_sink).await
+}
+
+/// As [`start`], taking jobs from `queue` when given (an in-process pipeline's in-memory
+/// queue, which only its own handle reaches) instead of the one the config names.
+pub async fn start_on(
+    cfg: LlmWorkerConfig,
+    queue: Option<JobQueue>,
+    extra_sink: Option<Arc<dyn JobSink>>,
+) -> Result<RunningLlmWorker, WorkerError> {
     let sanitiser = match &cfg.tokenizer {
         Some(path) => {
             let path = path.clone();
@@ -546,7 +556,7 @@ pub async fn start(
     let results = Arc::new(MemoryResultSink::new(10_000));
     // Redis first: whoever the in-process sink wakes finds the result in Redis already.
     let mut sinks: Vec<Arc<dyn JobSink>> = Vec::new();
-    let (queue, cache) = match &cfg.redis_url {
+    let (queue_from_config, cache) = match &cfg.redis_url {
         Some(url) => {
             sinks.push(Arc::new(
                 RedisResultSink::new(url, &cfg.queue.prefix, cfg.result_ttl)
@@ -564,6 +574,7 @@ pub async fn start(
             OutputCache::memory(cfg.cache.clone()),
         ),
     };
+    let queue = queue.unwrap_or(queue_from_config);
     sinks.push(results.clone());
     sinks.extend(extra_sink);
     let jobs = LlmJobs::new(client, &cfg.model, sanitiser, Arc::new(cache));
