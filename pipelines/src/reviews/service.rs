@@ -406,6 +406,42 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReviewsArgs,
+    }
+
+    #[test]
+    fn help_names_every_flag_with_its_default_and_environment_twin() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "--inference-url",
+            "http://127.0.0.1:8001",
+            "--database-url",
+            "INFERMESH_DATABASE_URL",
+            "--redis-url",
+            "INFERMESH_REDIS_URL",
+            "--metrics-port",
+            "8083",
+            "--concurrency",
+            "infermesh:reviews",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+        let cli = Cli::try_parse_from([
+            "reviews",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "--concurrency",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.validate().unwrap().concurrency, 3);
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
