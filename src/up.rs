@@ -187,10 +187,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             .validate()?;
             // Its metrics are on the gateway's port (one recorder per process).
             cfg.metrics_addr = None;
-            Some(
-                infermesh_pipelines::llm::start_on(cfg, Some(reviews.queue.clone()), None)
-                    .await?,
-            )
+            Some(infermesh_pipelines::llm::start_on(cfg, Some(reviews.queue.clone()), None).await?)
         }
         _ => None,
     };

@@ -153,20 +153,24 @@ fn example() -> (serde_json::Map<String, Value>, f64) {
     )
 }
 
-#[test]
-fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("model-repository");
-    let no_models = dir.path().join("empty-model-cache");
-    std::fs::create_dir(&no_models).unwrap();
+/// Starts `infermesh up` in `dir` on port 0 everywhere with `extra` flags and `envs`, and
+/// reads its banner up to the line of addresses: the process, those addresses, what it
+/// printed and when it started.
+fn start_up(
+    dir: &Path,
+    repo: &Path,
+    cache: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Up, Addrs, String, Instant) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_infermesh"))
         .arg("--log-json")
         .arg("up")
         .arg("--model-repository")
-        .arg(&repo)
+        .arg(repo)
         .arg("--model-cache")
-        .arg(&no_models)
+        .arg(cache)
         .args(["--host", "127.0.0.1"])
         .args([
             "--http-port",
@@ -177,11 +181,13 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
             "0",
         ])
         .args(["--gateway-port", "0", "--gateway-metrics-port", "0"])
+        .args(extra)
+        .envs(envs.iter().copied())
         // Nothing from the caller's environment changes what runs: logs at info, no OTLP
         // export, the working directory a temporary one.
         .env("RUST_LOG", "info")
         .env_remove("INFERMESH_OTLP_ENDPOINT")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -241,6 +247,17 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
             }
         }
     };
+    (up, addrs, printed, started)
+}
+
+#[test]
+fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("model-repository");
+    let no_models = dir.path().join("empty-model-cache");
+    std::fs::create_dir(&no_models).unwrap();
+    let (mut up, addrs, printed, started) = start_up(dir.path(), &repo, &no_models, &[], &[]);
+    let deadline = started + START;
     assert!(
         printed.contains(&format!(
             "wrote the sample model repository to {}",
@@ -317,4 +334,152 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
     );
     let errors = errors(&log);
     assert!(errors.is_empty(), "errors logged:\n{}", errors.join("\n"));
+}
+
+/// The model cache the README's test command fills (all-MiniLM-L6-v2, SmolLM2).
+fn model_cache() -> std::path::PathBuf {
+    std::env::var_os("INFERMESH_MODEL_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/infermesh/models")
+        })
+}
+
+/// `infermesh up` with the real model cache: it trains the sample topic and sentiment models
+/// on the project's sample reviews, serves them with the embedded LLM, and the gateway's
+/// `POST /api/v1/reviews` goes through the in-process bus and pipeline into PostgreSQL.
+#[test]
+fn up_serves_review_intelligence_with_the_model_cache() {
+    let cache = model_cache();
+    assert!(
+        cache.join("all-MiniLM-L6-v2/model.safetensors").is_file()
+            && cache.join("smollm2-135m-instruct/model.gguf").is_file(),
+        "the model cache {} lacks MiniLM or SmolLM2: run scripts/test.sh (it fetches them once)",
+        cache.display()
+    );
+    let database = std::env::var("INFERMESH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("model-repository");
+    let (mut up, addrs, printed, started) = start_up(
+        dir.path(),
+        &repo,
+        &cache,
+        &["--llm-port", "0"],
+        &[("INFERMESH_DATABASE_URL", database.as_str())],
+    );
+    // Training and loading MiniLM twice take a while in a debug build.
+    let deadline = started + 4 * START;
+    assert!(
+        printed.contains("trained topics and sentiment on the sample reviews"),
+        "{printed}"
+    );
+    wait_ready(&mut up, &addrs.http, "/v2/models/sentiment/ready", deadline);
+    wait_ready(&mut up, &addrs.http, "/v2/models/topics/ready", deadline);
+    wait_ready(&mut up, &addrs.gateway, "/readyz", deadline);
+
+    let texts = json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [
+        "The battery died after two hours, very disappointing.",
+        "Delivery was quick and the parcel arrived in perfect shape."]}]})
+    .to_string();
+    let (status, text) = http(
+        &addrs.http,
+        "POST",
+        "/v2/models/sentiment/infer",
+        Some(&texts),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["outputs"][0]["data"],
+        json!(["negative", "positive"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["outputs"][2]["data"],
+        json!(["classifier", "classifier"]),
+        "{v}"
+    );
+    let (status, text) =
+        http(&addrs.http, "POST", "/v2/models/topics/infer", Some(&texts)).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let topics = v["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(topics.len(), 2, "{v}");
+    assert_ne!(topics[0], topics[1], "two themes, two topics: {v}");
+
+    // The embedded LLM answers Ollama's API.
+    let llm = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("embedded LLM (Ollama API, smollm2:135m): http "))
+        .unwrap_or_else(|| panic!("no LLM address in\n{printed}"))
+        .to_string();
+    let (status, text) = http(&llm, "GET", "/api/tags", None).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("smollm2:135m"), "{text}");
+
+    // A review through the gateway: 202 at once, then a row in PostgreSQL.
+    let id = format!(
+        "up-test-{}-{}",
+        std::process::id(),
+        started.elapsed().as_nanos()
+    );
+    let body = json!({"review_id": id, "product_id": "p1", "rating": 1,
+                      "text": "The battery died after two hours, very disappointing."})
+    .to_string();
+    let (status, text) = http(&addrs.gateway, "POST", "/api/v1/reviews", Some(&body)).unwrap();
+    assert_eq!(status, 202, "{text}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let row = runtime.block_on(async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database)
+            .await
+            .unwrap();
+        let poll_until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT review_id, sentiment_label, topic_id FROM reviews WHERE review_id = $1",
+            )
+            .bind(&id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if let Some(row) = row {
+                sqlx::query("DELETE FROM reviews WHERE review_id = $1")
+                    .bind(&id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                break row;
+            }
+            assert!(
+                Instant::now() < poll_until,
+                "review {id} never reached PostgreSQL"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert_eq!(row.1.as_deref(), Some("negative"), "{row:?}");
+    assert!(row.2.is_some(), "{row:?}");
+
+    let pid = up.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = up.wait_exit(STOP);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after SIGTERM: {status:?}; log:\n{}",
+        up.log()
+    );
 }

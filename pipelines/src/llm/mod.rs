@@ -19,4 +19,6 @@ pub use jobs::{JobError, JobInput, JobKind, JobOutput, LlmJobs, Sentiment};
 pub use queue::{JobQueue, QueueConfig, QueueError, QueuedJob};
 pub use sanitise::{SanitiseReport, Sanitised, Sanitiser, TokenCounter};
 pub use sink::{JobOutcome, JobResult, JobSink, MemoryResultSink, RedisResultSink};
-pub use worker::{LlmWorkerArgs, LlmWorkerConfig, RunningLlmWorker, WorkerSettings, run, start, start_on};
+pub use worker::{
+    LlmWorkerArgs, LlmWorkerConfig, RunningLlmWorker, WorkerSettings, run, start, start_on,
+};

@@ -54,8 +54,9 @@ pub struct LlmServeArgs {
     /// the folder's or file's name.
     #[arg(long, env = "INFERMESH_LLM_NAME")]
     pub name: Option<String>,
-    /// How the weights are held in memory: `as-stored`, `q8_0` or `f32`. Default: the
-    /// measured best (see BENCHMARKS.md, "LLM").
+    /// How the weights are held in memory: `as-stored`, `q8_0` or `f32`. Default `q8_0`, the
+    /// measured best (BENCHMARKS.md, "LLM": SmolLM2's Q4_1 matrices re-encoded to Q8_0 run
+    /// about 7x faster than as stored, where candle has no SIMD Q4_1 kernel).
     #[arg(long, env = "INFERMESH_LLM_WEIGHTS", value_parser = parse_weights)]
     pub weights: Option<Weights>,
     /// The embedding model of `/api/embed` (served as `all-minilm`): a folder of the model
@@ -76,6 +77,9 @@ pub struct LlmServeArgs {
     #[arg(long, env = "INFERMESH_LLM_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
 }
+
+/// How `llm serve` holds the weights unless `--weights` says: Q8_0, the measured best.
+pub const DEFAULT_WEIGHTS: Weights = Weights::Q8_0;
 
 fn parse_weights(s: &str) -> Result<Weights, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -207,7 +211,7 @@ impl LlmServeArgs {
             addr: SocketAddr::new(self.host, self.port),
             model_path,
             name: self.name.unwrap_or(default_name),
-            weights: self.weights.unwrap_or_default(),
+            weights: self.weights.unwrap_or(DEFAULT_WEIGHTS),
             embed_dir,
             max_queue: self.max_queue,
             num_ctx: self.num_ctx,
