@@ -23,7 +23,7 @@ use infermesh_topics::{
 };
 use serde::Serialize;
 
-use crate::npy::{NpyError, read_f32_matrix};
+use crate::npy::{NpyError, read_f32_matrix, write_f32_matrix};
 use crate::table::{TableError, TableSpec, parse_separator};
 
 /// Errors of the topic jobs.
@@ -145,6 +145,15 @@ pub struct TrainTopicsArgs {
     /// Texts per forward pass of the encoder. Default 32.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Also write the embeddings fitted on to this float32 .npy (rows of the table, in
+    /// order), to hand to --embeddings or to another topic model (e.g. BERTopic's
+    /// `fit_transform(docs, embeddings)`).
+    #[arg(long)]
+    pub save_embeddings: Option<PathBuf>,
+    /// Also write each table row's topic after fitting (and merging) to this CSV: a header
+    /// `topic`, then one line per row in order, -1 for outliers.
+    #[arg(long)]
+    pub assignments: Option<PathBuf>,
 }
 
 /// What a training run reports (also written as `training_report.json`).
@@ -218,6 +227,10 @@ pub fn embed(
     }
     bar.finish_and_clear();
     Ok(Matrix::new(texts.len(), dim, out)?)
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> TopicsJobError {
+    TopicsJobError::Invalid(format!("{}: {e}", path.display()))
 }
 
 /// Copies the encoder folder into `to` (files and sub-folders; links are followed).
@@ -311,6 +324,22 @@ impl TrainTopicsArgs {
             model.reduce_topics_auto(None)?;
         }
         let fit_seconds = fit_started.elapsed().as_secs_f64();
+        if let Some(path) = &self.save_embeddings {
+            write_f32_matrix(
+                path,
+                embeddings.rows(),
+                embeddings.cols(),
+                embeddings.as_slice(),
+            )
+            .map_err(|e| io_error(path, e))?;
+        }
+        if let Some(path) = &self.assignments {
+            let mut csv = String::from("topic\n");
+            for t in model.document_topics() {
+                csv.push_str(&format!("{t}\n"));
+            }
+            std::fs::write(path, csv).map_err(|e| io_error(path, e))?;
+        }
         model.save(&self.out)?;
         copy_dir(&self.embedder, &self.out.join("embedder"))?;
         let outliers = model.document_topics().iter().filter(|&&t| t < 0).count();
@@ -379,6 +408,15 @@ pub struct EvalTopicsArgs {
     /// Texts per forward pass of the encoder. Default 32.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Precomputed embeddings of the table's rows (a float32 .npy, one row per table row,
+    /// e.g. written by `train topics --save-embeddings`), used instead of embedding the
+    /// texts with the version's embedder/.
+    #[arg(long)]
+    pub embeddings: Option<PathBuf>,
+    /// Also write each scored row's assignment to this CSV: `topic,probability,label`, one
+    /// line per labelled row in table order, topic -1 for outliers.
+    #[arg(long)]
+    pub assignments: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -408,16 +446,31 @@ impl EvalTopicsArgs {
     /// Loads the model and its encoder, assigns the table's texts and scores them.
     pub fn evaluate(&self) -> Result<EvalTopicsReport, TopicsJobError> {
         let model = TopicModel::load(&self.model, &LoadLimits::default())?;
-        let encoder = SentenceEncoder::load(&self.model.join("embedder"))?;
         let t = self.table.spec().read()?;
         let texts = t.strings(&self.table.text_column)?;
         let labels = t.strings(&self.label_column)?;
+        let given = match &self.embeddings {
+            Some(path) => {
+                let (rows, cols, values) = read_f32_matrix(path)?;
+                if rows != t.height() {
+                    return Err(TopicsJobError::Invalid(format!(
+                        "{}: {rows} rows; the table has {}",
+                        path.display(),
+                        t.height()
+                    )));
+                }
+                Some(Matrix::new(rows, cols, values)?)
+            }
+            None => None,
+        };
         let mut kept_texts = Vec::new();
         let mut kept_labels = Vec::new();
-        for (text, label) in texts.into_iter().zip(labels) {
+        let mut kept_rows = Vec::new();
+        for (i, (text, label)) in texts.into_iter().zip(labels).enumerate() {
             if let Some(label) = label {
                 kept_texts.push(text.unwrap_or_default());
                 kept_labels.push(label);
+                kept_rows.push(i);
             }
         }
         let unlabelled = t.height() - kept_labels.len();
@@ -428,8 +481,34 @@ impl EvalTopicsArgs {
                 self.label_column
             )));
         }
-        let embeddings = embed(&encoder, &kept_texts, self.batch_size, false)?;
-        let (topics, _) = model.transform(Some(kept_texts.as_slice()), &embeddings)?;
+        let embeddings = match given {
+            Some(all) => {
+                let cols = all.cols();
+                let mut values = Vec::with_capacity(kept_rows.len() * cols);
+                for &i in &kept_rows {
+                    values.extend_from_slice(all.row(i));
+                }
+                Matrix::new(kept_rows.len(), cols, values)?
+            }
+            None => {
+                let encoder = SentenceEncoder::load(&self.model.join("embedder"))?;
+                embed(&encoder, &kept_texts, self.batch_size, false)?
+            }
+        };
+        let (topics, probabilities) = model.transform(Some(kept_texts.as_slice()), &embeddings)?;
+        if let Some(path) = &self.assignments {
+            let mut out = csv::Writer::from_path(path)
+                .map_err(|e| TopicsJobError::Invalid(format!("{}: {e}", path.display())))?;
+            let mut row = |fields: [&str; 3]| {
+                out.write_record(fields)
+                    .map_err(|e| TopicsJobError::Invalid(format!("{}: {e}", path.display())))
+            };
+            row(["topic", "probability", "label"])?;
+            for ((topic, p), label) in topics.iter().zip(&probabilities).zip(&kept_labels) {
+                row([&topic.to_string(), &p.to_string(), label])?;
+            }
+            out.flush().map_err(|e| io_error(path, e))?;
+        }
         let mut ids = std::collections::BTreeMap::new();
         let truth: Vec<i64> = kept_labels
             .iter()

@@ -322,6 +322,93 @@ fn precomputed_embeddings_are_used_and_checked() {
     assert!(e.contains("384-d"), "{e}");
 }
 
+/// `--save-embeddings` writes what `--embeddings` reads, and `--assignments` writes one topic
+/// per row: a second fit on the saved file gives the same assignments, and `eval` on the saved
+/// file writes the same per-row topics and probabilities as `eval` through the embedder.
+#[test]
+fn saved_embeddings_and_assignments_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("texts.csv");
+    let (texts, labels) = corpus();
+    write_csv(&data, &texts, &labels);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (npy, first, second) = (path("emb.npy"), path("first.csv"), path("second.csv"));
+    let computed = train_args(
+        &data,
+        &dir.path().join("v1"),
+        &["--save-embeddings", &npy, "--assignments", &first],
+    )
+    .train(false)
+    .unwrap();
+    assert_eq!(computed.embeddings, "computed");
+    let (rows, cols, _) = infermesh_training::npy::read_f32_matrix(Path::new(&npy)).unwrap();
+    assert_eq!((rows, cols), (60, 384));
+    let given = train_args(
+        &data,
+        &dir.path().join("v2"),
+        &["--embeddings", &npy, "--assignments", &second],
+    )
+    .train(false)
+    .unwrap();
+    assert_eq!(given.embeddings, npy);
+    let first = std::fs::read_to_string(&first).unwrap();
+    assert_eq!(first.lines().count(), 61, "a header and one line per row");
+    assert_eq!(first.lines().next(), Some("topic"));
+    assert_eq!(
+        first.lines().skip(1).filter(|l| *l != "-1").count(),
+        60 - computed.outliers
+    );
+    assert_eq!(first, std::fs::read_to_string(&second).unwrap());
+
+    let eval = |extra: &[&str]| {
+        let v1 = path("v1");
+        let mut argv = vec![
+            "eval",
+            "--model",
+            v1.as_str(),
+            "--data",
+            data.to_str().unwrap(),
+            "--text-column",
+            "text",
+            "--label-column",
+            "theme",
+        ];
+        argv.extend_from_slice(extra);
+        Eval::try_parse_from(argv).unwrap().args.evaluate().unwrap()
+    };
+    let (a, b) = (path("eval_a.csv"), path("eval_b.csv"));
+    let through_embedder = eval(&["--assignments", &a]);
+    let from_file = eval(&["--embeddings", &npy, "--assignments", &b]);
+    assert_eq!(through_embedder, from_file);
+    let a = std::fs::read_to_string(&a).unwrap();
+    assert_eq!(a.lines().next(), Some("topic,probability,label"));
+    assert_eq!(a.lines().count(), 61);
+    assert_eq!(a, std::fs::read_to_string(&b).unwrap());
+
+    // A file whose rows do not match the table is refused.
+    write_f32_matrix(Path::new(&npy), 59, 384, &vec![0.1; 59 * 384]).unwrap();
+    let v1 = path("v1");
+    let e = Eval::try_parse_from([
+        "eval",
+        "--model",
+        v1.as_str(),
+        "--data",
+        data.to_str().unwrap(),
+        "--text-column",
+        "text",
+        "--label-column",
+        "theme",
+        "--embeddings",
+        npy.as_str(),
+    ])
+    .unwrap()
+    .args
+    .evaluate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("59 rows") && e.contains("60"), "{e}");
+}
+
 #[test]
 fn help_states_what_each_job_does_and_its_defaults() {
     let mut train = Cli::command();
