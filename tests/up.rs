@@ -247,6 +247,23 @@ fn start_up(
             }
         }
     };
+    // The rest of the banner (written at once, ending with how to stop).
+    while !printed.contains("Ctrl-C stops them all.") {
+        match banner.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                up.assert_running("while printing its banner");
+                assert!(
+                    Instant::now() < deadline,
+                    "no end of the banner within {START:?}; stdout:\n{printed}"
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     (up, addrs, printed, started)
 }
 
