@@ -58,8 +58,9 @@ use infermesh_inference::{
 use infermesh_ollama::api::{GenerateRequest, Options};
 use infermesh_ollama::sanitise::{EstimateCounter, Sanitiser};
 use infermesh_ollama::{ClientError, DEFAULT_OLLAMA_URL, OLLAMA_URL_ENV, OllamaClient};
-use infermesh_registry::{ModelConfig, check_max};
-use infermesh_text::serving::TextServable;
+use infermesh_registry::ModelConfig;
+pub use infermesh_text::serving::{DEFAULT_MAX_TEXT_BYTES, MAX_TEXT_BYTES_LIMIT};
+use infermesh_text::serving::{TextServable, check_texts, take_max_text_bytes};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -88,10 +89,6 @@ pub static FAMILY: Family = Family {
 
 /// The model the typed API uses when a request names none.
 pub const DEFAULT_MODEL: &str = "sentiment";
-/// Default `max_text_bytes`: 16 KiB per text.
-pub const DEFAULT_MAX_TEXT_BYTES: usize = 16 << 10;
-/// Largest `max_text_bytes`: 16 MiB.
-pub const MAX_TEXT_BYTES_LIMIT: usize = 16 << 20;
 /// Default `[llm] model`: the embedded server's default, under Ollama's name for it.
 pub const DEFAULT_LLM_MODEL: &str = "smollm2:135m";
 /// Default `[llm] timeout_ms`.
@@ -254,17 +251,7 @@ impl SentimentConfig {
     /// key goes to the classifier (the text family refuses the ones it does not know).
     pub fn parse(config: &ModelConfig) -> Result<Self, String> {
         let mut parameters = config.parameters.clone();
-        let max_text_bytes = match parameters.remove("max_text_bytes") {
-            None => DEFAULT_MAX_TEXT_BYTES,
-            Some(toml::Value::Integer(n)) if n > 0 => usize::try_from(n)
-                .map_err(|_| format!("max_text_bytes = {n} does not fit this platform"))?,
-            Some(other) => {
-                return Err(format!(
-                    "max_text_bytes must be a positive integer, not {other}"
-                ));
-            }
-        };
-        check_max("max_text_bytes", max_text_bytes, MAX_TEXT_BYTES_LIMIT)?;
+        let max_text_bytes = take_max_text_bytes(&mut parameters)?;
         let llm = parameters
             .remove("llm")
             .map(|v| LlmSettings::parse(&v))
@@ -516,24 +503,11 @@ impl SentimentServable {
 
     /// Refuses more texts than `max_client_batch_size`, or a text over `max_text_bytes`.
     fn check_texts(&self, texts: &[String]) -> Result<(), ServiceError> {
-        let max = self.classifier.limits().max_client_batch_size;
-        if texts.len() > max {
-            return Err(ServiceError::invalid(format!(
-                "{} texts in one request; this model takes at most {max} (max_client_batch_size)",
-                texts.len()
-            )));
-        }
-        if let Some((i, t)) = texts
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.len() > self.max_text_bytes)
-        {
-            return Err(ServiceError::invalid(format!(
-                "text {i} is {} bytes; this model takes at most {} bytes per text (max_text_bytes)",
-                t.len(),
-                self.max_text_bytes
-            )));
-        }
+        check_texts(
+            texts,
+            self.classifier.limits().max_client_batch_size,
+            self.max_text_bytes,
+        )?;
         if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
             return Err(ServiceError::invalid(format!("text {i} is empty")));
         }

@@ -51,11 +51,13 @@ pub static FAMILY: Family = Family {
 };
 
 mod config;
+mod texts;
 
 pub use config::{
     INTRA_OP_THREADS_LIMIT, MAX_BATCH_REQUESTS_LIMIT, MAX_BATCH_TOKENS_LIMIT,
     MAX_CLIENT_BATCH_SIZE_LIMIT, MAX_QUEUE_TOKENS_LIMIT, TextEngine, TextLimits, TextPrecision,
 };
+pub use texts::{DEFAULT_MAX_TEXT_BYTES, MAX_TEXT_BYTES_LIMIT, check_texts, take_max_text_bytes};
 
 fn load(cx: &LoadContext<'_>) -> Result<Arc<dyn Servable>, String> {
     Ok(Arc::new(TextServable::load(cx.config, cx.version, cx.dir)?))

@@ -47,8 +47,11 @@ use infermesh_inference::{
     BatchUnit, Batching, BoxFuture, Description, Family, LoadContext, ModelManager, OutputTensor,
     Servable, TensorData, TensorMeta, V2Request, family_limits,
 };
-use infermesh_registry::{ModelConfig, check_max};
-use infermesh_text::serving::TextServable;
+use infermesh_registry::ModelConfig;
+use infermesh_text::serving::take_max_text_bytes;
+pub use infermesh_text::serving::{
+    DEFAULT_MAX_TEXT_BYTES, MAX_TEXT_BYTES_LIMIT, TextServable, check_texts,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{LoadLimits, Matrix, TopicInfo, TopicModel};
@@ -78,13 +81,6 @@ pub const DEFAULT_MODEL: &str = "topics";
 /// The sub-folder of a version holding its sentence encoder.
 pub const EMBEDDER_DIR: &str = "embedder";
 
-/// Default `max_text_bytes`: 16 KiB per text (MiniLM reads at most 512 tokens, a few KiB of
-/// English; the rest would be tokenised only to be cut).
-pub const DEFAULT_MAX_TEXT_BYTES: usize = 16 << 10;
-
-/// Largest `max_text_bytes`: 16 MiB.
-pub const MAX_TEXT_BYTES_LIMIT: usize = 16 << 20;
-
 /// The family's own keys, and the config its encoder is loaded with.
 #[derive(Debug, Clone)]
 pub struct TopicsConfig {
@@ -100,17 +96,7 @@ impl TopicsConfig {
     /// encoder's config (the text family refuses the ones it does not know).
     pub fn parse(config: &ModelConfig) -> Result<Self, String> {
         let mut parameters = config.parameters.clone();
-        let max_text_bytes = match parameters.remove("max_text_bytes") {
-            None => DEFAULT_MAX_TEXT_BYTES,
-            Some(toml::Value::Integer(n)) if n > 0 => usize::try_from(n)
-                .map_err(|_| format!("max_text_bytes = {n} does not fit this platform"))?,
-            Some(other) => {
-                return Err(format!(
-                    "max_text_bytes must be a positive integer, not {other}"
-                ));
-            }
-        };
-        check_max("max_text_bytes", max_text_bytes, MAX_TEXT_BYTES_LIMIT)?;
+        let max_text_bytes = take_max_text_bytes(&mut parameters)?;
         let mut limits = toml::Table::new();
         if let Some(v) = config.limits.get("max_file_bytes") {
             limits.insert("max_file_bytes".into(), v.clone());
@@ -168,28 +154,6 @@ fn grpc(manager: Arc<ModelManager>, routes: &mut tonic::service::RoutesBuilder) 
     routes.add_service(pb::topics_server::TopicsServer::new(TopicsService {
         manager,
     }));
-}
-
-/// Refuses more than `max_texts` texts, or a text longer than `max_bytes` bytes, naming the
-/// limit and the config key that sets it.
-pub fn check_texts(
-    texts: &[String],
-    max_texts: usize,
-    max_bytes: usize,
-) -> Result<(), ServiceError> {
-    if texts.len() > max_texts {
-        return Err(ServiceError::invalid(format!(
-            "{} texts in one request; this model takes at most {max_texts} (max_client_batch_size)",
-            texts.len()
-        )));
-    }
-    if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
-        return Err(ServiceError::invalid(format!(
-            "text {i} is {} bytes; this model takes at most {max_bytes} bytes per text (max_text_bytes)",
-            t.len()
-        )));
-    }
-    Ok(())
 }
 
 /// UMAP `transform` + HDBSCAN `approximate_predict` of embedding rows, on the batcher's
