@@ -75,9 +75,11 @@ pub const SENTIMENT_FALLBACKS_TOTAL: &str = "infermesh_sentiment_fallbacks_total
 pub const SENTIMENT_LLM_SECONDS: &str = "infermesh_sentiment_llm_duration_seconds";
 
 // The LLM side channel (`infermesh pipeline llm`, crate infermesh-pipelines).
-/// LLM output-cache lookups, label: result (hit, miss, error; an error is served as a miss).
+/// LLM output-cache lookups (the cache in `infermesh_ollama::cache`), labels: result (hit,
+/// miss, error; an error is served as a miss), source (jobs: the side channel's worker,
+/// sentiment: the sentiment family's zero-shot arm).
 pub const LLM_CACHE_REQUESTS_TOTAL: &str = "infermesh_llm_cache_requests_total";
-/// LLM output-cache calls that failed (Redis down or slow), label: op (get, put).
+/// LLM output-cache calls that failed (Redis down or slow), labels: op (get, put), source.
 pub const LLM_CACHE_ERRORS_TOTAL: &str = "infermesh_llm_cache_errors_total";
 /// LLM jobs waiting (ready or delayed for a retry) in the job queue.
 pub const LLM_JOB_QUEUE_DEPTH: &str = "infermesh_llm_job_queue_depth";

@@ -7,6 +7,8 @@
 //! model cache) answers a zero-shot question end to end. KServe V2 REST and the typed
 //! `infermesh.v1.Sentiment/Analyze` are both checked, with their bounds, the sanitiser in
 //! front of the LLM, the fallback metrics and a corrupt version refused while the rest serve.
+//! The answer cache: an identical text reaches the stub once (in memory, and through a real
+//! Redis shared by two versions), a Redis that is down is a counted miss.
 #![cfg(all(feature = "sentiment", feature = "trees"))]
 #![allow(clippy::unwrap_used)]
 
@@ -88,6 +90,7 @@ async fn generate(
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let response = match model.as_str() {
         "valid" => r#"{"label": "Positive", "score": 0.8}"#,
+        "cached" => r#"{"label": "negative", "score": 0.625}"#,
         "malformed" => "I think it is positive!",
         "offlabel" => r#"{"label": "neutral", "score": 0.5}"#,
         "error" => {
@@ -488,5 +491,200 @@ async fn the_embedded_llm_answers_zero_shot() {
     );
     assert!(LABELS.contains(&r.label.as_str()), "{r:?}");
     assert!((0.0..=1.0).contains(&r.score), "{r:?}");
+    s.shutdown().await.unwrap();
+}
+
+/// The Redis the cache tests use: `INFERMESH_TEST_REDIS_URL` (scripts/test.sh sets it), else
+/// `redis://127.0.0.1:6379`.
+fn redis_url() -> String {
+    std::env::var("INFERMESH_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// The sum of `metric`'s samples whose line holds every one of `labels`.
+fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Identical review texts reach the LLM once: the second is a cache hit (the same answer,
+/// still marked as the LLM's), identical texts asked together share one call, different texts
+/// make one call each. With `cache_url`, two versions share the answers through Redis; a Redis
+/// that is down is a miss (the LLM answers) and is counted, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_texts_reach_the_llm_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let classifier_dir = tmp.path().join("classifier");
+    write_classifier(&classifier_dir);
+    let (stub, seen) = stub_ollama().await;
+    let url = format!("http://{stub}");
+    let prefix = format!("infermesh-test:{}:", uuid::Uuid::new_v4());
+    let redis = |redis_url: &str| {
+        llm_section(
+            &url,
+            "cached",
+            &format!(
+                "cache_url = \"{redis_url}\"\ncache_prefix = \"{prefix}\"\ncache_ttl_secs = 60\ncache_timeout_ms = 500\n"
+            ),
+        )
+    };
+    let repo = sample_repo();
+    let r = repo.path();
+    // `cache_url = ""`: in memory whatever INFERMESH_LLM_CACHE_URL says.
+    write_model(
+        r,
+        "s-memory",
+        &classifier_dir,
+        &llm_section(&url, "cached", "cache_url = \"\"\n"),
+    );
+    write_model(r, "s-redis-a", &classifier_dir, &redis(&redis_url()));
+    write_model(r, "s-redis-b", &classifier_dir, &redis(&redis_url()));
+    let down = format!("redis://127.0.0.1:{}", closed_port());
+    write_model(r, "s-redis-down", &classifier_dir, &redis(&down));
+    write_model(
+        r,
+        "s-uncached",
+        &classifier_dir,
+        &llm_section(&url, "cached", "cache = false\n"),
+    );
+    let s = start(r, 0.0, 1 << 20).await;
+    let mut g = SentimentClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    let calls = |text: &str| {
+        seen.lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|b| b["model"] == "cached" && b["prompt"].as_str().unwrap().contains(text))
+            .count()
+    };
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", s.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let cache_count = |text: &str, result: &str| {
+        metric_sum(
+            text,
+            "infermesh_llm_cache_requests_total",
+            &["source=\"sentiment\"", &format!("result=\"{result}\"")],
+        )
+    };
+    let config = get_json(&format!(
+        "http://{}/v2/models/s-redis-a/config",
+        s.http_addr
+    ))
+    .await;
+    assert_eq!(config["parameters"]["llm_cache"]["string_value"], "redis");
+
+    // The same text twice: one call, then a hit with the same answer.
+    let before = metrics().await;
+    let text = "The strap broke within a week.";
+    let first = g
+        .analyze(request("s-memory", &[text]))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = g
+        .analyze(request("s-memory", &[text]))
+        .await
+        .unwrap()
+        .into_inner();
+    for r in [&first.results[0], &second.results[0]] {
+        assert_eq!(
+            (r.label.as_str(), r.score, r.source.as_str()),
+            ("negative", 0.625, "llm"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(calls(text), 1, "the second answer came from the cache");
+    let after = metrics().await;
+    assert_eq!(
+        cache_count(&after, "hit") - cache_count(&before, "hit"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        cache_count(&after, "miss") - cache_count(&before, "miss"),
+        1.0
+    );
+    // Different texts: one call each; identical texts in one request: one call between them.
+    let (a, b) = ("Battery lasts forever.", "Screen cracked on arrival.");
+    let r = g
+        .analyze(request("s-memory", &[a, b, b, b]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results.iter().all(|r| r.source == "llm"), "{r:?}");
+    assert_eq!((calls(a), calls(b)), (1, 1));
+    // The cache is off: every text is a call.
+    let off = "Arrived late, works fine.";
+    for _ in 0..2 {
+        g.analyze(request("s-uncached", &[off])).await.unwrap();
+    }
+    assert_eq!(calls(off), 2);
+
+    // Redis: one version's answer is the other's hit.
+    let shared = "Great sound for the price.";
+    let r = g
+        .analyze(request("s-redis-a", &[shared]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].source, "llm");
+    let r = g
+        .analyze(request("s-redis-b", &[shared]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].source, "llm");
+    assert_eq!(
+        calls(shared),
+        1,
+        "the second version read the first one's answer from the Redis at {} \
+         (set INFERMESH_TEST_REDIS_URL to a Redis, or run scripts/test.sh)",
+        redis_url()
+    );
+    // A Redis that is down: every lookup a counted miss, the LLM answers each text.
+    let before = metrics().await;
+    let lonely = [
+        "Comfortable but runs small.",
+        "Colour faded after one wash.",
+    ];
+    for text in lonely {
+        let r = g
+            .analyze(request("s-redis-down", &[text]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.results[0].source.as_str(), r.results[0].fallback.as_str()),
+            ("llm", "")
+        );
+        assert_eq!(calls(text), 1);
+    }
+    let after = metrics().await;
+    assert_eq!(
+        cache_count(&after, "error") - cache_count(&before, "error"),
+        2.0,
+        "{after}"
+    );
+    let errors = |t: &str| {
+        metric_sum(
+            t,
+            "infermesh_llm_cache_errors_total",
+            &["source=\"sentiment\""],
+        )
+    };
+    assert!(errors(&after) - errors(&before) >= 2.0, "{after}");
     s.shutdown().await.unwrap();
 }

@@ -18,6 +18,13 @@
 //! A caller never waits longer than the deadline for the LLM, and an LLM that is down costs
 //! one refused connection per text. Results say which model answered.
 //!
+//! Identical texts are never sent to the LLM twice ([`llm`]): a valid answer is cached (this
+//! version's memory, or a Redis every server shares) under the SHA-256 of the model, the
+//! sanitised prompt and the options with the schema, answered from there while it lives and
+//! validated again; identical texts asked at once share one call. Lookups count in
+//! `infermesh_llm_cache_requests_total{source="sentiment", result}` (hit, miss, error); a
+//! Redis that fails or is slower than `cache_timeout_ms` is a miss, never an error.
+//!
 //! - KServe V2: BYTES `text` `[N]` (or `[N, 1]`) → BYTES `label` `[N]`, FP32 `score` `[N]`,
 //!   BYTES `source` `[N]` (`llm` or `classifier`); request parameter `use_llm` (BOOL) overrides
 //!   `[llm] enabled`.
@@ -38,8 +45,17 @@
 //! timeout_ms = 300                 # longest wait for the LLM (1..=60000)
 //! max_in_flight = 4                # LLM calls out at once for this version (1..=1024)
 //! max_tokens = 512                 # the sanitiser's cap on a text (1..=8192)
+//! cache = true                     # cache the LLM's valid answers (default true)
+//! cache_url = "redis://127.0.0.1:6379"  # default: INFERMESH_LLM_CACHE_URL, else this
+//!                                  # version's memory ("" = memory whatever the environment)
+//! cache_prefix = "infermesh:llm:"  # Redis keys <prefix>cache:<sha256>
+//! cache_ttl_secs = 86400           # how long an answer is reused (1..=2592000)
+//! cache_entries = 10000            # answers kept in memory, least recent evicted (1..=1000000)
+//! cache_timeout_ms = 50            # longest Redis call; past it a lookup is a miss (1..=10000)
 //! [limits]                         # the classifier's TextLoadLimits (max_file_bytes, ...)
 //! ```
+
+mod llm;
 
 use std::any::Any;
 use std::path::Path;
@@ -47,26 +63,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infermesh_common::ServiceError;
-use infermesh_common::metrics_names::{
-    SENTIMENT_ANSWERS_TOTAL, SENTIMENT_FALLBACKS_TOTAL, SENTIMENT_LLM_SECONDS,
-};
+use infermesh_common::metrics_names::{SENTIMENT_ANSWERS_TOTAL, SENTIMENT_FALLBACKS_TOTAL};
 use infermesh_inference::tensor::text_input;
 use infermesh_inference::{
     BoxFuture, Description, Family, LoadContext, ModelManager, OutputTensor, Servable, TensorData,
     TensorMeta, V2Request,
 };
-use infermesh_ollama::api::{GenerateRequest, Options};
-use infermesh_ollama::sanitise::{EstimateCounter, Sanitiser};
-use infermesh_ollama::{ClientError, DEFAULT_OLLAMA_URL, OLLAMA_URL_ENV, OllamaClient};
 use infermesh_registry::ModelConfig;
 pub use infermesh_text::serving::{DEFAULT_MAX_TEXT_BYTES, MAX_TEXT_BYTES_LIMIT};
 use infermesh_text::serving::{TextServable, check_texts, take_max_text_bytes};
-use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
-use crate::zeroshot::{self, MAX_ANSWER_TOKENS};
+pub use llm::{
+    Asked, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_PREFIX, DEFAULT_CACHE_TIMEOUT_MS,
+    DEFAULT_CACHE_TTL_SECS, DEFAULT_LLM_MAX_IN_FLIGHT, DEFAULT_LLM_MODEL, DEFAULT_LLM_TIMEOUT_MS,
+    LLM_CACHE_URL_ENV, LlmCacheSettings, LlmSettings, Origin, ZeroShotArm, cache_key,
+    zero_shot_request,
+};
 
 /// The generated `infermesh.v1.Sentiment` service and messages.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
@@ -89,12 +103,6 @@ pub static FAMILY: Family = Family {
 
 /// The model the typed API uses when a request names none.
 pub const DEFAULT_MODEL: &str = "sentiment";
-/// Default `[llm] model`: the embedded server's default, under Ollama's name for it.
-pub const DEFAULT_LLM_MODEL: &str = "smollm2:135m";
-/// Default `[llm] timeout_ms`.
-pub const DEFAULT_LLM_TIMEOUT_MS: u64 = 300;
-/// Default `[llm] max_in_flight`.
-pub const DEFAULT_LLM_MAX_IN_FLIGHT: usize = 4;
 
 /// Which model answered a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,79 +167,6 @@ pub struct SentimentAnswer {
     pub fallback: Option<Fallback>,
     /// The classifier's probability per label.
     pub probabilities: Vec<f32>,
-}
-
-/// The `[llm]` section as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LlmKeys {
-    enabled: Option<bool>,
-    url: Option<String>,
-    model: Option<String>,
-    timeout_ms: Option<u64>,
-    max_in_flight: Option<usize>,
-    max_tokens: Option<usize>,
-}
-
-/// The LLM a version asks, from its `[llm]` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmSettings {
-    /// Whether the LLM is asked when a request does not say.
-    pub enabled: bool,
-    /// The Ollama API's base URL.
-    pub url: String,
-    /// The model it serves.
-    pub model: String,
-    /// Longest wait for an answer.
-    pub timeout: Duration,
-    /// LLM calls out at once.
-    pub max_in_flight: usize,
-    /// The sanitiser's token cap.
-    pub max_tokens: usize,
-}
-
-impl LlmSettings {
-    fn parse(value: &toml::Value) -> Result<Self, String> {
-        let keys: LlmKeys = value
-            .clone()
-            .try_into()
-            .map_err(|e| format!("[llm]: {e}"))?;
-        let timeout_ms = keys.timeout_ms.unwrap_or(DEFAULT_LLM_TIMEOUT_MS);
-        if !(1..=60_000).contains(&timeout_ms) {
-            return Err(format!(
-                "[llm] timeout_ms = {timeout_ms} is outside 1..=60000"
-            ));
-        }
-        let max_in_flight = keys.max_in_flight.unwrap_or(DEFAULT_LLM_MAX_IN_FLIGHT);
-        if !(1..=1024).contains(&max_in_flight) {
-            return Err(format!(
-                "[llm] max_in_flight = {max_in_flight} is outside 1..=1024"
-            ));
-        }
-        let max_tokens = keys
-            .max_tokens
-            .unwrap_or(infermesh_ollama::sanitise::DEFAULT_MAX_TOKENS);
-        if !(1..=8192).contains(&max_tokens) {
-            return Err(format!(
-                "[llm] max_tokens = {max_tokens} is outside 1..=8192"
-            ));
-        }
-        let url = keys.url.unwrap_or_else(|| {
-            std::env::var(OLLAMA_URL_ENV).unwrap_or_else(|_| DEFAULT_OLLAMA_URL.to_string())
-        });
-        let model = keys.model.unwrap_or_else(|| DEFAULT_LLM_MODEL.to_string());
-        if model.trim().is_empty() {
-            return Err("[llm] model must not be empty".into());
-        }
-        Ok(Self {
-            enabled: keys.enabled.unwrap_or(true),
-            url,
-            model,
-            timeout: Duration::from_millis(timeout_ms),
-            max_in_flight,
-            max_tokens,
-        })
-    }
 }
 
 /// The family's own keys, and the config its classifier is loaded with.
@@ -334,103 +269,13 @@ fn grpc(manager: Arc<ModelManager>, routes: &mut tonic::service::RoutesBuilder) 
     ));
 }
 
-/// The zero-shot request for one sanitised text: `system` and `schema` from
-/// [`zeroshot::system_prompt`] and [`zeroshot::schema`] of the model's labels, greedy
-/// decoding, at most [`MAX_ANSWER_TOKENS`] tokens, `stream: false`.
-pub fn zero_shot_request(
-    model: &str,
-    system: &str,
-    schema: &Value,
-    sanitised: &str,
-) -> GenerateRequest {
-    let mut options = Options::new();
-    options.insert("temperature".into(), Value::from(0));
-    options.insert("num_predict".into(), Value::from(MAX_ANSWER_TOKENS));
-    GenerateRequest {
-        model: model.to_string(),
-        prompt: Some(zeroshot::user_prompt(sanitised)),
-        system: Some(system.to_string()),
-        format: Some(schema.clone()),
-        options: Some(options),
-        stream: Some(false),
-        ..GenerateRequest::default()
-    }
-}
-
-/// The LLM a version asks, ready to call.
-#[derive(Debug)]
-struct LlmArm {
-    settings: LlmSettings,
-    client: OllamaClient,
-    sanitiser: Sanitiser,
-    permits: Arc<Semaphore>,
-    system: String,
-    schema: Value,
-}
-
-impl LlmArm {
-    fn new(settings: LlmSettings, labels: &[String]) -> Result<Self, String> {
-        let client = OllamaClient::new(&settings.url, settings.timeout)
-            .map_err(|e| format!("[llm] url: {e}"))?;
-        Ok(Self {
-            client,
-            sanitiser: Sanitiser::new(settings.max_tokens, Arc::new(EstimateCounter)),
-            permits: Arc::new(Semaphore::new(settings.max_in_flight)),
-            system: zeroshot::system_prompt(labels),
-            schema: zeroshot::schema(labels),
-            settings,
-        })
-    }
-
-    /// The LLM's answer for `text`, or why there is none, by `until`.
-    async fn ask(
-        &self,
-        text: &str,
-        labels: &[String],
-        until: tokio::time::Instant,
-        model: &str,
-    ) -> Result<zeroshot::Answer, Fallback> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(Fallback::Overloaded);
-        };
-        let clean = self.sanitiser.sanitise(text);
-        if clean.text.trim().is_empty() {
-            return Err(Fallback::InvalidInput);
-        }
-        let request = zero_shot_request(
-            &self.settings.model,
-            &self.system,
-            &self.schema,
-            &clean.text,
-        );
-        let started = Instant::now();
-        let answer = tokio::time::timeout_at(until, self.client.generate(&request))
-            .await
-            .map_err(|_| Fallback::Timeout)?;
-        metrics::histogram!(SENTIMENT_LLM_SECONDS, "model" => model.to_string())
-            .record(started.elapsed().as_secs_f64());
-        match answer {
-            Ok(r) => zeroshot::parse_answer(&r.response, labels).map_err(|e| {
-                tracing::debug!(model, error = %e, "the LLM's sentiment answer was refused");
-                Fallback::Malformed
-            }),
-            Err(ClientError::Timeout(_)) => Err(Fallback::Timeout),
-            Err(ClientError::Malformed(_)) => Err(Fallback::Malformed),
-            Err(e) => {
-                tracing::debug!(model, error = %e, "the LLM did not answer");
-                Err(Fallback::Unavailable)
-            }
-        }
-    }
-}
-
 /// A loaded sentiment version: the classifier (the text family's servable) and, when
 /// configured, the LLM it races.
 #[derive(Debug)]
 pub struct SentimentServable {
     name: String,
     classifier: TextServable,
-    llm: Option<LlmArm>,
+    llm: Option<ZeroShotArm>,
     max_text_bytes: usize,
     input_name: String,
     description: Description,
@@ -451,7 +296,7 @@ impl SentimentServable {
             return Err("the sentiment classifier has no labels".into());
         }
         let llm = llm
-            .map(|s| LlmArm::new(s, classifier.labels()))
+            .map(|s| ZeroShotArm::new(&config.name, s, classifier.labels()))
             .transpose()?;
         let input_name = config.input_name_or("text").to_string();
         let mut description = classifier.description().clone();
@@ -473,12 +318,13 @@ impl SentimentServable {
             .parameters
             .push(("max_text_bytes".into(), max_text_bytes.to_string()));
         if let Some(arm) = &llm {
-            let s = &arm.settings;
+            let s = arm.settings();
             description.parameters.extend([
                 ("llm_enabled".into(), s.enabled.to_string()),
                 ("llm_model".into(), s.model.clone()),
                 ("llm_timeout_ms".into(), s.timeout.as_millis().to_string()),
                 ("llm_max_in_flight".into(), s.max_in_flight.to_string()),
+                ("llm_cache".into(), s.cache.backend().to_string()),
             ]);
         }
         Ok(Self {
@@ -498,7 +344,7 @@ impl SentimentServable {
 
     /// The LLM settings, when the version has an `[llm]` section.
     pub fn llm(&self) -> Option<&LlmSettings> {
-        self.llm.as_ref().map(|a| &a.settings)
+        self.llm.as_ref().map(ZeroShotArm::settings)
     }
 
     /// Refuses more texts than `max_client_batch_size`, or a text over `max_text_bytes`.
@@ -528,23 +374,20 @@ impl SentimentServable {
             return Ok(Vec::new());
         }
         let want_llm =
-            use_llm.unwrap_or_else(|| self.llm.as_ref().is_some_and(|a| a.settings.enabled));
-        let labels = self.classifier.labels();
+            use_llm.unwrap_or_else(|| self.llm.as_ref().is_some_and(|a| a.settings().enabled));
         let llm = async {
             match (&self.llm, want_llm) {
                 (_, false) => vec![None; texts.len()],
                 (None, true) => vec![Some(Err(Fallback::Disabled)); texts.len()],
                 (Some(arm), true) => {
-                    let wait =
-                        deadline.map_or(arm.settings.timeout, |d| d.min(arm.settings.timeout));
+                    let timeout = arm.settings().timeout;
+                    let wait = deadline.map_or(timeout, |d| d.min(timeout));
                     let until = tokio::time::Instant::now() + wait;
-                    futures::future::join_all(
-                        texts.iter().map(|t| arm.ask(t, labels, until, &self.name)),
-                    )
-                    .await
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+                    futures::future::join_all(texts.iter().map(|t| arm.ask(t, until)))
+                        .await
+                        .into_iter()
+                        .map(|r| Some(r.map(|a| a.answer)))
+                        .collect()
                 }
             }
         };
