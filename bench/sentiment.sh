@@ -22,7 +22,8 @@ source "$HERE/../scripts/common.sh"
 cd "$ROOT"
 FIRST_SEED=$(echo "${SEEDS:-0}" | awk '{print $1}')
 TEST="$CACHE/bench-categorizer-sentiment/seed$FIRST_SEED/test.csv"
-cargo build --release --locked -p infermesh-sentiment --features serving --example zeroshot_eval >&2
+# One release build of the whole workspace (the feature set every bench script shares).
+cargo build --release --locked --workspace --bins --examples >&2
 EVAL="$CARGO_TARGET_DIR/release/examples/zeroshot_eval"
 BIN="${INFERMESH_BIN:-$CARGO_TARGET_DIR/release/infermesh}"
 URL="${LLM_URL:-}"

@@ -16,7 +16,8 @@
 //! library's own counters: prompt tokens / prompt evaluation time, generated tokens / the time
 //! from the end of the prompt to the last token (every sampled token counted, the end token
 //! included, as llama.cpp counts), and the time from the start of the request to the first
-//! token's text reaching the caller. Threads: `RAYON_NUM_THREADS` (candle's CPU kernels).
+//! token's text reaching the caller. Threads: `RAYON_NUM_THREADS` (the engine's pool); kernels:
+//! `INFERMESH_LLM_KERNELS` (`portable`, `avx2`, `vnni`; default the best the CPU has).
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -96,6 +97,7 @@ fn run(model: &mut LlmModel, tokens: &Path, weights: &str) -> Result<()> {
             json!({
                 "side": "infermesh",
                 "weights": weights,
+                "kernels": infermesh_llm::engine::quant::Kernels::current().name(),
                 "name": p["name"],
                 "prompt_tokens": t.prompt_eval_count,
                 "prompt_seconds": t.prompt_eval_duration as f64 / 1e9,

@@ -1,5 +1,7 @@
 //! The compute core of infermesh's embedded LLM: a GGUF file (llama architecture, e.g.
-//! SmolLM2-135M-Instruct Q4_1) loaded with candle's quantized llama, a tokenizer built from the
+//! SmolLM2-135M-Instruct Q4_1) run by the crate's own forward pass ([`engine`]: AVX2 Q4_1 and
+//! Q8_0 kernels, batched prompts, an in-place KV cache; candle's quantized llama for mixtures of
+//! experts and as the tests' reference), a tokenizer built from the
 //! file's own metadata (no tokenizer.json ships with a GGUF), its chat template rendered with
 //! minijinja, and streaming generation with the options and counters Ollama's API reports.
 //!
@@ -14,11 +16,12 @@
 //!   Ollama drops the oldest tokens silently, which hides the problem from the caller.
 //! - Ollama's `format` (`"json"` or a JSON schema, [`Format`]) is enforced token by token with
 //!   a logit mask from `llguidance` ([`constrain`]).
-//! - Embeddings are not offered: candle's quantized llama returns only the last position's
-//!   logits, never hidden states, so `/api/embed` is served by MiniLM from `infermesh-text`.
+//! - Embeddings are not offered here: `/api/embed` is served by MiniLM from `infermesh-text`, a
+//!   model trained for sentence embeddings, where a chat model's hidden states are not.
 
 pub mod chat;
 pub mod constrain;
+pub mod engine;
 pub mod generate;
 pub mod gguf;
 mod model;

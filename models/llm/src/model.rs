@@ -1,5 +1,6 @@
-//! [`LlmModel`]: a GGUF llama model on candle's CPU backend, with its tokenizer and chat
-//! template, generating one request at a time.
+//! [`LlmModel`]: a GGUF llama model run by the crate's engine (candle's `quantized_llama` for
+//! files the engine does not run), with its tokenizer and chat template, generating one request
+//! at a time.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -13,6 +14,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
+use crate::engine::Engine;
+
 use crate::chat::{CHATML, ChatMessage, ChatTemplate};
 use crate::constrain::{Constrainer, FormatLimits, FormatMatcher};
 use crate::generate::{
@@ -25,19 +28,18 @@ use crate::{LlmError, no_panic};
 
 /// How weights are held in memory after loading.
 ///
-/// candle 0.11 has no SIMD kernel for Q4_1 (SmolLM2's format): it multiplies Q4_1 blocks by
-/// activations quantized to Q8_1 in scalar code. Measured on this 2-core AVX2 machine, re-encoding
-/// the matrices at load time is faster (examples/generate.rs measures all three), and
-/// [`Weights::F32`] is also exact: its greedy output equals an independent NumPy forward pass on
-/// the dequantized weights token for token, where quantized activations flip near-ties.
+/// The crate's engine ([`crate::engine`]) multiplies Q4_1 (and Q4_0, held as Q4_1) and Q8_0
+/// weights by activations quantized per 32 values with AVX2 kernels, and f32 weights in f32.
+/// [`Weights::F32`] is also exact: its greedy output equals an independent NumPy forward pass
+/// on the dequantized weights token for token, where quantized activations flip near-ties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Weights {
     /// As stored in the file (least memory).
     #[default]
     AsStored,
-    /// Matrices re-encoded to Q8_0 (AVX2 kernels; about 1.9x the memory of Q4_1).
+    /// Matrices re-encoded to Q8_0 (about 1.5x the memory of Q4_1 as the engine holds it).
     Q8_0,
-    /// Matrices dequantized to f32 (gemm; exact; about 7x the memory of Q4_1).
+    /// Matrices dequantized to f32 (exact; about 5x the memory of Q4_1).
     F32,
 }
 
@@ -130,7 +132,7 @@ fn ggml_type_name(t: GgmlDType) -> String {
 /// one behind a mutex.
 pub struct LlmModel {
     info: ModelInfo,
-    weights: ModelWeights,
+    backend: Backend,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
     context_length: usize,
@@ -210,21 +212,30 @@ impl LlmModel {
         let template = ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))?;
         let info = ModelInfo::read(&content, tokenizer.vocab_size(), &source, weights)?;
         let device = Device::Cpu;
-        let weights = no_panic("loading the weights", || {
+        let backend = no_panic("loading the weights", || {
+            match Engine::from_gguf(&content, &mut reader, weights, context_length) {
+                Ok(engine) => return Ok(Backend::Engine(Box::new(engine))),
+                Err(LlmError::Unsupported(_)) => {}
+                Err(e) => return Err(e),
+            }
+            // A llama file this crate's engine does not run (a mixture of experts): candle's.
             let target = match weights {
                 Weights::AsStored => {
                     return ModelWeights::from_gguf(content, &mut reader, &device)
+                        .map(|w| Backend::Candle(Box::new(w)))
                         .map_err(LlmError::from);
                 }
                 Weights::Q8_0 => GgmlDType::Q8_0,
                 Weights::F32 => GgmlDType::F32,
             };
             let (content, mut memory) = reencode(content, &mut reader, target, &device)?;
-            ModelWeights::from_gguf(content, &mut memory, &device).map_err(LlmError::from)
+            ModelWeights::from_gguf(content, &mut memory, &device)
+                .map(|w| Backend::Candle(Box::new(w)))
+                .map_err(LlmError::from)
         })?;
         Ok(Self {
             info,
-            weights,
+            backend,
             tokenizer,
             template,
             context_length,
@@ -351,7 +362,7 @@ impl LlmModel {
             timings: Timings::default(),
         };
 
-        self.weights.clear_kv_cache();
+        self.backend.clear();
         let prompt_started = Instant::now();
         let mut logits = None;
         let mut pos = 0;
@@ -360,8 +371,7 @@ impl LlmModel {
                 output.timings.total_duration = nanos(started.elapsed());
                 return Ok(output);
             }
-            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
-            logits = Some(self.weights.forward(&input, pos)?);
+            logits = Some(self.backend.forward(chunk, pos)?);
             pos += chunk.len();
         }
         output.timings.prompt_eval_count = prompt.len();
@@ -418,8 +428,7 @@ impl LlmModel {
             if constraint.as_ref().is_some_and(FormatMatcher::is_complete) {
                 break DoneReason::Stop;
             }
-            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-            logits = self.weights.forward(&input, pos)?;
+            logits = self.backend.forward(&[next], pos)?;
             pos += 1;
         };
         if done != DoneReason::Cancelled {
@@ -447,7 +456,7 @@ impl LlmModel {
         num_ctx: usize,
         constraint: Option<&mut FormatMatcher>,
     ) -> Result<u32, LlmError> {
-        let logits = logits.squeeze(0)?;
+        let logits = logits.clone();
         let logits = match constraint {
             Some(c) => {
                 let mut values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -483,6 +492,36 @@ impl LlmModel {
             }
         })?;
         Ok(next)
+    }
+}
+
+/// What runs the network: this crate's engine, or candle's model for files it does not run.
+enum Backend {
+    Engine(Box<Engine>),
+    Candle(Box<ModelWeights>),
+}
+
+impl Backend {
+    fn clear(&mut self) {
+        match self {
+            Self::Engine(e) => e.clear(),
+            Self::Candle(w) => w.clear_kv_cache(),
+        }
+    }
+
+    /// The next-token logits (one row) after `tokens` at positions from `pos`.
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor, LlmError> {
+        match self {
+            Self::Engine(e) => {
+                let logits = e.forward(tokens, pos)?;
+                let n = logits.len();
+                Ok(Tensor::from_vec(logits, n, &Device::Cpu)?)
+            }
+            Self::Candle(w) => {
+                let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+                Ok(w.forward(&input, pos)?.squeeze(0)?)
+            }
+        }
     }
 }
 

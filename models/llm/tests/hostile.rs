@@ -48,9 +48,10 @@ fn the_tiny_file_is_well_formed_and_its_tokenizer_works() {
     );
     assert_eq!(tok.decode(&ids), "hello world<|im_end|>");
     assert!(tok.is_end_of_generation(2) && tok.is_control(1) && !tok.is_end_of_generation(1));
-    // No weights beyond the embedding: the model itself is refused, with candle's reason.
+    // No weights beyond the embedding: the model itself is refused, naming what is missing.
     let err = load(&tiny_gguf()).expect_err("no output norm");
-    assert!(matches!(err, LlmError::Compute(_)), "{err}");
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
+    assert!(err.to_string().contains("output_norm.weight"), "{err}");
 }
 
 #[test]

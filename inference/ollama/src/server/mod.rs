@@ -54,9 +54,9 @@ pub struct LlmServeArgs {
     /// the folder's or file's name.
     #[arg(long, env = "INFERMESH_LLM_NAME")]
     pub name: Option<String>,
-    /// How the weights are held in memory: `as-stored`, `q8_0` or `f32`. Default `q8_0`, the
-    /// measured best (BENCHMARKS.md, "LLM": SmolLM2's Q4_1 matrices re-encoded to Q8_0 run
-    /// about 7x faster than as stored, where candle has no SIMD Q4_1 kernel).
+    /// How the weights are held in memory: `as-stored`, `q8_0` or `f32`. Default `as-stored`,
+    /// the measured best (BENCHMARKS.md, "Embedded LLM": SmolLM2's Q4_1 as stored generates
+    /// as fast as or faster than re-encoded to Q8_0, at two thirds of its memory).
     #[arg(long, env = "INFERMESH_LLM_WEIGHTS", value_parser = parse_weights)]
     pub weights: Option<Weights>,
     /// The embedding model of `/api/embed` (served as `all-minilm`): a folder of the model
@@ -78,8 +78,8 @@ pub struct LlmServeArgs {
     pub max_request_bytes: usize,
 }
 
-/// How `llm serve` holds the weights unless `--weights` says: Q8_0, the measured best.
-pub const DEFAULT_WEIGHTS: Weights = Weights::Q8_0;
+/// How `llm serve` holds the weights unless `--weights` says: as stored, the measured best.
+pub const DEFAULT_WEIGHTS: Weights = Weights::AsStored;
 
 fn parse_weights(s: &str) -> Result<Weights, String> {
     match s.to_ascii_lowercase().as_str() {
