@@ -187,7 +187,15 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             .validate()?;
             // Its metrics are on the gateway's port (one recorder per process).
             cfg.metrics_addr = None;
-            Some(infermesh_pipelines::llm::start_on(cfg, Some(reviews.queue.clone()), None).await?)
+            // Theme labels go back to the reviews pipeline's tables before a job is acked.
+            let labels: std::sync::Arc<dyn infermesh_pipelines::llm::JobSink> =
+                std::sync::Arc::new(infermesh_pipelines::reviews::labels::TopicLabelSink::new(
+                    std::sync::Arc::new(reviews.store.clone()),
+                ));
+            Some(
+                infermesh_pipelines::llm::start_on(cfg, Some(reviews.queue.clone()), Some(labels))
+                    .await?,
+            )
         }
         _ => None,
     };
@@ -214,7 +222,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     if worker.is_some() {
         writeln!(
             banner,
-            "LLM side-channel worker: theme labels of new review topics, queued, cached"
+            "LLM side-channel worker: theme labels of new review topics, queued, cached, written to topic_labels and reviews.topic_label"
         )?;
     }
     writeln!(banner, "try:")?;

@@ -459,7 +459,7 @@ fn up_serves_review_intelligence_with_the_model_cache() {
             .await
             .unwrap();
         let poll_until = Instant::now() + Duration::from_secs(60);
-        loop {
+        let row = loop {
             let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
                 "SELECT review_id, sentiment_label, topic_id FROM reviews WHERE review_id = $1",
             )
@@ -468,11 +468,6 @@ fn up_serves_review_intelligence_with_the_model_cache() {
             .await
             .unwrap();
             if let Some(row) = row {
-                sqlx::query("DELETE FROM reviews WHERE review_id = $1")
-                    .bind(&id)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
                 break row;
             }
             assert!(
@@ -480,10 +475,56 @@ fn up_serves_review_intelligence_with_the_model_cache() {
                 "review {id} never reached PostgreSQL"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        // The topic's theme-label job runs on the embedded LLM; its label is written back to
+        // topic_labels and to the review's row (or the row took it at insert).
+        let topic = row.2.unwrap_or(-1);
+        assert!(
+            topic >= 0,
+            "a battery review is in a topic, not an outlier: {row:?}"
+        );
+        let poll_until = Instant::now() + Duration::from_secs(180);
+        let label = loop {
+            let labelled: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT t.label, r.topic_label FROM reviews r \
+                 JOIN topic_labels t ON t.topic_id = r.topic_id WHERE r.review_id = $1",
+            )
+            .bind(&id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if let Some((label, row_label)) = &labelled
+                && row_label.as_deref() == Some(label.as_str())
+            {
+                break label.clone();
+            }
+            assert!(
+                Instant::now() < poll_until,
+                "the topic of review {id} never got the LLM's label: {labelled:?}\n{}",
+                up.log()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        sqlx::query("DELETE FROM reviews WHERE review_id = $1")
+            .bind(&id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        // The next run labels the topic again (the sample models are retrained per run).
+        sqlx::query("DELETE FROM topic_labels WHERE topic_id = $1")
+            .bind(topic)
+            .execute(&pool)
+            .await
+            .unwrap();
+        (row, label)
     });
+    let (row, label) = row;
     assert_eq!(row.1.as_deref(), Some("negative"), "{row:?}");
     assert!(row.2.is_some(), "{row:?}");
+    assert!(
+        !label.is_empty() && label.split_whitespace().count() <= 6,
+        "{label:?}"
+    );
 
     let pid = up.child.id().to_string();
     assert!(

@@ -124,6 +124,11 @@ pub const REVIEWS_PROCESSING_SECONDS: &str = "infermesh_reviews_processing_secon
 pub const REVIEWS_DUPLICATES_TOTAL: &str = "infermesh_reviews_duplicates_total";
 /// LLM theme-label jobs for newly seen topics, label: outcome (enqueued, queue_full, error).
 pub const REVIEWS_THEME_JOBS_TOTAL: &str = "infermesh_reviews_theme_jobs_total";
+/// Finished theme-label jobs seen by the label writer, label: outcome (written: stored in
+/// `topic_labels` and the topic's reviews; skipped: not a topic this pipeline numbers, or no
+/// label; failed: the job was dead-lettered, nothing to write; error: the database refused, the
+/// job is retried).
+pub const REVIEWS_TOPIC_LABELS_TOTAL: &str = "infermesh_reviews_topic_labels_total";
 /// `POST /api/v1/reviews` answers, label: outcome (accepted, invalid, bus_full, bus_error,
 /// disabled).
 pub const GATEWAY_REVIEWS_TOTAL: &str = "infermesh_gateway_reviews_total";

@@ -1,4 +1,5 @@
-//! Where job results go: a [`JobSink`] receives every finished job (done or dead-lettered).
+//! Where job results go: a [`JobSink`] receives every finished job (done or dead-lettered),
+//! with the job itself (its input says what the result is about: a theme label's topic...).
 //! The worker acknowledges a job only after its sink accepted the result, so a sink failure is
 //! a retry, never a lost result.
 //!
@@ -18,6 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::bus::BoxFuture;
 use crate::llm::cache::redis_manager;
+use crate::llm::queue::QueuedJob;
 
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +58,13 @@ pub struct SinkError(pub String);
 
 /// Receives finished jobs.
 pub trait JobSink: Send + Sync + std::fmt::Debug {
-    /// Stores or forwards `result`; an error makes the worker retry the job.
-    fn deliver<'a>(&'a self, result: &'a JobResult) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Stores or forwards `result` of `job`; an error makes the worker retry the job (a
+    /// dead-lettered job's result is delivered once, its error only logged).
+    fn deliver<'a>(
+        &'a self,
+        job: &'a QueuedJob,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// Results in Redis: a key per job with a TTL, and a Pub/Sub message each.
@@ -113,7 +120,11 @@ impl RedisResultSink {
 }
 
 impl JobSink for RedisResultSink {
-    fn deliver<'a>(&'a self, result: &'a JobResult) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn deliver<'a>(
+        &'a self,
+        _job: &'a QueuedJob,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let json = serde_json::to_string(result).map_err(|e| SinkError(e.to_string()))?;
             let mut pipe = redis::pipe();
@@ -215,7 +226,11 @@ impl MemoryResultSink {
 }
 
 impl JobSink for MemoryResultSink {
-    fn deliver<'a>(&'a self, result: &'a JobResult) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn deliver<'a>(
+        &'a self,
+        _job: &'a QueuedJob,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             {
                 let mut guard = self.lock();
@@ -241,10 +256,14 @@ impl JobSink for MemoryResultSink {
 pub struct FanoutSink(pub Vec<Arc<dyn JobSink>>);
 
 impl JobSink for FanoutSink {
-    fn deliver<'a>(&'a self, result: &'a JobResult) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn deliver<'a>(
+        &'a self,
+        job: &'a QueuedJob,
+        result: &'a JobResult,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             for sink in &self.0 {
-                sink.deliver(result).await?;
+                sink.deliver(job, result).await?;
             }
             Ok(())
         })
@@ -255,6 +274,16 @@ impl JobSink for FanoutSink {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn job(id: &str) -> QueuedJob {
+        QueuedJob {
+            id: id.into(),
+            kind: "theme_label".into(),
+            payload: serde_json::json!({"kind": "theme_label", "topic_id": "1", "keywords": ["k"]}),
+            enqueued_at_ms: 0,
+            ready_at_ms: 0,
+        }
+    }
 
     fn done(id: &str) -> JobResult {
         JobResult {
@@ -285,7 +314,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         for id in ["a", "b", "c"] {
-            sink.deliver(&done(id)).await.unwrap();
+            sink.deliver(&job(id), &done(id)).await.unwrap();
         }
         assert_eq!(waiter.await.unwrap().unwrap().id, "c");
         assert!(

@@ -1,7 +1,9 @@
 //! `infermesh pipeline llm`: the worker that takes LLM jobs from the queue and runs them at a
 //! bounded concurrency, each under a deadline, retrying with exponential backoff and
 //! dead-lettering after the last attempt. `infermesh up` runs the same worker in process
-//! ([`start`] with in-memory queue, cache and results).
+//! ([`start`] with in-memory queue, cache and results). With `--database-url` (feature
+//! `reviews`), finished theme-label jobs are written to the reviews pipeline's tables
+//! ([`TopicLabelSink`](crate::reviews::labels::TopicLabelSink)) before they are acknowledged.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -88,6 +90,17 @@ pub struct LlmWorkerArgs {
     /// Port of `/metrics`; 0 picks a free one and prints it.
     #[arg(long, env = "INFERMESH_LLM_WORKER_METRICS_PORT", default_value_t = DEFAULT_METRICS_PORT)]
     pub metrics_port: u16,
+    /// PostgreSQL of the reviews pipeline (postgres://user[:password]@host[:port]/db): a
+    /// finished theme-label job's label is written to its `topic_labels` table and to the
+    /// topic's rows of `reviews` before the job is acknowledged. Unset: results go to Redis
+    /// (or memory) only.
+    #[cfg(feature = "reviews")]
+    #[arg(long, env = "INFERMESH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Schema of those tables (the reviews pipeline's --database-schema).
+    #[cfg(feature = "reviews")]
+    #[arg(long, env = "INFERMESH_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
 }
 
 impl Default for LlmWorkerArgs {
@@ -108,7 +121,32 @@ impl Default for LlmWorkerArgs {
             max_input_tokens: DEFAULT_MAX_TOKENS,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             metrics_port: DEFAULT_METRICS_PORT,
+            #[cfg(feature = "reviews")]
+            database_url: None,
+            #[cfg(feature = "reviews")]
+            database_schema: None,
         }
+    }
+}
+
+/// Where theme labels are written (the reviews pipeline's PostgreSQL); the URL's password is
+/// not shown by `Debug`.
+#[cfg(feature = "reviews")]
+#[derive(Clone)]
+pub struct LabelDatabase {
+    /// PostgreSQL URL.
+    pub url: String,
+    /// Schema of `reviews` and `topic_labels`.
+    pub schema: Option<String>,
+}
+
+#[cfg(feature = "reviews")]
+impl std::fmt::Debug for LabelDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelDatabase")
+            .field("url", &crate::reviews::service::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
@@ -127,6 +165,10 @@ pub enum WorkerError {
     /// The metrics recorder could not be installed.
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    /// The theme labels' database is unreachable or its migration failed.
+    #[cfg(feature = "reviews")]
+    #[error(transparent)]
+    Store(#[from] crate::reviews::store::StoreError),
 }
 
 /// How the worker loop runs jobs.
@@ -193,6 +235,9 @@ pub struct LlmWorkerConfig {
     pub max_input_tokens: usize,
     /// Metrics listener; none serves no metrics (the embedding process does).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where theme labels are written, if anywhere.
+    #[cfg(feature = "reviews")]
+    pub label_database: Option<LabelDatabase>,
 }
 
 impl LlmWorkerArgs {
@@ -235,6 +280,20 @@ impl LlmWorkerArgs {
         {
             return bad(format!("--tokenizer {}: no such file", path.display()));
         }
+        #[cfg(feature = "reviews")]
+        let label_database = match self.database_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                return bad(format!(
+                    "--database-url '{}' is not a PostgreSQL URL (postgres://user@host:port/db)",
+                    crate::reviews::service::redact_url(&url)
+                ));
+            }
+            Some(url) => Some(LabelDatabase {
+                url,
+                schema: self.database_schema.filter(|s| !s.is_empty()),
+            }),
+            None => None,
+        };
         let job_timeout = Duration::from_millis(self.job_timeout_ms);
         Ok(LlmWorkerConfig {
             redis_url,
@@ -263,6 +322,8 @@ impl LlmWorkerArgs {
             tokenizer: self.tokenizer,
             max_input_tokens: self.max_input_tokens,
             metrics_addr: Some(SocketAddr::new(self.host, self.metrics_port)),
+            #[cfg(feature = "reviews")]
+            label_database,
         })
     }
 }
@@ -424,7 +485,7 @@ async fn process(
                 attempts: taken.attempt,
                 outcome: JobOutcome::Done { output },
             };
-            match sink.deliver(&done).await {
+            match sink.deliver(&taken.job, &done).await {
                 Ok(()) => Ok(()),
                 Err(e) => Err(HandlerError {
                     retryable: true,
@@ -474,7 +535,7 @@ async fn fail(queue: &JobQueue, sink: &dyn JobSink, taken: &Taken, error: &str) 
             error: error.to_string(),
         },
     };
-    if let Err(e) = sink.deliver(&failed).await {
+    if let Err(e) = sink.deliver(&taken.job, &failed).await {
         tracing::warn!(id = %taken.job.id, error = %e, "cannot record a failed LLM job's result");
     }
     if let Err(e) = queue.dead_letter(taken, error).await {
@@ -516,7 +577,7 @@ impl RunningLlmWorker {
 
 /// Builds the queue, cache, sanitiser and sinks the config names, and starts the worker (and
 /// its metrics listener) in the background. `extra_sink` also receives every result (an
-/// in-process pipeline).
+/// in-process pipeline), before the result is published: its failure retries the job.
 pub async fn start(
     cfg: LlmWorkerConfig,
     extra_sink: Option<Arc<dyn JobSink>>,
@@ -554,8 +615,26 @@ pub async fn start_on(
     let client = OllamaClient::new(&cfg.ollama_url, call_timeout)
         .map_err(|e| WorkerError::Config(e.to_string()))?;
     let results = Arc::new(MemoryResultSink::new(10_000));
-    // Redis first: whoever the in-process sink wakes finds the result in Redis already.
+    // Sinks that write (theme labels, an in-process pipeline's) before those that announce
+    // (Redis result and Pub/Sub, then the in-process broadcast): whoever a result wakes finds
+    // its writes done, and a write that fails retries the job before anyone hears of it.
     let mut sinks: Vec<Arc<dyn JobSink>> = Vec::new();
+    #[cfg(feature = "reviews")]
+    if let Some(db) = &cfg.label_database {
+        let store = crate::reviews::store::PgStore::connect_lazy(
+            &db.url,
+            db.schema.as_deref(),
+            u32::try_from(cfg.settings.concurrency)
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
+            Duration::from_secs(5),
+        )?;
+        store.migrate().await?;
+        sinks.push(Arc::new(crate::reviews::labels::TopicLabelSink::new(
+            Arc::new(store),
+        )));
+    }
+    sinks.extend(extra_sink);
     let (queue_from_config, cache) = match &cfg.redis_url {
         Some(url) => {
             sinks.push(Arc::new(
@@ -576,7 +655,6 @@ pub async fn start_on(
     };
     let queue = queue.unwrap_or(queue_from_config);
     sinks.push(results.clone());
-    sinks.extend(extra_sink);
     let jobs = LlmJobs::new(client, &cfg.model, sanitiser, Arc::new(cache));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -686,6 +764,11 @@ mod tests {
             },
             LlmWorkerArgs {
                 tokenizer: Some("/no/such.gguf".into()),
+                ..LlmWorkerArgs::default()
+            },
+            #[cfg(feature = "reviews")]
+            LlmWorkerArgs {
+                database_url: Some("mysql://u@h/db".into()),
                 ..LlmWorkerArgs::default()
             },
         ] {

@@ -8,13 +8,18 @@
 //!        -> upsert into PostgreSQL `reviews` -> Redis Pub/Sub `infermesh:reviews`
 //!        -> LLM theme-label job (llm::queue) the first time a topic is seen
 //!        -> ack
+//!   LLM worker (in process, or `infermesh pipeline llm --database-url`): theme-label result
+//!        -> TopicLabelSink -> `topic_labels` + `reviews.topic_label` of the topic -> job ack
 //! ```
 //!
 //! - [`event`]: the message and its validation (always built: the gateway links only this and
 //!   the bus, with the crate's default features off);
 //! - [`scoring`]: the [`SentimentScorer`](scoring::SentimentScorer) and
 //!   [`TopicAssigner`](scoring::TopicAssigner) seams and their gRPC clients;
-//! - [`store`]: table `reviews` (sqlx, migration `pipelines/migrations/0001_reviews.sql`);
+//! - [`store`]: tables `reviews` and `topic_labels` (sqlx, migrations
+//!   `pipelines/migrations/0001_reviews.sql`, `0002_topic_labels.sql`);
+//! - [`labels`]: the LLM's theme labels written back ([`TopicLabelSink`](labels::TopicLabelSink),
+//!   a sink of the LLM worker's results);
 //! - [`live`]: the Pub/Sub live feed;
 //! - [`processor`]: at-least-once processing, idempotent by `review_id` (see there for what is
 //!   retried, dropped or counted);
@@ -28,6 +33,8 @@
 //! (`infermesh_llm_job_queue_wait_seconds`...) for the theme-label jobs.
 
 pub mod event;
+#[cfg(feature = "reviews")]
+pub mod labels;
 #[cfg(feature = "reviews")]
 pub mod live;
 #[cfg(feature = "reviews")]

@@ -14,7 +14,10 @@
 //!   `processed` and `topic` counters count a review only when its row is new;
 //! - the live feed and the theme-label job are best effort and never hold a review back: a
 //!   failed publish or a full LLM queue is counted, and the topic's label job is tried again the
-//!   next time the topic is seen.
+//!   next time the topic is seen;
+//! - once a topic has the LLM's label (`topic_labels`, written back by
+//!   [`TopicLabelSink`](crate::reviews::labels::TopicLabelSink)), its reviews are stored and
+//!   published with that label, and no label job is queued for it again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -276,7 +279,7 @@ impl Processor {
                 };
             }
         };
-        let row = ReviewRow {
+        let mut row = ReviewRow {
             review_id: review.review_id,
             product_id: review.product_id,
             text: review.text,
@@ -286,8 +289,8 @@ impl Processor {
             topic,
             created_at_ms: review.ts,
         };
-        let new = match self.parts.store.upsert(&row).await {
-            Ok(new) => new,
+        let stored = match self.parts.store.upsert(&row).await {
+            Ok(stored) => stored,
             Err(e) => {
                 return Outcome::Retry {
                     reason: "database",
@@ -295,6 +298,11 @@ impl Processor {
                 };
             }
         };
+        let new = stored.new;
+        // The live feed says what the table holds: the topic's LLM label once it has one.
+        if let (Some(t), Some(label)) = (row.topic.as_mut(), stored.topic_label) {
+            t.label = label;
+        }
         if new {
             metrics::counter!(REVIEWS_PROCESSED_TOTAL,
                 "sentiment" => sentiment_metric_label(row.sentiment.as_ref()))
@@ -311,7 +319,10 @@ impl Processor {
                 failed("live_feed");
             }
         }
-        if let Some(t) = &row.topic {
+        // A topic with an LLM label has had its label job.
+        if let Some(t) = &row.topic
+            && !stored.labelled
+        {
             self.parts.themes.offer(t).await;
         }
         Outcome::Stored { new }
@@ -536,6 +547,38 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_labelled_topic_is_published_with_its_label_and_not_queued_again() {
+        let store = Arc::new(MemoryStore::default());
+        let live = Arc::new(MemoryLiveFeed::new(16));
+        let mut feed = live.subscribe();
+        let p = Processor::new(parts(store.clone(), Some(live)));
+        store
+            .set_topic_label(&crate::reviews::store::TopicLabel {
+                topic_id: 3,
+                label: "Battery life".into(),
+                keywords: vec!["battery".into()],
+            })
+            .await
+            .unwrap();
+        p.process(&review("r1", "The battery lasts")).await;
+        let msg: serde_json::Value = serde_json::from_str(&feed.recv().await.unwrap()).unwrap();
+        assert_eq!(msg["topic"], json!({"id": 3, "label": "Battery life"}));
+        assert_eq!(
+            store.rows()["r1"].topic.as_ref().unwrap().label,
+            "Battery life"
+        );
+        let queue = p.themes().queue.clone().unwrap();
+        assert!(
+            queue
+                .take(Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_none(),
+            "a labelled topic's job is not queued again"
         );
     }
 
