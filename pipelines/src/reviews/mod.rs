@@ -6,7 +6,8 @@
 //!   -> Processor (group "pipeline-reviews", N consumers):
 //!        sanitise (llm::sanitise) -> Sentiment/Analyze + Topics/Assign (gRPC, concurrently)
 //!        -> upsert into PostgreSQL `reviews` -> Redis Pub/Sub `infermesh:reviews`
-//!        -> LLM theme-label job (llm::queue) the first time a topic is seen
+//!        -> LLM theme-label job (llm::queue) the first time a topic is seen (claims in
+//!           Redis, shared by every pipeline process, or in memory)
 //!        -> ack
 //!   LLM worker (in process, or `infermesh pipeline llm --database-url`): theme-label result
 //!        -> TopicLabelSink -> `topic_labels` + `reviews.topic_label` of the topic -> job ack

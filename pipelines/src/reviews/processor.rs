@@ -19,7 +19,7 @@
 //!   [`TopicLabelSink`](crate::reviews::labels::TopicLabelSink)), its reviews are stored and
 //!   published with that label, and no label job is queued for it again.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::bus::{Delivery, Subscription};
+use crate::llm::cache::redis_manager;
 use crate::llm::jobs::JobInput;
 use crate::llm::queue::{JobQueue, QueueError};
 use crate::llm::sanitise::Sanitiser;
@@ -47,9 +48,14 @@ use crate::reviews::store::{ReviewRow, ReviewStore};
 /// largest topics; `-1` (outliers) is `outlier`.
 pub const TOP_TOPIC_LABELS: i64 = 20;
 
-/// Most topic ids remembered as "label job queued"; past it the set starts over (a topic may
-/// then be labelled twice, which the LLM cache answers).
+/// Most topic ids remembered in memory as "label job queued"; past it the set starts over (a
+/// topic may then be labelled twice, which the LLM cache answers).
 const MAX_SEEN_TOPICS: usize = 10_000;
+
+/// How long a topic counts as "label job queued". A job that never comes back (dead-lettered,
+/// its queue lost) is queued again by the first review of the topic after this; once the label
+/// is written back the topic is not offered at all (the store says it is labelled).
+pub const THEME_CLAIM_TTL: Duration = Duration::from_secs(3600);
 
 /// The bounded `sentiment` label of a result: positive, negative, neutral, other (a label the
 /// model's data named otherwise), or unscored (the model refused the text).
@@ -102,26 +108,139 @@ impl RetryPolicy {
     }
 }
 
-/// Queues an LLM theme-label job the first time a topic is seen.
+/// Which topics had their label job queued: in this process, or in Redis, shared by every
+/// pipeline process (one `SET <prefix><topic> 1 NX EX <ttl>` key per topic).
+enum Claims {
+    Memory(Mutex<HashMap<i64, tokio::time::Instant>>),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claims::Memory(_) => f.write_str("Memory"),
+            Claims::Redis { prefix, .. } => write!(f, "Redis({prefix}*)"),
+        }
+    }
+}
+
+/// Queues an LLM theme-label job the first time a topic is seen (by this process, or by any
+/// process sharing the Redis the claims are in). A topic is claimed before its job is queued
+/// and released when the enqueue fails, so two consumers never queue the same topic and a
+/// failed one is tried again by the topic's next review.
 #[derive(Debug)]
 pub struct ThemeJobs {
     queue: Option<JobQueue>,
-    seen: Mutex<HashSet<i64>>,
+    claims: Claims,
+    ttl: Duration,
     timeout: Duration,
 }
 
 impl ThemeJobs {
-    /// Jobs go to `queue` (none: no theme labels), each enqueue bounded by `timeout`.
+    /// Jobs go to `queue` (none: no theme labels), each enqueue bounded by `timeout`; topics
+    /// are remembered in this process.
     pub fn new(queue: Option<JobQueue>, timeout: Duration) -> Self {
         Self {
             queue,
-            seen: Mutex::new(HashSet::new()),
+            claims: Claims::Memory(Mutex::new(HashMap::new())),
+            ttl: THEME_CLAIM_TTL,
             timeout,
         }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    /// As [`ThemeJobs::new`], topics remembered in the Redis at `url` as keys
+    /// `<key_prefix><topic id>` (each Redis call bounded by `timeout` too).
+    pub fn shared(
+        queue: Option<JobQueue>,
+        url: &str,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            queue,
+            claims: Claims::Redis {
+                conn: redis_manager(url, timeout)?,
+                prefix: key_prefix.to_string(),
+            },
+            ttl: THEME_CLAIM_TTL,
+            timeout,
+        })
+    }
+
+    /// How long a claim lasts (default [`THEME_CLAIM_TTL`]; at least a second in Redis).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The Redis key of `topic`'s claim, when the claims are in Redis.
+    pub fn claim_key(&self, topic: i64) -> Option<String> {
+        match &self.claims {
+            Claims::Memory(_) => None,
+            Claims::Redis { prefix, .. } => Some(format!("{prefix}{topic}")),
+        }
+    }
+
+    /// Claims `topic`: `Ok(true)` when no live claim existed (the caller queues its job).
+    async fn claim(&self, topic: i64) -> Result<bool, String> {
+        match &self.claims {
+            Claims::Memory(m) => {
+                let now = tokio::time::Instant::now();
+                let mut seen = m.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.get(&topic).is_some_and(|&until| until > now) {
+                    return Ok(false);
+                }
+                if seen.len() >= MAX_SEEN_TOPICS {
+                    seen.retain(|_, until| *until > now);
+                    if seen.len() >= MAX_SEEN_TOPICS {
+                        seen.clear();
+                    }
+                }
+                seen.insert(topic, now + self.ttl);
+                Ok(true)
+            }
+            Claims::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let cmd = redis::cmd("SET")
+                    .arg(format!("{prefix}{topic}"))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(self.ttl.as_secs().max(1))
+                    .to_owned();
+                let set = async move { cmd.query_async::<Option<String>>(&mut conn).await };
+                match tokio::time::timeout(self.timeout, set).await {
+                    Ok(Ok(reply)) => Ok(reply.is_some()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("Redis did not answer within {:?}", self.timeout)),
+                }
+            }
+        }
+    }
+
+    /// Drops `topic`'s claim (its job was not queued).
+    async fn release(&self, topic: i64) {
+        match &self.claims {
+            Claims::Memory(m) => {
+                m.lock().unwrap_or_else(|p| p.into_inner()).remove(&topic);
+            }
+            Claims::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let cmd = redis::cmd("DEL").arg(format!("{prefix}{topic}")).to_owned();
+                let del = async move { cmd.exec_async(&mut conn).await };
+                match tokio::time::timeout(self.timeout, del).await {
+                    Ok(Ok(())) => {}
+                    // The claim expires by itself; the topic waits for it.
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, topic, "cannot release a theme-label claim");
+                    }
+                    Err(_) => tracing::warn!(topic, "releasing a theme-label claim timed out"),
+                }
+            }
+        }
     }
 
     /// Queues a label job for `topic` unless one was queued already; returns the outcome
@@ -141,27 +260,24 @@ impl ThemeJobs {
         if topic.id < 0 || topic.keywords.is_empty() {
             return "skipped";
         }
-        if self.seen().contains(&topic.id) {
-            return "seen";
-        }
         let input = JobInput::ThemeLabel {
             topic_id: topic.id.to_string(),
             keywords: topic.keywords.clone(),
         };
-        let payload = match serde_json::to_value(&input) {
-            Ok(p) => p,
-            Err(_) => return "error",
+        let Ok(payload) = serde_json::to_value(&input) else {
+            return "error";
         };
-        let kind = input.kind().as_str();
-        match tokio::time::timeout(self.timeout, queue.enqueue(kind, payload)).await {
-            Ok(Ok(_)) => {
-                let mut seen = self.seen();
-                if seen.len() >= MAX_SEEN_TOPICS {
-                    seen.clear();
-                }
-                seen.insert(topic.id);
-                "enqueued"
+        match self.claim(topic.id).await {
+            Ok(true) => {}
+            Ok(false) => return "seen",
+            Err(e) => {
+                tracing::warn!(error = %e, topic = topic.id, "cannot claim a topic's theme-label job");
+                return "error";
             }
+        }
+        let kind = input.kind().as_str();
+        let outcome = match tokio::time::timeout(self.timeout, queue.enqueue(kind, payload)).await {
+            Ok(Ok(_)) => return "enqueued",
             Ok(Err(QueueError::Full { .. })) => "queue_full",
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, topic = topic.id, "cannot queue a theme-label job");
@@ -171,7 +287,9 @@ impl ThemeJobs {
                 tracing::warn!(topic = topic.id, "queueing a theme-label job timed out");
                 "error"
             }
-        }
+        };
+        self.release(topic.id).await;
+        outcome
     }
 }
 
@@ -607,6 +725,25 @@ mod tests {
                 .await,
             "skipped"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_lapses_so_a_lost_job_is_queued_again() {
+        let themes = ThemeJobs::new(
+            Some(JobQueue::memory(QueueConfig::default())),
+            Duration::from_secs(1),
+        )
+        .with_ttl(Duration::from_secs(60));
+        let t = TopicScore {
+            id: 4,
+            label: String::new(),
+            keywords: vec!["k".into()],
+        };
+        assert_eq!(themes.offer(&t).await, "enqueued");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(themes.offer(&t).await, "seen");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(themes.offer(&t).await, "enqueued");
     }
 
     #[tokio::test]

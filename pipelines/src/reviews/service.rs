@@ -54,9 +54,10 @@ pub struct ReviewsArgs {
     /// Schema of table `reviews` (created if missing); default: the user's search_path.
     #[arg(long, env = "INFERMESH_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// Redis URL (e.g. redis://127.0.0.1:6379): the live feed (Pub/Sub) and the LLM job queue
-    /// that `infermesh pipeline llm` takes theme-label jobs from. Unset: no live feed, and the
-    /// queue is in this process's memory.
+    /// Redis URL (e.g. redis://127.0.0.1:6379): the live feed (Pub/Sub), the LLM job queue
+    /// that `infermesh pipeline llm` takes theme-label jobs from, and the topics whose label
+    /// job is queued (shared by every pipeline process). Unset: no live feed, and the queue and
+    /// the topics are in this process's memory.
     #[arg(long, env = "INFERMESH_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis Pub/Sub channel of the live feed.
@@ -275,6 +276,12 @@ impl RunningReviews {
     }
 }
 
+/// The Redis key prefix of the theme-label claims under the LLM queue's `prefix`: keys
+/// `<prefix>reviews:theme:<topic id>`.
+pub fn theme_claim_prefix(prefix: &str) -> String {
+    format!("{prefix}reviews:theme:")
+}
+
 /// Starts `concurrency` consumers of `processor` on group [`GROUP`] of `reviews.submitted`.
 pub async fn spawn_consumers(
     processor: Arc<Processor>,
@@ -320,13 +327,24 @@ pub async fn start(
         ),
         None => (None, JobQueue::memory(cfg.queue.clone())),
     };
+    // With Redis, every pipeline process shares which topics had their label job queued.
+    let themes = match &cfg.redis_url {
+        Some(url) => ThemeJobs::shared(
+            Some(queue.clone()),
+            url,
+            &theme_claim_prefix(&cfg.queue.prefix),
+            cfg.queue.redis_timeout,
+        )
+        .map_err(ReviewsError::Config)?,
+        None => ThemeJobs::new(Some(queue.clone()), cfg.queue.redis_timeout),
+    };
     let processor = Arc::new(Processor::new(ProcessorParts {
         sanitiser: Sanitiser::new(cfg.max_input_tokens, Arc::new(EstimateCounter)),
         sentiment: Arc::new(GrpcSentiment::new(ch.clone(), cfg.sentiment_model.clone())),
         topics: Arc::new(GrpcTopics::new(ch, cfg.topics_model.clone())),
         store: Arc::new(store.clone()),
         live,
-        themes: ThemeJobs::new(Some(queue.clone()), cfg.queue.redis_timeout),
+        themes,
         retry: cfg.retry,
     }));
     let (stop, stop_rx) = watch::channel(false);
