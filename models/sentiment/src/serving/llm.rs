@@ -336,8 +336,11 @@ impl Shared {
     ) {
         let started = Instant::now();
         let answer = self.client.generate(&request).await;
-        metrics::histogram!(SENTIMENT_LLM_SECONDS, "model" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        // The time of calls that answered (valid or not); a call out of time has none.
+        if !matches!(answer, Err(ClientError::Timeout(_))) {
+            metrics::histogram!(SENTIMENT_LLM_SECONDS, "model" => self.name.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
         let checked = match answer {
             Ok(r) => zeroshot::parse_answer(&r.response, &self.labels)
                 .map(|a| (a, r.response))
