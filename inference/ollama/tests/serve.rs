@@ -180,7 +180,7 @@ async fn the_ollama_api_answers_as_ollama_does() -> anyhow::Result<()> {
                 model: "smollm2:135m".into(),
                 messages: vec![Message::new(
                     "user",
-                    "Classify the sentiment of this review as JSON: 'The shoes fell apart in a week.'",
+                    "Classify the sentiment of this review. Answer with a JSON object with the keys \"sentiment\" and \"score\": 'The shoes fell apart in a week.'",
                 )],
                 format: Some(format.clone()),
                 options: Some(greedy(256)),

@@ -70,7 +70,7 @@ fn format_json_gives_an_object_and_ends_when_it_closes() {
     let mut model = common::smollm2();
     let prompt = chat(
         &model,
-        "Describe a cat as JSON with its name, age and colour.",
+        "Describe a cat as a JSON object with exactly three keys: name, age and colour.",
     );
     let out = run(
         &mut model,
