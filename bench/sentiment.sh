@@ -22,9 +22,14 @@ source "$HERE/../scripts/common.sh"
 cd "$ROOT"
 FIRST_SEED=$(echo "${SEEDS:-0}" | awk '{print $1}')
 TEST="$CACHE/bench-categorizer-sentiment/seed$FIRST_SEED/test.csv"
-# One release build of the whole workspace (the feature set every bench script shares).
-cargo build --release --locked --workspace --bins --examples >&2
-EVAL="$CARGO_TARGET_DIR/release/examples/zeroshot_eval"
+if [ -n "${INFERMESH_BIN:-}" ]; then
+  # A built binary: the example beside it (INFERMESH_EXAMPLES_DIR, else <its dir>/examples).
+  EVAL="${INFERMESH_EXAMPLES_DIR:-$(dirname "$INFERMESH_BIN")/examples}/zeroshot_eval"
+else
+  # One release build of the whole workspace (the feature set every bench script shares).
+  cargo build --release --locked --workspace --bins --examples >&2
+  EVAL="$CARGO_TARGET_DIR/release/examples/zeroshot_eval"
+fi
 BIN="${INFERMESH_BIN:-$CARGO_TARGET_DIR/release/infermesh}"
 URL="${LLM_URL:-}"
 SERVER=
