@@ -212,13 +212,16 @@ impl LlmModel {
         let template = ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))?;
         let info = ModelInfo::read(&content, tokenizer.vocab_size(), &source, weights)?;
         let device = Device::Cpu;
+        let experts = md_u64(&content, "llama.expert_count")?.unwrap_or(0);
         let backend = no_panic("loading the weights", || {
-            match Engine::from_gguf(&content, &mut reader, weights, context_length) {
-                Ok(engine) => return Ok(Backend::Engine(Box::new(engine))),
-                Err(LlmError::Unsupported(_)) => {}
-                Err(e) => return Err(e),
+            if experts <= 1 {
+                return Engine::from_gguf(&content, &mut reader, weights, context_length)
+                    .map(|engine| Backend::Engine(Box::new(engine)));
             }
-            // A llama file this crate's engine does not run (a mixture of experts): candle's.
+            // A mixture of experts, which the engine does not run: candle's model, once the
+            // numbers it sizes tables by are checked (it allocates positions x rope dimension
+            // before reading a tensor).
+            candle_can_run(&content)?;
             let target = match weights {
                 Weights::AsStored => {
                     return ModelWeights::from_gguf(content, &mut reader, &device)
@@ -493,6 +496,29 @@ impl LlmModel {
         })?;
         Ok(next)
     }
+}
+
+/// Refuses what candle's `quantized_llama` would size an allocation by without bounds: the
+/// RoPE dimension must be the head size (embedding / heads), even and at most 1,024.
+fn candle_can_run(content: &gguf_file::Content) -> Result<(), LlmError> {
+    let get = |key: &str| md_u64(content, key).map(|v| v.unwrap_or(0));
+    let (dim, heads, rope) = (
+        get("llama.embedding_length")?,
+        get("llama.attention.head_count")?,
+        get("llama.rope.dimension_count")?,
+    );
+    let head_dim = if heads == 0 { 0 } else { dim / heads };
+    if heads == 0
+        || !dim.is_multiple_of(heads)
+        || rope != head_dim
+        || !rope.is_multiple_of(2)
+        || rope > 1024
+    {
+        return Err(LlmError::Malformed(format!(
+            "llama.rope.dimension_count {rope} for {heads} heads over an embedding of {dim}"
+        )));
+    }
+    Ok(())
 }
 
 /// What runs the network: this crate's engine, or candle's model for files it does not run.

@@ -224,6 +224,24 @@ fn well_formed_files_with_unusable_tokenizers_or_models_are_refused_with_the_rea
     }))
     .expect_err("gpt2");
     assert!(matches!(err, LlmError::Unsupported(_)), "{err}");
+    // A RoPE dimension far past the head size: refused before anything is sized by it, by the
+    // engine and on the mixture-of-experts path (candle's model would allocate positions x it).
+    for experts in [0, 2] {
+        let err = load(&tiny_gguf_with(|kv| {
+            set(kv, "llama.rope.dimension_count", V::U32(u32::MAX / 2));
+            set(kv, "llama.expert_count", V::U32(experts));
+        }))
+        .expect_err("a huge rope dimension");
+        assert!(
+            matches!(err, LlmError::Malformed(_) | LlmError::Unsupported(_)),
+            "{experts} experts: {err}"
+        );
+    }
+    let err = load(&tiny_gguf_with(|kv| {
+        set(kv, "llama.block_count", V::U32(u32::MAX))
+    }))
+    .expect_err("more layers than tensors");
+    assert!(matches!(err, LlmError::Malformed(_)), "{err}");
     let err = load(&tiny_gguf_with(|kv| {
         set(kv, "llama.context_length", V::U32(0))
     }))

@@ -309,7 +309,8 @@ impl Engine {
         } else {
             None
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Grown as the tensors are found: the declared count is not trusted with an allocation.
+        let mut layers = Vec::new();
         for l in 0..c.n_layer {
             let name = |s: &str| format!("blk.{l}.{s}.weight");
             let mut m = |s: &str, rows: usize, cols: usize| -> Result<Matrix, LlmError> {
