@@ -507,7 +507,7 @@ fn candle_can_run(content: &gguf_file::Content) -> Result<(), LlmError> {
         get("llama.attention.head_count")?,
         get("llama.rope.dimension_count")?,
     );
-    let head_dim = if heads == 0 { 0 } else { dim / heads };
+    let head_dim = dim.checked_div(heads).unwrap_or(0);
     if heads == 0
         || !dim.is_multiple_of(heads)
         || rope != head_dim
