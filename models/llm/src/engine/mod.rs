@@ -473,21 +473,16 @@ impl Engine {
 }
 
 fn stack(parts: &[&Matrix]) -> Result<Matrix, LlmError> {
+    let unequal = || LlmError::Malformed("projections of unequal widths".into());
     if let Some(m) = Matrix::stack(parts) {
         return Ok(m);
     }
-    // Mixed formats in one file: the finer of Q8_0 and f32 for all of them.
-    let q8: Option<Vec<Matrix>> = parts.iter().map(|m| m.to_q8_0()).collect();
-    let as_f32: Vec<Matrix> = parts.iter().map(|m| m.to_f32_matrix()).collect();
-    let refs_q8: Vec<&Matrix>;
-    let refs: Vec<&Matrix> = match &q8 {
-        Some(v) => {
-            refs_q8 = v.iter().collect();
-            refs_q8
-        }
-        None => as_f32.iter().collect(),
+    // Mixed formats in one file: all as Q8_0, or as f32 where a width is not a block multiple.
+    let common: Vec<Matrix> = match parts.iter().map(|m| m.to_q8_0()).collect() {
+        Some(q8) => q8,
+        None => parts.iter().map(|m| m.to_f32_matrix()).collect(),
     };
-    Matrix::stack(&refs).ok_or_else(|| LlmError::Malformed("projections of unequal widths".into()))
+    Matrix::stack(&common.iter().collect::<Vec<_>>()).ok_or_else(unequal)
 }
 
 /// candle's `rms_norm`: `x / sqrt(mean(x^2) + eps) * w`, per row of `w.len()` values.
