@@ -517,12 +517,16 @@ impl LlmJobs {
     /// The cache key `input` would use.
     pub fn cache_key(&self, input: &JobInput) -> Result<CacheKey, JobError> {
         let (prompt, _) = build_prompt(input, &self.sanitiser)?;
-        Ok(CacheKey::new(
+        Ok(self.key_of(&prompt))
+    }
+
+    fn key_of(&self, prompt: &LlmPrompt) -> CacheKey {
+        CacheKey::new(
             &self.model,
             &prompt.system,
             &prompt.user,
             &prompt.options_json(),
-        ))
+        )
     }
 
     /// Runs one job.
@@ -535,12 +539,7 @@ impl LlmJobs {
                 "LLM job input held injection markers; neutralised"
             );
         }
-        let key = CacheKey::new(
-            &self.model,
-            &prompt.system,
-            &prompt.user,
-            &prompt.options_json(),
-        );
+        let key = self.key_of(&prompt);
         if let Some(cached) = self.cache.get(&key).await {
             match parse_answer(kind, &cached) {
                 Ok(out) => return Ok(out),
