@@ -1,5 +1,6 @@
 //! Times `TopicModel::fit` and `transform` on synthetic 384-d embeddings:
-//! `cargo run --release -p infermesh-topics --example fit_timing -- N` (default 20000).
+//! `cargo run --release -p infermesh-topics --example fit_timing -- N` (default 20000), or
+//! `-- FILE.npy` for a float32 `.npy` of embeddings (e.g. `train topics --save-embeddings`).
 //! Prints the seconds of each stage's caller-visible step (fit, transform of 1,000 rows).
 
 use std::time::Instant;
@@ -33,16 +34,68 @@ fn data(n: usize, dim: usize, topics: usize, seed: u64) -> (Vec<String>, Matrix)
     )
 }
 
+/// A float32 C-order 2-d `.npy` (what `train topics --save-embeddings` writes).
+fn read_npy(path: &str) -> Result<Matrix> {
+    let bytes = std::fs::read(path)?;
+    anyhow::ensure!(bytes.starts_with(b"\x93NUMPY"), "{path}: not a .npy");
+    let header_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+    let header = std::str::from_utf8(&bytes[10..10 + header_len])?;
+    anyhow::ensure!(
+        header.contains("'<f4'") && header.contains("False"),
+        "{path}: {header}"
+    );
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| anyhow::anyhow!("{path}: no shape"))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(dims.len() == 2, "{path}: shape {shape}");
+    let values = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Matrix::new(dims[0], dims[1], values)?)
+}
+
 fn main() -> Result<()> {
-    let n: usize = std::env::args().nth(1).map_or(Ok(20_000), |a| a.parse())?;
-    let (texts, emb) = data(n, 384, 40, 7);
+    let arg = std::env::args().nth(1).unwrap_or_else(|| "20000".into());
+    let (texts, emb) = if arg.ends_with(".npy") {
+        let emb = read_npy(&arg)?;
+        let texts = (0..emb.rows())
+            .map(|i| format!("text{} common", i % 50))
+            .collect();
+        (texts, emb)
+    } else {
+        data(arg.parse()?, 384, 40, 7)
+    };
+    let n = emb.rows();
     let t = Instant::now();
-    let model = TopicModel::fit(&texts, &emb, &TopicParams::default())?;
+    let mut params = TopicParams::default();
+    params.umap.seed = std::env::var("SEED").map_or(Ok(42), |v| v.parse())?;
+    if let Ok(v) = std::env::var("EPOCHS") {
+        params.umap.n_epochs = Some(v.parse()?);
+    }
+    if let Ok(v) = std::env::var("NEG") {
+        params.umap.negative_sample_rate = v.parse()?;
+    }
+    let model = TopicModel::fit(&texts, &emb, &params)?;
     println!(
         "fit {n} x 384: {:.1} s, {} topics",
         t.elapsed().as_secs_f64(),
         model.n_topics()
     );
+    if let Ok(path) = std::env::var("ASSIGN") {
+        let mut csv = String::from("topic\n");
+        for t in model.document_topics() {
+            csv.push_str(&format!("{t}\n"));
+        }
+        std::fs::write(path, csv)?;
+    }
     let (new_texts, new_emb) = data(1000, 384, 40, 8);
     let t = Instant::now();
     let (topics, _) = model.transform(Some(&new_texts), &new_emb)?;

@@ -20,9 +20,10 @@
 //! the spread over seeds), `hdbscan_check.py` (labels ARI 1.0 / 0.998 against the library),
 //! `bertopic_check.py` (ARI 0.99 against BERTopic's topics, the same keywords).
 //!
-//! Determinism: one seeded generator (SplitMix64, written here), sequential SGD, per-row
-//! parallel kNN: the same input and seeds give a bit-identical model on one platform, and a
-//! loaded model transforms bit-identically to the saved one.
+//! Determinism: one seeded generator (SplitMix64, written here), an SGD layout on a fixed
+//! schedule, per-row parallel kNN and spectral products: the same input and seeds give a
+//! bit-identical model on one platform (whatever the thread count), and a loaded model
+//! transforms bit-identically to the saved one.
 //!
 //! Scale: kNN, core distances and the MST are exact and O(N²) (N up to ~20k).
 //!

@@ -1,7 +1,8 @@
 //! UMAP (McInnes, Healy and Melville 2018) as umap-learn 0.5 computes it, with exact
 //! neighbours:
 //!
-//! 1. the `n_neighbors` nearest neighbours of every row (brute force, the row itself first);
+//! 1. the `n_neighbors` nearest neighbours of every row (brute force in SIMD tiles, the row
+//!    itself first; see [`crate::knn`]);
 //! 2. per row, `rho` (distance to the nearest neighbour, `local_connectivity = 1`) and
 //!    `sigma` (binary search so that `sum exp(-(d - rho) / sigma) = log2(k)`), giving the
 //!    directed memberships `exp(-(d - rho) / sigma)`;
@@ -11,7 +12,8 @@
 //! 5. SGD with the low-dimensional similarity `1 / (1 + a d^2b)` (`a`, `b` fitted from
 //!    `spread` and `min_dist` as `find_ab_params` does), `negative_sample_rate` negative
 //!    samples per edge sample, gradient clip 4 and a learning rate decaying to 0, for
-//!    `n_epochs` (500 up to 10,000 rows, else 200).
+//!    `n_epochs` (500 up to 10,000 rows, else 200), eight edges side by side on a fixed
+//!    schedule (see `layout`).
 //!
 //! [`Umap::transform`] embeds new rows as umap-learn's `transform` does: their neighbours among
 //! the training rows with `local_connectivity - 1` (so `rho = 0`), an initial position at
@@ -19,8 +21,9 @@
 //! 100 epochs (30 past 10,000 new rows; `n_epochs / 3` when `n_epochs` is set) at a quarter of
 //! the learning rate, moving only the new points against the fixed training layout.
 //!
-//! Everything is seeded ([`UmapParams::seed`], [`UmapParams::transform_seed`]) and sequential
-//! where order matters, so the same input and seed give a bit-identical layout. The crate
+//! Everything is seeded ([`UmapParams::seed`], [`UmapParams::transform_seed`]) and every
+//! order that matters is fixed (the parallel parts compute per-row results), so the same
+//! input and seed give a bit-identical layout. The crate
 //! `umap-rs` 0.4.5 is not used: its layout gradient is wrong (see RECIPES.md).
 
 mod ab;
@@ -48,7 +51,7 @@ pub const MAX_NEGATIVE_SAMPLE_RATE: usize = 1_000;
 pub struct UmapParams {
     /// Neighbours per row, the row itself included.
     pub n_neighbors: usize,
-    /// Dimensions of the layout.
+    /// Dimensions of the layout (1 to 64).
     pub n_components: usize,
     /// Smallest distance between points in the layout.
     pub min_dist: f32,
@@ -101,8 +104,12 @@ impl UmapParams {
                 self.n_neighbors
             ));
         }
-        if self.n_components == 0 {
-            return bad("n_components must be at least 1".into());
+        if self.n_components == 0 || self.n_components > layout::MAX_DIM {
+            return bad(format!(
+                "n_components = {} is not within 1..={}",
+                self.n_components,
+                layout::MAX_DIM
+            ));
         }
         if !(self.spread.is_finite() && self.spread > 0.0) {
             return bad(format!("spread = {} must be positive", self.spread));

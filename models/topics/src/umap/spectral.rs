@@ -6,10 +6,15 @@
 //! umap-learn asks ARPACK (`eigsh`, `tol = 1e-4`) for them. Here a deterministic block
 //! subspace iteration on `(I + D^-1/2 A D^-1/2) / 2` (whose largest eigenvalues are `L`'s
 //! smallest, all in `[0, 1]`), deflated by the known first eigenvector `D^1/2 1`, with a
-//! Rayleigh–Ritz step (Jacobi on the small projected matrix) every few iterations. The
+//! Rayleigh–Ritz step (Jacobi on the small projected matrix) every ten iterations, the block
+//! orthonormalised (Cholesky QR, twice) only for that step: in between it is only deflated and
+//! scaled, which leaves its span, what converges, unchanged. The matrix products run per row
+//! in parallel, each row's sum in edge order. The
 //! result only seeds the SGD layout, so the iteration stops at `tol = 1e-4` on the Ritz
 //! residuals or after [`MAX_ITER`] steps, whichever is first; a non-finite result falls
 //! back to a random layout, as umap-learn's does when ARPACK fails.
+
+use rayon::prelude::*;
 
 use super::graph::Graph;
 use crate::knn::Metric;
@@ -17,6 +22,8 @@ use crate::rng::Rng;
 
 /// Most subspace iterations.
 const MAX_ITER: usize = 600;
+/// Iterations between Rayleigh–Ritz steps (and full orthonormalisations).
+const RAYLEIGH_RITZ_EVERY: usize = 10;
 /// Ritz residual below which the wanted vectors are taken as converged.
 const TOL: f64 = 1e-4;
 
@@ -251,25 +258,52 @@ fn laplacian_eigenmap(graph: &Graph, n: usize, dim: usize, rng: &mut Rng) -> Opt
     let inv_sqrt: Vec<f64> = degree.iter().map(|d| 1.0 / d.sqrt()).collect();
     let norm = degree.iter().sum::<f64>().sqrt();
     let first: Vec<f64> = degree.iter().map(|d| d.sqrt() / norm).collect();
-    // y = (x + D^-1/2 A D^-1/2 x) / 2 on a block of p column vectors stored row-major.
+    // D^-1/2 A D^-1/2 by rows (CSR; the edges of a row keep their order).
+    let mut starts = vec![0usize; n + 1];
+    for &r in &graph.rows {
+        starts[r as usize + 1] += 1;
+    }
+    for i in 0..n {
+        starts[i + 1] += starts[i];
+    }
+    let mut fill = starts.clone();
+    let mut cols = vec![0u32; graph.rows.len()];
+    let mut vals = vec![0f64; graph.rows.len()];
+    for ((&r, &c), &w) in graph.rows.iter().zip(&graph.cols).zip(&graph.weights) {
+        let (r, c) = (r as usize, c as usize);
+        let at = fill[r];
+        fill[r] += 1;
+        cols[at] = c as u32;
+        vals[at] = f64::from(w) * inv_sqrt[r] * inv_sqrt[c];
+    }
+    // y = (x + D^-1/2 A D^-1/2 x) / 2 on a block of p column vectors stored row-major,
+    // rows in parallel (each row's sum in edge order, so the result is the same for any
+    // number of threads).
     let apply = |x: &[f64], p: usize, y: &mut [f64]| {
-        y.copy_from_slice(x);
-        for ((&r, &c), &w) in graph.rows.iter().zip(&graph.cols).zip(&graph.weights) {
-            let (r, c) = (r as usize, c as usize);
-            let s = f64::from(w) * inv_sqrt[r] * inv_sqrt[c];
-            for j in 0..p {
-                y[r * p + j] += s * x[c * p + j];
+        y.par_chunks_mut(p).enumerate().for_each(|(r, out)| {
+            out.copy_from_slice(&x[r * p..(r + 1) * p]);
+            for e in starts[r]..starts[r + 1] {
+                let (c, s) = (cols[e] as usize, vals[e]);
+                for (o, &v) in out.iter_mut().zip(&x[c * p..(c + 1) * p]) {
+                    *o += s * v;
+                }
             }
-        }
-        y.iter_mut().for_each(|v| *v *= 0.5);
+            out.iter_mut().for_each(|v| *v *= 0.5);
+        });
     };
     let p = (2 * dim + 8).min(n - 1);
     let mut q: Vec<f64> = (0..n * p).map(|_| rng.normal()).collect();
     orthonormalize(&mut q, n, p, &first);
     let mut y = vec![0f64; n * p];
     for iter in 1..=MAX_ITER {
+        if iter % RAYLEIGH_RITZ_EVERY == 0 || iter == MAX_ITER {
+            // The Rayleigh–Ritz step below needs an orthonormal basis; in between, the
+            // block is only kept off `first` and scaled (the span, which is what converges,
+            // is the same either way).
+            orthonormalize(&mut q, n, p, &first);
+        }
         apply(&q, p, &mut y);
-        if iter % 10 == 0 || iter == MAX_ITER {
+        if iter % RAYLEIGH_RITZ_EVERY == 0 || iter == MAX_ITER {
             // Rayleigh–Ritz: H = Qᵀ M Q, rotate Q to H's eigenvectors (largest first).
             let mut h = vec![0f64; p * p];
             for i in 0..n {
@@ -310,7 +344,7 @@ fn laplacian_eigenmap(graph: &Graph, n: usize, dim: usize, rng: &mut Rng) -> Opt
             y = ry;
         }
         std::mem::swap(&mut q, &mut y);
-        orthonormalize(&mut q, n, p, &first);
+        deflate_and_scale(&mut q, n, p, &first);
     }
     let mut out = vec![0f64; n * dim];
     for j in 0..dim {
@@ -323,9 +357,89 @@ fn laplacian_eigenmap(graph: &Graph, n: usize, dim: usize, rng: &mut Rng) -> Opt
     out.iter().all(|v| v.is_finite()).then_some(out)
 }
 
+/// Makes each of the `p` columns of `q` (`n x p`, row-major) orthogonal to `first` and of
+/// unit length: one pass over the rows for the projections and norms, one to apply them.
+fn deflate_and_scale(q: &mut [f64], n: usize, p: usize, first: &[f64]) {
+    let mut proj = vec![0f64; p];
+    for (row, &f) in q.chunks_exact(p).zip(first) {
+        for (acc, &v) in proj.iter_mut().zip(row) {
+            *acc += v * f;
+        }
+    }
+    let mut norm = vec![0f64; p];
+    for (row, &f) in q.chunks_exact_mut(p).zip(first) {
+        for ((v, &pr), nm) in row.iter_mut().zip(&proj).zip(norm.iter_mut()) {
+            *v -= pr * f;
+            *nm += *v * *v;
+        }
+    }
+    let scale: Vec<f64> = norm
+        .iter()
+        .map(|&s| if s > 1e-300 { 1.0 / s.sqrt() } else { 1.0 })
+        .collect();
+    for row in q.chunks_exact_mut(p).take(n) {
+        for (v, &s) in row.iter_mut().zip(&scale) {
+            *v *= s;
+        }
+    }
+}
+
+/// Orthonormal columns for `q` (`n x p`, row-major), each first made orthogonal to `first`:
+/// Cholesky QR twice (the Gram matrix in one pass over the rows, then each row times the
+/// inverse Cholesky factor), or, when the Gram matrix is too ill-conditioned for that,
+/// modified Gram–Schmidt (twice); a column that vanishes is replaced by a fixed vector.
+fn orthonormalize(q: &mut [f64], n: usize, p: usize, first: &[f64]) {
+    deflate_and_scale(q, n, p, first);
+    if !(cholesky_qr(q, p) && cholesky_qr(q, p)) {
+        gram_schmidt(q, n, p, first);
+    }
+}
+
+/// One Cholesky QR step on the columns of `q`; false (and `q` untouched) when the Gram
+/// matrix is not safely positive definite.
+fn cholesky_qr(q: &mut [f64], p: usize) -> bool {
+    let mut g = vec![0f64; p * p];
+    for row in q.chunks_exact(p) {
+        for a in 0..p {
+            let ra = row[a];
+            for b in a..p {
+                g[a * p + b] += ra * row[b];
+            }
+        }
+    }
+    // G = Rᵀ R, R upper triangular (stored in the upper triangle of g).
+    for a in 0..p {
+        for k in 0..a {
+            let r = g[k * p + a];
+            for b in a..p {
+                g[a * p + b] -= r * g[k * p + b];
+            }
+        }
+        let d = g[a * p + a];
+        if !(d.is_finite() && d > 1e-10) {
+            return false;
+        }
+        let d = d.sqrt();
+        for b in a..p {
+            g[a * p + b] /= d;
+        }
+    }
+    // Each row x ← x R⁻¹ (forward substitution over the columns).
+    for row in q.chunks_exact_mut(p) {
+        for b in 0..p {
+            let mut v = row[b];
+            for k in 0..b {
+                v -= row[k] * g[k * p + b];
+            }
+            row[b] = v / g[b * p + b];
+        }
+    }
+    true
+}
+
 /// Modified Gram–Schmidt (twice) on the `p` columns of `q` (`n x p`, row-major), each first
 /// made orthogonal to `first`; a column that vanishes is replaced by a fixed vector.
-fn orthonormalize(q: &mut [f64], n: usize, p: usize, first: &[f64]) {
+fn gram_schmidt(q: &mut [f64], n: usize, p: usize, first: &[f64]) {
     for _pass in 0..2 {
         for j in 0..p {
             let proj: f64 = (0..n).map(|i| q[i * p + j] * first[i]).sum();
@@ -449,6 +563,36 @@ mod tests {
             radii.iter().all(|r| (r - mean).abs() < 1e-3 * mean),
             "{radii:?}"
         );
+    }
+
+    #[test]
+    fn blocks_are_orthonormalised_off_the_first_vector() {
+        let (n, p) = (50, 6);
+        let mut rng = Rng::new(5);
+        let norm = (n as f64).sqrt();
+        let first: Vec<f64> = (0..n).map(|_| 1.0 / norm).collect();
+        // Nearly dependent columns (what ten steps without orthonormalising leave), then an
+        // exactly dependent pair (Cholesky QR refuses it; Gram–Schmidt takes over).
+        for dependent in [false, true] {
+            let mut q: Vec<f64> = (0..n * p)
+                .map(|i| 1.0 + 1e-3 * rng.normal() + (i % p) as f64 * 1e-2)
+                .collect();
+            if dependent {
+                for i in 0..n {
+                    q[i * p + 1] = 2.0 * q[i * p];
+                }
+            }
+            orthonormalize(&mut q, n, p, &first);
+            for a in 0..p {
+                let on_first: f64 = (0..n).map(|i| q[i * p + a] * first[i]).sum();
+                assert!(on_first.abs() < 1e-9, "column {a}: {on_first}");
+                for b in 0..p {
+                    let dot: f64 = (0..n).map(|i| q[i * p + a] * q[i * p + b]).sum();
+                    let want = if a == b { 1.0 } else { 0.0 };
+                    assert!((dot - want).abs() < 1e-9, "{dependent} ({a}, {b}): {dot}");
+                }
+            }
+        }
     }
 
     #[test]
