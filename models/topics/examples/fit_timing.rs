@@ -2,6 +2,9 @@
 //! `cargo run --release -p infermesh-topics --example fit_timing -- N` (default 20000), or
 //! `-- FILE.npy` for a float32 `.npy` of embeddings (e.g. `train topics --save-embeddings`).
 //! Prints the seconds of each stage's caller-visible step (fit, transform of 1,000 rows).
+//! Environment: `SEED` (UMAP seed, default 42), `EPOCHS` and `NEG` (UMAP `n_epochs` and
+//! `negative_sample_rate`), `ASSIGN=FILE` (writes the training topics, one per row under a
+//! `topic` header, for `bench/topics_peer.py score`).
 
 use std::time::Instant;
 

@@ -169,6 +169,8 @@ fn pow_lanes(x: [f32; LANES], b: f32) -> [f32; LANES] {
 /// parallel layout sees rows other threads are moving; unlike it, the schedule is fixed, so a
 /// seed gives one layout. The arithmetic is plain f32 (no fused operations), the same on every
 /// CPU.
+// The lanes index several parallel arrays (edges, rows, streams, coordinates) by one counter.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn run<const D: usize, const S: usize>(
     head: &mut [f32],
@@ -284,8 +286,8 @@ fn run<const D: usize, const S: usize>(
                     at[l] = s * dim;
                     live[l] = round < n_neg[l] && !(tail.is_none() && s == js[l]);
                 }
-                for d in 0..dim {
-                    oth[d] = gather(rows, &at, d);
+                for (d, lanes) in oth.iter_mut().enumerate().take(dim) {
+                    *lanes = gather(rows, &at, d);
                 }
                 let dist2 = squared_distances(&cur[..dim], &oth[..dim]);
                 let p = pow_lanes(dist2, b);
