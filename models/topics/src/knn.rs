@@ -37,9 +37,14 @@ impl Metric {
 
     /// The distance between two prepared rows.
     pub(crate) fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        self.finish(self.raw(a, b))
+    }
+
+    /// What the distance is computed from: `a · b` for cosine, `|a - b|^2` for Euclidean.
+    fn raw(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
-            Metric::Euclidean => squared_euclidean(a, b).sqrt(),
-            Metric::Cosine => (1.0 - dot(a, b)).max(0.0),
+            Metric::Cosine => dot(a, b),
+            Metric::Euclidean => squared_euclidean(a, b),
         }
     }
 }
@@ -174,7 +179,7 @@ impl Metric {
 /// accumulators; otherwise [`dot`] / [`squared_euclidean`] per pair. The two differ in
 /// rounding, so a fitted model's neighbours are fixed per instruction set, as its layout is.
 mod tile {
-    use super::{Metric, dot, squared_euclidean};
+    use super::Metric;
 
     /// The kernel the CPU runs.
     #[derive(Debug, Clone, Copy)]
@@ -208,10 +213,7 @@ mod tile {
                 Kernel::Portable => {
                     for (qr, o) in q.chunks_exact(dim).zip(out.chunks_exact_mut(cols)) {
                         for (br, v) in b.chunks_exact(dim).zip(o.iter_mut()) {
-                            *v = match metric {
-                                Metric::Cosine => dot(qr, br),
-                                Metric::Euclidean => squared_euclidean(qr, br),
-                            };
+                            *v = metric.raw(qr, br);
                         }
                     }
                 }
@@ -377,10 +379,7 @@ mod tests {
                 for i in 0..nq {
                     for j in 0..nb {
                         let (x, y) = (&q[i * dim..(i + 1) * dim], &b[j * dim..(j + 1) * dim]);
-                        let want = match metric {
-                            Metric::Cosine => dot(x, y),
-                            Metric::Euclidean => squared_euclidean(x, y),
-                        };
+                        let want = metric.raw(x, y);
                         let tol = 1e-5 * (1.0 + want.abs()) * dim as f32;
                         assert!(
                             (got[i * nb + j] - want).abs() <= tol,
