@@ -52,7 +52,7 @@ pub(crate) const MAX_DIM: usize = 64;
 /// Optimises `head` (`graph.n_rows x dim`) against `tail` (`graph.n_cols x dim`). With
 /// `tail = None` the graph is over `head`'s own points and both ends of an edge move
 /// (training); otherwise only `head` moves (transform of new points against the fixed
-/// training layout). `rng` seeds one stream per head vertex. `dim <= MAX_DIM`.
+/// training layout). `rng` seeds the lanes' random draws. `dim <= MAX_DIM`.
 pub(crate) fn optimize(
     head: &mut [f32],
     tail: Option<&[f32]>,
@@ -143,6 +143,43 @@ fn pow_normal(x: f32, b: f32) -> f32 {
     p * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
+/// L'Ecuyer's three-component Tausworthe generator (taus88, the generator of umap-learn's
+/// `tau_rand_int`), one per lane: shifts, masks and exclusive ors on 32 bits, so that the
+/// lanes' draws compile to vector code. Seeded from the crate's [`Rng`].
+struct LaneRng {
+    s: [[u32; LANES]; 3],
+}
+
+impl LaneRng {
+    fn new(rng: &mut Rng) -> Self {
+        // Each component needs a seed above 1, 7 and 15 respectively.
+        let mut s = [[0u32; LANES]; 3];
+        for (c, floor) in s.iter_mut().zip([2u32, 8, 16]) {
+            for v in c.iter_mut() {
+                *v = (rng.next_u64() >> 32) as u32 | floor;
+            }
+        }
+        Self { s }
+    }
+
+    /// One draw per lane, uniform in `0..n` (multiply-shift; bias below n / 2^32).
+    // The lanes index the three state arrays and the output by one counter.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn below(&mut self, n: u32) -> [u32; LANES] {
+        let mut out = [0u32; LANES];
+        for l in 0..LANES {
+            let [a, b, c] = [self.s[0][l], self.s[1][l], self.s[2][l]];
+            let a = ((a & 0xffff_fffe) << 12) ^ (((a << 13) ^ a) >> 19);
+            let b = ((b & 0xffff_fff8) << 4) ^ (((b << 2) ^ b) >> 25);
+            let c = ((c & 0xffff_fff0) << 17) ^ (((c << 3) ^ c) >> 11);
+            (self.s[0][l], self.s[1][l], self.s[2][l]) = (a, b, c);
+            out[l] = ((u64::from(a ^ b ^ c) * u64::from(n)) >> 32) as u32;
+        }
+        out
+    }
+}
+
 /// Edges laid out side by side (see [`run`]).
 const LANES: usize = 8;
 
@@ -164,12 +201,12 @@ fn pow_lanes(x: [f32; LANES], b: f32) -> [f32; LANES] {
 /// The edges (in row order) are cut into [`LANES`] contiguous runs, and each epoch the runs'
 /// due edges are taken one from each run at a time: a step reads the [`LANES`] edges' ends,
 /// applies the attraction and then the negative samples lane by lane side by side (each
-/// lane's samples in sequence, as umap-learn takes them), and writes the moved rows back in
-/// lane order. Within a step the lanes see the rows as they were at its start, as umap-learn's
+/// lane's samples in sequence, as umap-learn takes them, from the lane's own generator), and
+/// writes the moved rows back in lane order. Within a step the lanes see the rows as they were at its start, as umap-learn's
 /// parallel layout sees rows other threads are moving; unlike it, the schedule is fixed, so a
 /// seed gives one layout. The arithmetic is plain f32 (no fused operations), the same on every
 /// CPU.
-// The lanes index several parallel arrays (edges, rows, streams, coordinates) by one counter.
+// The lanes index several parallel arrays (edges, rows, draws, coordinates) by one counter.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn run<const D: usize, const S: usize>(
@@ -189,9 +226,8 @@ fn run<const D: usize, const S: usize>(
     let mut next_neg = eps_neg.clone();
     let mut next = eps.clone();
     let n_vertices = graph.n_cols;
-    let mut streams: Vec<Rng> = (0..graph.n_rows)
-        .map(|_| Rng::new(rng.next_u64()))
-        .collect();
+    let mut draws = LaneRng::new(rng);
+    let n_vertices = u32::try_from(n_vertices).unwrap_or(u32::MAX);
     let (a, b, gamma) = (params.a, params.b, params.gamma);
     let n_edges = eps.len();
     let runs: [std::ops::Range<usize>; LANES] =
@@ -281,8 +317,9 @@ fn run<const D: usize, const S: usize>(
             let rows = tail.unwrap_or(&*head);
             for round in 0..rounds {
                 let (mut at, mut live) = ([0usize; LANES], [false; LANES]);
+                let drawn = draws.below(n_vertices);
                 for l in 0..LANES {
-                    let s = streams[js[l]].below(n_vertices);
+                    let s = drawn[l] as usize;
                     at[l] = s * dim;
                     live[l] = round < n_neg[l] && !(tail.is_none() && s == js[l]);
                 }
@@ -383,6 +420,33 @@ mod tests {
             assert_eq!(got, pow_normal(x.max(f32::MIN_POSITIVE), 0.79));
         }
         assert_eq!(lanes[3], 1.0);
+    }
+
+    #[test]
+    fn lane_draws_are_uniform_independent_and_seeded() {
+        let n = 7u32;
+        let mut draws = LaneRng::new(&mut Rng::new(3));
+        let mut hits = [[0usize; 7]; LANES];
+        let mut same = 0;
+        for _ in 0..7000 {
+            let d = draws.below(n);
+            same += usize::from(d.iter().all(|&v| v == d[0]));
+            for (l, &v) in d.iter().enumerate() {
+                hits[l][v as usize] += 1;
+            }
+        }
+        for lane in hits {
+            assert!(lane.iter().all(|&h| (850..1150).contains(&h)), "{lane:?}");
+        }
+        assert!(same < 10, "the lanes draw alike {same} times");
+        let (mut a, mut b) = (
+            LaneRng::new(&mut Rng::new(9)),
+            LaneRng::new(&mut Rng::new(9)),
+        );
+        let mut c = LaneRng::new(&mut Rng::new(10));
+        let (x, y, z) = (a.below(1 << 30), b.below(1 << 30), c.below(1 << 30));
+        assert_eq!(x, y);
+        assert_ne!(x, z);
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! components (`multi_component_layout`).
 //!
 //! umap-learn asks ARPACK (`eigsh`, `tol = 1e-4`) for them. Here a deterministic block
-//! subspace iteration on `(I + D^-1/2 A D^-1/2) / 2` (whose largest eigenvalues are `L`'s
-//! smallest, all in `[0, 1]`), deflated by the known first eigenvector `D^1/2 1`, with a
-//! Rayleigh–Ritz step (Jacobi on the small projected matrix) every ten iterations, the block
-//! orthonormalised (Cholesky QR, twice) only for that step: in between it is only deflated and
-//! scaled, which leaves its span, what converges, unchanged. The matrix products run per row
-//! in parallel, each row's sum in edge order. The
-//! result only seeds the SGD layout, so the iteration stops at `tol = 1e-4` on the Ritz
-//! residuals or after [`MAX_ITER`] steps, whichever is first; a non-finite result falls
-//! back to a random layout, as umap-learn's does when ARPACK fails.
+//! subspace iteration on `M = (I + D^-1/2 A D^-1/2) / 2` (whose largest eigenvalues are `L`'s
+//! smallest, all in `[0, 1]`), deflated by the known first eigenvector `D^1/2 1`, with
+//! Chebyshev filtering (Zhou and Saad 2007): between two Rayleigh–Ritz steps (Jacobi on the
+//! small projected matrix) the block is multiplied by the Chebyshev polynomial that is small
+//! on `[0, b]`, `b` the block's smallest Ritz value, and grows fast above it, which separates
+//! the wanted eigenvalues (crowded near 1 on a clustered graph) far faster than plain
+//! powers of `M`. The block is orthonormalised (Cholesky QR, twice) for each Rayleigh–Ritz
+//! step; the filter's degree is bounded so that it stays well conditioned for that. The
+//! matrix products run per row in parallel, each row's sum in edge order. The result only
+//! seeds the SGD layout, so the iteration stops at `tol = 1e-4` on the Ritz residuals or
+//! after [`MAX_APPLIES`] products, whichever is first; a non-finite result falls back to a
+//! random layout, as umap-learn's does when ARPACK fails.
 
 use rayon::prelude::*;
 
@@ -20,10 +23,12 @@ use super::graph::Graph;
 use crate::knn::Metric;
 use crate::rng::Rng;
 
-/// Most subspace iterations.
-const MAX_ITER: usize = 600;
-/// Iterations between Rayleigh–Ritz steps (and full orthonormalisations).
-const RAYLEIGH_RITZ_EVERY: usize = 10;
+/// Most products with the matrix.
+const MAX_APPLIES: usize = 600;
+/// Highest degree of a Chebyshev filter between two Rayleigh–Ritz steps.
+const MAX_DEGREE: usize = 16;
+/// Most growth a filter may give the block's largest component over its smallest kept one.
+const FILTER_GROWTH: f64 = 1e6;
 /// Ritz residual below which the wanted vectors are taken as converged.
 const TOL: f64 = 1e-4;
 
@@ -293,58 +298,80 @@ fn laplacian_eigenmap(graph: &Graph, n: usize, dim: usize, rng: &mut Rng) -> Opt
     };
     let p = (2 * dim + 8).min(n - 1);
     let mut q: Vec<f64> = (0..n * p).map(|_| rng.normal()).collect();
-    orthonormalize(&mut q, n, p, &first);
     let mut y = vec![0f64; n * p];
-    for iter in 1..=MAX_ITER {
-        if iter % RAYLEIGH_RITZ_EVERY == 0 || iter == MAX_ITER {
-            // The Rayleigh–Ritz step below needs an orthonormal basis; in between, the
-            // block is only kept off `first` and scaled (the span, which is what converges,
-            // is the same either way).
-            orthonormalize(&mut q, n, p, &first);
-        }
+    let mut older = vec![0f64; n * p];
+    let mut applied = 0;
+    loop {
+        orthonormalize(&mut q, n, p, &first);
         apply(&q, p, &mut y);
-        if iter % RAYLEIGH_RITZ_EVERY == 0 || iter == MAX_ITER {
-            // Rayleigh–Ritz: H = Qᵀ M Q, rotate Q to H's eigenvectors (largest first).
-            let mut h = vec![0f64; p * p];
-            for i in 0..n {
-                for a in 0..p {
-                    let qa = q[i * p + a];
-                    for b in 0..p {
-                        h[a * p + b] += qa * y[i * p + b];
-                    }
+        applied += 1;
+        // Rayleigh–Ritz: H = Qᵀ M Q, rotate Q (and M Q) to H's eigenvectors, largest first.
+        let mut h = vec![0f64; p * p];
+        for (qr, yr) in q.chunks_exact(p).zip(y.chunks_exact(p)) {
+            for (a, &qa) in qr.iter().enumerate() {
+                for (hb, &yb) in h[a * p..(a + 1) * p].iter_mut().zip(yr) {
+                    *hb += qa * yb;
                 }
             }
-            let (values, vectors) = jacobi_eigen(&h, p);
-            let mut order: Vec<usize> = (0..p).collect();
-            order.sort_by(|&x, &z| values[z].total_cmp(&values[x]));
-            let rotate = |m: &[f64]| -> Vec<f64> {
-                let mut out = vec![0f64; n * p];
-                for i in 0..n {
-                    for (to, &from) in order.iter().enumerate() {
-                        out[i * p + to] =
-                            (0..p).map(|k| m[i * p + k] * vectors[k * p + from]).sum();
-                    }
+        }
+        let (values, vectors) = jacobi_eigen(&h, p);
+        let mut order: Vec<usize> = (0..p).collect();
+        order.sort_by(|&x, &z| values[z].total_cmp(&values[x]));
+        let rotate = |m: &[f64], out: &mut [f64]| {
+            for (row, o) in m.chunks_exact(p).zip(out.chunks_exact_mut(p)) {
+                for (to, &from) in order.iter().enumerate() {
+                    o[to] = (0..p).map(|k| row[k] * vectors[k * p + from]).sum();
                 }
-                out
-            };
-            let (rq, ry) = (rotate(&q), rotate(&y));
-            let residual = (0..dim)
-                .map(|j| {
-                    let theta = values[order[j]];
-                    (0..n)
-                        .map(|i| (ry[i * p + j] - theta * rq[i * p + j]).powi(2))
-                        .sum::<f64>()
-                        .sqrt()
-                })
-                .fold(0f64, f64::max);
-            q = rq;
-            if residual < TOL || iter == MAX_ITER {
-                break;
             }
-            y = ry;
+        };
+        rotate(&q, &mut older);
+        std::mem::swap(&mut q, &mut older);
+        rotate(&y, &mut older);
+        std::mem::swap(&mut y, &mut older);
+        let residual = (0..dim)
+            .map(|j| {
+                let theta = values[order[j]];
+                (0..n)
+                    .map(|i| (y[i * p + j] - theta * q[i * p + j]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .fold(0f64, f64::max);
+        if residual < TOL || applied >= MAX_APPLIES {
+            break;
+        }
+        // Chebyshev filter on [0, b], b the block's smallest Ritz value: every eigenvalue
+        // of M at or below b (none of the wanted ones, by interlacing) is damped, those
+        // above grow by |T_m((λ - b/2) / (b/2))|. The degree keeps the largest growth
+        // (λ = 1) under FILTER_GROWTH, so the block stays well enough conditioned for
+        // Cholesky QR.
+        let b = values[order[p - 1]].clamp(1e-3, 1.0);
+        let half = b / 2.0;
+        let sigma = (1.0 - half) / half;
+        let degree = if sigma > 1.0 {
+            (FILTER_GROWTH.acosh() / sigma.acosh()).floor() as usize
+        } else {
+            MAX_DEGREE
+        }
+        .clamp(1, MAX_DEGREE)
+        .min(MAX_APPLIES - applied);
+        // x1 = (M - c) x0 / e from the products already at hand, then
+        // x_{k+1} = 2 (M - c) x_k / e - x_{k-1} (c = e = b / 2).
+        for (yv, &qv) in y.iter_mut().zip(&q) {
+            *yv = (*yv - half * qv) / half;
+        }
+        // q: x_{k-1}, y: x_k.
+        for _ in 1..degree {
+            apply(&y, p, &mut older);
+            applied += 1;
+            for ((o, &xk), &xprev) in older.iter_mut().zip(&y).zip(&q) {
+                *o = 2.0 * (*o - half * xk) / half - xprev;
+            }
+            // older: x_{k+1} -> y; y: x_k -> q; q (x_{k-1}) is free.
+            std::mem::swap(&mut q, &mut y);
+            std::mem::swap(&mut y, &mut older);
         }
         std::mem::swap(&mut q, &mut y);
-        deflate_and_scale(&mut q, n, p, &first);
     }
     let mut out = vec![0f64; n * dim];
     for j in 0..dim {
@@ -563,6 +590,78 @@ mod tests {
             radii.iter().all(|r| (r - mean).abs() < 1e-3 * mean),
             "{radii:?}"
         );
+    }
+
+    #[test]
+    fn the_eigenmap_has_the_dense_solvers_eigenpairs() {
+        // A connected graph of three loose groups (a ring plus random chords, heavier
+        // within a group), so the wanted eigenvalues crowd near 1 as on a clustered kNN graph.
+        let n = 90;
+        let mut rng = Rng::new(11);
+        let mut w = vec![0f64; n * n];
+        for i in 0..n {
+            let j = (i + 1) % n;
+            w[i * n + j] = 1.0;
+            w[j * n + i] = 1.0;
+            for _ in 0..4 {
+                let j = rng.below(n);
+                let weight = if i / 30 == j / 30 { 1.0 } else { 0.05 };
+                if j != i {
+                    w[i * n + j] = weight;
+                    w[j * n + i] = weight;
+                }
+            }
+        }
+        let mut g = Graph {
+            n_rows: n,
+            n_cols: n,
+            ..Graph::default()
+        };
+        for i in 0..n {
+            for j in 0..n {
+                if w[i * n + j] > 0.0 {
+                    g.rows.push(i as u32);
+                    g.cols.push(j as u32);
+                    g.weights.push(w[i * n + j] as f32);
+                }
+            }
+        }
+        let deg: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| f64::from(w[i * n + j] as f32)).sum())
+            .collect();
+        let m: Vec<f64> = (0..n * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                let nij = f64::from(w[ij] as f32) / (deg[i] * deg[j]).sqrt();
+                (if i == j { 1.0 } else { 0.0 } + nij) / 2.0
+            })
+            .collect();
+        let (values, _) = jacobi_eigen(&m, n);
+        let mut sorted = values.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        assert!((sorted[0] - 1.0).abs() < 1e-9);
+        let dim = 4;
+        let layout = laplacian_eigenmap(&g, n, dim, &mut Rng::new(2)).unwrap();
+        for j in 0..dim {
+            let v: Vec<f64> = (0..n).map(|i| layout[i * dim + j]).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let mv: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|k| m[i * n + k] * v[k]).sum::<f64>() / norm)
+                .collect();
+            let theta: f64 = mv.iter().zip(&v).map(|(a, b)| a * b / norm).sum();
+            let residual = mv
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| (a - theta * b / norm).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(residual < 2e-4, "vector {j}: residual {residual}");
+            assert!(
+                (theta - sorted[j + 1]).abs() < 1e-6,
+                "vector {j}: {theta} against {}",
+                sorted[j + 1]
+            );
+        }
     }
 
     #[test]
