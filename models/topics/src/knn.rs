@@ -2,7 +2,8 @@
 //! with rayon, the distances computed in cache-sized tiles by an AVX2/FMA kernel where the CPU
 //! has one. Each pair's distance is summed in one fixed order, so a row's result depends only
 //! on that row: the output is the same for any number of threads and any batch it came in.
-//! Fine up to ~20k rows (N² distance evaluations).
+//! The rows of a fit against themselves compute each pair once, for both rows ([`knn_self`],
+//! the same result). Fine up to ~20k rows (N² distance evaluations).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,21 @@ pub(crate) fn knn(
     metric: Metric,
     self_query: bool,
 ) -> (Vec<u32>, Vec<f32>) {
+    if self_query && k > 0 && dim > 0 {
+        return knn_self(base, dim, k, metric);
+    }
+    knn_brute(queries, base, dim, k, metric, self_query)
+}
+
+/// [`knn`] by every (query, base) pair.
+fn knn_brute(
+    queries: &[f32],
+    base: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+    self_query: bool,
+) -> (Vec<u32>, Vec<f32>) {
     let n_base = base.len() / dim.max(1);
     let n_queries = queries.len() / dim.max(1);
     debug_assert!(k <= n_base);
@@ -157,6 +173,116 @@ pub(crate) fn knn(
             }
         });
     (indices, distances)
+}
+
+/// Rows per block of the symmetric search.
+const PAIR_BLOCK: usize = 128;
+
+/// A block's rows' neighbour lists (sorted `(distance, index)`, at most `k` each).
+type BlockLists = Vec<Vec<(f32, u32)>>;
+
+/// [`knn`] of the rows against themselves, each pair's distance computed once: a pair's sum
+/// is the same whichever row is the query (products and differences are symmetric, the order
+/// of the terms is fixed), so a tile of blocks `I x J` serves the rows of both. The blocks
+/// are paired round by round as in a round-robin tournament (each block in at most one pair
+/// per round), so a round's tiles run in parallel and each updates only its own two blocks'
+/// lists. A list keeps the `k` least `(distance, index)`, which does not depend on the order
+/// the candidates come in: the result is [`knn_brute`]'s, bit for bit.
+fn knn_self(rows: &[f32], dim: usize, k: usize, metric: Metric) -> (Vec<u32>, Vec<f32>) {
+    let n = rows.len() / dim;
+    let blocks = n.div_ceil(PAIR_BLOCK);
+    let simd = tile::Kernel::detect();
+    let mut lists: Vec<BlockLists> = (0..blocks)
+        .map(|b| {
+            let len = PAIR_BLOCK.min(n - b * PAIR_BLOCK);
+            (0..len).map(|_| Vec::with_capacity(k + 1)).collect()
+        })
+        .collect();
+    let block_rows = |b: usize| {
+        let lo = b * PAIR_BLOCK;
+        &rows[lo * dim..(lo + PAIR_BLOCK).min(n) * dim]
+    };
+    // Round-robin over an even number of seats (the last one empty when `blocks` is odd):
+    // seat `seats - 1` stays, the others turn; round 0 also pairs each block with itself.
+    let seats = blocks + blocks % 2;
+    let rounds = seats.saturating_sub(1).max(1);
+    for round in 0..rounds {
+        let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(seats / 2 + blocks);
+        if seats >= 2 {
+            let turn = |t: usize| (round + t) % (seats - 1);
+            pairs.push((turn(0), seats - 1));
+            for t in 1..seats / 2 {
+                pairs.push((turn(t), turn(seats - 1 - t)));
+            }
+        }
+        pairs.retain(|&(a, b)| a < blocks && b < blocks);
+        // Disjoint pairs: each task takes its two blocks' lists out of `lists`.
+        let mut tasks: Vec<(usize, usize, BlockLists, BlockLists)> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                (
+                    a,
+                    b,
+                    std::mem::take(&mut lists[a]),
+                    std::mem::take(&mut lists[b]),
+                )
+            })
+            .collect();
+        tasks.par_iter_mut().for_each(|(a, b, la, lb)| {
+            let (qa, qb) = (block_rows(*a), block_rows(*b));
+            let (ra, rb) = (la.len(), lb.len());
+            let mut out = vec![0f32; ra * rb];
+            simd.tile(metric, qa, qb, dim, &mut out);
+            for (r, list) in la.iter_mut().enumerate() {
+                for (c, &raw) in out[r * rb..(r + 1) * rb].iter().enumerate() {
+                    let d = metric.finish(raw);
+                    offer(list, k, d, (*b * PAIR_BLOCK + c) as u32);
+                    offer(&mut lb[c], k, d, (*a * PAIR_BLOCK + r) as u32);
+                }
+            }
+        });
+        for (a, b, la, lb) in tasks {
+            lists[a] = la;
+            lists[b] = lb;
+        }
+        if round == 0 {
+            // Each block against itself (a row's distance to itself is 0).
+            lists.par_iter_mut().enumerate().for_each(|(b, block)| {
+                let q = block_rows(b);
+                let len = block.len();
+                let mut out = vec![0f32; len * len];
+                simd.tile(metric, q, q, dim, &mut out);
+                for (r, list) in block.iter_mut().enumerate() {
+                    for (c, &raw) in out[r * len..(r + 1) * len].iter().enumerate() {
+                        let d = if r == c { 0.0 } else { metric.finish(raw) };
+                        offer(list, k, d, (b * PAIR_BLOCK + c) as u32);
+                    }
+                }
+            });
+        }
+    }
+    let mut indices = Vec::with_capacity(n * k);
+    let mut distances = Vec::with_capacity(n * k);
+    for list in lists.into_iter().flatten() {
+        for (d, j) in list {
+            indices.push(j);
+            distances.push(d);
+        }
+    }
+    (indices, distances)
+}
+
+/// Keeps `(d, j)` in `list` (sorted, at most `k`) if it is among the `k` least `(distance,
+/// index)` pairs offered.
+#[inline]
+fn offer(list: &mut Vec<(f32, u32)>, k: usize, d: f32, j: u32) {
+    let less = |w: &(f32, u32)| w.0 < d || (w.0 == d && w.1 < j);
+    if list.len() == k && list.last().is_none_or(less) {
+        return;
+    }
+    let at = list.partition_point(less);
+    list.insert(at, (d, j));
+    list.truncate(k);
 }
 
 impl Metric {
@@ -436,6 +562,33 @@ mod tests {
                     "row {i} slot {slot}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_symmetric_search_is_the_brute_force_one() {
+        // Block counts odd and even, a dimension with a remainder past the eight-lane chunks,
+        // and repeated rows (exact ties).
+        for (n, dim, metric) in [
+            (300, 37, Metric::Cosine),
+            (513, 16, Metric::Euclidean),
+            (100, 5, Metric::Cosine),
+            (385, 9, Metric::Euclidean),
+        ] {
+            let mut data = rows(n, dim, 7);
+            for i in (0..n).step_by(11).skip(1) {
+                let (src, dst) = data.split_at_mut(i * dim);
+                dst[..dim].copy_from_slice(&src[..dim]);
+            }
+            let data = metric.prepare(&data, dim);
+            let k = 15.min(n);
+            let (bi, bd) = knn_brute(&data, &data, dim, k, metric, true);
+            let (si, sd) = knn_self(&data, dim, k, metric);
+            assert_eq!(si, bi, "{n} x {dim} {metric:?}");
+            assert_eq!(
+                sd.iter().map(|d| d.to_bits()).collect::<Vec<_>>(),
+                bd.iter().map(|d| d.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 
