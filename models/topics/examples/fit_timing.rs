@@ -4,7 +4,8 @@
 //! Prints the seconds of each stage's caller-visible step (fit, transform of 1,000 rows).
 //! Environment: `SEED` (UMAP seed, default 42), `EPOCHS` and `NEG` (UMAP `n_epochs` and
 //! `negative_sample_rate`), `ASSIGN=FILE` (writes the training topics, one per row under a
-//! `topic` header, for `bench/topics_peer.py score`).
+//! `topic` header, for `bench/topics_peer.py score`), `TEXTS=FILE` (the documents of a `.npy`,
+//! one per line; otherwise short made-up ones).
 
 use std::time::Instant;
 
@@ -69,9 +70,16 @@ fn main() -> Result<()> {
     let arg = std::env::args().nth(1).unwrap_or_else(|| "20000".into());
     let (texts, emb) = if arg.ends_with(".npy") {
         let emb = read_npy(&arg)?;
-        let texts = (0..emb.rows())
-            .map(|i| format!("text{} common", i % 50))
-            .collect();
+        let texts: Vec<String> = match std::env::var("TEXTS") {
+            Ok(path) => std::fs::read_to_string(path)?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            Err(_) => (0..emb.rows())
+                .map(|i| format!("text{} common", i % 50))
+                .collect(),
+        };
+        anyhow::ensure!(texts.len() == emb.rows(), "{} texts", texts.len());
         (texts, emb)
     } else {
         data(arg.parse()?, 384, 40, 7)

@@ -109,7 +109,7 @@ pub fn tokenize(text: &str, stop_words: StopWords) -> Vec<String> {
     lower
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|t| t.chars().count() >= 2)
-        .filter(|t| stop_words == StopWords::None || stop_words::ENGLISH.binary_search(t).is_err())
+        .filter(|t| stop_words == StopWords::None || !stop_words::is_english(t))
         .map(str::to_string)
         .collect()
 }
@@ -417,6 +417,12 @@ mod tests {
         assert_eq!(preprocess("don't\tstop-me\nnow é!"), "dont stopme now ");
         assert!(stop_words::ENGLISH.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(stop_words::ENGLISH.len(), 318);
+        assert!(
+            stop_words::ENGLISH
+                .iter()
+                .all(|w| stop_words::is_english(w))
+        );
+        assert!(!stop_words::is_english("flour") && !stop_words::is_english(""));
     }
 
     /// Two classes: "apple apple banana" and "banana cherry". By hand: counts

@@ -32,6 +32,9 @@ use crate::hdbscan::{Hdbscan, HdbscanParams};
 use crate::umap::{Umap, UmapParams};
 use crate::{Matrix, TopicError};
 
+/// Documents tokenised together (in parallel) when words are counted.
+const TOKENIZE_CHUNK: usize = 4096;
+
 /// How `nr_topics` merges topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -199,19 +202,28 @@ impl TopicModel {
         }
     }
 
-    /// Adds documents' tokens, sizes and embeddings to their topics' classes.
+    /// Adds documents' tokens, sizes and embeddings to their topics' classes. The texts are
+    /// tokenised in parallel, [`TOKENIZE_CHUNK`] at a time, and counted in document order (so
+    /// the vocabulary's order is the same as one by one).
     fn add_documents<S: AsRef<str>>(&mut self, texts: &[S], embeddings: &Matrix, topics: &[i64]) {
+        use rayon::prelude::*;
         let dim = embeddings.cols();
-        for (i, (text, &topic)) in texts.iter().zip(topics).enumerate() {
-            let class = (topic + 1) as usize;
-            let tokens = self.tokens(text.as_ref());
-            self.counts.add(class, tokens);
-            self.sizes[class] += 1;
-            for (s, &v) in self.embedding_sums[class * dim..(class + 1) * dim]
-                .iter_mut()
-                .zip(embeddings.row(i))
-            {
-                *s += f64::from(v);
+        let n = texts.len().min(topics.len());
+        for start in (0..n).step_by(TOKENIZE_CHUNK) {
+            let end = (start + TOKENIZE_CHUNK).min(n);
+            let chunk: Vec<&str> = texts[start..end].iter().map(AsRef::as_ref).collect();
+            let this = &*self;
+            let tokens: Vec<Vec<String>> = chunk.par_iter().map(|t| this.tokens(t)).collect();
+            for (i, doc_tokens) in (start..end).zip(tokens) {
+                let class = (topics[i] + 1) as usize;
+                self.counts.add(class, doc_tokens);
+                self.sizes[class] += 1;
+                for (s, &v) in self.embedding_sums[class * dim..(class + 1) * dim]
+                    .iter_mut()
+                    .zip(embeddings.row(i))
+                {
+                    *s += f64::from(v);
+                }
             }
         }
     }

@@ -1,7 +1,16 @@
 //! scikit-learn's `ENGLISH_STOP_WORDS` (318 words, sorted): what BERTopic users pass as
 //! `CountVectorizer(stop_words="english")`.
 
-/// The list, sorted (binary-searchable).
+/// Whether `word` is in [`ENGLISH`] (a hash set built once: one lookup per token instead of
+/// a binary search of string comparisons).
+pub(crate) fn is_english(word: &str) -> bool {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(|| ENGLISH.iter().copied().collect())
+        .contains(word)
+}
+
+/// The list, sorted.
 pub(crate) const ENGLISH: &[&str] = &[
     "a",
     "about",
