@@ -582,9 +582,11 @@ mod tests {
             });
         }
         let m = Matrix::from_rows(&rows).unwrap();
+        // Ten neighbours, so that each blob's neighbour graph is connected (with five, a
+        // 20-row blob can fall apart into pieces that HDBSCAN then keeps apart).
         let params = TopicParams {
             umap: UmapParams {
-                n_neighbors: 5,
+                n_neighbors: 10,
                 n_components: 2,
                 ..UmapParams::default()
             },
