@@ -5,12 +5,14 @@
 //! Environment: `SEED` (UMAP seed, default 42), `EPOCHS` and `NEG` (UMAP `n_epochs` and
 //! `negative_sample_rate`), `ASSIGN=FILE` (writes the training topics, one per row under a
 //! `topic` header, for `bench/topics_peer.py score`), `TEXTS=FILE` (the documents of a `.npy`,
-//! one per line; otherwise short made-up ones).
+//! one per line; otherwise short made-up ones), `UMAP_ONLY=1` (also times UMAP's fit alone).
+//! Prints an FNV-1a hash of the layout's bits, so that a change meant to keep the layout
+//! can be checked.
 
 use std::time::Instant;
 
 use anyhow::Result;
-use infermesh_topics::{Matrix, TopicModel, TopicParams};
+use infermesh_topics::{Matrix, TopicModel, TopicParams, Umap};
 
 /// SplitMix64 draws for the fixture.
 fn draw(state: &mut u64) -> f32 {
@@ -100,6 +102,20 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64(),
         model.n_topics()
     );
+    // FNV-1a over the layout's bits: a change that must keep the layout shows the same value.
+    let layout = model
+        .umap()
+        .embedding_slice()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+            (h ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3)
+        });
+    println!("layout fnv {layout:016x}");
+    if std::env::var("UMAP_ONLY").is_ok() {
+        let t = Instant::now();
+        Umap::fit(&emb, &params.umap)?;
+        println!("umap alone: {:.2} s", t.elapsed().as_secs_f64());
+    }
     if let Ok(path) = std::env::var("ASSIGN") {
         let mut csv = String::from("topic\n");
         for t in model.document_topics() {

@@ -220,16 +220,26 @@ fn run<const D: usize, const S: usize>(
     let dim = if D == 0 { dim } else { D };
     assert!(dim <= S, "layout of {dim} dimensions");
     let n_epochs = params.n_epochs;
-    let eps = epochs_per_sample(&graph.weights, n_epochs);
     let neg_rate = params.negative_sample_rate.max(1) as f64;
-    let eps_neg: Vec<f64> = eps.iter().map(|e| e / neg_rate).collect();
-    let mut next_neg = eps_neg.clone();
-    let mut next = eps.clone();
+    let mut edges: Vec<EdgeState> = epochs_per_sample(&graph.weights, n_epochs)
+        .into_iter()
+        .zip(graph.rows.iter().zip(&graph.cols))
+        .map(|(eps, (&row, &col))| EdgeState {
+            eps,
+            next: eps,
+            next_neg: eps / neg_rate,
+            row,
+            col,
+        })
+        .collect();
+    // The first epoch at which each edge is due (`next <= epoch` for a whole `epoch` is
+    // `ceil(next) <= epoch`); never for an edge that is never sampled.
+    let mut due_at: Vec<u32> = edges.iter().map(EdgeState::due_at).collect();
     let n_vertices = graph.n_cols;
     let mut draws = LaneRng::new(rng);
     let n_vertices = u32::try_from(n_vertices).unwrap_or(u32::MAX);
     let (a, b, gamma) = (params.a, params.b, params.gamma);
-    let n_edges = eps.len();
+    let n_edges = edges.len();
     let runs: [std::ops::Range<usize>; LANES] =
         std::array::from_fn(|l| l * n_edges / LANES..(l + 1) * n_edges / LANES);
     let mut due: [Vec<u32>; LANES] = std::array::from_fn(|l| vec![0; runs[l].len()]);
@@ -239,31 +249,37 @@ fn run<const D: usize, const S: usize>(
     let mut alpha = params.initial_alpha;
     for n in 0..n_epochs {
         let epoch = n as f64;
+        let n_u32 = n as u32;
         // Each run's due edges, listed without branches (every edge is written, the count
         // moves past the due ones).
         let mut counts = [0usize; LANES];
         for ((list, run), count) in due.iter_mut().zip(&runs).zip(counts.iter_mut()) {
             let mut len = 0;
-            for i in run.clone() {
+            for (i, &at) in run.clone().zip(&due_at[run.clone()]) {
                 list[len] = i as u32;
-                len += usize::from(eps[i] >= 0.0 && next[i] <= epoch);
+                len += usize::from(at <= n_u32);
             }
             *count = len;
         }
         let steps = counts.iter().copied().max().unwrap_or(0);
         for step in 0..steps {
-            // An idle lane reads row 0 at both ends: distance 0, no force.
-            let mut edge = [None; LANES];
+            // An idle lane reads row 0 at both ends (distance 0, no force) and draws no
+            // negative samples (its `next_neg` is the epoch).
+            let mut active = [false; LANES];
+            let mut ids = [0usize; LANES];
             let (mut js, mut ks) = ([0usize; LANES], [0usize; LANES]);
-            let (mut at_j, mut at_k) = ([0usize; LANES], [0usize; LANES]);
+            let (mut eps, mut next_neg) = ([1f64; LANES], [epoch; LANES]);
             for l in 0..LANES {
                 if step < counts[l] {
                     let i = due[l][step] as usize;
-                    edge[l] = Some(i);
-                    (js[l], ks[l]) = (graph.rows[i] as usize, graph.cols[i] as usize);
-                    (at_j[l], at_k[l]) = (js[l] * dim, ks[l] * dim);
+                    let e = &edges[i];
+                    (active[l], ids[l]) = (true, i);
+                    (js[l], ks[l]) = (e.row as usize, e.col as usize);
+                    (eps[l], next_neg[l]) = (e.eps, e.next_neg);
                 }
             }
+            let at_j: [usize; LANES] = std::array::from_fn(|l| js[l] * dim);
+            let at_k: [usize; LANES] = std::array::from_fn(|l| ks[l] * dim);
             {
                 let other = tail.unwrap_or(&*head);
                 for d in 0..dim {
@@ -272,8 +288,8 @@ fn run<const D: usize, const S: usize>(
                 }
                 // An idle lane's other end is its own row 0 in `head` (with a tail, a row of
                 // the tail is not at distance 0).
-                for (l, e) in edge.iter().enumerate() {
-                    if e.is_none() {
+                for l in 0..LANES {
+                    if !active[l] {
                         for d in 0..dim {
                             oth[d][l] = cur[d][l];
                         }
@@ -295,19 +311,28 @@ fn run<const D: usize, const S: usize>(
                     oth[d][l] -= g * alpha;
                 }
             }
+            // Negative samples owed since the edge's last ones: all lanes at once.
             let mut n_neg = [0usize; LANES];
+            if params.negative_sample_rate > 0 {
+                for l in 0..LANES {
+                    let eps_neg = eps[l] / neg_rate;
+                    n_neg[l] = ((epoch - next_neg[l]) / eps_neg).max(0.0) as usize;
+                    next_neg[l] += n_neg[l] as f64 * eps_neg;
+                }
+            }
             for l in 0..LANES {
-                let Some(i) = edge[l] else { continue };
+                if !active[l] {
+                    continue;
+                }
                 if tail.is_none() {
                     for d in 0..dim {
-                        head[ks[l] * dim + d] = oth[d][l];
+                        head[at_k[l] + d] = oth[d][l];
                     }
                 }
-                next[i] += eps[i];
-                if params.negative_sample_rate > 0 {
-                    n_neg[l] = ((epoch - next_neg[i]) / eps_neg[i]).max(0.0) as usize;
-                }
-                next_neg[i] += n_neg[l] as f64 * eps_neg[i];
+                let e = &mut edges[ids[l]];
+                e.next += e.eps;
+                e.next_neg = next_neg[l];
+                due_at[ids[l]] = e.due_at();
             }
             // Repulsion from random rows, round by round. Every lane draws and reads a row in
             // every round (no branches); a lane past its count, an idle lane, or one that drew
@@ -344,14 +369,38 @@ fn run<const D: usize, const S: usize>(
                 }
             }
             for l in 0..LANES {
-                if edge[l].is_some() {
+                if active[l] {
                     for d in 0..dim {
-                        head[js[l] * dim + d] = cur[d][l];
+                        head[at_j[l] + d] = cur[d][l];
                     }
                 }
             }
         }
         alpha = params.initial_alpha * (1.0 - (n as f32 / n_epochs as f32));
+    }
+}
+
+/// An edge's sampling schedule (umap-learn's `epochs_per_sample`, `epoch_of_next_sample` and
+/// `epoch_of_next_negative_sample`) with its ends, side by side so that a due edge is one read.
+#[derive(Debug, Clone, Copy)]
+struct EdgeState {
+    eps: f64,
+    next: f64,
+    next_neg: f64,
+    row: u32,
+    col: u32,
+}
+
+impl EdgeState {
+    /// The first whole epoch `n` with `next <= n` (`u32::MAX`: never, as for an edge that is
+    /// never sampled, `eps < 0`).
+    fn due_at(&self) -> u32 {
+        if self.eps >= 0.0 {
+            // Saturating: a `next` past `u32::MAX` (or infinite) is never due.
+            self.next.ceil() as u32
+        } else {
+            u32::MAX
+        }
     }
 }
 
