@@ -160,17 +160,37 @@ impl ClassCounts {
     /// Counts `tokens` into class `class` (which must exist).
     pub fn add(&mut self, class: usize, tokens: impl IntoIterator<Item = String>) {
         for t in tokens {
-            let id = match self.index.get(&t) {
-                Some(&id) => id,
-                None => {
-                    let id = self.words.len() as u32;
-                    self.index.insert(t.clone(), id);
-                    self.words.push(t);
-                    id
-                }
-            };
+            let id = self.intern(t);
             *self.counts[class].entry(id).or_default() += 1;
         }
+    }
+
+    /// The index of `word` in the vocabulary, which takes it as its next word when it is new
+    /// (so the vocabulary stays in order of first appearance); counts nothing.
+    pub(crate) fn intern(&mut self, word: String) -> u32 {
+        match self.index.get(&word) {
+            Some(&id) => id,
+            None => {
+                let id = self.words.len() as u32;
+                self.index.insert(word.clone(), id);
+                self.words.push(word);
+                id
+            }
+        }
+    }
+
+    /// Counts the words `ids` (from [`ClassCounts::intern`]) into class `class` (which must
+    /// exist).
+    pub(crate) fn add_ids(&mut self, class: usize, ids: &[u32]) {
+        let counts = &mut self.counts[class];
+        for &id in ids {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+
+    /// Drops every count and leaves `n_classes` empty classes; the vocabulary stays.
+    pub(crate) fn reset_classes(&mut self, n_classes: usize) {
+        self.counts = vec![BTreeMap::new(); n_classes];
     }
 
     /// Adds an empty class at the end.

@@ -146,7 +146,31 @@ impl TopicModel {
                 "nr_topics must be at least 1".into(),
             ));
         }
-        let umap = Umap::fit(embeddings, &params.umap)?;
+        // The documents' words are numbered on a second thread, one document after another,
+        // while UMAP lays the rows out (its SGD, the longest stage, leaves the other cores
+        // idle); they are counted into the topics once HDBSCAN has found them.
+        let docs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let mut counts = ClassCounts::new(0);
+        let (umap, doc_words) = std::thread::scope(|scope| {
+            let words = scope.spawn(|| {
+                docs.iter()
+                    .map(|doc| {
+                        document_tokens(&params.vectorizer, doc)
+                            .into_iter()
+                            .map(|w| counts.intern(w))
+                            .collect::<Vec<u32>>()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let umap = Umap::fit(embeddings, &params.umap);
+            (
+                umap,
+                words
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
+        });
+        let umap = umap?;
         let hdbscan = Hdbscan::fit(
             umap.embedding_slice(),
             params.umap.n_components,
@@ -175,7 +199,7 @@ impl TopicModel {
             umap,
             hdbscan,
             cluster_topic,
-            counts: ClassCounts::new(n_clusters + 1),
+            counts,
             sizes: vec![0; n_clusters + 1],
             embedding_sums: vec![0.0; (n_clusters + 1) * embeddings.cols()],
             doc_topics: Vec::new(),
@@ -183,7 +207,8 @@ impl TopicModel {
             ctfidf: Ctfidf::fit(&ClassCounts::new(0), &params.ctfidf, &[]),
             topics: Vec::new(),
         };
-        model.add_documents(texts, embeddings, &doc_topics);
+        model.counts.reset_classes(n_clusters + 1);
+        model.add_interned(&doc_words, embeddings, &doc_topics);
         model.doc_topics = doc_topics;
         if let Some(nr) = params.nr_topics {
             model.reduce(nr, params.merge, embedder)?;
@@ -193,37 +218,28 @@ impl TopicModel {
         Ok(model)
     }
 
-    fn tokens(&self, text: &str) -> Vec<String> {
-        let v = &self.params.vectorizer;
-        if v.ascii_preprocessing {
-            tokenize(&preprocess(text), v.stop_words)
-        } else {
-            tokenize(text, v.stop_words)
-        }
+    /// Adds documents' tokens, sizes and embeddings to their topics' classes; new words extend
+    /// the vocabulary in document order (see [`intern_documents`]).
+    fn add_documents<S: AsRef<str>>(&mut self, texts: &[S], embeddings: &Matrix, topics: &[i64]) {
+        let n = texts.len().min(topics.len());
+        let docs: Vec<&str> = texts[..n].iter().map(AsRef::as_ref).collect();
+        let doc_words = intern_documents(&docs, &self.params.vectorizer, &mut self.counts);
+        self.add_interned(&doc_words, embeddings, topics);
     }
 
-    /// Adds documents' tokens, sizes and embeddings to their topics' classes. The texts are
-    /// tokenised in parallel, [`TOKENIZE_CHUNK`] at a time, and counted in document order (so
-    /// the vocabulary's order is the same as one by one).
-    fn add_documents<S: AsRef<str>>(&mut self, texts: &[S], embeddings: &Matrix, topics: &[i64]) {
-        use rayon::prelude::*;
+    /// Adds documents, as their words' vocabulary indices, with their sizes and embeddings to
+    /// their topics' classes.
+    fn add_interned(&mut self, doc_words: &[Vec<u32>], embeddings: &Matrix, topics: &[i64]) {
         let dim = embeddings.cols();
-        let n = texts.len().min(topics.len());
-        for start in (0..n).step_by(TOKENIZE_CHUNK) {
-            let end = (start + TOKENIZE_CHUNK).min(n);
-            let chunk: Vec<&str> = texts[start..end].iter().map(AsRef::as_ref).collect();
-            let this = &*self;
-            let tokens: Vec<Vec<String>> = chunk.par_iter().map(|t| this.tokens(t)).collect();
-            for (i, doc_tokens) in (start..end).zip(tokens) {
-                let class = (topics[i] + 1) as usize;
-                self.counts.add(class, doc_tokens);
-                self.sizes[class] += 1;
-                for (s, &v) in self.embedding_sums[class * dim..(class + 1) * dim]
-                    .iter_mut()
-                    .zip(embeddings.row(i))
-                {
-                    *s += f64::from(v);
-                }
+        for (i, (words, &topic)) in doc_words.iter().zip(topics).enumerate() {
+            let class = (topic + 1) as usize;
+            self.counts.add_ids(class, words);
+            self.sizes[class] += 1;
+            for (s, &v) in self.embedding_sums[class * dim..(class + 1) * dim]
+                .iter_mut()
+                .zip(embeddings.row(i))
+            {
+                *s += f64::from(v);
             }
         }
     }
@@ -646,6 +662,40 @@ impl TopicModel {
         self.refresh(embedder)?;
         Ok((topics, probs))
     }
+}
+
+/// A document's tokens as the vectorizer takes them (BERTopic's preprocessing first when
+/// `ascii_preprocessing`).
+fn document_tokens(vectorizer: &VectorizerParams, text: &str) -> Vec<String> {
+    if vectorizer.ascii_preprocessing {
+        tokenize(&preprocess(text), vectorizer.stop_words)
+    } else {
+        tokenize(text, vectorizer.stop_words)
+    }
+}
+
+/// Each document's words as indices into `vocabulary`, which takes new words in document
+/// order (the order counting them one by one gives). The texts are tokenised in parallel,
+/// [`TOKENIZE_CHUNK`] at a time.
+fn intern_documents(
+    texts: &[&str],
+    vectorizer: &VectorizerParams,
+    vocabulary: &mut ClassCounts,
+) -> Vec<Vec<u32>> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(TOKENIZE_CHUNK) {
+        let tokens: Vec<Vec<String>> = chunk
+            .par_iter()
+            .map(|t| document_tokens(vectorizer, t))
+            .collect();
+        out.extend(
+            tokens
+                .into_iter()
+                .map(|doc| doc.into_iter().map(|w| vocabulary.intern(w)).collect()),
+        );
+    }
+    out
 }
 
 /// Average-linkage agglomerative clustering of `rows` under cosine distance into `k`
