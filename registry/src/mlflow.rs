@@ -7,6 +7,9 @@
 //! error bodies (`{"error_code", "message"}`) become [`MlflowError::Api`]; a server that cannot
 //! be reached becomes [`MlflowError::Unreachable`]. Idempotent reads are retried on connection
 //! failures and 429/502/503/504 (three attempts, 200 ms then 800 ms apart); writes are not.
+//! An idle pooled connection is dropped after [`POOL_IDLE_TIMEOUT`], below the keep-alive of
+//! the servers MLflow runs under (gunicorn 2 s, uvicorn 5 s): a request written into a
+//! connection the server is closing fails without a response, and a write cannot be retried.
 //!
 //! Artifact locations: a run's `artifact_uri` is `mlflow-artifacts:/<path>` (or
 //! `mlflow-artifacts://host:port/<path>`) when the server proxies artifacts, which maps to
@@ -467,6 +470,8 @@ pub const MAX_ARTIFACT_DEPTH: usize = 32;
 const MAX_API_RESPONSE_BYTES: u64 = 64 << 20;
 /// Largest error body kept (the rest is dropped).
 const MAX_ERROR_BODY_BYTES: u64 = 64 << 10;
+/// How long an idle connection stays in the client's pool (see the module doc).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Client options. `Debug` prints the token and the password as `***`.
 #[derive(Clone)]
@@ -838,6 +843,7 @@ impl MlflowClient {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| MlflowError::Invalid(format!("HTTP client: {e}")))?;
         Ok(Self {
