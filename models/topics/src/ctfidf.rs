@@ -179,6 +179,11 @@ impl ClassCounts {
         }
     }
 
+    /// [`ClassCounts::intern`] of each of a document's words, in order.
+    pub(crate) fn intern_all(&mut self, words: Vec<String>) -> Vec<u32> {
+        words.into_iter().map(|w| self.intern(w)).collect()
+    }
+
     /// Counts the words `ids` (from [`ClassCounts::intern`]) into class `class` (which must
     /// exist).
     pub(crate) fn add_ids(&mut self, class: usize, ids: &[u32]) {

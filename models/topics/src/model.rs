@@ -154,12 +154,7 @@ impl TopicModel {
         let (umap, doc_words) = std::thread::scope(|scope| {
             let words = scope.spawn(|| {
                 docs.iter()
-                    .map(|doc| {
-                        document_tokens(&params.vectorizer, doc)
-                            .into_iter()
-                            .map(|w| counts.intern(w))
-                            .collect::<Vec<u32>>()
-                    })
+                    .map(|doc| counts.intern_all(document_tokens(&params.vectorizer, doc)))
                     .collect::<Vec<_>>()
             });
             let umap = Umap::fit(embeddings, &params.umap);
@@ -689,11 +684,7 @@ fn intern_documents(
             .par_iter()
             .map(|t| document_tokens(vectorizer, t))
             .collect();
-        out.extend(
-            tokens
-                .into_iter()
-                .map(|doc| doc.into_iter().map(|w| vocabulary.intern(w)).collect()),
-        );
+        out.extend(tokens.into_iter().map(|doc| vocabulary.intern_all(doc)));
     }
     out
 }
