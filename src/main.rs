@@ -42,6 +42,10 @@ enum Command {
     /// Evaluate a trained model (e.g. `infermesh eval categorizer`).
     #[command(subcommand)]
     Eval(infermesh_training::EvalCommand),
+    /// Data drift between a reference and a current table (CSV, TSV or Parquet), as
+    /// Evidently 0.7's DataDriftPreset computes it (e.g. `infermesh drift --reference
+    /// train.parquet --current today.parquet --json`).
+    Drift(infermesh_training::drift::DriftArgs),
     /// Point an alias of a registered model (MLflow, or the local registry without a
     /// tracking URI) at a version, optionally gated on metrics (e.g.
     /// `infermesh promote fraud --from challenger --require "pr_auc>=champion"`).
@@ -130,6 +134,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let command = match cli.command {
         Command::Train(job) => return Ok(job.run().map(|()| std::process::ExitCode::SUCCESS)?),
         Command::Eval(job) => return Ok(job.run().map(|()| std::process::ExitCode::SUCCESS)?),
+        Command::Drift(args) => {
+            let (text, drifted) = args.run_with_status()?;
+            write_stdout(&text)?;
+            if drifted {
+                eprintln!("infermesh drift: the dataset drifted (--fail-on-drift)");
+                return Ok(std::process::ExitCode::from(
+                    infermesh_training::promote::GATE_FAILED_EXIT,
+                ));
+            }
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -148,6 +163,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
             | Command::Eval(_)
+            | Command::Drift(_)
             | Command::Ab(_)
             | Command::Promote(_)
             | Command::Register(_) => "infermesh-job",
@@ -194,7 +210,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 Err(e) => return Err(e.into()),
             },
             Command::Register(args) => write_stdout(&args.run().await?)?,
-            Command::Train(_) | Command::Eval(_) => {} // handled above
+            Command::Train(_) | Command::Eval(_) | Command::Drift(_) => {} // handled above
         }
         Ok(std::process::ExitCode::SUCCESS)
     })

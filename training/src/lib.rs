@@ -14,6 +14,7 @@
 //!   scores it against labels (NMI, ARI, outlier share).
 
 pub mod categorizer;
+pub mod drift;
 pub mod fraud;
 pub mod npy;
 pub mod promote;

@@ -156,6 +156,11 @@ impl Table {
             .collect()
     }
 
+    /// Column `name` as Polars holds it (strings for text tables, typed for Parquet).
+    pub fn frame_column(&self, name: &str) -> Result<&Column, TableError> {
+        self.column(name)
+    }
+
     fn column(&self, name: &str) -> Result<&Column, TableError> {
         self.df.column(name).map_err(|_| TableError::MissingColumn {
             path: self.path.clone(),

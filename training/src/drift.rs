@@ -1,0 +1,667 @@
+//! `infermesh drift`: Evidently's `DataDriftPreset` between a reference and a current table
+//! (CSV, TSV or Parquet, read with Polars), computed by `infermesh-drift`.
+//!
+//! Evidently sees pandas columns, so the tables are typed as pandas types them: a CSV column
+//! is int64 when every cell is an integer (none missing), float64 when every present cell is
+//! a number (an integer column with gaps is float64 too), bool for `True`/`False` cells,
+//! else strings; pandas' missing-value tokens (`""`, `NA`, `NaN`, `null`, `None`, `n/a`, ...)
+//! are missing. Parquet columns keep their types (integers with nulls become float64, as
+//! pyarrow's `to_pandas` makes them); dates and other types are reported as skipped.
+//!
+//! Bad input: a current column missing from the reference, a numerical current column that
+//! is text in the reference, a sample left empty once NaN, null and ±inf are dropped (an empty
+//! window), an unknown test or one that does not apply to the column's type are errors naming
+//! the column (Evidently raises on the same cases). An all-constant column is tested as
+//! Evidently tests it (K-S p = 1, Wasserstein 0 over a standard deviation floored at 0.001,
+//! one Jensen-Shannon bin). A string column with more than half of its values distinct is text
+//! and skipped; many categories otherwise are counted, as Evidently counts them. Both tables
+//! are read whole (Polars), so their size is bounded by memory, as Evidently's pandas tables.
+//!
+//! `infermesh drift profile` reduces a reference table to a profile (per column, its
+//! distinct values with counts: `infermesh_drift::profile`), written as a Parquet file in a
+//! long layout (`column, dtype, missing, number, integer, text, count`); `--reference` takes
+//! a profile wherever it takes a table, with the same numbers as a result.
+
+use std::path::{Path, PathBuf};
+
+use infermesh_drift::profile::{ColumnProfile, ProfileDtype, ProfileValue};
+use infermesh_drift::{DriftError, DriftOptions, DriftReport, StatTest, Values};
+use polars::prelude::*;
+
+use crate::table::{TableError, TableSpec};
+
+/// Errors of `infermesh drift`.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftJobError {
+    /// A table could not be read.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// A profile could not be written or read.
+    #[error("{path}: {message}")]
+    Profile {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A flag is missing or malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// The comparison was refused.
+    #[error(transparent)]
+    Drift(#[from] DriftError),
+}
+
+/// Compare a current table with a reference table, column by column, as Evidently 0.7's
+/// DataDriftPreset does: the same column types, the same test per column (K-S or chi-square /
+/// Z-test for a reference of up to 1,000 rows; normed Wasserstein or Jensen-Shannon above),
+/// the same thresholds, and dataset drift when at least --drift-share of the columns drift.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DriftArgs {
+    /// Write a reference profile instead of comparing (see `infermesh drift profile --help`).
+    #[command(subcommand)]
+    pub command: Option<DriftCommand>,
+    /// The reference: a table (CSV, TSV or Parquet by extension) or a profile written by
+    /// `infermesh drift profile`.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// The current table (same columns).
+    #[arg(long)]
+    pub current: Option<PathBuf>,
+    /// Print the report as JSON (the fields of Evidently's DataDriftTable).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as a self-contained HTML page (the table, and per drifted
+    /// column both samples' distributions side by side).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Test only these columns (comma-separated; default: every numerical and categorical
+    /// column of the current table).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// One test for every column: ks, chisquare, z, wasserstein, jensenshannon or psi
+    /// (default: chosen per column as Evidently chooses).
+    #[arg(long)]
+    pub method: Option<StatTest>,
+    /// The test for numerical columns (ks, wasserstein, jensenshannon, psi).
+    #[arg(long)]
+    pub num_method: Option<StatTest>,
+    /// The test for categorical columns (chisquare, z, jensenshannon, psi).
+    #[arg(long)]
+    pub cat_method: Option<StatTest>,
+    /// One threshold for every column (default: the test's own: 0.05 for p-values, 0.1 for
+    /// distances and PSI).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Share of drifted columns at which the dataset drifts.
+    #[arg(long, default_value_t = 0.5)]
+    pub drift_share: f64,
+    /// Exit with status 3 when the dataset drifts (after printing the report), so a
+    /// scheduler can gate on it as on `infermesh promote`'s gates.
+    #[arg(long)]
+    pub fail_on_drift: bool,
+    /// Field separator of text tables (one character or `tab`; default: tab for .tsv,
+    /// else comma).
+    #[arg(long, value_parser = crate::table::parse_separator)]
+    pub separator: Option<u8>,
+}
+
+/// `infermesh drift profile`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DriftCommand {
+    /// Reduce a reference table (CSV, TSV or Parquet) to a drift profile: per column its
+    /// distinct values with their counts, as a Parquet file (e.g. beside a model version, so
+    /// that drift runs do not reread the training set). `infermesh drift --reference
+    /// PROFILE` gives the same numbers as with the table.
+    Profile(ProfileArgs),
+}
+
+/// Arguments of `infermesh drift profile`.
+#[derive(Debug, clap::Args)]
+pub struct ProfileArgs {
+    /// The reference table.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the profile (Parquet).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Profile only these columns (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Field separator of a text table (one character or `tab`).
+    #[arg(long, value_parser = crate::table::parse_separator)]
+    pub separator: Option<u8>,
+}
+
+impl ProfileArgs {
+    /// Writes the profile; says what was written.
+    pub fn run(&self) -> Result<String, DriftJobError> {
+        let mut table = read(&self.data, self.separator)?;
+        if let Some(cols) = &self.columns {
+            for c in cols {
+                if !table.iter().any(|(n, _)| n == c) {
+                    return Err(DriftJobError::Usage(format!(
+                        "{}: no column '{c}'",
+                        self.data.display()
+                    )));
+                }
+            }
+            table.retain(|(n, _)| cols.contains(n));
+        }
+        let rows = table.first().map_or(0, |(_, v)| v.len());
+        let profiles: Vec<(String, ColumnProfile)> = table
+            .iter()
+            .filter_map(|(n, v)| ColumnProfile::of(v).map(|p| (n.clone(), p)))
+            .collect();
+        write_profile(&self.out, &profiles)?;
+        let distinct: usize = profiles.iter().map(|(_, p)| p.values.len()).sum();
+        Ok(format!(
+            "profiled {} columns of {rows} rows ({distinct} distinct values) into {}\n",
+            profiles.len(),
+            self.out.display()
+        ))
+    }
+}
+
+/// The file a training job writes beside a model version: the profile of the rows it was
+/// fitted on, for `infermesh drift --reference <version>/drift_reference.parquet`.
+pub const REFERENCE_FILE: &str = "drift_reference.parquet";
+
+/// Profiles `columns` of the table at `data` (typed as pandas types it), keeping only `rows`
+/// when given, into `<out_dir>/drift_reference.parquet`.
+pub fn write_reference(
+    data: &Path,
+    separator: Option<u8>,
+    columns: &[String],
+    rows: Option<&[usize]>,
+    out_dir: &Path,
+) -> Result<(), DriftJobError> {
+    let table = read(data, separator)?;
+    let mut profiles = Vec::with_capacity(columns.len());
+    for name in columns {
+        let Some((_, values)) = table.iter().find(|(n, _)| n == name) else {
+            return Err(DriftJobError::Usage(format!(
+                "{}: no column '{name}' to profile",
+                data.display()
+            )));
+        };
+        let picked = match rows {
+            Some(rows) => select(values, rows),
+            None => values.clone(),
+        };
+        if let Some(p) = ColumnProfile::of(&picked) {
+            profiles.push((name.clone(), p));
+        }
+    }
+    write_profile(&out_dir.join(REFERENCE_FILE), &profiles)
+}
+
+/// The values at `rows`.
+fn select(values: &Values, rows: &[usize]) -> Values {
+    fn pick<T: Clone>(v: &[T], rows: &[usize]) -> Vec<T> {
+        rows.iter().filter_map(|&r| v.get(r).cloned()).collect()
+    }
+    match values {
+        Values::Float(v) => Values::Float(pick(v, rows)),
+        Values::Int(v) => Values::Int(pick(v, rows)),
+        Values::Bool(v) => Values::Bool(pick(v, rows)),
+        Values::Str(v) => Values::Str(pick(v, rows)),
+        Values::Other { dtype, .. } => Values::Other {
+            dtype: dtype.clone(),
+            len: rows.len(),
+        },
+    }
+}
+
+/// The long layout's column names, in order.
+const PROFILE_COLUMNS: [&str; 7] = [
+    "column", "dtype", "missing", "number", "integer", "text", "count",
+];
+
+fn profile_error(path: &Path, e: impl std::fmt::Display) -> DriftJobError {
+    DriftJobError::Profile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes profiles as one Parquet table in the long layout: per column one row per distinct
+/// value (`number` for floats and booleans, `integer` for integers, `text` for strings) and
+/// one `missing` row for its missing values.
+pub fn write_profile(
+    path: &Path,
+    profiles: &[(String, ColumnProfile)],
+) -> Result<(), DriftJobError> {
+    let mut column = Vec::new();
+    let mut dtype = Vec::new();
+    let mut missing = Vec::new();
+    let mut number: Vec<Option<f64>> = Vec::new();
+    let mut integer: Vec<Option<i64>> = Vec::new();
+    let mut text: Vec<Option<String>> = Vec::new();
+    let mut count = Vec::new();
+    for (name, p) in profiles {
+        let rows = p.values.iter().map(|(v, c)| (Some(v), *c));
+        let rows = rows.chain((p.missing > 0).then_some((None, p.missing)));
+        for (v, c) in rows {
+            column.push(name.clone());
+            dtype.push(p.dtype.name());
+            missing.push(v.is_none());
+            let (n, i, t) = match v {
+                Some(ProfileValue::Float(x)) => (Some(*x), None, None),
+                Some(ProfileValue::Bool(b)) => (Some(f64::from(u8::from(*b))), None, None),
+                Some(ProfileValue::Int(x)) => (None, Some(*x), None),
+                Some(ProfileValue::Str(s)) => (None, None, Some(s.clone())),
+                None => (None, None, None),
+            };
+            number.push(n);
+            integer.push(i);
+            text.push(t);
+            count.push(c);
+        }
+    }
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new(PROFILE_COLUMNS[0].into(), column),
+        Column::new(PROFILE_COLUMNS[1].into(), dtype),
+        Column::new(PROFILE_COLUMNS[2].into(), missing),
+        Column::new(PROFILE_COLUMNS[3].into(), number),
+        Column::new(PROFILE_COLUMNS[4].into(), integer),
+        Column::new(PROFILE_COLUMNS[5].into(), text),
+        Column::new(PROFILE_COLUMNS[6].into(), count),
+    ])
+    .map_err(|e| profile_error(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| profile_error(path, e))?;
+    }
+    let mut file = std::fs::File::create(path).map_err(|e| profile_error(path, e))?;
+    ParquetWriter::new(&mut file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)
+        .map_err(|e| profile_error(path, e))?;
+    Ok(())
+}
+
+/// Reads a profile back as columns of values (`None`: the Parquet file is not a profile).
+pub fn read_profile(path: &Path) -> Result<Option<Vec<(String, Values)>>, DriftJobError> {
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| profile_error(path, "path is not UTF-8"))?;
+    let df = LazyFrame::scan_parquet(PlRefPath::new(path_str), ScanArgsParquet::default())
+        .and_then(LazyFrame::collect)
+        .map_err(|e| profile_error(path, e))?;
+    let names: Vec<String> = df
+        .get_column_names()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    if names != PROFILE_COLUMNS {
+        return Ok(None);
+    }
+    let bad = |e: PolarsError| profile_error(path, e);
+    let column = df
+        .column("column")
+        .and_then(|c| c.str().cloned())
+        .map_err(bad)?;
+    let dtype = df
+        .column("dtype")
+        .and_then(|c| c.str().cloned())
+        .map_err(bad)?;
+    let missing = df
+        .column("missing")
+        .and_then(|c| c.bool().cloned())
+        .map_err(bad)?;
+    let number = df
+        .column("number")
+        .and_then(|c| c.f64().cloned())
+        .map_err(bad)?;
+    let integer = df
+        .column("integer")
+        .and_then(|c| c.i64().cloned())
+        .map_err(bad)?;
+    let text = df
+        .column("text")
+        .and_then(|c| c.str().cloned())
+        .map_err(bad)?;
+    let count = df
+        .column("count")
+        .and_then(|c| c.u64().cloned())
+        .map_err(bad)?;
+    let mut out: Vec<(String, ColumnProfile)> = Vec::new();
+    for row in 0..df.height() {
+        let (Some(name), Some(dt), Some(c)) = (column.get(row), dtype.get(row), count.get(row))
+        else {
+            return Err(profile_error(
+                path,
+                format!("row {row}: missing column, dtype or count"),
+            ));
+        };
+        let dt = ProfileDtype::from_name(dt)
+            .ok_or_else(|| profile_error(path, format!("row {row}: unknown dtype '{dt}'")))?;
+        if out.last().is_none_or(|(n, _)| n != name) {
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(profile_error(path, format!("column '{name}' is split")));
+            }
+            out.push((
+                name.to_owned(),
+                ColumnProfile {
+                    dtype: dt,
+                    values: Vec::new(),
+                    missing: 0,
+                },
+            ));
+        }
+        let Some((_, p)) = out.last_mut() else {
+            continue;
+        };
+        if missing.get(row) == Some(true) {
+            p.missing += c;
+            continue;
+        }
+        let value = match dt {
+            ProfileDtype::Float => number.get(row).map(ProfileValue::Float),
+            ProfileDtype::Bool => number.get(row).map(|x| ProfileValue::Bool(x != 0.0)),
+            ProfileDtype::Int => integer.get(row).map(ProfileValue::Int),
+            ProfileDtype::Str => text.get(row).map(|s| ProfileValue::Str(s.to_owned())),
+        };
+        let value =
+            value.ok_or_else(|| profile_error(path, format!("row {row}: no value for {dt:?}")))?;
+        p.values.push((value, c));
+    }
+    // Bound what a profile may expand to before allocating it.
+    let total: u64 = out
+        .iter()
+        .flat_map(|(_, p)| p.values.iter().map(|(_, c)| *c).chain([p.missing]))
+        .fold(0u64, u64::saturating_add);
+    if total > MAX_PROFILE_VALUES {
+        return Err(profile_error(
+            path,
+            format!("the profile counts {total} values, more than {MAX_PROFILE_VALUES}"),
+        ));
+    }
+    Ok(Some(
+        out.into_iter().map(|(n, p)| (n, p.expand())).collect(),
+    ))
+}
+
+/// Most values a profile may stand for (all columns together).
+const MAX_PROFILE_VALUES: u64 = 2_000_000_000;
+
+/// A reference: a profile when the file is one, else a table.
+pub fn read_reference(
+    path: &Path,
+    separator: Option<u8>,
+) -> Result<Vec<(String, Values)>, DriftJobError> {
+    if is_parquet(path)
+        && let Some(columns) = read_profile(path)?
+    {
+        return Ok(columns);
+    }
+    Ok(read(path, separator)?)
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
+}
+
+impl DriftArgs {
+    /// Reads both tables and runs the preset.
+    pub fn report(&self) -> Result<DriftReport, DriftJobError> {
+        let (Some(reference), Some(current)) = (&self.reference, &self.current) else {
+            return Err(DriftJobError::Usage(
+                "infermesh drift needs --reference and --current".into(),
+            ));
+        };
+        let reference = read_reference(reference, self.separator)?;
+        let current = read(current, self.separator)?;
+        let plots = self.html.is_some();
+        let options = DriftOptions {
+            columns: self.columns.clone(),
+            drift_share: self.drift_share,
+            method: self.method,
+            num_method: self.num_method,
+            cat_method: self.cat_method,
+            threshold: self.threshold,
+            plots,
+            ..DriftOptions::default()
+        };
+        Ok(infermesh_drift::data_drift(&reference, &current, &options)?)
+    }
+
+    /// Runs it and renders the report (JSON with `--json`, else a table); or writes a
+    /// profile.
+    pub fn run(&self) -> Result<String, DriftJobError> {
+        self.run_with_status().map(|(text, _)| text)
+    }
+
+    /// [`DriftArgs::run`], and whether `--fail-on-drift` should fail the run (the dataset
+    /// drifted).
+    pub fn run_with_status(&self) -> Result<(String, bool), DriftJobError> {
+        if let Some(DriftCommand::Profile(args)) = &self.command {
+            return args.run().map(|t| (t, false));
+        }
+        let report = self.report()?;
+        let failed = self.fail_on_drift && report.dataset_drift;
+        if let Some(path) = &self.html {
+            let title = format!(
+                "{} against {}",
+                self.current.as_deref().unwrap_or(Path::new("")).display(),
+                self.reference.as_deref().unwrap_or(Path::new("")).display()
+            );
+            std::fs::write(path, infermesh_drift::html::render(&report, &title))
+                .map_err(|e| profile_error(path, e))?;
+        }
+        if self.json {
+            let mut text = serde_json::to_string_pretty(&report.to_json())
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            text.push('\n');
+            return Ok((text, failed));
+        }
+        Ok((render(&report), failed))
+    }
+}
+
+fn render(report: &DriftReport) -> String {
+    let mut out = format!(
+        "dataset drift: {} ({} of {} columns drifted, share {:.3})\n",
+        if report.dataset_drift { "yes" } else { "no" },
+        report.number_of_drifted_columns,
+        report.number_of_columns,
+        report.share_of_drifted_columns
+    );
+    let width = report
+        .columns
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "{:width$}  type  {:13}  {:>12}  {:>9}  drift\n",
+        "column", "test", "score", "threshold"
+    ));
+    for (name, c) in &report.columns {
+        out.push_str(&format!(
+            "{name:width$}  {:4}  {:13}  {:>12.6}  {:>9}  {}\n",
+            c.column_type.name(),
+            c.stattest.name(),
+            c.drift_score,
+            c.threshold,
+            if c.drift_detected { "yes" } else { "no" }
+        ));
+    }
+    for s in &report.skipped {
+        out.push_str(&format!("skipped {}: {}\n", s.column, s.reason));
+    }
+    out
+}
+
+/// pandas' default missing-value tokens (`read_csv` `na_values`).
+const NA_TOKENS: [&str; 19] = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+];
+
+/// A table's columns, typed as pandas would read them.
+pub fn read(path: &Path, separator: Option<u8>) -> Result<Vec<(String, Values)>, TableError> {
+    let mut spec = TableSpec::new(path);
+    spec.separator = separator;
+    let table = spec.read()?;
+    let mut out = Vec::new();
+    for name in table.columns() {
+        let column = table.frame_column(&name)?;
+        let values = if matches!(column.dtype(), DataType::String) {
+            pandas_typed(&raw_strings(column, &table, &name)?)
+        } else {
+            typed_column(column).map_err(|e| TableError::BadValue {
+                path: table.path().to_owned(),
+                column: name.clone(),
+                message: e,
+            })?
+        };
+        out.push((name, values));
+    }
+    Ok(out)
+}
+
+fn raw_strings(
+    column: &Column,
+    table: &crate::table::Table,
+    name: &str,
+) -> Result<Vec<Option<String>>, TableError> {
+    let ca = column.str().map_err(|e| TableError::BadValue {
+        path: table.path().to_owned(),
+        column: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(ca
+        .iter()
+        .map(|v| {
+            v.map(str::trim)
+                .filter(|s| !NA_TOKENS.contains(s))
+                .map(String::from)
+        })
+        .collect())
+}
+
+/// pandas' `read_csv` type inference over one column of cells (missing ones `None`).
+pub fn pandas_typed(cells: &[Option<String>]) -> Values {
+    let present = || cells.iter().flatten();
+    let any_missing = cells.iter().any(Option::is_none);
+    if present().all(|s| s.parse::<i64>().is_ok()) {
+        if !any_missing {
+            return Values::Int(
+                present()
+                    .map(|s| s.parse::<i64>().unwrap_or_default())
+                    .collect(),
+            );
+        }
+        return Values::Float(
+            cells
+                .iter()
+                .map(|c| {
+                    c.as_deref()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .map_or(f64::NAN, |v| v as f64)
+                })
+                .collect(),
+        );
+    }
+    if present().all(|s| s.parse::<f64>().is_ok()) {
+        return Values::Float(
+            cells
+                .iter()
+                .map(|c| {
+                    c.as_deref()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN)
+                })
+                .collect(),
+        );
+    }
+    let as_bool = |s: &str| match s {
+        "True" | "TRUE" | "true" => Some(true),
+        "False" | "FALSE" | "false" => Some(false),
+        _ => None,
+    };
+    if present().all(|s| as_bool(s).is_some()) {
+        return Values::Bool(
+            cells
+                .iter()
+                .map(|c| c.as_deref().and_then(as_bool))
+                .collect(),
+        );
+    }
+    Values::Str(cells.to_vec())
+}
+
+/// A typed (Parquet) column as pandas holds it.
+fn typed_column(column: &Column) -> Result<Values, String> {
+    let dtype = column.dtype().clone();
+    let floats = |c: &Column| -> Result<Vec<f64>, String> {
+        let c = c.cast(&DataType::Float64).map_err(|e| e.to_string())?;
+        Ok(c.f64()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
+    };
+    Ok(match dtype {
+        DataType::Float32 | DataType::Float64 => Values::Float(floats(column)?),
+        d if d.is_integer() => {
+            if column.null_count() > 0 {
+                Values::Float(floats(column)?)
+            } else {
+                let c = column.cast(&DataType::Int64).map_err(|e| e.to_string())?;
+                Values::Int(
+                    c.i64()
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(Option::unwrap_or_default)
+                        .collect(),
+                )
+            }
+        }
+        DataType::Boolean => {
+            Values::Bool(column.bool().map_err(|e| e.to_string())?.iter().collect())
+        }
+        other => Values::Other {
+            dtype: other.to_string(),
+            len: column.len(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(v: &[&str]) -> Vec<Option<String>> {
+        v.iter()
+            .map(|s| (!NA_TOKENS.contains(s)).then(|| (*s).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn csv_cells_are_typed_as_pandas_types_them() {
+        assert_eq!(pandas_typed(&cells(&["1", "2"])), Values::Int(vec![1, 2]));
+        let Values::Float(f) = pandas_typed(&cells(&["1", "NA"])) else {
+            panic!("an integer column with a gap is float64")
+        };
+        assert_eq!(f[0], 1.0);
+        assert!(f[1].is_nan());
+        assert!(matches!(
+            pandas_typed(&cells(&["1.5", "2"])),
+            Values::Float(_)
+        ));
+        assert_eq!(
+            pandas_typed(&cells(&["True", "false"])),
+            Values::Bool(vec![Some(true), Some(false)])
+        );
+        assert_eq!(
+            pandas_typed(&cells(&["a", ""])),
+            Values::Str(vec![Some("a".into()), None])
+        );
+    }
+}
