@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Fraud trainer quality and speed, side by side with xgboost and lightgbm (Python,
-# bench/fraud_peer.py) on the ULB credit-card data as its PROVENANCE.md suggests: every fraud
-# of creditcard_all_frauds_plus_first4000_normal.csv plus the normal rows of the uniform
-# random sample creditcard_random5000.csv, Time dropped, exact duplicates removed, and a
-# stratified 70/15/15 split by seed written as a `split` column that both sides use. The table
-# is built under the cache, never in the repository. Env: SEEDS ("1 2 3"), THREADS (2),
+# bench/fraud_peer.py) on the ULB credit-card table of bench/creditcard_table.py (all frauds
+# plus a uniform sample of normal rows, Time dropped, duplicates removed, a stratified
+# 70/15/15 split by seed as a `split` column that both sides use), built under the cache,
+# never in the repository. Env: SEEDS ("1 2 3"), THREADS (2),
 # TUNE (30: trials of `--tune`, run as a second infermesh row; 0 skips it).
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
@@ -22,26 +21,7 @@ cargo build --release --locked --workspace --bins --examples >&2
 BIN="$CARGO_TARGET_DIR/release/infermesh"
 
 for seed in $SEEDS; do
-  "$PY" - "$DATA" "$WORK/table-$seed.csv" "$seed" <<'PY'
-import sys
-import numpy as np
-import pandas as pd
-data, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-a = pd.read_csv(f"{data}/creditcard_all_frauds_plus_first4000_normal.csv")
-b = pd.read_csv(f"{data}/creditcard_random5000.csv")
-df = pd.concat([a[a.Class == 1], b[b.Class == 0]]).drop(columns=["Time"])
-df = df.drop_duplicates().reset_index(drop=True)
-rng = np.random.default_rng(seed)
-split = np.empty(len(df), dtype=object)
-for c in (0, 1):
-    idx = rng.permutation(np.flatnonzero(df.Class.to_numpy() == c))
-    n_test, n_valid = round(len(idx) * 0.15), round(len(idx) * 0.15)
-    split[idx[:n_test]] = "test"
-    split[idx[n_test:n_test + n_valid]] = "valid"
-    split[idx[n_test + n_valid:]] = "train"
-df["split"] = split
-df.to_csv(out, index=False)
-PY
+  "$PY" bench/creditcard_table.py "$DATA" "$WORK/table-$seed.csv" "$seed"
   log "seed $seed: Python peers"
   "$PY" bench/fraud_peer.py "$WORK/table-$seed.csv" "$THREADS" > "$WORK/peer-$seed.json"
   log "seed $seed: infermesh train fraud"

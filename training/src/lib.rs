@@ -13,6 +13,7 @@
 //!   column (embeddings from a sentence encoder, or a float32 `.npy` read by [`npy`]) and
 //!   scores it against labels (NMI, ARI, outlier share).
 
+pub mod anomaly;
 pub mod categorizer;
 pub mod drift;
 pub mod fraud;
@@ -41,6 +42,9 @@ pub enum JobError {
     /// The topic-model job failed.
     #[error(transparent)]
     Topics(#[from] topics::TopicsJobError),
+    /// The anomaly job failed.
+    #[error(transparent)]
+    Anomaly(#[from] anomaly::AnomalyJobError),
     /// The result could not be written to stdout.
     #[error("cannot write the result to stdout: {0}")]
     Output(#[from] std::io::Error),
@@ -83,6 +87,10 @@ pub enum TrainCommand {
     /// (or reading --embeddings), and write a model version the server loads (platform
     /// `topics`, the encoder copied under embedder/, training_report.json).
     Topics(topics::TrainTopicsArgs),
+    /// Train an Isolation Forest (scikit-learn's algorithm and defaults) on the numeric
+    /// columns of a table (CSV, TSV or Parquet) and write a model version the server loads
+    /// (platform `isolation-forest`); with --label, the test split's ROC-AUC.
+    Anomaly(anomaly::TrainAnomalyArgs),
 }
 
 impl TrainCommand {
@@ -94,6 +102,7 @@ impl TrainCommand {
             TrainCommand::Recs(args) => args.run()?,
             TrainCommand::Fraud(args) => args.run()?,
             TrainCommand::Topics(args) => args.run()?,
+            TrainCommand::Anomaly(args) => args.run()?,
         };
         Ok(write_stdout(&text)?)
     }

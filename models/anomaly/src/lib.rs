@@ -54,6 +54,7 @@
 
 #[cfg(feature = "serving")]
 pub mod serving;
+pub mod train;
 
 use std::path::Path;
 
