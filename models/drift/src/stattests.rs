@@ -207,24 +207,12 @@ pub(crate) fn binned(
     numerical: bool,
     fill_zeroes: bool,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (mut p, mut q) = match (reference, current) {
-        (
-            Sample::Num {
-                values: r,
-                integer: ri,
-            },
-            Sample::Num {
-                values: c,
-                integer: ci,
-            },
-        ) if numerical && reference.n_unique_up_to(21) > 20 => {
-            let edges = sturges_edges(r, c, *ri && *ci);
-            (
-                histogram_share(r, &edges, reference.len()),
-                histogram_share(c, &edges, current.len()),
-            )
-        }
-        _ => {
+    let (mut p, mut q) = match sturges_bins(reference, current, numerical) {
+        Some((r, c, edges)) => (
+            histogram_share(r, &edges, reference.len()),
+            histogram_share(c, &edges, current.len()),
+        ),
+        None => {
             let (_, rc, cc) = counts(reference, current);
             let (nr, nc) = (reference.len() as f64, current.len() as f64);
             (
@@ -238,6 +226,30 @@ pub(crate) fn binned(
         fill(&mut q);
     }
     (p, q)
+}
+
+/// Both samples' values and the Sturges edges over them, when `get_binned_data` bins (a
+/// numerical column with more than 20 distinct reference values); `None`: one bin per value.
+fn sturges_bins<'a>(
+    reference: &'a Sample,
+    current: &'a Sample,
+    numerical: bool,
+) -> Option<(&'a [f64], &'a [f64], Vec<f64>)> {
+    match (reference, current) {
+        (
+            Sample::Num {
+                values: r,
+                integer: ri,
+            },
+            Sample::Num {
+                values: c,
+                integer: ci,
+            },
+        ) if numerical && reference.n_unique_up_to(21) > 20 => {
+            Some((r, c, sturges_edges(r, c, *ri && *ci)))
+        }
+        _ => None,
+    }
 }
 
 fn fill(shares: &mut [f64]) {
@@ -326,20 +338,7 @@ pub(crate) fn distribution(
     current: &Sample,
     numerical: bool,
 ) -> crate::Distribution {
-    if let (
-        Sample::Num {
-            values: r,
-            integer: ri,
-        },
-        Sample::Num {
-            values: c,
-            integer: ci,
-        },
-    ) = (reference, current)
-        && numerical
-        && reference.n_unique_up_to(21) > 20
-    {
-        let edges = sturges_edges(r, c, *ri && *ci);
+    if let Some((r, c, edges)) = sturges_bins(reference, current, numerical) {
         let labels = edges
             .windows(2)
             .map(|w| format!("{} – {}", short(w[0]), short(w[1])))
