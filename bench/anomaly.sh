@@ -15,8 +15,8 @@ SEEDS=${SEEDS:-1 2 3}
 WORK="$CACHE/bench-anomaly"
 mkdir -p "$WORK"
 [ -f "$DATA/creditcard_random5000.csv" ] || { echo "missing $DATA" >&2; exit 1; }
-ensure_venv venv-fraud-peer bench/requirements-fraud-peer.txt 'import xgboost, lightgbm, sklearn, pandas'
-PY="$CACHE/venv-fraud-peer/bin/python"
+ensure_venv venv-anomaly-peer bench/requirements-anomaly-peer.txt 'import sklearn, pandas'
+PY="$CACHE/venv-anomaly-peer/bin/python"
 if [ -n "${INFERMESH_BIN:-}" ]; then
   BIN="$INFERMESH_BIN"
 else

@@ -1,8 +1,8 @@
 //! Times Isolation Forest scoring for bench/anomaly.sh: `score_timing ARTIFACT ROWS.csv`
 //! (a header, then numeric rows in the artifact's feature order). Prints one JSON line: the
 //! median seconds of scoring one row (`score_row`, over 2,000 calls) and of scoring 100,000
-//! rows (the CSV's rows repeated) on one thread and on every thread (rayon over rows, as the
-//! server's batches run), medians of 5 runs each.
+//! rows (the CSV's rows repeated; `score_rows`) on one thread and on every thread (the rows
+//! split across rayon's threads), medians of 5 runs each.
 
 use std::time::Instant;
 
@@ -51,18 +51,22 @@ fn main() -> Result<()> {
     let mut parallel = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let s: f64 = big
-            .chunks(f)
-            .map(|r| forest.score_row(r).map(|s| s.score).unwrap_or(0.0))
-            .sum();
-        std::hint::black_box(s);
+        let mut out = Vec::with_capacity(100_000);
+        forest.score_rows(&big, &mut out)?;
+        std::hint::black_box(&out);
         serial.push(t.elapsed().as_secs_f64());
+        // As the server's batches: the rows split across the threads, each part scored by
+        // score_rows.
         let t = Instant::now();
-        let s: f64 = big
-            .par_chunks(f)
-            .map(|r| forest.score_row(r).map(|s| s.score).unwrap_or(0.0))
-            .sum();
-        std::hint::black_box(s);
+        let part = (100_000 / rayon::current_num_threads().max(1) + 1) * f;
+        let parts: Vec<Vec<_>> = big
+            .par_chunks(part)
+            .map(|p| {
+                let mut o = Vec::new();
+                forest.score_rows(p, &mut o).map(|()| o)
+            })
+            .collect::<Result<_, _>>()?;
+        std::hint::black_box(&parts);
         parallel.push(t.elapsed().as_secs_f64());
     }
     println!(

@@ -156,11 +156,15 @@ struct RawTree {
 /// length (depth + `c(n_node_samples)`).
 #[derive(Debug, Clone)]
 struct Tree {
-    /// Per node: `(column, threshold, left, right)`; `left == 0` marks a leaf (no node has
-    /// the root as child).
-    nodes: Vec<(u32, f64, u32, u32)>,
+    /// Per node: `(column, threshold, left, right)`. A leaf `i` is `(0, +inf, i, i)`: its
+    /// test always holds and leads back to itself, so a walk may step past a leaf. The
+    /// threshold is the artifact's f64 threshold rounded down to f32: for an f32 value `x`,
+    /// `x <= t32` exactly when `x <= t` (as scikit-learn compares its float32 rows).
+    nodes: Vec<(u32, f32, u32, u32)>,
     /// Per node: the path length of a leaf (unused for internal nodes).
     path: Vec<f64>,
+    /// The deepest leaf's depth: that many steps from the root reach a leaf on every path.
+    depth: usize,
 }
 
 impl Tree {
@@ -168,17 +172,45 @@ impl Tree {
         let mut at = 0usize;
         loop {
             let (column, threshold, left, right) = self.nodes[at];
-            if left == 0 {
+            if threshold == f32::INFINITY {
                 return self.path[at];
             }
-            at = if f64::from(row[column as usize]) <= threshold {
+            at = if row[column as usize] <= threshold {
                 left as usize
             } else {
                 right as usize
             };
         }
     }
+
+    /// The path lengths of [`LANES`] rows, walked side by side: the walks are independent, so
+    /// their loads overlap instead of waiting on each other (one walk is a chain of dependent
+    /// loads). Every walk takes `depth` steps; one that reaches its leaf early stays there.
+    fn path_lengths(&self, rows: [&[f32]; LANES]) -> [f64; LANES] {
+        let mut at = [0usize; LANES];
+        for _ in 0..self.depth {
+            for (a, row) in at.iter_mut().zip(rows) {
+                let (column, threshold, left, right) = self.nodes[*a];
+                *a = if row[column as usize] <= threshold {
+                    left as usize
+                } else {
+                    right as usize
+                };
+            }
+        }
+        at.map(|a| self.path[a])
+    }
 }
+
+/// The largest f32 at or below `t` (finite `t`; below f32's range, -inf): an f32 `x` has
+/// `x <= t` exactly when `x <= round_down_f32(t)`. Never +inf (a leaf's mark).
+fn round_down_f32(t: f64) -> f32 {
+    let c = t as f32;
+    if f64::from(c) > t { c.next_down() } else { c }
+}
+
+/// Rows walked side by side by [`IsolationForest::score_rows`].
+const LANES: usize = 8;
 
 /// A loaded Isolation Forest.
 #[derive(Debug, Clone)]
@@ -321,13 +353,66 @@ impl IsolationForest {
                 self.n_features
             )));
         }
-        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+        self.check_finite(row)?;
+        let depth: f64 = self.trees.iter().map(|t| t.path_length(row)).sum();
+        Ok(self.scores_of(depth))
+    }
+
+    /// The scores of many rows (row-major, [`IsolationForest::n_features`] finite values
+    /// each), appended to `out`: the same numbers as [`IsolationForest::score_row`] row by
+    /// row (each row's trees summed in the same order), computed a block of rows per tree so
+    /// that a tree's nodes stay in cache across the block.
+    pub fn score_rows(&self, rows: &[f32], out: &mut Vec<Scores>) -> Result<(), ModelError> {
+        const BLOCK: usize = 64;
+        let nf = self.n_features;
+        if !rows.len().is_multiple_of(nf) {
             return Err(ModelError::InvalidInput(format!(
-                "feature '{}' is {}; an isolation forest takes finite numbers",
-                self.feature_names[i], row[i]
+                "{} values is not a whole number of rows of {nf} features",
+                rows.len()
             )));
         }
-        let depth: f64 = self.trees.iter().map(|t| t.path_length(row)).sum();
+        self.check_finite(rows)?;
+        out.reserve(rows.len() / nf);
+        for block in rows.chunks(BLOCK * nf) {
+            let n = block.len() / nf;
+            let mut depth = [0f64; BLOCK];
+            let full = n / LANES * LANES;
+            for tree in &self.trees {
+                for (d, rows) in depth[..full]
+                    .chunks_exact_mut(LANES)
+                    .zip(block.chunks_exact(nf * LANES))
+                {
+                    let rows: [&[f32]; LANES] =
+                        std::array::from_fn(|k| &rows[k * nf..(k + 1) * nf]);
+                    for (d, p) in d.iter_mut().zip(tree.path_lengths(rows)) {
+                        *d += p;
+                    }
+                }
+                for (d, row) in depth[full..n]
+                    .iter_mut()
+                    .zip(block[full * nf..].chunks_exact(nf))
+                {
+                    *d += tree.path_length(row);
+                }
+            }
+            out.extend(depth[..n].iter().map(|&d| self.scores_of(d)));
+        }
+        Ok(())
+    }
+
+    fn check_finite(&self, values: &[f32]) -> Result<(), ModelError> {
+        match values.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(ModelError::InvalidInput(format!(
+                "feature '{}' is {}; an isolation forest takes finite numbers",
+                self.feature_names[i % self.n_features],
+                values[i]
+            ))),
+        }
+    }
+
+    /// Scores from the summed path lengths of one row.
+    fn scores_of(&self, depth: f64) -> Scores {
         let denominator = self.trees.len() as f64 * average_path_length(self.max_samples as f64);
         // A forest trained on one sample isolates nothing: scikit-learn sets the score to 1.
         let anomaly = if denominator > 0.0 {
@@ -336,10 +421,10 @@ impl IsolationForest {
             1.0
         };
         let score = -anomaly;
-        Ok(Scores {
+        Scores {
             score,
             decision: score - self.offset,
-        })
+        }
     }
 }
 
@@ -385,7 +470,7 @@ fn build_tree(t: RawTree, n_features: usize, max_depth: usize) -> Result<Tree, S
         }
         if l == -1 && r == -1 {
             path[i] = depth[i] as f64 + average_path_length(samples);
-            nodes.push((0, 0.0, 0, 0));
+            nodes.push((0, f32::INFINITY, i as u32, i as u32));
             continue;
         }
         // Children come after their parent (scikit-learn numbers nodes depth first), so no
@@ -418,12 +503,13 @@ fn build_tree(t: RawTree, n_features: usize, max_depth: usize) -> Result<Tree, S
         if !threshold.is_finite() {
             return Err(format!("node {i}: threshold is not a finite number"));
         }
-        nodes.push((column as u32, threshold, l as u32, r as u32));
+        nodes.push((column as u32, round_down_f32(threshold), l as u32, r as u32));
     }
     if let Some(orphan) = (1..n).find(|&i| parents[i] == 0) {
         return Err(format!("node {orphan} has no parent"));
     }
-    Ok(Tree { nodes, path })
+    let depth = depth.iter().copied().max().unwrap_or(0);
+    Ok(Tree { nodes, path, depth })
 }
 
 impl TabularModel for IsolationForest {
@@ -456,8 +542,9 @@ impl TabularModel for IsolationForest {
                 rows.len()
             )));
         }
-        for (row, o) in rows.chunks_exact(nf).zip(out.chunks_exact_mut(2)) {
-            let s = self.score_row(row)?;
+        let mut scores = Vec::with_capacity(rows.len() / nf);
+        self.score_rows(rows, &mut scores)?;
+        for (s, o) in scores.iter().zip(out.chunks_exact_mut(2)) {
             o[0] = s.score as f32;
             o[1] = s.decision as f32;
         }
@@ -487,6 +574,44 @@ mod tests {
         {"features": [1], "children_left": [1, -1, -1], "children_right": [2, -1, -1],
          "feature": [0, -2, -2], "threshold": [0.5, -2, -2], "n_node_samples": [4, 3, 1]}
       ]}"#;
+
+    #[test]
+    fn f32_thresholds_compare_as_the_f64_ones() {
+        let mut state = 5u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state
+        };
+        for _ in 0..100_000 {
+            let t = f64::from_bits(next() >> 2) * if next() % 2 == 0 { 1.0 } else { -1.0 };
+            if !t.is_finite() {
+                continue;
+            }
+            let t32 = round_down_f32(t);
+            assert!(t32 != f32::INFINITY);
+            // Values at and around the rounded threshold, and a few far ones.
+            for x in [
+                t32,
+                t32.next_up(),
+                t32.next_down(),
+                t as f32,
+                0.0,
+                f32::MAX,
+                f32::MIN,
+            ] {
+                if x.is_finite() {
+                    assert_eq!(f64::from(x) <= t, x <= t32, "x {x} t {t} t32 {t32}");
+                }
+            }
+        }
+        assert_eq!(round_down_f32(1e300), f32::MAX);
+        assert_eq!(round_down_f32(-1e300), f32::NEG_INFINITY);
+        // 0.1 is not an f32; the nearest f32 is above it, so the one below is taken.
+        assert_eq!(round_down_f32(0.1), 0.1f32.next_down());
+        assert_eq!(round_down_f32(0.5), 0.5);
+    }
 
     #[test]
     fn path_lengths_and_scores_follow_scikit_learns_formulas() {

@@ -100,7 +100,7 @@ pub fn fit(
     params: &FitParams,
 ) -> Result<Fitted, AnomalyError> {
     let invalid = |m: String| AnomalyError::Invalid(m);
-    if n_features == 0 || rows.len() % n_features != 0 {
+    if n_features == 0 || !rows.len().is_multiple_of(n_features) {
         return Err(invalid(format!(
             "{} values do not make rows of {n_features} features",
             rows.len()
@@ -166,11 +166,19 @@ pub fn fit(
     let bytes = serde_json::to_vec(&artifact).map_err(|e| invalid(e.to_string()))?;
     let mut forest = IsolationForest::from_json(&bytes, &limits)?;
     if let Contamination::Share(c) = params.contamination {
+        let per_thread = (n / rayon::current_num_threads().max(1)).max(1) * n_features;
         let scores: Vec<f64> = rows
-            .par_chunks(n_features)
-            .map(|r| forest.score_row(r).map(|s| s.score))
-            .collect::<Result<_, _>>()
-            .map_err(|e| invalid(e.to_string()))?;
+            .par_chunks(per_thread)
+            .map(|part| {
+                let mut s = Vec::new();
+                forest.score_rows(part, &mut s).map(|()| s)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?
+            .into_iter()
+            .flatten()
+            .map(|s| s.score)
+            .collect();
         let offset = percentile(scores, 100.0 * c);
         artifact["offset"] = serde_json::json!(offset);
         let bytes = serde_json::to_vec(&artifact).map_err(|e| invalid(e.to_string()))?;
@@ -206,6 +214,10 @@ fn draw_rows(rng: &mut StdRng, n: usize, k: usize, bootstrap: bool) -> Vec<usize
     out
 }
 
+/// A node to grow: its rows `start..end` of the sample, its depth, and its parent with the
+/// side it hangs on (`true`: left).
+type Pending = (usize, usize, usize, Option<(usize, bool)>);
+
 /// Grows one tree depth first (scikit-learn's node order: a node, then its left subtree,
 /// then its right).
 fn grow(
@@ -222,9 +234,7 @@ fn grow(
         threshold: Vec::new(),
         n_node_samples: Vec::new(),
     };
-    // (start, end, depth, parent node, is_left)
-    let mut stack: Vec<(usize, usize, usize, Option<(usize, bool)>)> =
-        vec![(0, sample.len(), 0, None)];
+    let mut stack: Vec<Pending> = vec![(0, sample.len(), 0, None)];
     let mut features: Vec<usize> = (0..n_features).collect();
     while let Some((start, end, depth, parent)) = stack.pop() {
         let id = t.children_left.len();
@@ -410,6 +420,22 @@ mod tests {
         let f = fit(&flat, 3, &names, &FitParams::default()).expect("fit");
         let s = f.forest.score_row(&[1.0, 1.0, 1.0]).expect("score");
         assert!(s.score.is_finite());
+    }
+
+    #[test]
+    fn batch_scores_are_the_row_scores() {
+        let rows = blob(300, 7);
+        let fitted = fit(&rows, 3, &names(), &FitParams::default()).expect("fit");
+        let mut batch = Vec::new();
+        fitted.forest.score_rows(&rows, &mut batch).expect("batch");
+        assert_eq!(batch.len(), 300);
+        for (r, b) in rows.chunks(3).zip(&batch) {
+            assert_eq!(fitted.forest.score_row(r).expect("row"), *b);
+        }
+        let mut bad = rows.clone();
+        bad[4] = f32::INFINITY;
+        assert!(fitted.forest.score_rows(&bad, &mut batch).is_err());
+        assert!(fitted.forest.score_rows(&rows[..4], &mut batch).is_err());
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! tested. Pure computation: the caller reads the tables (the CLI does it with Polars).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -78,14 +80,6 @@ impl Values {
             Values::Other { dtype, .. } => dtype,
         }
     }
-
-    /// Distinct non-missing values (pandas' `nunique`) and non-missing count.
-    fn nunique_count(&self) -> (usize, usize) {
-        let keys: Vec<Key> = clean_keys(self);
-        let count = keys.len();
-        let unique: HashSet<Key> = keys.into_iter().collect();
-        (unique.len(), count)
-    }
 }
 
 /// What Evidently makes of a column.
@@ -121,8 +115,9 @@ impl ColumnType {
 pub fn infer_column_type(values: &Values) -> ColumnType {
     match values {
         Values::Float(_) => ColumnType::Numerical,
-        Values::Int(_) => {
-            if values.nunique_count().0 <= 10 {
+        Values::Int(v) => {
+            // Only "at most 10" matters: counting stops at 11.
+            if distinct_up_to(v.iter().map(|&x| Key::Num(x as f64)), 11) <= 10 {
                 ColumnType::Categorical
             } else {
                 ColumnType::Numerical
@@ -132,8 +127,17 @@ pub fn infer_column_type(values: &Values) -> ColumnType {
             if v.iter().all(Option::is_none) {
                 return ColumnType::Unknown;
             }
-            let (unique, count) = values.nunique_count();
-            if unique as f64 > count as f64 * 0.5 {
+            // Text once more than half of the present values are distinct: counting stops there.
+            let count = v.iter().flatten().count();
+            let limit = count / 2 + 1;
+            let mut seen: HashSet<&str> = HashSet::default();
+            for s in v.iter().flatten() {
+                seen.insert(s.as_str());
+                if seen.len() >= limit {
+                    break;
+                }
+            }
+            if seen.len() as f64 > count as f64 * 0.5 {
                 ColumnType::Text
             } else {
                 ColumnType::Categorical
@@ -605,14 +609,21 @@ pub fn column_drift(
 
 /// Evidently's `_get_default_stattest` on the cleaned samples.
 pub fn default_stattest(reference: &Sample, current: &Sample, column_type: ColumnType) -> StatTest {
-    // Only "at most 2", "at most 5" or more matters: counting stops at 6.
-    let n_values = distinct_up_to(reference.keys().chain(current.keys()), 6);
     let small = reference.len() <= 1000;
+    // Distinct values over both, counted only as far as the choice needs: "more than 5" for
+    // a numerical column, "more than 2" for a categorical one with a small reference; a
+    // categorical column with a large reference takes Jensen-Shannon whatever the count.
+    let n_values = |limit| distinct_up_to(reference.keys().chain(current.keys()), limit);
     match (column_type, small) {
-        (ColumnType::Numerical, true) if n_values > 5 => StatTest::Ks,
-        (ColumnType::Numerical, false) if n_values > 5 => StatTest::Wasserstein,
+        (ColumnType::Numerical, _) => match n_values(6) {
+            n if n > 5 && small => StatTest::Ks,
+            n if n > 5 => StatTest::Wasserstein,
+            _ if !small => StatTest::JensenShannon,
+            n if n > 2 => StatTest::ChiSquare,
+            _ => StatTest::Z,
+        },
         (_, false) => StatTest::JensenShannon,
-        (_, true) if n_values > 2 => StatTest::ChiSquare,
+        (_, true) if n_values(3) > 2 => StatTest::ChiSquare,
         (_, true) => StatTest::Z,
     }
 }
@@ -703,7 +714,7 @@ fn clean_keys(values: &Values) -> Vec<Key> {
         Values::Bool(v) => v.iter().flatten().map(|&b| Key::Bool(b)).collect(),
         Values::Str(v) => {
             // One shared string per distinct value.
-            let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
+            let mut interned: HashMap<&str, Arc<str>> = HashMap::default();
             v.iter()
                 .flatten()
                 .map(|s| {
@@ -786,7 +797,7 @@ impl Sample {
 
 /// Distinct keys, counting stopped at `limit`.
 fn distinct_up_to(keys: impl Iterator<Item = Key>, limit: usize) -> usize {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     for k in keys {
         seen.insert(k);
         if seen.len() >= limit {

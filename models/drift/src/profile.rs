@@ -6,7 +6,7 @@
 //! training set; for repeated values (categories, rounded amounts, small integers) the
 //! profile is a fraction of the table.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::{Key, Values};
 
@@ -73,7 +73,7 @@ impl ColumnProfile {
         let mut missing = 0u64;
         let (dtype, mut pairs): (ProfileDtype, Vec<(ProfileValue, u64)>) = match values {
             Values::Float(v) => {
-                let mut counts: HashMap<u64, u64> = HashMap::new();
+                let mut counts: HashMap<u64, u64> = HashMap::default();
                 for &x in v {
                     if x.is_nan() {
                         missing += 1;
@@ -91,7 +91,7 @@ impl ColumnProfile {
                 )
             }
             Values::Int(v) => {
-                let mut counts: HashMap<i64, u64> = HashMap::new();
+                let mut counts: HashMap<i64, u64> = HashMap::default();
                 for &x in v {
                     *counts.entry(x).or_default() += 1;
                 }
@@ -120,7 +120,7 @@ impl ColumnProfile {
                 (ProfileDtype::Bool, pairs)
             }
             Values::Str(v) => {
-                let mut counts: HashMap<&str, u64> = HashMap::new();
+                let mut counts: HashMap<&str, u64> = HashMap::default();
                 for s in v {
                     match s {
                         Some(s) => *counts.entry(s).or_default() += 1,

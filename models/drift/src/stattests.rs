@@ -9,7 +9,7 @@
 //! exact recipe (its bins, its zero filling, its normalisations), not the textbook test.
 //! The chi-square and normal tails come from `statrs`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use statrs::function::erf::erfc;
 use statrs::function::gamma::gamma_ur;
@@ -390,7 +390,7 @@ fn short(x: f64) -> String {
 /// Counts per distinct value over both samples: (the values, reference counts, current
 /// counts), indexed alike.
 pub(crate) fn counts(reference: &Sample, current: &Sample) -> (Vec<Key>, Vec<usize>, Vec<usize>) {
-    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut index: HashMap<Key, usize> = HashMap::default();
     let mut keys = Vec::new();
     let mut rc = Vec::new();
     let mut cc = Vec::new();
