@@ -46,10 +46,10 @@ pub fn render(report: &DriftReport, title: &str) -> String {
          <h1>Data drift</h1><p class=\"subtitle\">{t}</p>\n",
         t = esc(title)
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<p id=\"summary\" data-dataset-drift=\"{}\">Dataset drift: <strong>{}</strong> \
-         ({} of {} columns drifted, share {:.3}).</p>\n",
+         ({} of {} columns drifted, share {:.3}).</p>",
         report.dataset_drift,
         if report.dataset_drift {
             "detected"
@@ -96,16 +96,16 @@ pub fn render(report: &DriftReport, title: &str) -> String {
         .filter_map(|(n, c)| c.distribution.as_ref().map(|d| (n, c, d)))
         .collect();
     if !drifted.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<h2>Drifted columns</h2><p class=\"legend\">Share of rows per bin:\
              <span style=\"background:{REFERENCE_COLOUR}\"></span>reference\
-             <span style=\"background:{CURRENT_COLOUR}\"></span>current</p>\n"
+             <span style=\"background:{CURRENT_COLOUR}\"></span>current</p>"
         );
         for (name, c, d) in drifted {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<div class=\"plot\" data-column=\"{n}\"><h3>{n} <small>({} {:.4})</small></h3>{}</div>\n",
+                "<div class=\"plot\" data-column=\"{n}\"><h3>{n} <small>({} {:.4})</small></h3>{}</div>",
                 c.stattest.name(),
                 c.drift_score,
                 bars(d),

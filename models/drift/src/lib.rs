@@ -559,7 +559,7 @@ pub fn column_drift(
         dtype,
     })?;
     for (s, side) in [(&reference, "reference"), (&current, "current")] {
-        if s.len() == 0 {
+        if s.is_empty() {
             return Err(DriftError::EmptyColumn {
                 column: name.into(),
                 side,

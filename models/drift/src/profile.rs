@@ -137,7 +137,7 @@ impl ColumnProfile {
             }
             Values::Other { .. } => return None,
         };
-        pairs.sort_by(|a, b| key(&a.0).cmp(&key(&b.0)));
+        pairs.sort_by_cached_key(|a| key(&a.0));
         Some(Self {
             dtype,
             values: pairs,
