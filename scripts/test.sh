@@ -74,7 +74,7 @@ INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
 
 log "Evidently's DataDriftPreset against infermesh drift on fresh random tables; the HTML report in headless Chromium"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
-  "$CACHE/venv-drift/bin/python" -m pytest -q tests/drift
+  "$CACHE/venv-drift/bin/python" -m pytest -q -p no:warnings tests/drift
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow
