@@ -138,6 +138,28 @@ impl LocalRegistry {
         Ok(version)
     }
 
+    /// Registers the version folder `from` as the next version of `name` (as
+    /// [`LocalRegistry::register`]), gives the model folder the version's `config.toml` when
+    /// it has none yet (the config a repository serves the model with), and points `alias` at
+    /// the new version; returns it. What `train fraud` and `train anomaly` do with
+    /// `--register`.
+    pub fn register_as(
+        &self,
+        name: &str,
+        from: &Path,
+        alias: &str,
+    ) -> Result<u64, LocalRegistryError> {
+        check_alias(alias)?;
+        let version = self.register(name, from)?;
+        let model_config = self.model_dir(name)?.join("config.toml");
+        let version_config = from.join("config.toml");
+        if !model_config.exists() && version_config.is_file() {
+            std::fs::copy(&version_config, &model_config).map_err(io(&model_config))?;
+        }
+        self.set_alias(name, alias, version)?;
+        Ok(version)
+    }
+
     /// The aliases of `name` (empty when it has none).
     pub fn aliases(&self, name: &str) -> Result<BTreeMap<String, u64>, LocalRegistryError> {
         let path = self.model_dir(name)?.join(ALIASES);
@@ -268,6 +290,32 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("model.txt"), text).unwrap();
         std::fs::write(dir.join("sub/card.json"), "{}").unwrap();
+    }
+
+    #[test]
+    fn register_as_gives_the_model_its_config_once_and_checks_the_alias_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reg = LocalRegistry::new(tmp.path().join("reg"));
+        let v1 = tmp.path().join("v1");
+        model_files(&v1, "one");
+        std::fs::write(v1.join("config.toml"), "platform = \"a\"\n").unwrap();
+        assert_eq!(reg.register_as("m", &v1, "challenger").unwrap(), 1);
+        let model_config = tmp.path().join("reg/m/config.toml");
+        assert_eq!(
+            std::fs::read_to_string(&model_config).unwrap(),
+            "platform = \"a\"\n"
+        );
+        assert_eq!(reg.get_by_alias("m", "challenger").unwrap(), Some(1));
+        // A later version's config does not replace the model's.
+        std::fs::write(v1.join("config.toml"), "platform = \"b\"\n").unwrap();
+        assert_eq!(reg.register_as("m", &v1, "challenger").unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&model_config).unwrap(),
+            "platform = \"a\"\n"
+        );
+        // A bad alias registers nothing.
+        assert!(reg.register_as("m", &v1, "bad alias!").is_err());
+        assert_eq!(reg.versions("m").unwrap(), vec![1, 2]);
     }
 
     #[test]

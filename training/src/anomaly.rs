@@ -331,14 +331,7 @@ impl TrainAnomalyArgs {
             &self.out,
         )?;
         if let Some(name) = &self.register {
-            let reg = LocalRegistry::new(&self.registry);
-            let v = reg.register(name, &self.out)?;
-            let model_config = self.registry.join(name).join("config.toml");
-            if !model_config.exists() {
-                std::fs::copy(self.out.join("config.toml"), &model_config)
-                    .map_err(io(&model_config))?;
-            }
-            reg.set_alias(name, &self.alias, v)?;
+            let v = LocalRegistry::new(&self.registry).register_as(name, &self.out, &self.alias)?;
             card["registered"] = json!({"name": name, "version": v, "alias": self.alias});
         }
         Ok(card)
