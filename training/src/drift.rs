@@ -383,8 +383,9 @@ pub fn read_profile(path: &Path) -> Result<Option<Vec<(String, Values)>>, DriftJ
     ))
 }
 
-/// Most values a profile may stand for (all columns together).
-const MAX_PROFILE_VALUES: u64 = 2_000_000_000;
+/// Most values a profile may stand for, all columns together: it is expanded back into
+/// columns (8 bytes a number), so this bounds that allocation at about 2 GB before it happens.
+const MAX_PROFILE_VALUES: u64 = 250_000_000;
 
 /// A reference: a profile when the file is one, else a table.
 pub fn read_reference(
