@@ -132,6 +132,13 @@ fn trains_a_servable_version_with_a_card() {
     let model_dir = dir.path().join("repo/fraud");
     std::fs::create_dir_all(&model_dir).unwrap();
     std::fs::copy(out.join("config.toml"), model_dir.join("config.toml")).unwrap();
+    // The drift reference: every feature, over the training rows.
+    let profile = infermesh_training::drift::read_profile(&out.join("drift_reference.parquet"))
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = profile.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["amount", "merchant", "new_device", "hour"]);
+    assert_eq!(profile[0].1.len(), r.split[0]);
     let cfg = infermesh_registry::ModelConfig::read("fraud", &model_dir).unwrap();
     assert_eq!(cfg.platform, "lightgbm");
     let card = read_card(&out);

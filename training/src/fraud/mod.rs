@@ -10,6 +10,7 @@
 //! <out>/model.txt     LightGBM text model (feature names inside)
 //! <out>/card.json     model card: data, split, parameters, threshold, metrics
 //! <out>/config.toml   the model config that serves it (platform lightgbm, features, threshold)
+//! <out>/drift_reference.parquet  the fitted rows' drift profile (`infermesh drift --reference`)
 //! ```
 //!
 //! With `--tracking-uri` the run goes to MLflow (parameters, per-round validation metrics, the
@@ -45,6 +46,9 @@ pub enum FraudJobError {
     /// The data cannot be trained on.
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// The drift reference could not be written.
+    #[error(transparent)]
+    Drift(#[from] crate::drift::DriftJobError),
     /// LightGBM refused.
     #[error(transparent)]
     Lgbm(#[from] lgbm::LgbmError),
@@ -658,6 +662,23 @@ impl TrainFraudArgs {
             &card,
             &prepared.names,
             served_threshold,
+        )?;
+        // The drift reference: the fitted rows' profile (training rows; with --tune the final
+        // fit also saw the validation rows), as table rows.
+        let mut fitted = split.train.clone();
+        if tuning.is_some() {
+            fitted.extend_from_slice(&split.valid);
+        }
+        let table_rows: Vec<usize> = fitted
+            .iter()
+            .map(|&i| prepared.kept_rows.as_ref().map_or(i, |k| k[i]))
+            .collect();
+        crate::drift::write_reference(
+            &self.data,
+            self.separator,
+            &prepared.names,
+            Some(&table_rows),
+            &self.out,
         )?;
 
         let mut report = FraudReport {
