@@ -323,13 +323,7 @@ impl TrainAnomalyArgs {
               platform = \"isolation-forest\"\n"
                 .to_vec(),
         )?;
-        crate::drift::write_reference(
-            &self.data,
-            self.separator,
-            &names,
-            fit_index.as_deref(),
-            &self.out,
-        )?;
+        crate::drift::write_reference(&table, &names, fit_index.as_deref(), &self.out)?;
         if let Some(name) = &self.register {
             let v = LocalRegistry::new(&self.registry).register_as(name, &self.out, &self.alias)?;
             card["registered"] = json!({"name": name, "version": v, "alias": self.alias});

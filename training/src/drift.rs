@@ -168,22 +168,21 @@ impl ProfileArgs {
 /// fitted on, for `infermesh drift --reference <version>/drift_reference.parquet`.
 pub const REFERENCE_FILE: &str = "drift_reference.parquet";
 
-/// Profiles `columns` of the table at `data` (typed as pandas types it), keeping only `rows`
-/// when given, into `<out_dir>/drift_reference.parquet`.
+/// Profiles `columns` of a loaded table (typed as pandas types it, so as `infermesh drift`
+/// reads the same file), keeping only `rows` when given, into
+/// `<out_dir>/drift_reference.parquet`. The training jobs pass the table they already read.
 pub fn write_reference(
-    data: &Path,
-    separator: Option<u8>,
+    table: &crate::table::Table,
     columns: &[String],
     rows: Option<&[usize]>,
     out_dir: &Path,
 ) -> Result<(), DriftJobError> {
-    let table = read(data, separator)?;
+    let table = typed(table, columns)?;
     let mut profiles = Vec::with_capacity(columns.len());
     for name in columns {
         let Some((_, values)) = table.iter().find(|(n, _)| n == name) else {
             return Err(DriftJobError::Usage(format!(
-                "{}: no column '{name}' to profile",
-                data.display()
+                "no column '{name}' to profile"
             )));
         };
         let picked = match rows {
@@ -509,11 +508,19 @@ pub fn read(path: &Path, separator: Option<u8>) -> Result<Vec<(String, Values)>,
     let mut spec = TableSpec::new(path);
     spec.separator = separator;
     let table = spec.read()?;
-    let mut out = Vec::new();
-    for name in table.columns() {
-        let column = table.frame_column(&name)?;
+    typed(&table, &table.columns())
+}
+
+/// Columns `names` of a loaded table, typed as pandas would type them.
+pub fn typed(
+    table: &crate::table::Table,
+    names: &[String],
+) -> Result<Vec<(String, Values)>, TableError> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let column = table.frame_column(name)?;
         let values = if matches!(column.dtype(), DataType::String) {
-            pandas_typed(&raw_strings(column, &table, &name)?)
+            pandas_typed(&raw_strings(column, table, name)?)
         } else {
             typed_column(column).map_err(|e| TableError::BadValue {
                 path: table.path().to_owned(),
@@ -521,7 +528,7 @@ pub fn read(path: &Path, separator: Option<u8>) -> Result<Vec<(String, Values)>,
                 message: e,
             })?
         };
-        out.push((name, values));
+        out.push((name.clone(), values));
     }
     Ok(out)
 }

@@ -673,13 +673,7 @@ impl TrainFraudArgs {
             .iter()
             .map(|&i| prepared.kept_rows.as_ref().map_or(i, |k| k[i]))
             .collect();
-        crate::drift::write_reference(
-            &self.data,
-            self.separator,
-            &prepared.names,
-            Some(&table_rows),
-            &self.out,
-        )?;
+        crate::drift::write_reference(&table, &prepared.names, Some(&table_rows), &self.out)?;
 
         let mut report = FraudReport {
             rows: prepared.rows(),
