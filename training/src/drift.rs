@@ -24,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use infermesh_drift::profile::{ColumnProfile, ProfileDtype, ProfileValue};
+use infermesh_drift::profile::ColumnProfile;
 use infermesh_drift::{DriftError, DriftOptions, DriftReport, StatTest, Values};
 use polars::prelude::*;
 
@@ -164,9 +164,7 @@ impl ProfileArgs {
     }
 }
 
-/// The file a training job writes beside a model version: the profile of the rows it was
-/// fitted on, for `infermesh drift --reference <version>/drift_reference.parquet`.
-pub const REFERENCE_FILE: &str = "drift_reference.parquet";
+pub use infermesh_drift::file::REFERENCE_FILE;
 
 /// Profiles `columns` of a loaded table (typed as pandas types it, so as `infermesh drift`
 /// reads the same file), keeping only `rows` when given, into
@@ -175,6 +173,18 @@ pub fn write_reference(
     table: &crate::table::Table,
     columns: &[String],
     rows: Option<&[usize]>,
+    out_dir: &Path,
+) -> Result<(), DriftJobError> {
+    write_reference_with(table, columns, rows, &[], out_dir)
+}
+
+/// [`write_reference`] plus `extra` columns of the profiled rows (one value per kept row, in
+/// table order): the model's outputs on them, for prediction drift.
+pub fn write_reference_with(
+    table: &crate::table::Table,
+    columns: &[String],
+    rows: Option<&[usize]>,
+    extra: &[(String, Values)],
     out_dir: &Path,
 ) -> Result<(), DriftJobError> {
     let table = typed(table, columns)?;
@@ -190,6 +200,11 @@ pub fn write_reference(
             None => values.clone(),
         };
         if let Some(p) = ColumnProfile::of(&picked) {
+            profiles.push((name.clone(), p));
+        }
+    }
+    for (name, values) in extra {
+        if let Some(p) = ColumnProfile::of(values) {
             profiles.push((name.clone(), p));
         }
     }
@@ -213,178 +228,27 @@ fn select(values: &Values, rows: &[usize]) -> Values {
     }
 }
 
-/// The long layout's column names, in order.
-const PROFILE_COLUMNS: [&str; 7] = [
-    "column", "dtype", "missing", "number", "integer", "text", "count",
-];
-
-fn profile_error(path: &Path, e: impl std::fmt::Display) -> DriftJobError {
-    DriftJobError::Profile {
-        path: path.display().to_string(),
-        message: e.to_string(),
+impl From<infermesh_drift::file::ProfileFileError> for DriftJobError {
+    fn from(e: infermesh_drift::file::ProfileFileError) -> Self {
+        DriftJobError::Profile {
+            path: e.path,
+            message: e.message,
+        }
     }
 }
 
-/// Writes profiles as one Parquet table in the long layout: per column one row per distinct
-/// value (`number` for floats and booleans, `integer` for integers, `text` for strings) and
-/// one `missing` row for its missing values.
+/// Writes profiles as one Parquet file (`infermesh_drift::file::write_profile`).
 pub fn write_profile(
     path: &Path,
     profiles: &[(String, ColumnProfile)],
 ) -> Result<(), DriftJobError> {
-    let mut column = Vec::new();
-    let mut dtype = Vec::new();
-    let mut missing = Vec::new();
-    let mut number: Vec<Option<f64>> = Vec::new();
-    let mut integer: Vec<Option<i64>> = Vec::new();
-    let mut text: Vec<Option<String>> = Vec::new();
-    let mut count = Vec::new();
-    for (name, p) in profiles {
-        let rows = p.values.iter().map(|(v, c)| (Some(v), *c));
-        let rows = rows.chain((p.missing > 0).then_some((None, p.missing)));
-        for (v, c) in rows {
-            column.push(name.clone());
-            dtype.push(p.dtype.name());
-            missing.push(v.is_none());
-            let (n, i, t) = match v {
-                Some(ProfileValue::Float(x)) => (Some(*x), None, None),
-                Some(ProfileValue::Bool(b)) => (Some(f64::from(u8::from(*b))), None, None),
-                Some(ProfileValue::Int(x)) => (None, Some(*x), None),
-                Some(ProfileValue::Str(s)) => (None, None, Some(s.clone())),
-                None => (None, None, None),
-            };
-            number.push(n);
-            integer.push(i);
-            text.push(t);
-            count.push(c);
-        }
-    }
-    let mut df = DataFrame::new_infer_height(vec![
-        Column::new(PROFILE_COLUMNS[0].into(), column),
-        Column::new(PROFILE_COLUMNS[1].into(), dtype),
-        Column::new(PROFILE_COLUMNS[2].into(), missing),
-        Column::new(PROFILE_COLUMNS[3].into(), number),
-        Column::new(PROFILE_COLUMNS[4].into(), integer),
-        Column::new(PROFILE_COLUMNS[5].into(), text),
-        Column::new(PROFILE_COLUMNS[6].into(), count),
-    ])
-    .map_err(|e| profile_error(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| profile_error(path, e))?;
-    }
-    let mut file = std::fs::File::create(path).map_err(|e| profile_error(path, e))?;
-    ParquetWriter::new(&mut file)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut df)
-        .map_err(|e| profile_error(path, e))?;
-    Ok(())
+    Ok(infermesh_drift::file::write_profile(path, profiles)?)
 }
 
-/// Reads a profile back as columns of values (`None`: the Parquet file is not a profile).
+/// Reads a profile back as columns (`None`: the Parquet file is not a profile).
 pub fn read_profile(path: &Path) -> Result<Option<Vec<(String, Values)>>, DriftJobError> {
-    let path_str = path
-        .to_str()
-        .ok_or_else(|| profile_error(path, "path is not UTF-8"))?;
-    let df = LazyFrame::scan_parquet(PlRefPath::new(path_str), ScanArgsParquet::default())
-        .and_then(LazyFrame::collect)
-        .map_err(|e| profile_error(path, e))?;
-    let names: Vec<String> = df
-        .get_column_names()
-        .into_iter()
-        .map(|c| c.to_string())
-        .collect();
-    if names != PROFILE_COLUMNS {
-        return Ok(None);
-    }
-    let bad = |e: PolarsError| profile_error(path, e);
-    let column = df
-        .column("column")
-        .and_then(|c| c.str().cloned())
-        .map_err(bad)?;
-    let dtype = df
-        .column("dtype")
-        .and_then(|c| c.str().cloned())
-        .map_err(bad)?;
-    let missing = df
-        .column("missing")
-        .and_then(|c| c.bool().cloned())
-        .map_err(bad)?;
-    let number = df
-        .column("number")
-        .and_then(|c| c.f64().cloned())
-        .map_err(bad)?;
-    let integer = df
-        .column("integer")
-        .and_then(|c| c.i64().cloned())
-        .map_err(bad)?;
-    let text = df
-        .column("text")
-        .and_then(|c| c.str().cloned())
-        .map_err(bad)?;
-    let count = df
-        .column("count")
-        .and_then(|c| c.u64().cloned())
-        .map_err(bad)?;
-    let mut out: Vec<(String, ColumnProfile)> = Vec::new();
-    for row in 0..df.height() {
-        let (Some(name), Some(dt), Some(c)) = (column.get(row), dtype.get(row), count.get(row))
-        else {
-            return Err(profile_error(
-                path,
-                format!("row {row}: missing column, dtype or count"),
-            ));
-        };
-        let dt = ProfileDtype::from_name(dt)
-            .ok_or_else(|| profile_error(path, format!("row {row}: unknown dtype '{dt}'")))?;
-        if out.last().is_none_or(|(n, _)| n != name) {
-            if out.iter().any(|(n, _)| n == name) {
-                return Err(profile_error(path, format!("column '{name}' is split")));
-            }
-            out.push((
-                name.to_owned(),
-                ColumnProfile {
-                    dtype: dt,
-                    values: Vec::new(),
-                    missing: 0,
-                },
-            ));
-        }
-        let Some((_, p)) = out.last_mut() else {
-            continue;
-        };
-        if missing.get(row) == Some(true) {
-            p.missing += c;
-            continue;
-        }
-        let value = match dt {
-            ProfileDtype::Float => number.get(row).map(ProfileValue::Float),
-            ProfileDtype::Bool => number.get(row).map(|x| ProfileValue::Bool(x != 0.0)),
-            ProfileDtype::Int => integer.get(row).map(ProfileValue::Int),
-            ProfileDtype::Str => text.get(row).map(|s| ProfileValue::Str(s.to_owned())),
-        };
-        let value =
-            value.ok_or_else(|| profile_error(path, format!("row {row}: no value for {dt:?}")))?;
-        p.values.push((value, c));
-    }
-    // Bound what a profile may expand to before allocating it.
-    let total: u64 = out
-        .iter()
-        .flat_map(|(_, p)| p.values.iter().map(|(_, c)| *c).chain([p.missing]))
-        .fold(0u64, u64::saturating_add);
-    if total > MAX_PROFILE_VALUES {
-        return Err(profile_error(
-            path,
-            format!("the profile counts {total} values, more than {MAX_PROFILE_VALUES}"),
-        ));
-    }
-    Ok(Some(
-        out.into_iter().map(|(n, p)| (n, p.expand())).collect(),
-    ))
+    Ok(infermesh_drift::file::read_profile(path)?)
 }
-
-/// Most values a profile may stand for, all columns together: it is expanded back into
-/// columns (8 bytes a number), so this bounds that allocation at about 2 GB before it happens.
-const MAX_PROFILE_VALUES: u64 = 250_000_000;
 
 /// A reference: a profile when the file is one, else a table.
 pub fn read_reference(
@@ -449,8 +313,12 @@ impl DriftArgs {
                 self.current.as_deref().unwrap_or(Path::new("")).display(),
                 self.reference.as_deref().unwrap_or(Path::new("")).display()
             );
-            std::fs::write(path, infermesh_drift::html::render(&report, &title))
-                .map_err(|e| profile_error(path, e))?;
+            std::fs::write(path, infermesh_drift::html::render(&report, &title)).map_err(|e| {
+                DriftJobError::Profile {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         }
         if self.json {
             let mut text = serde_json::to_string_pretty(&report.to_json())

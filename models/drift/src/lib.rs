@@ -24,6 +24,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashSet as HashSet;
 use serde::Serialize;
 
+#[cfg(feature = "parquet")]
+pub mod file;
 pub mod html;
 mod ks;
 pub mod profile;
