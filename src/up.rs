@@ -62,6 +62,10 @@ pub(crate) struct UpArgs {
     /// live feed).
     #[arg(long, env = "INFERMESH_REDIS_URL")]
     pub(crate) redis_url: Option<String>,
+    /// The inference log and live drift (the sample fraud model carries a drift reference,
+    /// so its gauges appear once it has served --drift-min-rows rows).
+    #[command(flatten)]
+    pub(crate) monitor: infermesh_server::MonitorArgs,
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -128,6 +132,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         enable_model_control: false,
         limits: Default::default(),
         registry: Default::default(),
+        monitor: args.monitor.clone(),
     }
     .validate()?;
     let server = infermesh_server::start(serve).await?;

@@ -85,6 +85,7 @@ impl Drop for Up {
 struct Addrs {
     http: String,
     grpc: String,
+    metrics: String,
     gateway: String,
 }
 
@@ -98,7 +99,7 @@ fn parse_banner(line: &str) -> Option<Addrs> {
             "grpc",
             grpc,
             "metrics",
-            _,
+            metrics,
             "|",
             "gateway",
             "http",
@@ -108,6 +109,7 @@ fn parse_banner(line: &str) -> Option<Addrs> {
         ] => Some(Addrs {
             http: (*http).to_string(),
             grpc: (*grpc).to_string(),
+            metrics: (*metrics).to_string(),
             gateway: (*gateway).to_string(),
         }),
         _ => None,
@@ -273,8 +275,22 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
     let repo = dir.path().join("model-repository");
     let no_models = dir.path().join("empty-model-cache");
     std::fs::create_dir(&no_models).unwrap();
-    let (mut up, addrs, printed, started) = start_up(dir.path(), &repo, &no_models, &[], &[]);
+    let log_dir = dir.path().join("inference-log");
+    let log_dir_arg = log_dir.to_str().unwrap();
+    // Live drift every half second from two rows on, and every row logged.
+    let monitor = [
+        "--drift-interval",
+        "0.5",
+        "--drift-min-rows",
+        "2",
+        "--log-dir",
+        log_dir_arg,
+        "--log-sample-rate",
+        "1",
+    ];
+    let (mut up, addrs, printed, started) = start_up(dir.path(), &repo, &no_models, &monitor, &[]);
     let deadline = started + START;
+    assert!(repo.join("fraud/1/drift_reference.parquet").is_file());
     assert!(
         printed.contains(&format!(
             "wrote the sample model repository to {}",
@@ -335,6 +351,33 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
     let p2 = out["data"][0].as_f64().unwrap();
     assert!((p2 - want).abs() < 1e-5, "server: {p2}, xgboost: {want}");
 
+    // Live drift: the two scored rows (gateway and V2) against the sample model's reference,
+    // exported on the inference metrics port.
+    let want_gauges = [
+        r#"infermesh_drift_score{model="fraud",version="1",feature="amount","#,
+        r#"infermesh_drift_score{model="fraud",version="1",feature="output__0","#,
+        r#"infermesh_dataset_drift_share{model="fraud",version="1"}"#,
+        r#"infermesh_drift_window_rows{model="fraud",version="1"} 2"#,
+    ];
+    let gauges_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, text) = http(&addrs.metrics, "GET", "/metrics", None).unwrap();
+        assert_eq!(status, 200);
+        if want_gauges.iter().all(|g| text.contains(g)) {
+            break;
+        }
+        up.assert_running("while waiting for the drift gauges");
+        assert!(
+            Instant::now() < gauges_by,
+            "no drift gauges on /metrics within 20 s:\n{}",
+            text.lines()
+                .filter(|l| l.contains("drift"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // SIGTERM (as Ctrl-C) stops both services and the process, with success.
     let pid = up.child.id().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -351,6 +394,22 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
     );
     let errors = errors(&log);
     assert!(errors.is_empty(), "errors logged:\n{}", errors.join("\n"));
+    // The inference log was written at shutdown: one file of the fraud model, both rows.
+    let day_dirs: Vec<_> = std::fs::read_dir(log_dir.join("fraud/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(day_dirs.len(), 1, "{day_dirs:?}");
+    let files: Vec<_> = std::fs::read_dir(&day_dirs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(
+        bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+        "a Parquet file"
+    );
 }
 
 /// The model cache the README's test command fills (all-MiniLM-L6-v2, SmolLM2).

@@ -132,3 +132,33 @@ pub const REVIEWS_TOPIC_LABELS_TOTAL: &str = "infermesh_reviews_topic_labels_tot
 /// `POST /api/v1/reviews` answers, label: outcome (accepted, invalid, bus_full, bus_error,
 /// disabled).
 pub const GATEWAY_REVIEWS_TOTAL: &str = "infermesh_gateway_reviews_total";
+
+// Monitoring (inference/monitor): the inference log and live drift.
+
+/// Rows written to the inference log (labels: model, version).
+pub const INFERENCE_LOG_ROWS_TOTAL: &str = "infermesh_inference_log_rows_total";
+/// Rows the inference log dropped (labels: model, reason: `queue_full`, `write_error`).
+pub const INFERENCE_LOG_DROPPED_ROWS_TOTAL: &str = "infermesh_inference_log_dropped_rows_total";
+/// Parquet files the inference log wrote.
+pub const INFERENCE_LOG_FILES_TOTAL: &str = "infermesh_inference_log_files_total";
+/// Files deleted to keep the log directory under `--log-max-bytes`.
+pub const INFERENCE_LOG_DELETED_FILES_TOTAL: &str = "infermesh_inference_log_deleted_files_total";
+/// Bytes the inference log's files hold on disk.
+pub const INFERENCE_LOG_BYTES: &str = "infermesh_inference_log_bytes";
+/// Drift score of a column's latest live window (labels: model, version, feature, method):
+/// a p-value for `ks`, `chisquare`, `z`, a distance for the others.
+pub const DRIFT_SCORE: &str = "infermesh_drift_score";
+/// 1 when that column drifted in the latest window (same labels).
+pub const DRIFT_DETECTED: &str = "infermesh_drift_detected";
+/// Share of the tested columns that drifted in the latest window (labels: model, version).
+pub const DATASET_DRIFT_SHARE: &str = "infermesh_dataset_drift_share";
+/// 1 when that share reached the dataset-drift share (labels: model, version).
+pub const DATASET_DRIFT: &str = "infermesh_dataset_drift";
+/// Rows in a version's live drift window (labels: model, version).
+pub const DRIFT_WINDOW_ROWS: &str = "infermesh_drift_window_rows";
+/// Live drift evaluations (labels: model, version, outcome: `ok`, `too_few_rows`, `error`).
+pub const DRIFT_EVALUATIONS_TOTAL: &str = "infermesh_drift_evaluations_total";
+/// Time one live drift evaluation of a version took.
+pub const DRIFT_EVALUATION_SECONDS: &str = "infermesh_drift_evaluation_seconds";
+/// Versions whose drift reference could not be read (labels: model, version).
+pub const DRIFT_REFERENCE_ERRORS_TOTAL: &str = "infermesh_drift_reference_errors_total";

@@ -87,6 +87,40 @@ pub struct ModelConfig {
     /// take (features, nodes, depth, vocabulary, bytes...). Each model family reads the keys
     /// it knows and refuses the others; an absent section means the family's defaults.
     pub limits: toml::Table,
+    /// The `[monitoring]` section: what the server's inference log and live drift may keep of
+    /// this model's requests.
+    pub monitoring: Monitoring,
+}
+
+/// A model's `[monitoring]` section: whether the server's inference log
+/// (`--log-sample-rate`) and live drift (`--drift-interval`) watch it, and whether the log
+/// may keep raw text inputs and request ids (off by default: those can carry personal data).
+///
+/// ```toml
+/// [monitoring]
+/// log = true          # sampled requests go to the inference log (when the server logs)
+/// drift = true        # live drift against the version's drift_reference.parquet
+/// log_raw = false     # also log BYTES inputs (raw text) and request ids
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitoring {
+    /// Sampled requests go to the inference log.
+    pub log: bool,
+    /// Live drift gauges against the version's reference profile.
+    pub drift: bool,
+    /// Raw text inputs and request ids are logged too.
+    pub log_raw: bool,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            log: true,
+            drift: true,
+            log_raw: false,
+        }
+    }
 }
 
 /// Default batch size in rows.
@@ -152,6 +186,8 @@ fn check_config_len(text: &str) -> Result<(), String> {
 /// output_name = "output__0"       # optional; the family's default otherwise
 /// [limits]                        # optional; the family's load limits
 /// max_nodes = 1000000
+/// [monitoring]                    # optional; see [`Monitoring`]
+/// log_raw = false
 /// # ...and the family's own keys (threshold, engine, [recommender], ...): see its crate.
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +211,9 @@ pub struct TomlConfig {
     pub output_name: Option<String>,
     /// `[limits]`: load limits, read by the model's family (see [`ModelConfig::limits`]).
     pub limits: Option<toml::Table>,
+    /// `[monitoring]`: see [`Monitoring`].
+    #[serde(default)]
+    pub monitoring: Monitoring,
     /// Every other key: the family's own.
     #[serde(flatten)]
     pub family: toml::Table,
@@ -218,6 +257,7 @@ impl ModelConfig {
             output_name: t.output_name,
             parameters: t.family,
             limits: t.limits.unwrap_or_default(),
+            monitoring: t.monitoring,
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -311,6 +351,7 @@ impl ModelConfig {
             output_name: tensor_name("output"),
             parameters,
             limits: toml::Table::new(),
+            monitoring: Monitoring::default(),
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)

@@ -24,7 +24,7 @@ pub mod repository;
 pub mod sync;
 pub mod uri;
 
-pub use config::{ConfigSource, ModelConfig, VersionPolicy, check_max};
+pub use config::{ConfigSource, ModelConfig, Monitoring, VersionPolicy, check_max};
 pub use local::{LocalRegistry, LocalRegistryError};
 pub use mlflow::{MlflowClient, MlflowError, MlflowOptions};
 pub use promote::{Candidate, Gate, PromoteError, Promotion, Registry};

@@ -48,6 +48,7 @@ pub async fn upstream(minilm: bool) -> Upstream {
         enable_model_control: false,
         limits: Default::default(),
         registry: Default::default(),
+        monitor: Default::default(),
     }
     .validate()
     .unwrap();

@@ -1,11 +1,13 @@
 //! A loaded model version: its config, and the family's [`Servable`] that answers for it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use infermesh_common::ServiceError;
 use infermesh_registry::{ModelConfig, VersionEntry};
 
+use crate::monitor::VersionMonitor;
 use crate::servable::{Description, Families, LoadContext, Servable};
 use crate::tensor::{OutputTensor, V2Request};
 
@@ -24,6 +26,8 @@ pub struct LoadedVersion {
     /// When it was loaded.
     pub loaded_at: SystemTime,
     servable: Arc<dyn Servable>,
+    monitor: Option<Arc<dyn VersionMonitor>>,
+    dir: Option<PathBuf>,
 }
 
 impl LoadedVersion {
@@ -52,12 +56,9 @@ impl LoadedVersion {
             version: entry.version,
             dir: &entry.dir,
         })?;
-        Ok(Self::new(
-            config,
-            entry.version,
-            entry.fingerprint,
-            servable,
-        ))
+        let mut loaded = Self::new(config, entry.version, entry.fingerprint, servable);
+        loaded.dir = Some(entry.dir.clone());
+        Ok(loaded)
     }
 
     /// Wraps an already loaded servable (loaders and tests).
@@ -74,7 +75,25 @@ impl LoadedVersion {
             fingerprint,
             loaded_at: SystemTime::now(),
             servable,
+            monitor: None,
+            dir: None,
         }
+    }
+
+    /// The version folder it was loaded from (None: built in memory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The version with `monitor` watching its requests (see [`crate::monitor`]).
+    pub fn with_monitor(mut self, monitor: Option<Arc<dyn VersionMonitor>>) -> Self {
+        self.monitor = monitor;
+        self
+    }
+
+    /// The version's monitor, if it is watched.
+    pub fn monitor(&self) -> Option<&Arc<dyn VersionMonitor>> {
+        self.monitor.as_ref()
     }
 
     /// The family's servable.
@@ -123,6 +142,16 @@ impl LoadedVersion {
     /// Answers a V2 request: output names the request asks for are checked against the
     /// signature before anything runs, and only those are returned (all when none is named).
     pub async fn infer(&self, request: V2Request) -> Result<Vec<OutputTensor>, ServiceError> {
+        self.infer_with_id(request, "").await
+    }
+
+    /// [`LoadedVersion::infer`] for a request with id `id` (which the version's monitor may
+    /// log when the model's config allows it).
+    pub async fn infer_with_id(
+        &self,
+        request: V2Request,
+        id: &str,
+    ) -> Result<Vec<OutputTensor>, ServiceError> {
         let known = &self.description().outputs;
         if let Some(o) = request
             .outputs
@@ -139,9 +168,13 @@ impl LoadedVersion {
             )));
         }
         let wanted = request.outputs.clone();
+        let pending = crate::monitor::observe_request(self, &request, id);
         let mut outputs = self.servable.infer(request).await?;
         if !wanted.is_empty() {
             outputs.retain(|o| wanted.contains(&o.name));
+        }
+        if let Some(p) = pending {
+            p.finish(&outputs);
         }
         Ok(outputs)
     }

@@ -16,6 +16,8 @@
 //! - [`manager`]: the repository manager: scans, loads (through the [`Families`] table),
 //!   hot-reloads and retires versions with an atomic swap of an immutable map, so an
 //!   in-flight request keeps the version it started with;
+//! - [`monitor`]: the seam to a version's monitor (inference log, live drift): the rows of
+//!   answered requests it samples, as named columns;
 //! - [`observe`]: request metrics with bounded labels, and the version lookup that records a
 //!   refusal.
 
@@ -23,6 +25,7 @@ pub mod backends;
 pub mod batcher;
 pub mod handle;
 pub mod manager;
+pub mod monitor;
 pub mod observe;
 pub mod queue;
 pub mod servable;
@@ -30,6 +33,7 @@ pub mod tensor;
 
 pub use handle::LoadedVersion;
 pub use manager::{ManagerConfig, ModelManager, ModelStatus, VersionStatus};
+pub use monitor::{MonitorFactory, Observation, ObservedColumn, Selection, VersionMonitor};
 pub use observe::{Protocol, record, record_unresolved};
 pub use servable::{
     BatchUnit, Batching, BoxFuture, Description, Families, Family, LoadContext, Servable,

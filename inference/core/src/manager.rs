@@ -14,6 +14,7 @@ use infermesh_common::{ServiceError, metrics_names as m};
 use infermesh_registry::{ModelConfig, ModelEntry, scan, scan_model};
 
 use crate::handle::LoadedVersion;
+use crate::monitor::MonitorFactory;
 use crate::servable::Families;
 
 /// Where models come from and how often to look again.
@@ -25,6 +26,9 @@ pub struct ManagerConfig {
     pub poll_interval: Option<Duration>,
     /// The model families this server serves, by platform.
     pub families: Families,
+    /// Gives each loaded version its monitor (inference log, live drift); None: none is
+    /// watched.
+    pub monitor: Option<Arc<dyn MonitorFactory>>,
 }
 
 /// One version's state.
@@ -292,7 +296,7 @@ impl ModelManager {
             scan_model(name, dir),
             current.get(name),
             force,
-            &self.cfg.families,
+            &self.cfg,
         ));
         let mut next = (*current).clone();
         next.insert(name.to_string(), status.clone());
@@ -393,7 +397,7 @@ impl ModelManager {
                 next.insert(name, p.clone());
                 continue;
             }
-            let status = Arc::new(build_status(entry, prev, false, &self.cfg.families));
+            let status = Arc::new(build_status(entry, prev, false, &self.cfg));
             publish_ready(&status);
             next.insert(name, status);
         }
@@ -440,7 +444,7 @@ fn build_status(
     entry: ModelEntry,
     prev: Option<&Arc<ModelStatus>>,
     force: bool,
-    families: &Families,
+    cfg: &ManagerConfig,
 ) -> ModelStatus {
     let name = entry.name.clone();
     let config = match entry.config {
@@ -474,8 +478,10 @@ fn build_status(
         }
         let old = prev_status.and_then(|s| s.loaded.clone());
         let started = std::time::Instant::now();
-        match LoadedVersion::load(config.clone(), v, families) {
+        match LoadedVersion::load(config.clone(), v, &cfg.families) {
             Ok(loaded) => {
+                let monitor = cfg.monitor.as_ref().and_then(|f| f.attach(&loaded));
+                let loaded = loaded.with_monitor(monitor);
                 tracing::info!(
                     model = %name, version = v.version, width = loaded.width(),
                     format = loaded.format(), elapsed_ms = started.elapsed().as_millis() as u64,

@@ -28,6 +28,7 @@ fn broken_versions_are_reported_kept_and_retried_when_changed() {
         repository: d.path().to_path_buf(),
         poll_interval: None,
         families: trees(),
+        monitor: None,
     })
     .unwrap();
     let first = mgr.model("m").unwrap();
@@ -126,6 +127,7 @@ async fn a_version_whose_backend_panicked_is_not_ready() {
         repository: d.path().to_path_buf(),
         poll_interval: None,
         families: Families::new(vec![&PANICKY, &infermesh_trees::serving::FAMILY]).unwrap(),
+        monitor: None,
     })
     .unwrap();
     let v2 = mgr.get("m", Some("2")).unwrap();
@@ -165,6 +167,7 @@ fn unknown_platforms_fail_their_model_only() {
         repository: d.path().to_path_buf(),
         poll_interval: None,
         families: trees(),
+        monitor: None,
     })
     .unwrap();
     assert!(mgr.get("good", None).is_ok());
@@ -196,6 +199,7 @@ fn pins_choose_the_default_version_and_versions_keep_their_own_config() {
         repository: d.path().to_path_buf(),
         poll_interval: None,
         families: trees(),
+        monitor: None,
     })
     .unwrap();
     assert_eq!(mgr.get("m", None).unwrap().version, 1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
-use infermesh_inference::LoadedVersion;
+use infermesh_inference::{LoadedVersion, OutputTensor, TensorData};
 use infermesh_model_core::Task;
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoring;
@@ -76,6 +76,7 @@ impl FraudService {
             rows.extend_from_slice(&feature_row(handle, tab, r)?);
         }
         let probs = tab.predict_raw(rows.clone()).await?;
+        observe(handle, tab.feature_names(), &rows, &probs);
         let threshold = tab.output_mode().threshold;
         let tops: Vec<usize> = requests
             .iter()
@@ -118,6 +119,28 @@ impl FraudService {
             })
             .collect())
     }
+}
+
+/// Hands the scored rows to the version's monitor (inference log, live drift): the features
+/// by name, and the probability under the V2 output's name when that output is one value per
+/// row (so typed and V2 requests fill the same columns).
+fn observe(handle: &LoadedVersion, names: &[String], rows: &[f32], probs: &[f32]) {
+    let Some(pending) = infermesh_inference::monitor::observe_rows(handle, names, rows) else {
+        return;
+    };
+    let outputs: Vec<OutputTensor> = handle
+        .description()
+        .outputs
+        .first()
+        .filter(|o| o.shape == [-1])
+        .map(|o| OutputTensor {
+            name: o.name.clone(),
+            shape: vec![probs.len() as i64],
+            data: TensorData::Fp32(probs.to_vec()),
+        })
+        .into_iter()
+        .collect();
+    pending.finish(&outputs);
 }
 
 fn logit(p: f64) -> f64 {

@@ -65,6 +65,8 @@ pub enum ServeError {
     Serve(String),
 }
 
+pub use infermesh_monitor::{MonitorArgs, MonitorConfig};
+
 /// `infermesh serve` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -120,6 +122,9 @@ pub struct ServeArgs {
     /// Models served from a registry by alias.
     #[command(flatten)]
     pub registry: registry::RegistryArgs,
+    /// The inference log and live drift.
+    #[command(flatten)]
+    pub monitor: infermesh_monitor::MonitorArgs,
 }
 
 /// Validated server configuration.
@@ -151,6 +156,8 @@ pub struct ServeConfig {
     pub enable_model_control: bool,
     /// Per-port request timeout and in-flight bound.
     pub limits: infermesh_common::limits::PortLimits,
+    /// The inference log and live drift.
+    pub monitor: infermesh_monitor::MonitorConfig,
 }
 
 impl ServeArgs {
@@ -168,6 +175,10 @@ impl ServeArgs {
             ));
         }
         let limits = self.limits.validate().map_err(ServeError::Config)?;
+        let monitor = self
+            .monitor
+            .validate()
+            .map_err(|e| ServeError::Config(e.to_string()))?;
         let ports = [self.http_port, self.grpc_port, self.metrics_port];
         for (i, a) in ports.iter().enumerate() {
             if *a != 0 && ports[i + 1..].contains(a) {
@@ -213,6 +224,7 @@ impl ServeArgs {
             registry,
             enable_model_control: self.enable_model_control,
             limits,
+            monitor,
         })
     }
 }
@@ -228,6 +240,8 @@ pub struct RunningServer {
     pub metrics_addr: SocketAddr,
     /// The repository manager (tests poke at it).
     pub manager: std::sync::Arc<ModelManager>,
+    /// The inference log and live drift (tests flush and evaluate it).
+    pub monitoring: std::sync::Arc<infermesh_monitor::Monitoring>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
     poller: Option<JoinHandle<()>>,
@@ -249,6 +263,14 @@ impl RunningServer {
                 .map_err(|e| ServeError::Serve(e.to_string()))?
                 .map_err(ServeError::Serve)?;
         }
+        // The inference log's buffered rows are written before the process goes.
+        let monitoring = self.monitoring.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(log) = monitoring.log() {
+                log.flush(std::time::Duration::from_secs(10));
+            }
+        })
+        .await;
         Ok(())
     }
 
@@ -287,11 +309,17 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     let prometheus = telemetry::install_prometheus()?;
     let repo = cfg.model_repository.clone();
     let families = families::compiled().map_err(ServeError::Config)?;
+    let monitoring = infermesh_monitor::Monitoring::start(cfg.monitor.clone())
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let monitor = monitoring
+        .is_on()
+        .then(|| monitoring.clone() as std::sync::Arc<dyn infermesh_inference::MonitorFactory>);
     let manager = tokio::task::spawn_blocking(move || {
         ModelManager::open(ManagerConfig {
             repository: repo,
             poll_interval: None,
             families,
+            monitor,
         })
     })
     .await
@@ -393,6 +421,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         grpc_addr,
         metrics_addr,
         manager,
+        monitoring,
         shutdown: tx,
         tasks,
         poller,

@@ -32,13 +32,162 @@ pub fn write_sample_repository(dir: &Path) -> std::io::Result<bool> {
     if !model_dir.join("config.toml").exists() {
         std::fs::create_dir_all(model_dir.join("1"))?;
         std::fs::write(model_dir.join("1").join("model.json"), MODEL)?;
+        write_sample_fraud_reference(&model_dir.join("1"), SAMPLE_REFERENCE_ROWS, SAMPLE_SEED)?;
         // The config goes last: a half-written model directory is never picked up as a model.
         std::fs::write(model_dir.join("config.toml"), CONFIG)?;
+        wrote = true;
+    } else if model_dir.join("1/model.json").is_file()
+        && !model_dir
+            .join("1")
+            .join(infermesh_drift::file::REFERENCE_FILE)
+            .exists()
+    {
+        // A repository written before the sample model carried its drift reference.
+        write_sample_fraud_reference(&model_dir.join("1"), SAMPLE_REFERENCE_ROWS, SAMPLE_SEED)?;
         wrote = true;
     }
     wrote |= write_sample_recommender(dir, "recs", 42)?;
     wrote |= write_sample_recommender(dir, "recs-next", 7)?;
     Ok(wrote)
+}
+
+/// Seed of the sample fraud model's drift reference rows.
+const SAMPLE_SEED: u64 = 20_261_206;
+
+/// Rows of the sample fraud model's drift reference.
+pub const SAMPLE_REFERENCE_ROWS: usize = 20_000;
+
+/// The sample fraud model's 16 features, in column order.
+pub const SAMPLE_FRAUD_FEATURES: [&str; 16] = [
+    "amount",
+    "hour_of_day",
+    "is_night",
+    "merchant_risk",
+    "device_risk_score",
+    "user_avg_spend",
+    "amount_to_avg_ratio",
+    "txn_count_1h",
+    "txn_count_24h",
+    "distance_from_home_km",
+    "is_foreign",
+    "card_present",
+    "account_age_days",
+    "failed_logins_24h",
+    "session_product_views",
+    "new_device",
+];
+
+/// `n` synthetic transactions drawn as `tools/gen_sample_fraud_model.py` draws the sample
+/// model's training set (the same distributions and missing rates; this generator's own
+/// seeded draws), row-major over [`SAMPLE_FRAUD_FEATURES`] (NaN: missing).
+pub fn sample_fraud_rows(n: usize, seed: u64) -> Vec<f32> {
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+    use rand_distr::{Beta, Distribution, Exp, LogNormal, Poisson};
+    let mut rng = StdRng::seed_from_u64(seed);
+    // The parameters are constants within each distribution's domain.
+    let dist = |r: Result<LogNormal<f64>, _>| r.unwrap_or_else(|_| unreachable!());
+    let user_avg_d = dist(LogNormal::new(3.6, 0.7));
+    let ratio_d = dist(LogNormal::new(0.0, 0.8));
+    let (Ok(merchant_d), Ok(device_d)) = (Beta::new(1.2, 8.0), Beta::new(1.0, 10.0)) else {
+        unreachable!()
+    };
+    let (Ok(p06), Ok(p3), Ok(p015), Ok(p6)) = (
+        Poisson::new(0.6),
+        Poisson::new(3.0),
+        Poisson::new(0.15),
+        Poisson::new(6.0),
+    ) else {
+        unreachable!()
+    };
+    let (Ok(dist_d), Ok(age_d)) = (Exp::new(1.0 / 15.0), Exp::new(1.0 / 700.0)) else {
+        unreachable!()
+    };
+    let mut out = Vec::with_capacity(n * SAMPLE_FRAUD_FEATURES.len());
+    for _ in 0..n {
+        let user_avg: f64 = user_avg_d.sample(&mut rng);
+        let amount = user_avg * ratio_d.sample(&mut rng);
+        let hour = f64::from(rng.random_range(0u8..24));
+        let night = f64::from(u8::from(!(6.0..23.0).contains(&hour)));
+        let merchant: f64 = merchant_d.sample(&mut rng);
+        let device: f64 = device_d.sample(&mut rng);
+        let c1h: f64 = p06.sample(&mut rng);
+        let c24 = c1h + p3.sample(&mut rng);
+        let distance: f64 = dist_d.sample(&mut rng);
+        let flag = |rng: &mut StdRng, p: f64| f64::from(u8::from(rng.random::<f64>() < p));
+        let foreign = flag(&mut rng, 0.06);
+        let present = flag(&mut rng, 0.55);
+        let age: f64 = age_d.sample(&mut rng);
+        let fails: f64 = p015.sample(&mut rng);
+        let views: f64 = p6.sample(&mut rng);
+        let new_device = flag(&mut rng, 0.08);
+        let ratio = amount / user_avg;
+        let device = if rng.random::<f64>() < 0.05 {
+            f64::NAN
+        } else {
+            device
+        };
+        let user_avg = if rng.random::<f64>() < 0.03 {
+            f64::NAN
+        } else {
+            user_avg
+        };
+        out.extend(
+            [
+                amount, hour, night, merchant, device, user_avg, ratio, c1h, c24, distance,
+                foreign, present, age, fails, views, new_device,
+            ]
+            .map(|x| x as f32),
+        );
+    }
+    out
+}
+
+/// Writes `drift_reference.parquet` into the sample fraud model's version folder: the profile
+/// of `n` transactions from its training generator ([`sample_fraud_rows`]), each feature typed
+/// as the training table would be (float64; whole-number features int64), plus the model's
+/// own score on them as `output__0` (what the server's live drift compares the served
+/// scores with: prediction drift).
+pub fn write_sample_fraud_reference(
+    version_dir: &Path,
+    n: usize,
+    seed: u64,
+) -> std::io::Result<()> {
+    use infermesh_drift::Values;
+    use infermesh_drift::profile::ColumnProfile;
+    let width = SAMPLE_FRAUD_FEATURES.len();
+    let rows = sample_fraud_rows(n, seed);
+    let mut profiles = Vec::with_capacity(width + 1);
+    for (j, name) in SAMPLE_FRAUD_FEATURES.iter().enumerate() {
+        let column: Vec<f64> = rows.chunks_exact(width).map(|r| f64::from(r[j])).collect();
+        let whole = column.iter().all(|x| x.is_finite() && x.fract() == 0.0);
+        let values = if whole {
+            Values::Int(column.iter().map(|&x| x as i64).collect())
+        } else {
+            Values::Float(column)
+        };
+        if let Some(p) = ColumnProfile::of(&values) {
+            profiles.push(((*name).to_string(), p));
+        }
+    }
+    #[cfg(feature = "trees")]
+    {
+        use infermesh_model_core::TabularModel;
+        let model = infermesh_trees::TreeEnsemble::from_xgboost_json(MODEL)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut scores = vec![0f32; n];
+        model
+            .predict(&rows, &mut scores)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let values = Values::Float(scores.into_iter().map(f64::from).collect());
+        if let Some(p) = ColumnProfile::of(&values) {
+            profiles.push(("output__0".to_string(), p));
+        }
+    }
+    infermesh_drift::file::write_profile(
+        &version_dir.join(infermesh_drift::file::REFERENCE_FILE),
+        &profiles,
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Item categories of the sample shop.

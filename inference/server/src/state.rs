@@ -102,11 +102,12 @@ impl AppState {
         span.record("version", handle.version);
         let version = handle.version.to_string();
         let res = async {
+            let outputs = handle.infer_with_id(req.v2, &req.id).await?;
             Ok(InferResponse {
                 model: handle.name.clone(),
                 version: handle.version.to_string(),
                 id: req.id,
-                outputs: handle.infer(req.v2).await?,
+                outputs,
             })
         }
         .instrument(span)

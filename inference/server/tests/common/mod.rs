@@ -52,6 +52,7 @@ pub fn args(repo: &Path, poll: f64, max_request_bytes: usize) -> ServeArgs {
         enable_model_control: true,
         limits: Default::default(),
         registry: Default::default(),
+        monitor: Default::default(),
     }
 }
 
