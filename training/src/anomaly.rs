@@ -14,6 +14,12 @@
 //! validation rows without their labels, and the card reports the test rows' ROC-AUC and
 //! average precision of the anomaly score (lower `score_samples` = more anomalous). Without
 //! it every row is fitted.
+//!
+//! The drift profile holds the features and the model's own outputs on the fitted rows
+//! (`score`, `is_anomaly`), so the server's live drift watches the scores too (prediction
+//! drift). With `--tracking-uri` the run goes to MLflow (parameters, the card's metrics, the
+//! directory as the `model` artifact) and `--register NAME` registers it there, as `train
+//! fraud` does; without one, `--register NAME` copies it into the local registry.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,6 +47,9 @@ pub enum AnomalyJobError {
     /// Registering the version failed.
     #[error(transparent)]
     Registry(#[from] infermesh_registry::LocalRegistryError),
+    /// MLflow refused or is unreachable.
+    #[error(transparent)]
+    Mlflow(#[from] infermesh_registry::MlflowError),
     /// A flag or the data is unusable.
     #[error("{0}")]
     Invalid(String),
@@ -113,11 +122,17 @@ pub struct TrainAnomalyArgs {
     /// Field separator of a text table: one character or `tab`.
     #[arg(long, value_parser = parse_separator)]
     pub separator: Option<u8>,
-    /// Register the version under this model name in the local registry and point --alias
-    /// at it.
+    /// MLflow tracking URI; the run, its parameters and metrics and the model go there.
+    #[arg(long, env = "INFERMESH_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// MLflow experiment (created when missing).
+    #[arg(long, default_value = "anomaly")]
+    pub experiment: String,
+    /// Register the version under this model name (in MLflow with --tracking-uri, else in the
+    /// local registry --registry) and point --alias at it.
     #[arg(long)]
     pub register: Option<String>,
-    /// Local registry directory.
+    /// Local registry directory (without --tracking-uri).
     #[arg(long, env = "INFERMESH_REGISTRY", default_value = "run/registry")]
     pub registry: PathBuf,
     /// Alias set on a registered version.
@@ -161,6 +176,17 @@ impl TrainAnomalyArgs {
     /// Fits, writes the version (and registers it); returns the card.
     pub fn train(&self) -> Result<serde_json::Value, AnomalyJobError> {
         let params = self.params()?;
+        if let Some(name) = &self.register
+            && !infermesh_registry::uri::valid_name(name)
+        {
+            return Err(AnomalyJobError::Invalid(format!("bad model name '{name}'")));
+        }
+        // A tracking server that is down fails here, before training.
+        let tracking = self
+            .tracking_uri
+            .as_deref()
+            .map(|uri| crate::tracking::connect(uri, &self.experiment))
+            .transpose()?;
         if self.out.exists()
             && std::fs::read_dir(&self.out)
                 .map_err(io(&self.out))?
@@ -268,7 +294,8 @@ impl TrainAnomalyArgs {
                 })
                 .collect()
         };
-        let mut train_scores = score(&fit_rows)?;
+        let fit_scores = score(&fit_rows)?;
+        let mut train_scores = fit_scores.clone();
         train_scores.sort_by(f64::total_cmp);
         let q = |p: f64| train_scores[((train_scores.len() - 1) as f64 * p).round() as usize];
         let offset = fitted.forest.offset();
@@ -323,10 +350,86 @@ impl TrainAnomalyArgs {
               platform = \"isolation-forest\"\n"
                 .to_vec(),
         )?;
-        crate::drift::write_reference(&table, &names, fit_index.as_deref(), &self.out)?;
-        if let Some(name) = &self.register {
-            let v = LocalRegistry::new(&self.registry).register_as(name, &self.out, &self.alias)?;
-            card["registered"] = json!({"name": name, "version": v, "alias": self.alias});
+        // The outputs the server answers with, on the fitted rows (in table order, as the
+        // profiled rows are).
+        let outputs = [
+            (
+                "score".to_string(),
+                infermesh_drift::Values::Float(fit_scores.clone()),
+            ),
+            (
+                "is_anomaly".to_string(),
+                infermesh_drift::Values::Bool(
+                    fit_scores.iter().map(|&s| Some(s < offset)).collect(),
+                ),
+            ),
+        ];
+        crate::drift::write_reference_with(
+            &table,
+            &names,
+            fit_index.as_deref(),
+            &outputs,
+            &self.out,
+        )?;
+        match tracking {
+            Some((rt, client, exp)) => {
+                let tracked = rt.block_on(async {
+                    let run = client
+                        .create_run(
+                            &exp,
+                            "train-anomaly",
+                            &[infermesh_registry::mlflow::KeyValue::new(
+                                "infermesh.kind",
+                                "anomaly",
+                            )],
+                            None,
+                        )
+                        .await?;
+                    let params: Vec<_> = card["params"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| {
+                            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                            infermesh_registry::mlflow::KeyValue::new(k.clone(), v)
+                        })
+                        .collect();
+                    let mut metrics = crate::tracking::card_metrics(&card);
+                    for (k, v) in card["train_scores"].as_object().into_iter().flatten() {
+                        if let Some(x) = v.as_f64() {
+                            metrics.push(infermesh_registry::mlflow::Metric::now(
+                                format!("train_score_{k}"),
+                                x,
+                                0,
+                            ));
+                        }
+                    }
+                    crate::tracking::log_version(
+                        &client,
+                        &run,
+                        &params,
+                        &metrics,
+                        &self.out,
+                        self.register.as_deref(),
+                        &self.alias,
+                    )
+                    .await
+                })?;
+                card["run_id"] = json!(tracked.run_id);
+                if let Some((name, v)) = tracked.registered {
+                    card["registered"] = json!({"name": name, "version": v, "alias": self.alias});
+                }
+            }
+            None => {
+                if let Some(name) = &self.register {
+                    let v = LocalRegistry::new(&self.registry).register_as(
+                        name,
+                        &self.out,
+                        &self.alias,
+                    )?;
+                    card["registered"] = json!({"name": name, "version": v, "alias": self.alias});
+                }
+            }
         }
         Ok(card)
     }

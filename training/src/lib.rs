@@ -24,6 +24,7 @@ pub mod sample_reviews;
 pub mod sentiment;
 pub mod table;
 pub mod topics;
+pub mod tracking;
 
 use categorizer::{CategorizerError, EvalArgs, TrainArgs};
 

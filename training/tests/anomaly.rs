@@ -23,6 +23,8 @@ fn args(data: &Path, out: &Path) -> TrainAnomalyArgs {
         test_fraction: 0.15,
         split_column: None,
         separator: None,
+        tracking_uri: None,
+        experiment: "anomaly".into(),
         register: None,
         registry: data.with_file_name("registry"),
         alias: "challenger".into(),
@@ -91,15 +93,21 @@ fn planted_anomalies_score_lowest_and_the_version_loads() -> Result<()> {
     let config = std::fs::read_to_string(out.join("config.toml"))?;
     assert!(config.contains("platform = \"isolation-forest\""));
     assert_eq!(card["registered"]["version"], 1);
-    // The fitted rows' drift profile: the three features, the fitted rows only.
+    // The fitted rows' drift profile: the three features and the model's outputs on them
+    // (prediction drift), the fitted rows only.
     let profile = infermesh_training::drift::read_profile(&out.join("drift_reference.parquet"))?
         .context("a profile")?;
     let names: Vec<&str> = profile.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["amount", "hour", "ratio"]);
-    assert_eq!(
-        profile[0].1.len() as u64,
-        card["fit_rows"].as_u64().context("rows")?
-    );
+    assert_eq!(names, ["amount", "hour", "ratio", "score", "is_anomaly"]);
+    let fit_rows = card["fit_rows"].as_u64().context("rows")?;
+    for (name, values) in &profile {
+        assert_eq!(values.len() as u64, fit_rows, "{name}");
+    }
+    let infermesh_drift::Values::Bool(flags) = &profile[4].1 else {
+        panic!("is_anomaly is boolean: {:?}", profile[4].1.dtype());
+    };
+    let flagged_rows = flags.iter().filter(|f| **f == Some(true)).count() as f64;
+    assert!((flagged_rows / fit_rows as f64 - flagged).abs() < 1e-9);
     // The same seed writes the same forest.
     let again = tmp.path().join("v2");
     let mut b = args(&data, &again);
@@ -140,4 +148,62 @@ fn bad_tables_and_flags_are_refused() -> Result<()> {
     a.drop = vec!["nope".into()];
     assert!(a.train().is_err());
     Ok(())
+}
+
+fn mlflow_uri() -> String {
+    std::env::var("INFERMESH_TEST_MLFLOW_URI").expect(
+        "INFERMESH_TEST_MLFLOW_URI is not set: run scripts/test.sh, which starts an MLflow server",
+    )
+}
+
+#[test]
+fn tracks_and_registers_in_mlflow() -> Result<()> {
+    let uri = mlflow_uri();
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("t.csv");
+    table(&data)?;
+    let out = tmp.path().join("v1");
+    let name = format!("anomaly-{}", uuid::Uuid::new_v4().simple());
+    let mut a = args(&data, &out);
+    a.tracking_uri = Some(uri.clone());
+    a.experiment = name.clone();
+    a.register = Some(name.clone());
+    a.trees = 20;
+    let card = a.train()?;
+    assert_eq!(card["registered"]["name"], name.as_str());
+    let version = card["registered"]["version"].as_u64().context("version")?;
+    let run_id = card["run_id"].as_str().context("run id")?.to_string();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("mlflow-run.json"))?)?;
+    assert_eq!(record["run_id"], run_id.as_str());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let c = infermesh_registry::MlflowClient::new(&uri, Default::default())?;
+        let mv = c
+            .get_by_alias(&name, "challenger")
+            .await?
+            .context("alias")?;
+        assert_eq!(mv.number()?, version);
+        assert_eq!(mv.run_id, run_id);
+        let run = c.get_run(&run_id).await?;
+        assert_eq!(
+            run.info.status,
+            infermesh_registry::mlflow::RunStatus::Finished
+        );
+        assert_eq!(run.metric("roc_auc"), card["metrics"]["roc_auc"].as_f64());
+        assert_eq!(run.param("n_estimators"), Some("20"));
+        assert_eq!(run.param("contamination"), Some("auto"));
+        assert!(run.metric("train_score_p50").is_some());
+        let down = tmp.path().join("down");
+        let src = c.model_version_download_uri(&name, version).await?;
+        c.download_dir(&src, "", &down).await?;
+        assert_eq!(
+            std::fs::read(down.join(infermesh_anomaly::ARTIFACT_FILE))?,
+            std::fs::read(out.join(infermesh_anomaly::ARTIFACT_FILE))?
+        );
+        assert!(down.join("drift_reference.parquet").is_file());
+        anyhow::Ok(())
+    })
 }

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use infermesh_model_core::metrics::{self, ThresholdRule};
-use infermesh_registry::mlflow::{KeyValue, Metric, MlflowOptions, Run, RunStatus};
+use infermesh_registry::mlflow::{KeyValue, Metric, Run, RunStatus};
 use infermesh_registry::{LocalRegistry, MlflowClient};
 use serde_json::json;
 
@@ -487,15 +487,7 @@ impl TrainFraudArgs {
         }
         // A tracking server that is down fails here, before training.
         let tracking = match &self.tracking_uri {
-            Some(uri) => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| FraudJobError::Invalid(format!("runtime: {e}")))?;
-                let client = MlflowClient::new(uri, MlflowOptions::from_env())?;
-                let exp = rt.block_on(client.ensure_experiment(&self.experiment))?;
-                Some((rt, client, exp))
-            }
+            Some(uri) => Some(crate::tracking::connect(uri, &self.experiment)?),
             None => None,
         };
         let table = TableSpec {
@@ -690,11 +682,8 @@ impl TrainFraudArgs {
         };
         match tracking {
             Some((rt, client, exp)) => {
-                let (run_id, artifact_uri, version) =
+                let (run_id, _artifact_uri, version) =
                     rt.block_on(self.track(&client, &exp, &params, &trained, &card, parent))?;
-                let run_file = self.out.join(crate::promote::RUN_FILE);
-                let record = json!({"tracking_uri": client.uri(), "run_id": run_id, "artifact_uri": artifact_uri});
-                std::fs::write(&run_file, record.to_string()).map_err(io(&run_file))?;
                 report.run_id = Some(run_id);
                 report.registered = version;
             }
@@ -772,68 +761,43 @@ impl TrainFraudArgs {
                     .await?
             }
         };
-        let id = run.info.run_id.clone();
-        let result = async {
-            let mut ps = params.as_params();
-            ps.push(KeyValue::new("seed", self.seed.to_string()));
-            ps.push(KeyValue::new(
-                "best_iteration",
-                trained.best_iteration.to_string(),
-            ));
-            ps.push(KeyValue::new(
-                "threshold_by",
-                format!("{:?}", self.threshold_by).to_lowercase(),
-            ));
-            let mut ms = Vec::new();
-            for (i, (ap, auc)) in trained.valid_ap.iter().zip(&trained.valid_auc).enumerate() {
-                ms.push(Metric::now("valid_pr_auc_by_round", *ap, i as i64 + 1));
-                ms.push(Metric::now("valid_roc_auc_by_round", *auc, i as i64 + 1));
-            }
-            if let Some(t) = card["tuning"].as_object() {
-                for k in ["trials", "pruned", "best_trial"] {
-                    if let Some(v) = t.get(k) {
-                        ps.push(KeyValue::new(format!("tune_{k}"), v.to_string()));
-                    }
-                }
-            }
-            for (k, v) in card["metrics"].as_object().into_iter().flatten() {
-                if let Some(x) = v.as_f64() {
-                    ms.push(Metric::now(k.clone(), x, 0));
-                }
-            }
-            if let Some(t) = card["threshold"]["value"].as_f64() {
-                ms.push(Metric::now("threshold", t, 0));
-            }
-            client.log_batch(&id, &ms, &ps, &[]).await?;
-            client
-                .upload_dir(&run.info.artifact_uri, "model", &self.out)
-                .await?;
-            let registered = match &self.register {
-                Some(name) => {
-                    client.ensure_registered_model(name).await?;
-                    let source = format!("{}/model", run.info.artifact_uri.trim_end_matches('/'));
-                    let mv = client
-                        .create_model_version(name, &source, Some(&id), &[], "")
-                        .await?;
-                    let v = mv.number()?;
-                    client
-                        .wait_model_version_ready(name, v, std::time::Duration::from_secs(60))
-                        .await?;
-                    client.set_alias(name, &self.alias, v).await?;
-                    Some((name.clone(), v))
-                }
-                None => None,
-            };
-            Ok::<_, FraudJobError>(registered)
+        let mut ps = params.as_params();
+        ps.push(KeyValue::new("seed", self.seed.to_string()));
+        ps.push(KeyValue::new(
+            "best_iteration",
+            trained.best_iteration.to_string(),
+        ));
+        ps.push(KeyValue::new(
+            "threshold_by",
+            format!("{:?}", self.threshold_by).to_lowercase(),
+        ));
+        let mut ms = Vec::new();
+        for (i, (ap, auc)) in trained.valid_ap.iter().zip(&trained.valid_auc).enumerate() {
+            ms.push(Metric::now("valid_pr_auc_by_round", *ap, i as i64 + 1));
+            ms.push(Metric::now("valid_roc_auc_by_round", *auc, i as i64 + 1));
         }
-        .await;
-        let status = if result.is_ok() {
-            RunStatus::Finished
-        } else {
-            RunStatus::Failed
-        };
-        client.update_run(&id, status).await?;
-        Ok((id, run.info.artifact_uri, result?))
+        if let Some(t) = card["tuning"].as_object() {
+            for k in ["trials", "pruned", "best_trial"] {
+                if let Some(v) = t.get(k) {
+                    ps.push(KeyValue::new(format!("tune_{k}"), v.to_string()));
+                }
+            }
+        }
+        ms.extend(crate::tracking::card_metrics(card));
+        if let Some(t) = card["threshold"]["value"].as_f64() {
+            ms.push(Metric::now("threshold", t, 0));
+        }
+        let tracked = crate::tracking::log_version(
+            client,
+            &run,
+            &ps,
+            &ms,
+            &self.out,
+            self.register.as_deref(),
+            &self.alias,
+        )
+        .await?;
+        Ok((tracked.run_id, tracked.artifact_uri, tracked.registered))
     }
 
     /// Runs the job and returns its report for stdout (JSON with `--json`).
