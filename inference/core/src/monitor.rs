@@ -309,6 +309,7 @@ pub fn feature_names(version: &LoadedVersion) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::Mutex;

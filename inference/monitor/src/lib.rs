@@ -370,6 +370,7 @@ pub(crate) fn masked(column: &ObservedColumn, mask: &[bool]) -> ObservedColumn {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -433,6 +433,7 @@ fn typed_like(reference: &Values, values: Vec<f64>) -> Values {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::time::SystemTime;

@@ -137,16 +137,8 @@ impl LogWriter {
     pub fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = std::sync::mpsc::channel();
         let deadline = Instant::now() + timeout;
-        let mut msg = Msg::Flush(ack);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
-            }
+        if !self.send_by(Msg::Flush(ack), deadline) {
+            return false;
         }
         done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .is_ok()
@@ -156,23 +148,28 @@ impl LogWriter {
     pub fn stats(&self) -> &LogStats {
         &self.stats
     }
+
+    /// Queues a control message, retrying while the queue is full until `deadline`.
+    fn send_by(&self, mut msg: Msg, deadline: Instant) -> bool {
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
         // Buffers are written before the thread stops; sinks still held by loaded versions
         // then find the queue closed and count their rows as dropped.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut msg = Msg::Stop;
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    msg = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return,
-            }
+        if !self.send_by(Msg::Stop, Instant::now() + Duration::from_secs(10)) {
+            return;
         }
         if let Ok(mut t) = self.thread.lock()
             && let Some(t) = t.take()
@@ -563,6 +560,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

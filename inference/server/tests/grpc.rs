@@ -214,24 +214,7 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     let mut c = FraudScoringClient::connect(format!("http://{}", s.grpc_addr))
         .await
         .unwrap();
-    let names = [
-        "amount",
-        "hour_of_day",
-        "is_night",
-        "merchant_risk",
-        "device_risk_score",
-        "user_avg_spend",
-        "amount_to_avg_ratio",
-        "txn_count_1h",
-        "txn_count_24h",
-        "distance_from_home_km",
-        "is_foreign",
-        "card_present",
-        "account_age_days",
-        "failed_logins_24h",
-        "session_product_views",
-        "new_device",
-    ];
+    let names = infermesh_server::sample::SAMPLE_FRAUD_FEATURES;
     let r = row(3);
     let mut features: HashMap<String, f64> = names
         .iter()

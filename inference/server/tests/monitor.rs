@@ -235,6 +235,29 @@ async fn a_model_can_opt_out_and_a_sample_rate_of_zero_logs_nothing() {
     assert!(err.contains("log_everything"), "{err}");
     s.shutdown().await.unwrap();
 
+    // A hostile reference (not Parquet at all) is refused; the model still serves, unwatched.
+    let repo = sample_repo();
+    std::fs::write(
+        repo.path().join("fraud/1/drift_reference.parquet"),
+        b"PAR1 not really",
+    )
+    .unwrap();
+    let s = common::start(repo.path(), 0.0, 1 << 20).await;
+    let c = reqwest::Client::new();
+    infer_rows(&c, &s, &sample_fraud_rows(5, 2)).await;
+    assert!(s.manager.get("fraud", None).unwrap().monitor().is_none());
+    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"infermesh_drift_reference_errors_total{model="fraud",version="1"}"#),
+        "the refused reference is counted"
+    );
+    s.shutdown().await.unwrap();
+
     // --log-sample-rate 0 with a directory: no log at all.
     let args = infermesh_server::MonitorArgs {
         log_dir: Some(log_dir.path().to_path_buf()),
