@@ -28,6 +28,7 @@ pub struct LoadedVersion {
     servable: Arc<dyn Servable>,
     monitor: Option<Arc<dyn VersionMonitor>>,
     dir: Option<PathBuf>,
+    feature_names: Option<Vec<String>>,
 }
 
 impl LoadedVersion {
@@ -68,6 +69,13 @@ impl LoadedVersion {
         fingerprint: u64,
         servable: Arc<dyn Servable>,
     ) -> Self {
+        // The family's `feature_names` parameter, split once here rather than per request.
+        let feature_names = servable
+            .description()
+            .parameters
+            .iter()
+            .find(|(k, _)| k == "feature_names")
+            .map(|(_, v)| v.split(',').map(str::to_string).collect());
         Self {
             name: config.name.clone(),
             version,
@@ -77,7 +85,14 @@ impl LoadedVersion {
             servable,
             monitor: None,
             dir: None,
+            feature_names,
         }
+    }
+
+    /// The names of the family's input columns (its description's `feature_names`
+    /// parameter), if it has them.
+    pub fn feature_names(&self) -> Option<&[String]> {
+        self.feature_names.as_deref()
     }
 
     /// The version folder it was loaded from (None: built in memory).

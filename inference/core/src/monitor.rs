@@ -9,8 +9,8 @@
 //! monitor: a monitor that cannot keep up drops rows, it does not slow requests down.
 //!
 //! Columns are named so that a logged table and the version's training table line up: a
-//! numeric input of `F` values per row takes the family's `feature_names` (the
-//! `feature_names` parameter of its [`crate::Description`]) when there are `F` of them, else
+//! numeric input of `F` values per row takes the family's `feature_names`
+//! ([`LoadedVersion::feature_names`]) when there are `F` of them, else
 //! `<input>` (one value per row) or `<input>_<j>`; an output likewise, `<output>` or
 //! `<output>_<j>`. Raw text (BYTES inputs) is kept only when the model's `[monitoring]`
 //! section allows it (`log_raw`); tensors wider than [`MAX_OBSERVED_WIDTH`] values per row
@@ -151,7 +151,7 @@ pub fn observe_request(
     let monitor = version.monitor()?;
     let rows = request_rows(request)?;
     let selection = monitor.select(rows).filter(|s| !s.is_empty())?;
-    let feature_names = feature_names(version);
+    let feature_names = version.feature_names();
     let numeric_inputs = request
         .inputs
         .iter()
@@ -166,7 +166,7 @@ pub fn observe_request(
                 let names = column_names(
                     &input.name,
                     width,
-                    feature_names.as_deref().filter(|_| numeric_inputs == 1),
+                    feature_names.filter(|_| numeric_inputs == 1),
                 );
                 for (j, name) in names.into_iter().enumerate() {
                     let col = selection.rows.iter().map(|&r| v[r * width + j]).collect();
@@ -296,16 +296,6 @@ impl Pending {
             &self.selection,
         );
     }
-}
-
-/// The family's feature names (its description's `feature_names` parameter), if it has them.
-pub fn feature_names(version: &LoadedVersion) -> Option<Vec<String>> {
-    version
-        .description()
-        .parameters
-        .iter()
-        .find(|(k, _)| k == "feature_names")
-        .map(|(_, v)| v.split(',').map(str::to_string).collect())
 }
 
 #[cfg(test)]

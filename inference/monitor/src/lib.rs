@@ -29,6 +29,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use infermesh_inference::monitor::{MonitorFactory, Observation, Selection, VersionMonitor};
 use infermesh_inference::{LoadedVersion, ObservedColumn};
+use infermesh_model_core::rng::{GAMMA, mix, unit_f64};
 
 /// Most rows of one request that go to the inference log (a huge batch request is sampled
 /// down to this many).
@@ -240,10 +241,7 @@ impl MonitorFactory for Monitoring {
             log,
             window,
             raw: settings.log_raw,
-            rng: AtomicU64::new(
-                self.seed
-                    .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
-            ),
+            rng: AtomicU64::new(self.seed.fetch_add(GAMMA, Ordering::Relaxed)),
         }))
     }
 }
@@ -260,14 +258,11 @@ pub struct VersionWatch {
 impl VersionWatch {
     /// A uniform draw in [0, 1) (SplitMix64 over a shared counter: no lock).
     fn uniform(&self) -> f64 {
-        let mut z = self
+        let state = self
             .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
+        unit_f64(mix(state))
     }
 
     /// The logged rows of a request of `rows` rows: each row with probability `rate`

@@ -54,6 +54,16 @@ async fn infer_rows(c: &reqwest::Client, s: &infermesh_server::RunningServer, ro
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
+/// The server's Prometheus page.
+async fn metrics_text(s: &infermesh_server::RunningServer) -> String {
+    reqwest::get(format!("http://{}/metrics", s.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The generator's rows with most features (spend, risk, time, account age) moved far off
 /// the training distribution.
 fn shifted(n: usize) -> Vec<f32> {
@@ -127,12 +137,7 @@ async fn requests_are_logged_to_parquet_and_drift_reaches_the_gauges() {
     assert!(col("output__0").drift_detected, "prediction drift");
     assert_eq!(col("amount").stattest.name(), "wasserstein");
 
-    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     for want in [
         r#"infermesh_drift_score{model="fraud",version="1",feature="amount",method="wasserstein"}"#,
         r#"infermesh_drift_detected{model="fraud",version="1",feature="amount",method="wasserstein"} 1"#,
@@ -246,12 +251,7 @@ async fn a_model_can_opt_out_and_a_sample_rate_of_zero_logs_nothing() {
     let c = reqwest::Client::new();
     infer_rows(&c, &s, &sample_fraud_rows(5, 2)).await;
     assert!(s.manager.get("fraud", None).unwrap().monitor().is_none());
-    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains(r#"infermesh_drift_reference_errors_total{model="fraud",version="1"}"#),
         "the refused reference is counted"

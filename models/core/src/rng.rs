@@ -1,6 +1,22 @@
 //! A small seeded generator (SplitMix64) so that splits, shuffles and initial weights are
 //! reproducible across runs and machines (training jobs, the recommender's SGD).
 
+/// SplitMix64's state increment (the golden ratio's 64-bit fraction). A generator whose state
+/// is shared (an atomic counter advanced by `GAMMA`) draws `mix(state)` without a lock.
+pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: 64 random bits from a state.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// 53 of `bits` as a uniform number in [0, 1).
+pub fn unit_f64(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// SplitMix64 (Steele, Lea & Flood 2014): 64-bit state, passes BigCrush, trivially seeded.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
@@ -13,16 +29,13 @@ impl SplitMix64 {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(GAMMA);
+        mix(self.0)
     }
 
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        unit_f64(self.next_u64())
     }
 
     /// Uniform in `0..n` (`n > 0`).
