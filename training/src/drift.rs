@@ -66,9 +66,15 @@ pub struct DriftArgs {
     /// `infermesh drift profile`.
     #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// The current table (same columns).
+    /// The current table (same columns), or a folder whose Parquet files are read as one
+    /// table (a day of the server's inference log: `<log-dir>/<model>/<version>/<day>`).
     #[arg(long)]
     pub current: Option<PathBuf>,
+    /// Test only the current table's columns that the reference has too; the others are
+    /// listed as skipped (for an inference log, whose `timestamp_ms`, `model` and `version`
+    /// are not in a training profile). Without it such a column is an error.
+    #[arg(long)]
+    pub shared_columns: bool,
     /// Print the report as JSON (the fields of Evidently's DataDriftTable).
     #[arg(long)]
     pub json: bool,
@@ -280,8 +286,23 @@ impl DriftArgs {
         let reference = read_reference(reference, self.separator)?;
         let current = read(current, self.separator)?;
         let plots = self.html.is_some();
+        let mut columns = self.columns.clone();
+        let mut not_in_reference = Vec::new();
+        if self.shared_columns && columns.is_none() {
+            let (shared, other): (Vec<_>, Vec<_>) = current
+                .iter()
+                .map(|(n, _)| n.clone())
+                .partition(|n| reference.iter().any(|(r, _)| r == n));
+            if shared.is_empty() {
+                return Err(DriftJobError::Usage(
+                    "the current table shares no column with the reference".into(),
+                ));
+            }
+            columns = Some(shared);
+            not_in_reference = other;
+        }
         let options = DriftOptions {
-            columns: self.columns.clone(),
+            columns,
             drift_share: self.drift_share,
             method: self.method,
             num_method: self.num_method,
@@ -290,7 +311,18 @@ impl DriftArgs {
             plots,
             ..DriftOptions::default()
         };
-        Ok(infermesh_drift::data_drift(&reference, &current, &options)?)
+        let mut report = infermesh_drift::data_drift(&reference, &current, &options)?;
+        for column in not_in_reference {
+            let values = current.iter().find(|(n, _)| *n == column).map(|(_, v)| v);
+            report.skipped.push(infermesh_drift::Skipped {
+                column,
+                column_type: values.map_or(infermesh_drift::ColumnType::Unknown, |v| {
+                    infermesh_drift::infer_column_type(v)
+                }),
+                reason: "not in the reference (--shared-columns)".into(),
+            });
+        }
+        Ok(report)
     }
 
     /// Runs it and renders the report (JSON with `--json`, else a table); or writes a

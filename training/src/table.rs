@@ -101,6 +101,9 @@ impl TableSpec {
             path: self.path.display().to_string(),
             message: "path is not UTF-8".into(),
         })?;
+        if self.path.is_dir() {
+            return self.read_parquet_folder();
+        }
         if !self.path.is_file() {
             return Err(self.read_error("no such file"));
         }
@@ -122,6 +125,46 @@ impl TableSpec {
                 .map_err(|e| self.read_error(e))?
         };
         let df = lf.collect().map_err(|e| self.read_error(e))?;
+        Ok(Table {
+            path: self.path.display().to_string(),
+            df,
+        })
+    }
+}
+
+impl TableSpec {
+    /// A folder's Parquet files (`*.parquet`, not hidden, in name order) as one table: a day
+    /// of the server's inference log, say. The files must have the same columns.
+    fn read_parquet_folder(&self) -> Result<Table, TableError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| self.read_error(e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| self.read_error(e))?.path();
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'));
+            if path.is_file() && is_parquet(&path) && !hidden {
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(self.read_error("a folder with no .parquet file"));
+        }
+        let frames = files
+            .iter()
+            .map(|f| {
+                let s = f
+                    .to_str()
+                    .ok_or_else(|| self.read_error("path is not UTF-8"))?;
+                LazyFrame::scan_parquet(PlRefPath::new(s), ScanArgsParquet::default())
+                    .map_err(|e| self.read_error(format!("{}: {e}", f.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let df = concat(frames, UnionArgs::default())
+            .and_then(LazyFrame::collect)
+            .map_err(|e| self.read_error(e))?;
         Ok(Table {
             path: self.path.display().to_string(),
             df,

@@ -28,6 +28,7 @@ fn args(reference: PathBuf, current: PathBuf) -> DriftArgs {
         drift_share: 0.5,
         fail_on_drift: false,
         separator: None,
+        shared_columns: false,
     }
 }
 
@@ -276,5 +277,65 @@ fn a_reference_profile_gives_the_same_report_as_the_table() -> Result<()> {
     let columns = infermesh_training::drift::read_profile(&out)?.context("a profile")?;
     assert_eq!(columns.len(), 2);
     assert_eq!(columns[0].1.len(), 300);
+    Ok(())
+}
+
+#[test]
+fn a_folder_of_inference_log_files_is_one_current_table_with_shared_columns() -> Result<()> {
+    use polars::prelude::*;
+    let tmp = tempfile::tempdir()?;
+    let x = |i: usize| ((i * 37) % 101) as f64 / 10.0 + if i >= 150 { 3.0 } else { 0.0 };
+    let c = |i: usize| ["a", "b", "c"][(i * 7) % 3];
+    // The reference: 300 rows of x and c.
+    let mut reference = String::from("x,c\n");
+    for i in 0..300 {
+        reference.push_str(&format!("{},{}\n", x(i % 150), c(i)));
+    }
+    std::fs::write(tmp.path().join("reference.csv"), reference)?;
+    // The current rows as one CSV, and as two log files with the log's metadata columns.
+    let mut current = String::from("x,c\n");
+    for i in 0..300 {
+        current.push_str(&format!("{},{}\n", x(i), c(i)));
+    }
+    std::fs::write(tmp.path().join("current.csv"), current)?;
+    let day = tmp.path().join("fraud/1/2026-12-06");
+    std::fs::create_dir_all(&day)?;
+    for (k, rows) in [(0, 0..170), (1, 170..300)] {
+        let n = rows.len();
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("timestamp_ms".into(), vec![1_765_000_000_000i64; n]),
+            Column::new("model".into(), vec!["fraud"; n]),
+            Column::new("version".into(), vec![1i64; n]),
+            Column::new("x".into(), rows.clone().map(x).collect::<Vec<f64>>()),
+            Column::new("c".into(), rows.map(c).collect::<Vec<&str>>()),
+        ])?;
+        let mut f = std::fs::File::create(day.join(format!("19000{k}Z-0.parquet")))?;
+        ParquetWriter::new(&mut f).finish(&mut df)?;
+    }
+    // A hidden (half-written) file is not read.
+    std::fs::write(day.join(".190002Z-0.parquet.tmp"), b"partial")?;
+
+    let single = args(
+        tmp.path().join("reference.csv"),
+        tmp.path().join("current.csv"),
+    )
+    .report()?;
+    let mut a = args(tmp.path().join("reference.csv"), day.clone());
+    let err = a.report().unwrap_err().to_string();
+    assert!(err.contains("timestamp_ms"), "{err}");
+    a.shared_columns = true;
+    let folder = a.report()?;
+    assert_eq!(folder.columns, single.columns);
+    assert!(folder.columns.iter().any(|(_, c)| c.drift_detected));
+    let skipped: Vec<&str> = folder.skipped.iter().map(|s| s.column.as_str()).collect();
+    assert_eq!(skipped, ["timestamp_ms", "model", "version"]);
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let err = args(tmp.path().join("reference.csv"), empty)
+        .report()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no .parquet file"), "{err}");
     Ok(())
 }
