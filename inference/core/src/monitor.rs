@@ -58,6 +58,8 @@ pub enum ObservedColumn {
     Number(Vec<f32>),
     /// Strings (raw text, labels).
     Text(Vec<String>),
+    /// Booleans (BOOL outputs such as `is_anomaly`).
+    Bool(Vec<bool>),
 }
 
 impl ObservedColumn {
@@ -66,6 +68,7 @@ impl ObservedColumn {
         match self {
             ObservedColumn::Number(v) => v.len(),
             ObservedColumn::Text(v) => v.len(),
+            ObservedColumn::Bool(v) => v.len(),
         }
     }
 
@@ -269,11 +272,9 @@ impl Pending {
                     TensorData::Fp32(v) => {
                         ObservedColumn::Number(rows.iter().map(|&r| v[at(r)]).collect())
                     }
-                    TensorData::Bool(v) => ObservedColumn::Number(
-                        rows.iter()
-                            .map(|&r| f32::from(u8::from(v[at(r)])))
-                            .collect(),
-                    ),
+                    TensorData::Bool(v) => {
+                        ObservedColumn::Bool(rows.iter().map(|&r| v[at(r)]).collect())
+                    }
                     TensorData::Int64(v) => {
                         ObservedColumn::Number(rows.iter().map(|&r| v[at(r)] as f32).collect())
                     }

@@ -361,6 +361,7 @@ pub(crate) fn masked(column: &ObservedColumn, mask: &[bool]) -> ObservedColumn {
     match column {
         ObservedColumn::Number(v) => ObservedColumn::Number(pick(v, mask)),
         ObservedColumn::Text(v) => ObservedColumn::Text(pick(v, mask)),
+        ObservedColumn::Bool(v) => ObservedColumn::Bool(pick(v, mask)),
     }
 }
 

@@ -303,6 +303,9 @@ impl DriftWindow {
                     RingCol::Num(v) => {
                         v[slot] = match src {
                             Some(ObservedColumn::Number(x)) => x.get(row).copied(),
+                            Some(ObservedColumn::Bool(x)) => {
+                                x.get(row).map(|&b| f32::from(u8::from(b)))
+                            }
                             _ => None,
                         }
                         .unwrap_or(f32::NAN);

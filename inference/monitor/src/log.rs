@@ -6,8 +6,8 @@
 //! `timestamp_ms` (int64, Unix milliseconds, UTC), `model` (string), `version` (int64),
 //! `request_id` (string, only where the model's `log_raw` allows ids), then the request's
 //! columns as the serving core names them (features by their names, outputs by theirs; see
-//! `infermesh_inference::monitor`): float32 for numbers (NaN: missing), string for labels
-//! and, where allowed, raw text. A column whose name is taken gets `_2`, `_3`... appended.
+//! `infermesh_inference::monitor`): float32 for numbers (NaN: missing), boolean for BOOL
+//! outputs, string for labels and, where allowed, raw text. A column whose name is taken gets `_2`, `_3`... appended.
 //!
 //! Bounds: requests hand rows over through a queue of [`QUEUE_BATCHES`] requests and never
 //! wait (a full queue drops the rows, counted in `infermesh_inference_log_dropped_rows_total`);
@@ -255,6 +255,7 @@ impl LogSink {
 enum ColBuf {
     Num(Vec<f32>),
     Text(Vec<String>),
+    Bool(Vec<bool>),
 }
 
 /// One version's rows waiting to be written.
@@ -286,6 +287,7 @@ impl Buffer {
                 .map(|(_, c)| match c {
                     ObservedColumn::Number(_) => ColBuf::Num(Vec::new()),
                     ObservedColumn::Text(_) => ColBuf::Text(Vec::new()),
+                    ObservedColumn::Bool(_) => ColBuf::Bool(Vec::new()),
                 })
                 .collect(),
         }
@@ -305,6 +307,7 @@ impl Buffer {
                             (b, c),
                             (ColBuf::Num(_), ObservedColumn::Number(_))
                                 | (ColBuf::Text(_), ObservedColumn::Text(_))
+                                | (ColBuf::Bool(_), ObservedColumn::Bool(_))
                         )
                 })
     }
@@ -318,6 +321,7 @@ impl Buffer {
             match (buf, col) {
                 (ColBuf::Num(b), ObservedColumn::Number(v)) => b.extend(v),
                 (ColBuf::Text(b), ObservedColumn::Text(v)) => b.extend(v),
+                (ColBuf::Bool(b), ObservedColumn::Bool(v)) => b.extend(v),
                 _ => {}
             }
         }
@@ -530,6 +534,7 @@ impl Writer {
             columns.push(match col {
                 ColBuf::Num(v) => Column::new(name.into(), v),
                 ColBuf::Text(v) => Column::new(name.into(), v),
+                ColBuf::Bool(v) => Column::new(name.into(), v),
             });
         }
         let mut df = DataFrame::new_infer_height(columns).map_err(|e| e.to_string())?;
