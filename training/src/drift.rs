@@ -62,8 +62,10 @@ pub struct DriftArgs {
     /// Write a reference profile instead of comparing (see `infermesh drift profile --help`).
     #[command(subcommand)]
     pub command: Option<DriftCommand>,
-    /// The reference: a table (CSV, TSV or Parquet by extension) or a profile written by
-    /// `infermesh drift profile`.
+    /// The reference: a table (CSV, TSV or Parquet by extension), a profile written by
+    /// `infermesh drift profile`, or a registered version, `models:/NAME@ALIAS` or
+    /// `models:/NAME/VERSION`, whose drift_reference.parquet is used (from MLflow with
+    /// --tracking-uri, else from the local --registry).
     #[arg(long)]
     pub reference: Option<PathBuf>,
     /// The current table (same columns), or a folder whose Parquet files are read as one
@@ -75,6 +77,21 @@ pub struct DriftArgs {
     /// are not in a training profile). Without it such a column is an error.
     #[arg(long)]
     pub shared_columns: bool,
+    /// MLflow tracking URI of a `models:/` reference.
+    #[arg(long, visible_alias = "registry-uri", env = "INFERMESH_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// Local registry of a `models:/` reference (without --tracking-uri).
+    #[arg(long, env = "INFERMESH_REGISTRY", default_value = "run/registry")]
+    pub registry: PathBuf,
+    /// Where a registered version's files are cached (default:
+    /// ~/.cache/infermesh/registry, as `infermesh serve` caches them).
+    #[arg(long)]
+    pub registry_cache: Option<PathBuf>,
+    /// With a `models:/` reference in MLflow: log the report on the run that made the
+    /// version (metrics drift_share, drift_columns_drifted, drift_dataset_drift,
+    /// drift_score.<column>; the JSON and HTML reports under drift/<UTC day>/).
+    #[arg(long)]
+    pub log_to_run: bool,
     /// Print the report as JSON (the fields of Evidently's DataDriftTable).
     #[arg(long)]
     pub json: bool,
@@ -278,13 +295,58 @@ fn is_parquet(path: &Path) -> bool {
 impl DriftArgs {
     /// Reads both tables and runs the preset.
     pub fn report(&self) -> Result<DriftReport, DriftJobError> {
+        self.report_resolved().map(|(report, _)| report)
+    }
+
+    /// [`DriftArgs::report`], and the registered version a `models:/` reference resolved to.
+    fn report_resolved(
+        &self,
+    ) -> Result<
+        (
+            DriftReport,
+            Option<crate::drift_registry::ResolvedReference>,
+        ),
+        DriftJobError,
+    > {
         let (Some(reference), Some(current)) = (&self.reference, &self.current) else {
             return Err(DriftJobError::Usage(
                 "infermesh drift needs --reference and --current".into(),
             ));
         };
-        let reference = read_reference(reference, self.separator)?;
-        let current = read(current, self.separator)?;
+        let registered = match reference.to_str() {
+            Some(uri) if uri.starts_with("models:/") => {
+                let cache = self.registry_cache.clone().unwrap_or_else(|| {
+                    std::env::var_os("HOME")
+                        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+                        .join(".cache/infermesh/registry")
+                });
+                Some(crate::drift_registry::resolve(
+                    uri,
+                    self.tracking_uri.as_deref(),
+                    &self.registry,
+                    &cache,
+                )?)
+            }
+            _ => None,
+        };
+        if self.log_to_run && registered.is_none() {
+            return Err(DriftJobError::Usage(
+                "--log-to-run needs a models:/ reference".into(),
+            ));
+        }
+        let current = match &registered {
+            Some(r) => PathBuf::from(
+                current
+                    .to_string_lossy()
+                    .replace("{version}", &r.version.to_string()),
+            ),
+            None => current.clone(),
+        };
+        let reference = match &registered {
+            Some(r) => read_reference(&r.profile, self.separator)?,
+            None => read_reference(reference, self.separator)?,
+        };
+        let current = read(&current, self.separator)?;
         let plots = self.html.is_some();
         let mut columns = self.columns.clone();
         let mut not_in_reference = Vec::new();
@@ -322,7 +384,7 @@ impl DriftArgs {
                 reason: "not in the reference (--shared-columns)".into(),
             });
         }
-        Ok(report)
+        Ok((report, registered))
     }
 
     /// Runs it and renders the report (JSON with `--json`, else a table); or writes a
@@ -337,7 +399,7 @@ impl DriftArgs {
         if let Some(DriftCommand::Profile(args)) = &self.command {
             return args.run().map(|t| (t, false));
         }
-        let report = self.report()?;
+        let (report, registered) = self.report_resolved()?;
         let failed = self.fail_on_drift && report.dataset_drift;
         if let Some(path) = &self.html {
             let title = format!(
@@ -352,11 +414,19 @@ impl DriftArgs {
                 }
             })?;
         }
+        let mut json = serde_json::to_string_pretty(&report.to_json())
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        json.push('\n');
+        if let Some(r) = registered.as_ref().filter(|_| self.log_to_run) {
+            let dir = tempfile::tempdir().map_err(|e| DriftJobError::Usage(e.to_string()))?;
+            let path = dir.path().join("drift_report.json");
+            std::fs::write(&path, &json).map_err(|e| DriftJobError::Usage(e.to_string()))?;
+            let mut files = vec![path];
+            files.extend(self.html.clone());
+            crate::drift_registry::log_to_run(r, &report, &files)?;
+        }
         if self.json {
-            let mut text = serde_json::to_string_pretty(&report.to_json())
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-            text.push('\n');
-            return Ok((text, failed));
+            return Ok((json, failed));
         }
         Ok((render(&report), failed))
     }

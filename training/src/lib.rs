@@ -16,6 +16,7 @@
 pub mod anomaly;
 pub mod categorizer;
 pub mod drift;
+pub mod drift_registry;
 pub mod fraud;
 pub mod npy;
 pub mod promote;

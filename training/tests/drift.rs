@@ -29,6 +29,10 @@ fn args(reference: PathBuf, current: PathBuf) -> DriftArgs {
         fail_on_drift: false,
         separator: None,
         shared_columns: false,
+        tracking_uri: None,
+        registry: PathBuf::from("run/registry"),
+        registry_cache: None,
+        log_to_run: false,
     }
 }
 
