@@ -325,7 +325,10 @@ fn a_folder_of_inference_log_files_is_one_current_table_with_shared_columns() ->
     )
     .report()?;
     let mut a = args(tmp.path().join("reference.csv"), day.clone());
-    let err = a.report().unwrap_err().to_string();
+    let err = a
+        .report()
+        .expect_err("the log's metadata columns are not in the reference")
+        .to_string();
     assert!(err.contains("timestamp_ms"), "{err}");
     a.shared_columns = true;
     let folder = a.report()?;
@@ -338,7 +341,7 @@ fn a_folder_of_inference_log_files_is_one_current_table_with_shared_columns() ->
     std::fs::create_dir_all(&empty)?;
     let err = args(tmp.path().join("reference.csv"), empty)
         .report()
-        .unwrap_err()
+        .expect_err("an empty folder is no table")
         .to_string();
     assert!(err.contains("no .parquet file"), "{err}");
     Ok(())
