@@ -44,12 +44,25 @@ ensure_build_tools
 
 # ensure_chromium: Debian's chromium (/usr/bin/chromium) for the tests that open the HTML drift
 # report headless; about 45 s to install once.
+# apt_install PKG...: Debian packages (apt-get update first only when the install fails on a
+# stale index); sudo when not root.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+    || { $sudo apt-get update -q >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
 ensure_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0
   log "installing chromium (Debian; for the HTML report test)"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
-    || { $sudo apt-get update -q >/dev/null \
-      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  apt_install chromium
+}
+
+# Prometheus and promtool (Debian `prometheus`): the alert and recording rules' checks.
+ensure_prometheus() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  log "installing prometheus (Debian; promtool for the rules' checks)"
+  apt_install prometheus
 }

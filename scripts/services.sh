@@ -138,11 +138,7 @@ start_postgres_if_needed() {
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
   if [ -z "$bin" ]; then
     log "installing postgresql (Debian; for the reviews pipeline's tests)"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
-      || { $sudo apt-get update -q >/dev/null \
-        && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    apt_install postgresql
     bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
   fi
   PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-postgres.XXXXXX")"

