@@ -62,6 +62,7 @@ start_redis_if_needed
 start_postgres_if_needed
 
 log "Prometheus rules: promtool check and unit tests"
+promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules/*.yml
 promtool test rules deploy/prometheus/tests/*.yml
 
