@@ -49,9 +49,12 @@ ensure_build_tools
 apt_install() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
-    || { $sudo apt-get update -q >/dev/null \
-      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+  # Installs run side by side (test.sh starts several while cargo builds): each waits for
+  # dpkg's lock instead of failing on it.
+  local wait=(-o DPkg::Lock::Timeout=900)
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q "$@" >/dev/null \
+    || { $sudo apt-get "${wait[@]}" update -q >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q "$@" >/dev/null; }
 }
 
 ensure_chromium() {
@@ -62,7 +65,7 @@ ensure_chromium() {
 
 # Prometheus and promtool (Debian `prometheus`): the alert and recording rules' checks.
 ensure_prometheus() {
-  command -v promtool >/dev/null 2>&1 && return 0
-  log "installing prometheus (Debian; promtool for the rules' checks)"
-  apt_install prometheus
+  command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 && return 0
+  log "installing prometheus and alertmanager (Debian; promtool and amtool for the checks)"
+  apt_install prometheus prometheus-alertmanager
 }
