@@ -133,6 +133,11 @@ pub const REVIEWS_TOPIC_LABELS_TOTAL: &str = "infermesh_reviews_topic_labels_tot
 /// disabled).
 pub const GATEWAY_REVIEWS_TOTAL: &str = "infermesh_gateway_reviews_total";
 
+// The anomaly family (platform `isolation-forest`, crate infermesh-anomaly). Anomaly rate:
+// `rate(...{verdict="anomaly"}) / rate(...)` summed by model.
+/// Rows scored by an Isolation Forest, labels: model, verdict (anomaly, normal).
+pub const ANOMALY_ROWS_TOTAL: &str = "infermesh_anomaly_rows_total";
+
 // Monitoring (inference/monitor): the inference log and live drift.
 
 /// Rows written to the inference log (labels: model, version).

@@ -52,6 +52,7 @@
 //! No crate of the field scores scikit-learn's Isolation Forest (linfa has none), so this is
 //! written here.
 
+pub mod onnx;
 #[cfg(feature = "serving")]
 pub mod serving;
 pub mod train;
@@ -60,6 +61,10 @@ use std::path::Path;
 
 use infermesh_model_core::{ModelError, TabularModel, Task};
 use serde::Deserialize;
+
+/// The file name of a skl2onnx export in a version folder, served when the folder has no
+/// [`ARTIFACT_FILE`].
+pub const ONNX_FILE: &str = "model.onnx";
 
 /// The artifact's file name in a version folder.
 pub const ARTIFACT_FILE: &str = "isolation_forest.json";
@@ -239,8 +244,9 @@ impl Scores {
 }
 
 impl IsolationForest {
-    /// Loads `path` within `limits`: the size is checked before reading, every count before
-    /// anything is built from it.
+    /// Loads `path` within `limits`: the artifact, or a skl2onnx export when the name ends in
+    /// `.onnx` ([`onnx`]). The size is checked before reading, every count before anything is
+    /// built from it.
     pub fn load(path: &Path, limits: &LoadLimits) -> Result<Self, AnomalyError> {
         let io = |source| AnomalyError::Io {
             path: path.display().to_string(),
@@ -254,6 +260,12 @@ impl IsolationForest {
             )));
         }
         let bytes = std::fs::read(path).map_err(io)?;
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
+            return onnx::from_onnx(&bytes, limits);
+        }
         Self::from_json(&bytes, limits)
     }
 
@@ -269,6 +281,12 @@ impl IsolationForest {
                 raw.format, raw.version
             )));
         }
+        Self::from_raw(raw, limits)
+    }
+
+    /// Checks and builds a parsed forest (the JSON artifact's or an imported one's).
+    fn from_raw(raw: RawForest, limits: &LoadLimits) -> Result<Self, AnomalyError> {
+        let invalid = |m: String| AnomalyError::Invalid(m);
         if raw.n_features == 0 || raw.n_features > limits.max_features {
             return Err(invalid(format!(
                 "n_features = {} is not within 1..={} (max_features)",

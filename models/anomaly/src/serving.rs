@@ -7,6 +7,9 @@
 //! - Typed `infermesh.v1.Anomaly/Score`: rows by position or by feature name → score,
 //!   decision and verdict per row, in `f64`.
 //!
+//! A version folder holds `isolation_forest.json`, or `model.onnx` as skl2onnx exported a
+//! scikit-learn IsolationForest ([`crate::onnx`]); `model_file` names another file.
+//!
 //! Config keys: none of its own besides the common ones (`max_batch_size`,
 //! `max_queue_rows`, `max_queue_delay_us`, `input_name`...) and `[limits]` ([`LoadLimits`]).
 
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
+use infermesh_common::metrics_names::ANOMALY_ROWS_TOTAL;
 use infermesh_inference::backends::TabularBackend;
 use infermesh_inference::batcher::Batcher;
 use infermesh_inference::tensor::tabular_rows;
@@ -25,7 +29,7 @@ use infermesh_inference::{
 use infermesh_registry::ModelConfig;
 use tonic::{Request, Response, Status};
 
-use crate::{ARTIFACT_FILE, IsolationForest, LoadLimits};
+use crate::{ARTIFACT_FILE, IsolationForest, LoadLimits, ONNX_FILE};
 
 /// The generated `infermesh.v1.Anomaly` service and messages.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
@@ -56,7 +60,14 @@ fn load(cx: &LoadContext<'_>) -> Result<Arc<dyn Servable>, String> {
         ));
     }
     let limits: LoadLimits = family_limits(cx.config)?;
-    let file = cx.config.model_file.as_deref().unwrap_or(ARTIFACT_FILE);
+    // The artifact, else a skl2onnx export (model.onnx) as it was written.
+    let file = cx.config.model_file.as_deref().unwrap_or(
+        if !cx.dir.join(ARTIFACT_FILE).exists() && cx.dir.join(ONNX_FILE).is_file() {
+            ONNX_FILE
+        } else {
+            ARTIFACT_FILE
+        },
+    );
     let forest = IsolationForest::load(&cx.dir.join(file), &limits).map_err(|e| e.to_string())?;
     Ok(Arc::new(AnomalyServable::new(
         cx.config,
@@ -78,6 +89,8 @@ pub struct AnomalyServable {
     batcher: Batcher<TabularBackend>,
     input_name: String,
     description: Description,
+    /// The model's name (the metrics' label).
+    model: String,
 }
 
 impl AnomalyServable {
@@ -112,11 +125,18 @@ impl AnomalyServable {
                 ("feature_names".into(), forest.names().join(",")),
             ],
         };
+        // Both verdicts are exported from the start, so the anomaly rate is 0, not absent,
+        // before the first anomaly.
+        for verdict in ["anomaly", "normal"] {
+            metrics::counter!(ANOMALY_ROWS_TOTAL, "model" => config.name.clone(), "verdict" => verdict)
+                .increment(0);
+        }
         Ok(Self {
             forest,
             batcher,
             input_name,
             description,
+            model: config.name.clone(),
         })
     }
 
@@ -132,7 +152,15 @@ impl AnomalyServable {
             .batcher
             .predict_rows(features, self.forest.n_features())
             .await?;
-        Ok(out.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+        let scores: Vec<(f32, f32)> = out.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        let anomalies = scores.iter().filter(|s| s.1 < 0.0).count();
+        let count = |verdict: &'static str, n: usize| {
+            metrics::counter!(ANOMALY_ROWS_TOTAL, "model" => self.model.clone(), "verdict" => verdict)
+                .increment(n as u64);
+        };
+        count("anomaly", anomalies);
+        count("normal", scores.len() - anomalies);
+        Ok(scores)
     }
 
     fn check_rows(&self, rows: usize) -> Result<(), ServiceError> {

@@ -5,6 +5,8 @@
 //! knows about tokio, tonic or axum.
 
 pub mod metrics;
+#[cfg(feature = "onnx")]
+pub mod onnx_proto;
 pub mod rng;
 
 use std::fmt;

@@ -1,7 +1,12 @@
-//! The subset of ONNX's `onnx.proto3` (package `onnx`) the exporter writes, as prost
-//! messages with ONNX's field names and numbers. Only what a static BERT graph needs:
-//! models, graphs, nodes, attributes, tensors with `raw_data`, and value infos with symbolic
-//! dimensions. Fields left out are ones this exporter never sets; readers skip them anyway.
+//! The subset of ONNX's `onnx.proto3` (package `onnx`) that infermesh writes and reads, as
+//! prost messages with ONNX's field names and numbers: models, graphs, nodes, attributes
+//! (scalars, lists, strings, tensors), tensors (`raw_data` and the typed repeated fields),
+//! and value infos with symbolic dimensions. What the text family's BERT exporter writes and
+//! what the anomaly family's skl2onnx importer reads; fields left out are skipped by the
+//! decoder. Feature `onnx`.
+//!
+//! Written by hand: the one crate with ONNX's messages (candle-onnx) needs protoc at build
+//! time and brings candle's operator set with it.
 
 /// `onnx.TensorProto.DataType` values used here.
 pub mod data_type {
@@ -11,6 +16,8 @@ pub mod data_type {
     pub const INT8: i32 = 3;
     /// `INT64`.
     pub const INT64: i32 = 7;
+    /// `DOUBLE`.
+    pub const DOUBLE: i32 = 11;
 }
 
 /// `onnx.AttributeProto.AttributeType` values used here.
@@ -123,6 +130,15 @@ pub struct AttributeProto {
     /// A list of integers.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// A string (bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    /// A list of floats.
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
+    /// A list of strings (bytes).
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
 }
 
 /// `onnx.TensorProto`, data in `raw_data` (little-endian).
@@ -140,6 +156,15 @@ pub struct TensorProto {
     /// The elements, fixed width, little-endian, row-major.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// FLOAT elements when `raw_data` is empty.
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    /// INT64 elements when `raw_data` is empty.
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
+    /// DOUBLE elements when `raw_data` is empty.
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
 }
 
 /// `onnx.ValueInfoProto`.

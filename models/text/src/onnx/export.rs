@@ -244,6 +244,7 @@ fn build(
                 data_type: data_type::INT64,
                 name: "zero".into(),
                 raw_data: 0i64.to_le_bytes().to_vec(),
+                ..Default::default()
             },
         )],
     );
@@ -503,6 +504,7 @@ impl Builder {
             data_type: data_type::FLOAT,
             name: name.clone(),
             raw_data: f32_bytes(&values),
+            ..Default::default()
         });
         Ok(name)
     }
@@ -532,6 +534,7 @@ impl Builder {
             data_type: data_type::FLOAT,
             name: name.clone(),
             raw_data: value.to_le_bytes().to_vec(),
+            ..Default::default()
         });
         name
     }
@@ -543,6 +546,7 @@ impl Builder {
             data_type: data_type::INT64,
             name: name.clone(),
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
         });
         name
     }
@@ -609,6 +613,7 @@ impl Builder {
             data_type: data_type::INT8,
             name: wq.clone(),
             raw_data: quantized,
+            ..Default::default()
         });
         let scale = format!("{key}.weight.T.scale");
         self.inits.push(TensorProto {
@@ -616,6 +621,7 @@ impl Builder {
             data_type: data_type::FLOAT,
             name: scale.clone(),
             raw_data: f32_bytes(&scales),
+            ..Default::default()
         });
         let zero = format!("{key}.weight.T.zero_point");
         self.inits.push(TensorProto {
@@ -623,6 +629,7 @@ impl Builder {
             data_type: data_type::INT8,
             name: zero.clone(),
             raw_data: vec![0; cols],
+            ..Default::default()
         });
         let bias = self.weight(&format!("{key}.bias"), false)?;
         let out = self.fresh("DynamicQuantizeMatMul");
@@ -694,6 +701,7 @@ impl Builder {
             data_type: data_type::INT64,
             name: name.clone(),
             raw_data: 0i64.to_le_bytes().to_vec(),
+            ..Default::default()
         });
         self.node("Gather", &[x, &name], vec![attr_int("axis", 1)])
     }
@@ -710,6 +718,7 @@ mod tests {
             data_type: data_type::INT8,
             name: name.into(),
             raw_data,
+            ..Default::default()
         }
     }
 

@@ -13,7 +13,7 @@
 //! `BertForSequenceClassification`. DistilBERT stays on candle.
 
 pub mod export;
-pub mod proto;
+pub use infermesh_model_core::onnx_proto as proto;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
