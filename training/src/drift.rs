@@ -128,6 +128,28 @@ pub struct DriftArgs {
     /// else comma).
     #[arg(long, value_parser = crate::table::parse_separator)]
     pub separator: Option<u8>,
+    /// Test numeric columns together as one embedding, as Evidently's EmbeddingsDrift does:
+    /// NAME=COL1,COL2,... (`PREFIX*` takes every current column starting with PREFIX);
+    /// repeatable. Its columns are left out of the column-by-column table unless --columns
+    /// names them. Needs the reference's rows (a table, not a profile).
+    #[arg(long, value_name = "NAME=COLUMNS")]
+    pub embeddings: Vec<String>,
+    /// The embedding test: model (a domain classifier's ROC AUC, threshold 0.55), mmd
+    /// (squared maximum mean discrepancy, 0.015), distance (between the mean rows, 0.2) or
+    /// ratio (share of drifted components, 0.2). Default: model, bootstrapped when the
+    /// reference has fewer than 1,000 rows (Evidently's default).
+    #[arg(long)]
+    pub embeddings_method: Option<String>,
+    /// The embedding test's threshold (default: the method's).
+    #[arg(long)]
+    pub embeddings_threshold: Option<f64>,
+    /// Decide by resampling instead of the threshold (model, mmd, distance; Evidently's
+    /// bootstrap option).
+    #[arg(long)]
+    pub embeddings_bootstrap: Option<bool>,
+    /// The distance method's distance: euclidean, cosine, cityblock or chebyshev.
+    #[arg(long, default_value = "euclidean")]
+    pub embeddings_distance: String,
 }
 
 /// `infermesh drift profile`.
@@ -273,17 +295,17 @@ pub fn read_profile(path: &Path) -> Result<Option<Vec<(String, Values)>>, DriftJ
     Ok(infermesh_drift::file::read_profile(path)?)
 }
 
-/// A reference: a profile when the file is one, else a table.
+/// A reference: a profile when the file is one (`true`), else a table.
 pub fn read_reference(
     path: &Path,
     separator: Option<u8>,
-) -> Result<Vec<(String, Values)>, DriftJobError> {
+) -> Result<(Vec<(String, Values)>, bool), DriftJobError> {
     if is_parquet(path)
         && let Some(columns) = read_profile(path)?
     {
-        return Ok(columns);
+        return Ok((columns, true));
     }
-    Ok(read(path, separator)?)
+    Ok((read(path, separator)?, false))
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -342,7 +364,7 @@ impl DriftArgs {
             ),
             None => current.clone(),
         };
-        let reference = match &registered {
+        let (reference, reference_is_profile) = match &registered {
             Some(r) => read_reference(&r.profile, self.separator)?,
             None => read_reference(reference, self.separator)?,
         };
@@ -373,7 +395,38 @@ impl DriftArgs {
             plots,
             ..DriftOptions::default()
         };
-        let mut report = infermesh_drift::data_drift(&reference, &current, &options)?;
+        let embeddings = self.embedding_columns(&current)?;
+        let mut options = options;
+        if !embeddings.is_empty() && options.columns.is_none() {
+            // An embedding is tested as a whole, not column by column.
+            options.columns = Some(
+                current
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| !embeddings.iter().any(|(_, cols)| cols.contains(n)))
+                    .collect(),
+            );
+        }
+        let mut report =
+            if embeddings.is_empty() || options.columns.as_ref().is_none_or(|c| !c.is_empty()) {
+                infermesh_drift::data_drift(&reference, &current, &options)?
+            } else {
+                infermesh_drift::DriftReport {
+                    dataset_drift: false,
+                    share_of_drifted_columns: 0.0,
+                    number_of_drifted_columns: 0,
+                    number_of_columns: 0,
+                    columns: Vec::new(),
+                    skipped: Vec::new(),
+                    embeddings: Vec::new(),
+                }
+            };
+        if reference_is_profile && !embeddings.is_empty() {
+            return Err(DriftJobError::Usage(
+                "--embeddings needs the reference's rows (a table): a profile keeps each column's values apart".into(),
+            ));
+        }
+        report.embeddings = self.embedding_drift(&reference, &current, embeddings)?;
         for column in not_in_reference {
             let values = current.iter().find(|(n, _)| *n == column).map(|(_, v)| v);
             report.skipped.push(infermesh_drift::Skipped {
@@ -385,6 +438,114 @@ impl DriftArgs {
             });
         }
         Ok((report, registered))
+    }
+
+    /// The `--embeddings` sets, their columns checked against the current table.
+    fn embedding_columns(
+        &self,
+        current: &[(String, Values)],
+    ) -> Result<Vec<(String, Vec<String>)>, DriftJobError> {
+        let mut out = Vec::with_capacity(self.embeddings.len());
+        for spec in &self.embeddings {
+            let (name, cols) = spec.split_once('=').ok_or_else(|| {
+                DriftJobError::Usage(format!("--embeddings {spec}: expected NAME=COL1,COL2,..."))
+            })?;
+            let mut columns = Vec::new();
+            for c in cols.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if let Some(prefix) = c.strip_suffix('*') {
+                    columns.extend(
+                        current
+                            .iter()
+                            .map(|(n, _)| n)
+                            .filter(|n| n.starts_with(prefix))
+                            .cloned(),
+                    );
+                } else {
+                    columns.push(c.to_string());
+                }
+            }
+            if name.is_empty() || columns.is_empty() {
+                return Err(DriftJobError::Usage(format!(
+                    "--embeddings {spec}: a name and at least one column"
+                )));
+            }
+            out.push((name.to_string(), columns));
+        }
+        Ok(out)
+    }
+
+    /// Each embedding's drift (Evidently's EmbeddingsDrift with the chosen method).
+    fn embedding_drift(
+        &self,
+        reference: &[(String, Values)],
+        current: &[(String, Values)],
+        embeddings: Vec<(String, Vec<String>)>,
+    ) -> Result<Vec<infermesh_drift::EmbeddingReport>, DriftJobError> {
+        use infermesh_drift::embedding::{Distance, EmbeddingMethod, embedding_drift};
+        let mut out = Vec::with_capacity(embeddings.len());
+        for (name, columns) in embeddings {
+            let rows = |table: &[(String, Values)],
+                        side: &str|
+             -> Result<Vec<f64>, DriftJobError> {
+                let mut cols = Vec::with_capacity(columns.len());
+                for c in &columns {
+                    let v = table
+                        .iter()
+                        .find(|(n, _)| n == c)
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| {
+                            DriftJobError::Usage(format!(
+                                "embedding '{name}': no column '{c}' in the {side}"
+                            ))
+                        })?;
+                    let numbers: Vec<f64> = match v {
+                        Values::Float(v) => v.clone(),
+                        Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
+                        other => {
+                            return Err(DriftJobError::Usage(format!(
+                                "embedding '{name}': column '{c}' of the {side} is {}, not numbers",
+                                other.dtype()
+                            )));
+                        }
+                    };
+                    cols.push(numbers);
+                }
+                let n = cols.first().map_or(0, Vec::len);
+                Ok((0..n)
+                    .flat_map(|i| cols.iter().map(move |c| c[i]))
+                    .collect())
+            };
+            let x = rows(reference, "reference")?;
+            let y = rows(current, "current")?;
+            let mut method = match &self.embeddings_method {
+                Some(m) => EmbeddingMethod::named(m)?,
+                None => EmbeddingMethod::default_for(x.len() / columns.len()),
+            };
+            if let EmbeddingMethod::Distance { dist, .. } = &mut method {
+                *dist = Distance::parse(&self.embeddings_distance)?;
+            }
+            if let Some(t) = self.embeddings_threshold {
+                method = method.with_threshold(t);
+            }
+            if let Some(b) = self.embeddings_bootstrap {
+                method = method.with_bootstrap(b)?;
+            }
+            let bootstrap = match &method {
+                EmbeddingMethod::Model { bootstrap, .. }
+                | EmbeddingMethod::Mmd { bootstrap, .. }
+                | EmbeddingMethod::Distance { bootstrap, .. } => bootstrap.unwrap_or(false),
+                EmbeddingMethod::Ratio { .. } => false,
+            };
+            let drift = embedding_drift(&x, &y, columns.len(), Some(&method))?;
+            out.push(infermesh_drift::EmbeddingReport {
+                name,
+                columns,
+                threshold: method.threshold(),
+                bootstrap,
+                drift,
+            });
+        }
+        Ok(out)
     }
 
     /// Runs it and renders the report (JSON with `--json`, else a table); or writes a
@@ -400,7 +561,8 @@ impl DriftArgs {
             return args.run().map(|t| (t, false));
         }
         let (report, registered) = self.report_resolved()?;
-        let failed = self.fail_on_drift && report.dataset_drift;
+        let failed = self.fail_on_drift
+            && (report.dataset_drift || report.embeddings.iter().any(|e| e.drift.drift_detected));
         if let Some(path) = &self.html {
             let title = format!(
                 "{} against {}",
@@ -459,6 +621,22 @@ fn render(report: &DriftReport) -> String {
             c.drift_score,
             c.threshold,
             if c.drift_detected { "yes" } else { "no" }
+        ));
+    }
+    for e in &report.embeddings {
+        out.push_str(&format!(
+            "embedding {} ({} columns): {} score {:.6}, {} {}, drift {}\n",
+            e.name,
+            e.columns.len(),
+            e.drift.method_name,
+            e.drift.drift_score,
+            if e.bootstrap {
+                "bootstrapped, threshold"
+            } else {
+                "threshold"
+            },
+            e.threshold,
+            if e.drift.drift_detected { "yes" } else { "no" }
         ));
     }
     for s in &report.skipped {

@@ -33,6 +33,11 @@ fn args(reference: PathBuf, current: PathBuf) -> DriftArgs {
         registry: PathBuf::from("run/registry"),
         registry_cache: None,
         log_to_run: false,
+        embeddings: Vec::new(),
+        embeddings_method: None,
+        embeddings_threshold: None,
+        embeddings_bootstrap: None,
+        embeddings_distance: "euclidean".into(),
     }
 }
 

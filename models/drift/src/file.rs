@@ -94,6 +94,16 @@ pub fn write_profile(
     Ok(())
 }
 
+/// Profiles `columns` (each as [`ColumnProfile::of`] reduces it; one it cannot profile is
+/// left out) and writes them with [`write_profile`].
+pub fn write_columns(path: &Path, columns: &[(String, Values)]) -> Result<(), ProfileFileError> {
+    let profiles: Vec<(String, ColumnProfile)> = columns
+        .iter()
+        .filter_map(|(name, values)| ColumnProfile::of(values).map(|p| (name.clone(), p)))
+        .collect();
+    write_profile(path, &profiles)
+}
+
 /// Reads a profile back as columns of values (`None`: the Parquet file is not a profile).
 pub fn read_profile(path: &Path) -> Result<Option<Vec<(String, Values)>>, ProfileFileError> {
     read_profile_at_most(path, MAX_PROFILE_VALUES)

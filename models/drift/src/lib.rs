@@ -25,11 +25,14 @@ use rustc_hash::FxHashSet as HashSet;
 use serde::Serialize;
 
 #[cfg(feature = "parquet")]
+pub mod embedding;
 pub mod file;
 pub mod html;
 mod ks;
+mod numpy;
 pub mod profile;
 mod sample;
+mod sgd;
 mod stattests;
 
 use sample::distinct_up_to;
@@ -425,6 +428,24 @@ pub struct DriftReport {
     pub columns: Vec<(String, ColumnDrift)>,
     /// Columns not tested (text; unknown types).
     pub skipped: Vec<Skipped>,
+    /// Embeddings tested as a whole (Evidently's `EmbeddingsDrift`), by name; not counted in
+    /// the dataset drift share.
+    pub embeddings: Vec<EmbeddingReport>,
+}
+
+/// One embedding's drift in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingReport {
+    /// The embedding's name.
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<String>,
+    /// The method's threshold (the bootstrap percentile decides instead when bootstrapped).
+    pub threshold: f64,
+    /// Whether the method was bootstrapped.
+    pub bootstrap: bool,
+    /// The result.
+    pub drift: embedding::EmbeddingDrift,
 }
 
 impl DriftReport {
@@ -439,14 +460,37 @@ impl DriftReport {
                 serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
             );
         }
-        serde_json::json!({
+        let mut out = serde_json::json!({
             "dataset_drift": self.dataset_drift,
             "share_of_drifted_columns": self.share_of_drifted_columns,
             "number_of_drifted_columns": self.number_of_drifted_columns,
             "number_of_columns": self.number_of_columns,
             "columns": columns,
             "skipped_columns": self.skipped,
-        })
+        });
+        if !self.embeddings.is_empty()
+            && let Some(o) = out.as_object_mut()
+        {
+            let e: serde_json::Map<String, serde_json::Value> = self
+                .embeddings
+                .iter()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        serde_json::json!({
+                            "drift_score": e.drift.drift_score,
+                            "drift_detected": e.drift.drift_detected,
+                            "method_name": e.drift.method_name,
+                            "threshold": e.threshold,
+                            "bootstrap": e.bootstrap,
+                            "columns": e.columns.len(),
+                        }),
+                    )
+                })
+                .collect();
+            o.insert("embeddings".into(), e.into());
+        }
+        out
     }
 }
 
@@ -534,6 +578,7 @@ pub fn data_drift(
         number_of_columns: columns.len(),
         columns,
         skipped,
+        embeddings: Vec::new(),
     })
 }
 
