@@ -225,6 +225,10 @@ pub struct RecsContext {
 impl RecsContext {
     /// Context over `store`.
     pub fn new(settings: Settings, store: Store) -> Self {
+        // Every result exported from the start (the hit rate is 0, not absent, before a hit).
+        for result in ["hit", "miss", "error"] {
+            metrics::counter!(m::GATEWAY_CACHE_REQUESTS_TOTAL, "result" => result).increment(0);
+        }
         Self {
             settings,
             store,

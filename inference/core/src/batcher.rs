@@ -131,6 +131,9 @@ impl<B: Backend> Batcher<B> {
             .name(format!("batcher-{}-{}", cfg.model, cfg.version))
             .spawn(move || backend_loop(thread_backend, thread_shared, thread_cfg))?;
         let admission = Arc::new(Semaphore::new(cfg.max_queue_cost));
+        // Exported at 0 from the start, so that rates and alerts on it see the model before its
+        // first refusal.
+        metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => cfg.model.clone()).increment(0);
         Ok(Self {
             cfg,
             shared,

@@ -114,6 +114,10 @@ impl DriftEvaluator {
         if !path.is_file() {
             return None;
         }
+        // Exported at 0 from the start (an alert computes its increase).
+        metrics::counter!(m::DRIFT_REFERENCE_ERRORS_TOTAL,
+            "model" => model.to_string(), "version" => version.to_string())
+        .increment(0);
         let refused = |reason: String| {
             tracing::warn!(model, version, file = %path.display(), %reason, "drift reference not used; no live drift for this version");
             metrics::counter!(m::DRIFT_REFERENCE_ERRORS_TOTAL,

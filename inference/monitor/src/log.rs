@@ -123,6 +123,12 @@ impl LogWriter {
 
     /// A version's sink.
     pub(crate) fn sink(&self, model: Arc<str>, version: u64) -> LogSink {
+        // Exported at 0 from the start (alerts compute rates on them).
+        for reason in ["queue_full", "write_error"] {
+            metrics::counter!(m::INFERENCE_LOG_DROPPED_ROWS_TOTAL,
+                "model" => model.to_string(), "reason" => reason)
+            .increment(0);
+        }
         LogSink {
             tx: self.tx.clone(),
             model,

@@ -214,19 +214,23 @@ impl OutputCache {
     /// of misses until it is back.
     pub fn redis(url: &str, cfg: CacheConfig) -> Result<Self, CacheError> {
         let conn = redis_manager(url, cfg.redis_timeout).map_err(CacheError::Url)?;
-        Ok(Self {
-            backend: Backend::Redis(conn),
-            cfg,
-        })
+        Ok(Self::with(Backend::Redis(conn), cfg))
     }
 
     /// A cache in this process's memory (at most `cfg.max_entries`, least recently used
     /// evicted first).
     pub fn memory(cfg: CacheConfig) -> Self {
-        Self {
-            backend: Backend::Memory(Mutex::new(Lru::default())),
-            cfg,
+        Self::with(Backend::Memory(Mutex::new(Lru::default())), cfg)
+    }
+
+    fn with(backend: Backend, cfg: CacheConfig) -> Self {
+        // Every result exported from the start, so the hit rate is 0, not absent, before the
+        // first hit.
+        for result in ["hit", "miss", "error"] {
+            metrics::counter!(LLM_CACHE_REQUESTS_TOTAL, "result" => result, "source" => cfg.source)
+                .increment(0);
         }
+        Self { backend, cfg }
     }
 
     /// The settings.

@@ -251,6 +251,8 @@ impl RecsServable {
                 ("content_weight".into(), o.blend.content_weight.to_string()),
             ],
         };
+        // Exported at 0 from the start (rates and alerts see the model before a refusal).
+        metrics::counter!(m::ADMISSION_REJECTED_TOTAL, "model" => config.name.clone()).increment(0);
         Ok(Self {
             rec: Arc::new(rec),
             admission: Arc::new(Semaphore::new(options.max_in_flight)),

@@ -84,6 +84,15 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 5] = [
+        JobKind::ReviewSentiment,
+        JobKind::ThemeLabel,
+        JobKind::FraudReason,
+        JobKind::SkillFill,
+        JobKind::RecommendationExplanation,
+    ];
+
     /// The snake-case tag.
     pub fn as_str(self) -> &'static str {
         match self {

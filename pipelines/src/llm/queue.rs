@@ -400,9 +400,22 @@ fn id_of(raw: &str) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
+/// Exports the job counters at 0 for every kind and outcome, and the depth at 0, so rates,
+/// dashboards and alerts see them before the first job.
+fn export_zeros() {
+    for kind in crate::llm::jobs::JobKind::ALL {
+        for outcome in ["enqueued", "rejected_full", "ok", "retried", "dead_letter"] {
+            metrics::counter!(LLM_JOBS_TOTAL, "kind" => kind.as_str(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    metrics::gauge!(LLM_JOB_QUEUE_DEPTH).increment(0.0);
+}
+
 impl JobQueue {
     /// A queue in Redis at `url` (connections are made lazily).
     pub fn redis(url: &str, cfg: QueueConfig) -> Result<Self, QueueError> {
+        export_zeros();
         let conn = redis_manager(url, cfg.redis_timeout).map_err(QueueError::Backend)?;
         // The blocking take waits up to a second on top of the call deadline.
         let take_conn = redis_manager(url, cfg.redis_timeout + Duration::from_secs(2))
@@ -422,6 +435,7 @@ impl JobQueue {
 
     /// A queue in this process's memory.
     pub fn memory(cfg: QueueConfig) -> Self {
+        export_zeros();
         Self {
             inner: Arc::new(Inner {
                 backend: Backend::Memory {

@@ -337,6 +337,18 @@ pub struct Processor {
     parts: ProcessorParts,
 }
 
+/// The `reason` labels of `infermesh_reviews_failed_total`.
+const FAILURE_REASONS: [&str; 8] = [
+    "invalid",
+    "sentiment",
+    "topics",
+    "database",
+    "sentiment_refused",
+    "topics_refused",
+    "live_feed",
+    "bus",
+];
+
 fn failed(reason: &'static str) {
     metrics::counter!(REVIEWS_FAILED_TOTAL, "reason" => reason).increment(1);
 }
@@ -361,6 +373,10 @@ fn first<T>(r: Result<Vec<T>, ScoreError>) -> Result<Option<T>, ScoreError> {
 impl Processor {
     /// A processor of `parts`.
     pub fn new(parts: ProcessorParts) -> Self {
+        // Every reason exported from the start, so failure rates are 0, not absent.
+        for reason in FAILURE_REASONS {
+            metrics::counter!(REVIEWS_FAILED_TOTAL, "reason" => reason).increment(0);
+        }
         Self { parts }
     }
 
