@@ -1,5 +1,5 @@
 //! `infermesh up`: the embedded default (the sample repository, the inference server and the
-//! gateway in one process). Built with the trees, text, recs, topics and sentiment families,
+//! gateway in one process). Built with the trees, text, recs, anomaly, topics and sentiment families,
 //! whose sample models it writes: the topic and sentiment models are trained on the project's
 //! own sample reviews when the model cache holds all-MiniLM-L6-v2.
 
@@ -9,6 +9,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use infermesh_training::write_stdout;
+
+/// A V2 REST request body for the sample `anomaly` model: an ordinary purchase and a large
+/// one at 3 am far from home (amount, amount_to_avg_ratio, hour_of_day, txn_count_24h,
+/// distance_from_home_km).
+const EXAMPLE_ANOMALY_REQUEST: &str = r#"{"inputs":[{"name":"input__0","shape":[2,5],"datatype":"FP32","data":[[42.0,1.1,14,3,4.5],[2400.0,38.0,3,19,900.0]]}]}"#;
 
 /// A V2 REST request body with two reviews, for the sample `sentiment` and `topics` models.
 const EXAMPLE_REVIEWS_REQUEST: &str = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["The battery died after two hours, very disappointing.","Delivery was quick and the parcel arrived in perfect shape."]}]}"#;
@@ -252,6 +257,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             banner,
             "  curl -s -X POST http://{gw}/api/v1/resumes/rank -H 'content-type: application/json' \\\n    -d '{}'",
             infermesh_server::sample::EXAMPLE_RANK_REQUEST
+        )?;
+    }
+    if args.model_repository.join("anomaly/config.toml").exists() {
+        writeln!(
+            banner,
+            "  curl -s -X POST http://{http}/v2/models/anomaly/infer -H 'content-type: application/json' \\\n    -d '{}'",
+            EXAMPLE_ANOMALY_REQUEST
         )?;
     }
     if args.model_repository.join("sentiment/config.toml").exists() {

@@ -366,6 +366,7 @@ impl TrainRecsArgs {
             "# Written by `infermesh train recs`: serves this version.\nplatform = \"recommender\"\n",
         )
         .map_err(|e| RecsJobError::Invalid(format!("{}: {e}", config.display())))?;
+        write_score_reference(&art, &self.out)?;
         Ok(TrainRecsReport {
             users: data.users.len(),
             items: data.items.len(),
@@ -456,4 +457,26 @@ impl EvalRecsArgs {
             ))
         }
     }
+}
+
+/// Writes `drift_reference.parquet` into a recommender version folder: the profile of the
+/// top-10 scores the server answers for the training users (`score_0` .. `score_9`), what the
+/// server's live drift compares the served scores with (prediction drift).
+pub fn write_score_reference(
+    art: &infermesh_recs::RecsArtifact,
+    dir: &std::path::Path,
+) -> Result<(), RecsJobError> {
+    use infermesh_recs::recommender::{REFERENCE_K, REFERENCE_MAX_USERS, reference_scores};
+    let columns: Vec<(String, infermesh_drift::Values)> =
+        reference_scores(art, REFERENCE_K, REFERENCE_MAX_USERS)?
+            .into_iter()
+            .map(|(n, s)| {
+                (
+                    n,
+                    infermesh_drift::Values::Float(s.into_iter().map(f64::from).collect()),
+                )
+            })
+            .collect();
+    infermesh_drift::file::write_columns(&dir.join(crate::drift::REFERENCE_FILE), &columns)
+        .map_err(|e| RecsJobError::Invalid(e.to_string()))
 }

@@ -242,6 +242,23 @@ pub fn observe_rows(
     })
 }
 
+/// Starts observing `rows` answers of a typed service whose inputs are not features (the
+/// recommender's user ids, which are raw ids): only the outputs given to
+/// [`Pending::finish`] are kept. None when the version has no monitor or it wants none.
+pub fn observe_answers(version: &LoadedVersion, rows: usize) -> Option<Pending> {
+    let monitor = version.monitor()?;
+    let selection = monitor.select(rows).filter(|s| !s.is_empty())?;
+    Some(Pending {
+        monitor: monitor.clone(),
+        rows: selection.rows.len(),
+        request_rows: rows,
+        selection,
+        request_id: None,
+        columns: Vec::new(),
+        output_names: None,
+    })
+}
+
 impl Pending {
     /// Only these outputs are kept (the ones the request asked for are all the answer holds,
     /// so this is for typed services that answer a part of the signature).

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use infermesh_common::ServiceError;
+use infermesh_inference::{LoadedVersion, OutputTensor, TensorData};
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::recommender_server::Recommender;
-use infermesh_recs::serving::{RecsRequest, RecsServable};
+use infermesh_recs::serving::{RecsAnswer, RecsRequest, RecsServable};
 use infermesh_recs::{RecentMode, Strategy};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -137,6 +138,7 @@ impl Recommender for RecsService {
             res.as_ref().map(|_| ()),
         );
         let (v, answer) = res.map_err(|e| e.to_status())?;
+        observe(&handle, &answer);
         Ok(Response::new(pb::RecommendResponse {
             items: answer
                 .items
@@ -148,6 +150,29 @@ impl Recommender for RecsService {
             strategy: strategy(answer.strategy) as i32,
         }))
     }
+}
+
+/// Hands the answer's scores to the version's monitor (inference log, live drift) as the V2
+/// API answers them: the FP32 output, one row of k scores (`score_0` best first ...), so
+/// typed and V2 requests fill the same columns. User and item ids are not kept.
+fn observe(handle: &LoadedVersion, answer: &RecsAnswer) {
+    let Some(pending) = infermesh_inference::monitor::observe_answers(handle, 1) else {
+        return;
+    };
+    let Some(output) = handle
+        .description()
+        .outputs
+        .iter()
+        .find(|o| o.datatype == "FP32")
+    else {
+        return;
+    };
+    let scores: Vec<f32> = answer.items.iter().map(|(_, s)| *s).collect();
+    pending.finish(&[OutputTensor {
+        name: output.name.clone(),
+        shape: vec![1, scores.len() as i64],
+        data: TensorData::Fp32(scores),
+    }]);
 }
 
 #[cfg(test)]

@@ -48,7 +48,110 @@ pub fn write_sample_repository(dir: &Path) -> std::io::Result<bool> {
     }
     wrote |= write_sample_recommender(dir, "recs", 42)?;
     wrote |= write_sample_recommender(dir, "recs-next", 7)?;
+    #[cfg(feature = "anomaly")]
+    {
+        wrote |= write_sample_anomaly_model(dir)?;
+    }
     Ok(wrote)
+}
+
+/// The sample spending-anomaly model's features: a subset of [`SAMPLE_FRAUD_FEATURES`]
+/// without missing values.
+#[cfg(feature = "anomaly")]
+pub const SAMPLE_ANOMALY_FEATURES: [&str; 5] = [
+    "amount",
+    "amount_to_avg_ratio",
+    "hour_of_day",
+    "txn_count_24h",
+    "distance_from_home_km",
+];
+
+/// Rows the sample anomaly model is fitted on (and its drift reference profiles).
+#[cfg(feature = "anomaly")]
+const SAMPLE_ANOMALY_ROWS: usize = 4096;
+
+/// Writes `anomaly` (platform `isolation-forest`) into the repository unless it is there: an
+/// Isolation Forest (scikit-learn's defaults, contamination 1 %) fitted on
+/// [`SAMPLE_ANOMALY_FEATURES`] of transactions from [`sample_fraud_rows`], with its drift
+/// reference (the features plus its `score` and `is_anomaly` on those rows, as `infermesh
+/// train anomaly` writes it). Returns whether it wrote it.
+#[cfg(feature = "anomaly")]
+pub fn write_sample_anomaly_model(dir: &Path) -> std::io::Result<bool> {
+    use infermesh_anomaly::train::{Contamination, FitParams, fit};
+    use infermesh_drift::Values;
+    use infermesh_drift::profile::ColumnProfile;
+    let model_dir = dir.join("anomaly");
+    if model_dir.join("config.toml").exists() {
+        return Ok(false);
+    }
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let all = sample_fraud_rows(SAMPLE_ANOMALY_ROWS, SAMPLE_SEED + 1);
+    let width = SAMPLE_FRAUD_FEATURES.len();
+    let index: Vec<usize> = SAMPLE_ANOMALY_FEATURES
+        .iter()
+        .filter_map(|f| SAMPLE_FRAUD_FEATURES.iter().position(|g| g == f))
+        .collect();
+    let rows: Vec<f32> = all
+        .chunks_exact(width)
+        .flat_map(|r| index.iter().map(move |&j| r[j]))
+        .collect();
+    let names: Vec<String> = SAMPLE_ANOMALY_FEATURES.map(String::from).to_vec();
+    let params = FitParams {
+        contamination: Contamination::Share(0.01),
+        seed: SAMPLE_SEED,
+        ..FitParams::default()
+    };
+    let fitted = fit(&rows, names.len(), &names, &params).map_err(|e| other(&e))?;
+    let mut scores = Vec::with_capacity(SAMPLE_ANOMALY_ROWS);
+    fitted
+        .forest
+        .score_rows(&rows, &mut scores)
+        .map_err(|e| other(&e))?;
+    let version = model_dir.join("1");
+    std::fs::create_dir_all(&version)?;
+    std::fs::write(
+        version.join(infermesh_anomaly::ARTIFACT_FILE),
+        serde_json::to_vec(&fitted.artifact).map_err(|e| other(&e))?,
+    )?;
+    let mut profiles = Vec::with_capacity(names.len() + 2);
+    for (j, name) in names.iter().enumerate() {
+        let column: Vec<f64> = rows
+            .chunks_exact(names.len())
+            .map(|r| f64::from(r[j]))
+            .collect();
+        let values = if column.iter().all(|x| x.fract() == 0.0) {
+            Values::Int(column.iter().map(|&x| x as i64).collect())
+        } else {
+            Values::Float(column)
+        };
+        profiles.extend(ColumnProfile::of(&values).map(|p| (name.clone(), p)));
+    }
+    let outputs = [
+        (
+            "score",
+            Values::Float(scores.iter().map(|s| s.score).collect()),
+        ),
+        (
+            "is_anomaly",
+            Values::Bool(scores.iter().map(|s| Some(s.is_anomaly())).collect()),
+        ),
+    ];
+    for (name, values) in outputs {
+        profiles.extend(ColumnProfile::of(&values).map(|p| (name.to_string(), p)));
+    }
+    infermesh_drift::file::write_profile(
+        &version.join(infermesh_drift::file::REFERENCE_FILE),
+        &profiles,
+    )
+    .map_err(|e| other(&e))?;
+    // The config goes last: a half-written model directory is never picked up as a model.
+    std::fs::write(
+        model_dir.join("config.toml"),
+        "# The sample spending-anomaly model (infermesh up): an Isolation Forest on five\n\
+         # transaction features (parameter feature_names), FP32 [N, 5] in; score, is_anomaly out.\n\
+         platform = \"isolation-forest\"\n",
+    )?;
+    Ok(true)
 }
 
 /// Seed of the sample fraud model's drift reference rows.
@@ -142,6 +245,33 @@ pub fn sample_fraud_rows(n: usize, seed: u64) -> Vec<f32> {
     out
 }
 
+/// Writes `drift_reference.parquet` into a recommender's version folder: the profile of the
+/// top-10 scores it answers its training users (`score_0` .. `score_9`), what live drift
+/// compares the served scores with.
+fn write_recs_reference(
+    art: &infermesh_recs::RecsArtifact,
+    version_dir: &Path,
+) -> std::io::Result<()> {
+    use infermesh_recs::recommender::{REFERENCE_K, REFERENCE_MAX_USERS, reference_scores};
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let columns: Vec<(String, infermesh_drift::Values)> =
+        reference_scores(art, REFERENCE_K, REFERENCE_MAX_USERS)
+            .map_err(|e| other(&e))?
+            .into_iter()
+            .map(|(n, s)| {
+                (
+                    n,
+                    infermesh_drift::Values::Float(s.into_iter().map(f64::from).collect()),
+                )
+            })
+            .collect();
+    infermesh_drift::file::write_columns(
+        &version_dir.join(infermesh_drift::file::REFERENCE_FILE),
+        &columns,
+    )
+    .map_err(|e| other(&e))
+}
+
 /// Writes `drift_reference.parquet` into the sample fraud model's version folder: the profile
 /// of `n` transactions from its training generator ([`sample_fraud_rows`]), each feature typed
 /// as the training table would be (float64; whole-number features int64), plus the model's
@@ -229,10 +359,19 @@ pub fn sample_recs_dataset() -> infermesh_recs::DatasetBuilder {
 /// unless present. Returns whether it was written.
 pub fn write_sample_recommender(dir: &Path, name: &str, seed: u64) -> std::io::Result<bool> {
     let model_dir = dir.join(name);
+    let invalid = |e: infermesh_recs::RecsError| std::io::Error::other(e.to_string());
     if model_dir.join("config.toml").exists() {
+        // A repository written before the sample recommenders carried their drift reference.
+        let version = model_dir.join("1");
+        if version.join("recs.json").is_file()
+            && !version.join(infermesh_drift::file::REFERENCE_FILE).exists()
+        {
+            let art = infermesh_recs::RecsArtifact::load(&version).map_err(invalid)?;
+            write_recs_reference(&art, &version)?;
+            return Ok(true);
+        }
         return Ok(false);
     }
-    let invalid = |e: infermesh_recs::RecsError| std::io::Error::other(e.to_string());
     let data = sample_recs_dataset().build().map_err(invalid)?;
     let hyper = infermesh_recs::Hyper {
         components: 16,
@@ -246,6 +385,7 @@ pub fn write_sample_recommender(dir: &Path, name: &str, seed: u64) -> std::io::R
     };
     let art = infermesh_recs::fit(&data, hyper, opts, |_, _| {}).map_err(invalid)?;
     art.save(&model_dir.join("1")).map_err(invalid)?;
+    write_recs_reference(&art, &model_dir.join("1"))?;
     std::fs::write(
         model_dir.join("config.toml"),
         "# Sample recommender (LightFM-style, WARP, 16 components) of a generated shop.\n\
@@ -320,6 +460,43 @@ mod tests {
             assert_eq!(art.items.len(), 120);
             assert_eq!(art.users.len(), 51);
             assert!(art.content.is_some());
+            // The drift reference of its scores: the top 10 of each training user.
+            let profile = infermesh_drift::file::read_profile(
+                &d.path()
+                    .join(name)
+                    .join("1")
+                    .join(infermesh_drift::file::REFERENCE_FILE),
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(profile.len(), 10);
+            assert_eq!(profile[0].0, "score_0");
+            assert_eq!(profile[0].1.len(), 51);
+        }
+        #[cfg(feature = "anomaly")]
+        {
+            let v = d.path().join("anomaly/1");
+            let forest = infermesh_anomaly::IsolationForest::load(
+                &v.join(infermesh_anomaly::ARTIFACT_FILE),
+                &Default::default(),
+            )
+            .unwrap();
+            assert_eq!(forest.n_features(), SAMPLE_ANOMALY_FEATURES.len());
+            // Contamination 1 %: about 1 % of the generator's rows are flagged.
+            let rows = sample_fraud_rows(2000, 99);
+            let mut flagged = 0;
+            for r in rows.chunks_exact(SAMPLE_FRAUD_FEATURES.len()) {
+                let row = [r[0], r[6], r[1], r[8], r[9]];
+                flagged += usize::from(forest.score_row(&row).unwrap().is_anomaly());
+            }
+            assert!((5..=60).contains(&flagged), "{flagged} of 2000 flagged");
+            let profile =
+                infermesh_drift::file::read_profile(&v.join(infermesh_drift::file::REFERENCE_FILE))
+                    .unwrap()
+                    .unwrap();
+            let cols: Vec<&str> = profile.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(cols.last(), Some(&"is_anomaly"));
+            assert_eq!(cols.len(), SAMPLE_ANOMALY_FEATURES.len() + 2);
         }
     }
 

@@ -266,3 +266,61 @@ async fn a_model_can_opt_out_and_a_sample_rate_of_zero_logs_nothing() {
     };
     assert!(args.validate().unwrap().log.is_none());
 }
+
+/// The recommender's scores: typed `Recommend` answers are logged as the V2 API answers them
+/// (`score_0` best first ..., no user or item ids) and compared with the scores the sample
+/// recommender gives its training users (its drift reference).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommendation_scores_are_logged_and_watched() {
+    use infermesh_proto::v1::recommender_client::RecommenderClient;
+    let repo = sample_repo();
+    assert!(repo.path().join("recs/1/drift_reference.parquet").is_file());
+    let log_dir = tempfile::tempdir().unwrap();
+    let mut args = common::args(repo.path(), 0.0, 8 << 20);
+    args.monitor = infermesh_server::MonitorArgs {
+        log_dir: Some(log_dir.path().to_path_buf()),
+        log_sample_rate: 1.0,
+        drift_interval: 3600.0,
+        drift_window: 100,
+        drift_min_rows: 30,
+        ..Default::default()
+    };
+    let s = infermesh_server::start(args.validate().unwrap())
+        .await
+        .unwrap();
+    let mut c = RecommenderClient::connect(format!("http://{}", s.grpc_addr))
+        .await
+        .unwrap();
+    for u in 1..=50 {
+        let r = c
+            .recommend(v1::RecommendRequest {
+                user_id: format!("u{u}"),
+                k: 10,
+                model_name: "recs".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.items.len(), 10);
+    }
+    let e = s.monitoring.drift().unwrap().evaluate_now();
+    let recs = e.iter().find(|e| e.model == "recs").expect("recs is watched");
+    assert_eq!(recs.rows, 50);
+    let tested: Vec<&str> = recs.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(tested.contains(&"score_0") && tested.contains(&"score_9"), "{tested:?}");
+    // The same users as the reference's: their scores did not drift.
+    assert!(!recs.dataset_drift, "{recs:?}");
+
+    s.monitoring.log().unwrap().flush(Duration::from_secs(10));
+    let files: Vec<PathBuf> = parquet_files(log_dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/recs/"))
+        .collect();
+    assert!(!files.is_empty());
+    let df = read(&files[0]);
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    assert!(names.contains(&"score_0".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("user") || n.contains("item")), "{names:?}");
+    s.shutdown().await.unwrap();
+}

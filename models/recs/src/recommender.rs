@@ -107,6 +107,55 @@ pub struct Recommender {
     options: ServeOptions,
 }
 
+/// The k of [`reference_scores`] in the drift references the jobs write (the typed API's
+/// and the gateway's usual list length).
+pub const REFERENCE_K: usize = 10;
+/// Most training users a drift reference scores.
+pub const REFERENCE_MAX_USERS: usize = 100_000;
+
+/// The drift reference of a recommender's scores: for each training user, the top-`k`
+/// scores the server answers by default (seen items left out, no filter, the trained blend),
+/// best first, as the columns `score_0` .. `score_{k-1}` the server's monitor observes. At
+/// most `max_users` users (the first ones). A user with fewer than `k` candidates gets
+/// missing (NaN) scores past its last one.
+pub fn reference_scores(
+    art: &RecsArtifact,
+    k: usize,
+    max_users: usize,
+) -> Result<Vec<(String, Vec<f32>)>, RecsError> {
+    let rec = Recommender::new(
+        art.clone(),
+        ServeOptions {
+            blend: art.blend,
+            max_k: k.max(1),
+            unknown_user: UnknownUser::Popularity,
+        },
+    )?;
+    let users = &art.users.ids()[..art.users.len().min(max_users)];
+    let mut columns = vec![Vec::with_capacity(users.len()); k];
+    for user in users {
+        let r = rec.recommend(&Query {
+            user,
+            k,
+            exclude_seen: true,
+            include: &[],
+            exclude: &[],
+            item_features: &[],
+            recent: &[],
+            recent_mode: RecentMode::Context,
+            user_features: &[],
+        })?;
+        for (j, column) in columns.iter_mut().enumerate() {
+            column.push(r.items.get(j).map_or(f32::NAN, |(_, s)| *s));
+        }
+    }
+    Ok(columns
+        .into_iter()
+        .enumerate()
+        .map(|(j, c)| (format!("score_{j}"), c))
+        .collect())
+}
+
 impl Recommender {
     /// Prepares `art` for serving with `options`.
     pub fn new(art: RecsArtifact, options: ServeOptions) -> Result<Self, RecsError> {
