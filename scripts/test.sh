@@ -9,7 +9,9 @@
 # (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, the official Ollama
 # Python client against `infermesh llm serve`, Evidently itself against `infermesh drift` on
 # fresh random tables (and its HTML report in headless Chromium), MLflow's own Python client reading
-# back what the Rust MLflow client logged, and the Airflow DAGs run with `airflow dags test`.
+# back what the Rust MLflow client logged, the Airflow DAGs run with `airflow dags test`, and the
+# Grafana dashboards' and Prometheus rules' queries evaluated by a real Prometheus scraping
+# `infermesh up` under load, its alerts routed by a real Alertmanager.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/fetch_models.sh"
 source "$(dirname "$0")/services.sh"
@@ -61,10 +63,12 @@ start_mlflow
 start_redis_if_needed
 start_postgres_if_needed
 
-log "Prometheus rules: promtool check and unit tests"
+log "Prometheus rules (promtool check and unit tests), Alertmanager routes (amtool), dashboards current"
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules/*.yml
 promtool test rules deploy/prometheus/tests/*.yml
+deploy/alertmanager/tests/check_routes.sh
+python3 tools/gen_dashboards.py --check
 
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -84,6 +88,10 @@ INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
 log "Evidently's DataDriftPreset against infermesh drift on fresh random tables; the HTML report in headless Chromium"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-drift/bin/python" -m pytest -q -p no:warnings tests/drift
+
+log "the Grafana dashboards and the rules against a real Prometheus and Alertmanager scraping infermesh up"
+INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-drift/bin/python" -m pytest -q tests/prometheus
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow
