@@ -212,18 +212,18 @@ pub fn observe_rows(
     names: &[String],
     features: &[f32],
 ) -> Option<Pending> {
-    let monitor = version.monitor()?;
     let width = names.len();
     if width == 0 || width > MAX_OBSERVED_WIDTH || !features.len().is_multiple_of(width) {
         return None;
     }
     let rows = features.len() / width;
-    let selection = monitor.select(rows).filter(|s| !s.is_empty())?;
-    let columns = names
+    let mut pending = observe_answers(version, rows)?;
+    pending.columns = names
         .iter()
         .enumerate()
         .map(|(j, name)| {
-            let col = selection
+            let col = pending
+                .selection
                 .rows
                 .iter()
                 .map(|&r| features[r * width + j])
@@ -231,15 +231,7 @@ pub fn observe_rows(
             (name.clone(), ObservedColumn::Number(col))
         })
         .collect();
-    Some(Pending {
-        monitor: monitor.clone(),
-        rows: selection.rows.len(),
-        request_rows: rows,
-        selection,
-        request_id: None,
-        columns,
-        output_names: None,
-    })
+    Some(pending)
 }
 
 /// Starts observing `rows` answers of a typed service whose inputs are not features (the

@@ -82,6 +82,28 @@ fn shifted(n: usize) -> Vec<f32> {
     rows
 }
 
+/// A server over `repo` logging every row into `log_dir`, its live drift evaluated by the
+/// test (`evaluate_now`), not by the clock.
+async fn start_monitored(
+    repo: &Path,
+    log_dir: &Path,
+    drift_window: usize,
+    drift_min_rows: usize,
+) -> infermesh_server::RunningServer {
+    let mut args = common::args(repo, 0.0, 8 << 20);
+    args.monitor = infermesh_server::MonitorArgs {
+        log_dir: Some(log_dir.to_path_buf()),
+        log_sample_rate: 1.0,
+        drift_interval: 3600.0,
+        drift_window,
+        drift_min_rows,
+        ..Default::default()
+    };
+    infermesh_server::start(args.validate().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_logged_to_parquet_and_drift_reaches_the_gauges() {
     let repo = sample_repo();
@@ -92,19 +114,7 @@ async fn requests_are_logged_to_parquet_and_drift_reaches_the_gauges() {
         "the sample model carries its drift reference"
     );
     let log_dir = tempfile::tempdir().unwrap();
-    let mut args = common::args(repo.path(), 0.0, 8 << 20);
-    args.monitor = infermesh_server::MonitorArgs {
-        log_dir: Some(log_dir.path().to_path_buf()),
-        log_sample_rate: 1.0,
-        // Evaluated by the test (evaluate_now), not by the clock.
-        drift_interval: 3600.0,
-        drift_window: 300,
-        drift_min_rows: 100,
-        ..Default::default()
-    };
-    let s = infermesh_server::start(args.validate().unwrap())
-        .await
-        .unwrap();
+    let s = start_monitored(repo.path(), log_dir.path(), 300, 100).await;
     let drift = s.monitoring.drift().expect("live drift is on");
     let c = reqwest::Client::new();
 
@@ -276,18 +286,7 @@ async fn recommendation_scores_are_logged_and_watched() {
     let repo = sample_repo();
     assert!(repo.path().join("recs/1/drift_reference.parquet").is_file());
     let log_dir = tempfile::tempdir().unwrap();
-    let mut args = common::args(repo.path(), 0.0, 8 << 20);
-    args.monitor = infermesh_server::MonitorArgs {
-        log_dir: Some(log_dir.path().to_path_buf()),
-        log_sample_rate: 1.0,
-        drift_interval: 3600.0,
-        drift_window: 100,
-        drift_min_rows: 30,
-        ..Default::default()
-    };
-    let s = infermesh_server::start(args.validate().unwrap())
-        .await
-        .unwrap();
+    let s = start_monitored(repo.path(), log_dir.path(), 100, 30).await;
     let mut c = RecommenderClient::connect(format!("http://{}", s.grpc_addr))
         .await
         .unwrap();
@@ -305,10 +304,16 @@ async fn recommendation_scores_are_logged_and_watched() {
         assert_eq!(r.items.len(), 10);
     }
     let e = s.monitoring.drift().unwrap().evaluate_now();
-    let recs = e.iter().find(|e| e.model == "recs").expect("recs is watched");
+    let recs = e
+        .iter()
+        .find(|e| e.model == "recs")
+        .expect("recs is watched");
     assert_eq!(recs.rows, 50);
     let tested: Vec<&str> = recs.columns.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(tested.contains(&"score_0") && tested.contains(&"score_9"), "{tested:?}");
+    assert!(
+        tested.contains(&"score_0") && tested.contains(&"score_9"),
+        "{tested:?}"
+    );
     // The same users as the reference's: their scores did not drift.
     assert!(!recs.dataset_drift, "{recs:?}");
 
@@ -319,8 +324,17 @@ async fn recommendation_scores_are_logged_and_watched() {
         .collect();
     assert!(!files.is_empty());
     let df = read(&files[0]);
-    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert!(names.contains(&"score_0".to_string()), "{names:?}");
-    assert!(!names.iter().any(|n| n.contains("user") || n.contains("item")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("user") || n.contains("item")),
+        "{names:?}"
+    );
     s.shutdown().await.unwrap();
 }

@@ -268,29 +268,22 @@ pub fn embedding_drift(
             &default
         }
     };
+    let rule = |threshold: f64, bootstrap: Option<bool>, quantile: f64| Rule {
+        threshold,
+        bootstrap: bootstrap.unwrap_or(false),
+        quantile,
+    };
     let (score, detected) = match *method {
         EmbeddingMethod::Model {
             threshold,
             bootstrap,
             quantile_probability,
-        } => model_drift(
-            &x,
-            &y,
-            threshold,
-            bootstrap.unwrap_or(false),
-            quantile_probability,
-        )?,
+        } => model_drift(&x, &y, rule(threshold, bootstrap, quantile_probability))?,
         EmbeddingMethod::Mmd {
             threshold,
             bootstrap,
             quantile_probability,
-        } => mmd_drift(
-            &x,
-            &y,
-            threshold,
-            bootstrap.unwrap_or(false),
-            quantile_probability,
-        )?,
+        } => mmd_drift(&x, &y, rule(threshold, bootstrap, quantile_probability))?,
         EmbeddingMethod::Distance {
             dist,
             threshold,
@@ -300,9 +293,7 @@ pub fn embedding_drift(
             &x,
             &y,
             dist,
-            threshold,
-            bootstrap.unwrap_or(false),
-            quantile_probability,
+            rule(threshold, bootstrap, quantile_probability),
         ),
         EmbeddingMethod::Ratio {
             component_stattest,
@@ -315,6 +306,16 @@ pub fn embedding_drift(
         drift_detected: detected,
         method_name: method.name(),
     })
+}
+
+/// How a score becomes a decision: above `threshold`, or with `bootstrap` above the
+/// `quantile` percentile of the resampled scores (of the reference, or of random
+/// predictions).
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    threshold: f64,
+    bootstrap: bool,
+    quantile: f64,
 }
 
 /// Row-major rows.
@@ -358,13 +359,7 @@ impl<'a> Rows<'a> {
 
 // ---- model: the domain classifier ----
 
-fn model_drift(
-    x: &Rows<'_>,
-    y: &Rows<'_>,
-    threshold: f64,
-    bootstrap: bool,
-    quantile: f64,
-) -> Result<(f64, bool), DriftError> {
+fn model_drift(x: &Rows<'_>, y: &Rows<'_>, rule: Rule) -> Result<(f64, bool), DriftError> {
     let n = x.n + y.n;
     if n < 4 {
         return Err(DriftError::BadOption(
@@ -400,8 +395,8 @@ fn model_drift(
             .map_err(|e| DriftError::BadOption(format!("the test half cannot be scored: {e}")))
     };
     let roc = auc(&proba)?;
-    if !bootstrap {
-        return Ok((roc, roc > threshold));
+    if !rule.bootstrap {
+        return Ok((roc, roc > rule.threshold));
     }
     let random = (0..N_BOOTSTRAP)
         .map(|i| {
@@ -410,7 +405,7 @@ fn model_drift(
             auc(&scores)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((roc, roc > percentile(&random, 100.0 * quantile)))
+    Ok((roc, roc > percentile(&random, 100.0 * rule.quantile)))
 }
 
 // ---- mmd ----
@@ -472,13 +467,7 @@ fn mmd2u(kx: f64, ky: f64, kxy: f64, m: f64, n: f64) -> f64 {
     1.0 / (m * (m - 1.0)) * (kx - m) + 1.0 / (n * (n - 1.0)) * (ky - n) - 2.0 / (m * n) * kxy
 }
 
-fn mmd_drift(
-    x: &Rows<'_>,
-    y: &Rows<'_>,
-    threshold: f64,
-    bootstrap: bool,
-    quantile: f64,
-) -> Result<(f64, bool), DriftError> {
+fn mmd_drift(x: &Rows<'_>, y: &Rows<'_>, rule: Rule) -> Result<(f64, bool), DriftError> {
     let (m, n) = (x.n, y.n);
     if m + n > MAX_MMD_ROWS {
         return Err(DriftError::BadOption(format!(
@@ -505,51 +494,22 @@ fn mmd_drift(
     let gamma = 1.0 / sigma2;
     let all_x: Vec<usize> = (0..m).collect();
     let all_y: Vec<usize> = (0..n).collect();
-    let kx = kernel_sum(
-        Picked {
-            rows: x,
-            norms: nx,
-            idx: &all_x,
-        },
-        Picked {
-            rows: x,
-            norms: nx,
-            idx: &all_x,
-        },
-        gamma,
-        true,
-    );
-    let ky = kernel_sum(
-        Picked {
-            rows: y,
-            norms: ny,
-            idx: &all_y,
-        },
-        Picked {
-            rows: y,
-            norms: ny,
-            idx: &all_y,
-        },
-        gamma,
-        true,
-    );
-    let kxy = kernel_sum(
-        Picked {
-            rows: x,
-            norms: nx,
-            idx: &all_x,
-        },
-        Picked {
-            rows: y,
-            norms: ny,
-            idx: &all_y,
-        },
-        gamma,
-        false,
-    );
+    let px = Picked {
+        rows: x,
+        norms: nx,
+        idx: &all_x,
+    };
+    let py = Picked {
+        rows: y,
+        norms: ny,
+        idx: &all_y,
+    };
+    let kx = kernel_sum(px, px, gamma, true);
+    let ky = kernel_sum(py, py, gamma, true);
+    let kxy = kernel_sum(px, py, gamma, false);
     let value = mmd2u(kx, ky, kxy, m as f64, n as f64);
-    if !bootstrap {
-        return Ok((value.max(0.0), value > threshold));
+    if !rule.bootstrap {
+        return Ok((value.max(0.0), value > rule.threshold));
     }
     // The bandwidth of the reference alone (its sample against itself, zeros included).
     let dx: Vec<f64> = sx
@@ -573,35 +533,7 @@ fn mmd_drift(
         let xi = r.choice(m, x_size);
         let yi = r.choice(m, y_size);
         // K[idx][:, idx] keeps repeated rows; its diagonal is K[i, i] = 1.
-        let kxx = kernel_sum(
-            Picked {
-                rows: x,
-                norms: nx,
-                idx: &xi,
-            },
-            Picked {
-                rows: x,
-                norms: nx,
-                idx: &xi,
-            },
-            gamma_x,
-            true,
-        );
-        let kyy = kernel_sum(
-            Picked {
-                rows: x,
-                norms: nx,
-                idx: &yi,
-            },
-            Picked {
-                rows: x,
-                norms: nx,
-                idx: &yi,
-            },
-            gamma_x,
-            true,
-        );
-        let kxy = kernel_sum(
+        let (pa, pb) = (
             Picked {
                 rows: x,
                 norms: nx,
@@ -612,30 +544,24 @@ fn mmd_drift(
                 norms: nx,
                 idx: &yi,
             },
-            gamma_x,
-            false,
         );
+        let kxx = kernel_sum(pa, pa, gamma_x, true);
+        let kyy = kernel_sum(pb, pb, gamma_x, true);
+        let kxy = kernel_sum(pa, pb, gamma_x, false);
         values.push(mmd2u(kxx, kyy, kxy, x_size as f64, y_size as f64));
     }
     Ok((
         value.max(0.0),
-        value > percentile(&values, 100.0 * quantile),
+        value > percentile(&values, 100.0 * rule.quantile),
     ))
 }
 
 // ---- distance, ratio ----
 
-fn distance_drift(
-    x: &Rows<'_>,
-    y: &Rows<'_>,
-    dist: Distance,
-    threshold: f64,
-    bootstrap: bool,
-    quantile: f64,
-) -> (f64, bool) {
+fn distance_drift(x: &Rows<'_>, y: &Rows<'_>, dist: Distance, rule: Rule) -> (f64, bool) {
     let value = dist.between(&x.mean(None), &y.mean(None));
-    if !bootstrap {
-        return (value, value > threshold);
+    if !rule.bootstrap {
+        return (value, value > rule.threshold);
     }
     let (m, n) = (x.n, y.n);
     let ref_size = (m * m) / (m + n);
@@ -648,7 +574,7 @@ fn distance_drift(
             dist.between(&x.mean(Some(&a)), &x.mean(Some(&b)))
         })
         .collect();
-    (value, value > percentile(&values, 100.0 * quantile))
+    (value, value > percentile(&values, 100.0 * rule.quantile))
 }
 
 fn ratio_drift(
