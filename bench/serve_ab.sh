@@ -8,8 +8,10 @@
 #          (engine auto), one sentence at concurrency 1 and 32, 32 sentences at concurrency 1;
 #   recs:  the typed loads of bench/recs_serve.sh — Recommender/Recommend top 10 on the
 #          MovieLens 100k model (trained once, by the after binary), concurrency 1 and 32.
-# Usage: [WORKLOAD=trees|text|recs] [ROUNDS=2] bench/serve_ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR
-#   [requests-per-worker]
+# Usage: [WORKLOAD=trees|text|recs] [ROUNDS=2] [BEFORE_FLAGS=...] [AFTER_FLAGS=...]
+#   bench/serve_ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR [requests-per-worker]
+# BEFORE_FLAGS / AFTER_FLAGS are extra `infermesh serve` flags of each side: with one binary
+# dir on both sides they compare configurations (say, the monitor off and on).
 # (each dir holds `infermesh`, and the after dir `infermesh-loadgen`, e.g. copies of
 # $CARGO_TARGET_DIR/release after `cargo build --release -p infermesh -p infermesh-loadgen`
 # at each revision). Both servers are driven by the after dir's load generator, so only the
@@ -102,11 +104,11 @@ loads() {
 }
 
 run() {
-  local BIN=$1 tag=$2 REPO PID GRPC
+  local BIN=$1 tag=$2 flags=$3 REPO PID GRPC
   REPO=$(mktemp -d)
   repository "$REPO"
   "$BIN/infermesh" serve --model-repository "$REPO" --host 127.0.0.1 --http-port 0 --grpc-port 0 \
-    --metrics-port 0 --poll-interval 0 > "$REPO/serve.out" 2>/dev/null &
+    --metrics-port 0 --poll-interval 0 $flags > "$REPO/serve.out" 2>/dev/null &
   PID=$!
   for _ in $(seq 300); do grep -q grpc "$REPO/serve.out" 2>/dev/null && break; sleep 0.1; done
   GRPC=$(sed -n 's/.*grpc \([^ ]*\) .*/\1/p' "$REPO/serve.out")
@@ -114,6 +116,6 @@ run() {
   kill "$PID"; wait "$PID" 2>/dev/null || true; rm -rf "$REPO"
 }
 for _ in $(seq "$ROUNDS"); do
-  run "$BEFORE" before
-  run "$AFTER" after
+  run "$BEFORE" before "${BEFORE_FLAGS:-}"
+  run "$AFTER" after "${AFTER_FLAGS:-}"
 done
