@@ -54,16 +54,6 @@ async fn infer_rows(c: &reqwest::Client, s: &infermesh_server::RunningServer, ro
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-/// The server's Prometheus page.
-async fn metrics_text(s: &infermesh_server::RunningServer) -> String {
-    reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The generator's rows with most features (spend, risk, time, account age) moved far off
 /// the training distribution.
 fn shifted(n: usize) -> Vec<f32> {

@@ -370,12 +370,7 @@ async fn sentiment_races_the_llm_and_falls_back_with_the_reason() {
     assert!(started.elapsed() < Duration::from_millis(2000));
 
     // Fallbacks are counted by reason.
-    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&s).await;
     for needle in [
         r#"infermesh_sentiment_fallbacks_total{model="s-malformed",reason="malformed"} 2"#,
         r#"infermesh_sentiment_fallbacks_total{model="s-down",reason="unavailable"} 2"#,
@@ -564,14 +559,7 @@ async fn identical_texts_reach_the_llm_once() {
             .filter(|b| b["model"] == "cached" && b["prompt"].as_str().unwrap().contains(text))
             .count()
     };
-    let metrics = || async {
-        reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || common::metrics_text(&s);
     let cache_count = |text: &str, result: &str| {
         metric_sum(
             text,

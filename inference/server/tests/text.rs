@@ -854,12 +854,7 @@ async fn tei_and_openai_routes_embed_and_classify() {
     assert!(err.message().contains("602 tokens"), "{err:?}");
 
     // Requests are counted under their protocol.
-    let metrics = reqwest::get(format!("http://{}/metrics", s.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&s).await;
     for protocol in ["tei", "openai"] {
         assert!(
             metrics

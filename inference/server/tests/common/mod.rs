@@ -114,6 +114,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The server's Prometheus page.
+pub async fn metrics_text(s: &RunningServer) -> String {
+    reqwest::get(format!("http://{}/metrics", s.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// GET `url` and parse the body as JSON (panics on transport errors: tests only).
 pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
