@@ -158,54 +158,142 @@ struct RawTree {
 }
 
 /// One tree, flattened: internal nodes test `x[column] <= threshold`; a leaf holds its path
-/// length (depth + `c(n_node_samples)`).
+/// length (depth + `c(n_node_samples)`). The threshold is the artifact's f64 threshold
+/// rounded down to f32: for an f32 value `x`, `x <= t32` exactly when `x <= t` (as
+/// scikit-learn compares its float32 rows).
 #[derive(Debug, Clone)]
-struct Tree {
-    /// Per node: `(column, threshold, left, right)`. A leaf `i` is `(0, +inf, i, i)`: its
-    /// test always holds and leads back to itself, so a walk may step past a leaf. The
-    /// threshold is the artifact's f64 threshold rounded down to f32: for an f32 value `x`,
-    /// `x <= t32` exactly when `x <= t` (as scikit-learn compares its float32 rows).
-    nodes: Vec<(u32, f32, u32, u32)>,
-    /// Per node: the path length of a leaf (unused for internal nodes).
-    path: Vec<f64>,
-    /// The deepest leaf's depth: that many steps from the root reach a leaf on every path.
-    depth: usize,
+enum Tree {
+    /// A tree of depth at most [`COMPLETE_MAX_DEPTH`] (scikit-learn grows its trees to
+    /// `ceil(log2(max_samples))`, 8 by default), laid out as the complete tree of its depth
+    /// `D`: node `a`'s children are `2a + 1` and `2a + 2`, so a walk loads no child index and
+    /// takes exactly `D` steps without a branch. A leaf above the last level becomes a chain
+    /// of tests that always hold (`+inf` thresholds) down to the last level, which holds the
+    /// path lengths.
+    Complete {
+        /// The `2^D - 1` tests `(column, threshold)`, breadth first.
+        tests: Vec<(u32, f32)>,
+        /// The `2^D` path lengths of the last level.
+        leaves: Vec<f64>,
+        /// `D`.
+        depth: u32,
+    },
+    /// Any deeper tree, as its nodes.
+    Linked {
+        /// Per node: `(column, threshold, left, right)`. A leaf `i` is `(0, +inf, i, i)`.
+        nodes: Vec<(u32, f32, u32, u32)>,
+        /// Per node: the path length of a leaf (unused for internal nodes).
+        path: Vec<f64>,
+    },
 }
+
+/// The deepest tree laid out as a complete tree (2 x 1,023 tests and 1,024 leaves, 16 KiB).
+const COMPLETE_MAX_DEPTH: usize = 10;
 
 impl Tree {
     fn path_length(&self, row: &[f32]) -> f64 {
-        let mut at = 0usize;
-        loop {
-            let (column, threshold, left, right) = self.nodes[at];
-            if threshold == f32::INFINITY {
-                return self.path[at];
+        match self {
+            Tree::Complete {
+                tests,
+                leaves,
+                depth,
+            } => {
+                let mut at = 0usize;
+                for _ in 0..*depth {
+                    let (column, threshold) = tests[at];
+                    at = 2 * at + 1 + usize::from(row[column as usize] > threshold);
+                }
+                leaves[at - tests.len()]
             }
-            at = if row[column as usize] <= threshold {
-                left as usize
-            } else {
-                right as usize
-            };
+            Tree::Linked { nodes, path } => {
+                let mut at = 0usize;
+                loop {
+                    let (column, threshold, left, right) = nodes[at];
+                    if threshold == f32::INFINITY {
+                        return path[at];
+                    }
+                    at = if row[column as usize] <= threshold {
+                        left as usize
+                    } else {
+                        right as usize
+                    };
+                }
+            }
         }
     }
 
-    /// The path lengths of [`LANES`] rows, walked side by side: the walks are independent, so
-    /// their loads overlap instead of waiting on each other (one walk is a chain of dependent
-    /// loads). Every walk takes `depth` steps; one that reaches its leaf early stays there.
-    fn path_lengths(&self, rows: [&[f32]; LANES]) -> [f64; LANES] {
-        let mut at = [0usize; LANES];
-        for _ in 0..self.depth {
-            for (a, row) in at.iter_mut().zip(rows) {
-                let (column, threshold, left, right) = self.nodes[*a];
-                *a = if row[column as usize] <= threshold {
-                    left as usize
-                } else {
-                    right as usize
-                };
+    /// Adds the path lengths of a block's rows to `sums` (`cols`: the block column by
+    /// column, [`BLOCK`] values per column, the rows past `n` padding). A complete tree's
+    /// first [`TOP_LEVELS`] levels are decided for the whole block at once: each test of those
+    /// levels compares a whole column against its threshold (vector instructions, no
+    /// dependent loads), and a row keeps the outcome of the one test its walk reaches. The
+    /// rest of each walk goes node by node, [`LANES`] rows side by side: the walks are
+    /// independent, so their loads overlap instead of waiting on each other.
+    fn add_block(&self, cols: &[[f32; BLOCK]], n: usize, sums: &mut [f64; BLOCK]) {
+        match self {
+            Tree::Complete {
+                tests,
+                leaves,
+                depth,
+            } => {
+                let top = (*depth as usize).min(TOP_LEVELS);
+                let mut pos = [0u32; BLOCK];
+                for level in 0..top {
+                    let first = (1usize << level) - 1;
+                    let mut bit = [0u32; BLOCK];
+                    for (j, &(column, threshold)) in tests[first..2 * first + 1].iter().enumerate()
+                    {
+                        let col = &cols[column as usize];
+                        for ((b, p), x) in bit.iter_mut().zip(&pos).zip(col) {
+                            *b |= u32::from(*p == j as u32) & u32::from(*x > threshold);
+                        }
+                    }
+                    for (p, b) in pos.iter_mut().zip(bit) {
+                        *p = 2 * *p + b;
+                    }
+                }
+                let start = (1usize << top) - 1;
+                let rest = *depth as usize - top;
+                let full = n / LANES * LANES;
+                for (k0, s) in (0..full).step_by(LANES).zip(sums.chunks_exact_mut(LANES)) {
+                    let mut at: [usize; LANES] =
+                        std::array::from_fn(|k| start + pos[k0 + k] as usize);
+                    for _ in 0..rest {
+                        for (k, a) in at.iter_mut().enumerate() {
+                            let (column, threshold) = tests[*a];
+                            *a =
+                                2 * *a + 1 + usize::from(cols[column as usize][k0 + k] > threshold);
+                        }
+                    }
+                    for (s, a) in s.iter_mut().zip(at) {
+                        *s += leaves[a - tests.len()];
+                    }
+                }
+                for r in full..n {
+                    let mut a = start + pos[r] as usize;
+                    for _ in 0..rest {
+                        let (column, threshold) = tests[a];
+                        a = 2 * a + 1 + usize::from(cols[column as usize][r] > threshold);
+                    }
+                    sums[r] += leaves[a - tests.len()];
+                }
+            }
+            Tree::Linked { .. } => {
+                let mut row = vec![0f32; cols.len()];
+                for (r, s) in sums[..n].iter_mut().enumerate() {
+                    for (v, col) in row.iter_mut().zip(cols) {
+                        *v = col[r];
+                    }
+                    *s += self.path_length(&row);
+                }
             }
         }
-        at.map(|a| self.path[a])
     }
 }
+
+/// Rows scored together by [`IsolationForest::score_rows`], each tree over the whole block.
+const BLOCK: usize = 64;
+/// The levels of a complete tree decided a whole block at a time (see [`Tree::add_block`]).
+const TOP_LEVELS: usize = 4;
 
 /// The largest f32 at or below `t` (finite `t`; below f32's range, -inf): an f32 `x` has
 /// `x <= t` exactly when `x <= round_down_f32(t)`. Never +inf (a leaf's mark).
@@ -214,7 +302,7 @@ fn round_down_f32(t: f64) -> f32 {
     if f64::from(c) > t { c.next_down() } else { c }
 }
 
-/// Rows walked side by side by [`IsolationForest::score_rows`].
+/// Rows walked side by side by [`Tree::add_block`].
 const LANES: usize = 8;
 
 /// A loaded Isolation Forest.
@@ -329,7 +417,7 @@ impl IsolationForest {
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
-                build_tree(t, raw.n_features, limits.max_depth)
+                build_tree(t, raw.n_features, limits.max_depth, COMPLETE_MAX_DEPTH)
                     .map_err(|m| invalid(format!("tree {i}: {m}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -381,7 +469,6 @@ impl IsolationForest {
     /// row (each row's trees summed in the same order), computed a block of rows per tree so
     /// that a tree's nodes stay in cache across the block.
     pub fn score_rows(&self, rows: &[f32], out: &mut Vec<Scores>) -> Result<(), ModelError> {
-        const BLOCK: usize = 64;
         let nf = self.n_features;
         if !rows.len().is_multiple_of(nf) {
             return Err(ModelError::InvalidInput(format!(
@@ -391,27 +478,17 @@ impl IsolationForest {
         }
         self.check_finite(rows)?;
         out.reserve(rows.len() / nf);
+        let mut cols = vec![[0f32; BLOCK]; nf];
         for block in rows.chunks(BLOCK * nf) {
             let n = block.len() / nf;
+            for (r, row) in block.chunks_exact(nf).enumerate() {
+                for (col, &v) in cols.iter_mut().zip(row) {
+                    col[r] = v;
+                }
+            }
             let mut depth = [0f64; BLOCK];
-            let full = n / LANES * LANES;
             for tree in &self.trees {
-                for (d, rows) in depth[..full]
-                    .chunks_exact_mut(LANES)
-                    .zip(block.chunks_exact(nf * LANES))
-                {
-                    let rows: [&[f32]; LANES] =
-                        std::array::from_fn(|k| &rows[k * nf..(k + 1) * nf]);
-                    for (d, p) in d.iter_mut().zip(tree.path_lengths(rows)) {
-                        *d += p;
-                    }
-                }
-                for (d, row) in depth[full..n]
-                    .iter_mut()
-                    .zip(block[full * nf..].chunks_exact(nf))
-                {
-                    *d += tree.path_length(row);
-                }
+                tree.add_block(&cols, n, &mut depth);
             }
             out.extend(depth[..n].iter().map(|&d| self.scores_of(d)));
         }
@@ -446,7 +523,14 @@ impl IsolationForest {
     }
 }
 
-fn build_tree(t: RawTree, n_features: usize, max_depth: usize) -> Result<Tree, String> {
+/// Checks and flattens one tree, laid out as a complete tree when it is at most
+/// `complete_max_depth` deep.
+fn build_tree(
+    t: RawTree,
+    n_features: usize,
+    max_depth: usize,
+    complete_max_depth: usize,
+) -> Result<Tree, String> {
     let n = t.children_left.len();
     if n == 0 {
         return Err("no nodes".into());
@@ -526,8 +610,43 @@ fn build_tree(t: RawTree, n_features: usize, max_depth: usize) -> Result<Tree, S
     if let Some(orphan) = (1..n).find(|&i| parents[i] == 0) {
         return Err(format!("node {orphan} has no parent"));
     }
-    let depth = depth.iter().copied().max().unwrap_or(0);
-    Ok(Tree { nodes, path, depth })
+    let deepest = depth.iter().copied().max().unwrap_or(0);
+    if deepest > complete_max_depth {
+        return Ok(Tree::Linked { nodes, path });
+    }
+    let mut tests = vec![(0u32, f32::INFINITY); (1 << deepest) - 1];
+    let mut leaves = vec![0.0; 1 << deepest];
+    fill_complete(&nodes, &path, 0, 0, &mut tests, &mut leaves);
+    Ok(Tree::Complete {
+        tests,
+        leaves,
+        depth: deepest as u32,
+    })
+}
+
+/// Writes the subtree of `node` at position `at` of a complete tree (see [`Tree::Complete`]):
+/// a leaf above the last level fills both sides below it (only the left one is reachable).
+fn fill_complete(
+    nodes: &[(u32, f32, u32, u32)],
+    path: &[f64],
+    node: usize,
+    at: usize,
+    tests: &mut [(u32, f32)],
+    leaves: &mut [f64],
+) {
+    if at >= tests.len() {
+        leaves[at - tests.len()] = path[node];
+        return;
+    }
+    let (column, threshold, left, right) = nodes[node];
+    let (left, right) = if threshold == f32::INFINITY {
+        (node, node)
+    } else {
+        tests[at] = (column, threshold);
+        (left as usize, right as usize)
+    };
+    fill_complete(nodes, path, left, 2 * at + 1, tests, leaves);
+    fill_complete(nodes, path, right, 2 * at + 2, tests, leaves);
 }
 
 impl TabularModel for IsolationForest {
@@ -662,6 +781,47 @@ mod tests {
         f.predict(&[5.0, 0.0, 20.0, 1.0], &mut out).unwrap();
         assert_eq!(out[0], s.score as f32);
         assert_eq!(out[3], s2.decision as f32);
+    }
+
+    #[test]
+    fn complete_and_linked_layouts_score_alike() {
+        let rows: Vec<f32> = (0..3000u32)
+            .map(|i| (i.wrapping_mul(7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let params = train::FitParams {
+            n_estimators: 20,
+            ..train::FitParams::default()
+        };
+        let fitted = train::fit(&rows, 3, &names, &params).unwrap();
+        let raw: RawForest = serde_json::from_value(fitted.artifact.clone()).unwrap();
+        let mut linked = fitted.forest.clone();
+        linked.trees = raw
+            .trees
+            .into_iter()
+            .map(|t| build_tree(t, 3, 256, 0).unwrap())
+            .collect();
+        assert!(
+            linked
+                .trees
+                .iter()
+                .all(|t| matches!(t, Tree::Linked { .. }))
+        );
+        let complete = &fitted.forest;
+        assert!(
+            complete
+                .trees
+                .iter()
+                .all(|t| matches!(t, Tree::Complete { .. }))
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        complete.score_rows(&rows, &mut a).unwrap();
+        linked.score_rows(&rows, &mut b).unwrap();
+        assert_eq!(a, b);
+        for (row, want) in rows.chunks(3).zip(&a) {
+            assert_eq!(complete.score_row(row).unwrap(), *want);
+            assert_eq!(linked.score_row(row).unwrap(), *want);
+        }
     }
 
     #[test]

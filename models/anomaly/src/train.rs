@@ -439,6 +439,23 @@ mod tests {
     }
 
     #[test]
+    fn deep_trees_score_the_same_in_batches() {
+        // 1,500 rows per tree grow trees 11 levels deep: past the complete layout.
+        let rows = blob(1500, 15);
+        let p = FitParams {
+            n_estimators: 5,
+            max_samples: MaxSamples::Count(1500),
+            ..FitParams::default()
+        };
+        let fitted = fit(&rows, 3, &names(), &p).expect("fit");
+        let mut batch = Vec::new();
+        fitted.forest.score_rows(&rows, &mut batch).expect("batch");
+        for (r, b) in rows.chunks(3).zip(&batch) {
+            assert_eq!(fitted.forest.score_row(r).expect("row"), *b);
+        }
+    }
+
+    #[test]
     fn percentile_interpolates_as_numpy() {
         assert_eq!(percentile(vec![1.0, 2.0, 3.0, 4.0], 50.0), 2.5);
         assert_eq!(percentile(vec![3.0, 1.0, 2.0], 0.0), 1.0);
