@@ -167,3 +167,17 @@ pub const DRIFT_EVALUATIONS_TOTAL: &str = "infermesh_drift_evaluations_total";
 pub const DRIFT_EVALUATION_SECONDS: &str = "infermesh_drift_evaluation_seconds";
 /// Versions whose drift reference could not be read (labels: model, version).
 pub const DRIFT_REFERENCE_ERRORS_TOTAL: &str = "infermesh_drift_reference_errors_total";
+
+// Feature store (features/core, features/server).
+
+/// Feature values read (labels: view, status: `present`, `not_found`, `null_value`,
+/// `outside_max_age`).
+pub const FEATURE_VALUES_TOTAL: &str = "infermesh_feature_values_total";
+/// Age of the values read: now minus their event time (labels: view).
+pub const FEATURE_AGE_SECONDS: &str = "infermesh_feature_age_seconds";
+/// Time one online read of a view took, the store round trip included (labels: view).
+pub const FEATURE_READ_SECONDS: &str = "infermesh_feature_read_seconds";
+/// Rows written to the online store (labels: view, outcome: `written`, `skipped_older`).
+pub const FEATURE_WRITES_TOTAL: &str = "infermesh_feature_writes_total";
+/// Online store calls that failed (labels: store, op: `read`, `write`).
+pub const FEATURE_STORE_ERRORS_TOTAL: &str = "infermesh_feature_store_errors_total";

@@ -8,6 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/infermesh/v1/text.proto",
         "proto/infermesh/v1/resume.proto",
         "proto/infermesh/v1/recs.proto",
+        "proto/feast/types/Value.proto",
+        "proto/feast/types/EntityKey.proto",
+        "proto/feast/serving/ServingService.proto",
+        "proto/feast/serving/GrpcServer.proto",
+        "proto/feast/core/Registry.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

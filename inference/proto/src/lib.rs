@@ -10,6 +10,10 @@
 //!   works unmodified. (KServe's own repository messages number `model_name` 1; Triton's, used
 //!   here, number it 2 after `repository_name`.)
 //! - [`v1`]: the typed `infermesh.v1` services for product APIs.
+//! - [`feast`]: Feast 0.67's online-serving messages and services (`feast.types`,
+//!   `feast.serving`, the registry's `feast.core`) and [`grpc_feature_server`] (the
+//!   package-less `GrpcFeatureServer` of `feast listen`), written to Feast's names and field
+//!   numbers (see `docs/feast.md`).
 
 /// KServe V2 (`package inference`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
@@ -21,6 +25,33 @@ pub mod inference {
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("infermesh.v1");
+}
+
+/// Feast's messages and services.
+pub mod feast {
+    /// `package feast.types`: values and entity keys.
+    #[allow(missing_docs, missing_debug_implementations, clippy::all)]
+    pub mod types {
+        tonic::include_proto!("feast.types");
+    }
+    /// `package feast.serving`: `ServingService` and its messages.
+    #[allow(missing_docs, missing_debug_implementations, clippy::all)]
+    pub mod serving {
+        tonic::include_proto!("feast.serving");
+    }
+    /// `package feast.core`: the registry (the part online serving reads).
+    #[allow(missing_docs, missing_debug_implementations, clippy::all)]
+    pub mod core {
+        tonic::include_proto!("feast.core");
+    }
+}
+
+/// `GrpcFeatureServer`, the service of `feast listen` (declared without a package).
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod grpc_feature_server {
+    // The generated code names the feast packages from the root.
+    use super::feast;
+    tonic::include_proto!("_");
 }
 
 /// The encoded `FileDescriptorSet` of every proto, for gRPC reflection.
