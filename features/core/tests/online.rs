@@ -310,7 +310,9 @@ async fn bad_writes_are_refused() -> Result<()> {
     ];
     for r in cases {
         assert!(
-            write_rows(&registry, &store, std::slice::from_ref(&r)).await.is_err(),
+            write_rows(&registry, &store, std::slice::from_ref(&r))
+                .await
+                .is_err(),
             "{r:?}"
         );
     }
