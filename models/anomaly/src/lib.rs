@@ -186,7 +186,7 @@ enum Tree {
     },
 }
 
-/// The deepest tree laid out as a complete tree (2 x 1,023 tests and 1,024 leaves, 16 KiB).
+/// The deepest tree laid out as a complete tree (1,023 tests and 1,024 leaves, 16 KiB).
 const COMPLETE_MAX_DEPTH: usize = 10;
 
 impl Tree {
