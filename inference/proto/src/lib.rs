@@ -54,8 +54,13 @@ pub mod grpc_feature_server {
     tonic::include_proto!("_");
 }
 
-/// The encoded `FileDescriptorSet` of every proto, for gRPC reflection.
+/// The encoded `FileDescriptorSet` of the inference server's protos (KServe V2 and
+/// `infermesh.v1`), for its gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of Feast's protos, for the feature server's reflection.
+pub const FEAST_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/feast_descriptor.bin"));
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -184,6 +189,18 @@ mod tests {
         assert!(has(b"FraudScoring"));
         assert!(has(b"Recommender"));
         assert!(has(b"TextEmbedding") && has(b"Categorizer") && has(b"ResumeMatcher"));
+        assert!(
+            !has(b"GrpcFeatureServer"),
+            "Feast's services are the feature server's"
+        );
+        // Feast's five files and the two well-known types they import.
+        assert_eq!(prost_types_free_decode(super::FEAST_FILE_DESCRIPTOR_SET), 7);
+        let feast = |needle: &[u8]| {
+            super::FEAST_FILE_DESCRIPTOR_SET
+                .windows(needle.len())
+                .any(|w| w == needle)
+        };
+        assert!(feast(b"GrpcFeatureServer") && feast(b"ServingService"));
     }
 
     /// Counts the files in the descriptor set without pulling in prost-types: field 1 of
