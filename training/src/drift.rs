@@ -366,9 +366,7 @@ impl DriftArgs {
             None => current.clone(),
         };
         // Both tables at once: each read alone leaves a core idle part of the time.
-        let reference_path = registered
-            .as_ref()
-            .map_or(reference.as_path(), |r| &r.profile);
+        let reference_path = registered.as_ref().map_or(reference.as_path(), |r| &r.profile);
         let (reference, current) = rayon::join(
             || read_reference(reference_path, self.separator),
             || read(&current, self.separator),
@@ -757,8 +755,8 @@ fn read_unquoted(
     let columns = (0..nf)
         .into_par_iter()
         .map(|i| {
-            let parts: Vec<&[Option<&str>]> = split.iter().map(|c| c[i].as_slice()).collect();
-            (names[i].to_owned(), pandas_typed_parts(&parts))
+            let cells: Vec<Option<&str>> = split.iter().flat_map(|c| c[i].iter().copied()).collect();
+            (names[i].to_owned(), pandas_typed(&cells))
         })
         .collect();
     Ok(Some(columns))
@@ -813,18 +811,10 @@ fn cell(raw: Option<&str>) -> Option<&str> {
 /// One pass while the cells are integers; the first one that is not switches to floats,
 /// every cell then parsed as a float (`"-0"` is the float -0.0).
 pub fn pandas_typed(cells: &[Option<&str>]) -> Values {
-    pandas_typed_parts(&[cells])
-}
-
-/// [`pandas_typed`] of a column held in parts (one per chunk of lines), read in order
-/// without first copying them into one.
-fn pandas_typed_parts(parts: &[&[Option<&str>]]) -> Values {
-    let cells = || parts.iter().flat_map(|p| p.iter());
-    let len = parts.iter().map(|p| p.len()).sum();
-    let mut ints = Vec::with_capacity(len);
+    let mut ints = Vec::with_capacity(cells.len());
     let mut any_missing = false;
     let mut all_ints = true;
-    for c in cells() {
+    for c in cells {
         match c {
             None => {
                 any_missing = true;
@@ -844,15 +834,16 @@ fn pandas_typed_parts(parts: &[&[Option<&str>]]) -> Values {
             return Values::Int(ints);
         }
         return Values::Float(
-            cells()
+            cells
+                .iter()
                 .zip(ints)
                 .map(|(c, v)| if c.is_some() { v as f64 } else { f64::NAN })
                 .collect(),
         );
     }
     drop(ints);
-    let mut floats = Vec::with_capacity(len);
-    let all_numbers = cells().all(|c| match c {
+    let mut floats = Vec::with_capacity(cells.len());
+    let all_numbers = cells.iter().all(|c| match c {
         None => {
             floats.push(f64::NAN);
             true
@@ -873,10 +864,10 @@ fn pandas_typed_parts(parts: &[&[Option<&str>]]) -> Values {
         "False" | "FALSE" | "false" => Some(false),
         _ => None,
     };
-    if cells().flatten().all(|s| as_bool(s).is_some()) {
-        return Values::Bool(cells().map(|c| c.and_then(as_bool)).collect());
+    if cells.iter().flatten().all(|s| as_bool(s).is_some()) {
+        return Values::Bool(cells.iter().map(|c| c.and_then(as_bool)).collect());
     }
-    Values::Str(cells().map(|c| c.map(String::from)).collect())
+    Values::Str(cells.iter().map(|c| c.map(String::from)).collect())
 }
 
 /// A typed (Parquet) column as pandas holds it.
