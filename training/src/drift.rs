@@ -366,7 +366,9 @@ impl DriftArgs {
             None => current.clone(),
         };
         // Both tables at once: each read alone leaves a core idle part of the time.
-        let reference_path = registered.as_ref().map_or(reference.as_path(), |r| &r.profile);
+        let reference_path = registered
+            .as_ref()
+            .map_or(reference.as_path(), |r| &r.profile);
         let (reference, current) = rayon::join(
             || read_reference(reference_path, self.separator),
             || read(&current, self.separator),
@@ -755,7 +757,8 @@ fn read_unquoted(
     let columns = (0..nf)
         .into_par_iter()
         .map(|i| {
-            let cells: Vec<Option<&str>> = split.iter().flat_map(|c| c[i].iter().copied()).collect();
+            let cells: Vec<Option<&str>> =
+                split.iter().flat_map(|c| c[i].iter().copied()).collect();
             (names[i].to_owned(), pandas_typed(&cells))
         })
         .collect();
