@@ -211,43 +211,40 @@ impl FeatureRegistry {
                 value_type: ValueType::try_from(s.value_type).unwrap_or(ValueType::Invalid),
             })
             .collect();
-        let mut views = Vec::new();
-        for v in &reg.feature_views {
-            let Some(s) = &v.spec else { continue };
-            if !in_project(&s.project) || s.disabled {
-                continue;
-            }
-            let state = v.meta.as_ref().map(|m| m.state).unwrap_or_default();
-            views.push(feast_view(
-                &s.name,
-                &s.entities,
-                &s.entity_columns,
-                &s.features,
-                s.ttl.as_ref(),
-                s.stream_source.as_ref(),
-                s.batch_source.as_ref(),
-                state,
-                &entities,
-            )?);
-        }
-        for v in &reg.stream_feature_views {
-            let Some(s) = &v.spec else { continue };
-            if !in_project(&s.project) {
-                continue;
-            }
-            let state = v.meta.as_ref().map(|m| m.state).unwrap_or_default();
-            views.push(feast_view(
-                &s.name,
-                &s.entities,
-                &s.entity_columns,
-                &s.features,
-                s.ttl.as_ref(),
-                s.stream_source.as_ref(),
-                s.batch_source.as_ref(),
-                state,
-                &entities,
-            )?);
-        }
+        // Feature views and stream feature views share what serving reads.
+        let plain = reg.feature_views.iter().filter_map(|v| {
+            let s = v.spec.as_ref().filter(|s| !s.disabled)?;
+            Some(ViewSpec {
+                name: &s.name,
+                project: &s.project,
+                entities: &s.entities,
+                entity_columns: &s.entity_columns,
+                features: &s.features,
+                ttl: s.ttl.as_ref(),
+                stream_source: s.stream_source.as_ref(),
+                batch_source: s.batch_source.as_ref(),
+                state: v.meta.as_ref().map(|m| m.state).unwrap_or_default(),
+            })
+        });
+        let stream = reg.stream_feature_views.iter().filter_map(|v| {
+            let s = v.spec.as_ref()?;
+            Some(ViewSpec {
+                name: &s.name,
+                project: &s.project,
+                entities: &s.entities,
+                entity_columns: &s.entity_columns,
+                features: &s.features,
+                ttl: s.ttl.as_ref(),
+                stream_source: s.stream_source.as_ref(),
+                batch_source: s.batch_source.as_ref(),
+                state: v.meta.as_ref().map(|m| m.state).unwrap_or_default(),
+            })
+        });
+        let views = plain
+            .chain(stream)
+            .filter(|v| in_project(v.project))
+            .map(|v| feast_view(&v, &entities))
+            .collect::<Result<Vec<_>, String>>()?;
         let services = reg
             .feature_services
             .iter()
@@ -534,18 +531,31 @@ fn pick_project<'a>(projects: &'a [String], wanted: Option<&'a str>) -> Result<&
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn feast_view(
-    name: &str,
-    entity_names: &[String],
-    entity_columns: &[pb::FeatureSpecV2],
-    features: &[pb::FeatureSpecV2],
-    ttl: Option<&prost_types::Duration>,
-    stream_source: Option<&pb::DataSource>,
-    batch_source: Option<&pb::DataSource>,
+/// What serving reads of a Feast feature view or stream feature view.
+struct ViewSpec<'a> {
+    name: &'a str,
+    project: &'a str,
+    entities: &'a [String],
+    entity_columns: &'a [pb::FeatureSpecV2],
+    features: &'a [pb::FeatureSpecV2],
+    ttl: Option<&'a prost_types::Duration>,
+    stream_source: Option<&'a pb::DataSource>,
+    batch_source: Option<&'a pb::DataSource>,
     state: i32,
-    entities: &[Entity],
-) -> Result<FeatureView, String> {
+}
+
+fn feast_view(v: &ViewSpec<'_>, entities: &[Entity]) -> Result<FeatureView, String> {
+    let ViewSpec {
+        name,
+        entities: entity_names,
+        entity_columns,
+        features,
+        ttl,
+        stream_source,
+        batch_source,
+        state,
+        ..
+    } = *v;
     let join_keys = if entity_columns.is_empty() {
         entity_names
             .iter()
