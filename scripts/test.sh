@@ -8,7 +8,8 @@
 # the Rust workspace (unit + integration, servers on port 0), the unmodified tritonclient
 # (pip, http and grpc) and OpenAI Python client against a real `infermesh serve`, the official Ollama
 # Python client against `infermesh llm serve`, Evidently itself against `infermesh drift` on
-# fresh random tables (and its HTML report in headless Chromium), MLflow's own Python client reading
+# fresh random tables (and its HTML report in headless Chromium), Feast's SDK against the
+# feature store both ways, MLflow's own Python client reading
 # back what the Rust MLflow client logged, the Airflow DAGs run with `airflow dags test`, and the
 # Grafana dashboards' and Prometheus rules' queries evaluated by a real Prometheus scraping
 # `infermesh up` under load, its alerts routed by a real Alertmanager.
@@ -27,6 +28,9 @@ AIRFLOW_INSTALL=$!
 (ensure_venv venv-drift tests/drift/requirements.txt 'import evidently, pandas, pyarrow, pytest') \
   > "$CACHE/venv-drift.install.log" 2>&1 &
 DRIFT_INSTALL=$!
+(ensure_venv venv-feast tests/feast/requirements.txt 'import feast, redis, grpc, pandas, pytest') \
+  > "$CACHE/venv-feast.install.log" 2>&1 &
+FEAST_INSTALL=$!
 ensure_chromium > "$CACHE/chromium.install.log" 2>&1 &
 CHROMIUM_INSTALL=$!
 ensure_prometheus > "$CACHE/prometheus.install.log" 2>&1 &
@@ -45,7 +49,8 @@ ensure_venv venv-ollama tests/ollama/requirements.txt 'import ollama, pytest'
 log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
-for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL" "drift:$DRIFT_INSTALL"; do
+for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL" "drift:$DRIFT_INSTALL" \
+  "feast:$FEAST_INSTALL"; do
   if ! wait "${pair#*:}"; then
     cat "$CACHE/venv-${pair%%:*}.install.log" >&2
     echo "installing ${pair%%:*} failed" >&2
@@ -92,6 +97,10 @@ INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
 log "the Grafana dashboards and the rules against a real Prometheus and Alertmanager scraping infermesh up"
 INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
   "$CACHE/venv-drift/bin/python" -m pytest -q tests/prometheus
+
+log "Feast 0.67's SDK against infermesh's feature store, both ways (Redis, remote store, gRPC stubs)"
+INFERMESH_BIN="$CARGO_TARGET_DIR/debug/infermesh" \
+  "$CACHE/venv-feast/bin/python" -m pytest -q -p no:warnings tests/feast
 
 log "MLflow's Python client reads back what the Rust client logged"
 "$CACHE/venv-mlflow/bin/python" -m pytest -q tests/mlflow

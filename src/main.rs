@@ -60,6 +60,11 @@ enum Command {
     #[cfg(feature = "llm")]
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// The Feast-compatible feature store: `infermesh features serve` (Feast's HTTP and gRPC
+    /// APIs on 6566, over Redis in Feast's layout or memory) and `infermesh features
+    /// materialize` (a CSV/Parquet file's latest values per entity into the store).
+    #[command(subcommand)]
+    Features(infermesh_feature_server::FeaturesCommand),
     /// Pipelines (`infermesh pipeline llm`: the LLM side-channel worker; `infermesh pipeline
     /// reviews`: the reviews pipeline).
     #[command(subcommand)]
@@ -157,6 +162,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Gateway(_) => "infermesh-gateway",
             #[cfg(feature = "llm")]
             Command::Llm(_) => "infermesh-llm",
+            Command::Features(infermesh_feature_server::FeaturesCommand::Serve(_)) => {
+                "infermesh-features"
+            }
             Command::Pipeline(PipelineCommand::Llm(_)) => "infermesh-pipeline-llm",
             Command::Pipeline(PipelineCommand::Reviews(_)) => "infermesh-pipeline-reviews",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
@@ -165,6 +173,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             | Command::Eval(_)
             | Command::Drift(_)
             | Command::Ab(_)
+            | Command::Features(_)
             | Command::Promote(_)
             | Command::Register(_) => "infermesh-job",
         };
@@ -185,6 +194,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(args) => up(args).await?,
             Command::Ab(cmd) => write_stdout(&cmd.run().await?)?,
+            Command::Features(cmd) => cmd.run().await?,
             #[cfg(feature = "llm")]
             Command::Llm(LlmCommand::Serve(args)) => {
                 let cfg = args.validate()?;

@@ -45,6 +45,10 @@ pub(crate) struct UpArgs {
     /// Gateway metrics port.
     #[arg(long, default_value_t = 8082)]
     pub(crate) gateway_metrics_port: u16,
+    /// Feature server port (Feast's HTTP and gRPC APIs over the in-memory store holding the
+    /// shared features of the sample users and devices).
+    #[arg(long, default_value_t = infermesh_feature_server::DEFAULT_PORT)]
+    pub(crate) features_port: u16,
     /// Repository poll interval in seconds (0 = off).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) poll_interval: f64,
@@ -122,7 +126,32 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    let serve = infermesh_server::ServeArgs {
+    // The feature store: the shared features in memory, seeded for the sample users and
+    // devices, served on Feast's APIs and read in process by the fraud and recs models.
+    let registry = infermesh_feature_server::sample::sample_registry()?;
+    let store: std::sync::Arc<dyn infermesh_features::store::OnlineStore> =
+        std::sync::Arc::new(infermesh_features::store::MemoryStore::new(1_000_000, None));
+    let feature_state =
+        infermesh_feature_server::FeatureState::new(registry.clone(), store.clone());
+    let seeded = infermesh_feature_server::sample::seed(&feature_state).await?;
+    let features = infermesh_feature_server::start_with(
+        infermesh_feature_server::FeaturesServeArgs {
+            host: args.host,
+            port: args.features_port,
+            registry: infermesh_feature_server::RegistryArgs {
+                registry: "features/repo/features.toml".into(),
+                project: None,
+            },
+            registry_poll_interval: 0.0,
+            store: Default::default(),
+            max_request_bytes: 16 << 20,
+            limits: Default::default(),
+        }
+        .validate()?,
+        feature_state,
+    )
+    .await?;
+    let mut serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
         host: args.host,
         http_port: args.http_port,
@@ -138,8 +167,18 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         limits: Default::default(),
         registry: Default::default(),
         monitor: args.monitor.clone(),
+        features: Default::default(),
     }
     .validate()?;
+    serve.feature_source = Some(std::sync::Arc::new(
+        infermesh_server::features::FeatureSource::new(
+            std::sync::Arc::new(registry),
+            store,
+            std::time::Duration::from_secs_f64(
+                infermesh_server::features::DEFAULT_FEATURE_TIMEOUT_MS / 1000.0,
+            ),
+        ),
+    ));
     let server = infermesh_server::start(serve).await?;
     let mut gw_cfg = infermesh_gateway::GatewayArgs {
         host: args.host,
@@ -216,6 +255,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "infermesh up: inference http {http} grpc {} metrics {} | gateway http {gw} metrics {}",
         server.grpc_addr, server.metrics_addr, gateway.metrics_addr
     )?;
+    writeln!(
+        banner,
+        "feature store (Feast APIs, in memory; {seeded} rows for users u1..u50 and devices dev-1..dev-20): grpc+http {}",
+        features.addr
+    )?;
     #[cfg(feature = "llm")]
     match &llm {
         Some(llm) => writeln!(
@@ -241,6 +285,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         banner,
         "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
         infermesh_server::sample::EXAMPLE_SCORE_REQUEST
+    )?;
+    writeln!(
+        banner,
+        "  curl -s -X POST http://{gw}/api/v1/fraud/score -H 'content-type: application/json' \\\n    -d '{}'",
+        infermesh_server::sample::EXAMPLE_STORE_SCORE_REQUEST
+    )?;
+    writeln!(
+        banner,
+        "  curl -s -X POST http://{}/get-online-features -H 'content-type: application/json' \\\n    -d '{{\"entities\": {{\"user_id\": [\"u7\"], \"device_id\": [\"dev-3\"]}}, \"feature_service\": \"fraud_features\"}}'",
+        features.addr
     )?;
     writeln!(
         banner,
@@ -302,6 +356,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = write_stdout(&banner);
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
+    features.shutdown().await?;
     if let Some(r) = reviews {
         r.shutdown().await;
     }

@@ -295,10 +295,52 @@ def reviews_llm():
     )
 
 
+def features():
+    values = "infermesh_feature_values_total"
+    return dashboard(
+        "infermesh-features",
+        "infermesh / Feature store",
+        "The Feast-compatible feature store: reads by status, latency and staleness per feature "
+        "view, writes, and the models' store-filled inputs.",
+        [
+            row("Reads"),
+            panel("Feature values read per second",
+                  [(rate(values, "view, status"), "{{view}} {{status}}")], unit="short",
+                  desc="present; not_found (no row for the entity); null_value; outside_max_age "
+                       "(older than the view's ttl)."),
+            panel("Hit rate", [(ratio(values, 'status="present"', "view"), "{{view}}")],
+                  unit="percentunit", desc="Share of values read that were present and fresh."),
+            panel("Store read latency p99",
+                  [(quantile(0.99, "infermesh_feature_read_seconds", "view"), "{{view}}")], unit="s",
+                  desc="One pipelined store round trip per request and view."),
+            panel("Value age p50 (staleness)",
+                  [(quantile(0.5, "infermesh_feature_age_seconds", "view"), "{{view}}")], unit="s",
+                  desc="Now minus the event time of the values read."),
+            row("Writes and models"),
+            panel("Rows written per second",
+                  [(rate("infermesh_feature_writes_total", "view, outcome"), "{{view}} {{outcome}}")],
+                  unit="short", desc="written, or skipped_older (not newer than the stored row)."),
+            panel("Store errors per second",
+                  [(rate("infermesh_feature_store_errors_total", "store, op"), "{{store}} {{op}}")],
+                  unit="short", desc="Failed store calls (Redis down or past its timeout)."),
+            panel("Model input fill wait p99",
+                  [(quantile(0.99, "infermesh_feature_fill_seconds", "model", M), "{{model}}")], unit="s",
+                  desc="Time a typed request waited on the store for inputs it left out (deadline "
+                       "--feature-timeout-ms, 5 ms by default)."),
+            panel("Degraded requests per second",
+                  [(rate("infermesh_features_degraded_total", "model, reason", M), "{{model}} {{reason}}")],
+                  unit="short", desc="Scored without the store's values: the store failed or missed the "
+                                     "deadline (features_degraded in the response)."),
+        ],
+        [variable_model("infermesh_feature_fill_seconds_count")],
+    )
+
+
 DASHBOARDS = {
     "infermesh-serving.json": serving,
     "infermesh-models.json": models,
     "infermesh-reviews-llm.json": reviews_llm,
+    "infermesh-features.json": features,
 }
 
 

@@ -157,7 +157,37 @@ fn serde_json_escape(s: &str) -> String {
     out
 }
 
+/// Rewrites tonic's own status codes for bad bodies into the ones the V2 spec and our
+/// `ErrorKind` promise: an oversized message is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE)
+/// and an undecodable protobuf is INVALID_ARGUMENT (tonic says INTERNAL).
+pub fn fix_decode_status<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let headers = resp.headers();
+    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()) else {
+        return resp;
+    };
+    let msg = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let new_code = match code {
+        "11" if msg.contains("message%20length%20too%20large")
+            || msg.contains("message length too large") =>
+        {
+            Some("8")
+        }
+        "13" if msg.contains("decode") => Some("3"),
+        _ => None,
+    };
+    if let Some(c) = new_code {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(c));
+    }
+    resp
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -189,5 +219,30 @@ mod tests {
             serde_json_escape("a\"b\\c\nd\u{1}"),
             "\"a\\\"b\\\\c\\nd\\u0001\""
         );
+    }
+
+    #[test]
+    fn decode_statuses_are_rewritten() {
+        let resp = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "failed to decode Protobuf message")
+            .body(())
+            .unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "3");
+        let resp = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                "Error, decoded message length too large: found 10 bytes",
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "8");
+        let resp = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "internal error")
+            .body(())
+            .unwrap();
+        assert_eq!(fix_decode_status(resp).headers()["grpc-status"], "13");
     }
 }

@@ -181,3 +181,8 @@ pub const FEATURE_READ_SECONDS: &str = "infermesh_feature_read_seconds";
 pub const FEATURE_WRITES_TOTAL: &str = "infermesh_feature_writes_total";
 /// Online store calls that failed (labels: store, op: `read`, `write`).
 pub const FEATURE_STORE_ERRORS_TOTAL: &str = "infermesh_feature_store_errors_total";
+/// Histogram: seconds a typed request waited on the feature store for its inputs (`model`).
+pub const FEATURE_FILL_SECONDS: &str = "infermesh_feature_fill_seconds";
+/// Counter: requests scored without the feature store's values because it failed or missed
+/// its deadline (`model`, `reason`: timeout | unavailable).
+pub const FEATURES_DEGRADED_TOTAL: &str = "infermesh_features_degraded_total";

@@ -36,6 +36,16 @@ pub struct ScoreRequest {
     /// How many reasons to return: 0 for none; absent: 5.
     #[serde(default)]
     pub top_k: Option<u32>,
+    /// The transaction's user: with a feature store, the model's store-mapped inputs that
+    /// `features` leaves out (user_avg_spend, ...) are read for it.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The transaction's device (device_risk_score, ...), as user_id.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Other entities by join key, as user_id.
+    #[serde(default)]
+    pub entities: BTreeMap<String, String>,
 }
 
 /// A batch of transactions.
@@ -80,6 +90,10 @@ pub struct ScoreResponse {
     pub model: String,
     /// Version that answered.
     pub version: String,
+    /// The feature store failed or was too slow: inputs it would have filled were scored as
+    /// missing.
+    #[serde(default)]
+    pub features_degraded: bool,
 }
 
 /// A scored batch.
@@ -111,6 +125,9 @@ fn to_proto(r: ScoreRequest) -> Result<pb::ScoreRequest, ServiceError> {
         model_name: r.model.unwrap_or_default(),
         model_version: r.version.unwrap_or_default(),
         top_k_reasons: top_k,
+        user_id: r.user_id.unwrap_or_default(),
+        device_id: r.device_id.unwrap_or_default(),
+        entities: r.entities.into_iter().collect(),
     })
 }
 
@@ -131,6 +148,7 @@ fn from_proto(r: pb::ScoreResponse) -> ScoreResponse {
             .collect(),
         model: r.model_name,
         version: r.model_version,
+        features_degraded: r.features_degraded,
     }
 }
 

@@ -90,6 +90,24 @@ pub struct ModelConfig {
     /// The `[monitoring]` section: what the server's inference log and live drift may keep of
     /// this model's requests.
     pub monitoring: Monitoring,
+    /// The `[feature_store]` section: model inputs the server fills from the feature store
+    /// when a request does not carry them.
+    pub feature_store: FeatureStoreInputs,
+}
+
+/// A model's `[feature_store]` section: which of its inputs come from the feature store
+/// (when the server has one and a request leaves them out), each a Feast `view:feature`
+/// reference, read for the request's entities (`user_id`, `device_id`, ...).
+///
+/// ```toml
+/// [feature_store]
+/// features = { user_avg_spend = "user_spend:user_avg_spend", device_risk_score = "device_risk:device_risk_score" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureStoreInputs {
+    /// Model input name -> `view:feature`.
+    pub features: std::collections::BTreeMap<String, String>,
 }
 
 /// A model's `[monitoring]` section: whether the server's inference log
@@ -188,6 +206,8 @@ fn check_config_len(text: &str) -> Result<(), String> {
 /// max_nodes = 1000000
 /// [monitoring]                    # optional; see [`Monitoring`]
 /// log_raw = false
+/// [feature_store]                 # optional; see [`FeatureStoreInputs`]
+/// features = { user_avg_spend = "user_spend:user_avg_spend" }
 /// # ...and the family's own keys (threshold, engine, [recommender], ...): see its crate.
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +234,9 @@ pub struct TomlConfig {
     /// `[monitoring]`: see [`Monitoring`].
     #[serde(default)]
     pub monitoring: Monitoring,
+    /// `[feature_store]`: see [`FeatureStoreInputs`].
+    #[serde(default)]
+    pub feature_store: FeatureStoreInputs,
     /// Every other key: the family's own.
     #[serde(flatten)]
     pub family: toml::Table,
@@ -258,6 +281,7 @@ impl ModelConfig {
             parameters: t.family,
             limits: t.limits.unwrap_or_default(),
             monitoring: t.monitoring,
+            feature_store: t.feature_store,
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -352,6 +376,7 @@ impl ModelConfig {
             parameters,
             limits: toml::Table::new(),
             monitoring: Monitoring::default(),
+            feature_store: FeatureStoreInputs::default(),
         };
         cfg.validate().map_err(err)?;
         Ok(cfg)
@@ -385,6 +410,16 @@ impl ModelConfig {
             && (f.contains('/') || f.contains('\\') || f == ".." || f == "." || f.is_empty())
         {
             return Err(format!("model_file '{f}' must be a plain file name"));
+        }
+        for (input, reference) in &self.feature_store.features {
+            if !reference
+                .split_once(':')
+                .is_some_and(|(v, f)| !v.is_empty() && !f.is_empty())
+            {
+                return Err(format!(
+                    "[feature_store] features.{input} = {reference:?} is not a \"view:feature\" reference"
+                ));
+            }
         }
         Ok(())
     }

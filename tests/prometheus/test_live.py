@@ -277,6 +277,16 @@ def load(addrs):
     assert s == 200, v
     s, v = call(f"http://{gw}/api/v1/fraud/score", SCORE_REQUEST)
     assert s == 200, v
+    # user_avg_spend and device_risk_score left to the in-memory feature store `up` seeds
+    # (u7: 20 + 7*37 % 180 + 0.5; dev-3: 3*13 % 20 / 20).
+    store_request = {k: v for k, v in SCORE_REQUEST.items() if k != "features"}
+    store_request["features"] = {k: x for k, x in SCORE_REQUEST["features"].items()
+                                 if k not in ("user_avg_spend", "device_risk_score")}
+    store_request.update(user_id="u7", device_id="dev-3", top_k=16)
+    s, v = call(f"http://{gw}/api/v1/fraud/score", store_request)
+    assert s == 200 and v["features_degraded"] is False, v
+    filled = {r["feature"]: r["value"] for r in v["reasons"]}
+    assert filled["user_avg_spend"] == 99.5 and filled["device_risk_score"] == 0.95, v
     for _ in range(2):
         s, v = call(f"http://{gw}/api/v1/recommendations/u1")
         assert s == 200, v

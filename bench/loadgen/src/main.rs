@@ -1,6 +1,7 @@
 //! `infermesh-loadgen`: closed-loop load at a fixed concurrency against the V2 gRPC
 //! `ModelInfer`, the typed `FraudScoring/Score` or `TextEmbedding/Embed` (one request = `--rows` rows of `--features` FP32 values, raw contents, as
-//! tritonclient sends them) or the gateway's fraud route; prints p50/p90/p99/max latency and
+//! tritonclient sends them), the gateway's fraud route, or a Feast feature server (HTTP or
+//! gRPC); prints p50/p90/p99/max latency and
 //! throughput as one JSON line.
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use infermesh_proto::grpc_feature_server::grpc_feature_server_client::GrpcFeatureServerClient;
 use infermesh_proto::inference as pb;
 use infermesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
@@ -36,6 +38,16 @@ enum Target {
     /// Gateway GET /api/v1/recommendations/{user}?k=K where (user, K) never repeats (a cache
     /// miss every time, up to --users x 90 requests).
     GatewayRecsMiss,
+    /// A Feast feature server's HTTP POST /get-online-features (`feast serve` or `infermesh
+    /// features serve`): `--rows` entities (`user_id` u1..u{--users}) x `--feature-refs`.
+    FeastHttp,
+    /// The same read over gRPC `GrpcFeatureServer/GetOnlineFeatures` (`feast listen` or
+    /// `infermesh features serve`).
+    FeastGrpc,
+    /// Typed FraudScoring/Score with the sample fraud model's named features; with
+    /// `--store-fill`, user_avg_spend and device_risk_score are left to the server's feature
+    /// store (user u1..u{--users}, device dev-1..dev-20).
+    FraudSample,
 }
 
 const WORDS: [&str; 24] = [
@@ -109,6 +121,86 @@ struct Args {
     /// Recommender targets: user ids are 1..=users.
     #[arg(long, default_value_t = 943)]
     users: usize,
+    /// fraud-sample: leave user_avg_spend and device_risk_score to the feature store.
+    #[arg(long)]
+    store_fill: bool,
+    /// Feast targets: the feature references read (comma-separated `view:feature`).
+    #[arg(
+        long,
+        default_value = "user_stats:avg_spend,user_stats:txn_count,user_stats:risk"
+    )]
+    feature_refs: String,
+}
+
+/// A transaction for the sample fraud model (its 16 named features; two of them left to the
+/// feature store with `--store-fill`).
+fn sample_score(args: &Args, w: usize, i: usize) -> infermesh_proto::v1::ScoreRequest {
+    let n = w * 7919 + i;
+    let mut features: HashMap<String, f64> = [
+        ("amount", 912.5),
+        ("hour_of_day", 3.0),
+        ("is_night", 1.0),
+        ("merchant_risk", 0.41),
+        ("amount_to_avg_ratio", 19.0),
+        ("txn_count_1h", 4.0),
+        ("txn_count_24h", 9.0),
+        ("distance_from_home_km", 240.0),
+        ("is_foreign", 1.0),
+        ("card_present", 0.0),
+        ("account_age_days", 21.0),
+        ("failed_logins_24h", 2.0),
+        ("new_device", 1.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if !args.store_fill {
+        features.insert("user_avg_spend".into(), 48.0);
+        features.insert("device_risk_score".into(), 0.35);
+    }
+    infermesh_proto::v1::ScoreRequest {
+        transaction_id: format!("w{w}-{i}"),
+        features,
+        model_name: args.model.clone(),
+        top_k_reasons: Some(3),
+        user_id: format!("u{}", 1 + n % args.users),
+        device_id: format!("dev-{}", 1 + n % 20),
+        ..Default::default()
+    }
+}
+
+/// The Feast read of worker `w`'s request `i`: `rows` user ids, as HTTP JSON and as gRPC.
+fn feast_read(
+    args: &Args,
+    w: usize,
+    i: usize,
+) -> (
+    serde_json::Value,
+    infermesh_proto::feast::serving::GetOnlineFeaturesRequest,
+) {
+    use infermesh_proto::feast::serving::{FeatureList, get_online_features_request::Kind};
+    use infermesh_proto::feast::types::{RepeatedValue, Value, value::Val};
+    let users: Vec<String> = (0..args.rows)
+        .map(|r| format!("u{}", 1 + (w * 7919 + i * 31 + r) % args.users))
+        .collect();
+    let refs: Vec<String> = args.feature_refs.split(',').map(str::to_owned).collect();
+    let json = serde_json::json!({"entities": {"user_id": users}, "features": refs});
+    let grpc = infermesh_proto::feast::serving::GetOnlineFeaturesRequest {
+        kind: Some(Kind::Features(FeatureList { val: refs })),
+        entities: HashMap::from([(
+            "user_id".to_owned(),
+            RepeatedValue {
+                val: users
+                    .into_iter()
+                    .map(|u| Value {
+                        val: Some(Val::StringVal(u)),
+                    })
+                    .collect(),
+            },
+        )]),
+        ..Default::default()
+    };
+    (json, grpc)
 }
 
 fn request(args: &Args, seed: usize) -> pb::ModelInferRequest {
@@ -137,7 +229,12 @@ async fn main() -> anyhow::Result<()> {
     let mut channels = Vec::new();
     if matches!(
         args.target,
-        Target::Grpc | Target::Fraud | Target::Embed | Target::Recs
+        Target::Grpc
+            | Target::Fraud
+            | Target::Embed
+            | Target::Recs
+            | Target::FeastGrpc
+            | Target::FraudSample
     ) {
         let n = if args.connections == 0 {
             args.concurrency
@@ -182,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
             let mut embed = channel.clone().map(TextEmbeddingClient::new);
             let mut recs = channel.clone().map(RecommenderClient::new);
             let mut fraud = channel.clone().map(FraudScoringClient::new);
+            let mut feast = channel.clone().map(GrpcFeatureServerClient::new);
             let mut client = channel.map(GrpcInferenceServiceClient::new);
             for i in 0..(args.warmup + args.requests) {
                 if Instant::now() > deadline {
@@ -220,6 +318,26 @@ async fn main() -> anyhow::Result<()> {
                             })
                             .await
                             .is_ok(),
+                        None => false,
+                    },
+                    (_, Target::FeastHttp) => {
+                        let (body, _) = feast_read(&args, w, i);
+                        match http
+                            .post(format!("{}/get-online-features", args.url))
+                            .json(&body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                            _ => false,
+                        }
+                    }
+                    (_, Target::FraudSample) => match &mut fraud {
+                        Some(f) => f.score(sample_score(&args, w, i)).await.is_ok(),
+                        None => false,
+                    },
+                    (_, Target::FeastGrpc) => match &mut feast {
+                        Some(f) => f.get_online_features(feast_read(&args, w, i).1).await.is_ok(),
                         None => false,
                     },
                     (_, Target::GatewayRecsHit | Target::GatewayRecsMiss) => {

@@ -13,6 +13,7 @@
 //!   (what `feast materialize` writes and `get_online_features` reads) and memory (the same
 //!   layout in this process, for `infermesh up` and tests).
 //! - [`write`]: rows checked against their view and written in one pipelined batch.
+//! - [`writer`]: the streaming writer: rows pushed one at a time, written in batches.
 //!
 //! The Feast messages are generated from infermesh's own `.proto` files in
 //! `inference/proto/proto/feast` (written to Feast 0.67's names and field numbers; see
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod store;
 pub mod value;
 pub mod write;
+pub mod writer;
 
 pub use infermesh_proto::feast::core as registry_proto;
 pub use infermesh_proto::feast::serving;
@@ -56,6 +58,12 @@ pub enum FeatureError {
     /// The online store failed (Redis down, a timeout) or is full.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The batch that held a streamed row failed in the store.
+    #[error(transparent)]
+    Write(std::sync::Arc<store::StoreError>),
+    /// A bounded queue is full: refused now rather than held.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl FeatureError {
@@ -67,6 +75,8 @@ impl FeatureError {
             FeatureError::Registry { .. } => ErrorKind::Internal,
             FeatureError::Unavailable(_) => ErrorKind::Unavailable,
             FeatureError::Store(e) => e.kind(),
+            FeatureError::Write(e) => e.kind(),
+            FeatureError::Overloaded(_) => ErrorKind::Overloaded,
         }
     }
 }

@@ -441,6 +441,23 @@ impl FeatureRegistry {
             .map_or(name, |e| e.join_key.as_str())
     }
 
+    /// The type of a join key: the first view's that declares one, else its entity's
+    /// (INVALID when neither says: a request's values are then taken as they come).
+    pub fn join_key_type(&self, join_key: &str) -> ValueType {
+        self.views
+            .iter()
+            .flat_map(|v| &v.join_keys)
+            .find(|k| k.name == join_key && k.value_type != ValueType::Invalid)
+            .map(|k| k.value_type)
+            .or_else(|| {
+                self.entities
+                    .iter()
+                    .find(|e| e.join_key == join_key && e.value_type != ValueType::Invalid)
+                    .map(|e| e.value_type)
+            })
+            .unwrap_or(ValueType::Invalid)
+    }
+
     fn is_join_key(&self, name: &str) -> bool {
         self.views
             .iter()
@@ -745,6 +762,9 @@ features = ["user_spend", "device_risk:device_risk_score"]
         assert_eq!(r.views_of_push_source("user_spend_push"), vec![0]);
         assert_eq!(r.join_key_of("device"), "device_id");
         assert_eq!(r.join_key_of("device_id"), "device_id");
+        assert_eq!(r.join_key_type("device_id"), ValueType::String);
+        assert_eq!(r.join_key_type("user_id"), ValueType::Int64);
+        assert_eq!(r.join_key_type("nope"), ValueType::Invalid);
         let s = r.select_service("fraud").unwrap();
         assert_eq!((s[0].features.len(), s[1].features.clone()), (1, vec![0]));
         let s = r

@@ -289,8 +289,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// An RFC 3339 time from 1970 to 9999 (`2024-01-01T12:00:00Z`, `2024-01-01 12:00:00.5`;
 /// no zone means UTC, as pandas reads naive times in a push) as a timestamp.
 pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
-    let t = humantime::parse_rfc3339_weak(s.trim())
+    let trimmed = s.trim();
+    // A numeric offset (`+00:00`, `-05:30`, as pandas' isoformat writes zoned times) is
+    // applied here; humantime reads `Z` or no zone.
+    let (local, offset) = split_offset(trimmed);
+    let t = humantime::parse_rfc3339_weak(local)
         .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
+    let t = if offset >= 0 {
+        t.checked_sub(std::time::Duration::from_secs(offset.unsigned_abs()))
+    } else {
+        t.checked_add(std::time::Duration::from_secs(offset.unsigned_abs()))
+    }
+    .ok_or_else(|| format!("{s:?} is out of range"))?;
     let (seconds, nanos) = match t.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i32),
         Err(e) => {
@@ -304,6 +314,75 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
         }
     };
     Ok(Timestamp { seconds, nanos })
+}
+
+/// `s` without a trailing `+HH:MM` / `-HH:MM` (or `+HHMM`) zone offset, and the offset in
+/// seconds (0 when there is none).
+fn split_offset(s: &str) -> (&str, i64) {
+    let b = s.as_bytes();
+    for len in [6, 5] {
+        if b.len() <= len + 10 {
+            continue;
+        }
+        let at = b.len() - len;
+        let tail = &s[at..];
+        let sign = match b[at] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => continue,
+        };
+        let digits: String = tail[1..].chars().filter(|c| *c != ':').collect();
+        let colon_ok = if len == 6 { b[at + 3] == b':' } else { true };
+        if digits.len() != 4 || !colon_ok || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let (h, m) = (
+            digits[..2].parse::<i64>().unwrap_or(0),
+            digits[2..].parse::<i64>().unwrap_or(0),
+        );
+        if h > 23 || m > 59 {
+            continue;
+        }
+        return (&s[..at], sign * (h * 3600 + m * 60));
+    }
+    (s, 0)
+}
+
+/// `s` (text from a CSV cell, a string cast of a Parquet column, or a `map<string, string>`
+/// of Feast's gRPC push) as a value of type `ty`: numbers, `true`/`false` (and `1`/`0`) for
+/// BOOL, base64 for BYTES, epoch seconds or RFC 3339 for UNIX_TIMESTAMP, JSON arrays for the
+/// list types; an empty cell is null.
+pub fn from_text(s: &str, ty: ValueType) -> Result<Value, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(Value { val: None });
+    }
+    match ty {
+        ValueType::Bool => {
+            let b = match t.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(format!("{s:?} is not a bool")),
+            };
+            Ok(Value {
+                val: Some(Val::BoolVal(b)),
+            })
+        }
+        ValueType::String => Ok(Value {
+            val: Some(Val::StringVal(s.to_owned())),
+        }),
+        ValueType::Int64
+        | ValueType::Int32
+        | ValueType::Double
+        | ValueType::Float
+        | ValueType::Bytes
+        | ValueType::UnixTimestamp => from_json(&Json::String(t.to_owned()), ty),
+        _ => {
+            let v: Json = serde_json::from_str(t)
+                .map_err(|e| format!("{s:?} is not a JSON list for {}: {e}", ty.as_str_name()))?;
+            from_json(&v, ty)
+        }
+    }
 }
 
 /// Nanoseconds since the epoch, for ordering timestamps.
@@ -371,12 +450,36 @@ mod tests {
         for (s, want) in [
             ("2024-02-01T10:00:00.123456Z", (1_706_781_600, 123_456_000)),
             ("2024-03-01 00:00:00", (1_709_251_200, 0)),
+            ("2024-03-01T02:00:00+02:00", (1_709_251_200, 0)),
+            ("2024-02-29T19:30:00.5-04:30", (1_709_251_200, 500_000_000)),
+            ("2024-03-01T00:00:00+0000", (1_709_251_200, 0)),
         ] {
             let t = parse_timestamp(s).unwrap();
             assert_eq!((t.seconds, t.nanos), want, "{s}");
         }
         assert!(parse_timestamp("yesterday").is_err());
+        assert!(parse_timestamp("2024-03-01T00:00:00+25:00").is_err());
         // humantime reads 1970 to 9999.
         assert!(parse_timestamp("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn text_cells_take_the_declared_type() {
+        let t = |s, ty| from_text(s, ty).map(|v| v.val);
+        assert_eq!(t(" 7 ", ValueType::Int64), Ok(Some(Val::Int64Val(7))));
+        assert_eq!(t("", ValueType::Int64), Ok(None));
+        assert_eq!(t("0.25", ValueType::Double), Ok(Some(Val::DoubleVal(0.25))));
+        assert_eq!(t("True", ValueType::Bool), Ok(Some(Val::BoolVal(true))));
+        assert_eq!(t("0", ValueType::Bool), Ok(Some(Val::BoolVal(false))));
+        assert!(t("yes", ValueType::Bool).is_err());
+        assert_eq!(
+            t("[1, 2]", ValueType::Int64List),
+            Ok(Some(Val::Int64ListVal(Int64List { val: vec![1, 2] })))
+        );
+        assert_eq!(
+            t("2024-01-01T12:00:00Z", ValueType::UnixTimestamp),
+            Ok(Some(Val::UnixTimestampVal(1_704_110_400)))
+        );
+        assert!(t("x", ValueType::Double).is_err());
     }
 }

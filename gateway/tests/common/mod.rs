@@ -49,6 +49,7 @@ pub async fn upstream(minilm: bool) -> Upstream {
         limits: Default::default(),
         registry: Default::default(),
         monitor: Default::default(),
+        features: Default::default(),
     }
     .validate()
     .unwrap();

@@ -13,6 +13,7 @@ use infermesh_trees::serving::TreeServable as TabularVersion;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::features::{FillRequest, Filled};
 use crate::state::{AppState, Protocol, record, record_unresolved};
 
 /// The trees family's side of a version, or INVALID_ARGUMENT naming its platform.
@@ -71,9 +72,25 @@ impl FraudService {
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let tab = tabular(handle)?;
         let nf = tab.num_features();
+        let filled = self.store_inputs(handle, &requests).await?;
         let mut rows = Vec::with_capacity(requests.len() * nf);
-        for r in &requests {
-            rows.extend_from_slice(&feature_row(handle, tab, r)?);
+        for (i, r) in requests.iter().enumerate() {
+            let mut row = feature_row(handle, tab, r)?;
+            for (name, value) in filled.values.get(i).into_iter().flatten() {
+                let bad = |why: &str| {
+                    ServiceError::invalid(format!(
+                        "model '{}': [feature_store] maps {name:?}, {why}",
+                        handle.name
+                    ))
+                };
+                let at = tab
+                    .feature_index(name)
+                    .ok_or_else(|| bad("which is not one of its features"))?;
+                row[at] = crate::features::number(value)
+                    .ok_or_else(|| bad("whose stored value is not a finite number"))?
+                    as f32;
+            }
+            rows.extend_from_slice(&row);
         }
         let probs = tab.predict_raw(rows.clone()).await?;
         observe(handle, tab.feature_names(), &rows, &probs);
@@ -116,8 +133,39 @@ impl FraudService {
                 model_name: handle.name.clone(),
                 model_version: handle.version.to_string(),
                 margin: logit(f64::from(p)),
+                features_degraded: filled.degraded,
             })
             .collect())
+    }
+
+    /// The inputs the feature store fills for `requests` (nothing without a store, or when the
+    /// model maps none).
+    async fn store_inputs(
+        &self,
+        handle: &LoadedVersion,
+        requests: &[pb::ScoreRequest],
+    ) -> Result<Filled, ServiceError> {
+        let mapping = &handle.config.feature_store.features;
+        let Some(source) = self.state.features.as_ref().filter(|_| !mapping.is_empty()) else {
+            return Ok(Filled::default());
+        };
+        let asks: Vec<FillRequest<'_>> = requests
+            .iter()
+            .map(|r| FillRequest {
+                entities: [
+                    ("user_id", r.user_id.as_str()),
+                    ("device_id", r.device_id.as_str()),
+                ]
+                .into_iter()
+                .chain(r.entities.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect(),
+                present: r.features.keys().map(String::as_str).collect(),
+            })
+            .collect();
+        source
+            .fill(&handle.name, mapping, &asks)
+            .instrument(tracing::info_span!("feature_store", n = requests.len()))
+            .await
     }
 }
 

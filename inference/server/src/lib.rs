@@ -6,6 +6,7 @@
 //! Ctrl-C.
 
 pub mod families;
+pub mod features;
 #[cfg(feature = "trees")]
 pub mod fraud;
 pub mod grpc;
@@ -125,6 +126,9 @@ pub struct ServeArgs {
     /// The inference log and live drift.
     #[command(flatten)]
     pub monitor: infermesh_monitor::MonitorArgs,
+    /// The feature store typed requests' missing inputs are read from.
+    #[command(flatten)]
+    pub features: features::FeatureStoreArgs,
 }
 
 /// Validated server configuration.
@@ -158,6 +162,11 @@ pub struct ServeConfig {
     pub limits: infermesh_common::limits::PortLimits,
     /// The inference log and live drift.
     pub monitor: infermesh_monitor::MonitorConfig,
+    /// The feature store's flags (opened at start).
+    pub features: features::FeatureStoreArgs,
+    /// A feature source given in process (`infermesh up` shares its in-memory store); wins
+    /// over `features`.
+    pub feature_source: Option<std::sync::Arc<features::FeatureSource>>,
 }
 
 impl ServeArgs {
@@ -225,6 +234,8 @@ impl ServeArgs {
             enable_model_control: self.enable_model_control,
             limits,
             monitor,
+            features: self.features,
+            feature_source: None,
         })
     }
 }
@@ -344,6 +355,10 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
         default_categorizer_model: cfg.categorizer_model.clone(),
         default_recommender_model: cfg.recommender_model.clone(),
         model_control: cfg.enable_model_control,
+        features: match cfg.feature_source.clone() {
+            Some(s) => Some(s),
+            None => cfg.features.open().map_err(ServeError::Config)?,
+        },
     };
     let http = bind(cfg.http_addr).await?;
     let grpc = bind(cfg.grpc_addr).await?;
@@ -390,7 +405,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, ServeError> {
     tasks.push(tokio::spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(grpc::fix_decode_status))
+            .layer(tower::util::MapResponseLayer::new(
+                infermesh_common::error::fix_decode_status,
+            ))
             .layer(
                 tower_http::trace::TraceLayer::new_for_grpc().make_span_with(
                     |req: &http::Request<_>| tracing::info_span!("grpc", path = %req.uri().path()),

@@ -121,12 +121,13 @@ impl Recommender for RecsService {
             .resolve(&name, &version, Protocol::Typed, started)
             .map_err(|e| e.to_status())?;
         let res = async {
+            let (r, degraded) = self.recent_from_store(&handle, r).await?;
             let req = to_request(r)?;
             let answer = handle
                 .family::<RecsServable>("recommender")?
                 .recommend(req)
                 .await?;
-            Ok::<_, ServiceError>((handle.version, answer))
+            Ok::<_, ServiceError>((handle.version, answer, degraded))
         }
         .instrument(span)
         .await;
@@ -137,7 +138,7 @@ impl Recommender for RecsService {
             started,
             res.as_ref().map(|_| ()),
         );
-        let (v, answer) = res.map_err(|e| e.to_status())?;
+        let (v, answer, features_degraded) = res.map_err(|e| e.to_status())?;
         observe(&handle, &answer);
         Ok(Response::new(pb::RecommendResponse {
             items: answer
@@ -148,9 +149,69 @@ impl Recommender for RecsService {
             model_name: name,
             model_version: v.to_string(),
             strategy: strategy(answer.strategy) as i32,
+            features_degraded,
         }))
     }
 }
+
+impl RecsService {
+    /// `r` with its recent items read from the feature store when it carries none and the
+    /// model maps `recent_items` (e.g. to `session_views:session_product_views`); and whether
+    /// the store failed.
+    async fn recent_from_store(
+        &self,
+        handle: &LoadedVersion,
+        mut r: pb::RecommendRequest,
+    ) -> Result<(pb::RecommendRequest, bool), ServiceError> {
+        let mapping = &handle.config.feature_store.features;
+        let Some(source) = self.state.features.as_ref() else {
+            return Ok((r, false));
+        };
+        if !r.recent_items.is_empty() || !mapping.contains_key(RECENT_ITEMS) {
+            return Ok((r, false));
+        }
+        let mut present = Vec::new();
+        if mapping.len() > 1 {
+            // Only recent_items is filled here; other mapped inputs are not the recommender's.
+            present.extend(
+                mapping
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != RECENT_ITEMS),
+            );
+        }
+        let ask = crate::features::FillRequest {
+            entities: vec![("user_id", r.user_id.as_str())],
+            present,
+        };
+        let filled = source
+            .fill(&handle.name, mapping, std::slice::from_ref(&ask))
+            .instrument(tracing::info_span!("feature_store"))
+            .await?;
+        let items = filled
+            .values
+            .into_iter()
+            .flatten()
+            .find(|(k, _)| k == RECENT_ITEMS);
+        if let Some((_, v)) = items {
+            match v.val {
+                Some(infermesh_features::types::value::Val::StringListVal(l)) => {
+                    r.recent_items = l.val;
+                }
+                _ => {
+                    return Err(ServiceError::invalid(format!(
+                        "model '{}': [feature_store] recent_items must map to a string list feature",
+                        handle.name
+                    )));
+                }
+            }
+        }
+        Ok((r, filled.degraded))
+    }
+}
+
+/// The recommender's input the feature store can fill.
+const RECENT_ITEMS: &str = "recent_items";
 
 /// Hands the answer's scores to the version's monitor (inference log, live drift) as the V2
 /// API answers them: the FP32 output, one row of k scores (`score_0` best first ...), so

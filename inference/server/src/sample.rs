@@ -11,6 +11,10 @@ const MODEL: &[u8] = include_bytes!("../../../deploy/sample-repository/fraud/1/m
 /// A gateway request body that scores one transaction with the sample model.
 pub const EXAMPLE_SCORE_REQUEST: &str = r#"{"transaction_id":"tx-1001","features":{"amount":912.5,"hour_of_day":3,"is_night":1,"merchant_risk":0.41,"device_risk_score":0.35,"user_avg_spend":48.0,"amount_to_avg_ratio":19.0,"txn_count_1h":4,"txn_count_24h":9,"distance_from_home_km":240,"is_foreign":1,"card_present":0,"account_age_days":21,"failed_logins_24h":2,"new_device":1},"top_k":3}"#;
 
+/// A fraud score request that leaves user_avg_spend and device_risk_score to the feature
+/// store (read for its user_id and device_id when the server has one, as `infermesh up` does).
+pub const EXAMPLE_STORE_SCORE_REQUEST: &str = r#"{"transaction_id":"tx-1002","user_id":"u7","device_id":"dev-3","features":{"amount":912.5,"hour_of_day":3,"is_night":1,"merchant_risk":0.41,"amount_to_avg_ratio":19.0,"txn_count_1h":4,"txn_count_24h":9,"distance_from_home_km":240,"is_foreign":1,"card_present":0,"account_age_days":21,"failed_logins_24h":2,"new_device":1},"top_k":3}"#;
+
 /// A V2 REST request body embedding two sentences with `minilm`.
 pub const EXAMPLE_EMBED_REQUEST: &str = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["A man is eating food.","A man is eating a piece of bread."]}]}"#;
 
@@ -391,7 +395,11 @@ pub fn write_sample_recommender(dir: &Path, name: &str, seed: u64) -> std::io::R
         "# Sample recommender (LightFM-style, WARP, 16 components) of a generated shop.\n\
          platform = \"recommender\"\n\
          [recommender]\n\
-         max_k = 100\n",
+         max_k = 100\n\
+         # A request without recent_items takes the user's session_product_views from the\n\
+         # feature store (when the server has one).\n\
+         [feature_store]\n\
+         features = { recent_items = \"session_views:session_product_views\" }\n",
     )?;
     Ok(true)
 }

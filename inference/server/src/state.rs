@@ -53,6 +53,8 @@ pub struct AppState {
     pub default_recommender_model: String,
     /// Whether the repository API may load and unload models (`--enable-model-control`).
     pub model_control: bool,
+    /// The feature store typed requests' missing inputs are read from, if any.
+    pub features: Option<Arc<crate::features::FeatureSource>>,
 }
 
 impl AppState {

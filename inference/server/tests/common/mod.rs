@@ -53,6 +53,7 @@ pub fn args(repo: &Path, poll: f64, max_request_bytes: usize) -> ServeArgs {
         limits: Default::default(),
         registry: Default::default(),
         monitor: Default::default(),
+        features: Default::default(),
     }
 }
 
