@@ -133,7 +133,6 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(infermesh_features::store::MemoryStore::new(1_000_000, None));
     let feature_state =
         infermesh_feature_server::FeatureState::new(registry.clone(), store.clone());
-    let seeded = infermesh_feature_server::sample::seed(&feature_state).await?;
     let features = infermesh_feature_server::start_with(
         infermesh_feature_server::FeaturesServeArgs {
             host: args.host,
@@ -148,9 +147,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             limits: Default::default(),
         }
         .validate()?,
-        feature_state,
+        feature_state.clone(),
     )
     .await?;
+    // Seeded once the server (and the process's metrics recorder) runs, so the writes count.
+    let seeded = infermesh_feature_server::sample::seed(&feature_state).await?;
     let mut serve = infermesh_server::ServeArgs {
         model_repository: args.model_repository.clone(),
         host: args.host,

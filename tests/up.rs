@@ -183,6 +183,7 @@ fn start_up(
             "0",
         ])
         .args(["--gateway-port", "0", "--gateway-metrics-port", "0"])
+        .args(["--features-port", "0"])
         .args(extra)
         .envs(envs.iter().copied())
         // Nothing from the caller's environment changes what runs: logs at info, no OTLP
@@ -377,6 +378,60 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The feature store: Feast's HTTP API over the in-memory store `up` seeds, and the
+    // gateway's fraud route filling the two store-held inputs for the user and device
+    // (u7: 20 + 7*37 % 180 + 0.5; dev-3: 3*13 % 20 / 20).
+    let store = printed
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("feature store ")
+                .and_then(|r| r.split("grpc+http ").nth(1))
+        })
+        .unwrap_or_else(|| panic!("no feature store line in the banner:\n{printed}"))
+        .trim()
+        .to_string();
+    let body = json!({"entities": {"user_id": ["u7"], "device_id": ["dev-3"]},
+                      "feature_service": "fraud_features"})
+    .to_string();
+    let (status, text) = http(&store, "POST", "/get-online-features", Some(&body)).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["metadata"]["feature_names"],
+        json!([
+            "user_id",
+            "device_id",
+            "user_avg_spend",
+            "device_risk_score"
+        ]),
+        "{v}"
+    );
+    assert_eq!(v["results"][2]["values"], json!([99.5]), "{v}");
+    let mut partial = features.clone();
+    partial.remove("user_avg_spend");
+    partial.remove("device_risk_score");
+    let body = json!({"transaction_id": "up-2", "features": partial, "top_k": 16,
+                      "user_id": "u7", "device_id": "dev-3"})
+    .to_string();
+    let (status, text) = http(&addrs.gateway, "POST", "/api/v1/fraud/score", Some(&body)).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["features_degraded"], json!(false), "{v}");
+    let filled: std::collections::HashMap<&str, f64> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| Some((r["feature"].as_str()?, r["value"].as_f64()?)))
+        .collect();
+    assert_eq!(filled.get("user_avg_spend"), Some(&99.5), "{v}");
+    // The model's inputs are f32: 0.95 comes back as 0.949999988.
+    assert!(
+        filled
+            .get("device_risk_score")
+            .is_some_and(|x| (x - 0.95).abs() < 1e-6),
+        "{v}"
+    );
 
     // SIGTERM (as Ctrl-C) stops both services and the process, with success.
     let pid = up.child.id().to_string();

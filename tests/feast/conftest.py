@@ -10,12 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serve_process import started  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
@@ -71,23 +73,10 @@ def server(repo, tmp_path_factory):
     """`infermesh features serve` on the applied registry and the same Redis."""
     path, project = repo
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [binary(), "features", "serve", "--port", "0",
-             "--registry", str(path / "data" / "registry.db"), "--project", project,
-             "--redis-url", redis_url()],
-            stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        first = []
-        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(START_TIMEOUT_S)
-        m = re.search(r"grpc\+http (\S+)", (first[0] if first else "") or "")
+    cmd = [binary(), "features", "serve", "--port", "0",
+           "--registry", str(path / "data" / "registry.db"), "--project", project,
+           "--redis-url", redis_url()]
+    with started(cmd, log_path, START_TIMEOUT_S) as first:
+        m = re.search(r"grpc\+http (\S+)", first or "")
         assert m, f"no start-up line from infermesh features serve; log:\n{log_path.read_text()}"
         yield m.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()

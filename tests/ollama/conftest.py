@@ -6,11 +6,13 @@ start-up line, and is stopped after the session.
 """
 import os
 import re
-import subprocess
-import threading
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serve_process import started  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 300
@@ -20,20 +22,8 @@ START_TIMEOUT_S = 300
 def llm_url(tmp_path_factory):
     binary = os.environ.get("INFERMESH_BIN", str(ROOT / "target" / "debug" / "infermesh"))
     log_path = tmp_path_factory.mktemp("llm") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([binary, "llm", "serve", "--port", "0", "--max-queue", "4"],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        first = []
-        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(START_TIMEOUT_S)
-        m = re.search(r"on (http://\S+)", (first[0] if first else "") or "")
+    cmd = [binary, "llm", "serve", "--port", "0", "--max-queue", "4"]
+    with started(cmd, log_path, START_TIMEOUT_S) as first:
+        m = re.search(r"on (http://\S+)", first or "")
         assert m, f"no start-up line from infermesh llm serve; log:\n{log_path.read_text()}"
         yield m.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()

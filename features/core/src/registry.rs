@@ -458,6 +458,19 @@ impl FeatureRegistry {
             .unwrap_or(ValueType::Invalid)
     }
 
+    /// The column names a table may give `join_key` of `view` under: the join key, then the
+    /// name of the view's entity it belongs to (`feast serve` takes either).
+    pub fn key_column_names<'a>(&self, view: &'a FeatureView, join_key: &'a str) -> Vec<&'a str> {
+        let mut names = vec![join_key];
+        names.extend(
+            view.entities
+                .iter()
+                .find(|e| self.join_key_of(e) == join_key && e.as_str() != join_key)
+                .map(String::as_str),
+        );
+        names
+    }
+
     fn is_join_key(&self, name: &str) -> bool {
         self.views
             .iter()
@@ -765,6 +778,8 @@ features = ["user_spend", "device_risk:device_risk_score"]
         assert_eq!(r.join_key_type("device_id"), ValueType::String);
         assert_eq!(r.join_key_type("user_id"), ValueType::Int64);
         assert_eq!(r.join_key_type("nope"), ValueType::Invalid);
+        let (_, spend) = r.view("user_spend").unwrap();
+        assert_eq!(r.key_column_names(spend, "user_id"), ["user_id", "user"]);
         let s = r.select_service("fraud").unwrap();
         assert_eq!((s[0].features.len(), s[1].features.clone()), (1, vec![0]));
         let s = r

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use infermesh_common::ServiceError;
 use infermesh_features::FeatureError;
-use infermesh_features::online::{OnlineRequest, Wanted, get_online_features};
+use infermesh_features::online::{OnlineRequest, Wanted};
 use infermesh_features::serving::{FieldStatus, GetOnlineFeaturesResponse};
 use infermesh_features::value::{format_timestamp, to_json};
 use infermesh_features::write::write_rows;
@@ -83,17 +83,13 @@ async fn get_online(State(state): State<FeatureState>, body: Bytes) -> Response 
         };
         let registry = state.registry();
         let entities = entity_columns(&registry, &req.entities).map_err(service_error)?;
-        let resp = get_online_features(
-            &registry,
-            state.store().as_ref(),
-            &OnlineRequest {
+        let resp = state
+            .read(&OnlineRequest {
                 wanted,
                 entities,
                 full_feature_names: req.full_feature_names,
-            },
-        )
-        .await
-        .map_err(service_error)?;
+            })
+            .await?;
         Ok(response_json(&resp))
     };
     match run.await {

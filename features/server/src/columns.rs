@@ -190,12 +190,10 @@ pub fn view_rows(
         .join_keys
         .iter()
         .map(|jk| {
-            let entity = view
-                .entities
-                .iter()
-                .find(|e| registry.join_key_of(e) == jk.name);
-            find(&jk.name)
-                .or_else(|| entity.and_then(|e| find(e)))
+            registry
+                .key_column_names(view, &jk.name)
+                .into_iter()
+                .find_map(find)
                 .map(|c| (jk, c))
                 .ok_or_else(|| bad(format!("join key column {:?} is missing", jk.name)))
         })

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use infermesh_common::ServiceError;
 use infermesh_common::limits::{GrpcLimitsLayer, PortGuard};
-use infermesh_features::online::{OnlineRequest, Wanted, get_online_features};
+use infermesh_features::online::{OnlineRequest, Wanted};
 use infermesh_features::serving::get_online_features_request::Kind;
 use infermesh_features::serving::serving_service_server::{ServingService, ServingServiceServer};
 use infermesh_features::serving::{
@@ -49,18 +49,13 @@ async fn online(
         .map(|(k, v): (String, RepeatedValue)| (k, v.val))
         .collect();
     entities.sort_by(|a, b| a.0.cmp(&b.0));
-    let registry = state.registry();
-    get_online_features(
-        &registry,
-        state.store().as_ref(),
-        &OnlineRequest {
+    state
+        .read(&OnlineRequest {
             wanted,
             entities,
             full_feature_names: req.full_feature_names,
-        },
-    )
-    .await
-    .map_err(service_error)
+        })
+        .await
 }
 
 #[tonic::async_trait]

@@ -264,6 +264,17 @@ impl FeatureState {
         &self.store
     }
 
+    /// Answers a read from the current registry and the store.
+    pub async fn read(
+        &self,
+        req: &infermesh_features::online::OnlineRequest,
+    ) -> Result<infermesh_features::serving::GetOnlineFeaturesResponse, ServiceError> {
+        let registry = self.registry();
+        infermesh_features::online::get_online_features(&registry, self.store.as_ref(), req)
+            .await
+            .map_err(service_error)
+    }
+
     fn replace_registry(&self, r: FeatureRegistry) {
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(r);
     }

@@ -288,12 +288,7 @@ fn latest_rows(
         .join_keys
         .iter()
         .map(|jk| {
-            let entity = view
-                .entities
-                .iter()
-                .find(|e| registry.join_key_of(e) == jk.name);
-            let mut want = vec![jk.name.as_str()];
-            want.extend(entity.map(String::as_str));
+            let want = registry.key_column_names(view, &jk.name);
             let col = pick(&want).ok_or_else(|| {
                 config(format!("the source has no join key column {:?}", jk.name))
             })?;
