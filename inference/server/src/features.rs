@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use infermesh_common::ServiceError;
 use infermesh_common::metrics_names as m;
+use infermesh_features::FeatureError;
 use infermesh_features::online::{OnlineRequest, Wanted, get_online_features};
 use infermesh_features::registry::FeatureRegistry;
 use infermesh_features::serving::FieldStatus;
@@ -260,10 +261,14 @@ impl FeatureSource {
         for ((members, wanted, _), res) in calls.iter().zip(results) {
             let resp = match res {
                 Ok(r) => r,
-                Err(e)
-                    if e.kind() == infermesh_common::ErrorKind::Unavailable
-                        || e.kind() == infermesh_common::ErrorKind::Overloaded =>
-                {
+                // Whatever the store did (down, full, a value it cannot decode) degrades the
+                // request to the missing-value path; a request or mapping error does not.
+                Err(
+                    FeatureError::Store(_)
+                    | FeatureError::Write(_)
+                    | FeatureError::Unavailable(_)
+                    | FeatureError::Overloaded(_),
+                ) => {
                     degrade(model, "unavailable");
                     out.degraded = true;
                     out.values.iter_mut().for_each(Vec::clear);
