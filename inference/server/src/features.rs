@@ -1,5 +1,5 @@
-//! Model inputs filled from the feature store: when the server has one (`--features-registry`,
-//! with `--features-redis-url` or memory) and a model's `[feature_store]` section maps its
+//! Model inputs filled from the feature store: when the server has one (`--features-registry`
+//! and `--features-redis-url`, or the store `infermesh up` shares in process) and a model's `[feature_store]` section maps its
 //! inputs to Feast `view:feature` references, a typed request that leaves those inputs out has
 //! them read for its entities (`user_id`, `device_id`, `entities`), within `--feature-timeout-ms`.
 //!
@@ -19,7 +19,7 @@ use infermesh_features::FeatureError;
 use infermesh_features::online::{OnlineRequest, Wanted, get_online_features};
 use infermesh_features::registry::FeatureRegistry;
 use infermesh_features::serving::FieldStatus;
-use infermesh_features::store::{MemoryStore, OnlineStore, RedisStore};
+use infermesh_features::store::{OnlineStore, RedisStore};
 use infermesh_features::types::Value;
 use infermesh_features::types::value::Val;
 use infermesh_features::value::from_text;
@@ -37,7 +37,9 @@ pub struct FeatureStoreArgs {
     /// The Feast project (needed when the registry holds several).
     #[arg(long, env = "INFERMESH_FEATURES_PROJECT")]
     pub features_project: Option<String>,
-    /// The online store's Redis (Feast's layout); without it, an in-memory store.
+    /// The online store's Redis (Feast's layout), where `feast materialize`, `infermesh
+    /// features materialize` and the feature server's pushes write; needed with
+    /// --features-registry.
     #[arg(long, env = "INFERMESH_FEATURES_REDIS_URL")]
     pub features_redis_url: Option<String>,
     /// Deadline for the store reads of one request, in milliseconds; past it the request is
@@ -73,13 +75,18 @@ impl FeatureStoreArgs {
         let timeout = Duration::from_secs_f64(self.feature_timeout_ms / 1000.0);
         let registry = FeatureRegistry::load(path, self.features_project.as_deref())
             .map_err(|e| e.to_string())?;
-        let store: Arc<dyn OnlineStore> = match &self.features_redis_url {
-            Some(url) => Arc::new(
-                RedisStore::new(url, timeout.max(Duration::from_millis(1)), None)
-                    .map_err(|e| format!("--features-redis-url: {e}"))?,
-            ),
-            None => Arc::new(MemoryStore::new(1_000_000, None)),
+        // A store in this process's memory would hold nothing: no writer reaches it (only
+        // `infermesh up` shares one in process, through `ServeConfig::feature_source`).
+        let Some(url) = &self.features_redis_url else {
+            return Err(
+                "--features-registry needs --features-redis-url (the online store the models read)"
+                    .into(),
+            );
         };
+        let store: Arc<dyn OnlineStore> = Arc::new(
+            RedisStore::new(url, timeout.max(Duration::from_millis(1)), None)
+                .map_err(|e| format!("--features-redis-url: {e}"))?,
+        );
         Ok(Some(Arc::new(FeatureSource::new(
             Arc::new(registry),
             store,
@@ -330,4 +337,40 @@ pub fn number(v: &Value) -> Option<f64> {
         _ => None,
     }
     .filter(|x| x.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_registry_needs_a_store_and_a_positive_deadline() {
+        let args = |redis: Option<&str>, ms: f64| FeatureStoreArgs {
+            features_registry: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../features/repo/features.toml"
+            ))),
+            features_redis_url: redis.map(str::to_owned),
+            feature_timeout_ms: ms,
+            ..FeatureStoreArgs::default()
+        };
+        assert!(
+            FeatureStoreArgs::default()
+                .open()
+                .is_ok_and(|s| s.is_none())
+        );
+        let e = args(None, 5.0).open().err().unwrap_or_default();
+        assert!(e.contains("--features-redis-url"), "{e}");
+        let e = args(Some("redis://127.0.0.1:1"), 0.0)
+            .open()
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("--feature-timeout-ms"), "{e}");
+        // Redis connects lazily: a store that is down still opens (and degrades requests).
+        assert!(
+            args(Some("redis://127.0.0.1:1"), 5.0)
+                .open()
+                .is_ok_and(|s| s.is_some())
+        );
+    }
 }
