@@ -2,7 +2,7 @@
 
 - user_avg_spend: published by the expense planner, read by fraud scoring.
 - device_risk_score: read by fraud scoring.
-- session_product_views: the user's recently viewed products (most recent first),
+- session_product_views: the products the user viewed most recently (most recent first),
   published by the recommendations tracker, read by the recommender.
 
 features.toml beside this file defines the same views for infermesh without Feast; the test
@@ -75,7 +75,7 @@ session_views = FeatureView(
     ],
     source=session_views_push,
     online=True,
-    description="The user's recently viewed products in this session, most recent first.",
+    description="The products the user viewed most recently, most recent first.",
 )
 
 fraud_features = FeatureService(

@@ -385,6 +385,27 @@ pub fn from_text(s: &str, ty: ValueType) -> Result<Value, String> {
     }
 }
 
+/// Epoch seconds (fractions allowed) as a timestamp; refused when not finite or beyond
+/// ±2.5e11 seconds (the years 1970 ± 7,900).
+pub fn timestamp_from_seconds(seconds: f64) -> Result<Timestamp, String> {
+    if !seconds.is_finite() || seconds.abs() > 2.5e11 {
+        return Err(format!("{seconds} is not a time in epoch seconds"));
+    }
+    let s = seconds.floor();
+    Ok(Timestamp {
+        seconds: s as i64,
+        nanos: ((seconds - s) * 1e9).round().min(999_999_999.0) as i32,
+    })
+}
+
+/// A time written as text: epoch seconds, or RFC 3339 ([`parse_timestamp`]).
+pub fn parse_time_text(s: &str) -> Result<Timestamp, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) => timestamp_from_seconds(x),
+        Err(_) => parse_timestamp(s),
+    }
+}
+
 /// Nanoseconds since the epoch, for ordering timestamps.
 pub fn nanos_of(ts: &Timestamp) -> i128 {
     i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
@@ -459,6 +480,13 @@ mod tests {
         }
         assert!(parse_timestamp("yesterday").is_err());
         assert!(parse_timestamp("2024-03-01T00:00:00+25:00").is_err());
+        let t = parse_time_text(" 1704067200.5 ").unwrap();
+        assert_eq!((t.seconds, t.nanos), (1_704_067_200, 500_000_000));
+        assert_eq!(
+            parse_time_text("2024-01-01T00:00:00Z").unwrap().seconds,
+            1_704_067_200
+        );
+        assert!(timestamp_from_seconds(f64::NAN).is_err() && timestamp_from_seconds(1e12).is_err());
         // humantime reads 1970 to 9999.
         assert!(parse_timestamp("1969-12-31T23:59:59Z").is_err());
     }

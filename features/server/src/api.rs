@@ -101,12 +101,11 @@ async fn get_online(State(state): State<FeatureState>, body: Bytes) -> Response 
 /// `feast serve`'s response JSON: `metadata.feature_names`, then per column its values,
 /// statuses (names) and event timestamps (RFC 3339).
 pub(crate) fn response_json(resp: &GetOnlineFeaturesResponse) -> String {
-    let names = resp
+    let names: &[String] = resp
         .metadata
         .as_ref()
         .and_then(|m| m.feature_names.as_ref())
-        .map(|f| f.val.clone())
-        .unwrap_or_default();
+        .map_or(&[], |f| &f.val);
     let results: Vec<JsonValue> = resp
         .results
         .iter()
@@ -123,7 +122,7 @@ pub(crate) fn response_json(resp: &GetOnlineFeaturesResponse) -> String {
     // Written field by field so the order is Feast's whatever serde_json's map keeps.
     format!(
         "{{\"metadata\":{{\"feature_names\":{}}},\"results\":{}}}",
-        JsonValue::from(names),
+        serde_json::to_string(names).unwrap_or_default(),
         JsonValue::Array(results)
     )
 }

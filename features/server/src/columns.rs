@@ -10,7 +10,10 @@ use infermesh_features::registry::{FeatureRegistry, FeatureView};
 use infermesh_features::types::Value;
 use infermesh_features::types::value::Val;
 use infermesh_features::types::value_type::Enum as ValueType;
-use infermesh_features::value::{describe, from_json, from_text, parse_timestamp, type_of};
+use infermesh_features::value::{
+    describe, from_json, from_text, parse_time_text, parse_timestamp, timestamp_from_seconds,
+    type_of,
+};
 use infermesh_features::write::RowWrite;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
@@ -91,34 +94,21 @@ impl Cells<'_> {
     }
 
     fn time(&self, row: usize) -> Result<Timestamp, String> {
-        let epoch = |seconds: f64| {
-            if !seconds.is_finite() || seconds.abs() > 2.5e11 {
-                return Err(format!("{seconds} is not a time in epoch seconds"));
-            }
-            let s = seconds.floor();
-            Ok(Timestamp {
-                seconds: s as i64,
-                nanos: ((seconds - s) * 1e9).round().min(999_999_999.0) as i32,
-            })
-        };
         match self {
             Cells::Json(v) => match &v[row] {
                 Json::String(s) => parse_timestamp(s),
-                Json::Number(n) => epoch(n.as_f64().unwrap_or(f64::NAN)),
+                Json::Number(n) => timestamp_from_seconds(n.as_f64().unwrap_or(f64::NAN)),
                 other => Err(format!("{other} is not a time")),
             },
-            Cells::Text(s) => match s.trim().parse::<f64>() {
-                Ok(x) => epoch(x),
-                Err(_) => parse_timestamp(s),
-            },
+            Cells::Text(s) => parse_time_text(s),
             Cells::Typed(v) => match &v.val {
                 Some(Val::UnixTimestampVal(s)) => Ok(Timestamp {
                     seconds: *s,
                     nanos: 0,
                 }),
                 Some(Val::StringVal(s)) => parse_timestamp(s),
-                Some(Val::Int64Val(s)) => epoch(*s as f64),
-                Some(Val::DoubleVal(s)) => epoch(*s),
+                Some(Val::Int64Val(s)) => timestamp_from_seconds(*s as f64),
+                Some(Val::DoubleVal(s)) => timestamp_from_seconds(*s),
                 other => Err(format!("{} is not a time", describe(other.as_ref()))),
             },
         }

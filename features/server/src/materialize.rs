@@ -8,6 +8,7 @@
 //! their instants. A row with a null join key or a cell of the wrong type stops the run with
 //! its row number, before anything is written.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +18,7 @@ use infermesh_features::Timestamp;
 use infermesh_features::registry::{FeatureRegistry, FeatureView};
 use infermesh_features::store::OnlineStore;
 use infermesh_features::types::value_type::Enum as ValueType;
-use infermesh_features::value::{from_text, nanos_of, parse_timestamp};
+use infermesh_features::value::{from_text, nanos_of, parse_time_text, parse_timestamp};
 use infermesh_features::write::{RowWrite, write_rows};
 use polars::prelude::*;
 
@@ -234,10 +235,12 @@ fn column(df: &DataFrame, name: &str) -> Result<Col, FeatureServerError> {
 }
 
 impl Col {
-    fn text(&self, row: usize) -> Option<String> {
+    fn text(&self, row: usize) -> Option<Cow<'_, str>> {
         match self {
-            Col::Text(c) => c.get(row).map(str::to_owned),
-            Col::Time(v) => v[row].map(|t| infermesh_features::value::format_timestamp(&t)),
+            Col::Text(c) => c.get(row).map(Cow::Borrowed),
+            Col::Time(v) => {
+                v[row].map(|t| Cow::Owned(infermesh_features::value::format_timestamp(&t)))
+            }
         }
     }
 
@@ -246,13 +249,7 @@ impl Col {
             Col::Time(v) => Ok(v[row]),
             Col::Text(c) => match c.get(row).map(str::trim) {
                 None | Some("") => Ok(None),
-                Some(s) => match s.parse::<f64>() {
-                    Ok(x) if x.is_finite() => Ok(Some(Timestamp {
-                        seconds: x.floor() as i64,
-                        nanos: ((x - x.floor()) * 1e9) as i32,
-                    })),
-                    _ => parse_timestamp(s).map(Some),
-                },
+                Some(s) => parse_time_text(s).map(Some),
             },
         }
     }
@@ -315,7 +312,7 @@ fn latest_rows(
     };
     let time = column(&df, &time_col)?;
     let rows = df.height();
-    let mut latest: HashMap<Vec<String>, (Timestamp, usize)> = HashMap::new();
+    let mut latest: HashMap<Vec<Cow<'_, str>>, (Timestamp, usize)> = HashMap::new();
     let mut in_window = 0;
     for r in 0..rows {
         let at = |e: String| config(format!("row {} of {}: {e}", r + 1, a.source.display()));

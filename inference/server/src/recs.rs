@@ -170,19 +170,14 @@ impl RecsService {
         if !r.recent_items.is_empty() || !mapping.contains_key(RECENT_ITEMS) {
             return Ok((r, false));
         }
-        let mut present = Vec::new();
-        if mapping.len() > 1 {
-            // Only recent_items is filled here; other mapped inputs are not the recommender's.
-            present.extend(
-                mapping
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|k| *k != RECENT_ITEMS),
-            );
-        }
+        // Only recent_items is filled here: other mapped inputs count as given.
         let ask = crate::features::FillRequest {
             entities: vec![("user_id", r.user_id.as_str())],
-            present,
+            present: mapping
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != RECENT_ITEMS)
+                .collect(),
         };
         let filled = source
             .fill(&handle.name, mapping, std::slice::from_ref(&ask))
