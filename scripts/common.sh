@@ -26,24 +26,6 @@ ensure_venv() {
   echo "$stamp" > "$venv/.infermesh-req"
 }
 
-# ensure_build_tools: what building LightGBM (lightgbm3-sys, linked by the training jobs)
-# needs beyond the machine's toolchain: CMake >= 3.28 (Debian bookworm has 3.25; pip's cmake
-# into venv-build, exported as CMAKE) and libclang for its bindings (Debian's libclang-dev).
-ensure_build_tools() {
-  ensure_venv venv-build "$ROOT/scripts/req/build-tools.txt" 'import cmake'
-  export CMAKE="$CACHE/venv-build/bin/cmake"
-  if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
-    log "installing libclang-dev (Debian; for LightGBM's bindings)"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y -q libclang-dev >/dev/null \
-      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q libclang-dev >/dev/null; }
-  fi
-}
-ensure_build_tools
-
-# ensure_chromium: Debian's chromium (/usr/bin/chromium) for the tests that open the HTML drift
-# report headless; about 45 s to install once.
 # apt_install PKG...: Debian packages (apt-get update first only when the install fails on a
 # stale index); sudo when not root.
 apt_install() {
@@ -57,6 +39,28 @@ apt_install() {
       && $sudo env DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q "$@" >/dev/null; }
 }
 
+# ensure_build_tools: what building LightGBM (lightgbm3-sys, linked by the training jobs)
+# needs beyond the machine's toolchain: CMake >= 3.28 (Debian bookworm has 3.25; pip's cmake
+# into venv-build, exported as CMAKE) and libclang for its bindings (Debian's libclang-dev).
+ensure_build_tools() {
+  ensure_venv venv-build "$ROOT/scripts/req/build-tools.txt" 'import cmake'
+  export CMAKE="$CACHE/venv-build/bin/cmake"
+  # librdkafka (rdkafka's cmake-build, linked by the Kafka pipelines) includes curl's and
+  # SASL's headers even with those features off.
+  if [ ! -f /usr/include/x86_64-linux-gnu/curl/curl.h ] && [ ! -f /usr/include/curl/curl.h ] \
+     || [ ! -f /usr/include/sasl/sasl.h ]; then
+    log "installing libcurl4-openssl-dev and libsasl2-dev (Debian; for librdkafka)"
+    apt_install libcurl4-openssl-dev libsasl2-dev zlib1g-dev libssl-dev
+  fi
+  if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+    log "installing libclang-dev (Debian; for LightGBM's bindings)"
+    apt_install libclang-dev
+  fi
+}
+ensure_build_tools
+
+# ensure_chromium: Debian's chromium (/usr/bin/chromium) for the tests that open the HTML drift
+# report headless; about 45 s to install once.
 ensure_chromium() {
   command -v chromium >/dev/null 2>&1 && return 0
   log "installing chromium (Debian; for the HTML report test)"
