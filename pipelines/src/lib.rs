@@ -3,11 +3,19 @@
 //! PostgreSQL, live feed, theme labels), and the LLM side channel ([`llm`]): sanitised prompts,
 //! an output cache, a job queue and the worker `infermesh pipeline llm` runs.
 //!
-//! Features: `llm` (the side channel; links the LLM client) and `reviews` (the processor;
-//! PostgreSQL, gRPC), both default. Without them the crate is the bus and the event types,
-//! which is all the gateway links.
+//! Streaming on Kafka (feature `kafka`): the Kafka bus and `infermesh kafka init` ([`kafka`]),
+//! and the consumer-group loop every streaming pipeline runs in ([`runtime`]: at least once,
+//! idempotent by message id, dead letters, backpressure, metrics, trace context).
+//!
+//! Features: `llm` (the side channel; links the LLM client), `reviews` (the processor;
+//! PostgreSQL, gRPC), both default, and `kafka` (librdkafka). Without them the crate is the bus
+//! and the event types, which is all the gateway links.
 
 pub mod bus;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "llm")]
 pub mod llm;
 pub mod reviews;
+#[cfg(feature = "kafka")]
+pub mod runtime;

@@ -162,6 +162,7 @@ async fn gateway(bus: Arc<dyn EventBus>) -> infermesh_gateway::RunningGateway {
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
         limits: Default::default(),
+        kafka_brokers: None,
     }
     .validate()
     .unwrap();

@@ -82,31 +82,7 @@ pub fn topic_metric_label(t: Option<&TopicScore>) -> String {
     }
 }
 
-/// How a failed attempt waits before its message is handed back.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Delay after the first failed attempt; doubled after each further one.
-    pub base: Duration,
-    /// Longest delay.
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay after failed attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-        self.base.saturating_mul(factor).min(self.max)
-    }
-}
+pub use crate::bus::RetryPolicy;
 
 /// Which topics had their label job queued: in this process, or in Redis, shared by every
 /// pipeline process (one `SET <prefix><topic> 1 NX EX <ttl>` key per topic).

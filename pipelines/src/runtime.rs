@@ -1,0 +1,576 @@
+//! The loop every streaming pipeline runs in: take a batch from a consumer group, drop what was
+//! already processed, hand the rest to the pipeline's [`Handler`], dead-letter what can never
+//! succeed, retry what failed for now, ack the rest, repeat until told to stop.
+//!
+//! - **At least once.** A delivery is acked only after the handler returned for it, and a
+//!   handler returns only after its outputs are acknowledged by their sinks; offsets follow
+//!   acks (see the bus). Nothing is acked on the way out: a stop finishes the batch in hand,
+//!   then closes the subscription (a synchronous commit on Kafka).
+//! - **Idempotence by message id.** A message's id is its `message-id` header, else its topic,
+//!   partition and offset (stable across redeliveries). Ids of processed messages are kept in a
+//!   bounded window ([`Dedupe`]: Redis `SET .. PX`, shared by the group's processes, or this
+//!   process's memory); a redelivered message inside the window is acked without processing.
+//!   A Redis that fails makes the check answer "not seen": work is repeated, never lost.
+//! - **Dead letters.** [`Outcome::Poison`] messages go to `<topic>.dlq` with their headers and
+//!   `x-infermesh-dlq-reason` (bounded), `-detail`, `-source` (topic/partition/offset) and
+//!   `-pipeline`; a dead-letter publish that fails leaves the message unacked.
+//! - **Backpressure.** One batch at a time: nothing more is read while a batch's outputs are
+//!   pending, so a slow sink slows the consumer instead of filling memory.
+//! - **Traces.** Each message gets a span that continues the producer's trace (`traceparent`);
+//!   handlers run their per-message work in it and stamp it on what they produce.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use infermesh_common::metrics_names::{
+    PIPELINE_BATCH_SIZE, PIPELINE_CONSUMED_TOTAL, PIPELINE_CONSUMER_LAG, PIPELINE_DLQ_TOTAL,
+    PIPELINE_END_TO_END_SECONDS, PIPELINE_IN_FLIGHT, PIPELINE_MESSAGES_TOTAL,
+    PIPELINE_PROCESSING_SECONDS,
+};
+use infermesh_common::telemetry::propagation;
+
+use crate::bus::{BoxFuture, BusError, Delivery, EventBus, Message, Subscription};
+
+pub use crate::bus::RetryPolicy;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed; its outputs are acknowledged.
+    Done,
+    /// Can never succeed (malformed, missing fields, unknown operation): dead-lettered.
+    Poison {
+        /// A bounded reason (a metric label and the `x-infermesh-dlq-reason` header).
+        reason: &'static str,
+        /// What exactly was wrong (the `x-infermesh-dlq-detail` header).
+        detail: String,
+    },
+    /// Failed for now (a dependency down): handed back after a back-off.
+    Retry(String),
+}
+
+/// One message of a batch, with its span.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// `pipeline.message`, a child of the producer's trace when it sent `traceparent`.
+    pub span: tracing::Span,
+}
+
+/// A pipeline's processing.
+pub trait Handler: Send + Sync {
+    /// Processes `batch` in order and returns one outcome per message, once every output of
+    /// the `Done` ones is acknowledged.
+    fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>>;
+
+    /// Called when the group assigned partitions to this process, before their messages are
+    /// handled (state derived from the partitions' history is re-read here).
+    fn on_assigned(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// The window of processed message ids.
+pub enum Dedupe {
+    /// This process's memory: the last `capacity` ids.
+    Memory {
+        /// Ids in the window and their order of arrival.
+        window: Mutex<(HashSet<String>, VecDeque<String>)>,
+        /// Most ids kept.
+        capacity: usize,
+    },
+    /// Redis, shared by every process of the group: `SET <prefix><pipeline>:<id> 1 PX <ttl>`.
+    Redis {
+        /// The connection.
+        conn: redis::aio::ConnectionManager,
+        /// Key prefix, pipeline included.
+        prefix: String,
+        /// How long an id is remembered.
+        ttl: Duration,
+    },
+}
+
+impl std::fmt::Debug for Dedupe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dedupe::Memory { capacity, .. } => write!(f, "Memory({capacity})"),
+            Dedupe::Redis { prefix, ttl, .. } => write!(f, "Redis({prefix}*, {ttl:?})"),
+        }
+    }
+}
+
+impl Dedupe {
+    /// A window of the last `capacity` ids in memory.
+    pub fn memory(capacity: usize) -> Self {
+        Dedupe::Memory {
+            window: Mutex::new((HashSet::new(), VecDeque::new())),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Which of `ids` were processed (Redis down: none, so the work is repeated).
+    pub async fn seen(&self, ids: &[String]) -> Vec<bool> {
+        match self {
+            Dedupe::Memory { window, .. } => {
+                let w = window.lock().unwrap_or_else(|p| p.into_inner());
+                ids.iter().map(|id| w.0.contains(id)).collect()
+            }
+            Dedupe::Redis { conn, prefix, .. } => {
+                if ids.is_empty() {
+                    return Vec::new();
+                }
+                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
+                let mut c = conn.clone();
+                let found: Result<Vec<Option<String>>, _> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut c).await;
+                match found {
+                    Ok(v) => v.into_iter().map(|x| x.is_some()).collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dedupe window unreadable; processing again");
+                        vec![false; ids.len()]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remembers `ids` as processed.
+    pub async fn mark(&self, ids: &[String]) {
+        match self {
+            Dedupe::Memory { window, capacity } => {
+                let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+                for id in ids {
+                    if w.0.insert(id.clone()) {
+                        w.1.push_back(id.clone());
+                    }
+                }
+                while w.1.len() > *capacity {
+                    if let Some(old) = w.1.pop_front() {
+                        w.0.remove(&old);
+                    }
+                }
+            }
+            Dedupe::Redis { conn, prefix, ttl } => {
+                if ids.is_empty() {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                for id in ids {
+                    pipe.cmd("SET")
+                        .arg(format!("{prefix}{id}"))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(ms)
+                        .ignore();
+                }
+                let mut c = conn.clone();
+                if let Err(e) = pipe.query_async::<()>(&mut c).await {
+                    tracing::warn!(error = %e, "dedupe window not written");
+                }
+            }
+        }
+    }
+}
+
+/// How a pipeline runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The pipeline's name (metric label, span field, dead-letter header).
+    pub pipeline: String,
+    /// Most messages handled as one batch.
+    pub max_batch: usize,
+    /// Back-off of retried messages.
+    pub retry: RetryPolicy,
+}
+
+impl RuntimeConfig {
+    /// Defaults for `pipeline`: batches of up to 512.
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_string(),
+            max_batch: 512,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The id a message is deduplicated by: its `message-id` header, else topic/partition/offset.
+pub fn message_id(d: &Delivery) -> String {
+    d.message
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("message-id"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| format!("{}/{}/{}", d.topic, d.partition, d.offset))
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Header names of dead letters.
+pub const DLQ_REASON: &str = "x-infermesh-dlq-reason";
+/// The detail header.
+pub const DLQ_DETAIL: &str = "x-infermesh-dlq-detail";
+/// The source header (topic/partition/offset).
+pub const DLQ_SOURCE: &str = "x-infermesh-dlq-source";
+/// The pipeline header.
+pub const DLQ_PIPELINE: &str = "x-infermesh-dlq-pipeline";
+
+/// Counts of what a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Processed (outputs acknowledged).
+    pub processed: u64,
+    /// Skipped as already processed.
+    pub duplicates: u64,
+    /// Dead-lettered.
+    pub dead_lettered: u64,
+    /// Handed back for a retry.
+    pub retried: u64,
+}
+
+/// Runs `handler` over `sub` until `stop` resolves (then finishes the batch in hand and
+/// closes the subscription) or the bus fails.
+pub async fn run<H: Handler + ?Sized>(
+    cfg: &RuntimeConfig,
+    sub: &mut dyn Subscription,
+    bus: &dyn EventBus,
+    dedupe: &Dedupe,
+    handler: &H,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<RunStats, BusError> {
+    tokio::pin!(stop);
+    let mut stats = RunStats::default();
+    let pipeline = cfg.pipeline.clone();
+    let in_flight = metrics::gauge!(PIPELINE_IN_FLIGHT, "pipeline" => pipeline.clone());
+    let result = loop {
+        let first = tokio::select! {
+            biased;
+            () = &mut stop => break Ok(()),
+            d = sub.next() => d,
+        };
+        let first = match first {
+            Ok(d) => d,
+            Err(e) => break Err(e),
+        };
+        let mut batch = vec![first];
+        while batch.len() < cfg.max_batch.max(1) {
+            match sub.next().now_or_never() {
+                Some(Ok(d)) => batch.push(d),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "bus read failed mid-batch");
+                    break;
+                }
+                None => break,
+            }
+        }
+        if sub.take_reassigned() {
+            handler.on_assigned().await;
+        }
+        in_flight.set(batch.len() as f64);
+        if let Some(lag) = sub.lag() {
+            metrics::gauge!(PIPELINE_CONSUMER_LAG, "group" => pipeline.clone(),
+                "topic" => crate::bus::topic_label(&batch[0].topic), "partition" => "0")
+            .set(lag as f64);
+        }
+        if let Err(e) = process_batch(cfg, sub, bus, dedupe, handler, batch, &mut stats).await {
+            break Err(e);
+        }
+        in_flight.set(0.0);
+    };
+    let closed = sub.close().await;
+    result?;
+    closed?;
+    Ok(stats)
+}
+
+async fn process_batch<H: Handler + ?Sized>(
+    cfg: &RuntimeConfig,
+    sub: &mut dyn Subscription,
+    bus: &dyn EventBus,
+    dedupe: &Dedupe,
+    handler: &H,
+    batch: Vec<Delivery>,
+    stats: &mut RunStats,
+) -> Result<(), BusError> {
+    let started = Instant::now();
+    let pipeline = cfg.pipeline.as_str();
+    metrics::histogram!(PIPELINE_BATCH_SIZE, "pipeline" => pipeline.to_string())
+        .record(batch.len() as f64);
+    for d in &batch {
+        metrics::counter!(PIPELINE_CONSUMED_TOTAL, "pipeline" => pipeline.to_string(),
+            "topic" => crate::bus::topic_label(&d.topic))
+        .increment(1);
+    }
+    let ids: Vec<String> = batch.iter().map(message_id).collect();
+    let mut seen = dedupe.seen(&ids).await;
+    // A message repeated within the batch is a duplicate of its first occurrence, which is
+    // still held (its offset unacked) until it is done.
+    let mut in_batch = HashSet::with_capacity(ids.len());
+    for (id, s) in ids.iter().zip(seen.iter_mut()) {
+        if !in_batch.insert(id.as_str()) {
+            *s = true;
+        }
+    }
+    let mut fresh = Vec::with_capacity(batch.len());
+    let mut fresh_ids = Vec::with_capacity(batch.len());
+    for ((d, id), seen) in batch.into_iter().zip(ids).zip(seen) {
+        if seen {
+            stats.duplicates += 1;
+            count(pipeline, "duplicate");
+            sub.ack(&d).await?;
+            continue;
+        }
+        let span = tracing::info_span!("pipeline.message", pipeline, topic = %d.topic,
+            partition = d.partition, offset = d.offset, attempt = d.attempt);
+        propagation::continue_trace(&span, &d.message.headers);
+        fresh.push(Incoming { delivery: d, span });
+        fresh_ids.push(id);
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let outcomes = handler.handle(&fresh).await;
+    let mut done_ids = Vec::with_capacity(fresh.len());
+    let mut retry_after = Duration::ZERO;
+    for ((item, id), outcome) in fresh.iter().zip(fresh_ids).zip(
+        outcomes
+            .into_iter()
+            .chain(std::iter::repeat(Outcome::Retry("no outcome".into()))),
+    ) {
+        let d = &item.delivery;
+        match outcome {
+            Outcome::Done => {
+                done_ids.push(id);
+                stats.processed += 1;
+                count(pipeline, "processed");
+                if let Some(ts) = d.timestamp_ms {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    metrics::histogram!(PIPELINE_END_TO_END_SECONDS, "pipeline" => pipeline.to_string())
+                        .record((now - ts).max(0) as f64 / 1000.0);
+                }
+                sub.ack(d).await?;
+            }
+            Outcome::Poison { reason, detail } => {
+                let _g = item.span.enter();
+                tracing::warn!(reason, %detail, "dead-lettering");
+                match bus
+                    .publish(&dlq_topic(&d.topic), dead_letter(cfg, d, reason, &detail))
+                    .await
+                {
+                    Ok(()) => {
+                        stats.dead_lettered += 1;
+                        count(pipeline, "dead_lettered");
+                        metrics::counter!(PIPELINE_DLQ_TOTAL, "pipeline" => pipeline.to_string(),
+                            "reason" => reason)
+                        .increment(1);
+                        done_ids.push(id);
+                        sub.ack(d).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dead-letter publish failed; retrying");
+                        stats.retried += 1;
+                        count(pipeline, "retried");
+                        retry_after = retry_after.max(cfg.retry.delay(d.attempt));
+                        sub.nack(d).await?;
+                    }
+                }
+            }
+            Outcome::Retry(why) => {
+                let _g = item.span.enter();
+                tracing::warn!(%why, attempt = d.attempt, "retrying");
+                stats.retried += 1;
+                count(pipeline, "retried");
+                retry_after = retry_after.max(cfg.retry.delay(d.attempt));
+                sub.nack(d).await?;
+            }
+        }
+    }
+    dedupe.mark(&done_ids).await;
+    metrics::histogram!(PIPELINE_PROCESSING_SECONDS, "pipeline" => pipeline.to_string())
+        .record(started.elapsed().as_secs_f64());
+    if !retry_after.is_zero() {
+        tokio::time::sleep(retry_after).await;
+    }
+    Ok(())
+}
+
+fn count(pipeline: &str, outcome: &'static str) {
+    metrics::counter!(PIPELINE_MESSAGES_TOTAL, "pipeline" => pipeline.to_string(),
+        "outcome" => outcome)
+    .increment(1);
+}
+
+fn dead_letter(cfg: &RuntimeConfig, d: &Delivery, reason: &str, detail: &str) -> Message {
+    let mut headers = d.message.headers.clone();
+    headers.retain(|(k, _)| !k.starts_with("x-infermesh-dlq-"));
+    // Header values are bounded: a detail quoting a huge payload is cut.
+    let detail: String = detail.chars().take(1024).collect();
+    headers.extend([
+        (DLQ_REASON.to_string(), reason.to_string()),
+        (DLQ_DETAIL.to_string(), detail),
+        (
+            DLQ_SOURCE.to_string(),
+            format!("{}/{}/{}", d.topic, d.partition, d.offset),
+        ),
+        (DLQ_PIPELINE.to_string(), cfg.pipeline.clone()),
+    ]);
+    Message {
+        key: d.message.key.clone(),
+        headers,
+        payload: d.message.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::bus::InProcessBus;
+
+    /// Fails "retry" once, dead-letters "poison", processes the rest.
+    #[derive(Default)]
+    struct Probe {
+        handled: Mutex<Vec<String>>,
+        retry_failures: AtomicUsize,
+    }
+
+    impl Handler for Probe {
+        fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>> {
+            Box::pin(async move {
+                batch
+                    .iter()
+                    .map(|i| {
+                        let body = String::from_utf8_lossy(&i.delivery.message.payload).to_string();
+                        match body.as_str() {
+                            "poison" => Outcome::Poison {
+                                reason: "malformed_json",
+                                detail: "not JSON".into(),
+                            },
+                            "retry" if self.retry_failures.fetch_add(1, Ordering::SeqCst) == 0 => {
+                                Outcome::Retry("down".into())
+                            }
+                            _ => {
+                                self.handled.lock().unwrap().push(body);
+                                Outcome::Done
+                            }
+                        }
+                    })
+                    .collect()
+            })
+        }
+    }
+
+    fn msg(body: &str, id: Option<&str>) -> Message {
+        let mut m = Message::new("k", body.as_bytes().to_vec());
+        if let Some(id) = id {
+            m.headers.push(("message-id".into(), id.into()));
+        }
+        m.headers.push((
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ));
+        m
+    }
+
+    #[tokio::test]
+    async fn processes_dead_letters_retries_and_skips_duplicates() {
+        let bus = Arc::new(InProcessBus::new(64, Duration::from_secs(30)));
+        let mut sub = bus.subscribe("in", "g").await.unwrap();
+        let mut dlq = bus.subscribe("in.dlq", "check").await.unwrap();
+        for (body, id) in [
+            ("a", Some("m1")),
+            ("poison", None),
+            ("retry", None),
+            ("a-again", Some("m1")),
+            ("b", None),
+        ] {
+            bus.publish("in", msg(body, id)).await.unwrap();
+        }
+        let cfg = RuntimeConfig {
+            retry: RetryPolicy {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+            },
+            ..RuntimeConfig::new("test")
+        };
+        let probe = Probe::default();
+        let dedupe = Dedupe::memory(100);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handled = async {
+            loop {
+                if probe.handled.lock().unwrap().len() >= 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = tx.send(());
+        };
+        let stop = async {
+            let _ = rx.await;
+        };
+        let (stats, ()) = tokio::join!(
+            run(&cfg, sub.as_mut(), bus.as_ref(), &dedupe, &probe, stop),
+            handled
+        );
+        let stats = stats.unwrap();
+        let mut got = probe.handled.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, ["a", "b", "retry"]);
+        assert_eq!(stats.duplicates, 1);
+        assert_eq!(stats.dead_lettered, 1);
+        assert_eq!(stats.retried, 1);
+        let dead = dlq.next().await.unwrap();
+        assert_eq!(dead.message.payload, b"poison");
+        let header = |k: &str| {
+            dead.message
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header(DLQ_REASON).as_deref(), Some("malformed_json"));
+        assert_eq!(header(DLQ_PIPELINE).as_deref(), Some("test"));
+        assert_eq!(header(DLQ_SOURCE).as_deref(), Some("in/0/2"));
+        // The producer's trace context travels with the dead letter.
+        assert!(header("traceparent").is_some());
+    }
+
+    #[test]
+    fn the_memory_window_is_bounded() {
+        let d = Dedupe::memory(2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            d.mark(&["a".into(), "b".into(), "c".into()]).await;
+            assert_eq!(
+                d.seen(&["a".into(), "b".into(), "c".into()]).await,
+                [false, true, true]
+            );
+        });
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
+        assert_eq!(p.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(2), Duration::from_millis(200));
+        assert_eq!(p.delay(3), Duration::from_millis(350));
+        assert_eq!(p.delay(40), Duration::from_millis(350));
+    }
+}
