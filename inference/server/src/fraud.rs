@@ -26,6 +26,15 @@ pub const DEFAULT_TOP_K: usize = 5;
 /// Most transactions in one ScoreBatch call.
 pub const MAX_BATCH: usize = 10_000;
 
+/// What a ScoreBatch request says for all its transactions.
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchOptions {
+    /// Reasons when a transaction does not say.
+    top_k_reasons: Option<u32>,
+    /// Drop features the model does not take instead of refusing them.
+    ignore_unknown_features: bool,
+}
+
 /// The typed fraud-scoring service.
 #[derive(Debug, Clone)]
 pub struct FraudService {
@@ -68,14 +77,14 @@ impl FraudService {
         &self,
         handle: &Arc<LoadedVersion>,
         requests: Vec<pb::ScoreRequest>,
-        default_top_k: Option<u32>,
+        opts: BatchOptions,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let tab = tabular(handle)?;
         let nf = tab.num_features();
         let filled = self.store_inputs(handle, &requests).await?;
         let mut rows = Vec::with_capacity(requests.len() * nf);
         for (i, r) in requests.iter().enumerate() {
-            let mut row = feature_row(handle, tab, r)?;
+            let mut row = feature_row(handle, tab, r, opts.ignore_unknown_features)?;
             for (name, value) in filled.values.get(i).into_iter().flatten() {
                 let bad = |why: &str| {
                     ServiceError::invalid(format!(
@@ -100,7 +109,7 @@ impl FraudService {
             .map(|r| {
                 let k = r
                     .top_k_reasons
-                    .or(default_top_k)
+                    .or(opts.top_k_reasons)
                     .map_or(DEFAULT_TOP_K, |k| k as usize);
                 k.min(nf)
             })
@@ -201,10 +210,14 @@ fn feature_row(
     handle: &LoadedVersion,
     tab: &TabularVersion,
     r: &pb::ScoreRequest,
+    ignore_unknown: bool,
 ) -> Result<Vec<f32>, ServiceError> {
     let mut row = vec![f32::NAN; tab.num_features()];
     for (name, value) in &r.features {
         let Some(i) = tab.feature_index(name) else {
+            if ignore_unknown {
+                continue;
+            }
             return Err(ServiceError::invalid(format!(
                 "transaction '{}': unknown feature '{name}' (model '{}' takes: {})",
                 r.transaction_id,
@@ -260,13 +273,13 @@ impl FraudService {
         model: &str,
         version: &str,
         requests: Vec<pb::ScoreRequest>,
-        default_top_k: Option<u32>,
+        opts: BatchOptions,
         span: tracing::Span,
     ) -> Result<Vec<pb::ScoreResponse>, ServiceError> {
         let started = Instant::now();
         let handle = self.resolve(model, version, started)?;
         let res = self
-            .score_many(&handle, requests, default_top_k)
+            .score_many(&handle, requests, opts)
             .instrument(span)
             .await;
         let version = handle.version.to_string();
@@ -290,7 +303,9 @@ impl FraudScoring for FraudService {
         let r = req.into_inner();
         let span = tracing::info_span!("fraud_score", transaction_id = %r.transaction_id, model = %r.model_name);
         let (model, version) = (r.model_name.clone(), r.model_version.clone());
-        let mut out = self.scored(&model, &version, vec![r], None, span).await?;
+        let mut out = self
+            .scored(&model, &version, vec![r], BatchOptions::default(), span)
+            .await?;
         out.pop()
             .map(Response::new)
             .ok_or_else(|| ServiceError::internal("empty score result").into())
@@ -315,7 +330,10 @@ impl FraudScoring for FraudService {
                 &r.model_name,
                 &r.model_version,
                 r.requests,
-                r.top_k_reasons,
+                BatchOptions {
+                    top_k_reasons: r.top_k_reasons,
+                    ignore_unknown_features: r.ignore_unknown_features,
+                },
                 span,
             )
             .await?;

@@ -10,6 +10,7 @@ pub mod features;
 #[cfg(feature = "trees")]
 pub mod fraud;
 pub mod grpc;
+pub mod local;
 pub mod metadata;
 #[cfg(feature = "recs")]
 pub mod recs;

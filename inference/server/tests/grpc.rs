@@ -332,13 +332,29 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     let err = c
         .score(v1::ScoreRequest {
             transaction_id: "t2".into(),
-            features: bad,
+            features: bad.clone(),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("shoe_size"));
+    // A batch may ask for features the model does not take to be dropped instead: it then
+    // scores as if they were not sent.
+    let lenient = c
+        .score_batch(v1::ScoreBatchRequest {
+            requests: vec![v1::ScoreRequest {
+                transaction_id: "t2".into(),
+                features: bad.clone(),
+                ..Default::default()
+            }],
+            ignore_unknown_features: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((lenient.responses[0].probability - resp.probability).abs() < 1e-9);
     let err = c
         .score(v1::ScoreRequest {
             transaction_id: "t3".into(),

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The fraud pipeline end to end on this machine: transactions produced to finance.transactions
+# on a tansu broker (memory storage), `infermesh pipeline fraud` (release, in-process scoring of
+# the sample model, stream state in a throw-away Redis), alerts consumed from fraud.alerts by
+# bench/loadgen's `streamload` (a tail consumer timing each alert from its transaction's send).
+#   1. latency at a fixed rate (1k tx/s, every transaction alerted): p50/p99, medians of ROUNDS;
+#   2. the highest sustained rate: COUNT transactions as fast as the producer goes, 1% risky;
+#   3. the pipeline's peak RSS over the run.
+# Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB.
+# tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
+# Usage: bench/stream.sh [rounds] [count]
+source "$(dirname "$0")/../scripts/common.sh"
+cd "$ROOT"
+ROUNDS=${1:-3}
+COUNT=${2:-100000}
+ensure_tansu
+cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
+BIN="$CARGO_TARGET_DIR/release"
+WORK="$(mktemp -d)"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --save '' --appendonly no --daemonize no > "$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+KAFKA_PORT=$(free_port)
+"$CACHE/bin/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+  > "$WORK/tansu.log" 2>&1 &
+PIDS+=($!)
+wait_port "$REDIS_PORT"; wait_port "$KAFKA_PORT"
+BROKERS="127.0.0.1:$KAFKA_PORT"
+"$BIN/infermesh" kafka init --kafka-brokers "$BROKERS" >&2
+REPO="$WORK/repo"
+mkdir -p "$REPO"
+cp -r deploy/sample-repository/fraud "$REPO/fraud"
+"$BIN/infermesh" pipeline fraud --kafka-brokers "$BROKERS" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+  --model-repository "$REPO" --metrics-port 0 --poll-interval 0 > "$WORK/pipeline.out" 2> "$WORK/pipeline.log" &
+PIPE=$!
+PIDS+=($PIPE)
+for _ in $(seq 100); do grep -q metrics "$WORK/pipeline.out" 2>/dev/null && break; sleep 0.1; done
+peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$PIPE/status"; }
+
+echo "fraud pipeline through Kafka (tansu), this machine: $(nproc) cores"
+: > "$WORK/fixed.jsonl"
+for r in $(seq "$ROUNDS"); do
+  "$BIN/streamload" --brokers "$BROKERS" --rate 1000 --count 20000 --alert-every 1 --tag "fixed-$r" \
+    >> "$WORK/fixed.jsonl"
+done
+: > "$WORK/max.jsonl"
+for r in $(seq "$ROUNDS"); do
+  "$BIN/streamload" --brokers "$BROKERS" --rate 0 --count "$COUNT" --alert-every 100 --tag "max-$r" \
+    --drain-seconds 300 >> "$WORK/max.jsonl"
+done
+python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$(peak_rss)" <<'PY'
+import json, statistics, sys
+fixed = [json.loads(l) for l in open(sys.argv[1])]
+mx = [json.loads(l) for l in open(sys.argv[2])]
+med = lambda rows, k: statistics.median(r[k] for r in rows)
+print(f"1k tx/s, every transaction alerted: p50 {med(fixed, 'p50_ms'):.2f} ms, p99 {med(fixed, 'p99_ms'):.2f} ms, "
+      f"max {med(fixed, 'max_ms'):.1f} ms (alerts {[r['alerts'] for r in fixed]} of {fixed[0]['expected_alerts']})")
+print(f"as fast as produced, 1% alerted: sustained {med(mx, 'sustained_tx_per_s'):.0f} tx/s "
+      f"(send rate {med(mx, 'send_rate'):.0f}/s), alert p99 {med(mx, 'p99_ms'):.0f} ms")
+print(f"pipeline peak RSS {int(sys.argv[3]) / 1024:.0f} MB")
+PY
