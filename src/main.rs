@@ -69,6 +69,9 @@ enum Command {
     /// reviews`: the reviews pipeline).
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Kafka administration (`infermesh kafka init`: the platform's topics).
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +84,20 @@ enum PipelineCommand {
     /// inference server (gRPC), upserts table `reviews` in PostgreSQL, publishes each review
     /// on Redis Pub/Sub (infermesh:reviews) and queues LLM theme labels; metrics on 8083.
     Reviews(infermesh_pipelines::reviews::ReviewsArgs),
+    /// The fraud pipeline: consumes finance.transactions (plain JSON or Debezium change
+    /// events), keeps Redis velocity counters, an exact 60 s sliding window and spend per user,
+    /// scores with the tree model in process (--model-repository) or over gRPC
+    /// (--inference-url), and produces alerts to fraud.alerts (idempotent ids, TreeSHAP
+    /// reasons, rule hits); poison messages go to finance.transactions.dlq; metrics on 8084.
+    Fraud(Box<infermesh_pipeline_fraud::FraudArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum KafkaCommand {
+    /// Create the platform's topics and their dead-letter topics (partitions, replication and
+    /// retention from a TOML plan; default: the embedded one), leaving existing ones as they
+    /// are; fraud.alerts is the append-only audit log (delete policy, one year).
+    Init(infermesh_pipelines::kafka::topics::InitArgs),
 }
 
 #[cfg(feature = "llm")]
@@ -167,6 +184,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             }
             Command::Pipeline(PipelineCommand::Llm(_)) => "infermesh-pipeline-llm",
             Command::Pipeline(PipelineCommand::Reviews(_)) => "infermesh-pipeline-reviews",
+            Command::Pipeline(PipelineCommand::Fraud(_)) => "infermesh-pipeline-fraud",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
@@ -174,6 +192,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             | Command::Drift(_)
             | Command::Ab(_)
             | Command::Features(_)
+            | Command::Kafka(_)
             | Command::Promote(_)
             | Command::Register(_) => "infermesh-job",
         };
@@ -207,6 +226,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Pipeline(PipelineCommand::Reviews(args)) => {
                 let cfg = args.validate()?;
                 infermesh_pipelines::reviews::run(cfg, infermesh_server::stop_signal()).await?;
+            }
+            Command::Pipeline(PipelineCommand::Fraud(args)) => {
+                infermesh_pipeline_fraud::run(*args).await?;
+            }
+            Command::Kafka(KafkaCommand::Init(args)) => {
+                write_stdout(&infermesh_pipelines::kafka::topics::run_init(&args).await?)?;
             }
             Command::Promote(args) => match args.run().await {
                 Ok(done) => write_stdout(&done)?,

@@ -18,6 +18,10 @@ const EXAMPLE_ANOMALY_REQUEST: &str = r#"{"inputs":[{"name":"input__0","shape":[
 /// A V2 REST request body with two reviews, for the sample `sentiment` and `topics` models.
 const EXAMPLE_REVIEWS_REQUEST: &str = r#"{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","data":["The battery died after two hours, very disappointing.","Delivery was quick and the parcel arrived in perfect shape."]}]}"#;
 
+/// A transaction for the gateway's `POST /api/v1/transactions` that the in-process fraud
+/// pipeline alerts on (a large foreign card-not-present payment at 3 am on a new device).
+const EXAMPLE_TRANSACTION: &str = r#"{"transaction_id":"tx-9001","user_id":"u7","device_id":"dev-3","amount":912.5,"currency":"EUR","merchant":"electronics-online","category":"electronics","created_at":"2026-12-07T03:00:00Z","merchant_risk":0.41,"distance_from_home_km":240,"is_foreign":1,"card_present":0,"account_age_days":21,"failed_logins_24h":2,"new_device":1}"#;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
     /// Where the sample model repository is written (kept if it already exists).
@@ -171,16 +175,44 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         features: Default::default(),
     }
     .validate()?;
-    serve.feature_source = Some(std::sync::Arc::new(
-        infermesh_server::features::FeatureSource::new(
-            std::sync::Arc::new(registry),
-            store,
-            std::time::Duration::from_secs_f64(
-                infermesh_server::features::DEFAULT_FEATURE_TIMEOUT_MS / 1000.0,
-            ),
+    let registry = std::sync::Arc::new(registry);
+    let feature_source = std::sync::Arc::new(infermesh_server::features::FeatureSource::new(
+        registry.clone(),
+        store.clone(),
+        std::time::Duration::from_secs_f64(
+            infermesh_server::features::DEFAULT_FEATURE_TIMEOUT_MS / 1000.0,
         ),
     ));
+    serve.feature_source = Some(feature_source.clone());
     let server = infermesh_server::start(serve).await?;
+    // The fraud pipeline in process: transactions posted to the gateway reach it over an
+    // in-process bus; it scores them on the server's models (the store fills their inputs, and
+    // it writes user_avg_spend back) and its alerts go to the gateway's SSE and WebSocket
+    // streams.
+    let stream_bus: std::sync::Arc<dyn infermesh_pipelines::bus::EventBus> = std::sync::Arc::new(
+        infermesh_pipelines::bus::InProcessBus::new(100_000, std::time::Duration::from_secs(60)),
+    );
+    let alert_feed = infermesh_gateway::alerts::AlertFeed::start(
+        stream_bus.subscribe("fraud.alerts", "gateway").await?,
+        infermesh_gateway::alerts::DEFAULT_RING,
+    );
+    let fraud_pipeline = infermesh_pipeline_fraud::start_in_process(
+        stream_bus.clone(),
+        infermesh_pipeline_fraud::handler::Scorer::InProcess(
+            infermesh_server::local::LocalModels::shared(
+                server.manager.clone(),
+                "fraud".into(),
+                Some(feature_source),
+            )
+            .fraud(),
+        ),
+        Some(infermesh_features::writer::FeatureWriter::start(
+            registry,
+            store,
+            infermesh_features::writer::WriterConfig::default(),
+        )),
+    )
+    .await?;
     let mut gw_cfg = infermesh_gateway::GatewayArgs {
         host: args.host,
         port: args.gateway_port,
@@ -193,8 +225,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
         limits: Default::default(),
+        kafka_brokers: None,
     }
     .validate()?;
+    gw_cfg.transactions_bus = Some(stream_bus);
+    gw_cfg.alerts = Some(alert_feed);
     let reviews = match &args.database_url {
         Some(url) if !url.trim().is_empty() => {
             let mut cfg = infermesh_pipelines::reviews::ReviewsArgs {
@@ -346,6 +381,15 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s http://{}/metrics | grep infermesh_",
         server.metrics_addr
     )?;
+    writeln!(
+        banner,
+        "  curl -sN http://{gw}/api/v1/fraud/alerts/stream   # live alerts (SSE; /ws for WebSocket)"
+    )?;
+    writeln!(
+        banner,
+        "  curl -s -X POST http://{gw}/api/v1/transactions -H 'content-type: application/json' \\\n    -d '{}'",
+        EXAMPLE_TRANSACTION
+    )?;
     if reviews.is_some() {
         writeln!(
             banner,
@@ -357,6 +401,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = write_stdout(&banner);
     let res = server.wait(infermesh_server::stop_signal()).await;
     gateway.shutdown().await?;
+    fraud_pipeline.shutdown().await?;
     features.shutdown().await?;
     if let Some(r) = reviews {
         r.shutdown().await;

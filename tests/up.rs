@@ -433,6 +433,36 @@ fn up_serves_the_sample_repository_and_the_gateway_in_one_process() {
         "{v}"
     );
 
+    // A transaction posted to the gateway goes through the in-process bus to the fraud
+    // pipeline (the store fills the user's spend and device risk), and its alert comes back on
+    // the SSE stream (replayed from the feed's ring: the empty Last-Event-ID asks for all).
+    let tx = json!({"transaction_id": "up-tx-1", "user_id": "u7", "device_id": "dev-3",
+        "amount": 912.5, "created_at": "2026-12-07T03:00:00Z", "merchant_risk": 0.41,
+        "distance_from_home_km": 240, "is_foreign": 1, "card_present": 0,
+        "account_age_days": 21, "failed_logins_24h": 2, "new_device": 1})
+    .to_string();
+    let (status, text) = http(&addrs.gateway, "POST", "/api/v1/transactions", Some(&tx)).unwrap();
+    assert_eq!(status, 202, "{text}");
+    let (id, data) = common::first_sse_event(
+        &addrs.gateway,
+        "/api/v1/fraud/alerts/stream?last_event_id=",
+        "alert",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let alert: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(alert["transaction_id"], json!("up-tx-1"), "{alert}");
+    assert_eq!(alert["is_fraud"], json!(true), "{alert}");
+    assert_eq!(alert["features_degraded"], json!(false), "{alert}");
+    assert_eq!(
+        alert["reasons"].as_array().map(Vec::len),
+        Some(3),
+        "{alert}"
+    );
+    assert_eq!(id, "0:1", "the feed position after the first alert");
+    let (status, text) = http(&addrs.gateway, "POST", "/api/v1/transactions", Some("[1]")).unwrap();
+    assert_eq!(status, 400, "{text}");
+
     // SIGTERM (as Ctrl-C) stops both services and the process, with success.
     let pid = up.child.id().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();

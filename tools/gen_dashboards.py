@@ -336,11 +336,67 @@ def features():
     )
 
 
+def streaming():
+    pipe = "infermesh_pipeline_"
+    return dashboard(
+        "infermesh-streaming",
+        "infermesh / Streaming",
+        "The Kafka pipelines: throughput, lag, dead letters and latency per pipeline; the fraud "
+        "pipeline's alerts, rules and degraded scores; the gateway's live alert streams.",
+        [
+            row("Throughput and lag"),
+            panel("Messages consumed per second",
+                  [(rate(pipe + "consumed_total", "pipeline, topic"), "{{pipeline}} {{topic}}")],
+                  unit="short", desc="Taken from the input topic (duplicates included)."),
+            panel("Messages produced per second",
+                  [(rate(pipe + "produced_total", "topic"), "{{topic}}")], unit="short",
+                  desc="Acknowledged by the broker, per topic (dead-letter topics included)."),
+            panel("Consumer lag",
+                  [(f"sum by (group, topic) ({pipe}consumer_lag)", "{{group}} {{topic}}")], unit="short",
+                  desc="Messages the group has yet to read, summed over partitions (librdkafka "
+                       "statistics every 5 s; the in-process bus's queue in infermesh up)."),
+            panel("Outcomes per second",
+                  [(rate(pipe + "messages_total", "pipeline, outcome"), "{{pipeline}} {{outcome}}")],
+                  unit="short", desc="processed, duplicate (inside the dedupe window), dead_lettered, "
+                                     "retried (a dependency failed; handed back after a back-off)."),
+            row("Latency and dead letters"),
+            panel("End-to-end latency p50 / p99",
+                  [(quantile(0.5, pipe + "end_to_end_seconds", "pipeline"), "p50 {{pipeline}}"),
+                   (quantile(0.99, pipe + "end_to_end_seconds", "pipeline"), "p99 {{pipeline}}")],
+                  unit="s", desc="From the message's broker timestamp to its outputs acknowledged."),
+            panel("Batch processing p99",
+                  [(quantile(0.99, pipe + "processing_seconds", "pipeline"), "{{pipeline}}")], unit="s",
+                  desc="One batch: dedupe check, stream state, scoring, outputs, acks."),
+            panel("Dead letters per second",
+                  [(rate(pipe + "dlq_total", "pipeline, reason"), "{{pipeline}} {{reason}}")],
+                  unit="short", desc="Poison messages sent to <topic>.dlq with the reason in headers."),
+            panel("Batch size p50",
+                  [(quantile(0.5, pipe + "batch_size", "pipeline"), "{{pipeline}}")], unit="short",
+                  desc="Messages handled together (larger under load)."),
+            row("Fraud"),
+            panel("Alerts per second",
+                  [(rate("infermesh_fraud_alerts_total", "source"), "{{source}}")], unit="short",
+                  desc="model (probability over the threshold), rules (the sliding window), both."),
+            panel("Transactions scored per second",
+                  [(rate("infermesh_fraud_scored_total", "mode, degraded"), "{{mode}} degraded={{degraded}}")],
+                  unit="short", desc="degraded=true: Redis or the feature store failed; scored on defaults."),
+            panel("Velocity rule hits per second",
+                  [(rate("infermesh_fraud_rule_hits_total", "rule"), "{{rule}}")], unit="short",
+                  desc="Transactions completing 5 or more of one user within 60 s."),
+            panel("Alert stream subscribers",
+                  [("sum by (transport) (infermesh_gateway_alert_subscribers)", "{{transport}}")],
+                  unit="short", desc="Clients on /api/v1/fraud/alerts/stream (SSE) and /ws."),
+        ],
+        [],
+    )
+
+
 DASHBOARDS = {
     "infermesh-serving.json": serving,
     "infermesh-models.json": models,
     "infermesh-reviews-llm.json": reviews_llm,
     "infermesh-features.json": features,
+    "infermesh-streaming.json": streaming,
 }
 
 

@@ -191,6 +191,7 @@ pub async fn score_batch(
         model_name: req.model.unwrap_or_default(),
         model_version: req.version.unwrap_or_default(),
         top_k_reasons: None,
+        ignore_unknown_features: false,
     };
     let mut client = st.fraud.clone();
     let resp = client

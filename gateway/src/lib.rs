@@ -14,6 +14,7 @@
 //! model code; Redis (`--redis-url`) is optional ([`store`]).
 
 pub mod ab;
+pub mod alerts;
 pub mod config;
 pub mod events;
 pub mod experiment;
@@ -23,6 +24,7 @@ pub mod recs;
 pub mod resumes;
 pub mod reviews;
 pub mod store;
+pub mod transactions;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -116,6 +118,11 @@ pub struct GatewayArgs {
     /// Per-port request timeout and in-flight bound.
     #[command(flatten)]
     pub limits: infermesh_common::limits::PortLimitArgs,
+    /// Kafka bootstrap brokers (HOST:PORT[,...]): `POST /api/v1/transactions` produces to
+    /// finance.transactions, and the alert streams (`/api/v1/fraud/alerts/stream`, `/ws`)
+    /// read fraud.alerts. Unset: those routes answer 503.
+    #[arg(long = "kafka-brokers", env = "INFERMESH_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
 }
 
 /// Where the gateway's Redis is (the URL's password is not shown by `Debug`).
@@ -160,6 +167,13 @@ pub struct GatewayConfig {
     /// Kafka bus is configurable) answers that route with 503. A process that runs the
     /// reviews pipeline too (tests, `infermesh up`) sets its in-process bus here.
     pub reviews_bus: Option<Arc<dyn EventBus>>,
+    /// Kafka brokers (`--kafka-brokers`): the transactions bus and the alerts feed, unless
+    /// set below.
+    pub kafka_brokers: Option<String>,
+    /// The bus `POST /api/v1/transactions` publishes to (finance.transactions).
+    pub transactions_bus: Option<Arc<dyn EventBus>>,
+    /// Where the alert streams read fraud.alerts from.
+    pub alerts: Option<Arc<alerts::AlertFeed>>,
 }
 
 impl GatewayArgs {
@@ -218,6 +232,9 @@ impl GatewayArgs {
             redis,
             limits,
             reviews_bus: None,
+            kafka_brokers: self.kafka_brokers.filter(|b| !b.trim().is_empty()),
+            transactions_bus: None,
+            alerts: None,
         })
     }
 }
@@ -240,6 +257,10 @@ pub struct GatewayState {
     pub events: Arc<dyn events::EventSink>,
     /// Where reviews are published (`reviews.submitted`), if a bus is configured.
     pub reviews: Option<Arc<dyn EventBus>>,
+    /// Where transactions are published (`finance.transactions`), if a bus is configured.
+    pub transactions: Option<Arc<dyn EventBus>>,
+    /// The live fraud alerts, if a feed is configured.
+    pub alerts: Option<Arc<alerts::AlertFeed>>,
 }
 
 impl GatewayState {
@@ -259,6 +280,8 @@ impl GatewayState {
             recs: Arc::new(recs),
             events,
             reviews: None,
+            transactions: None,
+            alerts: None,
         }
     }
 
@@ -266,6 +289,73 @@ impl GatewayState {
     pub fn with_reviews_bus(mut self, bus: Option<Arc<dyn EventBus>>) -> Self {
         self.reviews = bus;
         self
+    }
+}
+
+/// The transactions bus and the alerts feed: those given in the config, else Kafka's when
+/// `--kafka-brokers` is set (a producer, and a tail of fraud.alerts from its latest offsets
+/// with a consumer group of this process's own).
+#[allow(clippy::type_complexity)]
+fn kafka_feeds(
+    cfg: &GatewayConfig,
+) -> Result<(Option<Arc<dyn EventBus>>, Option<Arc<alerts::AlertFeed>>), GatewayError> {
+    let (mut transactions, mut feed) = (cfg.transactions_bus.clone(), cfg.alerts.clone());
+    if let Some(brokers) = &cfg.kafka_brokers {
+        let bus = infermesh_pipelines::kafka::KafkaBus::new(
+            infermesh_pipelines::kafka::KafkaConfig::new(brokers, "infermesh-gateway"),
+        )
+        .map_err(|e| GatewayError::Config(format!("--kafka-brokers: {e}")))?;
+        if feed.is_none() {
+            let tail = bus
+                .subscribe_tail(alerts::ALERTS_TOPIC)
+                .map_err(|e| GatewayError::Config(format!("--kafka-brokers: {e}")))?;
+            feed = Some(alerts::AlertFeed::start(
+                Box::new(tail),
+                alerts::DEFAULT_RING,
+            ));
+        }
+        if transactions.is_none() {
+            transactions = Some(Arc::new(bus));
+        }
+    }
+    Ok((transactions, feed))
+}
+
+/// Longest wait for a bus to take a message the gateway publishes.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Publishes `msg` on `topic`, mapping the bus's refusals: full -> 429, failed or slower than
+/// 2 s -> 503 (`what` names the thing in the message); `counted` records `bus_full` or
+/// `bus_error`.
+pub(crate) async fn publish_or_refuse(
+    bus: &dyn EventBus,
+    topic: &str,
+    msg: infermesh_pipelines::bus::Message,
+    what: &str,
+    counted: fn(&'static str),
+) -> Result<(), ServiceError> {
+    match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(topic, msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(infermesh_pipelines::bus::BusError::Overloaded { .. })) => {
+            counted("bus_full");
+            Err(ServiceError::overloaded(format!(
+                "the {what} pipeline is busy: retry later"
+            )))
+        }
+        Ok(Err(e)) => {
+            counted("bus_error");
+            tracing::warn!(error = %e, what, "cannot publish");
+            Err(ServiceError::unavailable(format!(
+                "the {what} could not be recorded: retry later"
+            )))
+        }
+        Err(_) => {
+            counted("bus_error");
+            tracing::warn!(what, "publishing timed out");
+            Err(ServiceError::unavailable(format!(
+                "the {what} could not be recorded: retry later"
+            )))
+        }
     }
 }
 
@@ -344,6 +434,9 @@ pub fn app(state: GatewayState, max_request_bytes: usize) -> Router {
         .route("/api/v1/recommendations/{user_id}", get(recs::recommend))
         .route("/api/v1/events", post(events::accept))
         .route("/api/v1/reviews", post(reviews::submit))
+        .route("/api/v1/transactions", post(transactions::submit))
+        .route("/api/v1/fraud/alerts/stream", get(alerts::stream))
+        .route("/api/v1/fraud/alerts/ws", get(alerts::websocket))
         .route("/api/v1/experiments", get(experiment::list))
         .route("/t.js", get(events::tracker))
         .fallback(|| async { ServiceError::not_found("no such route") })
@@ -468,13 +561,13 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
         );
     }
     let ctx = recs::RecsContext::new(cfg.settings.clone(), store);
+    let (transactions, alerts) = kafka_feeds(&cfg)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let router = app(
-        GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink))
-            .with_reviews_bus(cfg.reviews_bus.clone()),
-        cfg.max_request_bytes,
-    )
-    .layer(middleware::from_fn_with_state(
+    let mut state = GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink))
+        .with_reviews_bus(cfg.reviews_bus.clone());
+    state.transactions = transactions;
+    state.alerts = alerts;
+    let router = app(state, cfg.max_request_bytes).layer(middleware::from_fn_with_state(
         cfg.limits.guard(),
         infermesh_common::limits::http_limits,
     ));

@@ -10,8 +10,6 @@
 //! over 16 KiB (or a body over the gateway's limit); 429 the bus is full (retry later); 503
 //! no event bus is configured (the review pipeline is off) or the bus failed.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,15 +17,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use infermesh_common::{ErrorKind, ServiceError, metrics_names as m};
-use infermesh_pipelines::bus::BusError;
 use infermesh_pipelines::reviews::{ReviewError, ReviewSubmitted, TOPIC, new_review_id};
 use serde::Deserialize;
 
 use crate::GatewayState;
 use crate::events::parse_rfc3339_ms;
-
-/// Longest wait for the bus to take a review.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The request body.
 #[derive(Debug, Clone, Deserialize)]
@@ -134,29 +128,7 @@ pub async fn submit(
         serde_json::from_str(text).map_err(|e| refuse(ReviewError::Malformed(e.to_string())))?;
     let now = i64::try_from(crate::recs::now_ms()).unwrap_or(i64::MAX);
     let review = parsed.into_event(now)?;
-    match tokio::time::timeout(PUBLISH_TIMEOUT, bus.publish(TOPIC, review.to_message())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(BusError::Overloaded { .. })) => {
-            counted("bus_full");
-            return Err(ServiceError::overloaded(
-                "the review pipeline is busy: retry later",
-            ));
-        }
-        Ok(Err(e)) => {
-            counted("bus_error");
-            tracing::warn!(error = %e, "cannot publish a review");
-            return Err(ServiceError::unavailable(
-                "the review could not be recorded: retry later",
-            ));
-        }
-        Err(_) => {
-            counted("bus_error");
-            tracing::warn!("publishing a review timed out");
-            return Err(ServiceError::unavailable(
-                "the review could not be recorded: retry later",
-            ));
-        }
-    }
+    crate::publish_or_refuse(bus.as_ref(), TOPIC, review.to_message(), "review", counted).await?;
     counted("accepted");
     Ok((
         StatusCode::ACCEPTED,

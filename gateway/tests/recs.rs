@@ -598,6 +598,7 @@ async fn a_bad_experiment_stops_start_up_with_a_clear_error() {
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
         limits: Default::default(),
+        kafka_brokers: None,
     };
     let e = args.clone().validate().unwrap_err().to_string();
     assert!(e.contains("weight 0"), "{e}");

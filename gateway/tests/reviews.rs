@@ -28,6 +28,7 @@ async fn gateway(bus: Option<Arc<dyn EventBus>>) -> infermesh_gateway::RunningGa
         redis_timeout_ms: 100,
         redis_key_prefix: "infermesh:".into(),
         limits: Default::default(),
+        kafka_brokers: None,
     }
     .validate()
     .unwrap();

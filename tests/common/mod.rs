@@ -37,6 +37,39 @@ pub fn http(
     Ok((status, body.to_string()))
 }
 
+/// The first Server-Sent Event named `event` on `path` of `addr`: its `id` and `data` lines.
+/// Waits up to `within` for it.
+pub fn first_sse_event(
+    addr: &str,
+    path: &str,
+    event: &str,
+    within: Duration,
+) -> std::io::Result<(String, String)> {
+    use std::io::BufRead;
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(within))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    let reader = std::io::BufReader::new(stream);
+    let (mut name, mut id) = (String::new(), String::new());
+    for line in reader.lines() {
+        // Chunked transfer: size lines and blank chunk ends mix with the event's lines.
+        let line = line?;
+        if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:")
+            && name == event
+        {
+            return Ok((id, v.trim().to_string()));
+        }
+    }
+    Err(std::io::Error::other(format!("no {event} event on {path}")))
+}
+
 /// A child process, killed and reaped when dropped: also when the test fails half-way.
 pub struct Reaped(pub std::process::Child);
 

@@ -294,6 +294,30 @@ def load(addrs):
     s, v = call(f"http://{gw}/api/v1/events", {"event": "view", "user_id": "u1", "product_id": "p5"})
     assert s in (200, 202), v
     stamp = time.time_ns()
+    # Transactions through the gateway to the in-process fraud pipeline: a burst of one user
+    # (the sliding-window rule), a risky one (the model), one without an amount (dead-lettered);
+    # an SSE client is connected while the alerts come.
+    sse = urllib.request.urlopen(f"http://{gw}/api/v1/fraud/alerts/stream?last_event_id=", timeout=60)
+    base_ms = 1_796_652_000_000
+    for i in range(6):
+        s, v = call(f"http://{gw}/api/v1/transactions",
+                    {"transaction_id": f"live-{stamp}-{i}", "user_id": f"burst-{stamp}", "amount": 30.0,
+                     "created_at": base_ms + i * 5_000})
+        assert s == 202, v
+    s, v = call(f"http://{gw}/api/v1/transactions",
+                {"transaction_id": f"live-{stamp}-risky", "user_id": "u7", "device_id": "dev-3", "amount": 912.5,
+                 "created_at": "2026-12-07T03:00:00Z", "merchant_risk": 0.41, "distance_from_home_km": 240,
+                 "is_foreign": 1, "card_present": 0, "account_age_days": 21, "failed_logins_24h": 2,
+                 "new_device": 1})
+    assert s == 202, v
+    s, v = call(f"http://{gw}/api/v1/transactions",
+                {"transaction_id": f"live-{stamp}-poison", "user_id": "u8", "created_at": base_ms})
+    assert s == 202, v
+    seen = 0
+    while seen < 3:
+        line = sse.readline().decode()
+        seen += line.startswith("event: alert")
+    sse.close()
     for i, text in enumerate(REVIEWS):
         s, v = call(f"http://{gw}/api/v1/reviews",
                     {"review_id": f"live-{stamp}-{i}", "product_id": "p1", "rating": 1 + 4 * (i % 2), "text": text})
@@ -313,7 +337,7 @@ def test_every_panel_and_rule_returns_series(up, prometheus):
 
     # What the load sets off asynchronously: the reviews pipeline, the LLM side channel, the
     # drift evaluator (every second) and the log writer.
-    for metric in ("infermesh_reviews_processed_total", "infermesh_llm_jobs_total",
+    for metric in ("infermesh_reviews_processed_total", "infermesh_llm_jobs_total", "infermesh_pipeline_dlq_total",
                    'infermesh_dataset_drift_share{model="anomaly"}', 'infermesh_dataset_drift_share{model="fraud"}',
                    "infermesh_inference_log_rows_total", "infermesh_llm_tokens_total"):
         wait_for(f"{metric} scraped", has(metric), 180)

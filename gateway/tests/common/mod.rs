@@ -87,6 +87,7 @@ pub async fn gateway(
             .map(|(_, p)| p.to_string())
             .unwrap_or_else(|| "infermesh:".into()),
         limits: Default::default(),
+        kafka_brokers: None,
     }
     .validate()
     .unwrap();

@@ -1,0 +1,557 @@
+//! `infermesh kafka init` and `infermesh pipeline fraud` as processes against a real
+//! Kafka-protocol broker (tansu, started by scripts/test.sh; `INFERMESH_TEST_KAFKA_BROKERS`) and
+//! Redis: topics created idempotently, and a `kill -9` of the pipeline in the middle of 10k
+//! transactions after which every transaction is scored once (its stream features are in Redis)
+//! and no alert id appears twice on the alerts topic.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use infermesh_pipelines::bus::{EventBus, Message, Subscription};
+use infermesh_pipelines::kafka::{KafkaBus, KafkaConfig};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_infermesh"))
+}
+
+fn redis_url() -> String {
+    std::env::var("INFERMESH_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// The broker: `INFERMESH_TEST_KAFKA_BROKERS`, else a tansu from `INFERMESH_TANSU_BIN` or the
+/// project's cache started here on a free port.
+struct Broker {
+    brokers: String,
+    child: Option<Child>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn broker() -> Broker {
+    if let Some(b) = std::env::var("INFERMESH_TEST_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+    {
+        return Broker {
+            brokers: b,
+            child: None,
+        };
+    }
+    let tansu = std::env::var_os("INFERMESH_TANSU_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/infermesh/bin/tansu"))
+        })
+        .filter(|p| p.is_file())
+        .expect(
+            "no Kafka broker: set INFERMESH_TEST_KAFKA_BROKERS, or run scripts/test.sh, which builds and starts tansu",
+        );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker {
+        brokers: format!("127.0.0.1:{port}"),
+        child: Some(child),
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "infermesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn kafka_init_creates_the_topics_once() {
+    let b = broker();
+    let plan = tempfile::NamedTempFile::new().unwrap();
+    let suffix = std::process::id();
+    std::fs::write(
+        plan.path(),
+        format!(
+            "[defaults]\npartitions = 2\nreplication_factor = 1\ndlq_retention_ms = 60000\n\
+             [[topics]]\nname = \"init-{suffix}.in\"\ndlq = true\n\
+             [[topics]]\nname = \"init-{suffix}.alerts\"\naudit = true\n"
+        ),
+    )
+    .unwrap();
+    let args = [
+        "kafka",
+        "init",
+        "--kafka-brokers",
+        &b.brokers,
+        "--topics",
+        plan.path().to_str().unwrap(),
+    ];
+    let first = run(&args);
+    assert_eq!(first.matches("created").count(), 3, "{first}");
+    assert!(first.contains(&format!("init-{suffix}.in.dlq")), "{first}");
+    let second = run(&args);
+    assert_eq!(second.matches("exists").count(), 3, "{second}");
+    // The embedded plan, printed without a broker.
+    let dry = run(&["kafka", "init", "--kafka-brokers", "nowhere:1", "--dry-run"]);
+    assert!(dry.contains("fraud.alerts partitions=6"), "{dry}");
+    assert!(dry.contains("cleanup.policy=delete"), "{dry}");
+}
+
+/// A pipeline process and its metrics address; killed (SIGKILL) when dropped.
+struct Pipeline(Child, String);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pipeline(brokers: &str, repo: &Path, prefix: &str, input: &str, alerts: &str) -> Pipeline {
+    pipeline_with(brokers, repo, prefix, input, alerts, &[])
+}
+
+fn pipeline_with(
+    brokers: &str,
+    repo: &Path,
+    prefix: &str,
+    input: &str,
+    alerts: &str,
+    extra: &[&str],
+) -> Pipeline {
+    let mut child = Command::new(bin())
+        .args([
+            "pipeline",
+            "fraud",
+            "--kafka-brokers",
+            brokers,
+            "--redis-url",
+        ])
+        .arg(redis_url())
+        .args(["--redis-prefix", prefix, "--metrics-port", "0"])
+        .args(["--input-topic", input, "--alerts-topic", alerts])
+        .args(["--group", &format!("{prefix}group"), "--poll-interval", "0"])
+        .args([
+            "--kafka-commit-interval-ms",
+            "200",
+            "--kafka-session-timeout-ms",
+            "6000",
+        ])
+        .arg("--model-repository")
+        .arg(repo)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("infermesh pipeline fraud: metrics ")
+        .unwrap_or_else(|| panic!("banner: {line:?}"))
+        .to_string();
+    Pipeline(child, addr)
+}
+
+fn scored(conn: &mut redis::Connection, prefix: &str) -> usize {
+    let mut cursor = 0u64;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}tx:*"))
+            .arg("COUNT")
+            .arg(5000)
+            .query(conn)
+            .unwrap();
+        n += keys.len();
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+/// The value of transaction `i` of the test stream: 200 users, every 7th sending bursts (many
+/// transactions a minute); every 97th transaction is risky.
+fn transaction(i: usize) -> (String, Vec<u8>) {
+    let base = 1_796_652_000_000i64;
+    let user = i % 200;
+    let step = if user.is_multiple_of(7) {
+        2_000
+    } else {
+        40_000
+    };
+    let ts = base + (i / 200) as i64 * step;
+    let risky = i.is_multiple_of(97);
+    let v = serde_json::json!({
+        "transaction_id": format!("t{i}"), "user_id": format!("u{user}"),
+        "device_id": format!("d{}", user % 50), "amount": if risky { 950.0 } else { 30.0 },
+        "created_at": ts, "merchant_risk": if risky { 0.6 } else { 0.05 },
+        "device_risk_score": if risky { 0.5 } else { 0.02 }, "is_foreign": i32::from(risky),
+        "card_present": i32::from(!risky), "new_device": i32::from(risky),
+        "account_age_days": if risky { 10 } else { 1500 }
+    });
+    (format!("u{user}"), v.to_string().into_bytes())
+}
+
+async fn produce(bus: &KafkaBus, topic: &str, range: std::ops::Range<usize>) {
+    let mut sends = Vec::new();
+    for i in range {
+        let (key, value) = transaction(i);
+        sends.push(bus.publish(topic, Message::new(key, value)));
+        if sends.len() == 500 {
+            for r in futures::future::join_all(sends.drain(..)).await {
+                r.unwrap();
+            }
+        }
+    }
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+}
+
+async fn wait_scored(conn: &mut redis::Connection, prefix: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = scored(conn, prefix);
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} scored after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads the alerts topic to its end: no alert id twice, no transaction alerted twice, the
+/// risky transactions of the first `n` all alerted; returns the number of alerts.
+async fn check_alerts(bus: &KafkaBus, topic: &str, group: &str, n: usize) -> usize {
+    let mut sub = bus.subscribe_kafka(topic, group).unwrap();
+    let mut ids = HashSet::new();
+    let mut by_tx: HashMap<String, usize> = HashMap::new();
+    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+        let id = v["alert_id"].as_str().unwrap().to_string();
+        assert!(ids.insert(id.clone()), "alert {id} twice");
+        *by_tx
+            .entry(v["transaction_id"].as_str().unwrap().into())
+            .or_default() += 1;
+        sub.ack(&d).await.unwrap();
+    }
+    assert!(by_tx.values().all(|c| *c == 1));
+    let missing: Vec<usize> = (0..n)
+        .step_by(97)
+        .filter(|i| !by_tx.contains_key(&format!("t{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "risky transactions without an alert: {missing:?}"
+    );
+    ids.len()
+}
+
+/// The sum of the samples of `prefix` (a metric name, or a name and `{`) on `addr`'s /metrics.
+fn metric(addr: &str, prefix: &str) -> f64 {
+    let (status, text) = common::http(addr, "GET", "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && !l.contains("outcome=\"duplicate\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Unique topic names, Redis prefix and plan of one test.
+struct Run {
+    input: String,
+    alerts: String,
+    prefix: String,
+    repo: tempfile::TempDir,
+    conn: redis::Connection,
+}
+
+impl Run {
+    /// Topics made with `kafka init` on the broker.
+    fn new(b: &Broker, name: &str) -> Self {
+        Self::with_topics(name, |input, alerts| {
+            let plan = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(
+                plan.path(),
+                format!(
+                    "[defaults]\npartitions = 4\nreplication_factor = 1\ndlq_retention_ms = 60000\n\
+                     [[topics]]\nname = \"{input}\"\ndlq = true\n[[topics]]\nname = \"{alerts}\"\n"
+                ),
+            )
+            .unwrap();
+            run(&[
+                "kafka",
+                "init",
+                "--kafka-brokers",
+                &b.brokers,
+                "--topics",
+                plan.path().to_str().unwrap(),
+            ]);
+        })
+    }
+
+    fn with_topics(name: &str, create: impl FnOnce(&str, &str)) -> Self {
+        let id = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let (input, alerts) = (format!("tx-{id}"), format!("alerts-{id}"));
+        create(&input, &alerts);
+        let repo = tempfile::tempdir().unwrap();
+        infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
+        let conn = redis::Client::open(redis_url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        Self {
+            input,
+            alerts,
+            prefix: format!("infermesh-test:{id}:"),
+            repo,
+            conn,
+        }
+    }
+
+    fn pipeline(&self, brokers: &str) -> Pipeline {
+        pipeline(
+            brokers,
+            self.repo.path(),
+            &self.prefix,
+            &self.input,
+            &self.alerts,
+        )
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut self.conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(1000) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut self.conn);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pipeline_resumes_without_losing_or_repeating_alerts() {
+    let b = broker();
+    let mut r = Run::new(&b, "kill");
+    let bus = KafkaBus::new(KafkaConfig::new(&b.brokers, "test-producer")).unwrap();
+    const N: usize = 10_000;
+    let first = r.pipeline(&b.brokers);
+    produce(&bus, &r.input, 0..N / 2).await;
+    // Killed (SIGKILL) once it has scored part of the stream, with more in flight.
+    wait_scored(&mut r.conn, &r.prefix, N / 5, Duration::from_secs(60)).await;
+    drop(first);
+    produce(&bus, &r.input, N / 2..N).await;
+    let _second = r.pipeline(&b.brokers);
+    wait_scored(&mut r.conn, &r.prefix, N, Duration::from_secs(120)).await;
+    assert_eq!(scored(&mut r.conn, &r.prefix), N);
+    let alerts = check_alerts(&bus, &r.alerts, &format!("{}check", r.prefix), N).await;
+    // The bursts fire the velocity rule and the risky transactions the model.
+    assert!(alerts > 100, "{alerts} alerts");
+}
+
+/// Two pipeline processes in one consumer group on librdkafka's MockCluster (in this test
+/// process, reached over TCP): the group splits the partitions; one member is killed with
+/// SIGKILL (no LeaveGroup) and, once its session times out, the survivor takes its partitions
+/// over from their committed offsets: every transaction scored, no alert twice. (tansu 0.6's
+/// group coordinator drops a dead member but does not hand its partitions to the others, so
+/// this runs on the mock; a graceful stop hands over on tansu too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_the_partitions_and_one_takes_over_after_a_kill() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut r = Run::with_topics("scale", |input, alerts| {
+        for t in [
+            input.to_string(),
+            format!("{input}.dlq"),
+            alerts.to_string(),
+        ] {
+            mock.create_topic(&t, 4, 1).unwrap();
+        }
+    });
+    let bus = KafkaBus::new(KafkaConfig::new(&brokers, "test-producer")).unwrap();
+    const N: usize = 6_000;
+    let a = r.pipeline(&brokers);
+    let b = r.pipeline(&brokers);
+    // Both members hold partitions before anything is produced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while [&a, &b]
+        .iter()
+        .any(|p| metric(&p.1, "infermesh_pipeline_assigned_partitions") < 1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the group never split its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    produce(&bus, &r.input, 0..N / 2).await;
+    wait_scored(&mut r.conn, &r.prefix, N / 2, Duration::from_secs(90)).await;
+    for p in [&a, &b] {
+        let processed = metric(&p.1, "infermesh_pipeline_messages_total{");
+        assert!(processed > 0.0, "a member processed nothing");
+    }
+    drop(a);
+    produce(&bus, &r.input, N / 2..N).await;
+    wait_scored(&mut r.conn, &r.prefix, N, Duration::from_secs(120)).await;
+    assert_eq!(metric(&b.1, "infermesh_pipeline_assigned_partitions"), 4.0);
+    check_alerts(&bus, &r.alerts, &format!("{}check", r.prefix), N).await;
+}
+
+/// A Celery worker (Celery 5.7 from the project's venv-celery, tests/celery/tasks.py) on the test
+/// Redis; killed when dropped.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_queue_email_jobs_that_a_real_celery_worker_runs() {
+    let python = std::env::var_os("INFERMESH_CELERY_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| Path::new(&h).join(".cache/infermesh/venv-celery/bin/python"))
+        })
+        .filter(|p| p.is_file())
+        .expect("no Celery: run scripts/test.sh, which installs venv-celery (tests/celery)");
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let mut r = Run::with_topics("celery", |input, alerts| {
+        for t in [
+            input.to_string(),
+            format!("{input}.dlq"),
+            alerts.to_string(),
+        ] {
+            mock.create_topic(&t, 2, 1).unwrap();
+        }
+    });
+    let queue = format!("{}emails", r.prefix.replace(':', "-"));
+    let outbox = tempfile::NamedTempFile::new().unwrap();
+    let _worker = Worker(
+        Command::new(python)
+            .args([
+                "-m", "celery", "-A", "tasks", "worker", "--pool", "solo", "-Q", &queue,
+            ])
+            .args([
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "warning",
+            ])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/celery"))
+            .env("INFERMESH_CELERY_BROKER", redis_url())
+            .env("INFERMESH_CELERY_OUTBOX", outbox.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _p = pipeline_with(
+        &brokers,
+        r.repo.path(),
+        &r.prefix,
+        &r.input,
+        &r.alerts,
+        &["--celery-redis-url", &redis_url(), "--celery-queue", &queue],
+    );
+    let bus = KafkaBus::new(KafkaConfig::new(&brokers, "test-producer")).unwrap();
+    // Transactions 0, 97 and 194 are risky (alerted); the others are not.
+    produce(&bus, &r.input, 0..195).await;
+    wait_scored(&mut r.conn, &r.prefix, 195, Duration::from_secs(60)).await;
+    let mut sub = bus
+        .subscribe_kafka(&r.alerts, &format!("{}check", r.prefix))
+        .unwrap();
+    let mut alert_ids = HashSet::new();
+    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+        alert_ids.insert(v["alert_id"].as_str().unwrap().to_string());
+        sub.ack(&d).await.unwrap();
+    }
+    assert!(alert_ids.len() >= 3, "{alert_ids:?}");
+    // The worker ran one task per alert, with the alert as its argument.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let emailed: HashSet<String> = loop {
+        let text = std::fs::read_to_string(outbox.path()).unwrap_or_default();
+        let got: HashSet<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["alert"]["alert_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        if got.len() >= alert_ids.len() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Celery worker ran {} of {} email jobs",
+            got.len(),
+            alert_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(emailed, alert_ids);
+}
