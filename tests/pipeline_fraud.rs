@@ -268,31 +268,143 @@ async fn wait_scored(conn: &mut redis::Connection, prefix: &str, n: usize, withi
     }
 }
 
-/// Reads the alerts topic to its end: no alert id twice, no transaction alerted twice, the
-/// risky transactions of the first `n` all alerted; returns the number of alerts.
-async fn check_alerts(bus: &KafkaBus, topic: &str, group: &str, n: usize) -> usize {
+/// `n` messages of `topic`, read with group `group` (within 120 s).
+async fn read_n(bus: &KafkaBus, topic: &str, group: &str, n: usize) -> Vec<serde_json::Value> {
     let mut sub = bus.subscribe_kafka(topic, group).unwrap();
-    let mut ids = HashSet::new();
-    let mut by_tx: HashMap<String, usize> = HashMap::new();
-    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
-        let id = v["alert_id"].as_str().unwrap().to_string();
-        assert!(ids.insert(id.clone()), "alert {id} twice");
-        *by_tx
-            .entry(v["transaction_id"].as_str().unwrap().into())
-            .or_default() += 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(120), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{topic}: {} of {n} messages", out.len()))
+            .unwrap();
+        out.push(serde_json::from_slice(&d.message.payload).unwrap());
         sub.ack(&d).await.unwrap();
     }
-    assert!(by_tx.values().all(|c| *c == 1));
-    let missing: Vec<usize> = (0..n)
-        .step_by(97)
-        .filter(|i| !by_tx.contains_key(&format!("t{i}")))
-        .collect();
+    sub.close().await.unwrap();
+    out
+}
+
+/// Keys under `prefix` matching `pattern`.
+fn count_keys(conn: &mut redis::Connection, pattern: &str) -> usize {
+    let mut cursor = 0u64;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .query(conn)
+            .unwrap();
+        n += keys.len();
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+/// Waits until `group` has committed every message of `topic` as it is now: the pipeline acked
+/// them all, so every alert they make is on the alerts topic. Asks with OffsetFetch, without
+/// joining the group.
+async fn wait_committed(brokers: &str, group: &str, topic: &str, within: Duration) {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some(topic), wait).unwrap();
+    let mut ask = rdkafka::TopicPartitionList::new();
+    let mut highs = HashMap::new();
+    for p in md.topics()[0].partitions() {
+        ask.add_partition(topic, p.id());
+        highs.insert(p.id(), c.fetch_watermarks(topic, p.id(), wait).unwrap().1);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        let committed = c.committed_offsets(ask.clone(), wait).unwrap();
+        let behind: Vec<(i32, i64, i64)> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let at = match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let high = highs[&e.partition()];
+                (at < high).then_some((e.partition(), at, high))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} still behind on {topic}: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every alert on the topic: as many as the pipeline recorded as acknowledged by the broker
+/// (its `alert:ID` keys under `prefix`, which a restarted process also fills from the topic);
+/// no alert id twice, no transaction alerted twice. Returns the alerted transactions.
+async fn check_alerts(
+    bus: &KafkaBus,
+    conn: &mut redis::Connection,
+    prefix: &str,
+    topic: &str,
+) -> HashSet<String> {
+    let n = count_keys(conn, &format!("{prefix}alert:*"));
+    let mut ids = HashSet::new();
+    let mut txs = HashSet::new();
+    for v in read_n(bus, topic, &format!("{prefix}check"), n).await {
+        let id = v["alert_id"].as_str().unwrap().to_string();
+        assert!(ids.insert(id.clone()), "alert {id} twice");
+        let tx = v["transaction_id"].as_str().unwrap().to_string();
+        assert!(txs.insert(tx.clone()), "transaction {tx} alerted twice");
+    }
+    // Nothing beyond them.
+    let mut sub = bus
+        .subscribe_kafka(topic, &format!("{prefix}check"))
+        .unwrap();
     assert!(
-        missing.is_empty(),
-        "risky transactions without an alert: {missing:?}"
+        tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .is_err(),
+        "more alerts than the pipeline recorded"
     );
-    ids.len()
+    txs
+}
+
+/// The alerts an uninterrupted pipeline makes of `r`'s input (a group and Redis prefix of its
+/// own, alerts to a topic of its own): the oracle a disturbed run must equal.
+async fn reference_alerts(
+    bus: &KafkaBus,
+    brokers: &str,
+    r: &Run,
+    create: impl FnOnce(&str),
+) -> HashSet<String> {
+    let reference = format!("{}ref", r.alerts);
+    create(&reference);
+    let prefix = format!("{}ref:", r.prefix);
+    let _p = pipeline(brokers, r.repo.path(), &prefix, &r.input, &reference);
+    wait_committed(
+        brokers,
+        &format!("{prefix}group"),
+        &r.input,
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    check_alerts(bus, &mut conn, &prefix, &reference).await
 }
 
 /// The sum of the samples of `prefix` (a metric name, or a name and `{`) on `addr`'s /metrics.
@@ -399,12 +511,54 @@ async fn a_killed_pipeline_resumes_without_losing_or_repeating_alerts() {
     wait_scored(&mut r.conn, &r.prefix, N / 5, Duration::from_secs(60)).await;
     drop(first);
     produce(&bus, &r.input, N / 2..N).await;
-    let _second = r.pipeline(&b.brokers);
+    let second = r.pipeline(&b.brokers);
     wait_scored(&mut r.conn, &r.prefix, N, Duration::from_secs(120)).await;
     assert_eq!(scored(&mut r.conn, &r.prefix), N);
-    let alerts = check_alerts(&bus, &r.alerts, &format!("{}check", r.prefix), N).await;
-    // The bursts fire the velocity rule and the risky transactions the model.
-    assert!(alerts > 100, "{alerts} alerts");
+    wait_committed(
+        &b.brokers,
+        &format!("{}group", r.prefix),
+        &r.input,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, text) = common::http(&second.1, "GET", "/metrics", None).unwrap();
+    let degraded: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("infermesh_fraud_scored_total") && l.contains("degraded=\"true\"")
+        })
+        .collect();
+    assert!(degraded.is_empty(), "scored without Redis: {degraded:?}");
+    let prefix = r.prefix.clone();
+    let alerts = check_alerts(&bus, &mut r.conn, &prefix, &r.alerts).await;
+    // The bursts fire the velocity rule and the risky transactions the model: exactly the
+    // alerts of a run that was never interrupted.
+    assert!(alerts.len() > 100, "{} alerts", alerts.len());
+    let reference = reference_alerts(&bus, &b.brokers, &r, |topic| {
+        let plan = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            plan.path(),
+            format!(
+                "[defaults]\npartitions = 4\nreplication_factor = 1\ndlq_retention_ms = 60000\n\
+                 [[topics]]\nname = \"{topic}\"\n"
+            ),
+        )
+        .unwrap();
+        run(&[
+            "kafka",
+            "init",
+            "--kafka-brokers",
+            &b.brokers,
+            "--topics",
+            plan.path().to_str().unwrap(),
+        ]);
+    })
+    .await;
+    assert_eq!(
+        alerts.symmetric_difference(&reference).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "alerts that differ from an uninterrupted run"
+    );
 }
 
 /// Two pipeline processes in one consumer group on librdkafka's MockCluster (in this test
@@ -451,8 +605,26 @@ async fn two_processes_share_the_partitions_and_one_takes_over_after_a_kill() {
     drop(a);
     produce(&bus, &r.input, N / 2..N).await;
     wait_scored(&mut r.conn, &r.prefix, N, Duration::from_secs(120)).await;
+    wait_committed(
+        &brokers,
+        &format!("{}group", r.prefix),
+        &r.input,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(metric(&b.1, "infermesh_pipeline_assigned_partitions"), 4.0);
-    check_alerts(&bus, &r.alerts, &format!("{}check", r.prefix), N).await;
+    drop(b);
+    let prefix = r.prefix.clone();
+    let alerts = check_alerts(&bus, &mut r.conn, &prefix, &r.alerts).await;
+    let reference = reference_alerts(&bus, &brokers, &r, |topic| {
+        mock.create_topic(topic, 4, 1).unwrap();
+    })
+    .await;
+    assert_eq!(
+        alerts.symmetric_difference(&reference).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "alerts that differ from an uninterrupted run"
+    );
 }
 
 /// A Celery worker (Celery 5.7 from the project's venv-celery, tests/celery/tasks.py) on the test
@@ -521,15 +693,19 @@ async fn alerts_queue_email_jobs_that_a_real_celery_worker_runs() {
     // Transactions 0, 97 and 194 are risky (alerted); the others are not.
     produce(&bus, &r.input, 0..195).await;
     wait_scored(&mut r.conn, &r.prefix, 195, Duration::from_secs(60)).await;
-    let mut sub = bus
-        .subscribe_kafka(&r.alerts, &format!("{}check", r.prefix))
-        .unwrap();
-    let mut alert_ids = HashSet::new();
-    while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
-        alert_ids.insert(v["alert_id"].as_str().unwrap().to_string());
-        sub.ack(&d).await.unwrap();
-    }
+    wait_committed(
+        &brokers,
+        &format!("{}group", r.prefix),
+        &r.input,
+        Duration::from_secs(60),
+    )
+    .await;
+    let n = count_keys(&mut r.conn, &format!("{}alert:*", r.prefix));
+    let alert_ids: HashSet<String> = read_n(&bus, &r.alerts, &format!("{}check", r.prefix), n)
+        .await
+        .iter()
+        .map(|v| v["alert_id"].as_str().unwrap().to_string())
+        .collect();
     assert!(alert_ids.len() >= 3, "{alert_ids:?}");
     // The worker ran one task per alert, with the alert as its argument.
     let deadline = Instant::now() + Duration::from_secs(60);

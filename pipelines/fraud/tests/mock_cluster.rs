@@ -241,3 +241,64 @@ async fn transactions_in_alerts_and_dead_letters_out() {
     assert_eq!(stats.dead_lettered, 3);
     assert!(stats.processed >= 11, "{stats:?}");
 }
+
+/// Redis down: the dedupe windows answer "not seen" (work is repeated, never lost), the stream
+/// features are missing, and every transaction is still scored and alerted, marked
+/// `features_degraded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_degrades_scores_and_loses_nothing() {
+    let mock = MockCluster::new(1).unwrap();
+    for t in [
+        "finance.transactions",
+        "finance.transactions.dlq",
+        "fraud.alerts",
+    ] {
+        mock.create_topic(t, 2, 1).unwrap();
+    }
+    let brokers = mock.bootstrap_servers();
+    let repo = tempfile::tempdir().unwrap();
+    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cli = Cli::parse_from([
+        "pipeline",
+        "--kafka-brokers",
+        &brokers,
+        "--model-repository",
+        repo.path().to_str().unwrap(),
+        "--metrics-port",
+        "0",
+        "--poll-interval",
+        "0",
+        "--redis-url",
+        &format!("redis://{dead}"),
+    ]);
+    let pipeline = start(cli.args).await.unwrap();
+    let bus = KafkaBus::new(KafkaConfig::new(&brokers, "test")).unwrap();
+    for i in 0..3 {
+        let id = format!("down-{i}");
+        publish(
+            &bus,
+            "finance.transactions",
+            "u-down",
+            risky_row(&id, &format!("u-down-{i}"))
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    }
+    let alerts: Vec<Alert> = read(&bus, "fraud.alerts", "check-down", 3)
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    for a in &alerts {
+        assert!(a.features_degraded, "{a:?}");
+        assert!(a.is_fraud, "{a:?}");
+    }
+    let stats = pipeline.shutdown().await.unwrap();
+    assert_eq!(stats.processed, 3);
+}
