@@ -135,6 +135,26 @@ fn kafka_init_creates_the_topics_once() {
     assert!(dry.contains("cleanup.policy=delete"), "{dry}");
 }
 
+/// `infermesh kafka init` of `topics` (name, with a dead-letter twin) with 4 partitions each.
+fn init_topics(brokers: &str, topics: &[(&str, bool)]) {
+    let plan = tempfile::NamedTempFile::new().unwrap();
+    let mut text = String::from(
+        "[defaults]\npartitions = 4\nreplication_factor = 1\ndlq_retention_ms = 60000\n",
+    );
+    for (name, dlq) in topics {
+        text.push_str(&format!("[[topics]]\nname = \"{name}\"\ndlq = {dlq}\n"));
+    }
+    std::fs::write(plan.path(), text).unwrap();
+    run(&[
+        "kafka",
+        "init",
+        "--kafka-brokers",
+        brokers,
+        "--topics",
+        plan.path().to_str().unwrap(),
+    ]);
+}
+
 /// A pipeline process and its metrics address; killed (SIGKILL) when dropped.
 struct Pipeline(Child, String);
 
@@ -430,23 +450,7 @@ impl Run {
     /// Topics made with `kafka init` on the broker.
     fn new(b: &Broker, name: &str) -> Self {
         Self::with_topics(name, |input, alerts| {
-            let plan = tempfile::NamedTempFile::new().unwrap();
-            std::fs::write(
-                plan.path(),
-                format!(
-                    "[defaults]\npartitions = 4\nreplication_factor = 1\ndlq_retention_ms = 60000\n\
-                     [[topics]]\nname = \"{input}\"\ndlq = true\n[[topics]]\nname = \"{alerts}\"\n"
-                ),
-            )
-            .unwrap();
-            run(&[
-                "kafka",
-                "init",
-                "--kafka-brokers",
-                &b.brokers,
-                "--topics",
-                plan.path().to_str().unwrap(),
-            ]);
+            init_topics(&b.brokers, &[(input, true), (alerts, false)]);
         })
     }
 
@@ -535,23 +539,7 @@ async fn a_killed_pipeline_resumes_without_losing_or_repeating_alerts() {
     // alerts of a run that was never interrupted.
     assert!(alerts.len() > 100, "{} alerts", alerts.len());
     let reference = reference_alerts(&bus, &b.brokers, &r, |topic| {
-        let plan = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            plan.path(),
-            format!(
-                "[defaults]\npartitions = 4\nreplication_factor = 1\ndlq_retention_ms = 60000\n\
-                 [[topics]]\nname = \"{topic}\"\n"
-            ),
-        )
-        .unwrap();
-        run(&[
-            "kafka",
-            "init",
-            "--kafka-brokers",
-            &b.brokers,
-            "--topics",
-            plan.path().to_str().unwrap(),
-        ]);
+        init_topics(&b.brokers, &[(topic, false)]);
     })
     .await;
     assert_eq!(

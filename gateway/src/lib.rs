@@ -321,6 +321,22 @@ fn kafka_feeds(
     Ok((transactions, feed))
 }
 
+/// A request body, or the refusal of one that could not be read: 413 when over the limit,
+/// else 400 (`counted` records `invalid`).
+pub(crate) fn body_or_refuse(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    counted: fn(&'static str),
+) -> Result<axum::body::Bytes, ServiceError> {
+    body.map_err(|rej| {
+        counted("invalid");
+        if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ServiceError::new(ErrorKind::TooLarge, "request body is too large")
+        } else {
+            ServiceError::invalid(rej.body_text())
+        }
+    })
+}
+
 /// Longest wait for a bus to take a message the gateway publishes.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 

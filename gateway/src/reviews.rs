@@ -114,14 +114,7 @@ pub async fn submit(
             "content-type must be application/json",
         ));
     }
-    let body = body.map_err(|rej| {
-        counted("invalid");
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServiceError::new(ErrorKind::TooLarge, "request body is too large")
-        } else {
-            ServiceError::invalid(rej.body_text())
-        }
-    })?;
+    let body = crate::body_or_refuse(body, counted)?;
     let text =
         std::str::from_utf8(&body).map_err(|e| refuse(ReviewError::NotUtf8(e.valid_up_to())))?;
     let parsed: ReviewJson =

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use infermesh_common::{ErrorKind, ServiceError, metrics_names as m};
+use infermesh_common::{ServiceError, metrics_names as m};
 use infermesh_pipelines::bus::Message;
 
 use crate::{GatewayState, validate_id};
@@ -47,14 +47,7 @@ pub async fn submit(
             "no event bus: start the gateway with --kafka-brokers (infermesh up has one in process)",
         ));
     };
-    let body = body.map_err(|rej| {
-        counted("invalid");
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServiceError::new(ErrorKind::TooLarge, "request body is too large")
-        } else {
-            ServiceError::invalid(rej.body_text())
-        }
-    })?;
+    let body = crate::body_or_refuse(body, counted)?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         counted("invalid");
         ServiceError::invalid(format!("not JSON: {e}"))

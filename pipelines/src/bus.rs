@@ -303,6 +303,9 @@ impl InProcessBus {
         }
         drop(topics);
         self.shared.notify.notify_waiters();
+        metrics::counter!(infermesh_common::metrics_names::PIPELINE_PRODUCED_TOTAL,
+            "topic" => topic_label(topic))
+        .increment(1);
         Ok(())
     }
 }

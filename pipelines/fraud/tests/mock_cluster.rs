@@ -46,6 +46,43 @@ fn risky_row(id: &str, user: &str) -> serde_json::Value {
     })
 }
 
+/// A MockCluster with the pipeline's topics (3 partitions each) and the pipeline on it,
+/// scoring in process with the sample repository, with `extra` flags.
+async fn pipeline_on_mock(
+    extra: &[&str],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    tempfile::TempDir,
+    infermesh_pipeline_fraud::RunningPipeline,
+) {
+    let mock = MockCluster::new(1).unwrap();
+    for t in [
+        "finance.transactions",
+        "finance.transactions.dlq",
+        "fraud.alerts",
+    ] {
+        mock.create_topic(t, 3, 1).unwrap();
+    }
+    let brokers = mock.bootstrap_servers();
+    let repo = tempfile::tempdir().unwrap();
+    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
+    let mut args = vec![
+        "pipeline".to_string(),
+        "--kafka-brokers".into(),
+        brokers.clone(),
+        "--model-repository".into(),
+        repo.path().to_str().unwrap().into(),
+        "--metrics-port".into(),
+        "0".into(),
+        "--poll-interval".into(),
+        "0".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let pipeline = start(Cli::parse_from(args).args).await.unwrap();
+    (mock, brokers, repo, pipeline)
+}
+
 async fn publish(bus: &KafkaBus, topic: &str, key: &str, payload: Vec<u8>) {
     bus.publish(topic, Message::new(key, payload))
         .await
@@ -77,31 +114,8 @@ fn header<'a>(m: &'a Message, k: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_in_alerts_and_dead_letters_out() {
-    let mock = MockCluster::new(1).unwrap();
-    for t in [
-        "finance.transactions",
-        "finance.transactions.dlq",
-        "fraud.alerts",
-    ] {
-        mock.create_topic(t, 3, 1).unwrap();
-    }
-    let brokers = mock.bootstrap_servers();
-    let repo = tempfile::tempdir().unwrap();
-    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
-    let cli = Cli::parse_from([
-        "pipeline",
-        "--kafka-brokers",
-        &brokers,
-        "--model-repository",
-        repo.path().to_str().unwrap(),
-        "--metrics-port",
-        "0",
-        "--poll-interval",
-        "0",
-        "--kafka-commit-interval-ms",
-        "100",
-    ]);
-    let pipeline = start(cli.args).await.unwrap();
+    let (_mock, brokers, _repo, pipeline) =
+        pipeline_on_mock(&["--kafka-commit-interval-ms", "100"]).await;
     let bus = KafkaBus::new(KafkaConfig::new(&brokers, "test")).unwrap();
 
     // Six small transactions of one user, 10 s apart: the fifth and sixth complete 5 in 60 s.
@@ -247,36 +261,13 @@ async fn transactions_in_alerts_and_dead_letters_out() {
 /// `features_degraded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_degrades_scores_and_loses_nothing() {
-    let mock = MockCluster::new(1).unwrap();
-    for t in [
-        "finance.transactions",
-        "finance.transactions.dlq",
-        "fraud.alerts",
-    ] {
-        mock.create_topic(t, 2, 1).unwrap();
-    }
-    let brokers = mock.bootstrap_servers();
-    let repo = tempfile::tempdir().unwrap();
-    infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
     // A port nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let cli = Cli::parse_from([
-        "pipeline",
-        "--kafka-brokers",
-        &brokers,
-        "--model-repository",
-        repo.path().to_str().unwrap(),
-        "--metrics-port",
-        "0",
-        "--poll-interval",
-        "0",
-        "--redis-url",
-        &format!("redis://{dead}"),
-    ]);
-    let pipeline = start(cli.args).await.unwrap();
+    let redis = format!("redis://{dead}");
+    let (_mock, brokers, _repo, pipeline) = pipeline_on_mock(&["--redis-url", &redis]).await;
     let bus = KafkaBus::new(KafkaConfig::new(&brokers, "test")).unwrap();
     for i in 0..3 {
         let id = format!("down-{i}");
