@@ -169,7 +169,7 @@ impl KafkaConfig {
                 "heartbeat.interval.ms",
                 (self.session_timeout.as_millis() / 4).max(100).to_string(),
             )
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "5");
         self.apply_options(&mut c);
         c
     }
