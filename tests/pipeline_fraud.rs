@@ -215,23 +215,7 @@ fn pipeline_with(
 }
 
 fn scored(conn: &mut redis::Connection, prefix: &str) -> usize {
-    let mut cursor = 0u64;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}tx:*"))
-            .arg("COUNT")
-            .arg(5000)
-            .query(conn)
-            .unwrap();
-        n += keys.len();
-        if next == 0 {
-            return n;
-        }
-        cursor = next;
-    }
+    count_keys(conn, &format!("{prefix}tx:*"))
 }
 
 /// The value of transaction `i` of the test stream: 200 users, every 7th sending bursts (many
