@@ -343,20 +343,18 @@ impl FraudHandler {
                     if r.is_ok() {
                         metrics::counter!(FRAUD_ALERTS_TOTAL, "source" => source).increment(1);
                     }
-                    (*i, a.alert_id.clone(), r)
+                    (*i, a, r)
                 }
             });
         let results = join_all(sends).await;
         let mut produced = Vec::with_capacity(results.len());
-        for (i, id, r) in results {
+        for (i, a, r) in results {
             match r {
                 Ok(()) => {
-                    if let (Some(email), Some((_, a))) =
-                        (&self.email, alerts.iter().find(|(j, _)| *j == i))
-                    {
+                    if let Some(email) = &self.email {
                         email.enqueue(a);
                     }
-                    produced.push(id);
+                    produced.push(a.alert_id.clone());
                     outcomes[i] = Some(Outcome::Done);
                 }
                 Err(e) => outcomes[i] = Some(Outcome::Retry(format!("alert not produced: {e}"))),
