@@ -2,7 +2,7 @@
 //! Kafka-protocol broker (tansu, started by scripts/test.sh; `INFERMESH_TEST_KAFKA_BROKERS`) and
 //! Redis: topics created idempotently, and a `kill -9` of the pipeline in the middle of 10k
 //! transactions after which every transaction is scored once (its stream features are in Redis)
-//! and no alert id appears twice on the alerts topic.
+//! and no alert id appears twice on the alerts topic; a broker outage under a running pipeline.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +53,21 @@ fn broker() -> Broker {
             child: None,
         };
     }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tansu_on(port)
+}
+
+/// A tansu of this test's own (memory storage) on `port`.
+fn tansu_on(port: u16) -> Broker {
+    tansu_advertised(port, port)
+}
+
+/// A tansu listening on `port` and telling clients to connect to `advertised`.
+fn tansu_advertised(port: u16, advertised: u16) -> Broker {
     let tansu = std::env::var_os("INFERMESH_TANSU_BIN")
         .map(PathBuf::from)
         .or_else(|| {
@@ -62,19 +77,17 @@ fn broker() -> Broker {
         .expect(
             "no Kafka broker: set INFERMESH_TEST_KAFKA_BROKERS, or run scripts/test.sh, which builds and starts tansu",
         );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
+    let (url, adv) = (
+        format!("tcp://127.0.0.1:{port}"),
+        format!("tcp://127.0.0.1:{advertised}"),
+    );
     let child = Command::new(tansu)
         .args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &adv,
         ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::null())
@@ -87,7 +100,7 @@ fn broker() -> Broker {
         std::thread::sleep(Duration::from_millis(50));
     }
     Broker {
-        brokers: format!("127.0.0.1:{port}"),
+        brokers: format!("127.0.0.1:{advertised}"),
         child: Some(child),
     }
 }
@@ -523,6 +536,92 @@ async fn a_killed_pipeline_resumes_without_losing_or_repeating_alerts() {
     // with an uninterrupted run is made on the MockCluster, below: against tansu it differed
     // in 1 run of 4, not yet explained.)
     assert!(alerts.len() > 100, "{} alerts", alerts.len());
+}
+
+/// A TCP forwarder in front of a broker: `down` drops every connection and refuses new ones
+/// (what clients see of a broker restart), `up` listens again on the same port.
+struct Outage {
+    port: u16,
+    target: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Outage {
+    async fn new(target: u16) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut o = Self {
+            port,
+            target,
+            task: None,
+        };
+        o.up().await;
+        o
+    }
+
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn down(&mut self) {
+        // Aborting the accept loop drops the listener and the JoinSet, which aborts every
+        // forwarding task: each connection is closed.
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The broker goes away mid-stream (every connection dropped, new ones refused for 5 s) and
+/// comes back: the running pipeline reconnects by itself, scores what was produced while it
+/// was away and after, from its committed offsets, and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_survived_without_a_pipeline_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut outage = Outage::new(port).await;
+    // The broker advertises the forwarder, so every client reconnects through it.
+    let b = tansu_advertised(port, outage.port);
+    let mut r = Run::new(&b, "outage");
+    let _p = r.pipeline(&b.brokers);
+    let bus = KafkaBus::new(KafkaConfig::new(&b.brokers, "test-producer")).unwrap();
+    produce(&bus, &r.input, 0..500).await;
+    wait_scored(&mut r.conn, &r.prefix, 500, Duration::from_secs(60)).await;
+    outage.down();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    outage.up().await;
+    // Produced once the broker is back (the producer retries what it queued meanwhile).
+    produce(&bus, &r.input, 500..1000).await;
+    wait_scored(&mut r.conn, &r.prefix, 1000, Duration::from_secs(120)).await;
+    assert_eq!(scored(&mut r.conn, &r.prefix), 1000);
+    wait_committed(
+        &b.brokers,
+        &format!("{}group", r.prefix),
+        &r.input,
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 /// Two pipeline processes in one consumer group on librdkafka's MockCluster (in this test

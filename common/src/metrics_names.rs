@@ -218,8 +218,28 @@ pub const PIPELINE_BATCH_SIZE: &str = "infermesh_pipeline_batch_size";
 pub const PIPELINE_CONSUMER_LAG: &str = "infermesh_pipeline_consumer_lag";
 /// Gauge: partitions the group assigned to this process (labels: group).
 pub const PIPELINE_ASSIGNED_PARTITIONS: &str = "infermesh_pipeline_assigned_partitions";
+/// Errors librdkafka reported on a consumer's queue and recovers from by itself (a broker
+/// down, a connection reset); a fatal error ends the pipeline instead.
+pub const PIPELINE_CONSUMER_ERRORS_TOTAL: &str = "infermesh_pipeline_consumer_errors_total";
 /// Gauge: deliveries taken and not yet acknowledged (labels: pipeline).
 pub const PIPELINE_IN_FLIGHT: &str = "infermesh_pipeline_in_flight";
+/// Behaviour pipeline: events applied (labels: event: `view`, `click`, `purchase`).
+pub const BEHAVIOR_EVENTS_TOTAL: &str = "infermesh_behavior_events_total";
+/// Behaviour pipeline: session_product_views writes the feature store refused.
+pub const BEHAVIOR_FEATURE_WRITE_ERRORS_TOTAL: &str =
+    "infermesh_behavior_feature_write_errors_total";
+/// Resumes pipeline: resumes scored, written and produced to resume.scored.
+pub const RESUMES_SCORED_TOTAL: &str = "infermesh_resumes_scored_total";
+/// CDC: change events produced (labels: table, the one streamed; op: `c`, `u`, `d`).
+pub const CDC_CHANGES_TOTAL: &str = "infermesh_cdc_changes_total";
+/// CDC, histogram: seconds from a transaction's commit arriving to its change events
+/// acknowledged by the broker.
+pub const CDC_PRODUCE_SECONDS: &str = "infermesh_cdc_produce_seconds";
+/// CDC, gauge: seconds between the last produced transaction's commit in PostgreSQL and its
+/// events acknowledged.
+pub const CDC_REPLICATION_LAG_SECONDS: &str = "infermesh_cdc_replication_lag_seconds";
+/// CDC, gauge: the LSN last confirmed to the replication slot.
+pub const CDC_CONFIRMED_LSN: &str = "infermesh_cdc_confirmed_lsn";
 /// Fraud pipeline: alerts produced (labels: source: `model`, `rules`, `both`).
 pub const FRAUD_ALERTS_TOTAL: &str = "infermesh_fraud_alerts_total";
 /// Fraud pipeline: transactions scored (labels: mode: `in_process`, `grpc`; degraded:

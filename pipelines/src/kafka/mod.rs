@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infermesh_common::metrics_names::{
-    PIPELINE_ASSIGNED_PARTITIONS, PIPELINE_CONSUMER_LAG, PIPELINE_PRODUCED_TOTAL,
+    PIPELINE_ASSIGNED_PARTITIONS, PIPELINE_CONSUMER_ERRORS_TOTAL, PIPELINE_CONSUMER_LAG,
+    PIPELINE_PRODUCED_TOTAL,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -483,7 +484,22 @@ impl Subscription for KafkaSubscription {
                 h.delivery.attempt += 1;
                 return Ok(h.delivery.clone());
             }
-            let msg = self.consumer.recv().await.map_err(backend)?.detach();
+            let msg = loop {
+                match self.consumer.recv().await {
+                    Ok(m) => break m.detach(),
+                    // Errors on the consumer queue are librdkafka reporting what it recovers
+                    // from by itself (a broker down, a connection reset, a partition leader
+                    // moving): keep polling. Only a fatal error ends the subscription.
+                    Err(e) => {
+                        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                            return Err(BusError::Backend(format!("fatal: {code:?}: {reason}")));
+                        }
+                        metrics::counter!(PIPELINE_CONSUMER_ERRORS_TOTAL).increment(1);
+                        tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
             // A rebalance may have run inside recv.
             self.apply_revocations();
             let (partition, offset) = (msg.partition(), msg.offset());
