@@ -5,8 +5,13 @@
 # bench/loadgen's `streamload` (a tail consumer timing each alert from its transaction's send).
 #   1. latency at a fixed rate (1k tx/s, every transaction alerted): p50/p99, medians of ROUNDS;
 #   2. the highest sustained rate: COUNT transactions as fast as the producer goes, 1% risky;
-#   3. the pipeline's peak RSS over the run.
-# Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB.
+#   3. the pipeline's peak RSS over the run;
+#   4. PostgreSQL insert -> alert on the gateway's SSE stream: a throw-away PostgreSQL cluster
+#      with wal_level=logical, `infermesh cdc postgres` into the same broker, `infermesh
+#      gateway --kafka-brokers`, and bench/loadgen's `cdcload` inserting 200 rows/s (each its
+#      own transaction) and timing each alert from its insert; p50/p99, medians of ROUNDS.
+# Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB, insert -> SSE
+# p99 < 50 ms.
 # tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
 # Usage: bench/stream.sh [rounds] [count]
 source "$(dirname "$0")/../scripts/common.sh"
@@ -54,14 +59,47 @@ for r in $(seq "$ROUNDS"); do
   "$BIN/streamload" --brokers "$BROKERS" --rate 0 --count "$COUNT" --alert-every 100 --tag "max-$r" \
     --drain-seconds 300 >> "$WORK/max.jsonl"
 done
-python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$(peak_rss)" <<'PY'
+PIPE_RSS=$(peak_rss)
+
+# 4. PostgreSQL insert -> SSE.
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+[ -n "$PGBIN" ] || apt_install postgresql
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+PGDIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-bench-pg.XXXXXX")"
+AS=()
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$PGDIR"; AS=(runuser -u postgres --); fi
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1; rm -rf "$WORK" "$PGDIR"' EXIT
+"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust --no-sync > "$PGDIR/initdb.log"
+PG_PORT=$(free_port)
+"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w \
+  -o "-h 127.0.0.1 -p $PG_PORT -k $PGDIR -c wal_level=logical -c synchronous_commit=on" start > /dev/null
+DB="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+"$BIN/infermesh" cdc postgres --kafka-brokers "$BROKERS" --database-url "$DB" --metrics-port 0 \
+  > "$WORK/cdc.out" 2> "$WORK/cdc.log" &
+PIDS+=($!)
+GW_PORT=$(free_port)
+"$BIN/infermesh" gateway --port "$GW_PORT" --metrics-port 0 --kafka-brokers "$BROKERS" \
+  > "$WORK/gateway.out" 2> "$WORK/gateway.log" &
+PIDS+=($!)
+wait_port "$GW_PORT"
+for _ in $(seq 300); do grep -q metrics "$WORK/cdc.out" 2>/dev/null && break; sleep 0.1; done
+: > "$WORK/cdc.jsonl"
+for r in $(seq "$ROUNDS"); do
+  "$BIN/cdcload" --database-url "$DB" --gateway "http://127.0.0.1:$GW_PORT" --rate 200 --count 4000 \
+    --tag "cdc$r" >> "$WORK/cdc.jsonl"
+done
+
+python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$PIPE_RSS" "$WORK/cdc.jsonl" <<'PY'
 import json, statistics, sys
 fixed = [json.loads(l) for l in open(sys.argv[1])]
 mx = [json.loads(l) for l in open(sys.argv[2])]
+cdc = [json.loads(l) for l in open(sys.argv[4])]
 med = lambda rows, k: statistics.median(r[k] for r in rows)
 print(f"1k tx/s, every transaction alerted: p50 {med(fixed, 'p50_ms'):.2f} ms, p99 {med(fixed, 'p99_ms'):.2f} ms, "
       f"max {med(fixed, 'max_ms'):.1f} ms (alerts {[r['alerts'] for r in fixed]} of {fixed[0]['expected_alerts']})")
 print(f"as fast as produced, 1% alerted: sustained {med(mx, 'sustained_tx_per_s'):.0f} tx/s "
       f"(send rate {med(mx, 'send_rate'):.0f}/s), alert p99 {med(mx, 'p99_ms'):.0f} ms")
 print(f"pipeline peak RSS {int(sys.argv[3]) / 1024:.0f} MB")
+print(f"PostgreSQL insert -> SSE alert at 200 inserts/s: p50 {med(cdc, 'p50_ms'):.1f} ms, p99 {med(cdc, 'p99_ms'):.1f} ms, "
+      f"max {med(cdc, 'max_ms'):.1f} ms (alerts {[r['alerts'] for r in cdc]} of {cdc[0]['expected_alerts']})")
 PY

@@ -65,13 +65,27 @@ enum Command {
     /// materialize` (a CSV/Parquet file's latest values per entity into the store).
     #[command(subcommand)]
     Features(infermesh_feature_server::FeaturesCommand),
-    /// Pipelines (`infermesh pipeline llm`: the LLM side-channel worker; `infermesh pipeline
-    /// reviews`: the reviews pipeline).
+    /// Pipelines (`infermesh pipeline llm`: the LLM side-channel worker; `reviews`, `fraud`,
+    /// `behavior`, `resumes`: the streaming pipelines).
     #[command(subcommand)]
     Pipeline(PipelineCommand),
     /// Kafka administration (`infermesh kafka init`: the platform's topics).
     #[command(subcommand)]
     Kafka(KafkaCommand),
+    /// Change data capture (`infermesh cdc postgres`: a table's changes to a topic as Debezium
+    /// change events).
+    #[command(subcommand)]
+    Cdc(CdcCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CdcCommand {
+    /// Stream a table's inserts, updates and deletes (default `transactions`) from PostgreSQL
+    /// logical replication (pgoutput; a publication and slot it creates) into a topic (default
+    /// finance.transactions) as Debezium change events with schemas, keyed by --key-column
+    /// (user_id); each transaction is confirmed to the slot once the broker has it. Migrates
+    /// the database and creates monthly partitions ahead first; metrics on 8088.
+    Postgres(Box<infermesh_cdc::CdcArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +104,17 @@ enum PipelineCommand {
     /// (--inference-url), and produces alerts to fraud.alerts (idempotent ids, TreeSHAP
     /// reasons, rule hits); poison messages go to finance.transactions.dlq; metrics on 8084.
     Fraud(Box<infermesh_pipeline_fraud::FraudArgs>),
+    /// The behaviour pipeline: consumes user.behavior (the gateway's events) and keeps each
+    /// user's last 10 viewed products, drops their cached recommendations on a view or
+    /// purchase (the gateway's Redis store), and writes session_views:session_product_views
+    /// to the feature store; bad events go to user.behavior.dlq; metrics on 8085.
+    Behavior(Box<infermesh_pipeline_behavior::BehaviorArgs>),
+    /// The resumes pipeline: consumes resume.uploaded (text, a base64 PDF/DOCX or an object
+    /// key), ranks each resume against its job on the inference server's ResumeMatcher (gRPC;
+    /// the job's description from the event or table jobs), upserts resume_scores in
+    /// PostgreSQL and produces resume.scored; bad events go to resume.uploaded.dlq; metrics on
+    /// 8086.
+    Resumes(Box<infermesh_pipeline_resumes::ResumesArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +210,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Pipeline(PipelineCommand::Llm(_)) => "infermesh-pipeline-llm",
             Command::Pipeline(PipelineCommand::Reviews(_)) => "infermesh-pipeline-reviews",
             Command::Pipeline(PipelineCommand::Fraud(_)) => "infermesh-pipeline-fraud",
+            Command::Cdc(_) => "infermesh-cdc",
+            Command::Pipeline(PipelineCommand::Behavior(_)) => "infermesh-pipeline-behavior",
+            Command::Pipeline(PipelineCommand::Resumes(_)) => "infermesh-pipeline-resumes",
             #[cfg(all(feature = "trees", feature = "text", feature = "recs"))]
             Command::Up(_) => "infermesh-up",
             Command::Train(_)
@@ -230,6 +258,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             Command::Pipeline(PipelineCommand::Fraud(args)) => {
                 infermesh_pipeline_fraud::run(*args).await?;
             }
+            Command::Pipeline(PipelineCommand::Behavior(args)) => {
+                infermesh_pipeline_behavior::run(*args).await?;
+            }
+            Command::Pipeline(PipelineCommand::Resumes(args)) => {
+                infermesh_pipeline_resumes::run(*args).await?;
+            }
+            Command::Cdc(CdcCommand::Postgres(args)) => infermesh_cdc::run(*args).await?,
             Command::Kafka(KafkaCommand::Init(args)) => {
                 write_stdout(&infermesh_pipelines::kafka::topics::run_init(&args).await?)?;
             }

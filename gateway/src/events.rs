@@ -9,8 +9,11 @@
 //! What an event does besides being published: a view becomes the user's most recent item
 //! (and drops their cached recommendations: recent views are an input of the model); a
 //! purchase drops their cached recommendations; a click with `"source": "recommendations"`
-//! counts for the user's A/B arm. Publishing goes through [`EventSink`], so a Kafka producer
-//! for `user.behavior` replaces [`CountingSink`] without touching the route.
+//! counts for the user's A/B arm. Publishing goes through [`EventSink`]: [`CountingSink`]
+//! without an event bus, [`BusSink`] (`user.behavior`, keyed by user) with one. Behind a bus,
+//! recent views and cache invalidation are left to `infermesh pipeline behavior`, which
+//! applies them from the topic (once per event, in the user's order); the A/B click count stays
+//! here.
 //!
 //! RFC 3339 timestamps are parsed by hand ([`parse_rfc3339_ms`]): one fixed format, so a date
 //! crate would add a dependency for forty lines.
@@ -147,6 +150,60 @@ pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> 
 pub trait EventSink: Send + Sync + std::fmt::Debug {
     /// Publishes one event; an error makes the request a 503 (the caller may retry).
     fn publish<'a>(&'a self, event: &'a Event) -> PublishFuture<'a>;
+
+    /// Whether a consumer of the published events keeps the recent views and drops cached
+    /// recommendations (`pipeline behavior`); otherwise the route does it itself.
+    fn applied_downstream(&self) -> bool {
+        false
+    }
+}
+
+/// The topic behaviour events go to.
+pub const BEHAVIOR_TOPIC: &str = "user.behavior";
+
+/// Publishes events to `user.behavior` on an event bus (Kafka with `--kafka-brokers`), keyed by
+/// user so one user's events stay in order, each with a `message-id` header of its own.
+#[derive(Debug, Clone)]
+pub struct BusSink {
+    bus: std::sync::Arc<dyn infermesh_pipelines::bus::EventBus>,
+}
+
+impl BusSink {
+    /// A sink publishing on `bus`.
+    pub fn new(bus: std::sync::Arc<dyn infermesh_pipelines::bus::EventBus>) -> Self {
+        Self { bus }
+    }
+}
+
+impl EventSink for BusSink {
+    fn publish<'a>(&'a self, event: &'a Event) -> PublishFuture<'a> {
+        Box::pin(async move {
+            let payload = serde_json::to_vec(event).map_err(|e| SinkError(e.to_string()))?;
+            let mut msg = infermesh_pipelines::bus::Message::new(event.user_id.clone(), payload);
+            msg.headers
+                .push(("message-id".into(), uuid::Uuid::new_v4().to_string()));
+            msg.headers
+                .push(("content-type".into(), "application/json".into()));
+            match tokio::time::timeout(
+                crate::PUBLISH_TIMEOUT,
+                self.bus.publish(BEHAVIOR_TOPIC, msg),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    metrics::counter!(m::GATEWAY_EVENTS_TOTAL, "event" => event.event.as_str())
+                        .increment(1);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(SinkError(e.to_string())),
+                Err(_) => Err(SinkError("publishing timed out".into())),
+            }
+        })
+    }
+
+    fn applied_downstream(&self) -> bool {
+        true
+    }
 }
 
 /// The sink while no event bus is configured: counts events
@@ -203,7 +260,10 @@ pub async fn accept(
         ServiceError::unavailable("the event could not be recorded: retry later")
     })?;
     let ctx = &st.recs;
+    let inline = !st.events.applied_downstream();
     match event.event {
+        EventKind::View if !inline => {}
+        EventKind::Purchase if !inline => {}
         EventKind::View => {
             counted(
                 "recent_push",

@@ -119,8 +119,11 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub limits: infermesh_common::limits::PortLimitArgs,
     /// Kafka bootstrap brokers (HOST:PORT[,...]): `POST /api/v1/transactions` produces to
-    /// finance.transactions, and the alert streams (`/api/v1/fraud/alerts/stream`, `/ws`)
-    /// read fraud.alerts. Unset: those routes answer 503.
+    /// finance.transactions, `/api/v1/reviews` to reviews.submitted, `/api/v1/events` to
+    /// user.behavior (recent views and cache invalidation then left to `infermesh pipeline
+    /// behavior`), and the alert streams (`/api/v1/fraud/alerts/stream`, `/ws`) read
+    /// fraud.alerts. Unset: transactions, reviews and alerts answer 503, events are applied
+    /// here and dropped.
     #[arg(long = "kafka-brokers", env = "INFERMESH_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 }
@@ -163,17 +166,20 @@ pub struct GatewayConfig {
     pub redis: Option<RedisTarget>,
     /// Request timeout and in-flight bound of the API port.
     pub limits: infermesh_common::limits::PortLimits,
-    /// The event bus `POST /api/v1/reviews` publishes to; none (what flags give, until the
-    /// Kafka bus is configurable) answers that route with 503. A process that runs the
-    /// reviews pipeline too (tests, `infermesh up`) sets its in-process bus here.
+    /// The event bus `POST /api/v1/reviews` publishes to (reviews.submitted); none, and no
+    /// `--kafka-brokers`, answers that route with 503. A process that runs the reviews
+    /// pipeline too (tests, `infermesh up`) sets its in-process bus here.
     pub reviews_bus: Option<Arc<dyn EventBus>>,
-    /// Kafka brokers (`--kafka-brokers`): the transactions bus and the alerts feed, unless
-    /// set below.
+    /// Kafka brokers (`--kafka-brokers`): the transactions, reviews and behaviour buses and
+    /// the alerts feed, unless set here.
     pub kafka_brokers: Option<String>,
     /// The bus `POST /api/v1/transactions` publishes to (finance.transactions).
     pub transactions_bus: Option<Arc<dyn EventBus>>,
     /// Where the alert streams read fraud.alerts from.
     pub alerts: Option<Arc<alerts::AlertFeed>>,
+    /// The bus `POST /api/v1/events` publishes to (user.behavior); none: events are counted
+    /// and applied in this process (unless `--kafka-brokers` is set).
+    pub behavior_bus: Option<Arc<dyn EventBus>>,
 }
 
 impl GatewayArgs {
@@ -234,6 +240,7 @@ impl GatewayArgs {
             reviews_bus: None,
             kafka_brokers: self.kafka_brokers.filter(|b| !b.trim().is_empty()),
             transactions_bus: None,
+            behavior_bus: None,
             alerts: None,
         })
     }
@@ -295,11 +302,20 @@ impl GatewayState {
 /// The transactions bus and the alerts feed: those given in the config, else Kafka's when
 /// `--kafka-brokers` is set (a producer, and a tail of fraud.alerts from its latest offsets
 /// with a consumer group of this process's own).
-#[allow(clippy::type_complexity)]
-fn kafka_feeds(
-    cfg: &GatewayConfig,
-) -> Result<(Option<Arc<dyn EventBus>>, Option<Arc<alerts::AlertFeed>>), GatewayError> {
+struct Feeds {
+    transactions: Option<Arc<dyn EventBus>>,
+    alerts: Option<Arc<alerts::AlertFeed>>,
+    events: Arc<dyn events::EventSink>,
+    reviews: Option<Arc<dyn EventBus>>,
+}
+
+fn kafka_feeds(cfg: &GatewayConfig) -> Result<Feeds, GatewayError> {
     let (mut transactions, mut feed) = (cfg.transactions_bus.clone(), cfg.alerts.clone());
+    let mut reviews = cfg.reviews_bus.clone();
+    let mut sink: Arc<dyn events::EventSink> = match &cfg.behavior_bus {
+        Some(bus) => Arc::new(events::BusSink::new(bus.clone())),
+        None => Arc::new(events::CountingSink),
+    };
     if let Some(brokers) = &cfg.kafka_brokers {
         let bus = infermesh_pipelines::kafka::KafkaBus::new(
             infermesh_pipelines::kafka::KafkaConfig::new(brokers, "infermesh-gateway"),
@@ -314,11 +330,23 @@ fn kafka_feeds(
                 alerts::DEFAULT_RING,
             ));
         }
+        let bus: Arc<dyn EventBus> = Arc::new(bus);
         if transactions.is_none() {
-            transactions = Some(Arc::new(bus));
+            transactions = Some(bus.clone());
+        }
+        if reviews.is_none() {
+            reviews = Some(bus.clone());
+        }
+        if cfg.behavior_bus.is_none() {
+            sink = Arc::new(events::BusSink::new(bus));
         }
     }
-    Ok((transactions, feed))
+    Ok(Feeds {
+        transactions,
+        alerts: feed,
+        events: sink,
+        reviews,
+    })
 }
 
 /// A request body, or the refusal of one that could not be read: 413 when over the limit,
@@ -338,7 +366,7 @@ pub(crate) fn body_or_refuse(
 }
 
 /// Longest wait for a bus to take a message the gateway publishes.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Publishes `msg` on `topic`, mapping the bus's refusals: full -> 429, failed or slower than
 /// 2 s -> 503 (`what` names the thing in the message); `counted` records `bus_full` or
@@ -577,12 +605,12 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, GatewayError> {
         );
     }
     let ctx = recs::RecsContext::new(cfg.settings.clone(), store);
-    let (transactions, alerts) = kafka_feeds(&cfg)?;
+    let feeds = kafka_feeds(&cfg)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut state = GatewayState::new(cfg.inference, ctx, Arc::new(events::CountingSink))
-        .with_reviews_bus(cfg.reviews_bus.clone());
-    state.transactions = transactions;
-    state.alerts = alerts;
+    let mut state =
+        GatewayState::new(cfg.inference, ctx, feeds.events).with_reviews_bus(feeds.reviews);
+    state.transactions = feeds.transactions;
+    state.alerts = feeds.alerts;
     let router = app(state, cfg.max_request_bytes).layer(middleware::from_fn_with_state(
         cfg.limits.guard(),
         infermesh_common::limits::http_limits,

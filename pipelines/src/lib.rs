@@ -12,6 +12,8 @@
 //! and the event types, which is all the gateway links.
 
 pub mod bus;
+#[cfg(feature = "postgres")]
+pub mod db;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "llm")]

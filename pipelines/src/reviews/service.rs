@@ -85,6 +85,11 @@ pub struct ReviewsArgs {
     /// Port of `/metrics`; 0 picks a free one and prints it.
     #[arg(long, env = "INFERMESH_REVIEWS_METRICS_PORT", default_value_t = DEFAULT_METRICS_PORT)]
     pub metrics_port: u16,
+    /// Kafka bootstrap brokers (HOST:PORT[,...]): reviews.submitted is read by consumer group
+    /// pipeline-reviews, offsets committed once a review's row is written. Unset: an
+    /// in-process bus, fed only by a gateway in the same process (`infermesh up`).
+    #[arg(long = "kafka-brokers", env = "INFERMESH_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
 }
 
 impl Default for ReviewsArgs {
@@ -104,6 +109,7 @@ impl Default for ReviewsArgs {
             concurrency: 4,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             metrics_port: DEFAULT_METRICS_PORT,
+            kafka_brokers: None,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct ReviewsConfig {
     pub retry: RetryPolicy,
     /// Metrics listener; none serves no metrics (the embedding process does).
     pub metrics_addr: Option<SocketAddr>,
+    /// Kafka brokers; none: the in-process bus.
+    pub kafka_brokers: Option<String>,
 }
 
 impl std::fmt::Debug for ReviewsConfig {
@@ -249,6 +257,7 @@ impl ReviewsArgs {
             concurrency: self.concurrency,
             retry: RetryPolicy::default(),
             metrics_addr: Some(SocketAddr::new(self.host, self.metrics_port)),
+            kafka_brokers: self.kafka_brokers.filter(|b| !b.trim().is_empty()),
         })
     }
 }
@@ -387,15 +396,30 @@ pub async fn start(
     })
 }
 
-/// Runs the pipeline on an in-process bus until `stop` resolves. Until the Kafka bus is
-/// configured (the streaming issue), a separate process receives nothing: the gateway and the
-/// pipeline share a bus only inside one process (`start` with the gateway's bus).
+/// Runs the pipeline until `stop` resolves: on Kafka with `--kafka-brokers` (each of the
+/// `concurrency` consumers a member of group pipeline-reviews), else on an in-process bus,
+/// which only a gateway in the same process feeds (`start` with the gateway's bus).
 pub async fn run(
     cfg: ReviewsConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ReviewsError> {
     use std::io::Write as _;
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(10_000, Duration::from_secs(60)));
+    let (bus, bus_name): (Arc<dyn EventBus>, String) = match &cfg.kafka_brokers {
+        Some(brokers) => (
+            Arc::new(
+                crate::kafka::KafkaBus::new(crate::kafka::KafkaConfig::new(
+                    brokers,
+                    "infermesh-pipeline-reviews",
+                ))
+                .map_err(|e| ReviewsError::Config(format!("--kafka-brokers: {e}")))?,
+            ),
+            format!("kafka {brokers}"),
+        ),
+        None => (
+            Arc::new(InProcessBus::new(10_000, Duration::from_secs(60))),
+            "in process".to_string(),
+        ),
+    };
     let summary = format!(
         "inference {}, database {}, live feed {}",
         cfg.inference_url,
@@ -409,7 +433,7 @@ pub async fn run(
     // Not `println!`: it panics when stdout is a closed pipe.
     let _ = writeln!(
         std::io::stdout().lock(),
-        "infermesh pipeline reviews: {summary}, bus in process, metrics on {}",
+        "infermesh pipeline reviews: {summary}, bus {bus_name}, metrics on {}",
         running
             .metrics_addr
             .map_or_else(|| "none".to_string(), |a| format!("http://{a}/metrics"))

@@ -21,7 +21,7 @@ use crate::bus::BoxFuture;
 use crate::reviews::scoring::{SentimentScore, TopicScore};
 
 /// The pipelines' migrations (`pipelines/migrations`), embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub use crate::db::MIGRATOR;
 
 /// One row of `reviews`.
 #[derive(Debug, Clone, PartialEq)]
