@@ -1,6 +1,7 @@
 //! `POST /api/v1/reviews` over HTTP (no inference server needed): 503 without a bus; with an
 //! in-process bus, 202 and the `ReviewSubmitted` on `reviews.submitted`; bad input as 4xx JSON;
-//! a full bus as 429, counted. Alone in its test binary: the metrics recorder is process-wide.
+//! a full bus as 429, counted; behaviour events on their bus. Alone in its test binary: the
+//! metrics recorder is process-wide.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -193,4 +194,69 @@ async fn reviews_are_checked_published_and_refused_when_the_bus_is_off_or_full()
     assert_eq!(count("disabled"), Some(1.0));
     assert_eq!(count("invalid"), Some(12.0));
     gw.shutdown().await.unwrap();
+}
+
+/// With a behaviour bus, `POST /api/v1/events` publishes to user.behavior (keyed by user, a
+/// message id each, the event as checked) for `pipeline behavior`; a full bus is a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_to_the_behavior_bus_and_recent_views_are_left_to_the_pipeline() {
+    let mut cfg = infermesh_gateway::GatewayArgs {
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        metrics_port: 0,
+        inference_url: format!("http://{}", dead_addr()),
+        timeout_ms: 2000,
+        max_request_bytes: 64 * 1024,
+        config: None,
+        redis_url: None,
+        redis_timeout_ms: 100,
+        redis_key_prefix: "infermesh:".into(),
+        limits: Default::default(),
+        kafka_brokers: None,
+    }
+    .validate()
+    .unwrap();
+    let bus = InProcessBus::new(10, Duration::from_secs(60));
+    let mut sub = bus.subscribe("user.behavior", "test").await.unwrap();
+    cfg.behavior_bus = Some(Arc::new(bus.clone()));
+    let gw = infermesh_gateway::start(cfg).await.unwrap();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("http://{}/api/v1/events", gw.addr))
+        .json(&json!({"event": "view", "user_id": "u9", "product_id": "p9", "session_id": "s", "ts": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message.key.as_deref(), Some("u9"));
+    assert!(
+        d.message
+            .headers
+            .iter()
+            .any(|(k, v)| k == "message-id" && v.len() == 36)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+    assert_eq!(
+        v,
+        json!({"event": "view", "user_id": "u9", "product_id": "p9", "session_id": "s", "ts": 5})
+    );
+    // A full bus refuses the event (503), never drops it silently.
+    for i in 0..20 {
+        let r = c
+            .post(format!("http://{}/api/v1/events", gw.addr))
+            .json(&json!({"event": "click", "user_id": "u9", "product_id": format!("p{i}")}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 202 {
+            assert_eq!(r.status(), 503);
+            gw.shutdown().await.unwrap();
+            return;
+        }
+    }
+    panic!("a bus of 10 took 20 unacknowledged events");
 }
