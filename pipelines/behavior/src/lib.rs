@@ -15,7 +15,6 @@
 //! nothing is lost, the event waits.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,8 +34,6 @@ use infermesh_pipelines::kafka::{KafkaArgs, KafkaBus};
 use infermesh_pipelines::runtime::{
     self, Dedupe, Handler, Incoming, Outcome, RunStats, RuntimeConfig,
 };
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 /// The feature view and feature the session's views are written to.
@@ -328,49 +325,12 @@ impl Handler for BehaviorHandler {
     }
 }
 
-/// A running pipeline.
-#[derive(Debug)]
-pub struct RunningPipeline {
-    /// Where /metrics listens (none when the caller serves the process's metrics).
-    pub metrics_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<RunStats, PipelineError>>,
-    metrics: Option<JoinHandle<()>>,
-}
+/// A running pipeline: `shutdown` drains it, `wait` runs it until a signal.
+pub type RunningPipeline = infermesh_pipelines::runtime::Running<RunStats, PipelineError>;
 
-impl RunningPipeline {
-    /// Drains (the batch in hand finishes, offsets are committed) and returns what it did.
-    pub async fn shutdown(self) -> Result<RunStats, PipelineError> {
-        let _ = self.stop.send(true);
-        let r = self
-            .task
-            .await
-            .map_err(|e| PipelineError::Io(e.to_string()))?;
-        if let Some(m) = self.metrics {
-            m.abort();
-        }
-        r
-    }
-
-    /// Runs until `signal` resolves (then drains) or the pipeline stops by itself.
-    pub async fn wait(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> Result<RunStats, PipelineError> {
-        tokio::pin!(signal);
-        let ended = tokio::select! {
-            () = &mut signal => None,
-            r = &mut self.task => Some(r),
-        };
-        match ended {
-            None => self.shutdown().await,
-            Some(r) => {
-                if let Some(m) = self.metrics {
-                    m.abort();
-                }
-                r.map_err(|e| PipelineError::Io(e.to_string()))?
-            }
-        }
+impl From<infermesh_pipelines::runtime::TaskError> for PipelineError {
+    fn from(e: infermesh_pipelines::runtime::TaskError) -> Self {
+        PipelineError::Io(e.0)
     }
 }
 
@@ -383,42 +343,16 @@ pub async fn start_with(
     handler: BehaviorHandler,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningPipeline, PipelineError> {
-    let (stop, rx) = watch::channel(false);
-    let (metrics_addr, metrics) = match metrics_addr {
-        Some(addr) => {
-            let prometheus = infermesh_common::telemetry::install_prometheus()
-                .map_err(|e| PipelineError::Io(e.to_string()))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| PipelineError::Io(format!("metrics port {addr}: {e}")))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| PipelineError::Io(e.to_string()))?;
-            let metrics_stop = infermesh_common::shutdown::triggered(rx.clone());
-            let task = tokio::spawn(async move {
-                let _ =
-                    infermesh_common::telemetry::serve_metrics(listener, prometheus, metrics_stop)
-                        .await;
-            });
-            (Some(bound), Some(task))
-        }
-        None => (None, None),
-    };
-    let task = tokio::spawn(async move {
-        let stopped = infermesh_common::shutdown::triggered(rx);
+    let p = RunningPipeline::start(metrics_addr, move |stopped| async move {
         let r = runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
         if let Some(w) = handler.writer {
             w.close().await;
         }
         Ok(r?)
-    });
-    tracing::info!(?metrics_addr, "behavior pipeline consuming");
-    Ok(RunningPipeline {
-        metrics_addr,
-        stop,
-        task,
-        metrics,
     })
+    .await?;
+    tracing::info!(metrics_addr = ?p.metrics_addr, "behavior pipeline consuming");
+    Ok(p)
 }
 
 /// Starts the pipeline on Kafka.
@@ -512,15 +446,10 @@ pub async fn start(args: BehaviorArgs) -> Result<RunningPipeline, PipelineError>
 
 /// Runs until Ctrl-C or SIGTERM, printing the metrics address first.
 pub async fn run(args: BehaviorArgs) -> Result<(), PipelineError> {
-    let p = start(args).await?;
-    if let Some(addr) = p.metrics_addr {
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "infermesh pipeline behavior: metrics {addr}"
-        );
-    }
-    let stats = p.wait(infermesh_common::shutdown::stop_signal()).await?;
-    tracing::info!(?stats, "behavior pipeline stopped");
+    start(args)
+        .await?
+        .run_until_signalled("infermesh pipeline behavior")
+        .await?;
     Ok(())
 }
 

@@ -20,20 +20,19 @@ pub mod debezium;
 pub mod pgoutput;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::future::join_all;
 use infermesh_common::metrics_names as m;
-use infermesh_pipelines::bus::{BusError, EventBus, Message};
+use infermesh_pipelines::bus::{BoxFuture, BusError, EventBus, Message};
 use infermesh_pipelines::kafka::{KafkaArgs, KafkaBus};
+use infermesh_pipelines::runtime::{Running, TaskError};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::debezium::{EnvelopeSchema, Op, Source, text_of};
 use crate::pgoutput::{Change, Datum, Decoder, Relation};
@@ -415,41 +414,27 @@ pub struct RunningCdc {
     pub metrics_addr: Option<SocketAddr>,
     /// What set-up did.
     pub prepared: Prepared,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<CdcStats, CdcError>>,
-    metrics: Option<JoinHandle<()>>,
+    running: Running<CdcStats, CdcError>,
+}
+
+impl From<TaskError> for CdcError {
+    fn from(e: TaskError) -> Self {
+        CdcError::Io(e.0)
+    }
 }
 
 impl RunningCdc {
     /// Stops (an open transaction is dropped unconfirmed: it is replayed at the next start).
     pub async fn shutdown(self) -> Result<CdcStats, CdcError> {
-        let _ = self.stop.send(true);
-        let r = self.task.await.map_err(|e| CdcError::Io(e.to_string()))?;
-        if let Some(m) = self.metrics {
-            m.abort();
-        }
-        r
+        self.running.shutdown().await
     }
 
     /// Runs until `signal` resolves or the stream fails.
     pub async fn wait(
-        mut self,
+        self,
         signal: impl std::future::Future<Output = ()>,
     ) -> Result<CdcStats, CdcError> {
-        tokio::pin!(signal);
-        let ended = tokio::select! {
-            () = &mut signal => None,
-            r = &mut self.task => Some(r),
-        };
-        match ended {
-            None => self.shutdown().await,
-            Some(r) => {
-                if let Some(m) = self.metrics {
-                    m.abort();
-                }
-                r.map_err(|e| CdcError::Io(e.to_string()))?
-            }
-        }
+        self.running.wait(signal).await
     }
 }
 
@@ -463,27 +448,6 @@ pub async fn start_with(
     let prepared = prepare(&cfg).await?;
     let repl = replication_config(&cfg)?;
     let client = ReplicationClient::connect(repl).await?;
-    let (stop, rx) = watch::channel(false);
-    let (metrics_addr, metrics) = match metrics_addr {
-        Some(addr) => {
-            let prometheus = infermesh_common::telemetry::install_prometheus()
-                .map_err(|e| CdcError::Io(e.to_string()))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| CdcError::Io(format!("metrics port {addr}: {e}")))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| CdcError::Io(e.to_string()))?;
-            let metrics_stop = infermesh_common::shutdown::triggered(rx.clone());
-            let task = tokio::spawn(async move {
-                let _ =
-                    infermesh_common::telemetry::serve_metrics(listener, prometheus, metrics_stop)
-                        .await;
-            });
-            (Some(bound), Some(task))
-        }
-        None => (None, None),
-    };
     tracing::info!(
         table = %format!("{}.{}", cfg.schema, cfg.table),
         slot = %cfg.slot,
@@ -491,13 +455,14 @@ pub async fn start_with(
         ?prepared,
         "cdc streaming"
     );
-    let task = tokio::spawn(stream(cfg, client, bus, rx));
+    let running = Running::start(metrics_addr, move |stopped| {
+        stream(cfg, client, bus, stopped)
+    })
+    .await?;
     Ok(RunningCdc {
-        metrics_addr,
+        metrics_addr: running.metrics_addr,
         prepared,
-        stop,
-        task,
-        metrics,
+        running,
     })
 }
 
@@ -516,15 +481,11 @@ pub async fn start(args: CdcArgs) -> Result<RunningCdc, CdcError> {
 
 /// Runs until Ctrl-C or SIGTERM, printing the metrics address first.
 pub async fn run(args: CdcArgs) -> Result<(), CdcError> {
-    let c = start(args).await?;
-    if let Some(addr) = c.metrics_addr {
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "infermesh cdc postgres: metrics {addr}"
-        );
-    }
-    let stats = c.wait(infermesh_common::shutdown::stop_signal()).await?;
-    tracing::info!(?stats, "cdc stopped");
+    start(args)
+        .await?
+        .running
+        .run_until_signalled("infermesh cdc postgres")
+        .await?;
     Ok(())
 }
 
@@ -618,7 +579,7 @@ async fn produce(
     bus: &dyn EventBus,
     topic: &str,
     msgs: Vec<Message>,
-    stop: &mut watch::Receiver<bool>,
+    stopped: futures::future::Shared<BoxFuture<'static, ()>>,
 ) -> bool {
     let mut todo = msgs;
     let mut backoff = Duration::from_millis(50);
@@ -634,11 +595,8 @@ async fn produce(
         if failed.is_empty() {
             return true;
         }
-        if *stop.borrow() {
-            return false;
-        }
         tokio::select! {
-            _ = stop.changed() => return false,
+            () = stopped.clone() => return false,
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -650,8 +608,9 @@ async fn stream(
     cfg: CdcConfig,
     mut client: ReplicationClient,
     bus: Arc<dyn EventBus>,
-    mut stop: watch::Receiver<bool>,
+    stopped: BoxFuture<'static, ()>,
 ) -> Result<CdcStats, CdcError> {
+    let stopped = stopped.shared();
     let db = replication_config(&cfg)?.database;
     let mut em = Emitter {
         cfg,
@@ -665,7 +624,7 @@ async fn stream(
     let result = loop {
         let ev = tokio::select! {
             biased;
-            _ = stop.changed() => break Ok(()),
+            () = stopped.clone() => break Ok(()),
             ev = client.recv() => ev,
         };
         let ev = match ev {
@@ -722,7 +681,7 @@ async fn stream(
                     if t.pending.len() >= em.cfg.max_buffered_changes {
                         let batch = std::mem::take(&mut t.pending);
                         stats.produced += batch.len() as u64;
-                        if !produce(bus.as_ref(), &topic, batch, &mut stop).await {
+                        if !produce(bus.as_ref(), &topic, batch, stopped.clone()).await {
                             break Ok(());
                         }
                     }
@@ -735,7 +694,7 @@ async fn stream(
                 let n = t.pending.len() as u64;
                 if n > 0 {
                     let started = Instant::now();
-                    if !produce(bus.as_ref(), &topic, t.pending, &mut stop).await {
+                    if !produce(bus.as_ref(), &topic, t.pending, stopped.clone()).await {
                         break Ok(());
                     }
                     stats.produced += n;

@@ -15,7 +15,6 @@
 //! (8086). A batch's resumes are ranked in one call per job.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +32,6 @@ use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::resume_matcher_client::ResumeMatcherClient;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// The topic scores go to.
@@ -584,49 +581,12 @@ impl Handler for ResumesHandler {
     }
 }
 
-/// A running pipeline.
-#[derive(Debug)]
-pub struct RunningPipeline {
-    /// Where /metrics listens (none when the caller serves the process's metrics).
-    pub metrics_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<RunStats, PipelineError>>,
-    metrics: Option<JoinHandle<()>>,
-}
+/// A running pipeline: `shutdown` drains it, `wait` runs it until a signal.
+pub type RunningPipeline = infermesh_pipelines::runtime::Running<RunStats, PipelineError>;
 
-impl RunningPipeline {
-    /// Drains (the batch in hand finishes, offsets are committed) and returns what it did.
-    pub async fn shutdown(self) -> Result<RunStats, PipelineError> {
-        let _ = self.stop.send(true);
-        let r = self
-            .task
-            .await
-            .map_err(|e| PipelineError::Io(e.to_string()))?;
-        if let Some(m) = self.metrics {
-            m.abort();
-        }
-        r
-    }
-
-    /// Runs until `signal` resolves (then drains) or the pipeline stops by itself.
-    pub async fn wait(
-        mut self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> Result<RunStats, PipelineError> {
-        tokio::pin!(signal);
-        let ended = tokio::select! {
-            () = &mut signal => None,
-            r = &mut self.task => Some(r),
-        };
-        match ended {
-            None => self.shutdown().await,
-            Some(r) => {
-                if let Some(m) = self.metrics {
-                    m.abort();
-                }
-                r.map_err(|e| PipelineError::Io(e.to_string()))?
-            }
-        }
+impl From<infermesh_pipelines::runtime::TaskError> for PipelineError {
+    fn from(e: infermesh_pipelines::runtime::TaskError) -> Self {
+        PipelineError::Io(e.0)
     }
 }
 
@@ -639,39 +599,13 @@ pub async fn start_with(
     handler: ResumesHandler,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningPipeline, PipelineError> {
-    let (stop, rx) = watch::channel(false);
-    let (metrics_addr, metrics) = match metrics_addr {
-        Some(addr) => {
-            let prometheus = infermesh_common::telemetry::install_prometheus()
-                .map_err(|e| PipelineError::Io(e.to_string()))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| PipelineError::Io(format!("metrics port {addr}: {e}")))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| PipelineError::Io(e.to_string()))?;
-            let metrics_stop = infermesh_common::shutdown::triggered(rx.clone());
-            let task = tokio::spawn(async move {
-                let _ =
-                    infermesh_common::telemetry::serve_metrics(listener, prometheus, metrics_stop)
-                        .await;
-            });
-            (Some(bound), Some(task))
-        }
-        None => (None, None),
-    };
-    let task = tokio::spawn(async move {
-        let stopped = infermesh_common::shutdown::triggered(rx);
+    let p = RunningPipeline::start(metrics_addr, move |stopped| async move {
         let r = runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
         Ok(r?)
-    });
-    tracing::info!(?metrics_addr, "resumes pipeline consuming");
-    Ok(RunningPipeline {
-        metrics_addr,
-        stop,
-        task,
-        metrics,
     })
+    .await?;
+    tracing::info!(metrics_addr = ?p.metrics_addr, "resumes pipeline consuming");
+    Ok(p)
 }
 
 /// The matcher client of `url`.
@@ -722,15 +656,10 @@ pub async fn start(args: ResumesArgs) -> Result<RunningPipeline, PipelineError> 
 
 /// Runs until Ctrl-C or SIGTERM, printing the metrics address first.
 pub async fn run(args: ResumesArgs) -> Result<(), PipelineError> {
-    let p = start(args).await?;
-    if let Some(addr) = p.metrics_addr {
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "infermesh pipeline resumes: metrics {addr}"
-        );
-    }
-    let stats = p.wait(infermesh_common::shutdown::stop_signal()).await?;
-    tracing::info!(?stats, "resumes pipeline stopped");
+    start(args)
+        .await?
+        .run_until_signalled("infermesh pipeline resumes")
+        .await?;
     Ok(())
 }
 
