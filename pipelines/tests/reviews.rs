@@ -328,6 +328,28 @@ async fn a_review_goes_from_the_gateway_to_postgres_and_the_live_feed_once() {
     assert_eq!(msg["topic"]["id"], -1);
     assert_eq!(msg["rating"], Value::Null);
     assert_eq!(rows(&pipeline.store).await.len(), 2);
+    // Not a review: dead-lettered with its reason, never stored.
+    let mut dlq = bus
+        .subscribe("reviews.submitted.dlq", "test")
+        .await
+        .unwrap();
+    bus.publish(
+        TOPIC,
+        infermesh_pipelines::bus::Message::new("x", b"{\"review_id\": 7}".to_vec()),
+    )
+    .await
+    .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), dlq.next())
+        .await
+        .expect("the invalid review on reviews.submitted.dlq")
+        .unwrap();
+    assert!(
+        d.message
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-infermesh-dlq-reason" && v == "invalid_value")
+    );
+    assert_eq!(rows(&pipeline.store).await.len(), 2);
     assert!(
         pipeline
             .queue

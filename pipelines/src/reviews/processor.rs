@@ -1,10 +1,11 @@
-//! The reviews processor: one `reviews.submitted` delivery at a time per consumer, through
-//! sanitise -> sentiment + topic -> upsert into `reviews` -> live feed -> theme-label job, then
-//! ack.
+//! The reviews processor: each `reviews.submitted` delivery through sanitise -> sentiment +
+//! topic -> upsert into `reviews` -> live feed -> theme-label job, then ack; in the streaming
+//! runtime ([`ReviewsHandler`]), a batch's reviews `concurrency` at a time.
 //!
 //! Delivery semantics (at least once, idempotent by `review_id`):
-//! - a message that is not a valid review can never succeed: it is acked and counted
-//!   (`infermesh_reviews_failed_total{reason="invalid"}`), never retried;
+//! - a message that is not a valid review can never succeed: it is counted
+//!   (`infermesh_reviews_failed_total{reason="invalid"}`) and dead-lettered to
+//!   `reviews.submitted.dlq` (`invalid_value`), never retried;
 //! - a model or database that is down, slow or overloaded: the message is not acked; after a
 //!   back-off (doubling per attempt, capped) it is nacked and comes back. There is no attempt
 //!   limit: a review is never dropped because a dependency was down;
@@ -28,7 +29,6 @@ use infermesh_common::metrics_names::{
     REVIEWS_PROCESSING_SECONDS, REVIEWS_THEME_JOBS_TOTAL, REVIEWS_TOPIC_TOTAL,
 };
 use serde_json::json;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::bus::{Delivery, Subscription};
@@ -480,6 +480,71 @@ impl Processor {
     }
 }
 
+/// The processor in the streaming runtime (`crate::runtime`), which `infermesh pipeline reviews`
+/// runs on Kafka and on the in-process bus alike: a batch's reviews go through the processor
+/// `concurrency` at a time, in order; a stored review is done, an invalid one dead-lettered to
+/// `reviews.submitted.dlq` (`invalid_value`, counted as `invalid` too), one whose dependency
+/// failed handed back after the runtime's back-off.
+#[derive(Debug, Clone)]
+pub struct ReviewsHandler {
+    /// The processor.
+    pub processor: Arc<Processor>,
+    /// Reviews processed at once.
+    pub concurrency: usize,
+}
+
+impl ReviewsHandler {
+    async fn one(&self, inc: &crate::runtime::Incoming) -> crate::runtime::Outcome {
+        let span = tracing::info_span!(
+            parent: &inc.span,
+            "review",
+            delivery = inc.delivery.id,
+            attempt = inc.delivery.attempt,
+            review_id = tracing::field::Empty
+        );
+        async {
+            let started = Instant::now();
+            match self.processor.process(&inc.delivery.message.payload).await {
+                Outcome::Stored { .. } => {
+                    metrics::histogram!(REVIEWS_PROCESSING_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    crate::runtime::Outcome::Done
+                }
+                Outcome::Invalid(why) => {
+                    tracing::warn!(error = %why, "not a valid review: dead-lettered");
+                    failed("invalid");
+                    crate::runtime::Outcome::Poison {
+                        reason: "invalid_value",
+                        detail: why,
+                    }
+                }
+                Outcome::Retry { reason, message } => {
+                    tracing::warn!(reason, error = %message, "not processed: will retry");
+                    failed(reason);
+                    crate::runtime::Outcome::Retry(message)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl crate::runtime::Handler for ReviewsHandler {
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [crate::runtime::Incoming],
+    ) -> crate::bus::BoxFuture<'a, Vec<crate::runtime::Outcome>> {
+        use futures::StreamExt as _;
+        let each: Vec<_> = batch.iter().map(|inc| self.one(inc)).collect();
+        Box::pin(
+            futures::stream::iter(each)
+                .buffered(self.concurrency.max(1))
+                .collect(),
+        )
+    }
+}
+
 async fn ack(sub: &mut dyn Subscription, delivery: &Delivery) {
     if let Err(e) = sub.ack(delivery).await {
         // Outputs are written; a redelivery will rewrite them (idempotent).
@@ -501,37 +566,6 @@ pub fn live_message(row: &ReviewRow, new: bool) -> String {
         "new": new,
     })
     .to_string()
-}
-
-/// Takes deliveries from `sub` and handles them one at a time until `stop` turns true (the
-/// delivery in hand is finished first).
-pub async fn consume(
-    processor: Arc<Processor>,
-    mut sub: Box<dyn Subscription>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let delivery = tokio::select! {
-            _ = stop.changed() => return,
-            d = sub.next() => d,
-        };
-        match delivery {
-            Ok(d) => {
-                processor.handle(sub.as_mut(), &d).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "event bus failed; retrying in 1 s");
-                failed("bus");
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

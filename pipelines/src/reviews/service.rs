@@ -15,7 +15,7 @@ use crate::llm::queue::{JobQueue, QueueConfig};
 use crate::llm::sanitise::{DEFAULT_MAX_TOKENS, EstimateCounter, Sanitiser};
 use crate::reviews::event::TOPIC;
 use crate::reviews::live::{CHANNEL, LiveFeed, RedisLiveFeed};
-use crate::reviews::processor::{Processor, ProcessorParts, RetryPolicy, ThemeJobs, consume};
+use crate::reviews::processor::{Processor, ProcessorParts, RetryPolicy, ThemeJobs};
 use crate::reviews::scoring::{GrpcSentiment, GrpcTopics, channel, endpoint};
 use crate::reviews::store::{PgStore, StoreError};
 
@@ -291,21 +291,36 @@ pub fn theme_claim_prefix(prefix: &str) -> String {
     format!("{prefix}reviews:theme:")
 }
 
-/// Starts `concurrency` consumers of `processor` on group [`GROUP`] of `reviews.submitted`.
+/// Starts the consumer of `processor` on group [`GROUP`] of `reviews.submitted`: the streaming
+/// runtime (`crate::runtime`: batches, dedupe by message id, dead letters, retries with
+/// back-off), `concurrency` reviews at a time.
 pub async fn spawn_consumers(
     processor: Arc<Processor>,
-    bus: &dyn EventBus,
+    bus: Arc<dyn EventBus>,
     concurrency: usize,
     stop: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), ReviewsError> {
-    for _ in 0..concurrency.max(1) {
-        let sub = bus
-            .subscribe(TOPIC, GROUP)
-            .await
-            .map_err(|e| ReviewsError::Bus(e.to_string()))?;
-        tasks.spawn(consume(processor.clone(), sub, stop.clone()));
-    }
+    let mut sub = bus
+        .subscribe(TOPIC, GROUP)
+        .await
+        .map_err(|e| ReviewsError::Bus(e.to_string()))?;
+    let handler = crate::reviews::processor::ReviewsHandler {
+        processor,
+        concurrency,
+    };
+    let stopped = shutdown::triggered(stop.clone());
+    tasks.spawn(async move {
+        let mut rt = crate::runtime::RuntimeConfig::new("reviews");
+        rt.max_batch = concurrency.max(1) * 8;
+        // Reviews are idempotent by review_id (an upsert): the window only saves model calls.
+        let dedupe = crate::runtime::Dedupe::memory(100_000);
+        if let Err(e) =
+            crate::runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await
+        {
+            tracing::error!(error = %e, "reviews consumer stopped");
+        }
+    });
     Ok(())
 }
 
@@ -379,7 +394,7 @@ pub async fn start(
     };
     spawn_consumers(
         processor.clone(),
-        bus.as_ref(),
+        bus.clone(),
         cfg.concurrency,
         &stop_rx,
         &mut tasks,
