@@ -576,11 +576,12 @@ impl Emitter {
 /// Produces `msgs`, retrying what fails (a broker away, a full queue) until every one is
 /// acknowledged or `stop` is raised; returns false when stopped first.
 async fn produce(
-    bus: &dyn EventBus,
-    topic: &str,
+    bus: Arc<dyn EventBus>,
+    topic: Arc<str>,
     msgs: Vec<Message>,
     stopped: futures::future::Shared<BoxFuture<'static, ()>>,
 ) -> bool {
+    let (bus, topic) = (bus.as_ref(), topic.as_ref());
     let mut todo = msgs;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -604,12 +605,30 @@ async fn produce(
     }
 }
 
+/// Produces in flight, in commit order: each resolves to whether it was delivered (false: a
+/// stop came first), the transaction's end LSN when it completes one (none for the first parts
+/// of a large transaction), its change count, commit time and when its commit arrived.
+type InFlight = futures::stream::FuturesOrdered<BoxFuture<'static, Produced>>;
+
+struct Produced {
+    delivered: bool,
+    end_lsn: Option<Lsn>,
+    changes: u64,
+    commit_ms: i64,
+    arrived: Instant,
+}
+
+/// Changes produced and not yet acknowledged, at most; past it the stream is not read until
+/// acknowledgements come back (backpressure onto PostgreSQL, which keeps the WAL).
+const MAX_IN_FLIGHT_CHANGES: usize = 8192;
+
 async fn stream(
     cfg: CdcConfig,
     mut client: ReplicationClient,
     bus: Arc<dyn EventBus>,
     stopped: BoxFuture<'static, ()>,
 ) -> Result<CdcStats, CdcError> {
+    use futures::StreamExt as _;
     let stopped = stopped.shared();
     let db = replication_config(&cfg)?.database;
     let mut em = Emitter {
@@ -620,12 +639,52 @@ async fn stream(
     let mut decoder = Decoder::new();
     let mut txn: Option<Txn> = None;
     let mut stats = CdcStats::default();
-    let topic = em.cfg.topic.clone();
+    let topic: Arc<str> = Arc::from(em.cfg.topic.as_str());
+    // Transactions are produced without waiting for the previous one's acknowledgement; their
+    // LSNs are confirmed in commit order as the acknowledgements come back.
+    let mut in_flight: InFlight = futures::stream::FuturesOrdered::new();
+    let mut in_flight_changes = 0usize;
+    let send = |msgs: Vec<Message>, end_lsn: Option<Lsn>, commit_ms: i64| {
+        let (bus, topic, stopped) = (bus.clone(), topic.clone(), stopped.clone());
+        let changes = msgs.len() as u64;
+        let arrived = Instant::now();
+        let fut: BoxFuture<'static, Produced> = Box::pin(async move {
+            let delivered = msgs.is_empty() || produce(bus, topic, msgs, stopped).await;
+            Produced {
+                delivered,
+                end_lsn,
+                changes,
+                commit_ms,
+                arrived,
+            }
+        });
+        fut
+    };
     let result = loop {
         let ev = tokio::select! {
             biased;
             () = stopped.clone() => break Ok(()),
-            ev = client.recv() => ev,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                in_flight_changes = in_flight_changes.saturating_sub(done.changes as usize);
+                if !done.delivered {
+                    break Ok(());
+                }
+                stats.produced += done.changes;
+                if let Some(end_lsn) = done.end_lsn {
+                    if done.changes > 0 {
+                        metrics::histogram!(m::CDC_PRODUCE_SECONDS)
+                            .record(done.arrived.elapsed().as_secs_f64());
+                        let lag = (unix_ms() - done.commit_ms).max(0) as f64 / 1000.0;
+                        metrics::gauge!(m::CDC_REPLICATION_LAG_SECONDS).set(lag);
+                    }
+                    client.update_applied_lsn(end_lsn);
+                    stats.transactions += 1;
+                    stats.confirmed_lsn = end_lsn.as_u64();
+                    metrics::gauge!(m::CDC_CONFIRMED_LSN).set(end_lsn.as_u64() as f64);
+                }
+                continue;
+            }
+            ev = client.recv(), if in_flight_changes < MAX_IN_FLIGHT_CHANGES => ev,
         };
         let ev = match ev {
             Ok(Some(ev)) => ev,
@@ -680,10 +739,8 @@ async fn stream(
                     t.pending.push(msg);
                     if t.pending.len() >= em.cfg.max_buffered_changes {
                         let batch = std::mem::take(&mut t.pending);
-                        stats.produced += batch.len() as u64;
-                        if !produce(bus.as_ref(), &topic, batch, stopped.clone()).await {
-                            break Ok(());
-                        }
+                        in_flight_changes += batch.len();
+                        in_flight.push_back(send(batch, None, t.commit_ms));
                     }
                 }
             }
@@ -691,22 +748,9 @@ async fn stream(
                 let Some(t) = txn.take() else {
                     continue;
                 };
-                let n = t.pending.len() as u64;
-                if n > 0 {
-                    let started = Instant::now();
-                    if !produce(bus.as_ref(), &topic, t.pending, stopped.clone()).await {
-                        break Ok(());
-                    }
-                    stats.produced += n;
-                    metrics::histogram!(m::CDC_PRODUCE_SECONDS)
-                        .record(started.elapsed().as_secs_f64());
-                    let lag = (unix_ms() - t.commit_ms).max(0) as f64 / 1000.0;
-                    metrics::gauge!(m::CDC_REPLICATION_LAG_SECONDS).set(lag);
-                }
-                client.update_applied_lsn(end_lsn);
-                stats.transactions += 1;
-                stats.confirmed_lsn = end_lsn.as_u64();
-                metrics::gauge!(m::CDC_CONFIRMED_LSN).set(end_lsn.as_u64() as f64);
+                // Even a transaction with nothing to produce is confirmed in its turn.
+                in_flight_changes += t.pending.len();
+                in_flight.push_back(send(t.pending, Some(end_lsn), t.commit_ms));
             }
             ReplicationEvent::KeepAlive { .. }
             | ReplicationEvent::Message { .. }
