@@ -246,7 +246,7 @@ impl<B: Backend> Batcher<B> {
 /// already running finishes) and drops its handle on the backend. So the backend is freed
 /// before `drop` returns, here or on that thread, never by a thread left running after its
 /// owner is gone. That matters for native engines: ONNX Runtime and OpenVINO tear down
-/// static state from exit handlers, and a detached thread still freeing a session when
+/// static state from exit handlers, and a detached thread still freeing an ONNX Runtime session when
 /// `main` returns raced them (SIGSEGV in `ov::ICompiledModel`'s destructor during exit).
 /// The wait is at most the queued work, which admission bounds.
 impl<B: Backend> Drop for Batcher<B> {

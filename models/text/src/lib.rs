@@ -99,7 +99,7 @@ pub enum TextError {
     /// The tensor computation failed.
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
-    /// ONNX Runtime could not be loaded, or a session failed.
+    /// ONNX Runtime could not be loaded, or an inference session failed.
     #[error("onnxruntime: {0}")]
     Runtime(String),
     /// OpenVINO could not be loaded, or a compile or inference failed.

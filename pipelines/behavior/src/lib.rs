@@ -80,7 +80,7 @@ pub struct BehaviorArgs {
     /// Most products kept per session.
     #[arg(long, default_value_t = 20)]
     pub session_items: usize,
-    /// A session's list expires this long after its last view, seconds (the view's TTL).
+    /// A browsing session's list expires this long after its last view, seconds (the view's TTL).
     #[arg(long, default_value_t = 7200)]
     pub session_ttl_seconds: u64,
     /// Address the metrics port listens on.

@@ -178,7 +178,7 @@ async fn events_become_recent_views_session_features_and_invalidations() {
     sink.publish(&event(EventKind::View, "u1", "p9", "s2"))
         .await
         .unwrap();
-    eventually("the second session", || async {
+    eventually("a second browsing session", || async {
         session().await == Some(vec!["p9".into()])
     })
     .await;
