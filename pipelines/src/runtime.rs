@@ -684,3 +684,34 @@ impl<T: Send + 'static, E: From<TaskError> + Send + 'static> Running<T, E> {
         }
     }
 }
+
+impl<E: From<TaskError> + From<BusError> + Send + 'static> Running<RunStats, E> {
+    /// Runs `handler` over `sub` in the background ([`run`] until a stop is asked for), then
+    /// hands the handler to `finish` (a feature writer to flush, models to drop); logs
+    /// `{name} consuming` with the metrics address.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn consume<H, F, FF>(
+        name: &'static str,
+        rt: RuntimeConfig,
+        mut sub: Box<dyn Subscription>,
+        bus: std::sync::Arc<dyn EventBus>,
+        dedupe: Dedupe,
+        handler: H,
+        metrics_addr: Option<std::net::SocketAddr>,
+        finish: F,
+    ) -> Result<Self, E>
+    where
+        H: Handler + 'static,
+        F: FnOnce(H) -> FF + Send + 'static,
+        FF: std::future::Future<Output = ()> + Send,
+    {
+        let p = Running::start(metrics_addr, move |stopped| async move {
+            let r = run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
+            finish(handler).await;
+            Ok(r?)
+        })
+        .await?;
+        tracing::info!(metrics_addr = ?p.metrics_addr, "{name} consuming");
+        Ok(p)
+    }
+}

@@ -31,9 +31,7 @@ use infermesh_gateway::events::{Event, EventKind};
 use infermesh_gateway::store::Store;
 use infermesh_pipelines::bus::{BoxFuture, EventBus, Subscription};
 use infermesh_pipelines::kafka::{KafkaArgs, KafkaBus};
-use infermesh_pipelines::runtime::{
-    self, Dedupe, Handler, Incoming, Outcome, RunStats, RuntimeConfig,
-};
+use infermesh_pipelines::runtime::{Dedupe, Handler, Incoming, Outcome, RunStats, RuntimeConfig};
 use tracing::Instrument as _;
 
 /// The feature view and feature the session's views are written to.
@@ -337,22 +335,27 @@ impl From<infermesh_pipelines::runtime::TaskError> for PipelineError {
 /// Starts the pipeline over any bus (tests, an in-process bus).
 pub async fn start_with(
     rt: RuntimeConfig,
-    mut sub: Box<dyn Subscription>,
+    sub: Box<dyn Subscription>,
     bus: Arc<dyn EventBus>,
     dedupe: Dedupe,
     handler: BehaviorHandler,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningPipeline, PipelineError> {
-    let p = RunningPipeline::start(metrics_addr, move |stopped| async move {
-        let r = runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
-        if let Some(w) = handler.writer {
-            w.close().await;
-        }
-        Ok(r?)
-    })
-    .await?;
-    tracing::info!(metrics_addr = ?p.metrics_addr, "behavior pipeline consuming");
-    Ok(p)
+    RunningPipeline::consume(
+        "behavior pipeline",
+        rt,
+        sub,
+        bus,
+        dedupe,
+        handler,
+        metrics_addr,
+        |h: BehaviorHandler| async move {
+            if let Some(w) = h.writer {
+                w.close().await;
+            }
+        },
+    )
+    .await
 }
 
 /// Starts the pipeline on Kafka.

@@ -25,9 +25,7 @@ use futures::future::join_all;
 use infermesh_common::metrics_names as m;
 use infermesh_pipelines::bus::{BoxFuture, EventBus, Message, Subscription};
 use infermesh_pipelines::kafka::{KafkaArgs, KafkaBus};
-use infermesh_pipelines::runtime::{
-    self, Dedupe, Handler, Incoming, Outcome, RunStats, RuntimeConfig,
-};
+use infermesh_pipelines::runtime::{Dedupe, Handler, Incoming, Outcome, RunStats, RuntimeConfig};
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::resume_matcher_client::ResumeMatcherClient;
 use serde::{Deserialize, Serialize};
@@ -593,19 +591,23 @@ impl From<infermesh_pipelines::runtime::TaskError> for PipelineError {
 /// Starts the pipeline over any bus (tests, an in-process bus).
 pub async fn start_with(
     rt: RuntimeConfig,
-    mut sub: Box<dyn Subscription>,
+    sub: Box<dyn Subscription>,
     bus: Arc<dyn EventBus>,
     dedupe: Dedupe,
     handler: ResumesHandler,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningPipeline, PipelineError> {
-    let p = RunningPipeline::start(metrics_addr, move |stopped| async move {
-        let r = runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
-        Ok(r?)
-    })
-    .await?;
-    tracing::info!(metrics_addr = ?p.metrics_addr, "resumes pipeline consuming");
-    Ok(p)
+    RunningPipeline::consume(
+        "resumes pipeline",
+        rt,
+        sub,
+        bus,
+        dedupe,
+        handler,
+        metrics_addr,
+        |_| async {},
+    )
+    .await
 }
 
 /// The matcher client of `url`.
