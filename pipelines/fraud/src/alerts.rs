@@ -5,8 +5,14 @@
 //! skips ids it knows were produced (the alert window: Redis or memory, marked once the broker
 //! acknowledged). A process that died between the broker's acknowledgement and that mark would
 //! produce the alert again after a restart; so when the group assigns partitions, the pipeline
-//! first reads the alerts topic's recent tail ([`produced_ids`], `--alert-lookback`) and marks
-//! every id found there.
+//! first reads the alerts topic's recent tail ([`produced_ids`], `--alert-lookback-seconds`) and
+//! marks every id found there, before it handles a message of the new partitions.
+//!
+//! The tail starts where the broker's time index says (ListOffsets by timestamp). A broker that
+//! cannot look offsets up by time (librdkafka's MockCluster answers -1 to every such query)
+//! would make that read empty and the recovery silently useless; so a partition without an
+//! answer is read from at most `max_tail` messages before its end instead, and in both cases
+//! only messages stamped within the lookback count.
 
 use std::time::Duration;
 
@@ -118,11 +124,14 @@ pub fn reasons(r: &pb::ScoreResponse) -> Vec<AlertReason> {
 }
 
 /// Alert ids on `topic` from messages stamped within `lookback` of now, read up to the high
-/// watermarks as they are when called. Blocking (run it on a blocking thread).
+/// watermarks as they are when called; a partition the broker cannot look up by time is read
+/// from at most `max_tail` messages before its end (see the module doc). Blocking (run it on a
+/// blocking thread).
 pub fn produced_ids(
     cfg: &infermesh_pipelines::kafka::KafkaConfig,
     topic: &str,
     lookback: Duration,
+    max_tail: i64,
 ) -> Result<Vec<String>, String> {
     let mut c = rdkafka::config::ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
@@ -152,40 +161,45 @@ pub fn produced_ids(
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
     let mut ask = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
+    let mut marks = std::collections::HashMap::new();
     for p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, *p, timeout)
             .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
         if high > low {
-            ends.insert(*p, high);
+            marks.insert(*p, (low, high));
             ask.add_partition_offset(topic, *p, Offset::Offset(since))
                 .map_err(|e| e.to_string())?;
+        }
+    }
+    if marks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let by_time = consumer
+        .offsets_for_times(ask, timeout)
+        .map_err(|e| format!("offsets by time of {topic}: {e}"))?;
+    let mut found = std::collections::HashMap::new();
+    for e in by_time.elements() {
+        if let Offset::Offset(o) = e.offset()
+            && o >= 0
+        {
+            found.insert(e.partition(), o);
+        }
+    }
+    let mut assign = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for (p, (low, high)) in marks {
+        let start = tail_start(found.get(&p).copied(), low, high, max_tail);
+        if start < high {
+            assign
+                .add_partition_offset(topic, p, Offset::Offset(start))
+                .map_err(|e| e.to_string())?;
+            ends.insert(p, high);
         }
     }
     if ends.is_empty() {
         return Ok(Vec::new());
     }
-    let starts = consumer
-        .offsets_for_times(ask, timeout)
-        .map_err(|e| format!("offsets by time of {topic}: {e}"))?;
-    let mut assign = TopicPartitionList::new();
-    for e in starts.elements() {
-        let p = e.partition();
-        let start = match e.offset() {
-            Offset::Offset(o) => o,
-            // No message that recent in this partition.
-            _ => continue,
-        };
-        if ends.get(&p).is_some_and(|h| start < *h) {
-            assign
-                .add_partition_offset(topic, p, Offset::Offset(start))
-                .map_err(|e| e.to_string())?;
-        } else {
-            ends.remove(&p);
-        }
-    }
-    ends.retain(|p, _| assign.elements().iter().any(|e| e.partition() == *p));
     consumer.assign(&assign).map_err(|e| e.to_string())?;
     let mut ids = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -197,14 +211,17 @@ pub fn produced_ids(
             continue;
         };
         let m = m.map_err(|e| e.to_string())?;
-        if let Some(id) = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .and_then(|v| {
-                v.get("alert_id")
-                    .and_then(|x| x.as_str())
-                    .map(str::to_string)
-            })
+        // A message without a timestamp counts: better marked than produced twice.
+        let recent = m.timestamp().to_millis().is_none_or(|t| t >= since);
+        if recent
+            && let Some(id) = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|v| {
+                    v.get("alert_id")
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string)
+                })
         {
             ids.push(id);
         }
@@ -216,6 +233,15 @@ pub fn produced_ids(
         }
     }
     Ok(ids)
+}
+
+/// Where a partition's tail is read from: the broker's answer by time when it gave one, else
+/// `max_tail` messages before the end (never before the log start).
+fn tail_start(by_time: Option<i64>, low: i64, high: i64, max_tail: i64) -> i64 {
+    match by_time {
+        Some(o) => o.clamp(low, high),
+        None => high.saturating_sub(max_tail.max(0)).max(low),
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +262,16 @@ mod tests {
         let two = ["a".to_string(), "b".to_string()];
         let owt = ["b".to_string(), "a".to_string()];
         assert_eq!(alert_id("t", None, &two), alert_id("t", None, &owt));
+    }
+
+    #[test]
+    fn the_tail_starts_where_the_broker_says_else_max_tail_before_the_end() {
+        assert_eq!(tail_start(Some(40), 10, 100, 5), 40);
+        // An answer out of the log is clamped into it.
+        assert_eq!(tail_start(Some(3), 10, 100, 5), 10);
+        assert_eq!(tail_start(None, 10, 100, 5), 95);
+        assert_eq!(tail_start(None, 10, 100, 1_000), 10);
+        assert_eq!(tail_start(None, 0, 0, 5), 0);
     }
 
     #[test]

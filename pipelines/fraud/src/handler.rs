@@ -370,6 +370,9 @@ impl FraudHandler {
     }
 }
 
+/// Reads of the alerts topic's tail tried on an assignment.
+const RECOVER_ATTEMPTS: u32 = 3;
+
 impl Handler for FraudHandler {
     fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(self.process(batch))
@@ -380,15 +383,29 @@ impl Handler for FraudHandler {
             let Some(recover) = &self.recover else {
                 return;
             };
-            match recover().await {
-                Ok(ids) => {
-                    tracing::info!(
-                        alerts = ids.len(),
-                        "alert ids read back from the alerts topic"
-                    );
-                    self.produced.mark(&ids).await;
+            // Tried a few times: without it, alerts a killed member produced but had not
+            // recorded would be produced again. Past that the pipeline goes on (a repeated
+            // alert keeps its id, so it stays recognisable downstream; a stalled pipeline
+            // alerts no one).
+            for attempt in 1..=RECOVER_ATTEMPTS {
+                match recover().await {
+                    Ok(ids) => {
+                        tracing::info!(
+                            alerts = ids.len(),
+                            "alert ids read back from the alerts topic"
+                        );
+                        self.produced.mark(&ids).await;
+                        return;
+                    }
+                    Err(e) if attempt < RECOVER_ATTEMPTS => {
+                        tracing::warn!(error = %e, attempt, "alerts topic not read back; again");
+                        tokio::time::sleep(std::time::Duration::from_secs(attempt.into())).await;
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "alerts topic not read back; alerts produced just before a member died may repeat"
+                    ),
                 }
-                Err(e) => tracing::warn!(error = %e, "alerts topic not read back"),
             }
         })
     }

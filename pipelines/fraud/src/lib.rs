@@ -30,7 +30,7 @@ use infermesh_features::store::{OnlineStore, RedisStore};
 use infermesh_features::writer::{FeatureWriter, WriterConfig};
 use infermesh_pipelines::bus::{EventBus, Subscription};
 use infermesh_pipelines::kafka::{KafkaArgs, KafkaBus};
-use infermesh_pipelines::runtime::{self, Dedupe, RunStats, RuntimeConfig};
+use infermesh_pipelines::runtime::{Dedupe, RunStats, RuntimeConfig};
 use infermesh_server::features::FeatureStoreArgs;
 use infermesh_server::local::{LocalConfig, LocalModels};
 
@@ -133,6 +133,10 @@ pub struct FraudArgs {
     /// killed process produced but had not recorded).
     #[arg(long, default_value_t = 900)]
     pub alert_lookback_seconds: u64,
+    /// Most messages read back per alerts partition when the broker cannot find the lookback's
+    /// start by time (librdkafka's MockCluster, for one).
+    #[arg(long, default_value_t = 100_000)]
+    pub alert_lookback_max_messages: i64,
     /// Scale of Debezium precise decimals that come without a schema.
     #[arg(long, default_value_t = 2)]
     pub decimal_scale: u32,
@@ -273,12 +277,15 @@ pub async fn start(args: FraudArgs) -> Result<RunningPipeline, PipelineError> {
     let recover_cfg = kcfg.clone();
     let alerts_topic = args.alerts_topic.clone();
     let lookback = Duration::from_secs(args.alert_lookback_seconds);
+    let max_tail = args.alert_lookback_max_messages;
     let recover: handler::Recover = Arc::new(move || {
         let (cfg, topic) = (recover_cfg.clone(), alerts_topic.clone());
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || alerts::produced_ids(&cfg, &topic, lookback))
-                .await
-                .map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || {
+                alerts::produced_ids(&cfg, &topic, lookback, max_tail)
+            })
+            .await
+            .map_err(|e| e.to_string())?
         })
     });
     let email = match &args.celery_redis_url {
@@ -360,24 +367,30 @@ pub async fn start_in_process(
 /// Starts the pipeline over any bus (tests, `infermesh up`'s in-process bus).
 pub async fn start_with(
     rt: RuntimeConfig,
-    mut sub: Box<dyn Subscription>,
+    sub: Box<dyn Subscription>,
     bus: Arc<dyn EventBus>,
     dedupe: Dedupe,
     handler: FraudHandler,
     local: Option<LocalModels>,
     metrics_addr: Option<SocketAddr>,
 ) -> Result<RunningPipeline, PipelineError> {
-    let p = RunningPipeline::start(metrics_addr, move |stopped| async move {
-        let r = runtime::run(&rt, sub.as_mut(), bus.as_ref(), &dedupe, &handler, stopped).await;
-        if let Some(w) = handler.writer {
-            w.close().await;
-        }
-        drop(local);
-        Ok(r?)
-    })
-    .await?;
-    tracing::info!(metrics_addr = ?p.metrics_addr, "fraud pipeline consuming");
-    Ok(p)
+    RunningPipeline::consume(
+        "fraud pipeline",
+        rt,
+        sub,
+        bus,
+        dedupe,
+        handler,
+        metrics_addr,
+        |h: FraudHandler| async move {
+            if let Some(w) = h.writer {
+                w.close().await;
+            }
+            // The models (and their hot-reload watcher) live as long as the pipeline.
+            drop(local);
+        },
+    )
+    .await
 }
 
 /// Runs until Ctrl-C or SIGTERM, printing the metrics address first.

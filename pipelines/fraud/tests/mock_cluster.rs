@@ -293,3 +293,62 @@ async fn redis_down_degrades_scores_and_loses_nothing() {
     let stats = pipeline.shutdown().await.unwrap();
     assert_eq!(stats.processed, 3);
 }
+
+/// librdkafka's MockCluster answers -1 to every offset-by-time query: the alerts topic's tail
+/// is still read back (from at most `max_tail` messages before each end), and only the alerts
+/// stamped within the lookback count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_tail_is_read_back_where_the_broker_cannot_look_up_by_time() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("alerts", 2, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let two_hours_ago = now - 2 * 3_600_000;
+    let sends = [
+        (0, now, r#"{"alert_id":"a0"}"#),
+        (1, now, r#"{"alert_id":"a1"}"#),
+        (0, two_hours_ago, r#"{"alert_id":"old"}"#),
+        (1, now, "not json"),
+        (1, now, r#"{"alert_id":"a2"}"#),
+    ];
+    for (partition, ts, payload) in sends {
+        producer
+            .send(
+                FutureRecord::to("alerts")
+                    .key("u")
+                    .payload(payload)
+                    .partition(partition)
+                    .timestamp(ts),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let cfg = KafkaConfig::new(&brokers, "recover-test");
+    let read = |max_tail: i64| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ids = infermesh_pipeline_fraud::alerts::produced_ids(
+                &cfg,
+                "alerts",
+                Duration::from_secs(900),
+                max_tail,
+            )
+            .unwrap();
+            ids.sort();
+            ids
+        })
+    };
+    assert_eq!(read(100_000).await.unwrap(), ["a0", "a1", "a2"]);
+    // At most one message before each end: partition 0's last (stamped too long ago) and
+    // partition 1's last.
+    assert_eq!(read(1).await.unwrap(), ["a2"]);
+}
