@@ -13,7 +13,8 @@
 # Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB, insert -> SSE
 # p99 < 50 ms.
 # tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
-# Usage: bench/stream.sh [rounds] [count]
+# Usage: [PIPELINE_FLAGS="--max-batch 2048"] bench/stream.sh [rounds] [count]
+# (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, to compare settings.)
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ROUNDS=${1:-3}
@@ -42,7 +43,8 @@ REPO="$WORK/repo"
 mkdir -p "$REPO"
 cp -r deploy/sample-repository/fraud "$REPO/fraud"
 "$BIN/infermesh" pipeline fraud --kafka-brokers "$BROKERS" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
-  --model-repository "$REPO" --metrics-port 0 --poll-interval 0 > "$WORK/pipeline.out" 2> "$WORK/pipeline.log" &
+  --model-repository "$REPO" --metrics-port 0 --poll-interval 0 ${PIPELINE_FLAGS:-} \
+  > "$WORK/pipeline.out" 2> "$WORK/pipeline.log" &
 PIPE=$!
 PIDS+=($PIPE)
 for _ in $(seq 100); do grep -q metrics "$WORK/pipeline.out" 2>/dev/null && break; sleep 0.1; done
@@ -54,6 +56,10 @@ for r in $(seq "$ROUNDS"); do
   "$BIN/streamload" --brokers "$BROKERS" --rate 1000 --count 20000 --alert-every 1 --tag "fixed-$r" \
     >> "$WORK/fixed.jsonl"
 done
+# Where the time goes: the pipeline's own batch processing and its consumed -> processed latency
+# (from each message's broker timestamp), over the fixed-rate rounds.
+PIPE_METRICS="http://$(sed -n 's/.*metrics //p' "$WORK/pipeline.out" | head -n 1)/metrics"
+curl -s "$PIPE_METRICS" > "$WORK/pipeline-fixed.prom" || true
 : > "$WORK/max.jsonl"
 for r in $(seq "$ROUNDS"); do
   "$BIN/streamload" --brokers "$BROKERS" --rate 0 --count "$COUNT" --alert-every 100 --tag "max-$r" \
@@ -89,8 +95,22 @@ for r in $(seq "$ROUNDS"); do
     --tag "cdc$r" >> "$WORK/cdc.jsonl"
 done
 
-python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$PIPE_RSS" "$WORK/cdc.jsonl" <<'PY'
-import json, statistics, sys
+python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$PIPE_RSS" "$WORK/cdc.jsonl" "$WORK/pipeline-fixed.prom" <<'PY'
+import json, re, statistics, sys
+def mean_of(text, name):
+    total = count = 0.0
+    for line in text.splitlines():
+        m = re.match(name + r'_(sum|count)\{[^}]*pipeline="fraud"[^}]*\} (\S+)', line)
+        if m:
+            if m.group(1) == "sum": total += float(m.group(2))
+            else: count += float(m.group(2))
+    return total / count if count else float("nan"), count
+prom = open(sys.argv[5]).read()
+batch_s, batches = mean_of(prom, "infermesh_pipeline_processing_seconds")
+size, _ = mean_of(prom, "infermesh_pipeline_batch_size")
+e2e_s, _ = mean_of(prom, "infermesh_pipeline_end_to_end_seconds")
+print(f"pipeline during the fixed-rate rounds: {batches:.0f} batches of {size:.1f} on average, "
+      f"{batch_s * 1000:.2f} ms each; broker timestamp -> processed {e2e_s * 1000:.1f} ms on average")
 fixed = [json.loads(l) for l in open(sys.argv[1])]
 mx = [json.loads(l) for l in open(sys.argv[2])]
 cdc = [json.loads(l) for l in open(sys.argv[4])]
