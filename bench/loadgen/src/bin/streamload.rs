@@ -41,6 +41,9 @@ struct Args {
     /// A tag making this run's transaction ids unique.
     #[arg(long, default_value = "bench")]
     tag: String,
+    /// The tail consumer's `fetch.wait.max.ms` (unset: the pipelines' default).
+    #[arg(long)]
+    fetch_wait_ms: Option<u64>,
     /// Longest wait for the last alert after the last send, seconds.
     #[arg(long, default_value_t = 60)]
     drain_seconds: u64,
@@ -68,7 +71,13 @@ async fn main() -> anyhow::Result<()> {
         &args.brokers,
         "streamload",
     ))?);
-    let tail = KafkaBus::new(KafkaConfig::new(&args.brokers, "streamload-tail"))?;
+    let mut tail_cfg = KafkaConfig::new(&args.brokers, "streamload-tail");
+    if let Some(ms) = args.fetch_wait_ms {
+        tail_cfg
+            .options
+            .push(("fetch.wait.max.ms".into(), ms.to_string()));
+    }
+    let tail = KafkaBus::new(tail_cfg)?;
     let mut sub = tail.subscribe_tail(&args.alerts)?;
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let expected = (0..args.count)
