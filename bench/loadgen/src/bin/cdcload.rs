@@ -52,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(resp.status().is_success(), "SSE stream: {}", resp.status());
     let reader_sent = sent.clone();
     let tag = format!("\"{}-", args.tag);
+    let warm_tag = format!("\"{}-warm-", args.tag);
+    let warmed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader_warmed = warmed.clone();
     let reader = tokio::spawn(async move {
         let mut resp = resp;
         let mut h = Histogram::<u64>::new(3).expect("histogram");
@@ -64,6 +67,10 @@ async fn main() -> anyhow::Result<()> {
                 let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
                     continue;
                 };
+                if data.contains(&warm_tag) {
+                    reader_warmed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
                 if !data.contains(&tag) {
                     continue;
                 }
@@ -90,6 +97,27 @@ async fn main() -> anyhow::Result<()> {
     let mut db = sqlx::PgConnection::connect(&args.database_url)
         .await
         .context("database")?;
+    // Untimed rows of one user, one every 200 ms, until an alert of theirs (the fifth row in
+    // the window) comes back on the stream: every process on the path (cdc, the pipeline's
+    // group, the gateway's tail) is then past its start-up.
+    for k in 0..300 {
+        if warmed.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        sqlx::query(
+            "INSERT INTO transactions (transaction_id, user_id, device_id, amount, currency, merchant, category) \
+             VALUES ($1, $2, 'd', 25.00, 'EUR', 'm', 'c')",
+        )
+        .bind(format!("{}-warm-{k}", args.tag))
+        .bind(format!("{}-warm-user", args.tag))
+        .execute(&mut db)
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::ensure!(
+        warmed.load(std::sync::atomic::Ordering::SeqCst),
+        "no warm-up alert came back in 60 s"
+    );
     let started = Instant::now();
     for i in 0..args.count {
         let due = started + Duration::from_secs_f64(i as f64 / args.rate.max(1) as f64);
