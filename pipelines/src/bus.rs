@@ -123,6 +123,12 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
         message: Message,
     ) -> BoxFuture<'a, Result<(), BusError>>;
 
+    /// Hands `message` to the bus before returning (messages handed over one after another
+    /// keep that order) and returns what resolves once the broker has it, as
+    /// [`EventBus::publish`] does. A caller that must not wait for the broker (a pipeline
+    /// starting its next batch) keeps the future and awaits it later.
+    fn enqueue(&self, topic: &str, message: Message) -> BoxFuture<'static, Result<(), BusError>>;
+
     /// Joins consumer group `group` of `topic`: every message is delivered to one subscription
     /// of each group.
     fn subscribe<'a>(
@@ -317,6 +323,11 @@ impl EventBus for InProcessBus {
         message: Message,
     ) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move { self.publish_now(topic, message) })
+    }
+
+    fn enqueue(&self, topic: &str, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+        let r = self.publish_now(topic, message);
+        Box::pin(std::future::ready(r))
     }
 
     fn subscribe<'a>(

@@ -14,8 +14,12 @@
 //! - **Dead letters.** [`Outcome::Poison`] messages go to `<topic>.dlq` with their headers and
 //!   `x-infermesh-dlq-reason` (bounded), `-detail`, `-source` (topic/partition/offset) and
 //!   `-pipeline`; a dead-letter publish that fails leaves the message unacked.
-//! - **Backpressure.** One batch at a time: nothing more is read while a batch's outputs are
-//!   pending, so a slow sink slows the consumer instead of filling memory.
+//! - **Pipelined batches, bounded.** A handler's [`Handler::start`] does a batch's ordered work
+//!   (state updates, decisions) and hands its outputs to their sinks, and the next batch starts
+//!   while those outputs are in flight; at most [`RuntimeConfig::max_batches_in_flight`]
+//!   batches are, past which nothing more is read (backpressure: a slow sink slows the
+//!   consumer instead of filling memory). Batches finish in the order they started. A message
+//!   whose id is in a batch still in flight is a duplicate of it (acked, not processed).
 //! - **Traces.** Each message gets a span that continues the producer's trace (`traceparent`);
 //!   handlers run their per-message work in it and stamp it on what they produce.
 
@@ -60,11 +64,27 @@ pub struct Incoming {
     pub span: tracing::Span,
 }
 
+/// A batch whose ordered work is done: resolves to one outcome per message once every output
+/// of the `Done` ones is acknowledged.
+pub type Pending<'h> = BoxFuture<'h, Vec<Outcome>>;
+
 /// A pipeline's processing.
 pub trait Handler: Send + Sync {
     /// Processes `batch` in order and returns one outcome per message, once every output of
     /// the `Done` ones is acknowledged.
     fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>>;
+
+    /// Does `batch`'s ordered work and hands its outputs to their sinks, returning what
+    /// resolves once they are acknowledged; the runtime starts the next batch meanwhile.
+    /// Outputs must be handed over before this returns (e.g. [`EventBus::enqueue`]), so that
+    /// batches' outputs keep their order. The default runs all of [`Handler::handle`] first
+    /// (one batch at a time).
+    fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
+        Box::pin(async move {
+            let outcomes = self.handle(batch).await;
+            Box::pin(std::future::ready(outcomes)) as Pending<'h>
+        })
+    }
 
     /// Called when the group assigned partitions to this process, before their messages are
     /// handled (state derived from the partitions' history is re-read here).
@@ -183,16 +203,22 @@ pub struct RuntimeConfig {
     pub pipeline: String,
     /// Most messages handled as one batch.
     pub max_batch: usize,
+    /// Most batches started and not finished (their outputs in flight).
+    pub max_batches_in_flight: usize,
     /// Back-off of retried messages.
     pub retry: RetryPolicy,
 }
 
+/// Default of [`RuntimeConfig::max_batches_in_flight`].
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
 impl RuntimeConfig {
-    /// Defaults for `pipeline`: batches of up to 512.
+    /// Defaults for `pipeline`: batches of up to 512, [`MAX_BATCHES_IN_FLIGHT`] in flight.
     pub fn new(pipeline: &str) -> Self {
         Self {
             pipeline: pipeline.to_string(),
             max_batch: 512,
+            max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
             retry: RetryPolicy::default(),
         }
     }
@@ -235,7 +261,14 @@ pub struct RunStats {
     pub retried: u64,
 }
 
-/// Runs `handler` over `sub` until `stop` resolves (then finishes the batch in hand and
+/// A started batch: its fresh messages (with their ids) and when it started.
+struct Started {
+    fresh: Vec<Incoming>,
+    ids: Vec<String>,
+    started: Instant,
+}
+
+/// Runs `handler` over `sub` until `stop` resolves (then finishes the batches in flight and
 /// closes the subscription) or the bus fails.
 pub async fn run<H: Handler + ?Sized>(
     cfg: &RuntimeConfig,
@@ -245,15 +278,33 @@ pub async fn run<H: Handler + ?Sized>(
     handler: &H,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<RunStats, BusError> {
+    use futures::StreamExt as _;
     tokio::pin!(stop);
     let mut stats = RunStats::default();
     let pipeline = cfg.pipeline.clone();
+    let depth = cfg.max_batches_in_flight.max(1);
     let in_flight = metrics::gauge!(PIPELINE_IN_FLIGHT, "pipeline" => pipeline.clone());
+    let mut pending = futures::stream::FuturesOrdered::new();
+    // Ids of the messages in the batches in flight, and how many those batches hold.
+    let mut pending_ids: HashSet<String> = HashSet::new();
+    let mut held = 0usize;
     let result = loop {
         let first = tokio::select! {
             biased;
             () = &mut stop => break Ok(()),
-            d = sub.next() => d,
+            Some((outcomes, b)) = pending.next(), if !pending.is_empty() => {
+                let b: Started = b;
+                held -= b.fresh.len();
+                in_flight.set(held as f64);
+                for id in &b.ids {
+                    pending_ids.remove(id);
+                }
+                if let Err(e) = finish(cfg, sub, bus, dedupe, b, outcomes, &mut stats).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            d = sub.next(), if pending.len() < depth => d,
         };
         let first = match first {
             Ok(d) => d,
@@ -271,34 +322,68 @@ pub async fn run<H: Handler + ?Sized>(
             }
         }
         if sub.take_reassigned() {
+            // State re-read on assignment must see the batches in flight finished.
+            let mut failed = None;
+            while let Some((outcomes, b)) = pending.next().await {
+                let b: Started = b;
+                held -= b.fresh.len();
+                for id in &b.ids {
+                    pending_ids.remove(id);
+                }
+                if failed.is_none()
+                    && let Err(e) = finish(cfg, sub, bus, dedupe, b, outcomes, &mut stats).await
+                {
+                    failed = Some(e);
+                }
+            }
+            in_flight.set(0.0);
+            if let Some(e) = failed {
+                break Err(e);
+            }
             handler.on_assigned().await;
         }
-        in_flight.set(batch.len() as f64);
         if let Some(lag) = sub.lag() {
             metrics::gauge!(PIPELINE_CONSUMER_LAG, "group" => pipeline.clone(),
                 "topic" => crate::bus::topic_label(&batch[0].topic), "partition" => "0")
             .set(lag as f64);
         }
-        if let Err(e) = process_batch(cfg, sub, bus, dedupe, handler, batch, &mut stats).await {
-            break Err(e);
-        }
-        in_flight.set(0.0);
+        let b = match screen(cfg, sub, dedupe, batch, &pending_ids, &mut stats).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        };
+        held += b.fresh.len();
+        in_flight.set(held as f64);
+        pending_ids.extend(b.ids.iter().cloned());
+        let outputs = handler.start(&b.fresh).await;
+        pending.push_back(async move { (outputs.await, b) });
     };
+    // Drain: what is in flight finishes (its offsets stored) before the subscription closes.
+    let mut drained = Ok(());
+    while let Some((outcomes, b)) = pending.next().await {
+        if drained.is_ok() {
+            drained = finish(cfg, sub, bus, dedupe, b, outcomes, &mut stats).await;
+        }
+    }
+    in_flight.set(0.0);
     let closed = sub.close().await;
     result?;
+    drained?;
     closed?;
     Ok(stats)
 }
 
-async fn process_batch<H: Handler + ?Sized>(
+/// Counts `batch` in, acks what was processed before (by the dedupe window, or a batch in
+/// flight, or earlier in this batch) and returns the rest with their spans; none when nothing
+/// is left.
+async fn screen(
     cfg: &RuntimeConfig,
     sub: &mut dyn Subscription,
-    bus: &dyn EventBus,
     dedupe: &Dedupe,
-    handler: &H,
     batch: Vec<Delivery>,
+    pending_ids: &HashSet<String>,
     stats: &mut RunStats,
-) -> Result<(), BusError> {
+) -> Result<Option<Started>, BusError> {
     let started = Instant::now();
     let pipeline = cfg.pipeline.as_str();
     metrics::histogram!(PIPELINE_BATCH_SIZE, "pipeline" => pipeline.to_string())
@@ -310,11 +395,11 @@ async fn process_batch<H: Handler + ?Sized>(
     }
     let ids: Vec<String> = batch.iter().map(message_id).collect();
     let mut seen = dedupe.seen(&ids).await;
-    // A message repeated within the batch is a duplicate of its first occurrence, which is
-    // still held (its offset unacked) until it is done.
+    // A message repeated within the batch, or in a batch in flight, is a duplicate of its
+    // first occurrence, which is still held (its offset unacked) until it is done.
     let mut in_batch = HashSet::with_capacity(ids.len());
     for (id, s) in ids.iter().zip(seen.iter_mut()) {
-        if !in_batch.insert(id.as_str()) {
+        if !in_batch.insert(id.as_str()) || pending_ids.contains(id) {
             *s = true;
         }
     }
@@ -334,9 +419,31 @@ async fn process_batch<H: Handler + ?Sized>(
         fresh_ids.push(id);
     }
     if fresh.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let outcomes = handler.handle(&fresh).await;
+    Ok(Some(Started {
+        fresh,
+        ids: fresh_ids,
+        started,
+    }))
+}
+
+/// Acks, dead-letters or hands back each message of a finished batch by its outcome.
+async fn finish(
+    cfg: &RuntimeConfig,
+    sub: &mut dyn Subscription,
+    bus: &dyn EventBus,
+    dedupe: &Dedupe,
+    b: Started,
+    outcomes: Vec<Outcome>,
+    stats: &mut RunStats,
+) -> Result<(), BusError> {
+    let pipeline = cfg.pipeline.as_str();
+    let Started {
+        fresh,
+        ids: fresh_ids,
+        started,
+    } = b;
     let mut done_ids = Vec::with_capacity(fresh.len());
     let mut retry_after = Duration::ZERO;
     for ((item, id), outcome) in fresh.iter().zip(fresh_ids).zip(
@@ -545,6 +652,106 @@ mod tests {
         assert_eq!(header(DLQ_SOURCE).as_deref(), Some("in/0/2"));
         // The producer's trace context travels with the dead letter.
         assert!(header("traceparent").is_some());
+    }
+
+    /// Starts every batch at once and holds its outcome until its first message's body is
+    /// released.
+    #[derive(Default)]
+    struct Gate {
+        started: Mutex<Vec<String>>,
+        released: Mutex<HashSet<String>>,
+    }
+
+    impl Gate {
+        fn release(&self, body: &str) {
+            self.released.lock().unwrap().insert(body.to_string());
+        }
+    }
+
+    impl Handler for Gate {
+        fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>> {
+            Box::pin(async move { self.start(batch).await.await })
+        }
+
+        fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
+            let bodies: Vec<String> = batch
+                .iter()
+                .map(|i| String::from_utf8_lossy(&i.delivery.message.payload).to_string())
+                .collect();
+            Box::pin(async move {
+                let first = bodies[0].clone();
+                self.started.lock().unwrap().extend(bodies);
+                let n = batch.len();
+                Box::pin(async move {
+                    while !self.released.lock().unwrap().contains(&first) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    vec![Outcome::Done; n]
+                }) as Pending<'h>
+            })
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !what() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn batches_start_while_earlier_outputs_are_in_flight_up_to_the_bound() {
+        // Room for four unacked messages: publishing four more afterwards shows all were acked.
+        let bus = Arc::new(InProcessBus::new(4, Duration::from_secs(30)));
+        let mut sub = bus.subscribe("in", "g").await.unwrap();
+        for (body, id) in [("a", "m1"), ("b", "m2"), ("b-again", "m2"), ("c", "m3")] {
+            bus.publish("in", msg(body, Some(id))).await.unwrap();
+        }
+        let cfg = RuntimeConfig {
+            max_batch: 1,
+            max_batches_in_flight: 2,
+            ..RuntimeConfig::new("test")
+        };
+        let gate = Gate::default();
+        let dedupe = Dedupe::memory(100);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async {
+            let _ = rx.await;
+        };
+        let drive = async {
+            let started = || gate.started.lock().unwrap().clone();
+            // Two batches start although neither finished; the bound keeps the rest unread.
+            until(|| started().len() == 2).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(started(), ["a", "b"]);
+            // "b-again" repeats a message of a batch in flight: a duplicate, never started.
+            gate.release("a");
+            until(|| started().len() == 3).await;
+            assert_eq!(started(), ["a", "b", "c"]);
+            // A stop drains what is in flight before the loop returns.
+            let _ = tx.send(());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            gate.release("b");
+            gate.release("c");
+        };
+        let (stats, ()) = tokio::join!(
+            run(&cfg, sub.as_mut(), bus.as_ref(), &dedupe, &gate, stop),
+            drive
+        );
+        let stats = stats.unwrap();
+        assert_eq!(stats.processed, 3);
+        assert_eq!(stats.duplicates, 1);
+        // Every message was acked: the topic has room for four again.
+        for _ in 0..4 {
+            bus.publish("in", msg("more", None)).await.unwrap();
+        }
+        assert_eq!(
+            dedupe.seen(&["m1".into(), "m2".into(), "m3".into()]).await,
+            [true, true, true]
+        );
     }
 
     #[test]

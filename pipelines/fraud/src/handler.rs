@@ -1,8 +1,8 @@
 //! The fraud pipeline's handler: a batch of `finance.transactions` values -> stream features
 //! -> one model batch -> rules -> `fraud.alerts` (+ `user_avg_spend` to the feature store).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
 use infermesh_common::metrics_names::{
@@ -13,7 +13,7 @@ use infermesh_features::types::{Value, value::Val};
 use infermesh_features::write::RowWrite;
 use infermesh_features::writer::FeatureWriter;
 use infermesh_pipelines::bus::{BoxFuture, EventBus, Message};
-use infermesh_pipelines::runtime::{Dedupe, Handler, Incoming, Outcome};
+use infermesh_pipelines::runtime::{Dedupe, Handler, Incoming, Outcome, Pending};
 use infermesh_proto::v1 as pb;
 use infermesh_proto::v1::fraud_scoring_client::FraudScoringClient;
 use infermesh_proto::v1::fraud_scoring_server::FraudScoring as _;
@@ -86,6 +86,9 @@ pub struct FraudHandler {
     pub window_rule: String,
     /// Scale of precise decimals without a schema.
     pub decimal_scale: u32,
+    /// Ids of the alerts handed to the bus and not acknowledged yet (a batch started meanwhile
+    /// does not produce them again); starts empty.
+    pub in_flight: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for FraudHandler {
@@ -173,7 +176,9 @@ impl FraudHandler {
         }
     }
 
-    async fn process(&self, batch: &[Incoming]) -> Vec<Outcome> {
+    /// Parses, updates the stream state, scores and hands the batch's alerts to the bus; the
+    /// returned future resolves once the broker has them.
+    async fn start_batch<'h>(&'h self, batch: &[Incoming]) -> Pending<'h> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut txs: Vec<(usize, Transaction)> = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter().enumerate() {
@@ -191,21 +196,68 @@ impl FraudHandler {
                 }
             }
         }
-        if !txs.is_empty() {
-            self.score_and_alert(batch, &txs, &mut outcomes).await;
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retry("not processed".into())))
-            .collect()
+        let sends = if txs.is_empty() {
+            Vec::new()
+        } else {
+            self.score_and_alert(batch, &txs, &mut outcomes).await
+        };
+        Box::pin(async move {
+            if !sends.is_empty() {
+                self.delivered(sends, &mut outcomes).await;
+            }
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| Outcome::Retry("not processed".into())))
+                .collect()
+        })
     }
 
+    /// Waits for the alerts handed to the bus: a delivered one is done (its email job queued,
+    /// its id recorded), one the broker refused is retried.
+    async fn delivered(&self, sends: Vec<AlertSend>, outcomes: &mut [Option<Outcome>]) {
+        let results = join_all(sends.into_iter().map(|s| async move {
+            let r = s.delivery.await;
+            (s.index, s.alert, s.source, r)
+        }))
+        .await;
+        let mut produced = Vec::with_capacity(results.len());
+        for (i, a, source, r) in results {
+            match r {
+                Ok(()) => {
+                    metrics::counter!(FRAUD_ALERTS_TOTAL, "source" => source).increment(1);
+                    if let Some(email) = &self.email {
+                        email.enqueue(&a);
+                    }
+                    produced.push(a.alert_id);
+                    outcomes[i] = Some(Outcome::Done);
+                }
+                Err(e) => {
+                    self.lock_in_flight().remove(&a.alert_id);
+                    outcomes[i] = Some(Outcome::Retry(format!("alert not produced: {e}")));
+                }
+            }
+        }
+        // Recorded before they leave the in-flight set, so that a batch screening them in
+        // between sees them in one or the other.
+        self.produced.mark(&produced).await;
+        let mut in_flight = self.lock_in_flight();
+        for id in &produced {
+            in_flight.remove(id);
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scores `txs` and hands their alerts to the bus; sets the outcome of every transaction
+    /// that raises no alert to send (none, or produced before) and returns the sends.
     async fn score_and_alert(
         &self,
         batch: &[Incoming],
         txs: &[(usize, Transaction)],
         outcomes: &mut [Option<Outcome>],
-    ) {
+    ) -> Vec<AlertSend> {
         let keys: Vec<TxKey<'_>> = txs
             .iter()
             .map(|(_, t)| TxKey {
@@ -252,14 +304,14 @@ impl FraudHandler {
                 for (i, _) in txs {
                     outcomes[*i] = Some(Outcome::Retry(why.clone()));
                 }
-                return;
+                return Vec::new();
             }
             Err(status) => {
                 let why = format!("scoring failed: {status}");
                 for (i, _) in txs {
                     outcomes[*i] = Some(Outcome::Retry(why.clone()));
                 }
-                return;
+                return Vec::new();
             }
         };
         let degraded_stream = stream.is_none();
@@ -315,59 +367,49 @@ impl FraudHandler {
             alerts.push((*i, alert));
         }
         if alerts.is_empty() {
-            return;
+            return Vec::new();
         }
         let ids: Vec<String> = alerts.iter().map(|(_, a)| a.alert_id.clone()).collect();
         let seen = self.produced.seen(&ids).await;
-        let sends = alerts
-            .iter()
-            .zip(&seen)
-            .filter(|(_, seen)| !**seen)
-            .map(|((i, a), _)| {
-                let span = &batch[*i].span;
-                let mut headers = vec![("message-id".to_string(), a.alert_id.clone())];
-                propagation::inject(span, &mut headers);
-                let payload = serde_json::to_vec(a).unwrap_or_default();
-                let msg = Message {
-                    key: Some(a.user_id.clone()),
-                    headers,
-                    payload,
-                };
-                let source = alerts::source(a.is_fraud, &a.rule_hits).unwrap_or("model");
-                async move {
-                    let r = self
-                        .bus
-                        .publish(&self.alerts_topic, msg)
-                        .instrument(span.clone())
-                        .await;
-                    if r.is_ok() {
-                        metrics::counter!(FRAUD_ALERTS_TOTAL, "source" => source).increment(1);
-                    }
-                    (*i, a, r)
-                }
+        let mut sends = Vec::with_capacity(alerts.len());
+        for ((i, a), seen) in alerts.into_iter().zip(seen) {
+            // Produced before (a replay), or by a batch still in flight: done.
+            if seen || !self.lock_in_flight().insert(a.alert_id.clone()) {
+                outcomes[i] = Some(Outcome::Done);
+                continue;
+            }
+            let span = &batch[i].span;
+            let mut headers = vec![("message-id".to_string(), a.alert_id.clone())];
+            propagation::inject(span, &mut headers);
+            let msg = Message {
+                key: Some(a.user_id.clone()),
+                headers,
+                payload: serde_json::to_vec(&a).unwrap_or_default(),
+            };
+            let source = alerts::source(a.is_fraud, &a.rule_hits).unwrap_or("model");
+            let delivery = self
+                .bus
+                .enqueue(&self.alerts_topic, msg)
+                .instrument(span.clone());
+            sends.push(AlertSend {
+                index: i,
+                alert: a,
+                source,
+                delivery: Box::pin(delivery),
             });
-        let results = join_all(sends).await;
-        let mut produced = Vec::with_capacity(results.len());
-        for (i, a, r) in results {
-            match r {
-                Ok(()) => {
-                    if let Some(email) = &self.email {
-                        email.enqueue(a);
-                    }
-                    produced.push(a.alert_id.clone());
-                    outcomes[i] = Some(Outcome::Done);
-                }
-                Err(e) => outcomes[i] = Some(Outcome::Retry(format!("alert not produced: {e}"))),
-            }
         }
-        // Alerts produced before (a replay): done.
-        for ((i, _), seen) in alerts.iter().zip(&seen) {
-            if *seen {
-                outcomes[*i] = Some(Outcome::Done);
-            }
-        }
-        self.produced.mark(&produced).await;
+        sends
     }
+}
+
+/// An alert handed to the bus.
+struct AlertSend {
+    /// Its transaction's place in the batch.
+    index: usize,
+    alert: Alert,
+    /// The `source` label.
+    source: &'static str,
+    delivery: BoxFuture<'static, Result<(), infermesh_pipelines::bus::BusError>>,
 }
 
 /// Reads of the alerts topic's tail tried on an assignment.
@@ -375,7 +417,11 @@ const RECOVER_ATTEMPTS: u32 = 3;
 
 impl Handler for FraudHandler {
     fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>> {
-        Box::pin(self.process(batch))
+        Box::pin(async move { self.start_batch(batch).await.await })
+    }
+
+    fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
+        Box::pin(self.start_batch(batch))
     }
 
     fn on_assigned(&self) -> BoxFuture<'_, ()> {

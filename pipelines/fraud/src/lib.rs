@@ -127,6 +127,10 @@ pub struct FraudArgs {
     /// bench, peak RSS 75 MB against 55 MB; BENCHMARKS.md, "Streaming").
     #[arg(long, default_value_t = 2048)]
     pub max_batch: usize,
+    /// Most batches whose alerts are in flight at once: the next batch is read and scored
+    /// while the broker acknowledges the previous ones' alerts (1: one batch at a time).
+    #[arg(long, default_value_t = infermesh_pipelines::runtime::MAX_BATCHES_IN_FLIGHT)]
+    pub max_batches_in_flight: usize,
     /// How long processed message ids and transaction features are remembered, seconds.
     #[arg(long, default_value_t = 86_400)]
     pub dedupe_ttl_seconds: u64,
@@ -311,10 +315,12 @@ pub async fn start(args: FraudArgs) -> Result<RunningPipeline, PipelineError> {
         window_threshold: args.window_threshold,
         window_rule: window_rule(args.window_threshold, args.window_seconds),
         decimal_scale: args.decimal_scale,
+        in_flight: Default::default(),
     };
     let sub = bus.subscribe_kafka(&args.input_topic, &args.group)?;
     let rt = RuntimeConfig {
         max_batch: args.max_batch.max(1),
+        max_batches_in_flight: args.max_batches_in_flight.max(1),
         ..RuntimeConfig::new("fraud")
     };
     start_with(
@@ -352,6 +358,7 @@ pub async fn start_in_process(
         window_threshold: 5,
         window_rule: window_rule(5, 60),
         decimal_scale: 2,
+        in_flight: Default::default(),
     };
     start_with(
         RuntimeConfig::new("fraud"),

@@ -282,6 +282,38 @@ impl EventBus for KafkaBus {
         })
     }
 
+    fn enqueue(&self, topic: &str, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+        let headers = headers_of(&message);
+        let mut record = FutureRecord::to(topic)
+            .payload(&message.payload)
+            .headers(headers);
+        if let Some(k) = &message.key {
+            record = record.key(k);
+        }
+        let label = topic_label(topic);
+        let overloaded = || BusError::Overloaded {
+            topic: topic.to_string(),
+            capacity: 0,
+        };
+        match self.producer.send_result(record) {
+            Ok(delivery) => Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => {
+                        metrics::counter!(PIPELINE_PRODUCED_TOTAL, "topic" => label).increment(1);
+                        Ok(())
+                    }
+                    Ok(Err((e, _))) => Err(backend(e)),
+                    Err(_) => Err(backend(KafkaError::Canceled)),
+                }
+            }),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                _,
+            )) => Box::pin(std::future::ready(Err(overloaded()))),
+            Err((e, _)) => Box::pin(std::future::ready(Err(backend(e)))),
+        }
+    }
+
     fn subscribe<'a>(
         &'a self,
         topic: &'a str,
