@@ -15,8 +15,10 @@
 # Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB, insert -> SSE
 # p99 < 50 ms.
 # tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
-# Usage: [PIPELINE_FLAGS="--max-batch 2048"] bench/stream.sh [rounds] [count]
-# (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, to compare settings.)
+# Usage: [PIPELINE_FLAGS="--max-batch 2048"] [STREAMLOAD_FLAGS="--fetch-wait-ms 1"] [SKIP_CDC=1]
+#        bench/stream.sh [rounds] [count]
+# (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, STREAMLOAD_FLAGS of streamload, to
+# compare settings; SKIP_CDC=1 leaves out the PostgreSQL -> SSE rounds.)
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ROUNDS=${1:-3}
@@ -82,7 +84,7 @@ echo "fraud pipeline through Kafka (tansu), this machine: $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   start_round
   "$BIN/streamload" --brokers "$BROKERS" --rate 1000 --count 20000 --alert-every 1 --tag "fixed-$r" \
-    >> "$WORK/fixed.jsonl"
+    ${STREAMLOAD_FLAGS:-} >> "$WORK/fixed.jsonl"
   # Where the time goes: the pipeline's own batch processing and its consumed -> processed
   # latency (from each message's broker timestamp), summed over the fixed-rate rounds.
   curl -s "http://$(sed -n 's/.*metrics //p' "$WORK/pipeline.out" | head -n 1)/metrics" \
@@ -92,12 +94,14 @@ done
 for r in $(seq "$ROUNDS"); do
   start_round
   "$BIN/streamload" --brokers "$BROKERS" --rate 0 --count "$COUNT" --alert-every 100 --tag "max-$r" \
-    --drain-seconds 300 >> "$WORK/max.jsonl"
+    --drain-seconds 300 ${STREAMLOAD_FLAGS:-} >> "$WORK/max.jsonl"
 done
 stop_round
 PIPE_RSS=$PEAK_RSS
 
 # 4. PostgreSQL insert -> SSE.
+: > "$WORK/cdc.jsonl"
+if [ -z "${SKIP_CDC:-}" ]; then
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$PGBIN" ] || apt_install postgresql
 PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
@@ -110,7 +114,6 @@ PG_PORT=$(free_port)
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/server.log" -w \
   -o "-h 127.0.0.1 -p $PG_PORT -k $PGDIR -c wal_level=logical -c synchronous_commit=on" start > /dev/null
 DB="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-: > "$WORK/cdc.jsonl"
 for r in $(seq "$ROUNDS"); do
   start_round
   rm -f "$WORK/cdc.out"
@@ -127,6 +130,7 @@ for r in $(seq "$ROUNDS"); do
     --tag "cdc$r" >> "$WORK/cdc.jsonl"
 done
 stop_round
+fi
 
 python3 - "$WORK/fixed.jsonl" "$WORK/max.jsonl" "$PIPE_RSS" "$WORK/cdc.jsonl" "$WORK/pipeline-fixed.prom" <<'PY'
 import json, re, statistics, sys
@@ -153,6 +157,6 @@ print(f"1k tx/s, every transaction alerted: p50 {med(fixed, 'p50_ms'):.2f} ms, p
 print(f"as fast as produced, 1% alerted: sustained {med(mx, 'sustained_tx_per_s'):.0f} tx/s "
       f"(send rate {med(mx, 'send_rate'):.0f}/s), alert p99 {med(mx, 'p99_ms'):.0f} ms")
 print(f"pipeline peak RSS {int(sys.argv[3]) / 1024:.0f} MB")
-print(f"PostgreSQL insert -> SSE alert at 200 inserts/s: p50 {med(cdc, 'p50_ms'):.1f} ms, p99 {med(cdc, 'p99_ms'):.1f} ms, "
+if cdc: print(f"PostgreSQL insert -> SSE alert at 200 inserts/s: p50 {med(cdc, 'p50_ms'):.1f} ms, p99 {med(cdc, 'p99_ms'):.1f} ms, "
       f"max {med(cdc, 'max_ms'):.1f} ms (alerts {[r['alerts'] for r in cdc]} of {cdc[0]['expected_alerts']})")
 PY

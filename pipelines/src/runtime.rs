@@ -15,8 +15,8 @@
 //!   `x-infermesh-dlq-reason` (bounded), `-detail`, `-source` (topic/partition/offset) and
 //!   `-pipeline`; a dead-letter publish that fails leaves the message unacked.
 //! - **Pipelined batches, bounded.** A handler's [`Handler::start`] does a batch's ordered work
-//!   (state updates, decisions) and hands its outputs to their sinks, and the next batch starts
-//!   while those outputs are in flight; at most [`RuntimeConfig::max_batches_in_flight`]
+//!   (state updates) and returns the rest (scoring, outputs, their acknowledgements), and the
+//!   next batch starts while that runs; at most [`RuntimeConfig::max_batches_in_flight`]
 //!   batches are, past which nothing more is read (backpressure: a slow sink slows the
 //!   consumer instead of filling memory). Batches finish in the order they started. A message
 //!   whose id is in a batch still in flight is a duplicate of it (acked, not processed).
@@ -74,11 +74,10 @@ pub trait Handler: Send + Sync {
     /// the `Done` ones is acknowledged.
     fn handle<'a>(&'a self, batch: &'a [Incoming]) -> BoxFuture<'a, Vec<Outcome>>;
 
-    /// Does `batch`'s ordered work and hands its outputs to their sinks, returning what
-    /// resolves once they are acknowledged; the runtime starts the next batch meanwhile.
-    /// Outputs must be handed over before this returns (e.g. [`EventBus::enqueue`]), so that
-    /// batches' outputs keep their order. The default runs all of [`Handler::handle`] first
-    /// (one batch at a time).
+    /// Does the part of `batch`'s work that must follow the batches before it (state updates)
+    /// and returns the rest (stateless work, outputs and their acknowledgements), which runs
+    /// while the next batches start. The default runs all of [`Handler::handle`] first (one
+    /// batch at a time).
     fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
         Box::pin(async move {
             let outcomes = self.handle(batch).await;

@@ -196,14 +196,32 @@ impl FraudHandler {
                 }
             }
         }
-        let sends = if txs.is_empty() {
-            Vec::new()
+        // The ordered part: the stream state (one user's transactions counted in order) and
+        // the spend written from it. Scoring and alerting follow in the returned future, which
+        // runs while later batches update the state.
+        let stream = if txs.is_empty() {
+            None
         } else {
-            self.score_and_alert(batch, &txs, &mut outcomes).await
+            self.stream_features(&txs).await
         };
+        if let (Some(w), Some(stream)) = (&self.writer, &stream) {
+            for ((_, t), s) in txs.iter().zip(stream) {
+                if s.fresh
+                    && let Err(e) = w.try_push(Self::spend_row(t, s))
+                {
+                    tracing::debug!(error = %e, "user_avg_spend not written");
+                }
+            }
+        }
+        let spans: Vec<tracing::Span> = txs.iter().map(|(i, _)| batch[*i].span.clone()).collect();
         Box::pin(async move {
-            if !sends.is_empty() {
-                self.delivered(sends, &mut outcomes).await;
+            if !txs.is_empty() {
+                let sends = self
+                    .score_and_alert(&txs, stream.as_deref(), &spans, &mut outcomes)
+                    .await;
+                if !sends.is_empty() {
+                    self.delivered(sends, &mut outcomes).await;
+                }
             }
             outcomes
                 .into_iter()
@@ -250,14 +268,9 @@ impl FraudHandler {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Scores `txs` and hands their alerts to the bus; sets the outcome of every transaction
-    /// that raises no alert to send (none, or produced before) and returns the sends.
-    async fn score_and_alert(
-        &self,
-        batch: &[Incoming],
-        txs: &[(usize, Transaction)],
-        outcomes: &mut [Option<Outcome>],
-    ) -> Vec<AlertSend> {
+    /// The stream features of `txs` (updating the state), or none when the state is
+    /// unavailable (the transactions are scored without them, `features_degraded`).
+    async fn stream_features(&self, txs: &[(usize, Transaction)]) -> Option<Vec<StreamFeatures>> {
         let keys: Vec<TxKey<'_>> = txs
             .iter()
             .map(|(_, t)| TxKey {
@@ -268,7 +281,7 @@ impl FraudHandler {
                 amount: t.amount,
             })
             .collect();
-        let stream = match self
+        match self
             .state
             .update(&keys)
             .instrument(tracing::info_span!("stream_state", n = keys.len()))
@@ -279,8 +292,20 @@ impl FraudHandler {
                 tracing::warn!(error = %e, "stream state unavailable; scoring without it");
                 None
             }
-        };
-        let features = |k: usize| stream.as_ref().map(|s| &s[k]);
+        }
+    }
+
+    /// Scores `txs` (with their stream features, `spans` their messages' spans) and hands
+    /// their alerts to the bus; sets the outcome of every transaction that raises no alert to
+    /// send (none, or produced before) and returns the sends.
+    async fn score_and_alert(
+        &self,
+        txs: &[(usize, Transaction)],
+        stream: Option<&[StreamFeatures]>,
+        spans: &[tracing::Span],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Vec<AlertSend> {
+        let features = |k: usize| stream.map(|s| &s[k]);
         let req = pb::ScoreBatchRequest {
             requests: txs
                 .iter()
@@ -315,7 +340,7 @@ impl FraudHandler {
             }
         };
         let degraded_stream = stream.is_none();
-        let mut alerts: Vec<(usize, Alert)> = Vec::new();
+        let mut alerts: Vec<(usize, &tracing::Span, Alert)> = Vec::new();
         for (k, ((i, t), r)) in txs.iter().zip(&scored).enumerate() {
             let s = features(k);
             let degraded = degraded_stream || r.features_degraded;
@@ -328,11 +353,6 @@ impl FraudHandler {
             let mut rule_hits = Vec::new();
             if s.is_some_and(|s| s.window_max >= self.window_threshold) {
                 rule_hits.push(self.window_rule.clone());
-            }
-            if let (Some(w), Some(s)) = (&self.writer, s.filter(|s| s.fresh))
-                && let Err(e) = w.try_push(Self::spend_row(t, s))
-            {
-                tracing::debug!(error = %e, "user_avg_spend not written");
             }
             if alerts::source(r.is_fraud, &rule_hits).is_none() {
                 outcomes[*i] = Some(Outcome::Done);
@@ -364,21 +384,20 @@ impl FraudHandler {
                 created_at: rfc3339(t.created_at_ms),
                 alerted_at_ms: now_ms(),
             };
-            alerts.push((*i, alert));
+            alerts.push((*i, &spans[k], alert));
         }
         if alerts.is_empty() {
             return Vec::new();
         }
-        let ids: Vec<String> = alerts.iter().map(|(_, a)| a.alert_id.clone()).collect();
+        let ids: Vec<String> = alerts.iter().map(|(_, _, a)| a.alert_id.clone()).collect();
         let seen = self.produced.seen(&ids).await;
         let mut sends = Vec::with_capacity(alerts.len());
-        for ((i, a), seen) in alerts.into_iter().zip(seen) {
+        for ((i, span, a), seen) in alerts.into_iter().zip(seen) {
             // Produced before (a replay), or by a batch still in flight: done.
             if seen || !self.lock_in_flight().insert(a.alert_id.clone()) {
                 outcomes[i] = Some(Outcome::Done);
                 continue;
             }
-            let span = &batch[i].span;
             let mut headers = vec![("message-id".to_string(), a.alert_id.clone())];
             propagation::inject(span, &mut headers);
             let msg = Message {

@@ -44,6 +44,10 @@ struct Args {
     /// The tail consumer's `fetch.wait.max.ms` (unset: the pipelines' default).
     #[arg(long)]
     fetch_wait_ms: Option<u64>,
+    /// A librdkafka property of the producer, KEY=VALUE (repeatable; e.g. `linger.ms=0`),
+    /// applied after the pipelines' own settings.
+    #[arg(long = "producer-option", value_name = "KEY=VALUE")]
+    producer_options: Vec<String>,
     /// Longest wait for the last alert after the last send, seconds.
     #[arg(long, default_value_t = 60)]
     drain_seconds: u64,
@@ -67,10 +71,14 @@ fn transaction(args: &Args, i: usize, now_ms: i64) -> (String, Vec<u8>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let producer = Arc::new(KafkaBus::new(KafkaConfig::new(
-        &args.brokers,
-        "streamload",
-    ))?);
+    let mut producer_cfg = KafkaConfig::new(&args.brokers, "streamload");
+    for kv in &args.producer_options {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--producer-option {kv:?} is not KEY=VALUE"))?;
+        producer_cfg.options.push((k.into(), v.into()));
+    }
+    let producer = Arc::new(KafkaBus::new(producer_cfg)?);
     let mut tail_cfg = KafkaConfig::new(&args.brokers, "streamload-tail");
     if let Some(ms) = args.fetch_wait_ms {
         tail_cfg
