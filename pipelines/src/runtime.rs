@@ -354,8 +354,36 @@ pub async fn run<H: Handler + ?Sized>(
         held += b.fresh.len();
         in_flight.set(held as f64);
         pending_ids.extend(b.ids.iter().cloned());
-        let outputs = handler.start(&b.fresh).await;
+        // The batches in flight keep running (and finishing) while this one starts.
+        let mut failed = None;
+        let outputs = {
+            let starting = handler.start(&b.fresh);
+            tokio::pin!(starting);
+            loop {
+                tokio::select! {
+                    biased;
+                    o = &mut starting => break o,
+                    Some((outcomes, done)) = pending.next(), if !pending.is_empty() => {
+                        let done: Started = done;
+                        held -= done.fresh.len();
+                        in_flight.set(held as f64);
+                        for id in &done.ids {
+                            pending_ids.remove(id);
+                        }
+                        if failed.is_none()
+                            && let Err(e) =
+                                finish(cfg, sub, bus, dedupe, done, outcomes, &mut stats).await
+                        {
+                            failed = Some(e);
+                        }
+                    }
+                }
+            }
+        };
         pending.push_back(async move { (outputs.await, b) });
+        if let Some(e) = failed {
+            break Err(e);
+        }
     };
     // Drain: what is in flight finishes (its offsets stored) before the subscription closes.
     let mut drained = Ok(());
@@ -655,10 +683,12 @@ mod tests {
 
     /// Starts every batch at once and holds its outcome until its first message's body is
     /// released.
+    /// A batch whose body is `after:X` starts only once the batch of `X` finished.
     #[derive(Default)]
     struct Gate {
         started: Mutex<Vec<String>>,
         released: Mutex<HashSet<String>>,
+        finished: Mutex<Vec<String>>,
     }
 
     impl Gate {
@@ -679,12 +709,18 @@ mod tests {
                 .collect();
             Box::pin(async move {
                 let first = bodies[0].clone();
+                if let Some(before) = first.strip_prefix("after:") {
+                    while !self.finished.lock().unwrap().iter().any(|f| f == before) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 self.started.lock().unwrap().extend(bodies);
                 let n = batch.len();
                 Box::pin(async move {
                     while !self.released.lock().unwrap().contains(&first) {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
+                    self.finished.lock().unwrap().push(first);
                     vec![Outcome::Done; n]
                 }) as Pending<'h>
             })
@@ -751,6 +787,42 @@ mod tests {
             dedupe.seen(&["m1".into(), "m2".into(), "m3".into()]).await,
             [true, true, true]
         );
+    }
+
+    #[tokio::test]
+    async fn batches_in_flight_finish_while_a_later_batch_starts() {
+        let bus = Arc::new(InProcessBus::new(64, Duration::from_secs(30)));
+        let mut sub = bus.subscribe("in", "g").await.unwrap();
+        // The second batch's start waits for the first batch to finish, which happens only if
+        // the batches in flight are driven while a batch starts.
+        for body in ["a", "after:a"] {
+            bus.publish("in", msg(body, None)).await.unwrap();
+        }
+        let cfg = RuntimeConfig {
+            max_batch: 1,
+            max_batches_in_flight: 2,
+            ..RuntimeConfig::new("test")
+        };
+        let gate = Gate::default();
+        let dedupe = Dedupe::memory(100);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async {
+            let _ = rx.await;
+        };
+        let drive = async {
+            until(|| gate.started.lock().unwrap().len() == 1).await;
+            // "a" is in flight; "after:a" is being started when "a" is released.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            gate.release("a");
+            gate.release("after:a");
+            until(|| gate.finished.lock().unwrap().len() == 2).await;
+            let _ = tx.send(());
+        };
+        let (stats, ()) = tokio::join!(
+            run(&cfg, sub.as_mut(), bus.as_ref(), &dedupe, &gate, stop),
+            drive
+        );
+        assert_eq!(stats.unwrap().processed, 2);
     }
 
     #[test]
