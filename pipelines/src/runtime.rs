@@ -78,6 +78,8 @@ pub trait Handler: Send + Sync {
     /// and returns the rest (stateless work, outputs and their acknowledgements), which runs
     /// while the next batches start. The default runs all of [`Handler::handle`] first (one
     /// batch at a time).
+    // The future yields the batch's pending part, itself a future, on purpose.
+    #[allow(clippy::async_yields_async)]
     fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
         Box::pin(async move {
             let outcomes = self.handle(batch).await;
@@ -702,6 +704,7 @@ mod tests {
             Box::pin(async move { self.start(batch).await.await })
         }
 
+        #[allow(clippy::async_yields_async)]
         fn start<'h: 'b, 'b>(&'h self, batch: &'b [Incoming]) -> BoxFuture<'b, Pending<'h>> {
             let bodies: Vec<String> = batch
                 .iter()
