@@ -256,30 +256,7 @@ impl EventBus for KafkaBus {
         topic: &'a str,
         message: Message,
     ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move {
-            let headers = headers_of(&message);
-            let mut record = FutureRecord::to(topic)
-                .payload(&message.payload)
-                .headers(headers);
-            if let Some(k) = &message.key {
-                record = record.key(k);
-            }
-            match self.producer.send(record, Duration::from_secs(0)).await {
-                Ok(_) => {
-                    metrics::counter!(PIPELINE_PRODUCED_TOTAL, "topic" => topic_label(topic))
-                        .increment(1);
-                    Ok(())
-                }
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    _,
-                )) => Err(BusError::Overloaded {
-                    topic: topic.to_string(),
-                    capacity: 0,
-                }),
-                Err((e, _)) => Err(backend(e)),
-            }
-        })
+        Box::pin(async move { self.enqueue(topic, message).await })
     }
 
     fn enqueue(&self, topic: &str, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
