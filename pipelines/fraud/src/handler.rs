@@ -176,8 +176,8 @@ impl FraudHandler {
         }
     }
 
-    /// Parses, updates the stream state, scores and hands the batch's alerts to the bus; the
-    /// returned future resolves once the broker has them.
+    /// Parses the batch and updates the stream state (in batch order); the returned future
+    /// scores, hands the alerts to the bus and resolves once the broker has them.
     async fn start_batch<'h>(&'h self, batch: &[Incoming]) -> Pending<'h> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut txs: Vec<(usize, Transaction)> = Vec::with_capacity(batch.len());
@@ -389,12 +389,24 @@ impl FraudHandler {
         if alerts.is_empty() {
             return Vec::new();
         }
-        let ids: Vec<String> = alerts.iter().map(|(_, _, a)| a.alert_id.clone()).collect();
+        // Held by a batch in flight: done. The claim comes before the look at what was
+        // produced, and a finishing batch records its ids before releasing them, so an id
+        // released in between is seen as produced.
+        let mut claimed = Vec::with_capacity(alerts.len());
+        for (i, span, a) in alerts {
+            if self.lock_in_flight().insert(a.alert_id.clone()) {
+                claimed.push((i, span, a));
+            } else {
+                outcomes[i] = Some(Outcome::Done);
+            }
+        }
+        let ids: Vec<String> = claimed.iter().map(|(_, _, a)| a.alert_id.clone()).collect();
         let seen = self.produced.seen(&ids).await;
-        let mut sends = Vec::with_capacity(alerts.len());
-        for ((i, span, a), seen) in alerts.into_iter().zip(seen) {
-            // Produced before (a replay), or by a batch still in flight: done.
-            if seen || !self.lock_in_flight().insert(a.alert_id.clone()) {
+        let mut sends = Vec::with_capacity(claimed.len());
+        for ((i, span, a), seen) in claimed.into_iter().zip(seen) {
+            // Produced before (a replay): done.
+            if seen {
+                self.lock_in_flight().remove(&a.alert_id);
                 outcomes[i] = Some(Outcome::Done);
                 continue;
             }
