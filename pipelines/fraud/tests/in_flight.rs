@@ -9,7 +9,9 @@ use std::time::Duration;
 use infermesh_pipeline_fraud::handler::{FraudHandler, Scorer};
 use infermesh_pipeline_fraud::stream::{StreamConfig, StreamState};
 use infermesh_pipeline_fraud::window_rule;
-use infermesh_pipelines::bus::{Delivery, EventBus, InProcessBus, Message, Subscription};
+use infermesh_pipelines::bus::{
+    BoxFuture, BusError, Delivery, EventBus, InProcessBus, Message, Subscription,
+};
 use infermesh_pipelines::runtime::{Dedupe, Handler, Incoming, Outcome};
 use infermesh_server::local::{LocalConfig, LocalModels};
 
@@ -68,6 +70,44 @@ async fn handler(bus: Arc<dyn EventBus>, repo: &std::path::Path) -> (FraudHandle
     (h, local)
 }
 
+/// An in-process bus whose deliveries resolve only once `open` is set: alerts stay in flight.
+#[derive(Debug)]
+struct GatedBus {
+    inner: Arc<InProcessBus>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl EventBus for GatedBus {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        self.inner.publish(topic, message)
+    }
+
+    fn enqueue(&self, topic: &str, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+        let delivered = self.inner.enqueue(topic, message);
+        let mut open = self.open.subscribe();
+        Box::pin(async move {
+            while !*open.borrow_and_update() {
+                if open.changed().await.is_err() {
+                    break;
+                }
+            }
+            delivered.await
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Subscription>, BusError>> {
+        self.inner.subscribe(topic, group)
+    }
+}
+
 async fn drain(sub: &mut dyn Subscription) -> Vec<Delivery> {
     let mut out = Vec::new();
     while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
@@ -81,11 +121,13 @@ async fn drain(sub: &mut dyn Subscription) -> Vec<Delivery> {
 async fn a_batch_started_while_an_alert_is_in_flight_does_not_produce_it_again() {
     let repo = tempfile::tempdir().unwrap();
     infermesh_server::sample::write_sample_repository(repo.path()).unwrap();
-    let bus = Arc::new(InProcessBus::new(100, Duration::from_secs(60)));
-    let mut alerts = bus.subscribe("fraud.alerts", "check").await.unwrap();
+    let inner = Arc::new(InProcessBus::new(100, Duration::from_secs(60)));
+    let mut alerts = inner.subscribe("fraud.alerts", "check").await.unwrap();
+    let (open, _) = tokio::sync::watch::channel(false);
+    let bus = Arc::new(GatedBus { inner, open });
     let (h, _local) = handler(bus.clone(), repo.path()).await;
-    // The same transaction twice at two offsets (a producer's retry), in two batches; the
-    // first batch's alert is handed to the bus and not yet acknowledged when the second starts.
+    // The same transaction twice at two offsets (a producer's retry), in two batches whose
+    // alerts are in flight (unacknowledged) together: one alert of it is produced.
     let first = [incoming(0, risky("tx-1", "u-1"))];
     let second = [
         incoming(1, risky("tx-1", "u-1")),
@@ -93,8 +135,19 @@ async fn a_batch_started_while_an_alert_is_in_flight_does_not_produce_it_again()
     ];
     let pending_first = h.start(&first).await;
     let pending_second = h.start(&second).await;
-    assert_eq!(pending_first.await, [Outcome::Done]);
-    assert_eq!(pending_second.await, [Outcome::Done, Outcome::Done]);
+    let opener = async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while h.in_flight.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("both alerts in flight");
+        bus.open.send_replace(true);
+    };
+    let (a, b, ()) = tokio::join!(pending_first, pending_second, opener);
+    assert_eq!(a, [Outcome::Done]);
+    assert_eq!(b, [Outcome::Done, Outcome::Done]);
     let got = drain(alerts.as_mut()).await;
     let mut ids: Vec<String> = got
         .iter()
