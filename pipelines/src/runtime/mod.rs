@@ -298,11 +298,8 @@ pub async fn run<H: Handler + ?Sized>(
             () = &mut stop => break Ok(()),
             Some((outcomes, b)) = pending.next(), if !pending.is_empty() => {
                 let b: Started = b;
-                held -= b.fresh.len();
+                release(&b, &mut held, &mut pending_ids);
                 in_flight.set(held as f64);
-                for id in &b.ids {
-                    pending_ids.remove(id);
-                }
                 if let Err(e) = finish(cfg, sub, bus, dedupe, b, outcomes, &mut stats).await {
                     break Err(e);
                 }
@@ -330,10 +327,7 @@ pub async fn run<H: Handler + ?Sized>(
             let mut failed = None;
             while let Some((outcomes, b)) = pending.next().await {
                 let b: Started = b;
-                held -= b.fresh.len();
-                for id in &b.ids {
-                    pending_ids.remove(id);
-                }
+                release(&b, &mut held, &mut pending_ids);
                 if failed.is_none()
                     && let Err(e) = finish(cfg, sub, bus, dedupe, b, outcomes, &mut stats).await
                 {
@@ -370,11 +364,8 @@ pub async fn run<H: Handler + ?Sized>(
                     o = &mut starting => break o,
                     Some((outcomes, done)) = pending.next(), if !pending.is_empty() => {
                         let done: Started = done;
-                        held -= done.fresh.len();
+                        release(&done, &mut held, &mut pending_ids);
                         in_flight.set(held as f64);
-                        for id in &done.ids {
-                            pending_ids.remove(id);
-                        }
                         if failed.is_none()
                             && let Err(e) =
                                 finish(cfg, sub, bus, dedupe, done, outcomes, &mut stats).await
@@ -403,6 +394,14 @@ pub async fn run<H: Handler + ?Sized>(
     drained?;
     closed?;
     Ok(stats)
+}
+
+/// Takes a finished batch's messages off the count and the ids in flight.
+fn release(b: &Started, held: &mut usize, pending_ids: &mut HashSet<String>) {
+    *held -= b.fresh.len();
+    for id in &b.ids {
+        pending_ids.remove(id);
+    }
 }
 
 /// Counts `batch` in, acks what was processed before (by the dedupe window, or a batch in
