@@ -13,12 +13,29 @@
 //!
 //! One Lua script per transaction does all of it atomically and records what it computed under
 //! the transaction's id (for `dedupe_ttl`): a redelivered transaction gets the same features
-//! back and counts nothing twice, so a replay scores exactly as the first time. A batch is one
-//! pipelined round trip. Keys carry a `{u:<user>}` hash tag; device counters their own.
+//! back and counts nothing twice, so a replay scores exactly as the first time. Keys carry a
+//! `{u:<user>}` hash tag; device counters their own.
+//!
+//! Batches reach Redis in the order they are submitted, without waiting for each other: one
+//! task owns the state's connection and sends whatever batches are queued as one pipelined
+//! round trip (at most [`MAX_ROUND`] transactions), the next round once the previous one is
+//! answered. So [`StreamState::submit`] returns at once with a future of the batch's
+//! features, and a pipeline can parse and submit its next batch while Redis runs this one's
+//! scripts; the state still sees every transaction in submission order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most transactions one round trip to Redis carries (batches queued meanwhile are merged up
+/// to it): about 0.15 s of scripts, well inside the connection's response timeout.
+pub const MAX_ROUND: usize = 4096;
+
+/// A batch's update, submitted: resolves to each transaction's features, in batch order.
+pub type StateUpdate = BoxFuture<'static, Result<Vec<StreamFeatures>, String>>;
 
 /// Sliding-window and retention settings.
 #[derive(Debug, Clone)]
@@ -89,6 +106,9 @@ pub struct StreamFeatures {
     pub avg_spend_after: f64,
 }
 
+// The user's events from `ts - w` on, read once: the latest gives the watermark, the rest the
+// window. Events older than the window's reach are pruned every 8th transaction of the user
+// (they are never read; pruning is for memory only).
 const SCRIPT: &str = r"
 local prev = redis.call('GET', KEYS[1])
 if prev then return '0|' .. prev end
@@ -108,24 +128,36 @@ if ARGV[7] == '1' then
   d1m = bump(KEYS[5], 120000)
   d1h = bump(KEYS[6], 7200000)
 end
-local bsum = redis.call('HGET', KEYS[8], 'sum') or '0'
-local bcnt = redis.call('HGET', KEYS[8], 'n') or '0'
+local spend = redis.call('HMGET', KEYS[8], 'sum', 'n')
+local bsum = spend[1] or '0'
+local bcnt = spend[2] or '0'
 redis.call('HINCRBYFLOAT', KEYS[8], 'sum', ARGV[6])
-redis.call('HINCRBY', KEYS[8], 'n', 1)
+local n = redis.call('HINCRBY', KEYS[8], 'n', 1)
 redis.call('PEXPIRE', KEYS[8], ARGV[8])
+local evs = redis.call('ZRANGEBYSCORE', KEYS[7], ts - w, '+inf', 'WITHSCORES')
 local maxts = ts
-local top = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
-if top[2] and tonumber(top[2]) > maxts then maxts = tonumber(top[2]) end
+if #evs > 0 and tonumber(evs[#evs]) > maxts then maxts = tonumber(evs[#evs]) end
 local late, win = 0, 0
 if ts < maxts - lateness then
   late = 1
 else
   redis.call('ZADD', KEYS[7], ts, ARGV[3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. (maxts - lateness - w))
+  if n % 8 == 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. (maxts - lateness - w))
+  end
   redis.call('PEXPIRE', KEYS[7], w + lateness + 60000)
-  local evs = redis.call('ZRANGEBYSCORE', KEYS[7], ts - w, ts + w, 'WITHSCORES')
   local s = {}
-  for i = 2, #evs, 2 do s[#s + 1] = tonumber(evs[i]) end
+  local placed = false
+  for i = 2, #evs, 2 do
+    local v = tonumber(evs[i])
+    if v > ts + w then break end
+    if not placed and v > ts then
+      s[#s + 1] = ts
+      placed = true
+    end
+    s[#s + 1] = v
+  end
+  if not placed then s[#s + 1] = ts end
   local j = 1
   for i = 1, #s do
     if s[i] > ts then break end
@@ -142,10 +174,10 @@ return '1|' .. out
 pub enum StreamState {
     /// Redis.
     Redis {
-        /// The connection.
-        conn: redis::aio::ConnectionManager,
-        /// The script (its SHA-1; loaded on first use).
-        script: redis::Script,
+        /// The queue of the task that owns the connection (see the module doc).
+        queue: mpsc::UnboundedSender<Round>,
+        /// The script's SHA-1 (the task loads it on first use).
+        hash: String,
         /// Settings.
         cfg: StreamConfig,
     },
@@ -189,11 +221,15 @@ struct UserState {
 const PERIODS: [i64; 3] = [60_000, 3_600_000, 86_400_000];
 
 impl StreamState {
-    /// State in Redis.
+    /// State in Redis, over `conn` (which should be the state's alone: other commands on it
+    /// would wait behind the queued scripts). Spawns the task that sends the batches, so it
+    /// must be called inside a Tokio runtime; the task ends when the state is dropped.
     pub fn redis(conn: redis::aio::ConnectionManager, cfg: StreamConfig) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_rounds(conn, rx));
         StreamState::Redis {
-            conn,
-            script: redis::Script::new(SCRIPT),
+            queue,
+            hash: redis::Script::new(SCRIPT).get_hash().to_string(),
             cfg,
         }
     }
@@ -209,54 +245,32 @@ impl StreamState {
 
     /// Updates the state with `txs` (in order) and returns each one's features.
     pub async fn update(&self, txs: &[TxKey<'_>]) -> Result<Vec<StreamFeatures>, String> {
+        self.submit(txs).await
+    }
+
+    /// Submits `txs` (in order) without waiting: the state takes them after everything
+    /// submitted before and before anything submitted after, whenever the returned future is
+    /// awaited (the in-memory state updates at once). The pipeline's batch queue bounds what
+    /// is waiting here.
+    pub fn submit(&self, txs: &[TxKey<'_>]) -> StateUpdate {
         match self {
-            StreamState::Redis { conn, script, cfg } => {
+            StreamState::Redis { queue, hash, cfg } => {
                 if txs.is_empty() {
-                    return Ok(Vec::new());
+                    return Box::pin(std::future::ready(Ok(Vec::new())));
                 }
-                let mut pipe = redis::pipe();
-                let hash = script.get_hash();
-                for t in txs {
-                    let p = &cfg.prefix;
-                    let u = t.user_id;
-                    let d = t.device_id.unwrap_or("");
-                    let b = |period: i64| t.ts_ms.div_euclid(period);
-                    pipe.cmd("EVALSHA")
-                        .arg(hash)
-                        .arg(8)
-                        .arg(format!("{p}tx:{{u:{u}}}:{}", t.transaction_id))
-                        .arg(format!("{p}vel:{{u:{u}}}:1m:{}", b(PERIODS[0])))
-                        .arg(format!("{p}vel:{{u:{u}}}:1h:{}", b(PERIODS[1])))
-                        .arg(format!("{p}vel:{{u:{u}}}:24h:{}", b(PERIODS[2])))
-                        .arg(format!("{p}vel:{{d:{d}}}:1m:{}", b(PERIODS[0])))
-                        .arg(format!("{p}vel:{{d:{d}}}:1h:{}", b(PERIODS[1])))
-                        .arg(format!("{p}win:{{u:{u}}}"))
-                        .arg(format!("{p}spend:{{u:{u}}}"))
-                        .arg(ms(cfg.dedupe_ttl))
-                        .arg(t.ts_ms)
-                        .arg(t.transaction_id)
-                        .arg(ms(cfg.window))
-                        .arg(ms(cfg.allowed_lateness))
-                        .arg(t.amount)
-                        .arg(if t.device_id.is_some() { "1" } else { "0" })
-                        .arg(ms(cfg.spend_ttl));
+                let cmds: Vec<redis::Cmd> = txs.iter().map(|t| command(hash, cfg, t)).collect();
+                let (reply, answer) = oneshot::channel();
+                if queue.send(Round { cmds, reply }).is_err() {
+                    return Box::pin(std::future::ready(Err(
+                        "the stream state's Redis task has stopped".to_string(),
+                    )));
                 }
-                let mut c = conn.clone();
-                let out: Vec<String> = match pipe.query_async(&mut c).await {
-                    Ok(v) => v,
-                    // Redis does not have the script yet (first use, or after a restart).
-                    Err(e) if e.code() == Some("NOSCRIPT") => {
-                        redis::cmd("SCRIPT")
-                            .arg("LOAD")
-                            .arg(SCRIPT)
-                            .query_async::<String>(&mut c)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        pipe.query_async(&mut c).await.map_err(|e| e.to_string())?
-                    }
-                    Err(e) => return Err(e.to_string()),
-                };
-                out.iter().map(|s| decode(s)).collect()
+                Box::pin(async move {
+                    let out = answer
+                        .await
+                        .map_err(|_| "the stream state's Redis task has stopped".to_string())??;
+                    out.iter().map(|s| decode(s)).collect()
+                })
             }
             StreamState::Memory {
                 state,
@@ -264,7 +278,115 @@ impl StreamState {
                 max_users,
             } => {
                 let mut m = state.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(txs.iter().map(|t| m.update(t, cfg, *max_users)).collect())
+                let out = txs.iter().map(|t| m.update(t, cfg, *max_users)).collect();
+                Box::pin(std::future::ready(Ok(out)))
+            }
+        }
+    }
+}
+
+/// One batch's scripts on their way to Redis, and where their answers go.
+pub struct Round {
+    cmds: Vec<redis::Cmd>,
+    reply: oneshot::Sender<Result<Vec<String>, String>>,
+}
+
+impl std::fmt::Debug for Round {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Round({})", self.cmds.len())
+    }
+}
+
+/// The script call of one transaction.
+fn command(hash: &str, cfg: &StreamConfig, t: &TxKey<'_>) -> redis::Cmd {
+    let p = &cfg.prefix;
+    let u = t.user_id;
+    let d = t.device_id.unwrap_or("");
+    let b = |period: i64| t.ts_ms.div_euclid(period);
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(hash)
+        .arg(8)
+        .arg(format!("{p}tx:{{u:{u}}}:{}", t.transaction_id))
+        .arg(format!("{p}vel:{{u:{u}}}:1m:{}", b(PERIODS[0])))
+        .arg(format!("{p}vel:{{u:{u}}}:1h:{}", b(PERIODS[1])))
+        .arg(format!("{p}vel:{{u:{u}}}:24h:{}", b(PERIODS[2])))
+        .arg(format!("{p}vel:{{d:{d}}}:1m:{}", b(PERIODS[0])))
+        .arg(format!("{p}vel:{{d:{d}}}:1h:{}", b(PERIODS[1])))
+        .arg(format!("{p}win:{{u:{u}}}"))
+        .arg(format!("{p}spend:{{u:{u}}}"))
+        .arg(ms(cfg.dedupe_ttl))
+        .arg(t.ts_ms)
+        .arg(t.transaction_id)
+        .arg(ms(cfg.window))
+        .arg(ms(cfg.allowed_lateness))
+        .arg(t.amount)
+        .arg(if t.device_id.is_some() { "1" } else { "0" })
+        .arg(ms(cfg.spend_ttl));
+    c
+}
+
+/// The task that owns the state's connection: takes the batches queued since the last round
+/// trip (up to [`MAX_ROUND`] transactions, in submission order), sends them as one pipeline,
+/// and hands each batch its answers.
+async fn send_rounds(
+    mut conn: redis::aio::ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<Round>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.cmds.len();
+        let mut rounds = vec![first];
+        while n < MAX_ROUND {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.cmds.len();
+                    rounds.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut replies = Vec::with_capacity(rounds.len());
+        for r in rounds {
+            replies.push((r.cmds.len(), r.reply));
+            for c in r.cmds {
+                pipe.add_command(c);
+            }
+        }
+        let result: Result<Vec<String>, String> = match pipe.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            // Redis does not have the script yet (first use, or after a restart): no script of
+            // the round ran, and nothing else is sent meanwhile, so the round is sent again.
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                match redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(SCRIPT)
+                    .query_async::<String>(&mut conn)
+                    .await
+                {
+                    Ok(_) => pipe.query_async(&mut conn).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let result = result.and_then(|out| {
+            if out.len() == n {
+                Ok(out)
+            } else {
+                Err(format!("{} answers to {n} scripts", out.len()))
+            }
+        });
+        match result {
+            Ok(mut out) => {
+                for (k, reply) in replies {
+                    let rest = out.split_off(k);
+                    let _ = reply.send(Ok(std::mem::replace(&mut out, rest)));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
             }
         }
     }
