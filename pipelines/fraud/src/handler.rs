@@ -89,6 +89,9 @@ pub struct FraudHandler {
     /// Ids of the alerts handed to the bus and not acknowledged yet (a batch started meanwhile
     /// does not produce them again); starts empty.
     pub in_flight: Mutex<HashSet<String>>,
+    /// Released once the last batch started has written its `user_avg_spend` rows (or given
+    /// up), so that the next writes after it; starts empty.
+    pub spend_turn: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for FraudHandler {
@@ -176,8 +179,9 @@ impl FraudHandler {
         }
     }
 
-    /// Parses the batch and updates the stream state (in batch order); the returned future
-    /// scores, hands the alerts to the bus and resolves once the broker has them.
+    /// Parses the batch and submits it to the stream state (in batch order); the returned
+    /// future awaits its features, scores, hands the alerts to the bus and resolves once the
+    /// broker has them.
     async fn start_batch<'h>(&'h self, batch: &[Incoming]) -> Pending<'h> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut txs: Vec<(usize, Transaction)> = Vec::with_capacity(batch.len());
@@ -196,25 +200,38 @@ impl FraudHandler {
                 }
             }
         }
-        // The ordered part: the stream state (one user's transactions counted in order) and
-        // the spend written from it. Scoring and alerting follow in the returned future, which
-        // runs while later batches update the state.
-        let stream = if txs.is_empty() {
-            None
-        } else {
-            self.stream_features(&txs).await
-        };
-        if let (Some(w), Some(stream)) = (&self.writer, &stream) {
-            for ((_, t), s) in txs.iter().zip(stream) {
-                if s.fresh
-                    && let Err(e) = w.try_push(Self::spend_row(t, s))
-                {
-                    tracing::debug!(error = %e, "user_avg_spend not written");
-                }
-            }
-        }
+        // The ordered part: the batch's place in the stream state (one user's transactions
+        // counted in order) is taken here, by submitting it; Redis answers while later
+        // batches are read and submitted. The returned future awaits the features, writes the
+        // spend (after the batch before) and scores and alerts.
+        let stream = (!txs.is_empty()).then(|| self.submit_stream(&txs));
+        let (turn, my_turn) = tokio::sync::oneshot::channel::<()>();
+        let previous_turn = self
+            .spend_turn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(my_turn);
         let spans: Vec<tracing::Span> = txs.iter().map(|(i, _)| batch[*i].span.clone()).collect();
         Box::pin(async move {
+            let stream = match stream {
+                Some(update) => Self::stream_features(update, txs.len()).await,
+                None => None,
+            };
+            if let Some(previous) = previous_turn {
+                // Resolves (nothing is ever sent) once the batch before has written its rows
+                // or was dropped.
+                let _ = previous.await;
+            }
+            if let (Some(w), Some(stream)) = (&self.writer, &stream) {
+                for ((_, t), s) in txs.iter().zip(stream) {
+                    if s.fresh
+                        && let Err(e) = w.try_push(Self::spend_row(t, s))
+                    {
+                        tracing::debug!(error = %e, "user_avg_spend not written");
+                    }
+                }
+            }
+            drop(turn);
             if !txs.is_empty() {
                 let sends = self
                     .score_and_alert(&txs, stream.as_deref(), &spans, &mut outcomes)
@@ -268,9 +285,8 @@ impl FraudHandler {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stream features of `txs` (updating the state), or none when the state is
-    /// unavailable (the transactions are scored without them, `features_degraded`).
-    async fn stream_features(&self, txs: &[(usize, Transaction)]) -> Option<Vec<StreamFeatures>> {
+    /// Submits `txs` to the stream state (their place in it is taken now).
+    fn submit_stream(&self, txs: &[(usize, Transaction)]) -> crate::stream::StateUpdate {
         let keys: Vec<TxKey<'_>> = txs
             .iter()
             .map(|(_, t)| TxKey {
@@ -281,10 +297,17 @@ impl FraudHandler {
                 amount: t.amount,
             })
             .collect();
-        match self
-            .state
-            .update(&keys)
-            .instrument(tracing::info_span!("stream_state", n = keys.len()))
+        self.state.submit(&keys)
+    }
+
+    /// The stream features of a submitted batch of `n`, or none when the state is unavailable
+    /// (the transactions are scored without them, `features_degraded`).
+    async fn stream_features(
+        update: crate::stream::StateUpdate,
+        n: usize,
+    ) -> Option<Vec<StreamFeatures>> {
+        match update
+            .instrument(tracing::info_span!("stream_state", n))
             .await
         {
             Ok(s) => Some(s),

@@ -209,8 +209,10 @@ pub async fn start(args: FraudArgs) -> Result<RunningPipeline, PipelineError> {
     let (state, dedupe, produced) = match &args.redis_url {
         Some(url) => {
             let conn = redis(url, "--redis-url")?;
+            // The stream state on a connection of its own: the dedupe windows' reads would
+            // otherwise wait behind the batches of scripts queued on it.
             (
-                StreamState::redis(conn.clone(), stream_cfg),
+                StreamState::redis(redis(url, "--redis-url")?, stream_cfg),
                 Dedupe::Redis {
                     conn: conn.clone(),
                     prefix: format!("{}msg:{}:", args.redis_prefix, args.group),
@@ -316,6 +318,7 @@ pub async fn start(args: FraudArgs) -> Result<RunningPipeline, PipelineError> {
         window_rule: window_rule(args.window_threshold, args.window_seconds),
         decimal_scale: args.decimal_scale,
         in_flight: Default::default(),
+        spend_turn: Default::default(),
     };
     let sub = bus.subscribe_kafka(&args.input_topic, &args.group)?;
     let rt = RuntimeConfig {
@@ -359,6 +362,7 @@ pub async fn start_in_process(
         window_rule: window_rule(5, 60),
         decimal_scale: 2,
         in_flight: Default::default(),
+        spend_turn: Default::default(),
     };
     start_with(
         RuntimeConfig::new("fraud"),

@@ -66,6 +66,7 @@ async fn handler(bus: Arc<dyn EventBus>, repo: &std::path::Path) -> (FraudHandle
         window_rule: window_rule(5, 60),
         decimal_scale: 2,
         in_flight: Default::default(),
+        spend_turn: Default::default(),
     };
     (h, local)
 }
