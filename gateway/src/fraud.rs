@@ -192,6 +192,7 @@ pub async fn score_batch(
         model_version: req.version.unwrap_or_default(),
         top_k_reasons: None,
         ignore_unknown_features: false,
+        reasons_over_threshold_only: false,
     };
     let mut client = st.fraud.clone();
     let resp = client

@@ -33,6 +33,8 @@ struct BatchOptions {
     top_k_reasons: Option<u32>,
     /// Drop features the model does not take instead of refusing them.
     ignore_unknown_features: bool,
+    /// Reasons only over the threshold, for requests that do not set their own count.
+    reasons_over_threshold_only: bool,
 }
 
 /// The typed fraud-scoring service.
@@ -106,7 +108,11 @@ impl FraudService {
         let threshold = tab.output_mode().threshold;
         let tops: Vec<usize> = requests
             .iter()
-            .map(|r| {
+            .zip(&probs)
+            .map(|(r, &p)| {
+                if opts.reasons_over_threshold_only && r.top_k_reasons.is_none() && p <= threshold {
+                    return 0;
+                }
                 let k = r
                     .top_k_reasons
                     .or(opts.top_k_reasons)
@@ -333,6 +339,7 @@ impl FraudScoring for FraudService {
                 BatchOptions {
                     top_k_reasons: r.top_k_reasons,
                     ignore_unknown_features: r.ignore_unknown_features,
+                    reasons_over_threshold_only: r.reasons_over_threshold_only,
                 },
                 span,
             )

@@ -326,6 +326,49 @@ async fn fraud_scoring_returns_probability_decision_and_reasons() {
     assert!((batch.responses[0].probability - resp.probability).abs() < 1e-9);
     assert_eq!(batch.responses[1].reasons.len(), 2);
 
+    // Reasons over the threshold only: a row under it gets none unless it asks itself.
+    let risky: HashMap<String, f64> = names
+        .iter()
+        .zip([
+            912.5, 3.0, 1.0, 0.41, 0.35, 48.0, 19.0, 4.0, 9.0, 240.0, 1.0, 0.0, 21.0, 2.0, 6.0, 1.0,
+        ])
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    let low = features.clone();
+    let only = |requests: Vec<v1::ScoreRequest>| v1::ScoreBatchRequest {
+        requests,
+        top_k_reasons: Some(3),
+        reasons_over_threshold_only: true,
+        ..Default::default()
+    };
+    let rows = |top_k: Option<u32>| {
+        vec![
+            v1::ScoreRequest {
+                transaction_id: "high".into(),
+                features: risky.clone(),
+                ..Default::default()
+            },
+            v1::ScoreRequest {
+                transaction_id: "low".into(),
+                features: low.clone(),
+                top_k_reasons: top_k,
+                ..Default::default()
+            },
+        ]
+    };
+    let selective = c.score_batch(only(rows(None))).await.unwrap().into_inner();
+    let (high, under) = (&selective.responses[0], &selective.responses[1]);
+    assert!(high.is_fraud && !under.is_fraud, "{high:?} {under:?}");
+    assert_eq!(high.reasons.len(), 3);
+    assert!(under.reasons.is_empty());
+    let asked = c
+        .score_batch(only(rows(Some(2))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(asked.responses[1].reasons.len(), 2);
+    assert_eq!(asked.responses[1].probability, under.probability);
+
     // Bad input.
     let mut bad = features.clone();
     bad.insert("shoe_size".into(), 42.0);

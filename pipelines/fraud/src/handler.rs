@@ -147,12 +147,17 @@ pub fn model_inputs(t: &Transaction, s: Option<&StreamFeatures>) -> HashMap<Stri
 }
 
 impl FraudHandler {
+    /// A transaction's request. One that completes the window will be alerted whatever its
+    /// probability, so it asks for reasons itself; the rest get them only over the model's
+    /// threshold (`reasons_over_threshold_only`), since only alerts carry them.
     fn request(&self, t: &Transaction, s: Option<&StreamFeatures>) -> pb::ScoreRequest {
+        let rule_hit = s.is_some_and(|s| s.window_max >= self.window_threshold);
         pb::ScoreRequest {
             transaction_id: t.transaction_id.clone(),
             features: model_inputs(t, s),
             user_id: t.user_id.clone(),
             device_id: t.device_id.clone().unwrap_or_default(),
+            top_k_reasons: rule_hit.then_some(self.top_k_reasons),
             ..Default::default()
         }
     }
@@ -339,6 +344,7 @@ impl FraudHandler {
             model_version: String::new(),
             top_k_reasons: Some(self.top_k_reasons),
             ignore_unknown_features: true,
+            reasons_over_threshold_only: true,
         };
         let scored = match self
             .scorer

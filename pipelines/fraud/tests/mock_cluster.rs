@@ -188,6 +188,9 @@ async fn transactions_in_alerts_and_dead_letters_out() {
         let a = by_tx[id];
         assert_eq!(a.rule_hits, ["velocity_5_in_60s"], "{a:?}");
         assert_eq!(a.user_id, "u-burst");
+        // Explained although under the model's threshold.
+        assert!(!a.is_fraud, "{a:?}");
+        assert_eq!(a.reasons.len(), 3, "{a:?}");
     }
     for id in ["risky-1", "deb-1"] {
         let a = by_tx[id];
