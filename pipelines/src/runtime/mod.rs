@@ -213,8 +213,10 @@ pub struct RuntimeConfig {
     pub retry: RetryPolicy,
 }
 
-/// Default of [`RuntimeConfig::max_batches_in_flight`].
-pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Default of [`RuntimeConfig::max_batches_in_flight`]: on the stream bench 2 sustained as
+/// much as 4 (within the spread between runs) at 70-84 MB of peak RSS against 89-93 MB
+/// (BENCHMARKS.md, "Streaming").
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
 impl RuntimeConfig {
     /// Defaults for `pipeline`: batches of up to 512, [`MAX_BATCHES_IN_FLIGHT`] in flight.
