@@ -16,9 +16,10 @@
 # p99 < 50 ms.
 # tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
 # Usage: [PIPELINE_FLAGS="--max-batch 2048"] [STREAMLOAD_FLAGS="--fetch-wait-ms 1"] [SKIP_CDC=1]
-#        bench/stream.sh [rounds] [count]
+#        [STREAM_BROKER=/path/to/nisshi] bench/stream.sh [rounds] [count]
 # (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, STREAMLOAD_FLAGS of streamload, to
-# compare settings; SKIP_CDC=1 leaves out the PostgreSQL -> SSE rounds.)
+# compare settings; SKIP_CDC=1 leaves out the PostgreSQL -> SSE rounds; STREAM_BROKER: another
+# broker binary taking tansu's `broker` flags, e.g. nisshi, tansu's successor on crates.io.)
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ROUNDS=${1:-3}
@@ -63,7 +64,7 @@ start_round() {
   # deduplicated by topic/partition/offset: the pipeline's Redis starts empty too.
   redis-cli -p "$REDIS_PORT" flushall > /dev/null
   KAFKA_PORT=$(free_port)
-  "$CACHE/bin/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  "${STREAM_BROKER:-$CACHE/bin/tansu}" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
     > "$WORK/tansu.log" 2>&1 &
   ROUND_PIDS+=($!); PIDS+=($!)
@@ -78,7 +79,7 @@ start_round() {
   for _ in $(seq 100); do grep -q metrics "$WORK/pipeline.out" 2>/dev/null && break; sleep 0.1; done
 }
 
-echo "fraud pipeline through Kafka (tansu), this machine: $(nproc) cores"
+echo "fraud pipeline through Kafka ($(basename "${STREAM_BROKER:-tansu}")), this machine: $(nproc) cores"
 : > "$WORK/fixed.jsonl"
 : > "$WORK/pipeline-fixed.prom"
 for r in $(seq "$ROUNDS"); do
