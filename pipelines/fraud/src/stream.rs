@@ -34,6 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 /// to it): about 0.15 s of scripts, well inside the connection's response timeout.
 pub const MAX_ROUND: usize = 4096;
 
+/// Why a submitted batch gets no answer: the task sending to Redis is gone.
+const STOPPED: &str = "the stream state's Redis task has stopped";
+
 /// A batch's update, submitted: resolves to each transaction's features, in batch order.
 pub type StateUpdate = BoxFuture<'static, Result<Vec<StreamFeatures>, String>>;
 
@@ -261,14 +264,10 @@ impl StreamState {
                 let cmds: Vec<redis::Cmd> = txs.iter().map(|t| command(hash, cfg, t)).collect();
                 let (reply, answer) = oneshot::channel();
                 if queue.send(Round { cmds, reply }).is_err() {
-                    return Box::pin(std::future::ready(Err(
-                        "the stream state's Redis task has stopped".to_string(),
-                    )));
+                    return Box::pin(std::future::ready(Err(STOPPED.to_string())));
                 }
                 Box::pin(async move {
-                    let out = answer
-                        .await
-                        .map_err(|_| "the stream state's Redis task has stopped".to_string())??;
+                    let out = answer.await.map_err(|_| STOPPED.to_string())??;
                     out.iter().map(|s| decode(s)).collect()
                 })
             }

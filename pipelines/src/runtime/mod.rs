@@ -744,6 +744,27 @@ mod tests {
         .unwrap();
     }
 
+    /// One message per batch, two batches in flight, a gated handler, a memory dedupe window,
+    /// and a stop that resolves when its sender fires.
+    fn gated_setup() -> (
+        RuntimeConfig,
+        Gate,
+        Dedupe,
+        tokio::sync::oneshot::Sender<()>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let cfg = RuntimeConfig {
+            max_batch: 1,
+            max_batches_in_flight: 2,
+            ..RuntimeConfig::new("test")
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async {
+            let _ = rx.await;
+        };
+        (cfg, Gate::default(), Dedupe::memory(100), tx, stop)
+    }
+
     #[tokio::test]
     async fn batches_start_while_earlier_outputs_are_in_flight_up_to_the_bound() {
         // Room for four unacked messages: publishing four more afterwards shows all were acked.
@@ -752,17 +773,7 @@ mod tests {
         for (body, id) in [("a", "m1"), ("b", "m2"), ("b-again", "m2"), ("c", "m3")] {
             bus.publish("in", msg(body, Some(id))).await.unwrap();
         }
-        let cfg = RuntimeConfig {
-            max_batch: 1,
-            max_batches_in_flight: 2,
-            ..RuntimeConfig::new("test")
-        };
-        let gate = Gate::default();
-        let dedupe = Dedupe::memory(100);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = async {
-            let _ = rx.await;
-        };
+        let (cfg, gate, dedupe, tx, stop) = gated_setup();
         let drive = async {
             let started = || gate.started.lock().unwrap().clone();
             // Two batches start although neither finished; the bound keeps the rest unread.
@@ -805,17 +816,7 @@ mod tests {
         for body in ["a", "after:a"] {
             bus.publish("in", msg(body, None)).await.unwrap();
         }
-        let cfg = RuntimeConfig {
-            max_batch: 1,
-            max_batches_in_flight: 2,
-            ..RuntimeConfig::new("test")
-        };
-        let gate = Gate::default();
-        let dedupe = Dedupe::memory(100);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let stop = async {
-            let _ = rx.await;
-        };
+        let (cfg, gate, dedupe, tx, stop) = gated_setup();
         let drive = async {
             until(|| gate.started.lock().unwrap().len() == 1).await;
             // "a" is in flight; "after:a" is being started when "a" is released.
