@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fraud pipeline end to end on this machine: transactions produced to finance.transactions
-# on a tansu broker (memory storage), `infermesh pipeline fraud` (release, in-process scoring of
+# on a nisshi broker (memory storage), `infermesh pipeline fraud` (release, in-process scoring of
 # the sample model, stream state in a throw-away Redis), alerts consumed from fraud.alerts by
 # bench/loadgen's `streamload` (a tail consumer timing each alert from its transaction's send).
 #   1. latency at a fixed rate (1k tx/s, every transaction alerted): p50/p99, medians of ROUNDS;
@@ -10,21 +10,22 @@
 #      with wal_level=logical, `infermesh cdc postgres` into the same broker, `infermesh
 #      gateway --kafka-brokers`, and bench/loadgen's `cdcload` inserting 200 rows/s (each its
 #      own transaction) and timing each alert from its insert; p50/p99, medians of ROUNDS.
-# Each round runs on a fresh tansu with a fresh pipeline (and, for 4., cdc and gateway): tansu's
-# memory storage slows as runs accumulate on one broker.
+# Each round runs on a fresh broker with a fresh pipeline (and, for 4., cdc and gateway): tansu's
+# memory storage slowed as runs accumulated on one broker, and a round should not pay for the
+# ones before it on any broker.
 # Goals (issue): p99 < 10 ms at 1k tx/s, >= 20k tx/s on 2 cores, RSS < 100 MB, insert -> SSE
 # p99 < 50 ms.
-# tansu is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_tansu).
+# nisshi is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_nisshi).
 # Usage: [PIPELINE_FLAGS="--max-batch 2048"] [STREAMLOAD_FLAGS="--fetch-wait-ms 1"] [SKIP_CDC=1]
-#        [STREAM_BROKER=/path/to/nisshi] bench/stream.sh [rounds] [count]
+#        [STREAM_BROKER=/path/to/tansu] bench/stream.sh [rounds] [count]
 # (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, STREAMLOAD_FLAGS of streamload, to
 # compare settings; SKIP_CDC=1 leaves out the PostgreSQL -> SSE rounds; STREAM_BROKER: another
-# broker binary taking tansu's `broker` flags, e.g. nisshi, tansu's successor on crates.io.)
+# broker binary taking the same `broker` flags, e.g. tansu 0.6, nisshi's predecessor.)
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ROUNDS=${1:-3}
 COUNT=${2:-100000}
-ensure_tansu
+ensure_nisshi
 cargo build --release --locked -p infermesh -p infermesh-loadgen >&2
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d)"
@@ -41,8 +42,8 @@ REPO="$WORK/repo"
 mkdir -p "$REPO"
 cp -r deploy/sample-repository/fraud "$REPO/fraud"
 
-# Every round gets a fresh tansu and a fresh pipeline: tansu 0.6's memory storage slows as runs
-# accumulate on one broker (a hop's p50 went 10 -> 98 ms over six 10k-message runs), which would
+# Every round gets a fresh broker and a fresh pipeline: tansu 0.6's memory storage slowed as runs
+# accumulated on one broker (a hop's p50 went 10 -> 98 ms over six 10k-message runs), which would
 # make each round pay for the ones before it.
 ROUND_PIDS=()
 PEAK_RSS=0
@@ -64,9 +65,9 @@ start_round() {
   # deduplicated by topic/partition/offset: the pipeline's Redis starts empty too.
   redis-cli -p "$REDIS_PORT" flushall > /dev/null
   KAFKA_PORT=$(free_port)
-  "${STREAM_BROKER:-$CACHE/bin/tansu}" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  "${STREAM_BROKER:-$CACHE/bin/nisshi}" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
-    > "$WORK/tansu.log" 2>&1 &
+    > "$WORK/broker.log" 2>&1 &
   ROUND_PIDS+=($!); PIDS+=($!)
   wait_port "$KAFKA_PORT"
   BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -79,7 +80,7 @@ start_round() {
   for _ in $(seq 100); do grep -q metrics "$WORK/pipeline.out" 2>/dev/null && break; sleep 0.1; done
 }
 
-echo "fraud pipeline through Kafka ($(basename "${STREAM_BROKER:-tansu}")), this machine: $(nproc) cores"
+echo "fraud pipeline through Kafka ($(basename "${STREAM_BROKER:-nisshi}")), this machine: $(nproc) cores"
 : > "$WORK/fixed.jsonl"
 : > "$WORK/pipeline-fixed.prom"
 for r in $(seq "$ROUNDS"); do

