@@ -17,10 +17,14 @@
 # p99 < 50 ms.
 # nisshi is built once into ~/.cache/infermesh/bin (scripts/common.sh ensure_nisshi).
 # Usage: [PIPELINE_FLAGS="--max-batch 2048"] [STREAMLOAD_FLAGS="--fetch-wait-ms 1"] [SKIP_CDC=1]
-#        [STREAM_BROKER=/path/to/tansu] bench/stream.sh [rounds] [count]
+#        [STREAM_BROKER=/path/to/tansu|mock] bench/stream.sh [rounds] [count]
 # (PIPELINE_FLAGS: extra flags of `infermesh pipeline fraud`, STREAMLOAD_FLAGS of streamload, to
 # compare settings; SKIP_CDC=1 leaves out the PostgreSQL -> SSE rounds; STREAM_BROKER: another
-# broker binary taking the same `broker` flags, e.g. tansu 0.6, nisshi's predecessor.)
+# broker binary taking the same `broker` flags, e.g. tansu 0.6, nisshi's predecessor; `mock`:
+# bench/loadgen's mockbroker, librdkafka's in-memory mock cluster, whose fetch cost does not grow
+# with the topic, to tell the pipeline's latency from the broker's. The mock answers an empty
+# fetch after its whole fetch.wait.max.ms: STREAMLOAD_FLAGS="--fetch-wait-ms 1" and
+# PIPELINE_FLAGS="--kafka-option fetch.wait.max.ms=1" shorten that wait on both consumers.)
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$ROOT"
 ROUNDS=${1:-3}
@@ -52,9 +56,15 @@ stop_round() {
     local rss; rss=$(awk '/VmHWM/ {print $2}' "/proc/$PIPE/status")
     if [ "${rss:-0}" -gt "$PEAK_RSS" ]; then PEAK_RSS=$rss; fi
   fi
+  # The broker (first) goes last: a pipeline stopped together with its broker waits for it to
+  # commit its offsets.
+  if [ "${#ROUND_PIDS[@]}" -gt 1 ]; then
+    kill "${ROUND_PIDS[@]:1}" 2>/dev/null || true
+    wait "${ROUND_PIDS[@]:1}" 2>/dev/null || true
+  fi
   if [ "${#ROUND_PIDS[@]}" -gt 0 ]; then
-    kill "${ROUND_PIDS[@]}" 2>/dev/null || true
-    wait "${ROUND_PIDS[@]}" 2>/dev/null || true
+    kill "${ROUND_PIDS[0]}" 2>/dev/null || true
+    wait "${ROUND_PIDS[0]}" 2>/dev/null || true
   fi
   ROUND_PIDS=()
   PIPE=""
@@ -64,14 +74,23 @@ start_round() {
   # A fresh broker numbers offsets from 0 again, and a message without a message-id header is
   # deduplicated by topic/partition/offset: the pipeline's Redis starts empty too.
   redis-cli -p "$REDIS_PORT" flushall > /dev/null
-  KAFKA_PORT=$(free_port)
-  "${STREAM_BROKER:-$CACHE/bin/nisshi}" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
-    > "$WORK/broker.log" 2>&1 &
-  ROUND_PIDS+=($!); PIDS+=($!)
-  wait_port "$KAFKA_PORT"
-  BROKERS="127.0.0.1:$KAFKA_PORT"
-  "$BIN/infermesh" kafka init --kafka-brokers "$BROKERS" > /dev/null
+  if [ "${STREAM_BROKER:-}" = mock ]; then
+    rm -f "$WORK/broker.out"
+    "$BIN/mockbroker" > "$WORK/broker.out" 2> "$WORK/broker.log" &
+    ROUND_PIDS+=($!); PIDS+=($!)
+    for _ in $(seq 100); do grep -q '^brokers ' "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
+    BROKERS="$(sed -n 's/^brokers //p' "$WORK/broker.out")"
+    [ -n "$BROKERS" ] || { cat "$WORK/broker.log" >&2; echo "mockbroker did not start" >&2; exit 1; }
+  else
+    KAFKA_PORT=$(free_port)
+    "${STREAM_BROKER:-$CACHE/bin/nisshi}" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+      > "$WORK/broker.log" 2>&1 &
+    ROUND_PIDS+=($!); PIDS+=($!)
+    wait_port "$KAFKA_PORT"
+    BROKERS="127.0.0.1:$KAFKA_PORT"
+    "$BIN/infermesh" kafka init --kafka-brokers "$BROKERS" > /dev/null
+  fi
   "$BIN/infermesh" pipeline fraud --kafka-brokers "$BROKERS" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --model-repository "$REPO" --metrics-port 0 --poll-interval 0 ${PIPELINE_FLAGS:-} \
     > "$WORK/pipeline.out" 2> "$WORK/pipeline.log" &
