@@ -67,9 +67,9 @@ ensure_chromium() {
   apt_install chromium
 }
 
-# ensure_nisshi: nisshi (crates.io; tansu's successor), the Kafka-protocol
-# broker the streaming pipelines' end-to-end tests and bench/stream.sh start on a free port, with
-# its memory storage engine. 0.6.0 is the last release that builds with this machine's rustc 1.95
+# ensure_nisshi: nisshi (crates.io; tansu's successor), the Kafka-protocol broker the streaming
+# pipelines' end-to-end tests and bench/stream.sh start on a free port, with its memory storage
+# engine. 0.6.0 is the last release that builds with this machine's rustc 1.95
 # (0.7+ need rama 0.4, rustc 1.96); it answers a fetch as soon as records are there, where tansu
 # 0.6 sleeps the whole fetch.wait.max.ms (BENCHMARKS.md, Streaming). Built once into $CACHE/bin
 # (a release build of several hundred crates: run it in the background while the project builds);
